@@ -1,0 +1,512 @@
+//! Layer 5b: transactions — the [`Engine`] that ties device, cache, space maps and
+//! trees together and commits them atomically.
+//!
+//! Nothing committed is ever overwritten: every change goes to blocks that are free
+//! in the committed state. [`Engine::commit`] writes those blocks, flushes, writes
+//! the superblock slot of the new generation, and flushes again. A crash before the
+//! second flush returns leaves the previous slot as the newest valid one, so open
+//! recovers the previous commit; after it, the new one.
+
+use crate::block::{self, BlockKind, BLOCK_SIZE};
+use crate::btree::node::ValueKind;
+use crate::btree::{Ctx, Tree};
+use crate::cache::{BlockStore, CacheStats};
+use crate::device::BlockDevice;
+use crate::error::{Error, Result};
+use crate::space_map::{MapId, RcArray, SpaceMaps};
+use crate::superblock::{Geometry, MapRoot, Superblock, CLIENT_BYTES, ROOT_SLOTS};
+
+/// Default data extent size: 64 KiB.
+pub const DEFAULT_EXTENT_SIZE: u32 = 64 * 1024;
+/// Default cache budget: 4 MiB.
+pub const DEFAULT_CACHE_BYTES: usize = 4 << 20;
+
+/// Options for [`Engine::format`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FormatOptions {
+    /// Data extent size in bytes: a power of two from 4 KiB to 1 MiB.
+    pub extent_size: u32,
+    /// Metadata blocks to provision; `None` picks [`default_metadata_blocks`].
+    pub metadata_blocks: Option<u64>,
+    /// Cache budget in bytes for the returned engine.
+    pub cache_bytes: usize,
+    /// An id stored in the superblock.
+    pub array_id: [u8; 16],
+}
+
+impl Default for FormatOptions {
+    fn default() -> Self {
+        FormatOptions {
+            extent_size: DEFAULT_EXTENT_SIZE,
+            metadata_blocks: None,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            array_id: [0; 16],
+        }
+    }
+}
+
+/// Options for [`Engine::open`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Cache budget in bytes (at least 16 blocks are always cached).
+    pub cache_bytes: usize,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            cache_bytes: DEFAULT_CACHE_BYTES,
+        }
+    }
+}
+
+/// Metadata blocks provisioned by default for a device of `pages` 4 KiB pages and
+/// extents of `extent_pages` pages: room for 48 bytes of mapping and counts per data
+/// extent, plus 64 blocks. The layer above provisions its own worst case.
+pub fn default_metadata_blocks(pages: u64, extent_pages: u64) -> u64 {
+    let extents = pages / extent_pages.max(1);
+    (extents.saturating_mul(48)).div_ceil(BLOCK_SIZE as u64) + 64
+}
+
+/// Space accounting of both maps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpaceStats {
+    /// Metadata blocks provisioned.
+    pub meta_blocks: u64,
+    /// Metadata blocks in use.
+    pub meta_allocated: u64,
+    /// Metadata blocks released in this transaction, reusable after commit.
+    pub meta_pinned: u64,
+    /// Data extents in the pool.
+    pub data_extents: u64,
+    /// Data extents in use.
+    pub data_allocated: u64,
+    /// Data extents released in this transaction, reusable after commit.
+    pub data_pinned: u64,
+}
+
+/// The storage engine: checksummed copy-on-write metadata with atomic commits.
+///
+/// Most users want the array built on top of it; the engine is public so that its
+/// guarantees can be tested and reused. Trees are handled through [`Tree`] values,
+/// each of which owns one reference to its root: keep every live tree either in a
+/// root slot ([`Engine::set_root`]) or as a value of a tree that is, or it is lost
+/// (and reported as leaked by [`Engine::audit`](crate::check)) after a reopen.
+pub struct Engine<D: BlockDevice> {
+    pub(crate) st: BlockStore<D>,
+    pub(crate) sm: SpaceMaps,
+    pub(crate) geo: Geometry,
+    generation: u64,
+    array_id: [u8; 16],
+    pub(crate) roots: [Option<Tree>; ROOT_SLOTS],
+    client: [u8; CLIENT_BYTES],
+    poisoned: bool,
+}
+
+impl<D: BlockDevice> Engine<D> {
+    /// Writes an empty engine to `dev` and returns it open.
+    ///
+    /// Both superblock slots are rewritten, so whatever the device held before is
+    /// gone. The layout is: superblock slots (pages 0–1), metadata blocks, then data
+    /// extents aligned to the extent size.
+    pub fn format(dev: D, opts: &FormatOptions) -> Result<Self> {
+        let es = opts.extent_size;
+        if !es.is_power_of_two() || !(4096..=1 << 20).contains(&es) {
+            return Err(Error::InvalidOptions(
+                "extent size must be a power of two from 4 KiB to 1 MiB",
+            ));
+        }
+        let mut st = BlockStore::new(dev, opts.cache_bytes, 0, 0)?;
+        let pages = st.device_pages();
+        let ext_pages = u64::from(es) / BLOCK_SIZE as u64;
+        let meta_blocks = opts
+            .metadata_blocks
+            .unwrap_or_else(|| default_metadata_blocks(pages, ext_pages));
+        if meta_blocks < 16 {
+            return Err(Error::InvalidOptions(
+                "at least 16 metadata blocks are needed",
+            ));
+        }
+        let too_small = Error::DeviceTooSmall {
+            needed: (2 + meta_blocks + ext_pages).saturating_mul(BLOCK_SIZE as u64),
+            available: pages.saturating_mul(BLOCK_SIZE as u64),
+        };
+        let meta_end = 2u64
+            .checked_add(meta_blocks)
+            .ok_or(Error::InvalidOptions("too many metadata blocks"))?;
+        let data_start = meta_end.div_ceil(ext_pages) * ext_pages;
+        let data_extents = pages.saturating_sub(data_start) / ext_pages;
+        if data_extents == 0 {
+            return Err(too_small);
+        }
+        let geo = Geometry {
+            device_block_size: st.device().block_size(),
+            extent_size: es,
+            device_pages: pages,
+            meta_start: 2,
+            meta_blocks,
+            data_start,
+            data_extents,
+        };
+        geo.validate(pages)?;
+        // Invalidate both slots first so no older superblock can win at open.
+        let zero = [0u8; BLOCK_SIZE];
+        st.write_page(0, &zero)?;
+        st.write_page(1, &zero)?;
+        st.flush_device()?;
+        st.set_meta_range(geo.meta_start, meta_end);
+        st.set_txid(1);
+        let mut e = Engine {
+            st,
+            sm: SpaceMaps::new(geo.meta_start, meta_blocks, data_extents),
+            geo,
+            generation: 0,
+            array_id: opts.array_id,
+            roots: [None; ROOT_SLOTS],
+            client: [0; CLIENT_BYTES],
+            poisoned: false,
+        };
+        e.commit()?;
+        Ok(e)
+    }
+
+    /// Opens the engine on `dev` at its newest committed state.
+    pub fn open(dev: D, opts: &OpenOptions) -> Result<Self> {
+        let mut st = BlockStore::new(dev, opts.cache_bytes, 0, 0)?;
+        let mut best: Option<Superblock> = None;
+        let mut first_err: Option<Error> = None;
+        let mut any_magic = false;
+        let mut buf = [0u8; BLOCK_SIZE];
+        for slot in 0..2u64 {
+            st.read_page(slot, &mut buf)?;
+            if block::get_u32(&buf, 0) == block::MAGIC {
+                any_magic = true;
+            }
+            let sb = block::verify(&buf, slot, BlockKind::Superblock, u64::MAX)
+                .and_then(|()| Superblock::decode(&buf));
+            match sb {
+                Ok(sb) if best.as_ref().is_none_or(|b| sb.generation > b.generation) => {
+                    best = Some(sb)
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // A slot of a newer version must not silently lose to an older one.
+                    if matches!(
+                        e,
+                        Error::UnsupportedVersion(_) | Error::IncompatibleFeatures(_)
+                    ) {
+                        return Err(e);
+                    }
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let sb = match best {
+            Some(sb) => sb,
+            None if !any_magic => return Err(Error::NotFormatted),
+            None => return Err(first_err.unwrap_or(Error::NotFormatted)),
+        };
+        let geo = sb.geo;
+        if geo.device_block_size != st.device().block_size() {
+            return Err(Error::corrupt(
+                0,
+                "device block size differs from the one at format",
+            ));
+        }
+        geo.validate(st.device_pages())?;
+        let meta_end = geo.meta_start + geo.meta_blocks;
+        let map = |m: &MapRoot, entries: u64| -> Result<RcArray> {
+            if m.allocated > entries || (m.cursor >= entries && m.cursor != 0) {
+                return Err(Error::corrupt(0, "space map counters out of range"));
+            }
+            if m.root != 0 && !(geo.meta_start..meta_end).contains(&m.root) {
+                return Err(Error::corrupt(
+                    m.root,
+                    "space map root outside the metadata area",
+                ));
+            }
+            let mut a = RcArray::new(entries);
+            a.root = m.root;
+            a.committed_root = m.root;
+            a.allocated = m.allocated;
+            a.cursor = m.cursor;
+            Ok(a)
+        };
+        let meta = map(&sb.meta_map, geo.meta_blocks)?;
+        let data = map(&sb.data_map, geo.data_extents)?;
+        for t in sb.roots.iter().flatten() {
+            if t.root() != 0 && !(geo.meta_start..meta_end).contains(&t.root()) {
+                return Err(Error::corrupt(
+                    t.root(),
+                    "tree root outside the metadata area",
+                ));
+            }
+        }
+        st.set_meta_range(geo.meta_start, meta_end);
+        st.set_txid(sb.generation + 1);
+        Ok(Engine {
+            st,
+            sm: SpaceMaps::restore(geo.meta_start, meta, data),
+            geo,
+            generation: sb.generation,
+            array_id: sb.array_id,
+            roots: sb.roots,
+            client: sb.client,
+            poisoned: false,
+        })
+    }
+
+    /// Makes every change since the last commit durable and atomic.
+    ///
+    /// Steps: write dirty metadata blocks; flush; write the superblock slot of the
+    /// new generation; flush. Any device error poisons the engine: it refuses further
+    /// changes until reopened, which recovers the newest committed state.
+    pub fn commit(&mut self) -> Result<()> {
+        self.live()?;
+        let r = self.commit_inner();
+        if r.is_err() {
+            self.poisoned = true;
+        }
+        r
+    }
+
+    fn commit_inner(&mut self) -> Result<()> {
+        let gen = self.st.txid();
+        self.st.write_dirty()?;
+        self.st.flush_device()?;
+        let sb = Superblock {
+            generation: gen,
+            geo: self.geo,
+            array_id: self.array_id,
+            meta_map: MapRoot {
+                root: self.sm.meta.root,
+                allocated: self.sm.meta.allocated,
+                cursor: self.sm.meta.cursor,
+            },
+            data_map: MapRoot {
+                root: self.sm.data.root,
+                allocated: self.sm.data.allocated,
+                cursor: self.sm.data.cursor,
+            },
+            roots: self.roots,
+            client: self.client,
+        };
+        let mut buf = [0u8; BLOCK_SIZE];
+        let slot = gen % 2;
+        sb.encode(&mut buf, slot);
+        self.st.write_page(slot, &buf)?;
+        self.st.flush_device()?;
+        self.sm.committed();
+        self.generation = gen;
+        self.st.set_txid(gen + 1);
+        Ok(())
+    }
+
+    fn live(&self) -> Result<()> {
+        if self.poisoned {
+            Err(Error::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Runs a change; an error other than a rejected argument poisons the engine,
+    /// because the change may have been half applied in memory.
+    fn change<T>(&mut self, f: impl FnOnce(&mut Ctx<'_, D>) -> Result<T>) -> Result<T> {
+        self.live()?;
+        let mut cx = Ctx {
+            st: &mut self.st,
+            sm: &mut self.sm,
+        };
+        let r = f(&mut cx);
+        if let Err(e) = &r {
+            if !matches!(e, Error::InvalidArgument(_)) {
+                self.poisoned = true;
+            }
+        }
+        r
+    }
+
+    fn read_ctx(&mut self) -> Ctx<'_, D> {
+        Ctx {
+            st: &mut self.st,
+            sm: &mut self.sm,
+        }
+    }
+
+    /// Generation of the newest commit.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// True once a device error has made this handle refuse changes.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// The layout chosen at format.
+    pub fn geometry(&self) -> Geometry {
+        self.geo
+    }
+
+    /// The id given at format.
+    pub fn array_id(&self) -> [u8; 16] {
+        self.array_id
+    }
+
+    /// Space accounting.
+    pub fn space(&self) -> SpaceStats {
+        SpaceStats {
+            meta_blocks: self.sm.meta.entries,
+            meta_allocated: self.sm.meta.allocated,
+            meta_pinned: self.sm.meta.pinned,
+            data_extents: self.sm.data.entries,
+            data_allocated: self.sm.data.allocated,
+            data_pinned: self.sm.data.pinned,
+        }
+    }
+
+    /// Cache counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.st.stats()
+    }
+
+    /// The device (data I/O goes straight to it; metadata goes through the engine).
+    pub fn device_mut(&mut self) -> &mut D {
+        self.st.device_mut()
+    }
+
+    /// Closes the engine *without* committing and returns the device.
+    pub fn into_device(self) -> D {
+        self.st.into_device()
+    }
+
+    /// The 64 client bytes stored in the superblock.
+    pub fn client_bytes(&self) -> &[u8; CLIENT_BYTES] {
+        &self.client
+    }
+
+    /// Replaces the client bytes (committed with the next commit).
+    pub fn set_client_bytes(&mut self, b: &[u8; CLIENT_BYTES]) -> Result<()> {
+        self.live()?;
+        self.client = *b;
+        Ok(())
+    }
+
+    /// The tree in root slot `slot`, if any. The slot keeps its reference.
+    pub fn root(&self, slot: usize) -> Result<Option<Tree>> {
+        self.roots
+            .get(slot)
+            .copied()
+            .ok_or(Error::InvalidArgument("root slot out of range (0..8)"))
+    }
+
+    /// Stores `tree` in root slot `slot`, which takes over its reference, and returns
+    /// the tree the slot held (whose reference passes back to the caller).
+    pub fn set_root(&mut self, slot: usize, tree: Option<Tree>) -> Result<Option<Tree>> {
+        self.live()?;
+        let s = self
+            .roots
+            .get_mut(slot)
+            .ok_or(Error::InvalidArgument("root slot out of range (0..8)"))?;
+        Ok(core::mem::replace(s, tree))
+    }
+
+    /// A new empty tree with values of `value_size` bytes of `kind`.
+    pub fn create_tree(&self, value_size: usize, kind: ValueKind) -> Result<Tree> {
+        Tree::empty(value_size, kind)
+    }
+
+    /// Looks up `key` in `tree`, copying its value into `out`; false if absent.
+    pub fn lookup(&mut self, tree: &Tree, key: u64, out: &mut [u8]) -> Result<bool> {
+        self.read_ctx().lookup(tree, key, out)
+    }
+
+    /// Inserts or replaces `key` in `tree`. The tree takes over the reference the
+    /// value holds ([`ValueKind::Data`], [`ValueKind::Tree`]); a replaced value's is released.
+    pub fn insert(&mut self, tree: &mut Tree, key: u64, value: &[u8]) -> Result<()> {
+        if value.len() != tree.value_size() {
+            return Err(Error::InvalidArgument(
+                "value length differs from the tree's value size",
+            ));
+        }
+        self.change(|cx| cx.insert(tree, key, value))
+    }
+
+    /// Removes `key` from `tree`, releasing its value's reference; false if absent.
+    pub fn remove(&mut self, tree: &mut Tree, key: u64) -> Result<bool> {
+        self.change(|cx| cx.remove(tree, key))
+    }
+
+    /// Calls `f(key, value)` for each entry of `tree` with `lo <= key <= hi`, in order,
+    /// until `f` returns false.
+    pub fn range(
+        &mut self,
+        tree: &Tree,
+        lo: u64,
+        hi: u64,
+        f: impl FnMut(u64, &[u8]) -> bool,
+    ) -> Result<()> {
+        self.read_ctx().range(tree, lo, hi, f)
+    }
+
+    /// A second reference to `tree`: an O(1) snapshot that shares every node.
+    pub fn clone_tree(&mut self, tree: &Tree) -> Result<Tree> {
+        self.change(|cx| cx.clone_tree(tree))
+    }
+
+    /// Gives back the reference `tree` holds, freeing every node and value only it used.
+    pub fn drop_tree(&mut self, tree: Tree) -> Result<()> {
+        self.change(|cx| cx.drop_tree(tree))
+    }
+
+    /// Allocates a data extent in log order; the caller owns its one reference.
+    pub fn alloc_data(&mut self) -> Result<u64> {
+        self.change(|cx| cx.sm.alloc_data(cx.st))
+    }
+
+    /// Adds a reference to data extent `extent`.
+    pub fn inc_data(&mut self, extent: u64) -> Result<()> {
+        self.check_extent(extent)?;
+        self.change(|cx| cx.sm.inc_data(cx.st, extent))
+    }
+
+    /// Drops a reference to data extent `extent`.
+    pub fn dec_data(&mut self, extent: u64) -> Result<()> {
+        self.check_extent(extent)?;
+        self.change(|cx| cx.sm.dec_data(cx.st, extent))
+    }
+
+    /// Reference count of data extent `extent`.
+    pub fn data_refcount(&mut self, extent: u64) -> Result<u32> {
+        self.check_extent(extent)?;
+        let cx = self.read_ctx();
+        cx.sm.data_count(cx.st, extent)
+    }
+
+    /// Reference count of metadata block `addr`.
+    pub fn meta_refcount(&mut self, addr: u64) -> Result<u32> {
+        let e = addr.wrapping_sub(self.geo.meta_start);
+        if e >= self.geo.meta_blocks {
+            return Err(Error::InvalidArgument(
+                "metadata block outside the metadata area",
+            ));
+        }
+        let cx = self.read_ctx();
+        cx.sm.count(cx.st, MapId::Meta, e)
+    }
+
+    fn check_extent(&self, extent: u64) -> Result<()> {
+        if extent >= self.geo.data_extents {
+            return Err(Error::InvalidArgument("data extent number out of range"));
+        }
+        Ok(())
+    }
+
+    /// First device block (LBA) of data extent `extent`.
+    pub fn extent_lba(&self, extent: u64) -> Result<u64> {
+        self.check_extent(extent)?;
+        let lbas_per_page = BLOCK_SIZE as u64 / u64::from(self.geo.device_block_size);
+        Ok((self.geo.data_start + extent * self.geo.extent_pages()) * lbas_per_page)
+    }
+}
