@@ -405,6 +405,12 @@ impl<D: BlockDevice> Engine<D> {
     /// the tree the slot held (whose reference passes back to the caller).
     pub fn set_root(&mut self, slot: usize, tree: Option<Tree>) -> Result<Option<Tree>> {
         self.live()?;
+        let meta = self.geo.meta_start..self.geo.meta_start + self.geo.meta_blocks;
+        if tree.is_some_and(|t| t.root() != 0 && !meta.contains(&t.root())) {
+            return Err(Error::InvalidArgument(
+                "tree root is not a metadata block of this engine",
+            ));
+        }
         let s = self
             .roots
             .get_mut(slot)
