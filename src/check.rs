@@ -60,6 +60,12 @@ pub enum Violation {
         /// The extent number found.
         extent: u64,
     },
+    /// A block of the committed state carries the id of the transaction being built,
+    /// so it could be changed in place (only a forged image can contain this).
+    StaleTransaction {
+        /// Block address.
+        addr: u64,
+    },
     /// A metadata block's stored reference count differs from the references found.
     MetaRefcount {
         /// Block address.
@@ -107,6 +113,12 @@ impl fmt::Display for Violation {
                     "node {addr}: reference to data extent {extent} outside the pool"
                 )
             }
+            Violation::StaleTransaction { addr } => {
+                write!(
+                    f,
+                    "block {addr} is committed but stamped with the open transaction"
+                )
+            }
             Violation::MetaRefcount {
                 addr,
                 stored,
@@ -130,6 +142,10 @@ impl fmt::Display for Violation {
         }
     }
 }
+
+/// A node still to visit: address, expected level (None for a root), the key range
+/// its parent assigns, and the leaf shape its tree must have (None if unknown).
+type Pending = (u64, Option<u8>, u64, u64, Option<(usize, ValueKind)>);
 
 struct Walk {
     meta_found: Vec<u32>,
@@ -209,8 +225,7 @@ impl<D: BlockDevice> Engine<D> {
 
     fn walk_tree(&mut self, w: &mut Walk, root: u64, shape: Option<(usize, ValueKind)>) {
         // (addr, expected level, key range [lo, hi], expected leaf shape)
-        let mut stack: Vec<(u64, Option<u8>, u64, u64, Option<(usize, ValueKind)>)> =
-            vec![(root, None, 0, u64::MAX, shape)];
+        let mut stack: Vec<Pending> = vec![(root, None, 0, u64::MAX, shape)];
         let start = self.geo.meta_start;
         while let Some((addr, level, lo, hi, shape)) = stack.pop() {
             let Some(i) = addr
@@ -229,6 +244,7 @@ impl<D: BlockDevice> Engine<D> {
                 continue;
             }
             w.visited[i / 64] |= 1 << (i % 64);
+            let cur_txid = self.st.txid();
             let b = match self.st.read(addr, BlockKind::BtreeNode) {
                 Ok(b) => b,
                 Err(error) => {
@@ -236,6 +252,7 @@ impl<D: BlockDevice> Engine<D> {
                     continue;
                 }
             };
+            let stamped_now = crate::block::txid(b) == cur_txid;
             let h = match node::header(b, addr) {
                 Ok(h) => h,
                 Err(error) => {
@@ -299,6 +316,16 @@ impl<D: BlockDevice> Engine<D> {
                     };
                     stack.push((node::child(b, &h, j), Some(h.level - 1), clo, chi, shape));
                 }
+            }
+            // A block stamped with the open transaction must be new in it.
+            if stamped_now
+                && self
+                    .sm
+                    .committed_count(&mut self.st, MapId::Meta, i as u64)
+                    .unwrap_or(0)
+                    > 0
+            {
+                w.note(Violation::StaleTransaction { addr });
             }
         }
     }

@@ -182,10 +182,21 @@ impl<D: BlockDevice> Engine<D> {
             if block::get_u32(&buf, 0) == block::MAGIC {
                 any_magic = true;
             }
-            let sb = block::verify(&buf, slot, BlockKind::Superblock, u64::MAX)
-                .and_then(|()| Superblock::decode(&buf));
+            let sb = block::verify(&buf, slot, BlockKind::Superblock, u64::MAX - 1)
+                .and_then(|()| Superblock::decode(&buf))
+                .and_then(|sb| {
+                    // Generation g lives in slot g % 2; anything else was misdirected.
+                    if sb.generation == 0 || sb.generation % 2 != slot {
+                        Err(Error::Misplaced {
+                            addr: slot,
+                            what: "superblock generation does not belong in this slot",
+                        })
+                    } else {
+                        Ok(sb)
+                    }
+                });
             match sb {
-                Ok(sb) if best.as_ref().is_none_or(|b| sb.generation > b.generation) => {
+                Ok(sb) if best.as_ref().map_or(true, |b| sb.generation > b.generation) => {
                     best = Some(sb)
                 }
                 Ok(_) => {}

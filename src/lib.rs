@@ -78,9 +78,9 @@ pub mod superblock;
 
 pub use btree::node::ValueKind;
 pub use btree::Tree;
+pub use check::Violation;
 #[cfg(feature = "std")]
 pub use device::FileDevice;
 pub use device::{BlockDevice, DeviceError, DeviceErrorKind, MemDevice};
 pub use engine::{Engine, FormatOptions, OpenOptions, SpaceStats};
-pub use check::Violation;
 pub use error::{Error, Result};

@@ -359,7 +359,11 @@ impl SpaceMaps {
                 self.reserved.retain(|&r| r != e);
             }
         } else if new == 0 {
-            self.arr_mut(m).allocated -= 1;
+            let a = self.arr_mut(m);
+            a.allocated = a
+                .allocated
+                .checked_sub(1)
+                .ok_or(Error::corrupt(e, "space map allocated counter underflow"))?;
             if self.committed_count(store, m, e)? > 0 {
                 self.arr_mut(m).pinned += 1;
             } else if m == MapId::Meta {
@@ -491,7 +495,8 @@ impl SpaceMaps {
                 let busy_now = cur_buf.is_some_and(|b| get_u32(b, cnt_off(i)) != 0);
                 let busy_then = have_com && get_u32(&committed, cnt_off(i)) != 0;
                 let cand = leaf_no * COUNTS_PER_LEAF + i as u64;
-                if !busy_now && !busy_then && !(m == MapId::Meta && self.reserved.contains(&cand)) {
+                let reserved = m == MapId::Meta && self.reserved.contains(&cand);
+                if !(busy_now || busy_then || reserved) {
                     return Ok(cand);
                 }
             }

@@ -92,8 +92,8 @@ impl Geometry {
         }
         if self.device_pages > actual_pages {
             return Err(Error::DeviceTooSmall {
-                needed: self.device_pages * BLOCK_SIZE as u64,
-                available: actual_pages * BLOCK_SIZE as u64,
+                needed: self.device_pages.saturating_mul(BLOCK_SIZE as u64),
+                available: actual_pages.saturating_mul(BLOCK_SIZE as u64),
             });
         }
         Ok(())

@@ -528,10 +528,22 @@ impl<D: BlockDevice> Ctx<'_, D> {
         // Path of (interior node, index of the child being visited).
         let mut path: heapless::Vec<(u64, usize), { MAX_LEVEL as usize + 1 }> =
             heapless::Vec::new();
+        // A valid tree holds each node once, so a walk that enters more nodes than the
+        // metadata area has is going round a forged cycle or shared subtree.
+        let limit = self.sm.meta.entries;
+        let mut entered = 0u64;
+        let mut last: Option<u64> = None;
         let mut addr = t.root;
         let mut level = None;
         let mut from = Some(lo);
         loop {
+            entered += 1;
+            if entered > limit {
+                return Err(Error::corrupt(
+                    addr,
+                    "B-tree walk revisits nodes: forged cycle",
+                ));
+            }
             let (b, h) = self.node(addr, level, t)?;
             if !h.is_leaf() {
                 let i = match from {
@@ -551,7 +563,14 @@ impl<D: BlockDevice> Ctx<'_, D> {
             };
             for i in start..h.nr {
                 let k = node::key(b, i);
-                if k > hi || !f(k, node::value(b, &h, i)) {
+                if k > hi {
+                    return Ok(());
+                }
+                if last.is_some_and(|l| k <= l) {
+                    return Err(Error::corrupt(addr, "B-tree keys out of order across nodes"));
+                }
+                last = Some(k);
+                if !f(k, node::value(b, &h, i)) {
                     return Ok(());
                 }
             }

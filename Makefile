@@ -1,0 +1,69 @@
+# Developer and CI entry points. `make test` is the one command that must pass before a
+# change lands; CI runs it through `.ci/run`. Steps run in order and stop at the first
+# failure; each prints how long it took.
+
+CARGO ?= cargo
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+# Format of bash's `time` keyword, used to time each step.
+export TIMEFORMAT := ... %1Rs
+
+NOSTD_DIR := .ci/nostd
+NOSTD_BIN := $(NOSTD_DIR)/target/release/lunsnap-nostd-check
+
+# Steps must run one after the other, even under `make -j`.
+.NOTPARALLEL:
+
+.PHONY: test fmt clippy clippy-no-features cargo-test nostd benches demo clean
+
+## test: every check CI runs, in order (formatting, lints, tests, no_std proof, benches build)
+test: fmt clippy clippy-no-features cargo-test nostd benches
+	@echo "make test: all steps passed"
+
+## fmt: code is rustfmt-formatted (main workspace and the no_std check crate)
+fmt:
+	@echo "==> fmt"
+	time $(CARGO) fmt --all -- --check
+	time $(CARGO) fmt --manifest-path $(NOSTD_DIR)/Cargo.toml -- --check
+
+## clippy: no lint warnings in any target with every feature
+clippy:
+	@echo "==> clippy (all targets, all features)"
+	time $(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
+
+## clippy-no-features: no lint warnings in the bare no_std library
+clippy-no-features:
+	@echo "==> clippy (library, no features)"
+	time $(CARGO) clippy --workspace --lib -- -D warnings
+
+## cargo-test: unit, integration and doc tests with every feature
+cargo-test:
+	@echo "==> cargo test"
+	time $(CARGO) test --workspace --all-features
+
+## nostd: a #![no_std] binary links against lunsnap without std, and runs
+# It uses the main lock file so that it builds the same dependency versions. If std
+# leaks into lunsnap or a dependency, the build fails (duplicate `panic_impl`).
+nostd:
+	@echo "==> no_std check"
+	cp Cargo.lock $(NOSTD_DIR)/Cargo.lock
+	time (cd $(NOSTD_DIR) && $(CARGO) clippy --release -- -D warnings && $(CARGO) build --release)
+	./$(NOSTD_BIN)
+
+## benches: the benchmarks compile (they are run by hand, see BENCHMARKS.md)
+benches:
+	@echo "==> benches build"
+	@if [ -d benches ]; then \
+		time $(CARGO) build --benches --all-features; \
+	else \
+		echo "no benches/ directory: skipped"; \
+	fi
+
+## demo: the main demonstration (README's first command)
+demo:
+	$(CARGO) run --release --features std --example engine_tour
+
+## clean: remove build output (main workspace and the no_std check crate)
+clean:
+	$(CARGO) clean
+	rm -rf $(NOSTD_DIR)/target $(NOSTD_DIR)/Cargo.lock
