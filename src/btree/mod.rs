@@ -567,7 +567,10 @@ impl<D: BlockDevice> Ctx<'_, D> {
                     return Ok(());
                 }
                 if last.is_some_and(|l| k <= l) {
-                    return Err(Error::corrupt(addr, "B-tree keys out of order across nodes"));
+                    return Err(Error::corrupt(
+                        addr,
+                        "B-tree keys out of order across nodes",
+                    ));
                 }
                 last = Some(k);
                 if !f(k, node::value(b, &h, i)) {
