@@ -16,7 +16,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::block::BlockKind;
-use crate::btree::node::{self, ValueKind};
+use crate::btree::node::{self, Ref, ValueKind};
 use crate::device::BlockDevice;
 use crate::engine::Engine;
 use crate::error::Error;
@@ -290,20 +290,21 @@ impl<D: BlockDevice> Engine<D> {
             }
             if h.is_leaf() {
                 for j in 0..h.nr {
-                    match (h.kind, node::value_ref(h.kind, node::value(b, &h, j))) {
-                        (ValueKind::Data, Some(e)) if e >= self.geo.data_extents => {
-                            w.note(Violation::BadDataRef { addr, extent: e })
-                        }
-                        (ValueKind::Data, Some(e)) => {
-                            if let Some(c) = e
-                                .checked_sub(w.data_lo)
-                                .and_then(|x| w.data_found.get_mut(x as usize))
-                            {
-                                *c = c.saturating_add(1);
+                    for r in node::value_refs(h.kind, node::value(b, &h, j)) {
+                        match r {
+                            Ref::Data(e) if e >= self.geo.data_extents => {
+                                w.note(Violation::BadDataRef { addr, extent: e })
                             }
+                            Ref::Data(e) => {
+                                if let Some(c) = e
+                                    .checked_sub(w.data_lo)
+                                    .and_then(|x| w.data_found.get_mut(x as usize))
+                                {
+                                    *c = c.saturating_add(1);
+                                }
+                            }
+                            Ref::Tree(r) => stack.push((r, None, 0, u64::MAX, None)),
                         }
-                        (ValueKind::Tree, Some(r)) => stack.push((r, None, 0, u64::MAX, None)),
-                        _ => {}
                     }
                 }
             } else {

@@ -24,7 +24,7 @@ use crate::cache::BlockStore;
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
 use crate::space_map::SpaceMaps;
-use node::{Header, ValueKind, MAX_LEVEL, MAX_VALUE_SIZE};
+use node::{Header, Ref, ValueKind, MAX_LEVEL, MAX_VALUE_SIZE};
 
 /// A handle on one tree: its root and the shape of its values.
 ///
@@ -45,11 +45,14 @@ impl Tree {
             ValueKind::Opaque => (1..=MAX_VALUE_SIZE).contains(&value_size),
             ValueKind::Data => (4..=MAX_VALUE_SIZE).contains(&value_size),
             ValueKind::Tree => (8..=MAX_VALUE_SIZE).contains(&value_size),
+            ValueKind::Extents => {
+                (4..=MAX_VALUE_SIZE).contains(&value_size) && value_size % 4 == 0
+            }
             ValueKind::Child => false,
         };
         if !ok {
             return Err(Error::InvalidArgument(
-                "value size must be 1..=256 bytes (at least 4 for Data, 8 for Tree values)",
+                "value size must be 1..=256 bytes (at least 4 for Data, 8 for Tree values, a multiple of 4 for Extents)",
             ));
         }
         Ok(Tree {
@@ -160,20 +163,24 @@ impl<D: BlockDevice> Ctx<'_, D> {
 
     /// Gives the value's referent (data extent or nested tree) one more reference.
     fn inc_value(&mut self, kind: ValueKind, v: &[u8]) -> Result<()> {
-        match (kind, node::value_ref(kind, v)) {
-            (ValueKind::Data, Some(e)) => self.sm.inc_data(self.st, e),
-            (ValueKind::Tree, Some(r)) => self.sm.inc_meta(self.st, r),
-            _ => Ok(()),
+        for r in node::value_refs(kind, v) {
+            match r {
+                Ref::Data(e) => self.sm.inc_data(self.st, e)?,
+                Ref::Tree(r) => self.sm.inc_meta(self.st, r)?,
+            }
         }
+        Ok(())
     }
 
     /// Releases the reference a value holds (dropping a nested tree if it was the last).
     pub fn release_value(&mut self, kind: ValueKind, v: &[u8]) -> Result<()> {
-        match (kind, node::value_ref(kind, v)) {
-            (ValueKind::Data, Some(e)) => self.sm.dec_data(self.st, e),
-            (ValueKind::Tree, Some(r)) => self.release_node(r, None),
-            _ => Ok(()),
+        for r in node::value_refs(kind, v) {
+            match r {
+                Ref::Data(e) => self.sm.dec_data(self.st, e)?,
+                Ref::Tree(r) => self.release_node(r, None)?,
+            }
         }
+        Ok(())
     }
 
     /// Returns `addr` if it may be modified in place, else a shadow copy of it;
@@ -492,10 +499,11 @@ impl<D: BlockDevice> Ctx<'_, D> {
                     }
                     self.sm.dec_meta(self.st, addr)?;
                     for v in vals.chunks(h.vs) {
-                        match (h.kind, node::value_ref(h.kind, v)) {
-                            (ValueKind::Data, Some(e)) => self.sm.dec_data(self.st, e)?,
-                            (ValueKind::Tree, Some(r)) => work.push((r, None)),
-                            _ => {}
+                        for r in node::value_refs(h.kind, v) {
+                            match r {
+                                Ref::Data(e) => self.sm.dec_data(self.st, e)?,
+                                Ref::Tree(r) => work.push((r, None)),
+                            }
                         }
                     }
                 } else {

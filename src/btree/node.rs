@@ -44,6 +44,11 @@ pub enum ValueKind {
     Tree = 2,
     /// Interior nodes: the value is a child node address.
     Child = 3,
+    /// The value is `value_size / 4` little-endian u32 slots, each 0 (a hole) or a
+    /// data extent number plus one that holds one reference to that extent. Packing
+    /// several extents into one entry is what keeps a LUN mapping under 12 bytes per
+    /// mapped extent.
+    Extents = 4,
 }
 
 impl ValueKind {
@@ -54,6 +59,7 @@ impl ValueKind {
             1 => ValueKind::Data,
             2 => ValueKind::Tree,
             3 => ValueKind::Child,
+            4 => ValueKind::Extents,
             _ => return None,
         })
     }
@@ -104,7 +110,10 @@ pub fn header(b: &[u8], addr: u64) -> Result<Header> {
     if (level > 0) != (kind == ValueKind::Child) || (level > 0 && vs != 8) {
         return Err(Error::corrupt(addr, "B-tree interior/leaf layout mismatch"));
     }
-    if (kind == ValueKind::Data && vs < 4) || (kind == ValueKind::Tree && vs < 8) {
+    if (kind == ValueKind::Data && vs < 4)
+        || (kind == ValueKind::Tree && vs < 8)
+        || (kind == ValueKind::Extents && vs % 4 != 0)
+    {
         return Err(Error::corrupt(addr, "B-tree value too small for its kind"));
     }
     if nr > max_entries(vs) {
@@ -233,16 +242,59 @@ pub fn shift_entries(b: &mut [u8], from: usize, nr: usize, to: usize, h: &Header
     b.copy_within(vo + h.vs * from..vo + h.vs * nr, vo + h.vs * to);
 }
 
-/// The reference a leaf value of `kind` holds: a data extent or a tree root.
-pub fn value_ref(kind: ValueKind, v: &[u8]) -> Option<u64> {
-    match kind {
-        ValueKind::Data if v.len() < 8 => {
-            let mut a = [0u8; 4];
-            a.copy_from_slice(&v[..4]);
-            Some(u64::from(u32::from_le_bytes(a)))
+/// A reference a leaf value holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ref {
+    /// One reference to a data extent.
+    Data(u64),
+    /// One reference to the root node of another tree.
+    Tree(u64),
+}
+
+/// The references a leaf value of `kind` holds, in slot order.
+pub fn value_refs(kind: ValueKind, v: &[u8]) -> Refs<'_> {
+    Refs { kind, v, i: 0 }
+}
+
+/// Iterator returned by [`value_refs`].
+pub struct Refs<'a> {
+    kind: ValueKind,
+    v: &'a [u8],
+    i: usize,
+}
+
+impl Iterator for Refs<'_> {
+    type Item = Ref;
+
+    fn next(&mut self) -> Option<Ref> {
+        match self.kind {
+            ValueKind::Extents => {
+                while let Some(s) = self.v.get(self.i..self.i + 4) {
+                    self.i += 4;
+                    let x = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+                    if x != 0 {
+                        return Some(Ref::Data(u64::from(x) - 1));
+                    }
+                }
+                None
+            }
+            _ if self.i > 0 => None,
+            ValueKind::Data if self.v.len() < 8 => {
+                self.i = 1;
+                let s = self.v.get(..4)?;
+                Some(Ref::Data(u64::from(u32::from_le_bytes([
+                    s[0], s[1], s[2], s[3],
+                ]))))
+            }
+            ValueKind::Data => {
+                self.i = 1;
+                Some(Ref::Data(get_u64(self.v, 0)))
+            }
+            ValueKind::Tree => {
+                self.i = 1;
+                Some(Ref::Tree(get_u64(self.v, 0))).filter(|r| *r != Ref::Tree(0))
+            }
+            ValueKind::Opaque | ValueKind::Child => None,
         }
-        ValueKind::Data => Some(get_u64(v, 0)),
-        ValueKind::Tree => Some(get_u64(v, 0)).filter(|&r| r != 0),
-        ValueKind::Opaque | ValueKind::Child => None,
     }
 }

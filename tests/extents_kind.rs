@@ -1,0 +1,89 @@
+//! `ValueKind::Extents`: one B-tree value holding several extent references
+//! (the packed LUN mapping). Shadowing a shared leaf must add one reference per
+//! non-hole slot, and dropping the last tree must free every extent.
+
+use lunsnap::{Engine, Error, FormatOptions, MemDevice, ValueKind};
+
+const SLOTS: usize = 16;
+
+fn fresh() -> Engine<MemDevice> {
+    let dev = MemDevice::new(4096, 1 << 14).unwrap();
+    let opts = FormatOptions {
+        extent_size: 4096,
+        ..Default::default()
+    };
+    Engine::format(dev, &opts).unwrap()
+}
+
+fn pack(slots: &[u32; SLOTS]) -> [u8; SLOTS * 4] {
+    let mut v = [0u8; SLOTS * 4];
+    for (i, s) in slots.iter().enumerate() {
+        v[4 * i..4 * i + 4].copy_from_slice(&s.to_le_bytes());
+    }
+    v
+}
+
+fn assert_clean(e: &mut Engine<MemDevice>) {
+    let v = e.audit();
+    assert!(v.is_empty(), "{:?}", &v[..v.len().min(5)]);
+}
+
+#[test]
+fn packed_values_count_each_slot_and_free_on_drop() {
+    let mut e = fresh();
+    let mut t = e.create_tree(SLOTS * 4, ValueKind::Extents).unwrap();
+    let mut all = Vec::new();
+    // 600 entries, every third slot a hole: enough for several leaves.
+    for key in 0..600u64 {
+        let mut slots = [0u32; SLOTS];
+        for (i, s) in slots.iter_mut().enumerate() {
+            if (key as usize + i) % 3 != 0 {
+                let x = e.alloc_data().unwrap();
+                all.push(x);
+                *s = u32::try_from(x + 1).unwrap();
+            }
+        }
+        e.insert(&mut t, key, &pack(&slots)).unwrap();
+    }
+    e.set_root(0, Some(t)).unwrap();
+    assert_clean(&mut e);
+    e.commit().unwrap();
+    for &x in &all {
+        assert_eq!(e.data_refcount(x).unwrap(), 1);
+    }
+
+    // A clone shares every leaf; changing one entry of the clone shadows one leaf,
+    // which gives every extent in that leaf a second reference.
+    let mut c = e.clone_tree(&t).unwrap();
+    let first = all[0];
+    e.insert(&mut c, 0, &pack(&[0; SLOTS])).unwrap();
+    e.set_root(1, Some(c)).unwrap();
+    assert_clean(&mut e);
+    assert_eq!(e.data_refcount(first).unwrap(), 1, "only the original holds it");
+    let shared = all.iter().filter(|&&x| e.data_refcount(x).unwrap() == 2).count();
+    assert!(shared > 0 && shared < all.len(), "{shared} of {}", all.len());
+
+    // Dropping the original leaves the clone whole; dropping it too frees everything.
+    let t = e.set_root(0, None).unwrap().unwrap();
+    e.drop_tree(t).unwrap();
+    assert_clean(&mut e);
+    // Key 0's old value held the first ten extents; only the original had them.
+    assert!(all[..10].iter().all(|&x| e.data_refcount(x).unwrap() == 0));
+    assert!(all[10..].iter().all(|&x| e.data_refcount(x).unwrap() == 1));
+    let c = e.set_root(1, None).unwrap().unwrap();
+    e.drop_tree(c).unwrap();
+    assert_clean(&mut e);
+    assert_eq!(e.space().data_allocated, 0);
+}
+
+#[test]
+fn extents_value_size_must_be_a_multiple_of_four() {
+    let e = fresh();
+    for vs in [0, 3, 5, 258] {
+        assert!(matches!(
+            e.create_tree(vs, ValueKind::Extents),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    assert!(e.create_tree(4, ValueKind::Extents).is_ok());
+}
