@@ -11,7 +11,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use lunsnap::{Engine, FormatOptions, MemDevice, OpenOptions, Tree, ValueKind};
+use lunsnap::engine::{FormatOptions, OpenOptions};
+use lunsnap::{Engine, MemDevice, Tree, ValueKind};
 
 /// Keys in the big tree.
 const BIG: u64 = 1_000_000;

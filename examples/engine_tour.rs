@@ -16,7 +16,8 @@ use std::error::Error as StdError;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lunsnap::{Engine, FileDevice, FormatOptions, OpenOptions, SpaceStats, Tree, ValueKind};
+use lunsnap::engine::{FormatOptions, OpenOptions};
+use lunsnap::{Engine, FileDevice, SpaceStats, Tree, ValueKind};
 
 type Result<T> = std::result::Result<T, Box<dyn StdError>>;
 

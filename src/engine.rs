@@ -450,6 +450,46 @@ impl<D: BlockDevice> Engine<D> {
         self.change(|cx| cx.insert(tree, key, value))
     }
 
+    /// Replaces or inserts `key` *without* releasing the references the old value
+    /// held: the caller has already accounted for them (for example a tree-root value
+    /// whose tree was modified, and so re-rooted, through its own handle). The tree
+    /// takes over the references `value` holds, as with [`Engine::insert`].
+    pub fn replace_owned(&mut self, tree: &mut Tree, key: u64, value: &[u8]) -> Result<()> {
+        if value.len() != tree.value_size() {
+            return Err(Error::InvalidArgument(
+                "value length differs from the tree's value size",
+            ));
+        }
+        self.change(|cx| cx.insert_value(tree, key, value, false))
+    }
+
+    /// Removes `key` from `tree` *without* releasing its value's references, which
+    /// pass to the caller; false if absent.
+    pub fn remove_owned(&mut self, tree: &mut Tree, key: u64) -> Result<bool> {
+        self.change(|cx| cx.remove_key(tree, key, false))
+    }
+
+    /// Data-extent references of `tree` as (exclusive, shared): exclusive ones are
+    /// reached by no other tree and their extent has no other reference, so dropping
+    /// the tree would free them. Time grows with the tree's size; RAM does not.
+    pub fn data_sharing(&mut self, tree: &Tree) -> Result<(u64, u64)> {
+        self.read_ctx().data_sharing(tree)
+    }
+
+    /// Data extents that can be allocated now, without a commit.
+    pub fn data_free(&self) -> u64 {
+        self.sm.data.free()
+    }
+
+    /// Reference counts of data extent `extent`: now, and in the last commit.
+    pub fn data_refcounts(&mut self, extent: u64) -> Result<(u32, u32)> {
+        self.check_extent(extent)?;
+        let cx = self.read_ctx();
+        let now = cx.sm.data_count(cx.st, extent)?;
+        let then = cx.sm.committed_count(cx.st, MapId::Data, extent)?;
+        Ok((now, then))
+    }
+
     /// Removes `key` from `tree`, releasing its value's reference; false if absent.
     pub fn remove(&mut self, tree: &mut Tree, key: u64) -> Result<bool> {
         self.change(|cx| cx.remove(tree, key))

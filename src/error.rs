@@ -1,10 +1,10 @@
-//! The engine's error type: one variant per cause, each with a message a user can act on.
+//! The crate's error type: one variant per cause, each with a message a user can act on.
 
 use core::fmt;
 
 use crate::device::DeviceErrorKind;
 
-/// Everything that can go wrong in the storage engine.
+/// Everything that can go wrong in the storage engine and the array.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
@@ -61,6 +61,65 @@ pub enum Error {
     /// A previous device error or failed commit left this handle unusable for
     /// changes; reopen the device to recover the last committed state.
     Poisoned,
+    /// The device holds a lunsnap engine but no array (its array header is missing).
+    NotAnArray,
+    /// A LUN number is not below the array's maximum number of LUNs.
+    LunOutOfRange {
+        /// The number given.
+        lun: u32,
+        /// The array's limit (numbers run from 0 to `max_luns - 1`).
+        max_luns: u32,
+    },
+    /// No LUN has this number.
+    NoSuchLun(u32),
+    /// The LUN number is already in use.
+    LunExists(u32),
+    /// A LUN size is 0, not a multiple of 512 bytes, or larger than the pool.
+    InvalidLunSize {
+        /// The size given, in bytes.
+        size: u64,
+        /// Why it was refused.
+        why: &'static str,
+    },
+    /// Not enough unreserved space in the pool for the LUN's full-size reservation.
+    NoSpace {
+        /// Bytes the operation must reserve.
+        needed: u64,
+        /// Bytes still unreserved.
+        available: u64,
+    },
+    /// The operation needs a copy, and this LUN is a plain LUN.
+    NotACopy(u32),
+    /// The LUN is a detached copy: it has no data and refuses I/O until attached.
+    Detached(u32),
+    /// The copy's parent was deleted (the copy was orphaned), so it cannot be
+    /// attached or restored.
+    ParentGone(u32),
+    /// The copy's parent is itself a detached copy, so it has no image to copy.
+    ParentDetached(u32),
+    /// The LUN still has copies; delete them first or ask to orphan them.
+    HasCopies {
+        /// The LUN that was to be deleted.
+        lun: u32,
+        /// How many copies name it as their parent.
+        copies: u32,
+    },
+    /// An I/O range does not lie within the LUN.
+    OutOfRange {
+        /// Byte offset of the request.
+        offset: u64,
+        /// Length of the request in bytes.
+        len: u64,
+        /// The LUN's size in bytes.
+        size: u64,
+    },
+    /// An I/O offset or length is not a multiple of the 512-byte sector.
+    Misaligned {
+        /// Byte offset of the request.
+        offset: u64,
+        /// Length of the request in bytes.
+        len: u64,
+    },
 }
 
 /// Shorthand for results of this crate.
@@ -112,6 +171,45 @@ impl fmt::Display for Error {
             Error::Poisoned => {
                 f.write_str("an earlier device error left this handle read-only: reopen the device")
             }
+            Error::NotAnArray => {
+                f.write_str("the device holds lunsnap metadata but no array: format it as an array")
+            }
+            Error::LunOutOfRange { lun, max_luns } => write!(
+                f,
+                "LUN number {lun} is out of range: this array has LUNs 0 to {}",
+                max_luns.saturating_sub(1)
+            ),
+            Error::NoSuchLun(l) => write!(f, "no such LUN: {l}"),
+            Error::LunExists(l) => write!(f, "LUN number {l} is already in use"),
+            Error::InvalidLunSize { size, why } => write!(f, "invalid LUN size {size}: {why}"),
+            Error::NoSpace { needed, available } => write!(
+                f,
+                "not enough space to reserve: {needed} bytes needed, {available} unreserved"
+            ),
+            Error::NotACopy(l) => write!(f, "LUN {l} is not a copy"),
+            Error::Detached(l) => write!(f, "LUN {l} is a detached copy: attach it first"),
+            Error::ParentGone(l) => {
+                write!(
+                    f,
+                    "the parent of copy {l} was deleted: the copy stands alone"
+                )
+            }
+            Error::ParentDetached(l) => write!(
+                f,
+                "the parent of copy {l} is a detached copy with no data: attach it first"
+            ),
+            Error::HasCopies { lun, copies } => write!(
+                f,
+                "LUN {lun} has {copies} copies: delete them first, or delete it orphaning them"
+            ),
+            Error::OutOfRange { offset, len, size } => write!(
+                f,
+                "I/O of {len} bytes at offset {offset} is beyond the end of the LUN ({size} bytes)"
+            ),
+            Error::Misaligned { offset, len } => write!(
+                f,
+                "I/O of {len} bytes at offset {offset} is not aligned to 512-byte sectors"
+            ),
         }
     }
 }

@@ -28,7 +28,8 @@
 //! ## Example
 //!
 //! ```
-//! use lunsnap::{Engine, FormatOptions, MemDevice, OpenOptions, ValueKind};
+//! use lunsnap::engine::{FormatOptions, OpenOptions};
+//! use lunsnap::{Engine, MemDevice, ValueKind};
 //!
 //! # fn main() -> Result<(), lunsnap::Error> {
 //! // A sparse 1 GiB in-memory device: untouched blocks cost no RAM.
@@ -66,6 +67,7 @@ extern crate alloc;
 #[cfg(any(feature = "std", test))]
 extern crate std;
 
+pub mod array;
 pub mod block;
 pub mod btree;
 pub mod cache;
@@ -76,11 +78,14 @@ pub mod error;
 pub mod space_map;
 pub mod superblock;
 
+pub use array::{
+    Array, ArrayViolation, FormatOptions, LunInfo, LunKind, OpenOptions, PoolInfo, SECTOR,
+};
 pub use btree::node::ValueKind;
 pub use btree::Tree;
 pub use check::Violation;
 #[cfg(feature = "std")]
 pub use device::FileDevice;
 pub use device::{BlockDevice, DeviceError, DeviceErrorKind, MemDevice};
-pub use engine::{Engine, FormatOptions, OpenOptions, SpaceStats};
+pub use engine::{Engine, SpaceStats};
 pub use error::{Error, Result};

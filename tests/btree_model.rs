@@ -22,7 +22,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use lunsnap::{BlockDevice, Engine, Error, FormatOptions, MemDevice, OpenOptions, Tree, ValueKind};
+use lunsnap::engine::{FormatOptions, OpenOptions};
+use lunsnap::{BlockDevice, Engine, Error, MemDevice, Tree, ValueKind};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 

@@ -13,9 +13,8 @@ use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use lunsnap::check::Violation;
-use lunsnap::{
-    BlockDevice, Engine, Error, FileDevice, FormatOptions, MemDevice, OpenOptions, Tree, ValueKind,
-};
+use lunsnap::engine::{FormatOptions, OpenOptions};
+use lunsnap::{BlockDevice, Engine, Error, FileDevice, MemDevice, Tree, ValueKind};
 
 const PAGE: usize = 4096;
 const CACHE: usize = 32 * PAGE;

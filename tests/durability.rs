@@ -12,9 +12,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use lunsnap::device::testing::{CutOutcome, PowerCutDevice};
-use lunsnap::{
-    BlockDevice, Engine, Error, FileDevice, FormatOptions, MemDevice, OpenOptions, Tree, ValueKind,
-};
+use lunsnap::engine::{FormatOptions, OpenOptions};
+use lunsnap::{BlockDevice, Engine, Error, FileDevice, MemDevice, Tree, ValueKind};
 
 const PAGE: usize = 4096;
 /// The smallest cache the engine allows: dirty blocks are evicted (written) long

@@ -2,7 +2,8 @@
 //! (the packed LUN mapping). Shadowing a shared leaf must add one reference per
 //! non-hole slot, and dropping the last tree must free every extent.
 
-use lunsnap::{Engine, Error, FormatOptions, MemDevice, ValueKind};
+use lunsnap::engine::FormatOptions;
+use lunsnap::{Engine, Error, MemDevice, ValueKind};
 
 const SLOTS: usize = 16;
 
@@ -59,9 +60,20 @@ fn packed_values_count_each_slot_and_free_on_drop() {
     e.insert(&mut c, 0, &pack(&[0; SLOTS])).unwrap();
     e.set_root(1, Some(c)).unwrap();
     assert_clean(&mut e);
-    assert_eq!(e.data_refcount(first).unwrap(), 1, "only the original holds it");
-    let shared = all.iter().filter(|&&x| e.data_refcount(x).unwrap() == 2).count();
-    assert!(shared > 0 && shared < all.len(), "{shared} of {}", all.len());
+    assert_eq!(
+        e.data_refcount(first).unwrap(),
+        1,
+        "only the original holds it"
+    );
+    let shared = all
+        .iter()
+        .filter(|&&x| e.data_refcount(x).unwrap() == 2)
+        .count();
+    assert!(
+        shared > 0 && shared < all.len(),
+        "{shared} of {}",
+        all.len()
+    );
 
     // Dropping the original leaves the clone whole; dropping it too frees everything.
     let t = e.set_root(0, None).unwrap().unwrap();

@@ -1,4 +1,5 @@
-use lunsnap::{Engine, FormatOptions, MemDevice, OpenOptions, ValueKind};
+use lunsnap::engine::{FormatOptions, OpenOptions};
+use lunsnap::{Engine, MemDevice, ValueKind};
 
 fn fresh(cache: usize) -> Engine<MemDevice> {
     let dev = MemDevice::new(4096, 1 << 16).unwrap();

@@ -45,9 +45,7 @@ impl Tree {
             ValueKind::Opaque => (1..=MAX_VALUE_SIZE).contains(&value_size),
             ValueKind::Data => (4..=MAX_VALUE_SIZE).contains(&value_size),
             ValueKind::Tree => (8..=MAX_VALUE_SIZE).contains(&value_size),
-            ValueKind::Extents => {
-                (4..=MAX_VALUE_SIZE).contains(&value_size) && value_size % 4 == 0
-            }
+            ValueKind::Extents => (4..=MAX_VALUE_SIZE).contains(&value_size) && value_size % 4 == 0,
             ValueKind::Child => false,
         };
         if !ok {
@@ -237,6 +235,18 @@ impl<D: BlockDevice> Ctx<'_, D> {
     /// Inserts or replaces `key`. The tree takes over the reference `value` holds
     /// (see [`ValueKind`]); a replaced value's reference is released.
     pub fn insert(&mut self, t: &mut Tree, key: u64, value: &[u8]) -> Result<()> {
+        self.insert_value(t, key, value, true)
+    }
+
+    /// Like [`Ctx::insert`], but a replaced value's references are released only if
+    /// `release_old`; otherwise they pass to the caller, who already accounts for them.
+    pub fn insert_value(
+        &mut self,
+        t: &mut Tree,
+        key: u64,
+        value: &[u8],
+        release_old: bool,
+    ) -> Result<()> {
         let vs = t.value_size as usize;
         if value.len() != vs {
             return Err(Error::InvalidArgument(
@@ -289,6 +299,9 @@ impl<D: BlockDevice> Ctx<'_, D> {
                     let b = self.modify(addr)?;
                     let o = node::value_off(&h, i);
                     b[o..o + vs].copy_from_slice(value);
+                    if !release_old {
+                        return Ok(());
+                    }
                     return self.release_value(h.kind, &old[..vs]);
                 }
                 if h.nr >= h.max() {
@@ -352,6 +365,12 @@ impl<D: BlockDevice> Ctx<'_, D> {
 
     /// Removes `key`; returns whether it was present. Its value's reference is released.
     pub fn remove(&mut self, t: &mut Tree, key: u64) -> Result<bool> {
+        self.remove_key(t, key, true)
+    }
+
+    /// Like [`Ctx::remove`], but the value's references are released only if
+    /// `release`; otherwise they pass to the caller.
+    pub fn remove_key(&mut self, t: &mut Tree, key: u64, release: bool) -> Result<bool> {
         let mut scratch = [0u8; MAX_VALUE_SIZE];
         if !self.lookup(t, key, &mut scratch)? {
             return Ok(false);
@@ -368,7 +387,9 @@ impl<D: BlockDevice> Ctx<'_, D> {
                 }
                 scratch[..h.vs].copy_from_slice(node::value(b, &h, i));
                 node::remove_at(self.modify(addr)?, &h, i);
-                self.release_value(h.kind, &scratch[..h.vs])?;
+                if release {
+                    self.release_value(h.kind, &scratch[..h.vs])?;
+                }
                 break;
             }
             let ci = node::child_index(b, h.nr, key)
@@ -519,6 +540,54 @@ impl<D: BlockDevice> Ctx<'_, D> {
             }
         }
         Ok(())
+    }
+
+    /// Counts the data-extent references of `t`'s values (see [`node::value_refs`]),
+    /// split into (exclusive, shared): a reference is exclusive when no other tree
+    /// reaches its leaf (every node on the path has one reference) and the extent
+    /// has a single reference. Visits every node of `t` once; RAM stays constant.
+    pub fn data_sharing(&mut self, t: &Tree) -> Result<(u64, u64)> {
+        let (mut exclusive, mut shared) = (0u64, 0u64);
+        if t.root == 0 {
+            return Ok((0, 0));
+        }
+        let limit = self.sm.meta.entries;
+        let mut entered = 0u64;
+        let mut vals: Vec<u8> = Vec::new();
+        let mut stack: Vec<(u64, Option<u8>, bool)> = alloc::vec![(t.root, None, false)];
+        while let Some((addr, level, above)) = stack.pop() {
+            entered += 1;
+            if entered > limit {
+                return Err(Error::corrupt(
+                    addr,
+                    "B-tree walk revisits nodes: forged cycle",
+                ));
+            }
+            let path_shared = above || self.sm.meta_count(self.st, addr)? > 1;
+            let (b, h) = self.node(addr, level, t)?;
+            if h.is_leaf() {
+                vals.clear();
+                for i in 0..h.nr {
+                    vals.extend_from_slice(node::value(b, &h, i));
+                }
+                for v in vals.chunks(h.vs) {
+                    for r in node::value_refs(h.kind, v) {
+                        if let Ref::Data(e) = r {
+                            if path_shared || self.sm.data_count(self.st, e)? > 1 {
+                                shared += 1;
+                            } else {
+                                exclusive += 1;
+                            }
+                        }
+                    }
+                }
+            } else {
+                for i in (0..h.nr).rev() {
+                    stack.push((node::child(b, &h, i), Some(h.level - 1), path_shared));
+                }
+            }
+        }
+        Ok((exclusive, shared))
     }
 
     /// Calls `f(key, value)` for each entry with `lo <= key <= hi` in key order until

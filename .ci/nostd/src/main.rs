@@ -19,7 +19,9 @@ use core::fmt::{self, Write};
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use lunsnap::{Engine, FormatOptions, MemDevice, OpenOptions, ValueKind};
+use lunsnap::engine::{FormatOptions, OpenOptions};
+use lunsnap::{Array, Engine, MemDevice, ValueKind};
+use lunsnap::{FormatOptions as ArrayFormat, OpenOptions as ArrayOpen};
 
 // --- The C library: the only outside code we call. ----------------------------------
 
@@ -244,13 +246,48 @@ fn run() -> i32 {
     if let Some(v) = violations.first() {
         return fail("audit", v);
     }
+    drop(e);
+    if let Err(err) = array_round_trip() {
+        return fail("array", err);
+    }
     let _ = writeln!(
         Fd(1),
         "nostd check: ok ({KEYS} keys committed, reopened and read back; audit clean; \
-         heap high-water {} KiB)",
+         array LUN + copy written, reopened, read back, checked; heap high-water {} KiB)",
         ALLOC.peak.load(Ordering::Relaxed) / 1024
     );
     0
+}
+
+/// The array on top: a LUN, a copy, a write to the parent, reopen, read both.
+fn array_round_trip() -> Result<(), lunsnap::Error> {
+    let dev = MemDevice::new(512, 16384)?;
+    let opts = ArrayFormat {
+        extent_size: 4096,
+        max_luns: 4,
+        cache_bytes: 0,
+        ..ArrayFormat::default()
+    };
+    let mut a = Array::format(dev, &opts)?;
+    a.create_lun(0, 1 << 20)?;
+    a.write(0, 0, &[7u8; 4096])?;
+    a.create_copy(0, 1, true)?;
+    a.write(0, 0, &[9u8; 4096])?;
+    a.flush()?;
+    let mut a = Array::open(a.into_device(), &ArrayOpen { cache_bytes: 0 })?;
+    let mut b = [0u8; 4096];
+    a.read(1, 0, &mut b)?;
+    if b != [7u8; 4096] {
+        return Err(lunsnap::Error::InvalidArgument("copy changed"));
+    }
+    a.read(0, 0, &mut b)?;
+    if b != [9u8; 4096] {
+        return Err(lunsnap::Error::InvalidArgument("parent lost its write"));
+    }
+    if !a.check()?.is_empty() {
+        return Err(lunsnap::Error::InvalidArgument("check found violations"));
+    }
+    Ok(())
 }
 
 /// Called by the C runtime (crt1.o's `_start` → `__libc_start_main`).

@@ -1,0 +1,210 @@
+//! `Array::check`: the engine's audit plus the array's own invariants, read back
+//! from the device's LUN table rather than from RAM.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::check::Violation;
+use crate::device::BlockDevice;
+use crate::error::{Error, Result};
+
+use super::lun::{unpack, Lun, GROUP, RECORD_SIZE};
+use super::Array;
+
+/// One violated invariant found by [`Array::check`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ArrayViolation {
+    /// A storage-engine invariant (reference counts, tree structure, space maps).
+    Engine(Violation),
+    /// A LUN-table entry cannot be decoded.
+    BadRecord {
+        /// Key of the entry.
+        lun: u64,
+        /// Why.
+        error: Error,
+    },
+    /// The table on the device and the open array disagree about a LUN.
+    TableMismatch {
+        /// The LUN.
+        lun: u32,
+    },
+    /// A copy names a parent that does not exist.
+    MissingParent {
+        /// The copy.
+        lun: u32,
+        /// The parent it names.
+        parent: u32,
+    },
+    /// The LUNs that are not detached reserve more than the pool holds.
+    OverReserved {
+        /// Extents reserved.
+        reserved: u64,
+        /// Extents the pool holds for LUNs.
+        capacity: u64,
+    },
+    /// A LUN maps an extent beyond its size.
+    MappingBeyondSize {
+        /// The LUN.
+        lun: u32,
+        /// The logical extent.
+        logical_extent: u64,
+    },
+    /// A mapping entry holds no extent at all (it should have been removed).
+    EmptyMappingEntry {
+        /// The LUN.
+        lun: u32,
+        /// The entry's key.
+        key: u64,
+    },
+    /// A LUN's mapping cannot be read.
+    UnreadableMapping {
+        /// The LUN.
+        lun: u32,
+        /// Why.
+        error: Error,
+    },
+}
+
+impl fmt::Display for ArrayViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArrayViolation::Engine(v) => write!(f, "{v}"),
+            ArrayViolation::BadRecord { lun, error } => {
+                write!(f, "LUN table entry {lun} is invalid: {error}")
+            }
+            ArrayViolation::TableMismatch { lun } => {
+                write!(
+                    f,
+                    "LUN {lun}: the table on the device differs from the open array"
+                )
+            }
+            ArrayViolation::MissingParent { lun, parent } => {
+                write!(f, "copy {lun} names parent {parent}, which does not exist")
+            }
+            ArrayViolation::OverReserved { reserved, capacity } => write!(
+                f,
+                "LUNs reserve {reserved} extents but the pool holds {capacity}"
+            ),
+            ArrayViolation::MappingBeyondSize {
+                lun,
+                logical_extent,
+            } => write!(
+                f,
+                "LUN {lun} maps logical extent {logical_extent}, beyond its size"
+            ),
+            ArrayViolation::EmptyMappingEntry { lun, key } => {
+                write!(f, "LUN {lun}: mapping entry {key} holds no extent")
+            }
+            ArrayViolation::UnreadableMapping { lun, error } => {
+                write!(f, "LUN {lun}: mapping unreadable: {error}")
+            }
+        }
+    }
+}
+
+impl<D: BlockDevice> Array<D> {
+    /// Verifies every invariant of the metadata (an fsck) and returns each violation
+    /// found; an empty list means the array is consistent. Changed LUN records are
+    /// written to the table first (not committed), so what is checked is what the
+    /// next commit would write.
+    ///
+    /// Checked: everything [`Engine::audit`](crate::Engine::audit) checks (reference
+    /// counts equal references, nothing leaked, keys ordered, tree shapes), every
+    /// LUN-table entry decodes and agrees with the open array, parents exist,
+    /// reservations add up to at most the pool, no mapping beyond a LUN's size.
+    pub fn check(&mut self) -> Result<Vec<ArrayViolation>> {
+        if self.eng.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        self.write_back()?;
+        let mut out: Vec<ArrayViolation> = self
+            .eng
+            .audit()
+            .into_iter()
+            .map(ArrayViolation::Engine)
+            .collect();
+
+        // The table as stored.
+        let mut raw: Vec<(u64, [u8; RECORD_SIZE])> = Vec::new();
+        let limit = self.max_luns as usize + 1;
+        let table = self.table;
+        if let Err(e) = self.eng.range(&table, 0, u64::MAX, |k, v| {
+            let mut r = [0u8; RECORD_SIZE];
+            r.copy_from_slice(v);
+            raw.push((k, r));
+            raw.len() < limit
+        }) {
+            out.push(ArrayViolation::BadRecord { lun: 0, error: e });
+        }
+        let mut stored: Vec<(u32, Lun)> = Vec::new();
+        for (k, r) in raw {
+            let decoded = u32::try_from(k)
+                .map_err(|_| Error::LunOutOfRange {
+                    lun: u32::MAX,
+                    max_luns: self.max_luns,
+                })
+                .and_then(|n| Lun::decode(n, &r, self.max_luns).map(|l| (n, l)));
+            match decoded {
+                Ok(x) => stored.push(x),
+                Err(error) => out.push(ArrayViolation::BadRecord { lun: k, error }),
+            }
+        }
+        for (n, l) in &stored {
+            let same = self.luns.get(n).is_some_and(|m| m.encode() == l.encode());
+            if !same {
+                out.push(ArrayViolation::TableMismatch { lun: *n });
+            }
+            if let Some(p) = l.parent {
+                if !stored.iter().any(|(m, _)| *m == p) {
+                    out.push(ArrayViolation::MissingParent { lun: *n, parent: p });
+                }
+            }
+        }
+        for n in self.luns.keys() {
+            if !stored.iter().any(|(m, _)| m == n) {
+                out.push(ArrayViolation::TableMismatch { lun: *n });
+            }
+        }
+        let reserved: u64 = stored
+            .iter()
+            .filter(|(_, l)| l.attached)
+            .map(|(_, l)| self.extents_for(l.size))
+            .sum();
+        let capacity = self.capacity_extents();
+        if reserved > capacity {
+            out.push(ArrayViolation::OverReserved { reserved, capacity });
+        }
+        for (n, l) in &stored {
+            self.check_mapping(*n, l, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// No slot of `l`'s mapping lies beyond its size; no entry is all holes.
+    fn check_mapping(&mut self, n: u32, l: &Lun, out: &mut Vec<ArrayViolation>) {
+        let extents = self.extents_for(l.size);
+        let mut found = Vec::new();
+        let r = self.eng.range(&l.mapping, 0, u64::MAX, |k, v| {
+            let slots = unpack(v);
+            if slots.iter().all(|&s| s == 0) {
+                found.push(ArrayViolation::EmptyMappingEntry { lun: n, key: k });
+            }
+            for (i, &s) in slots.iter().enumerate() {
+                let le = k.saturating_mul(GROUP).saturating_add(i as u64);
+                if s != 0 && le >= extents {
+                    found.push(ArrayViolation::MappingBeyondSize {
+                        lun: n,
+                        logical_extent: le,
+                    });
+                }
+            }
+            // Bounded report: one entry past the end is enough to show it.
+            found.len() < 64
+        });
+        out.append(&mut found);
+        if let Err(error) = r {
+            out.push(ArrayViolation::UnreadableMapping { lun: n, error });
+        }
+    }
+}

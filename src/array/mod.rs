@@ -1,0 +1,466 @@
+//! Layer 6: the array — the LUN table, business copies, full-size reservation, the
+//! I/O path and `check()`, over the storage [`Engine`].
+//!
+//! State lives in two places. The LUN table is a B-tree in root slot 0 whose values
+//! ([`ValueKind::Tree`]) hold each LUN's record and a reference to its mapping tree
+//! (logical extent group → [`ValueKind::Extents`] slots). In RAM the array keeps
+//! one record per LUN with the live mapping handle (so RAM grows with the number of
+//! LUNs, not their size) and writes changed records back to the table before every
+//! commit. The table is never cloned, so its own nodes are never shared, and a
+//! record's value is only rewritten with [`Engine::replace_owned`]: the reference it
+//! holds moved with the mapping handle.
+
+mod check;
+mod io;
+pub(crate) mod lun;
+mod ops;
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+use crate::block::BLOCK_SIZE;
+use crate::btree::node::max_entries;
+use crate::btree::Tree;
+use crate::device::BlockDevice;
+use crate::engine::{self, Engine};
+use crate::error::{Error, Result};
+use crate::superblock::CLIENT_BYTES;
+use crate::ValueKind;
+
+pub use check::ArrayViolation;
+use lun::{Lun, GROUP, GROUP_BYTES, RECORD_SIZE};
+pub use lun::{LunInfo, LunKind, PoolInfo};
+
+/// The I/O unit: offsets and lengths of reads, writes and discards are multiples
+/// of it, and LUN sizes too.
+pub const SECTOR: u64 = 512;
+/// Default maximum number of LUNs.
+pub const DEFAULT_MAX_LUNS: u32 = 1024;
+/// Largest `max_luns` accepted.
+pub const MAX_LUNS_LIMIT: u32 = 1 << 20;
+/// Extents kept out of the capacity so that a copy-on-write write can always
+/// allocate its new extent before the old one is released.
+const SPARE_EXTENTS: u64 = 1;
+
+const TABLE_SLOT: usize = 0;
+const MAGIC: &[u8; 8] = b"LSNPARRY";
+const ARRAY_VERSION: u32 = 1;
+
+/// Options for [`Array::format`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FormatOptions {
+    /// Data extent size in bytes: a power of two from 4 KiB to 1 MiB. The unit of
+    /// copy-on-write: the first write into a shared extent copies it whole.
+    pub extent_size: u32,
+    /// LUN numbers run from 0 to `max_luns - 1` (1 to 2^20).
+    pub max_luns: u32,
+    /// Cache budget in bytes for metadata blocks of the returned array.
+    pub cache_bytes: usize,
+    /// An id stored in the superblock (the seed's array-id).
+    pub array_id: [u8; 16],
+}
+
+impl Default for FormatOptions {
+    fn default() -> Self {
+        FormatOptions {
+            extent_size: engine::DEFAULT_EXTENT_SIZE,
+            max_luns: DEFAULT_MAX_LUNS,
+            cache_bytes: engine::DEFAULT_CACHE_BYTES,
+            array_id: [0; 16],
+        }
+    }
+}
+
+/// Options for [`Array::open`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Cache budget in bytes for metadata blocks.
+    pub cache_bytes: usize,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            cache_bytes: engine::DEFAULT_CACHE_BYTES,
+        }
+    }
+}
+
+/// Metadata blocks that the worst case of an array with `extents` data extents and
+/// `max_luns` LUNs can need, committed state and current transaction together.
+///
+/// The bound: every LUN that is not detached maps at most its size, and the sizes
+/// add up to at most the pool, so all mapping trees together hold at most
+/// `extents / 16 + max_luns` entries (shared nodes counted once per tree). Nodes
+/// other than the rightmost of each level are at least a third full (splits halve,
+/// removals rebalance below a third), so leaves are bounded by entries / 17 plus
+/// a few per tree. Add the LUN table and both space maps; double it all because
+/// the current transaction may have shadowed every block the last commit uses.
+pub fn worst_case_metadata_blocks(extents: u64, max_luns: u32) -> u64 {
+    let l = u64::from(max_luns);
+    let depth = 8;
+    let leaf_min = (max_entries(GROUP_BYTES) / 3 - 1) as u64;
+    let inner_min = (max_entries(8) / 3 - 1) as u64;
+    let entries = extents.div_ceil(GROUP) + l;
+    let leaves = entries.div_ceil(leaf_min) + 2 * l;
+    let inner = leaves.div_ceil(inner_min) + depth * l;
+    let table_min = (max_entries(RECORD_SIZE) / 3 - 1) as u64;
+    let table = l.div_ceil(table_min) * 2 + depth;
+    let counts = crate::space_map::COUNTS_PER_LEAF;
+    let data_map = extents.div_ceil(counts) * 2 + depth;
+    let live = leaves + inner + table + data_map;
+    // The metadata map counts the metadata blocks themselves (4 bytes each).
+    let total = 2 * live + 128;
+    total + (total.div_ceil(counts) * 2 + depth) * 2
+}
+
+/// A virtual disk array: LUNs and business copies on one block device.
+///
+/// Every management operation commits before it returns `Ok`; data writes become
+/// durable at the next [`Array::flush`] or management operation. After a device
+/// error during a commit the array refuses changes with [`Error::Poisoned`] until
+/// it is reopened, which recovers the last commit.
+pub struct Array<D: BlockDevice> {
+    pub(crate) eng: Engine<D>,
+    /// The LUN table (root slot 0) as last written; re-rooted by each write-back.
+    table: Tree,
+    pub(crate) luns: BTreeMap<u32, Lun>,
+    max_luns: u32,
+    extent_size: u64,
+    /// Uncommitted changes exist (data writes or table changes).
+    dirty: bool,
+    /// One extent of scratch space for copy-on-write, allocated on first use.
+    scratch: Vec<u8>,
+}
+
+impl<D: BlockDevice> Array<D> {
+    /// Writes an empty array to `dev` (everything on it is lost) and returns it open.
+    ///
+    /// Metadata space is provisioned for the worst case
+    /// ([`worst_case_metadata_blocks`]), so no sequence of permitted operations can
+    /// run out of it.
+    pub fn format(dev: D, opts: &FormatOptions) -> Result<Self> {
+        if opts.max_luns == 0 || opts.max_luns > MAX_LUNS_LIMIT {
+            return Err(Error::InvalidOptions("max_luns must be from 1 to 2^20"));
+        }
+        let es = opts.extent_size;
+        if !es.is_power_of_two() || !(4096..=1 << 20).contains(&es) {
+            return Err(Error::InvalidOptions(
+                "extent size must be a power of two from 4 KiB to 1 MiB",
+            ));
+        }
+        let bytes = u64::from(dev.block_size()).saturating_mul(dev.block_count());
+        let extents_bound = bytes / u64::from(es);
+        if extents_bound > u64::from(u32::MAX - 1) {
+            return Err(Error::InvalidOptions(
+                "the device holds more than 2^32 - 2 extents: choose a larger extent size",
+            ));
+        }
+        let meta = worst_case_metadata_blocks(extents_bound, opts.max_luns);
+        let eopts = engine::FormatOptions {
+            extent_size: es,
+            metadata_blocks: Some(meta),
+            cache_bytes: opts.cache_bytes,
+            array_id: opts.array_id,
+        };
+        let mut eng = Engine::format(dev, &eopts)?;
+        if eng.geometry().data_extents <= SPARE_EXTENTS {
+            let need = (meta + 2) * BLOCK_SIZE as u64 + 2 * u64::from(es);
+            return Err(Error::DeviceTooSmall {
+                needed: need,
+                available: bytes,
+            });
+        }
+        let mut client = [0u8; CLIENT_BYTES];
+        client[..8].copy_from_slice(MAGIC);
+        client[8..12].copy_from_slice(&ARRAY_VERSION.to_le_bytes());
+        client[12..16].copy_from_slice(&opts.max_luns.to_le_bytes());
+        eng.set_client_bytes(&client)?;
+        let table = eng.create_tree(RECORD_SIZE, ValueKind::Tree)?;
+        eng.set_root(TABLE_SLOT, Some(table))?;
+        eng.commit()?;
+        Ok(Array {
+            eng,
+            table,
+            luns: BTreeMap::new(),
+            max_luns: opts.max_luns,
+            extent_size: u64::from(es),
+            dirty: false,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Opens the array on `dev` at its newest committed state.
+    pub fn open(dev: D, opts: &OpenOptions) -> Result<Self> {
+        let mut eng = Engine::open(
+            dev,
+            &engine::OpenOptions {
+                cache_bytes: opts.cache_bytes,
+            },
+        )?;
+        let c = *eng.client_bytes();
+        if &c[..8] != MAGIC {
+            return Err(Error::NotAnArray);
+        }
+        let version = u32::from_le_bytes([c[8], c[9], c[10], c[11]]);
+        if version != ARRAY_VERSION {
+            return Err(Error::UnsupportedVersion(version));
+        }
+        let max_luns = u32::from_le_bytes([c[12], c[13], c[14], c[15]]);
+        if max_luns == 0 || max_luns > MAX_LUNS_LIMIT || c[16..].iter().any(|&b| b != 0) {
+            return Err(Error::Corrupt {
+                addr: 0,
+                what: "array header is invalid",
+            });
+        }
+        let table = eng.root(TABLE_SLOT)?.ok_or(Error::NotAnArray)?;
+        if table.value_size() != RECORD_SIZE || table.kind() != ValueKind::Tree {
+            return Err(Error::Corrupt {
+                addr: table.root(),
+                what: "LUN table has the wrong shape",
+            });
+        }
+        let mut raw: Vec<(u64, [u8; RECORD_SIZE])> = Vec::new();
+        let mut too_many = false;
+        eng.range(&table, 0, u64::MAX, |k, v| {
+            if raw.len() >= max_luns as usize {
+                too_many = true;
+                return false;
+            }
+            let mut r = [0u8; RECORD_SIZE];
+            r.copy_from_slice(v);
+            raw.push((k, r));
+            true
+        })?;
+        if too_many {
+            return Err(Error::Corrupt {
+                addr: table.root(),
+                what: "LUN table holds more LUNs than the maximum",
+            });
+        }
+        let mut luns = BTreeMap::new();
+        for (k, r) in raw {
+            let n = u32::try_from(k).map_err(|_| Error::Corrupt {
+                addr: table.root(),
+                what: "LUN table key is not a LUN number",
+            })?;
+            luns.insert(n, Lun::decode(n, &r, max_luns)?);
+        }
+        for (n, l) in &luns {
+            if let Some(p) = l.parent {
+                if !luns.contains_key(&p) {
+                    let _ = n;
+                    return Err(Error::Corrupt {
+                        addr: table.root(),
+                        what: "a copy names a parent that does not exist",
+                    });
+                }
+            }
+        }
+        let extent_size = u64::from(eng.geometry().extent_size);
+        Ok(Array {
+            eng,
+            table,
+            luns,
+            max_luns,
+            extent_size,
+            dirty: false,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Commits and returns the device.
+    pub fn close(mut self) -> Result<D> {
+        if self.dirty {
+            self.commit()?;
+        }
+        Ok(self.eng.into_device())
+    }
+
+    /// Returns the device *without* committing: what a crash would leave behind,
+    /// apart from what the device itself still holds in a volatile cache.
+    pub fn into_device(self) -> D {
+        self.eng.into_device()
+    }
+
+    /// The device (for tests and hosts that inspect it; writing to it bypasses the array).
+    pub fn device_mut(&mut self) -> &mut D {
+        self.eng.device_mut()
+    }
+
+    /// Makes every data write so far durable (a commit when anything changed).
+    pub fn flush(&mut self) -> Result<()> {
+        if self.eng.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        if self.dirty {
+            self.commit()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// True once a device error has made this handle refuse changes.
+    pub fn is_poisoned(&self) -> bool {
+        self.eng.is_poisoned()
+    }
+
+    /// Data extent size in bytes.
+    pub fn extent_size(&self) -> u32 {
+        self.extent_size as u32
+    }
+
+    /// LUN numbers run from 0 to `max_luns() - 1`.
+    pub fn max_luns(&self) -> u32 {
+        self.max_luns
+    }
+
+    /// The engine underneath (for tests and tools; changing it bypasses the array).
+    pub fn engine(&mut self) -> &mut Engine<D> {
+        &mut self.eng
+    }
+
+    /// Writes changed LUN records to the table; the table's root moves to slot 0.
+    fn write_back(&mut self) -> Result<()> {
+        for (&n, l) in self.luns.iter_mut().filter(|(_, l)| l.dirty) {
+            self.eng
+                .replace_owned(&mut self.table, u64::from(n), &l.encode())?;
+            l.dirty = false;
+        }
+        self.eng.set_root(TABLE_SLOT, Some(self.table))?;
+        Ok(())
+    }
+
+    /// Writes back the LUN table and commits the transaction.
+    pub(crate) fn commit(&mut self) -> Result<()> {
+        self.write_back()?;
+        self.eng.commit()?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Removes LUN `n`'s record from the table without touching its mapping, whose
+    /// reference the caller has dealt with.
+    fn forget_record(&mut self, n: u32) -> Result<()> {
+        self.luns.remove(&n);
+        self.eng.remove_owned(&mut self.table, u64::from(n))?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Extents of data the pool can hold for LUNs.
+    fn capacity_extents(&self) -> u64 {
+        self.eng
+            .geometry()
+            .data_extents
+            .saturating_sub(SPARE_EXTENTS)
+    }
+
+    /// Extents reserved by a LUN of `size` bytes.
+    fn extents_for(&self, size: u64) -> u64 {
+        size.div_ceil(self.extent_size)
+    }
+
+    /// Extents reserved by all LUNs that are not detached.
+    fn reserved_extents(&self) -> u64 {
+        self.luns
+            .values()
+            .filter(|l| l.attached)
+            .map(|l| self.extents_for(l.size))
+            .sum()
+    }
+
+    /// Fails with `NoSpace` unless `extra` more extents can be reserved.
+    fn reserve(&self, extra: u64) -> Result<()> {
+        let free = self
+            .capacity_extents()
+            .saturating_sub(self.reserved_extents());
+        if extra > free {
+            return Err(Error::NoSpace {
+                needed: extra * self.extent_size,
+                available: free * self.extent_size,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_number(&self, n: u32) -> Result<()> {
+        if n >= self.max_luns {
+            return Err(Error::LunOutOfRange {
+                lun: n,
+                max_luns: self.max_luns,
+            });
+        }
+        Ok(())
+    }
+
+    fn get(&self, n: u32) -> Result<&Lun> {
+        self.check_number(n)?;
+        self.luns.get(&n).ok_or(Error::NoSuchLun(n))
+    }
+
+    /// Generation the current transaction will commit as.
+    fn next_gen(&self) -> u64 {
+        self.eng.generation() + 1
+    }
+
+    /// Everything known about LUN `n`, with exact exclusive and shared bytes
+    /// (computed by walking its mapping: time grows with the data it maps).
+    pub fn lun_info(&mut self, n: u32) -> Result<LunInfo> {
+        let l = self.get(n)?.clone();
+        let (exclusive, shared) = self.sharing(&l.mapping)?;
+        Ok(LunInfo {
+            lun: n,
+            size: l.size,
+            kind: l.kind,
+            parent: l.parent,
+            attached: l.attached,
+            created_generation: l.created_gen,
+            attached_generation: l.attached_gen,
+            reserved_bytes: if l.attached {
+                self.extents_for(l.size) * self.extent_size
+            } else {
+                0
+            },
+            exclusive_bytes: exclusive * self.extent_size,
+            shared_bytes: shared * self.extent_size,
+        })
+    }
+
+    /// Every LUN, in number order.
+    pub fn luns(&mut self) -> Result<Vec<LunInfo>> {
+        let ns: Vec<u32> = self.luns.keys().copied().collect();
+        ns.into_iter().map(|n| self.lun_info(n)).collect()
+    }
+
+    /// The LUN numbers in use, in order (cheap: no accounting).
+    pub fn lun_numbers(&self) -> Vec<u32> {
+        self.luns.keys().copied().collect()
+    }
+
+    /// Pool accounting.
+    pub fn pool_info(&self) -> PoolInfo {
+        let s = self.eng.space();
+        let es = self.extent_size;
+        let cap = self.capacity_extents();
+        let reserved = self.reserved_extents();
+        PoolInfo {
+            capacity_bytes: cap * es,
+            allocated_bytes: s.data_allocated * es,
+            reserved_bytes: reserved * es,
+            unreserved_bytes: cap.saturating_sub(reserved) * es,
+            free_bytes: cap.saturating_sub(s.data_allocated) * es,
+            metadata_used_bytes: s.meta_allocated * BLOCK_SIZE as u64,
+            metadata_provisioned_bytes: s.meta_blocks * BLOCK_SIZE as u64,
+            extent_size: es as u32,
+            luns: self.luns.len() as u32,
+            max_luns: self.max_luns,
+            generation: self.eng.generation(),
+        }
+    }
+
+    /// (exclusive, shared) extents mapped by `mapping`.
+    fn sharing(&mut self, mapping: &Tree) -> Result<(u64, u64)> {
+        self.eng.data_sharing(mapping)
+    }
+}
