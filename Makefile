@@ -61,7 +61,7 @@ benches:
 
 ## demo: the main demonstration (README's first command)
 demo:
-	$(CARGO) run --release --features std --example engine_tour
+	$(CARGO) run --release --features std --example backup_cycle
 
 ## clean: remove build output (main workspace and the no_std check crate)
 clean:

@@ -25,47 +25,58 @@
 //! The on-disk format, the commit protocol and what a crash at each step leaves
 //! behind are described in `docs/FORMAT.md`.
 //!
+//! 6. [`array`] — the [`Array`]: the LUN table, business copies (create attached or
+//!    detached, attach, detach, delete, restore), full-size reservation, the I/O
+//!    path and [`Array::check`].
+//!
 //! ## Example
 //!
+//! (The same example is in README.md.)
+//!
 //! ```
-//! use lunsnap::engine::{FormatOptions, OpenOptions};
-//! use lunsnap::{Engine, MemDevice, ValueKind};
+//! use lunsnap::{Array, FormatOptions, MemDevice};
 //!
-//! # fn main() -> Result<(), lunsnap::Error> {
-//! // A sparse 1 GiB in-memory device: untouched blocks cost no RAM.
-//! let dev = MemDevice::new(4096, 1 << 18)?;
-//! let mut engine = Engine::format(dev, &FormatOptions::default())?;
+//! fn main() -> Result<(), lunsnap::Error> {
+//!     // A sparse 256 MiB in-memory device (4 KiB blocks); any `BlockDevice` works.
+//!     let dev = MemDevice::new(4096, 65_536)?;
+//!     let mut array = Array::format(dev, &FormatOptions::default())?;
 //!
-//! // A tree of u64 keys to 8-byte values, kept in root slot 0.
-//! let mut tree = engine.create_tree(8, ValueKind::Opaque)?;
-//! for key in 0..10_000u64 {
-//!     engine.insert(&mut tree, key, &(key * 2).to_le_bytes())?;
+//!     // LUN 1: 64 MiB, reserved in full, reading as zeros until written.
+//!     array.create_lun(1, 64 << 20)?;
+//!     array.write(1, 0, &[1u8; 4096])?;
+//!
+//!     // Business copy 11, created attached: LUN 1's image now (an O(1) clone of its
+//!     // mapping; no data moves). It reserves 64 MiB too.
+//!     array.create_copy(1, 11, true)?;
+//!
+//!     // The parent moves on; the copy stays frozen.
+//!     array.write(1, 0, &[2u8; 4096])?;
+//!     let mut buf = [0u8; 4096];
+//!     array.read(11, 0, &mut buf)?;
+//!     assert_eq!(buf, [1u8; 4096]);
+//!     assert_eq!(array.lun_info(11)?.exclusive_bytes, 64 << 10); // one 64 KiB extent
+//!
+//!     // Copy to parent (the seed's `armcopy -r`): LUN 1 reads the copy's content again.
+//!     array.restore(11)?;
+//!     array.read(1, 0, &mut buf)?;
+//!     assert_eq!(buf, [1u8; 4096]);
+//!
+//!     // Every invariant of the metadata holds.
+//!     assert!(array.check()?.is_empty());
+//!     Ok(())
 //! }
-//!
-//! // An O(1) snapshot: both trees now share every node.
-//! let mut snap = engine.clone_tree(&tree)?;
-//! engine.insert(&mut snap, 7, &0u64.to_le_bytes())?; // shadows one path only
-//! engine.set_root(0, Some(tree))?;
-//! engine.set_root(1, Some(snap))?;
-//! engine.commit()?;
-//!
-//! // Reopen: the newest commit comes back, checksums verified on every read.
-//! let dev = engine.into_device();
-//! let mut engine = Engine::open(dev, &OpenOptions::default())?;
-//! let (tree, snap) = (engine.root(0)?.unwrap(), engine.root(1)?.unwrap());
-//! let mut v = [0u8; 8];
-//! assert!(engine.lookup(&tree, 7, &mut v)?);
-//! assert_eq!(u64::from_le_bytes(v), 14);
-//! assert!(engine.lookup(&snap, 7, &mut v)?);
-//! assert_eq!(u64::from_le_bytes(v), 0);
-//! assert!(engine.audit().is_empty());
-//! # Ok(())
-//! # }
 //! ```
+//!
+//! The storage engine underneath can be used on its own: see [`Engine`].
 
 extern crate alloc;
 #[cfg(any(feature = "std", test))]
 extern crate std;
+
+/// README.md's code blocks are compiled and run as doctests too.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 pub mod array;
 pub mod block;

@@ -98,18 +98,29 @@ impl Default for OpenOptions {
 /// the current transaction may have shadowed every block the last commit uses.
 pub fn worst_case_metadata_blocks(extents: u64, max_luns: u32) -> u64 {
     let l = u64::from(max_luns);
-    let depth = 8;
+    // Every tree maps at least one extent's worth of reservation, so there are no
+    // more trees than extents (detached copies have none).
+    let trees = l.min(extents.max(1));
     let leaf_min = (max_entries(GROUP_BYTES) / 3 - 1) as u64;
     let inner_min = (max_entries(8) / 3 - 1) as u64;
-    let entries = extents.div_ceil(GROUP) + l;
-    let leaves = entries.div_ceil(leaf_min) + 2 * l;
-    let inner = leaves.div_ceil(inner_min) + depth * l;
+    let entries = extents.div_ceil(GROUP) + trees;
+    // One underfull rightmost leaf per tree, the rest at least a third full.
+    let leaves = entries.div_ceil(leaf_min) + trees;
+    let mut depth = 1u64;
+    let mut n = leaves;
+    while n > 1 {
+        n = n.div_ceil(inner_min);
+        depth += 1;
+    }
+    // Interior levels shrink geometrically; add one underfull node per level per tree.
+    let inner = leaves.div_ceil(inner_min - 1) + trees * depth;
     let table_min = (max_entries(RECORD_SIZE) / 3 - 1) as u64;
     let table = l.div_ceil(table_min) * 2 + depth;
     let counts = crate::space_map::COUNTS_PER_LEAF;
     let data_map = extents.div_ceil(counts) * 2 + depth;
     let live = leaves + inner + table + data_map;
-    // The metadata map counts the metadata blocks themselves (4 bytes each).
+    // Double everything for the committed state beside the current transaction;
+    // the metadata map counts the metadata blocks themselves (4 bytes each).
     let total = 2 * live + 128;
     total + (total.div_ceil(counts) * 2 + depth) * 2
 }
