@@ -242,6 +242,7 @@ impl<D: BlockDevice> Array<D> {
     pub fn discard(&mut self, n: u32, offset: u64, len: u64) -> Result<()> {
         self.live_io()?;
         self.io_check(n, offset, len)?;
+        let size = self.get(n)?.size;
         let es = self.extent_size;
         let end = offset + len;
         let mut pos = offset;
@@ -250,8 +251,11 @@ impl<D: BlockDevice> Array<D> {
             let within = pos % es;
             let chunk = (es - within).min(end - pos);
             let (old, mut slots) = self.mapped(n, le)?;
+            // The last extent of a LUN whose size is not a multiple of the extent
+            // size is whole once the range reaches the LUN's end.
+            let whole = within == 0 && (chunk == es || pos + chunk == size);
             if let Some(e) = old {
-                if chunk == es {
+                if whole {
                     slots[(le % GROUP) as usize] = 0;
                     self.set_group(n, le / GROUP, &slots)?;
                     self.eng.dec_data(e)?;

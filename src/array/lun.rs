@@ -156,7 +156,8 @@ pub struct LunInfo {
     /// Generation of the commit that created the LUN.
     pub created_generation: u64,
     /// Generation of the commit that last attached (or created attached) the copy;
-    /// for plain LUNs the creation generation. 0 for a copy never attached.
+    /// for LUNs created plain, the creation generation; a copy left standing alone
+    /// by its parent's deletion keeps its last one. 0 for a copy never attached.
     pub attached_generation: u64,
     /// Pool bytes reserved for it: its size rounded up to whole extents, 0 when detached.
     pub reserved_bytes: u64,
@@ -169,7 +170,8 @@ pub struct LunInfo {
 /// What [`Array::pool_info`](super::Array::pool_info) reports about the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolInfo {
-    /// Bytes of data the pool can hold (one extent is kept spare for copy-on-write).
+    /// Bytes of data the pool can hold for LUNs (1/256 of the extents, 1 to 256,
+    /// are kept spare so that copy-on-write rarely has to commit early).
     pub capacity_bytes: u64,
     /// Bytes of data extents in use.
     pub allocated_bytes: u64,

@@ -39,8 +39,12 @@ pub const DEFAULT_MAX_LUNS: u32 = 1024;
 /// Largest `max_luns` accepted.
 pub const MAX_LUNS_LIMIT: u32 = 1 << 20;
 /// Extents kept out of the capacity so that a copy-on-write write can always
-/// allocate its new extent before the old one is released.
-const SPARE_EXTENTS: u64 = 1;
+/// allocate its new extent before the old one is released: 1/256 of the pool,
+/// from 1 to 256 extents. With only one, a pool whose LUNs are all fully written
+/// would commit after every copy-on-write; with `s`, after every `s`.
+fn spare_extents(data_extents: u64) -> u64 {
+    (data_extents / 256).clamp(1, 256)
+}
 
 const TABLE_SLOT: usize = 0;
 const MAGIC: &[u8; 8] = b"LSNPARRY";
@@ -175,7 +179,8 @@ impl<D: BlockDevice> Array<D> {
             array_id: opts.array_id,
         };
         let mut eng = Engine::format(dev, &eopts)?;
-        if eng.geometry().data_extents <= SPARE_EXTENTS {
+        let de = eng.geometry().data_extents;
+        if de <= spare_extents(de) {
             let need = (meta + 2) * BLOCK_SIZE as u64 + 2 * u64::from(es);
             return Err(Error::DeviceTooSmall {
                 needed: need,
@@ -361,10 +366,8 @@ impl<D: BlockDevice> Array<D> {
 
     /// Extents of data the pool can hold for LUNs.
     fn capacity_extents(&self) -> u64 {
-        self.eng
-            .geometry()
-            .data_extents
-            .saturating_sub(SPARE_EXTENTS)
+        let de = self.eng.geometry().data_extents;
+        de.saturating_sub(spare_extents(de))
     }
 
     /// Extents reserved by a LUN of `size` bytes.
