@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::space_map::{MapId, COUNTS_PER_LEAF};
 
 /// Data extents counted per tree walk.
-pub const DATA_CHUNK: u64 = 1 << 22;
+pub const DATA_CHUNK: u64 = 1 << 20;
 
 /// One violated invariant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,6 +203,8 @@ impl<D: BlockDevice> Engine<D> {
         loop {
             let n = (d - lo).min(DATA_CHUNK);
             w.data_lo = lo;
+            // Free the previous chunk before allocating the next: peak is one chunk.
+            w.data_found = Vec::new();
             w.data_found = vec![0; n as usize];
             w.visited.iter_mut().for_each(|x| *x = 0);
             let roots = self.roots;

@@ -350,6 +350,12 @@ impl<D: BlockDevice> Engine<D> {
         self.generation
     }
 
+    /// Makes this handle refuse changes until reopened: for a layer above whose
+    /// change failed half way, so that the half is never committed.
+    pub fn poison(&mut self) {
+        self.poisoned = true;
+    }
+
     /// True once a device error has made this handle refuse changes.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned

@@ -242,6 +242,19 @@ impl<D: BlockDevice> Array<D> {
     pub fn discard(&mut self, n: u32, offset: u64, len: u64) -> Result<()> {
         self.live_io()?;
         self.io_check(n, offset, len)?;
+        let r = self.discard_range(n, offset, len).and_then(|()| {
+            self.dirty = true;
+            self.commit()
+        });
+        if r.is_err() {
+            // Part of the range may be unmapped already: a management operation
+            // takes effect whole or not at all, so that part must never be committed.
+            self.eng.poison();
+        }
+        r
+    }
+
+    fn discard_range(&mut self, n: u32, offset: u64, len: u64) -> Result<()> {
         let size = self.get(n)?.size;
         let es = self.extent_size;
         let end = offset + len;
@@ -266,7 +279,6 @@ impl<D: BlockDevice> Array<D> {
             }
             pos += chunk;
         }
-        self.dirty = true;
-        self.commit()
+        Ok(())
     }
 }

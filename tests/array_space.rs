@@ -1,0 +1,622 @@
+//! Space (DESIGN.md §2 "Space"):
+//!
+//! * full-size reservation: with the pool reserved to the last extent and copies
+//!   sharing every extent, overwriting everything again and again without a flush
+//!   never fails (the array commits early to reuse freed extents);
+//! * create / attach that cannot reserve fail with `NoSpace` and change nothing;
+//!   operations that need no new reservation (refresh, restore, detach, delete,
+//!   detached copies) still work on a full pool;
+//! * metadata is provisioned for the worst case: filling every LUN of a pool whose
+//!   sizes add up to its capacity, densely and sparsely, with copies of copies, deleted
+//!   and recreated copies, restores and attaches, never runs out of metadata.
+
+use std::collections::BTreeMap;
+
+use lunsnap::{Array, Error, FormatOptions, LunKind, MemDevice, OpenOptions, PoolInfo};
+
+type Arr = Array<MemDevice>;
+
+const SECTOR: u64 = 512;
+const KIB: u64 = 1024;
+
+// ---------------------------------------------------------------------------------
+// Deterministic randomness and recognisable sector patterns
+// ---------------------------------------------------------------------------------
+
+/// SplitMix64.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        mix(self.0)
+    }
+
+    /// A value in `0..n` (`n > 0`).
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.below(i as u64 + 1) as usize);
+        }
+    }
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// One sector of write `tag` at sector `sector` of a LUN (tag 0: zeros).
+fn fill_sector(buf: &mut [u8], tag: u64, sector: u64) {
+    if tag == 0 {
+        buf.fill(0);
+        return;
+    }
+    buf[..8].copy_from_slice(&tag.to_le_bytes());
+    buf[8..16].copy_from_slice(&sector.to_le_bytes());
+    let mut x = tag ^ sector.rotate_left(32);
+    for c in buf[16..].chunks_mut(8) {
+        x = mix(x.wrapping_add(0x9e37_79b9_7f4a_7c15));
+        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The array with a model of its contents (one write tag per sector)
+// ---------------------------------------------------------------------------------
+
+struct H {
+    a: Arr,
+    /// Tags of the sectors of every attached LUN.
+    data: BTreeMap<u32, Vec<u64>>,
+    next_tag: u64,
+    /// Largest metadata_used_bytes seen.
+    meta_peak: u64,
+    /// Commits made by writes (early commits), counted by generation.
+    early_commits: u64,
+}
+
+impl H {
+    fn format(bytes: u64, extent_size: u32, cache_bytes: usize) -> H {
+        let dev = MemDevice::new(512, bytes / 512).unwrap();
+        let opts = FormatOptions {
+            extent_size,
+            max_luns: 16,
+            cache_bytes,
+            array_id: *b"space-tests-0001",
+        };
+        let a = Array::format(dev, &opts).unwrap();
+        H {
+            a,
+            data: BTreeMap::new(),
+            next_tag: 1,
+            meta_peak: 0,
+            early_commits: 0,
+        }
+    }
+
+    fn pool(&mut self) -> PoolInfo {
+        let p = self.a.pool_info();
+        self.meta_peak = self.meta_peak.max(p.metadata_used_bytes);
+        p
+    }
+
+    fn extent(&self) -> u64 {
+        u64::from(self.a.extent_size())
+    }
+
+    fn size(&self, n: u32) -> u64 {
+        self.data[&n].len() as u64 * SECTOR
+    }
+
+    /// Writes `sectors` sectors at `offset` of LUN `n`; any error fails the test.
+    fn write(&mut self, n: u32, offset: u64, sectors: u64) {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let first = offset / SECTOR;
+        let mut buf = vec![0u8; (sectors * SECTOR) as usize];
+        let tags = self.data.get_mut(&n).unwrap();
+        for (i, c) in buf.chunks_mut(SECTOR as usize).enumerate() {
+            let s = first + i as u64;
+            fill_sector(c, tag, s);
+            tags[s as usize] = tag;
+        }
+        let g = self.a.pool_info().generation;
+        if let Err(e) = self.a.write(n, offset, &buf) {
+            let p = self.pool();
+            panic!("write to LUN {n} at {offset} ({sectors} sectors) failed: {e:?}; pool {p:?}");
+        }
+        self.early_commits += self.pool().generation - g;
+    }
+
+    fn ok(&mut self, what: &str, r: lunsnap::Result<()>) {
+        if let Err(e) = r {
+            let p = self.pool();
+            panic!("{what} failed: {e:?}; pool {p:?}");
+        }
+        self.pool();
+    }
+
+    fn create_lun(&mut self, n: u32, size: u64) {
+        let r = self.a.create_lun(n, size);
+        self.ok(&format!("create_lun({n}, {size})"), r);
+        self.data.insert(n, vec![0; (size / SECTOR) as usize]);
+    }
+
+    fn create_copy(&mut self, parent: u32, n: u32, attached: bool) {
+        let r = self.a.create_copy(parent, n, attached);
+        self.ok(&format!("create_copy({parent}, {n}, {attached})"), r);
+        if attached {
+            let d = self.data[&parent].clone();
+            self.data.insert(n, d);
+        }
+    }
+
+    fn attach(&mut self, n: u32) {
+        let r = self.a.attach(n);
+        self.ok(&format!("attach({n})"), r);
+        let p = self.a.lun_info(n).unwrap().parent.unwrap();
+        let d = self.data[&p].clone();
+        self.data.insert(n, d);
+    }
+
+    fn detach(&mut self, n: u32) {
+        let r = self.a.detach(n);
+        self.ok(&format!("detach({n})"), r);
+        self.data.remove(&n);
+    }
+
+    fn delete(&mut self, n: u32, orphan: bool) {
+        let r = self.a.delete(n, orphan);
+        self.ok(&format!("delete({n}, {orphan})"), r);
+        self.data.remove(&n);
+    }
+
+    fn restore(&mut self, n: u32) {
+        let r = self.a.restore(n);
+        self.ok(&format!("restore({n})"), r);
+        let p = self.a.lun_info(n).unwrap().parent.unwrap();
+        let d = self.data[&n].clone();
+        self.data.insert(p, d);
+    }
+
+    fn flush(&mut self) {
+        let r = self.a.flush();
+        self.ok("flush", r);
+    }
+
+    /// Every sector of every attached LUN reads what the model says.
+    fn verify(&mut self, what: &str) {
+        let mut want = vec![0u8; SECTOR as usize];
+        for (&n, tags) in &self.data {
+            let mut buf = vec![0u8; tags.len() * SECTOR as usize];
+            self.a.read(n, 0, &mut buf).unwrap();
+            for (s, c) in buf.chunks(SECTOR as usize).enumerate() {
+                fill_sector(&mut want, tags[s], s as u64);
+                assert!(
+                    c == &want[..],
+                    "{what}: LUN {n} sector {s} differs from write {}",
+                    tags[s]
+                );
+            }
+        }
+    }
+
+    fn clean(&mut self, what: &str) {
+        let v = self.a.check().unwrap();
+        assert!(v.is_empty(), "{what}: check() found {v:?}");
+    }
+
+    /// Closes (commits) and reopens the array.
+    fn reopen(self, cache_bytes: usize) -> H {
+        let dev = self.a.close().unwrap();
+        H {
+            a: Array::open(dev, &OpenOptions { cache_bytes }).unwrap(),
+            ..self
+        }
+    }
+
+    /// Overwrites all of LUN `n`, extent by extent in random order, each extent with
+    /// one of: a whole-extent write, a single sector, a few sectors, or two writes.
+    fn overwrite_random(&mut self, n: u32, rng: &mut Rng) {
+        let es = self.extent();
+        let size = self.size(n);
+        let mut order: Vec<u64> = (0..size.div_ceil(es)).collect();
+        rng.shuffle(&mut order);
+        for e in order {
+            let start = e * es;
+            let len = es.min(size - start) / SECTOR;
+            match rng.below(4) {
+                0 => self.write(n, start, len),
+                1 => {
+                    let s = rng.below(len);
+                    self.write(n, start + s * SECTOR, 1);
+                }
+                2 => {
+                    let k = 1 + rng.below(len);
+                    let s = rng.below(len - k + 1);
+                    self.write(n, start + s * SECTOR, k);
+                }
+                _ => {
+                    self.write(n, start, len);
+                    let s = rng.below(len);
+                    self.write(n, start + s * SECTOR, 1);
+                }
+            }
+        }
+    }
+
+    /// Writes all of LUN `n` front to back in chunks of `chunk` bytes.
+    fn fill_sequential(&mut self, n: u32, chunk: u64) {
+        let size = self.size(n);
+        let mut pos = 0;
+        while pos < size {
+            let len = chunk.min(size - pos);
+            self.write(n, pos, len / SECTOR);
+            pos += len;
+        }
+    }
+
+    /// One sector in one extent of every mapping group (16 extents) of LUN `n`, in
+    /// random order: as many mapping entries as a full LUN, for a sixteenth of the data.
+    fn fill_groups(&mut self, n: u32, rng: &mut Rng) {
+        let es = self.extent();
+        let size = self.size(n);
+        let group = 16 * es;
+        let mut order: Vec<u64> = (0..size.div_ceil(group)).collect();
+        rng.shuffle(&mut order);
+        for g in order {
+            let start = g * group;
+            let len = group.min(size - start) / SECTOR;
+            self.write(n, start + rng.below(len) * SECTOR, 1);
+        }
+    }
+
+    /// One sector in every extent of LUN `n`, in random extent order: every extent
+    /// mapped, each holding one sector of data.
+    fn fill_sparse(&mut self, n: u32, rng: &mut Rng) {
+        let es = self.extent();
+        let size = self.size(n);
+        let mut order: Vec<u64> = (0..size.div_ceil(es)).collect();
+        rng.shuffle(&mut order);
+        for e in order {
+            let start = e * es;
+            let len = es.min(size - start) / SECTOR;
+            self.write(n, start + rng.below(len) * SECTOR, 1);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Writes to an accessible LUN never fail for space
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn writes_to_a_fully_reserved_pool_never_fail_for_space() {
+    for (bytes, extent_size, cache) in [(6 << 20, 16384u32, 256 * 1024), (3 << 20, 4096, 65536)] {
+        let mut h = H::format(bytes, extent_size, cache);
+        let es = h.extent();
+        let cap = h.pool().capacity_bytes;
+        assert_eq!(cap % es, 0);
+        let ce = cap / es;
+        // LUN 0 and its copy 1, LUN 2 (not a whole number of extents) and its copy 3,
+        // and LUN 4 taking what is left: sizes add up to the capacity exactly.
+        let a = ce / 4;
+        let b = (ce - 2 * a) / 2;
+        let rest = ce - 2 * a - 2 * b;
+        h.create_lun(0, a * es);
+        h.create_lun(2, b * es - 1024);
+        h.fill_sequential(0, 64 * KIB);
+        h.fill_sequential(2, 3 * es + 512);
+        h.flush();
+        h.create_copy(0, 1, true);
+        h.create_copy(2, 3, true);
+        if rest > 0 {
+            h.create_lun(4, rest * es - 512);
+        }
+        let p = h.pool();
+        assert_eq!(p.reserved_bytes, cap, "{p:?}");
+        assert_eq!(p.unreserved_bytes, 0, "{p:?}");
+        assert!(matches!(h.a.create_lun(9, 512), Err(Error::NoSpace { .. })));
+
+        // Every write below goes to a shared or committed extent at first: copy on
+        // write into a full pool. Never a flush.
+        let mut rng = Rng(u64::from(extent_size));
+        let luns: Vec<u32> = h.data.keys().copied().collect();
+        for pass in 0..4 {
+            let mut order = luns.clone();
+            rng.shuffle(&mut order);
+            for &n in &order {
+                if pass % 2 == 0 {
+                    h.overwrite_random(n, &mut rng);
+                } else {
+                    h.fill_sequential(n, es * 2 + 1536);
+                }
+            }
+            let p = h.pool();
+            assert!(p.allocated_bytes <= cap, "pass {pass}: {p:?}");
+            if pass == 1 {
+                // Re-share everything: a refresh and a restore need no new space.
+                h.attach(1);
+                h.restore(3);
+            }
+        }
+        h.verify("after the overwrites");
+        h.clean("after the overwrites");
+        let early = h.early_commits;
+        println!(
+            "extent {es}: capacity {} extents, {early} early commits during the overwrites",
+            ce
+        );
+        assert!(early > 0, "expected the writes to commit early");
+        let mut h = h.reopen(cache);
+        h.verify("reopened");
+        h.clean("reopened");
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// create / attach that cannot reserve fail with NoSpace and change nothing
+// ---------------------------------------------------------------------------------
+
+/// What must not change when an operation is refused.
+fn snapshot(h: &mut H) -> (Vec<lunsnap::LunInfo>, PoolInfo) {
+    (h.a.luns().unwrap(), h.a.pool_info())
+}
+
+/// Runs `op`, which must fail with `NoSpace { needed, available: unreserved }` and
+/// change nothing.
+fn check_refusal(
+    h: &mut H,
+    what: &str,
+    op: impl FnOnce(&mut Arr) -> lunsnap::Result<()>,
+    needed: u64,
+) {
+    let before = snapshot(h);
+    let available = before.1.unreserved_bytes;
+    let r = op(&mut h.a);
+    assert_eq!(r, Err(Error::NoSpace { needed, available }), "{what}");
+    assert_eq!(snapshot(h), before, "{what} changed something");
+    h.verify(what);
+    h.clean(what);
+}
+
+#[test]
+fn create_and_attach_without_space_fail_and_change_nothing() {
+    let mut h = H::format(4 << 20, 8192, 1 << 20);
+    let es = h.extent();
+    let ce = h.pool().capacity_bytes / es;
+    let k = ce / 2 + 1; // more than half the pool
+    h.create_lun(0, k * es);
+    h.fill_sequential(0, 40 * KIB);
+    h.flush();
+    h.create_copy(0, 1, false); // detached: no reservation
+    assert_eq!(h.pool().unreserved_bytes, (ce - k) * es);
+
+    check_refusal(
+        &mut h,
+        "attached copy",
+        |a| a.create_copy(0, 2, true),
+        k * es,
+    );
+    check_refusal(&mut h, "attach", |a| a.attach(1), k * es);
+    check_refusal(
+        &mut h,
+        "LUN one sector too big",
+        |a| a.create_lun(2, (ce - k) * es + 512),
+        (ce - k + 1) * es,
+    );
+    // Unflushed writes pending: still nothing changes but the refusal.
+    h.write(0, 512, 3);
+    check_refusal(
+        &mut h,
+        "attach with writes pending",
+        |a| a.attach(1),
+        k * es,
+    );
+
+    // Exactly what is left fits; then nothing more.
+    h.create_lun(2, (ce - k) * es);
+    assert_eq!(h.pool().unreserved_bytes, 0);
+    check_refusal(&mut h, "one-sector LUN", |a| a.create_lun(3, 512), es);
+    check_refusal(
+        &mut h,
+        "attached copy of the small LUN",
+        |a| a.create_copy(2, 3, true),
+        (ce - k) * es,
+    );
+    let before = snapshot(&mut h);
+    assert!(matches!(
+        h.a.create_lun(3, (ce + 1) * es),
+        Err(Error::InvalidLunSize { .. })
+    ));
+    assert_eq!(snapshot(&mut h), before);
+
+    // What needs no new reservation works on a full pool.
+    h.create_copy(2, 3, false); // detached copy
+    h.write(2, 0, 16);
+    h.create_copy(0, 4, false);
+    h.delete(4, false);
+    h.detach(1); // already detached: nothing
+                 // Free LUN 2's space by deleting it (with its detached copy orphaned), then an
+                 // attached copy of LUN 0 still does not fit, a smaller LUN does.
+    h.delete(2, true);
+    check_refusal(&mut h, "attach after delete", |a| a.attach(1), k * es);
+    h.create_lun(2, es);
+    // A plain LUN made from a copy: refresh (attach of an attached copy) and restore
+    // on a full pool.
+    h.delete(3, false);
+    h.delete(2, false);
+    let small = (ce - k) / 2;
+    h.create_lun(5, small * es);
+    h.fill_sequential(5, 24 * KIB);
+    h.create_copy(5, 6, true);
+    let left = h.pool().unreserved_bytes;
+    if left > 0 {
+        h.create_lun(7, left);
+    }
+    assert_eq!(h.pool().unreserved_bytes, 0);
+    h.write(6, 1024, 4);
+    h.attach(6); // refresh: no new reservation
+    h.write(6, 0, 8);
+    h.restore(6);
+    h.detach(6);
+    assert_eq!(h.pool().unreserved_bytes, small * es);
+    check_refusal(
+        &mut h,
+        "attached copy after detach",
+        |a| a.create_copy(0, 8, true),
+        k * es,
+    );
+    h.attach(6);
+    assert_eq!(h.pool().unreserved_bytes, 0);
+
+    // The refusals left the committed state alone too.
+    let before = snapshot(&mut h);
+    let mut h = h.reopen(1 << 20);
+    assert_eq!(snapshot(&mut h).0, before.0);
+    h.verify("reopened");
+    h.clean("reopened");
+    let p = h.pool();
+    let sum: u64 = h.a.luns().unwrap().iter().map(|l| l.reserved_bytes).sum();
+    assert_eq!(sum, p.reserved_bytes);
+    assert!(p.reserved_bytes <= p.capacity_bytes);
+}
+
+// ---------------------------------------------------------------------------------
+// Metadata never runs out
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn metadata_never_runs_out() {
+    // 4 KiB extents: mapping trees are large against their fanout.
+    let mut h = H::format(64 << 20, 4096, 128 * 1024);
+    let es = h.extent();
+    let p = h.pool();
+    let ce = p.capacity_bytes / es;
+    println!(
+        "capacity {} extents, metadata provisioned {} KiB",
+        ce,
+        p.metadata_provisioned_bytes / KIB
+    );
+    let mut rng = Rng(77);
+    // Sizes: A (30%) with copy A1 and copy-of-copy A2 (90%), B (5%) with copy B1,
+    // C the rest. Reservations add up to the capacity.
+    let a = ce * 3 / 10;
+    let b = ce / 20;
+    let c = ce - 3 * a - 2 * b;
+    assert!(c > 0);
+    h.create_lun(0, a * es);
+    h.create_lun(3, b * es);
+    h.create_lun(5, c * es - 512);
+    let mut fills = 0u64;
+    for cycle in 0..6u64 {
+        // (Re)make the copies, attached, sharing everything.
+        let copies: &[(u32, u32)] = &[(0, 1), (1, 2), (3, 4)];
+        for &(p, n) in copies {
+            match h.a.lun_info(n) {
+                Err(Error::NoSuchLun(_)) => h.create_copy(p, n, true),
+                Ok(i) if !i.attached => h.attach(n),
+                Ok(_) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(h.pool().unreserved_bytes, 0);
+        // Fill every attached LUN completely, each its own way; the first cycles do
+        // it all in one transaction (the commit then shadows every mapping at once).
+        let mut luns: Vec<u32> = h.data.keys().copied().collect();
+        rng.shuffle(&mut luns);
+        for (i, &n) in luns.iter().enumerate() {
+            match (cycle + i as u64) % 4 {
+                0 => h.fill_sequential(n, 64 * es),
+                1 => h.overwrite_random(n, &mut rng),
+                2 => h.fill_sparse(n, &mut rng),
+                _ => h.fill_groups(n, &mut rng),
+            }
+            fills += 1;
+            h.pool();
+            if cycle >= 2 {
+                h.flush();
+            }
+        }
+        h.flush();
+        h.clean(&format!("cycle {cycle} filled"));
+        // Management churn.
+        match cycle % 3 {
+            0 => {
+                h.delete(2, false);
+                h.restore(1);
+                h.detach(4);
+                h.fill_sparse(3, &mut rng);
+                h.attach(4);
+                h.fill_sparse(4, &mut rng);
+            }
+            1 => {
+                h.detach(1); // its copy 2 then has a detached parent
+                h.delete(2, false);
+                h.attach(1);
+                h.restore(4);
+                h.overwrite_random(0, &mut rng);
+            }
+            _ => {
+                // Orphan the copies of A: 1 becomes a plain LUN; recreate A from it.
+                h.delete(2, false);
+                h.delete(0, true);
+                h.create_copy(1, 2, true);
+                h.overwrite_random(1, &mut rng);
+                h.delete(2, false);
+                h.create_lun(0, a * es);
+                h.fill_sparse(0, &mut rng);
+                h.delete(1, false);
+            }
+        }
+        h.pool();
+        h.verify(&format!("cycle {cycle}"));
+        h.clean(&format!("cycle {cycle}"));
+    }
+    let mut h = h.reopen(128 * 1024);
+    h.verify("reopened");
+    h.clean("reopened");
+    // As many trees as LUN numbers: one LUN and 15 copies (some of copies), each
+    // sixteenth of the pool, each then mapping every group of its own, all in one
+    // transaction, twice.
+    for n in h.a.lun_numbers() {
+        h.delete(n, true);
+    }
+    let sixteenth = ce / 16;
+    h.create_lun(0, sixteenth * es);
+    h.fill_groups(0, &mut rng);
+    for n in 1..16u32 {
+        let parent = if n % 3 == 0 { n - 1 } else { 0 };
+        h.create_copy(parent, n, true);
+    }
+    for round in 0..2 {
+        for n in 0..16u32 {
+            h.fill_groups(n, &mut rng);
+        }
+        h.flush();
+        h.clean(&format!("16 LUNs, round {round}"));
+    }
+    h.verify("16 LUNs");
+    let p = h.pool();
+    println!(
+        "{fills} LUN fills, {} early commits: metadata used peak {} KiB of {} KiB provisioned ({:.1}%), now {} KiB",
+        h.early_commits,
+        h.meta_peak / KIB,
+        p.metadata_provisioned_bytes / KIB,
+        100.0 * h.meta_peak as f64 / p.metadata_provisioned_bytes as f64,
+        p.metadata_used_bytes / KIB
+    );
+    assert!(h.meta_peak <= p.metadata_provisioned_bytes);
+    let kinds: Vec<(u32, LunKind)> =
+        h.a.luns()
+            .unwrap()
+            .iter()
+            .map(|l| (l.lun, l.kind))
+            .collect();
+    println!("LUNs at the end: {kinds:?}");
+}
