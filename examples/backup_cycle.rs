@@ -40,7 +40,7 @@ const MIB: u64 = 1 << 20;
 const DEVICE_BLOCK: u32 = 4096;
 const IMAGE_BYTES: u64 = 128 * MIB;
 /// Copy-on-write unit: the first write into an extent shared with a copy moves it.
-const EXTENT: u32 = 64 << 10;
+const EXTENT: u32 = lunsnap::array::DEFAULT_EXTENT_SIZE;
 const MAX_LUNS: u32 = 64;
 /// The seed's `<array-id>`, stored in the superblock.
 const ARRAY_ID: [u8; 16] = *b"VA7100-demo-0001";

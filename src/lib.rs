@@ -54,7 +54,7 @@
 //!     let mut buf = [0u8; 4096];
 //!     array.read(11, 0, &mut buf)?;
 //!     assert_eq!(buf, [1u8; 4096]);
-//!     assert_eq!(array.lun_info(11)?.exclusive_bytes, 64 << 10); // one 64 KiB extent
+//!     assert_eq!(array.lun_info(11)?.exclusive_bytes, 16 << 10); // one 16 KiB extent
 //!
 //!     // Copy to parent (the seed's `armcopy -r`): LUN 1 reads the copy's content again.
 //!     array.restore(11)?;

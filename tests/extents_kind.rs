@@ -99,3 +99,34 @@ fn extents_value_size_must_be_a_multiple_of_four() {
     }
     assert!(e.create_tree(4, ValueKind::Extents).is_ok());
 }
+
+/// Replacing values must not split full nodes (a replace adds no entry): a tree
+/// whose every key was written twice in a row is as small as one written once.
+#[test]
+fn replacing_values_does_not_split_full_nodes() {
+    let mut e = fresh();
+    let mut trees = Vec::new();
+    for twice in [false, true] {
+        let before = e.space().meta_allocated;
+        let mut t = e.create_tree(64, ValueKind::Opaque).unwrap();
+        for k in 0..5600 {
+            e.insert(&mut t, k, &[7u8; 64]).unwrap();
+            if twice {
+                e.insert(&mut t, k, &[8u8; 64]).unwrap();
+            }
+        }
+        trees.push(e.space().meta_allocated - before);
+        e.set_root(usize::from(twice), Some(t)).unwrap();
+        let mut out = [0u8; 64];
+        assert!(e.lookup(&t, 5599, &mut out).unwrap());
+        assert_eq!(out, [if twice { 8 } else { 7 }; 64]);
+    }
+    assert_clean(&mut e);
+    // (A block or two of space-map growth may fall on either side.)
+    assert!(
+        trees[1] <= trees[0] + 2,
+        "nodes used: written once {}, twice {}",
+        trees[0],
+        trees[1]
+    );
+}

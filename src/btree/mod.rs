@@ -265,6 +265,12 @@ impl<D: BlockDevice> Ctx<'_, D> {
             t.root = a;
             return Ok(());
         }
+        let mut scratch = [0u8; MAX_VALUE_SIZE];
+        if self.lookup(t, key, &mut scratch[..vs])? {
+            // Replacing adds no entry: shadow the path but split nothing, or full
+            // nodes (a sequentially filled tree) would be halved for no reason.
+            return self.replace_existing(t, key, value, release_old);
+        }
         t.root = self.shadow(t.root, None, t)?;
         let rh = self.header_of(t.root, None, t)?;
         if rh.nr >= rh.max() {
@@ -333,6 +339,41 @@ impl<D: BlockDevice> Ctx<'_, D> {
             }
             let b = self.st.read(addr, BlockKind::BtreeNode)?;
             addr = node::child(b, &h, ci);
+            level = Some(h.level - 1);
+        }
+    }
+
+    /// Replaces the value of `key`, which is present: shadows the path, no splits.
+    fn replace_existing(
+        &mut self,
+        t: &mut Tree,
+        key: u64,
+        value: &[u8],
+        release_old: bool,
+    ) -> Result<()> {
+        let vs = value.len();
+        t.root = self.shadow(t.root, None, t)?;
+        let mut addr = t.root;
+        let mut level = None;
+        loop {
+            let (b, h) = self.node(addr, level, t)?;
+            if h.is_leaf() {
+                let (i, found) = node::search(b, h.nr, key);
+                if !found {
+                    return Err(Error::corrupt(addr, "key vanished during replace"));
+                }
+                let mut old = [0u8; MAX_VALUE_SIZE];
+                old[..vs].copy_from_slice(node::value(b, &h, i));
+                let o = node::value_off(&h, i);
+                self.modify(addr)?[o..o + vs].copy_from_slice(value);
+                if release_old {
+                    self.release_value(h.kind, &old[..vs])?;
+                }
+                return Ok(());
+            }
+            let ci = node::child_index(b, h.nr, key)
+                .ok_or(Error::corrupt(addr, "key below node range"))?;
+            addr = self.shadow_child(addr, &h, ci, t)?;
             level = Some(h.level - 1);
         }
     }
