@@ -295,6 +295,67 @@ impl SpaceMaps {
         self.apply_data(store, e, Op::Dec)
     }
 
+    /// Adds one reference to (`inc`) or drops one from each extent in `es`, which
+    /// is sorted first: each space-map leaf is made writable once per run of
+    /// extents it holds. Shadowing or freeing a B-tree leaf of packed mappings
+    /// changes hundreds of neighbouring counts at once; one at a time, the path to
+    /// the count's leaf would be walked for each.
+    pub fn adjust_data_many<D: BlockDevice>(
+        &mut self,
+        store: &mut BlockStore<D>,
+        es: &mut [u64],
+        inc: bool,
+    ) -> Result<()> {
+        es.sort_unstable();
+        let mut zeros: Vec<u64> = Vec::new();
+        let mut i = 0;
+        while i < es.len() {
+            self.check_data(es[i])?;
+            let leaf_no = es[i] / COUNTS_PER_LEAF;
+            let run = es[i..]
+                .iter()
+                .take_while(|&&e| e / COUNTS_PER_LEAF == leaf_no)
+                .count();
+            let leaf = self.writable_leaf(store, MapId::Data, es[i])?;
+            let r = (|| {
+                let b = store.modify(leaf, BlockKind::RcLeaf)?;
+                for &e in &es[i..i + run] {
+                    let off = cnt_off((e % COUNTS_PER_LEAF) as usize);
+                    let old = get_u32(b, off);
+                    let new = if inc {
+                        if old == 0 {
+                            return Err(Error::corrupt(e, "reference to a free block"));
+                        }
+                        old.checked_add(1)
+                            .ok_or(Error::RefcountOverflow { addr: e })?
+                    } else {
+                        old.checked_sub(1)
+                            .ok_or(Error::corrupt(e, "reference count underflow"))?
+                    };
+                    put_u32(b, off, new);
+                    if new == 0 {
+                        zeros.push(e);
+                    }
+                }
+                Ok(())
+            })();
+            let d = self.drain(store);
+            r.and(d)?;
+            i += run;
+        }
+        for e in zeros {
+            self.data.allocated = self
+                .data
+                .allocated
+                .checked_sub(1)
+                .ok_or(Error::corrupt(e, "space map allocated counter underflow"))?;
+            if self.committed_count(store, MapId::Data, e)? > 0 {
+                self.data.pinned += 1;
+            }
+        }
+        Ok(())
+    }
+
     fn apply_data<D: BlockDevice>(
         &mut self,
         store: &mut BlockStore<D>,

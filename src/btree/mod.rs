@@ -159,17 +159,6 @@ impl<D: BlockDevice> Ctx<'_, D> {
         }
     }
 
-    /// Gives the value's referent (data extent or nested tree) one more reference.
-    fn inc_value(&mut self, kind: ValueKind, v: &[u8]) -> Result<()> {
-        for r in node::value_refs(kind, v) {
-            match r {
-                Ref::Data(e) => self.sm.inc_data(self.st, e)?,
-                Ref::Tree(r) => self.sm.inc_meta(self.st, r)?,
-            }
-        }
-        Ok(())
-    }
-
     /// Releases the reference a value holds (dropping a nested tree if it was the last).
     pub fn release_value(&mut self, kind: ValueKind, v: &[u8]) -> Result<()> {
         for r in node::value_refs(kind, v) {
@@ -203,10 +192,19 @@ impl<D: BlockDevice> Ctx<'_, D> {
         if rc > 1 {
             // Both the old and the new node now point at every child.
             let (b, h) = self.copy_node(new, level, t)?;
-            for i in 0..h.nr {
-                if h.is_leaf() {
-                    self.inc_value(h.kind, node::value(&b, &h, i))?;
-                } else {
+            if h.is_leaf() {
+                let mut extents = Vec::new();
+                for i in 0..h.nr {
+                    for r in node::value_refs(h.kind, node::value(&b, &h, i)) {
+                        match r {
+                            Ref::Data(e) => extents.push(e),
+                            Ref::Tree(r) => self.sm.inc_meta(self.st, r)?,
+                        }
+                    }
+                }
+                self.sm.adjust_data_many(self.st, &mut extents, true)?;
+            } else {
+                for i in 0..h.nr {
                     self.sm.inc_meta(self.st, node::child(&b, &h, i))?;
                 }
             }
@@ -542,6 +540,7 @@ impl<D: BlockDevice> Ctx<'_, D> {
         let mut work: Vec<(u64, Option<u8>)> = Vec::new();
         work.push((root, level));
         let mut vals: Vec<u8> = Vec::new();
+        let mut extents: Vec<u64> = Vec::new();
         while let Some((addr, level)) = work.pop() {
             let rc = self.sm.meta_count(self.st, addr)?;
             if rc == 0 {
@@ -560,14 +559,16 @@ impl<D: BlockDevice> Ctx<'_, D> {
                         vals.extend_from_slice(node::value(b, &h, i));
                     }
                     self.sm.dec_meta(self.st, addr)?;
+                    extents.clear();
                     for v in vals.chunks(h.vs) {
                         for r in node::value_refs(h.kind, v) {
                             match r {
-                                Ref::Data(e) => self.sm.dec_data(self.st, e)?,
+                                Ref::Data(e) => extents.push(e),
                                 Ref::Tree(r) => work.push((r, None)),
                             }
                         }
                     }
+                    self.sm.adjust_data_many(self.st, &mut extents, false)?;
                 } else {
                     if h.nr == 0 {
                         return Err(Error::corrupt(addr, "empty interior B-tree node"));
