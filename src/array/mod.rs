@@ -124,8 +124,9 @@ pub fn worst_case_metadata_blocks(extents: u64, max_luns: u32) -> u64 {
         n = n.div_ceil(inner_min);
         depth += 1;
     }
-    // Interior levels shrink geometrically; add one underfull node per level per tree.
-    let inner = leaves.div_ceil(inner_min - 1) + trees * depth;
+    // Interior levels shrink geometrically; add one underfull node per level per
+    // tree, but a tree never has more interior nodes than leaves.
+    let inner = leaves.div_ceil(inner_min - 1) + (trees * depth).min(leaves);
     let table_min = (max_entries(RECORD_SIZE) / 3 - 1) as u64;
     let table = l.div_ceil(table_min) * 2 + depth;
     let counts = crate::space_map::COUNTS_PER_LEAF;

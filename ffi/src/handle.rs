@@ -1,0 +1,96 @@
+//! Array handles: the pointer a C host holds is only a key into a registry of live
+//! handles, never dereferenced, so a freed or forged handle is detected
+//! (`LUNSNAP_RESULT_INVALID_HANDLE`) instead of being undefined behaviour. Each
+//! handle serialises its users with a spin lock, so one handle may be shared by
+//! several threads.
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use lunsnap::Array;
+
+use crate::device::AnyDevice;
+use crate::result::lunsnap_result;
+
+/// Opaque array handle.
+#[allow(non_camel_case_types)]
+pub struct lunsnap_array {
+    _private: [u8; 0],
+}
+
+/// An open array and what the C side may still ask about its last check.
+pub(crate) struct Open {
+    pub(crate) array: Array<AnyDevice>,
+    /// Messages of the last `lunsnap_check`, NUL-terminated.
+    pub(crate) report: Vec<Vec<u8>>,
+}
+
+pub(crate) enum State {
+    Open(Box<Open>),
+    /// A panic was caught while the array was in use: its state is unknown.
+    Broken,
+}
+
+pub(crate) struct Handle {
+    pub(crate) state: spin::Mutex<State>,
+}
+
+static REGISTRY: spin::Mutex<BTreeMap<usize, Arc<Handle>>> = spin::Mutex::new(BTreeMap::new());
+
+/// Registers a new handle for `array` and returns its key.
+pub(crate) fn register(array: Array<AnyDevice>) -> *mut lunsnap_array {
+    let h = Arc::new(Handle {
+        state: spin::Mutex::new(State::Open(Box::new(Open {
+            array,
+            report: Vec::new(),
+        }))),
+    });
+    let key = Arc::as_ptr(&h) as usize;
+    REGISTRY.lock().insert(key, h);
+    key as *mut lunsnap_array
+}
+
+/// The live handle with key `a`.
+pub(crate) fn lookup(a: *const lunsnap_array) -> Result<Arc<Handle>, lunsnap_result> {
+    if a.is_null() {
+        return Err(lunsnap_result::NullPointer);
+    }
+    REGISTRY
+        .lock()
+        .get(&(a as usize))
+        .cloned()
+        .ok_or(lunsnap_result::InvalidHandle)
+}
+
+/// Removes the handle with key `a`; it is dropped once no call still uses it.
+pub(crate) fn unregister(a: *const lunsnap_array) -> Option<Arc<Handle>> {
+    REGISTRY.lock().remove(&(a as usize))
+}
+
+/// Runs `f` on the open array behind `a`, holding its lock. With `std`, a panic
+/// in `f` is caught, marks the handle broken and becomes `LUNSNAP_RESULT_PANIC`.
+pub(crate) fn with_open<T>(
+    a: *const lunsnap_array,
+    f: impl FnOnce(&mut Open) -> Result<T, lunsnap_result>,
+) -> Result<T, lunsnap_result> {
+    let h = lookup(a)?;
+    let mut st = h.state.lock();
+    let State::Open(open) = &mut *st else {
+        return Err(lunsnap_result::Panic);
+    };
+    let r = crate::guard::catch(|| f(open));
+    if r.is_none() {
+        *st = State::Broken;
+    }
+    r.unwrap_or(Err(lunsnap_result::Panic))
+}
+
+/// [`with_open`] for functions that only need the array.
+pub(crate) fn with_array<T>(
+    a: *const lunsnap_array,
+    f: impl FnOnce(&mut Array<AnyDevice>) -> Result<T, lunsnap_result>,
+) -> Result<T, lunsnap_result> {
+    with_open(a, |o| f(&mut o.array))
+}

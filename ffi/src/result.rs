@@ -1,0 +1,231 @@
+//! Result codes: stable numbers, never reused, each with a static message.
+
+use lunsnap::{DeviceErrorKind, Error};
+
+/// The result of every fallible function. `LUNSNAP_RESULT_OK` (0) is success; the
+/// numbers of the others are stable and never reused.
+#[allow(non_camel_case_types)]
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum lunsnap_result {
+    /// Success.
+    Ok = 0,
+    /// A required pointer argument was NULL.
+    NullPointer = 1,
+    /// The array handle is not a live handle (never returned by this library, or
+    /// already freed).
+    InvalidHandle = 2,
+    /// An argument is out of range (the message of the call's check says which).
+    InvalidArgument = 3,
+    /// A format or open option is invalid.
+    InvalidOptions = 4,
+    /// A string argument is not valid UTF-8 or a path cannot be used.
+    InvalidPath = 5,
+    /// The device reported an I/O error (or a callback returned non-zero).
+    DeviceIo = 10,
+    /// An access was beyond the end of the device.
+    DeviceOutOfRange = 11,
+    /// The device is gone (file closed, callbacks detached).
+    DeviceNotConnected = 12,
+    /// Another device error.
+    DeviceOther = 13,
+    /// The device's block size is not a power of two from 512 to 4096.
+    UnsupportedBlockSize = 14,
+    /// The device is too small for the array.
+    DeviceTooSmall = 15,
+    /// The device holds no lunsnap array (never formatted).
+    NotFormatted = 20,
+    /// The device holds lunsnap metadata but no array.
+    NotAnArray = 21,
+    /// The device was written by an unknown (newer) format version.
+    UnsupportedVersion = 22,
+    /// The device uses incompatible features this build does not know.
+    IncompatibleFeatures = 23,
+    /// Metadata is corrupt (checksum, misplaced block, or inconsistent structure).
+    Corrupt = 24,
+    /// An earlier device error left the handle refusing changes: reopen it.
+    Poisoned = 25,
+    /// No free metadata block is left (should be impossible: provisioned at format).
+    MetadataSpaceExhausted = 26,
+    /// No free data extent is left (should be impossible: sizes are reserved).
+    DataSpaceExhausted = 27,
+    /// A reference count would overflow.
+    RefcountOverflow = 28,
+    /// The LUN number is not below the array's maximum number of LUNs.
+    LunOutOfRange = 30,
+    /// No LUN has this number.
+    NoSuchLun = 31,
+    /// The LUN number is already in use.
+    LunExists = 32,
+    /// The LUN size is 0, not a multiple of 512, or larger than the pool.
+    InvalidLunSize = 33,
+    /// Not enough unreserved space for the full-size reservation.
+    NoSpace = 34,
+    /// The operation needs a copy; this LUN is a plain LUN.
+    NotACopy = 35,
+    /// The LUN is a detached copy: no data, I/O refused until attached.
+    Detached = 36,
+    /// The copy's parent was deleted.
+    ParentGone = 37,
+    /// The copy's parent is a detached copy with no data.
+    ParentDetached = 38,
+    /// The LUN still has copies (delete them, or ask to orphan them).
+    HasCopies = 39,
+    /// The I/O range is beyond the end of the LUN.
+    OutOfRange = 40,
+    /// The I/O offset or length is not a multiple of 512.
+    Misaligned = 41,
+    /// A panic was caught inside the library (a bug: please report it). The handle
+    /// refuses further use.
+    Panic = 50,
+    /// The library failed to allocate memory.
+    OutOfMemory = 51,
+    /// An error this version of the C ABI does not classify.
+    Other = 99,
+}
+
+impl From<&Error> for lunsnap_result {
+    fn from(e: &Error) -> Self {
+        match e {
+            Error::Device(k) => match k {
+                DeviceErrorKind::Io => R::DeviceIo,
+                DeviceErrorKind::OutOfRange => R::DeviceOutOfRange,
+                DeviceErrorKind::NotConnected => R::DeviceNotConnected,
+                _ => R::DeviceOther,
+            },
+            Error::UnsupportedBlockSize(_) => R::UnsupportedBlockSize,
+            Error::DeviceTooSmall { .. } => R::DeviceTooSmall,
+            Error::InvalidOptions(_) => R::InvalidOptions,
+            Error::InvalidArgument(_) => R::InvalidArgument,
+            Error::NotFormatted => R::NotFormatted,
+            Error::UnsupportedVersion(_) => R::UnsupportedVersion,
+            Error::IncompatibleFeatures(_) => R::IncompatibleFeatures,
+            Error::Checksum { .. } | Error::Misplaced { .. } | Error::Corrupt { .. } => R::Corrupt,
+            Error::MetadataSpaceExhausted => R::MetadataSpaceExhausted,
+            Error::DataSpaceExhausted => R::DataSpaceExhausted,
+            Error::RefcountOverflow { .. } => R::RefcountOverflow,
+            Error::Poisoned => R::Poisoned,
+            Error::NotAnArray => R::NotAnArray,
+            Error::LunOutOfRange { .. } => R::LunOutOfRange,
+            Error::NoSuchLun(_) => R::NoSuchLun,
+            Error::LunExists(_) => R::LunExists,
+            Error::InvalidLunSize { .. } => R::InvalidLunSize,
+            Error::NoSpace { .. } => R::NoSpace,
+            Error::NotACopy(_) => R::NotACopy,
+            Error::Detached(_) => R::Detached,
+            Error::ParentGone(_) => R::ParentGone,
+            Error::ParentDetached(_) => R::ParentDetached,
+            Error::HasCopies { .. } => R::HasCopies,
+            Error::OutOfRange { .. } => R::OutOfRange,
+            Error::Misaligned { .. } => R::Misaligned,
+            _ => R::Other,
+        }
+    }
+}
+
+impl From<Error> for lunsnap_result {
+    fn from(e: Error) -> Self {
+        lunsnap_result::from(&e)
+    }
+}
+
+use lunsnap_result as R;
+
+/// Every code with its message (NUL-terminated for C).
+pub(crate) const MESSAGES: &[(lunsnap_result, &[u8])] = &[
+    (R::Ok, b"success\0"),
+    (R::NullPointer, b"a required pointer argument is NULL\0"),
+    (
+        R::InvalidHandle,
+        b"not a live array handle (never opened, or already freed)\0",
+    ),
+    (R::InvalidArgument, b"an argument is out of range\0"),
+    (R::InvalidOptions, b"invalid format or open options\0"),
+    (
+        R::InvalidPath,
+        b"the path is not valid UTF-8 or cannot be used\0",
+    ),
+    (R::DeviceIo, b"device I/O error\0"),
+    (
+        R::DeviceOutOfRange,
+        b"device access beyond the end of the device\0",
+    ),
+    (R::DeviceNotConnected, b"the device is not connected\0"),
+    (R::DeviceOther, b"device error\0"),
+    (
+        R::UnsupportedBlockSize,
+        b"unsupported device block size: must be a power of two from 512 to 4096\0",
+    ),
+    (R::DeviceTooSmall, b"the device is too small for an array\0"),
+    (
+        R::NotFormatted,
+        b"not a lunsnap device: no valid superblock found\0",
+    ),
+    (
+        R::NotAnArray,
+        b"the device holds lunsnap metadata but no array\0",
+    ),
+    (
+        R::UnsupportedVersion,
+        b"unsupported on-disk format version: upgrade lunsnap\0",
+    ),
+    (
+        R::IncompatibleFeatures,
+        b"the device uses unknown incompatible features\0",
+    ),
+    (R::Corrupt, b"corrupt metadata on the device\0"),
+    (
+        R::Poisoned,
+        b"an earlier device error left the array read-only: reopen it\0",
+    ),
+    (R::MetadataSpaceExhausted, b"metadata space exhausted\0"),
+    (
+        R::DataSpaceExhausted,
+        b"no free data extent left in the pool\0",
+    ),
+    (R::RefcountOverflow, b"a reference count would overflow\0"),
+    (
+        R::LunOutOfRange,
+        b"LUN number out of range for this array\0",
+    ),
+    (R::NoSuchLun, b"no such LUN\0"),
+    (R::LunExists, b"LUN number already in use\0"),
+    (
+        R::InvalidLunSize,
+        b"invalid LUN size: 0, not a multiple of 512, or larger than the pool\0",
+    ),
+    (R::NoSpace, b"not enough unreserved space in the pool\0"),
+    (R::NotACopy, b"the LUN is not a copy\0"),
+    (
+        R::Detached,
+        b"the LUN is a detached copy: attach it first\0",
+    ),
+    (R::ParentGone, b"the copy's parent was deleted\0"),
+    (
+        R::ParentDetached,
+        b"the copy's parent is a detached copy with no data\0",
+    ),
+    (
+        R::HasCopies,
+        b"the LUN has copies: delete them first, or orphan them\0",
+    ),
+    (R::OutOfRange, b"I/O beyond the end of the LUN\0"),
+    (
+        R::Misaligned,
+        b"I/O offset or length not a multiple of 512 bytes\0",
+    ),
+    (
+        R::Panic,
+        b"internal error (a caught panic): the handle is unusable\0",
+    ),
+    (R::OutOfMemory, b"out of memory\0"),
+    (R::Other, b"unclassified error\0"),
+];
+
+/// The message of a result code, NUL-terminated.
+pub(crate) fn message(code: u32) -> &'static [u8] {
+    MESSAGES
+        .iter()
+        .find(|(r, _)| *r as u32 == code)
+        .map_or(b"unknown lunsnap result code\0", |(_, m)| m)
+}

@@ -1,0 +1,134 @@
+//! Plain C structs: options in, information out.
+
+#![allow(non_camel_case_types)]
+
+use lunsnap::{LunInfo, LunKind, PoolInfo};
+
+/// Options for the `lunsnap_format_*` functions; start from
+/// `lunsnap_format_options_default()`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct lunsnap_format_options {
+    /// Data extent size in bytes: a power of two from 4096 to 1048576 (default 16384).
+    pub extent_size: u32,
+    /// LUN numbers run from 0 to `max_luns - 1` (1 to 1048576; default 1024).
+    pub max_luns: u32,
+    /// Metadata cache budget in bytes (default 4 MiB).
+    pub cache_bytes: u64,
+    /// An id stored in the superblock.
+    pub array_id: [u8; 16],
+}
+
+/// Options for the `lunsnap_open_*` functions; start from
+/// `lunsnap_open_options_default()`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct lunsnap_open_options {
+    /// Metadata cache budget in bytes (default 4 MiB).
+    pub cache_bytes: u64,
+}
+
+/// What a LUN is.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum lunsnap_lun_kind {
+    /// A plain LUN.
+    Lun = 0,
+    /// A business copy.
+    Copy = 1,
+}
+
+/// Everything known about one LUN (`lunsnap_lun_info`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct lunsnap_lun_info {
+    /// The LUN number.
+    pub lun: u32,
+    /// Plain LUN or copy.
+    pub kind: lunsnap_lun_kind,
+    /// Size in bytes.
+    pub size: u64,
+    /// 1 if `parent` is meaningful (a copy whose parent exists), else 0.
+    pub has_parent: u8,
+    /// 0 for a detached copy (no data, I/O refused), else 1.
+    pub attached: u8,
+    /// The parent LUN when `has_parent` is 1.
+    pub parent: u32,
+    /// Generation of the commit that created the LUN.
+    pub created_generation: u64,
+    /// Generation of the commit that last attached the copy (0: never).
+    pub attached_generation: u64,
+    /// Pool bytes reserved for it (0 when detached).
+    pub reserved_bytes: u64,
+    /// Bytes of extents only this LUN maps.
+    pub exclusive_bytes: u64,
+    /// Bytes of extents this LUN shares with another LUN.
+    pub shared_bytes: u64,
+}
+
+impl From<LunInfo> for lunsnap_lun_info {
+    fn from(i: LunInfo) -> Self {
+        lunsnap_lun_info {
+            lun: i.lun,
+            kind: match i.kind {
+                LunKind::Lun => lunsnap_lun_kind::Lun,
+                LunKind::Copy => lunsnap_lun_kind::Copy,
+            },
+            size: i.size,
+            has_parent: u8::from(i.parent.is_some()),
+            attached: u8::from(i.attached),
+            parent: i.parent.unwrap_or(0),
+            created_generation: i.created_generation,
+            attached_generation: i.attached_generation,
+            reserved_bytes: i.reserved_bytes,
+            exclusive_bytes: i.exclusive_bytes,
+            shared_bytes: i.shared_bytes,
+        }
+    }
+}
+
+/// Pool accounting (`lunsnap_pool_info`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct lunsnap_pool_info {
+    /// Bytes of data the pool can hold for LUNs.
+    pub capacity_bytes: u64,
+    /// Bytes of data extents in use.
+    pub allocated_bytes: u64,
+    /// Bytes reserved by the LUNs that are not detached.
+    pub reserved_bytes: u64,
+    /// Bytes not reserved.
+    pub unreserved_bytes: u64,
+    /// Bytes of data extents not in use.
+    pub free_bytes: u64,
+    /// Bytes of metadata in use.
+    pub metadata_used_bytes: u64,
+    /// Bytes of metadata provisioned at format.
+    pub metadata_provisioned_bytes: u64,
+    /// Generation of the newest commit.
+    pub generation: u64,
+    /// Data extent size in bytes.
+    pub extent_size: u32,
+    /// Number of LUNs.
+    pub luns: u32,
+    /// LUN numbers run from 0 to `max_luns - 1`.
+    pub max_luns: u32,
+}
+
+impl From<PoolInfo> for lunsnap_pool_info {
+    fn from(p: PoolInfo) -> Self {
+        lunsnap_pool_info {
+            capacity_bytes: p.capacity_bytes,
+            allocated_bytes: p.allocated_bytes,
+            reserved_bytes: p.reserved_bytes,
+            unreserved_bytes: p.unreserved_bytes,
+            free_bytes: p.free_bytes,
+            metadata_used_bytes: p.metadata_used_bytes,
+            metadata_provisioned_bytes: p.metadata_provisioned_bytes,
+            generation: p.generation,
+            extent_size: p.extent_size,
+            luns: p.luns,
+            max_luns: p.max_luns,
+        }
+    }
+}
