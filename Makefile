@@ -14,10 +14,14 @@ NOSTD_BIN := $(NOSTD_DIR)/target/release/lunsnap-nostd-check
 # Steps must run one after the other, even under `make -j`.
 .NOTPARALLEL:
 
-.PHONY: test fmt clippy clippy-no-features cargo-test nostd benches demo clean
+.PHONY: test fmt clippy clippy-no-features cargo-test nostd header firmware c-tests benches demo clean
 
-## test: every check CI runs, in order (formatting, lints, tests, no_std proof, benches build)
-test: fmt clippy clippy-no-features cargo-test nostd benches
+CBINDGEN ?= cbindgen
+C_EXAMPLES := c-examples
+
+## test: every check CI runs, in order (formatting, lints, tests, no_std proofs, the C
+## header, the C examples and test suite under ASan/UBSan and valgrind, benches build)
+test: fmt clippy clippy-no-features cargo-test nostd header firmware c-tests benches
 	@echo "make test: all steps passed"
 
 ## fmt: code is rustfmt-formatted (main workspace and the no_std check crate)
@@ -31,10 +35,11 @@ clippy:
 	@echo "==> clippy (all targets, all features)"
 	time $(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
-## clippy-no-features: no lint warnings in the bare no_std library
+## clippy-no-features: no lint warnings in the bare no_std library and C ABI
 clippy-no-features:
 	@echo "==> clippy (library, no features)"
 	time $(CARGO) clippy --workspace --lib -- -D warnings
+	time $(CARGO) clippy -p lunsnap-ffi --lib --no-default-features --profile firmware -- -D warnings
 
 ## cargo-test: unit, integration and doc tests with every feature
 cargo-test:
@@ -50,6 +55,28 @@ nostd:
 	time (cd $(NOSTD_DIR) && $(CARGO) clippy --release -- -D warnings && $(CARGO) build --release)
 	./$(NOSTD_BIN)
 
+## header: include/lunsnap.h is what cbindgen (pinned: 0.29.4) generates from ffi/
+header:
+	@echo "==> C header up to date"
+	$(CBINDGEN) --config ffi/cbindgen.toml --crate lunsnap-ffi --output target/lunsnap.h.fresh
+	diff -u include/lunsnap.h target/lunsnap.h.fresh || \
+		{ echo "include/lunsnap.h is stale: run 'make header-update'"; exit 1; }
+
+## header-update: regenerate include/lunsnap.h
+header-update:
+	$(CBINDGEN) --config ffi/cbindgen.toml --crate lunsnap-ffi --output include/lunsnap.h
+
+## firmware: the C ABI builds without std (panic = "abort") and a C host links and runs it
+firmware:
+	@echo "==> C ABI without std (firmware profile)"
+	time $(CARGO) build -p lunsnap-ffi --no-default-features --profile firmware
+	$(MAKE) -C $(C_EXAMPLES) firmware
+
+## c-tests: the C examples and test suite, plain, under ASan + UBSan, and under valgrind
+c-tests:
+	@echo "==> C examples and test suite"
+	time $(MAKE) -C $(C_EXAMPLES) run asan valgrind
+
 ## benches: the benchmarks compile (they are run by hand, see BENCHMARKS.md)
 benches:
 	@echo "==> benches build"
@@ -61,9 +88,10 @@ benches:
 
 ## demo: the main demonstration (README's first command)
 demo:
-	$(CARGO) run --release --features std --example backup_cycle
+	$(CARGO) run --release -p lunsnap-cli -- demo
 
 ## clean: remove build output (main workspace and the no_std check crate)
 clean:
 	$(CARGO) clean
 	rm -rf $(NOSTD_DIR)/target $(NOSTD_DIR)/Cargo.lock
+	$(MAKE) -C $(C_EXAMPLES) clean

@@ -28,6 +28,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+// The std build (the default) has the file device; firmware builds without std
+// define LUNSNAP_NO_STD before including this header.
+#if !defined(LUNSNAP_NO_STD) && !defined(LUNSNAP_FEATURE_STD)
+#define LUNSNAP_FEATURE_STD 1
+#endif
 
 // Major version of this library (matches Cargo.toml).
 #define LUNSNAP_VERSION_MAJOR 0
@@ -117,6 +122,8 @@ enum lunsnap_result
   LUNSNAP_RESULT_PANIC = 50,
   // The library failed to allocate memory.
   LUNSNAP_RESULT_OUT_OF_MEMORY = 51,
+  // The handle is unusable after a failed `lunsnap_reopen`: free it.
+  LUNSNAP_RESULT_UNUSABLE = 52,
   // An error this version of the C ABI does not classify.
   LUNSNAP_RESULT_OTHER = 99,
 };
@@ -179,7 +186,9 @@ typedef struct {
 // Power-loss contract: a write not followed by a successful `flush` may be lost or
 // torn at sector granularity; `flush` returns only once every earlier write is
 // durable. The callbacks may be called from any thread that uses the array, one
-// call at a time.
+// call at a time. A callback must not call a `lunsnap_` function on the same array
+// (the array is locked during the call: it would wait for ever). `discard` is
+// currently never called; it is reserved for releasing freed extents.
 typedef struct {
   // Passed unchanged to every callback.
   void *ctx;
@@ -304,8 +313,9 @@ lunsnap_result lunsnap_open_file(const char *path,
 #endif
 
 // Closes the array *without* committing and opens it again on the same device, as
-// after a power cut: what was committed comes back. The handle stays the same; if
-// the reopen fails, the handle refuses further use (free it).
+// after a power cut: what was committed comes back, with the cache budget the handle
+// was opened with. The handle stays the same; if the reopen fails, every later call
+// on it returns `LUNSNAP_RESULT_UNUSABLE` (free it and open the device again).
 lunsnap_result lunsnap_reopen(lunsnap_array *array);
 
 // Commits and frees the array. The handle is freed even when the commit fails

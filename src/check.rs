@@ -22,6 +22,16 @@ use crate::engine::Engine;
 use crate::error::Error;
 use crate::space_map::{MapId, COUNTS_PER_LEAF};
 
+/// The block an error names, or 0.
+fn error_addr(e: &Error) -> u64 {
+    match e {
+        Error::Checksum { addr } | Error::Misplaced { addr, .. } | Error::Corrupt { addr, .. } => {
+            *addr
+        }
+        _ => 0,
+    }
+}
+
 /// Data extents counted per tree walk.
 pub const DATA_CHUNK: u64 = 1 << 20;
 
@@ -188,7 +198,10 @@ impl<D: BlockDevice> Engine<D> {
                 .sm
                 .for_each_node(&mut self.st, map, |a, _| found.push(a));
             if let Err(error) = r {
-                w.note(Violation::Unreadable { addr: 0, error });
+                w.note(Violation::Unreadable {
+                    addr: error_addr(&error),
+                    error,
+                });
             }
             for a in found {
                 if let Some(c) = a
@@ -340,7 +353,10 @@ impl<D: BlockDevice> Engine<D> {
             let stored = match self.sm.count(&mut self.st, MapId::Data, e) {
                 Ok(c) => c,
                 Err(error) => {
-                    w.out.push(Violation::Unreadable { addr: 0, error });
+                    w.out.push(Violation::Unreadable {
+                        addr: error_addr(&error),
+                        error,
+                    });
                     e = (e / COUNTS_PER_LEAF + 1) * COUNTS_PER_LEAF;
                     continue;
                 }
@@ -363,7 +379,10 @@ impl<D: BlockDevice> Engine<D> {
             let stored = match self.sm.count(&mut self.st, MapId::Meta, i) {
                 Ok(c) => c,
                 Err(error) => {
-                    w.out.push(Violation::Unreadable { addr: 0, error });
+                    w.out.push(Violation::Unreadable {
+                        addr: error_addr(&error),
+                        error,
+                    });
                     return;
                 }
             };

@@ -14,7 +14,9 @@ use lunsnap::{BlockDevice, DeviceError, DeviceErrorKind, MemDevice};
 /// Power-loss contract: a write not followed by a successful `flush` may be lost or
 /// torn at sector granularity; `flush` returns only once every earlier write is
 /// durable. The callbacks may be called from any thread that uses the array, one
-/// call at a time.
+/// call at a time. A callback must not call a `lunsnap_` function on the same array
+/// (the array is locked during the call: it would wait for ever). `discard` is
+/// currently never called; it is reserved for releasing freed extents.
 #[allow(non_camel_case_types)]
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -25,30 +25,53 @@ pub(crate) struct Open {
     pub(crate) array: Array<AnyDevice>,
     /// Messages of the last `lunsnap_check`, NUL-terminated.
     pub(crate) report: Vec<Vec<u8>>,
+    /// The cache budget it was opened with (for `lunsnap_reopen`).
+    pub(crate) cache_bytes: usize,
 }
 
 pub(crate) enum State {
     Open(Box<Open>),
-    /// A panic was caught while the array was in use: its state is unknown.
-    Broken,
+    /// Refuses every call with this code: `Panic` after a caught panic (the state
+    /// is unknown), `Unusable` after a failed reopen (the device is gone).
+    Broken(lunsnap_result),
 }
 
 pub(crate) struct Handle {
     pub(crate) state: spin::Mutex<State>,
 }
 
-static REGISTRY: spin::Mutex<BTreeMap<usize, Arc<Handle>>> = spin::Mutex::new(BTreeMap::new());
+/// Live handles by key, and the next key to hand out.
+struct Registry {
+    live: BTreeMap<usize, Arc<Handle>>,
+    next: usize,
+}
 
-/// Registers a new handle for `array` and returns its key.
-pub(crate) fn register(array: Array<AnyDevice>) -> *mut lunsnap_array {
+static REGISTRY: spin::Mutex<Registry> = spin::Mutex::new(Registry {
+    live: BTreeMap::new(),
+    next: KEY_STEP,
+});
+
+/// Keys advance by this much (never 0; they look like aligned pointers to a debugger).
+const KEY_STEP: usize = 16;
+
+/// Registers a new handle for `array` and returns its key. Keys are never reused
+/// (until the counter wraps, and then never one still live), so a freed handle stays
+/// invalid however many handles are made after it.
+pub(crate) fn register(array: Array<AnyDevice>, cache_bytes: usize) -> *mut lunsnap_array {
     let h = Arc::new(Handle {
         state: spin::Mutex::new(State::Open(Box::new(Open {
             array,
             report: Vec::new(),
+            cache_bytes,
         }))),
     });
-    let key = Arc::as_ptr(&h) as usize;
-    REGISTRY.lock().insert(key, h);
+    let mut reg = REGISTRY.lock();
+    let mut key = reg.next;
+    while key == 0 || reg.live.contains_key(&key) {
+        key = key.wrapping_add(KEY_STEP);
+    }
+    reg.next = key.wrapping_add(KEY_STEP);
+    reg.live.insert(key, h);
     key as *mut lunsnap_array
 }
 
@@ -59,6 +82,7 @@ pub(crate) fn lookup(a: *const lunsnap_array) -> Result<Arc<Handle>, lunsnap_res
     }
     REGISTRY
         .lock()
+        .live
         .get(&(a as usize))
         .cloned()
         .ok_or(lunsnap_result::InvalidHandle)
@@ -66,7 +90,7 @@ pub(crate) fn lookup(a: *const lunsnap_array) -> Result<Arc<Handle>, lunsnap_res
 
 /// Removes the handle with key `a`; it is dropped once no call still uses it.
 pub(crate) fn unregister(a: *const lunsnap_array) -> Option<Arc<Handle>> {
-    REGISTRY.lock().remove(&(a as usize))
+    REGISTRY.lock().live.remove(&(a as usize))
 }
 
 /// Runs `f` on the open array behind `a`, holding its lock. With `std`, a panic
@@ -77,12 +101,13 @@ pub(crate) fn with_open<T>(
 ) -> Result<T, lunsnap_result> {
     let h = lookup(a)?;
     let mut st = h.state.lock();
-    let State::Open(open) = &mut *st else {
-        return Err(lunsnap_result::Panic);
+    let open = match &mut *st {
+        State::Open(o) => o,
+        State::Broken(why) => return Err(*why),
     };
     let r = crate::guard::catch(|| f(open));
     if r.is_none() {
-        *st = State::Broken;
+        *st = State::Broken(lunsnap_result::Panic);
     }
     r.unwrap_or(Err(lunsnap_result::Panic))
 }

@@ -106,6 +106,16 @@ fn callbacks(dev: *const lunsnap_device_callbacks) -> Result<CallbackDevice, lun
     CallbackDevice::new(cb).ok_or(lunsnap_result::NullPointer)
 }
 
+/// A device block size the array accepts (checked before any device is made or
+/// touched, so that a refused call changes nothing).
+fn check_block_size(bs: u32) -> R {
+    if bs.is_power_of_two() && (512..=4096).contains(&bs) {
+        Ok(())
+    } else {
+        Err(lunsnap_result::UnsupportedBlockSize)
+    }
+}
+
 /// Formats `dev`, registers the array and stores its handle in `out`.
 fn format_on(
     dev: AnyDevice,
@@ -115,16 +125,18 @@ fn format_on(
     if out.is_null() {
         return Err(lunsnap_result::NullPointer);
     }
-    let a = Array::format(dev, &format_opts(opts)?)?;
-    put(out, register(a))
+    let opts = format_opts(opts)?;
+    let a = Array::format(dev, &opts)?;
+    put(out, register(a, opts.cache_bytes))
 }
 
 fn open_on(dev: AnyDevice, opts: *const lunsnap_open_options, out: *mut *mut lunsnap_array) -> R {
     if out.is_null() {
         return Err(lunsnap_result::NullPointer);
     }
-    let a = Array::open(dev, &open_opts(opts)?)?;
-    put(out, register(a))
+    let opts = open_opts(opts)?;
+    let a = Array::open(dev, &opts)?;
+    put(out, register(a, opts.cache_bytes))
 }
 
 /// The library version, e.g. "0.1.0" (static, NUL-terminated).
@@ -171,7 +183,15 @@ pub extern "C" fn lunsnap_format_mem(
     out: *mut *mut lunsnap_array,
 ) -> lunsnap_result {
     run(|| {
-        let dev = MemDevice::new(block_size, block_count).map_err(lunsnap::Error::Device)?;
+        check_block_size(block_size)?;
+        let dev = MemDevice::new(block_size, block_count).map_err(|_| {
+            if block_count == 0 {
+                lunsnap_result::DeviceTooSmall
+            } else {
+                // block_size * block_count overflows u64.
+                lunsnap_result::InvalidArgument
+            }
+        })?;
         format_on(AnyDevice::Mem(dev), opts, out)
     })
 }
@@ -224,11 +244,13 @@ pub extern "C" fn lunsnap_format_file(
         if out.is_null() {
             return Err(lunsnap_result::NullPointer);
         }
+        check_block_size(block_size)?;
         let opts = format_opts(opts)?;
+        opts.validate()?;
         let dev = lunsnap::FileDevice::create(p, block_size, block_count)
             .map_err(|_| lunsnap_result::InvalidPath)?;
         let a = Array::format(AnyDevice::File(dev), &opts)?;
-        put(out, register(a))
+        put(out, register(a, opts.cache_bytes))
     })
 }
 
@@ -243,6 +265,7 @@ pub extern "C" fn lunsnap_open_file(
 ) -> lunsnap_result {
     run(|| {
         let p = path_arg(path)?;
+        check_block_size(block_size)?;
         let dev =
             lunsnap::FileDevice::open(p, block_size).map_err(|_| lunsnap_result::InvalidPath)?;
         open_on(AnyDevice::File(dev), opts, out)
@@ -250,21 +273,28 @@ pub extern "C" fn lunsnap_open_file(
 }
 
 /// Closes the array *without* committing and opens it again on the same device, as
-/// after a power cut: what was committed comes back. The handle stays the same; if
-/// the reopen fails, the handle refuses further use (free it).
+/// after a power cut: what was committed comes back, with the cache budget the handle
+/// was opened with. The handle stays the same; if the reopen fails, every later call
+/// on it returns `LUNSNAP_RESULT_UNUSABLE` (free it and open the device again).
 #[no_mangle]
 pub extern "C" fn lunsnap_reopen(array: *mut lunsnap_array) -> lunsnap_result {
     run(|| {
         let h = handle::lookup(array)?;
         let mut st = h.state.lock();
-        let State::Open(o) = core::mem::replace(&mut *st, State::Broken) else {
-            return Err(lunsnap_result::Panic);
+        let o = match core::mem::replace(&mut *st, State::Broken(lunsnap_result::Unusable)) {
+            State::Open(o) => o,
+            State::Broken(why) => {
+                *st = State::Broken(why);
+                return Err(why);
+            }
         };
+        let cache_bytes = o.cache_bytes;
         let dev = o.array.into_device();
-        let a = Array::open(dev, &OpenOptions::default())?;
+        let a = Array::open(dev, &OpenOptions { cache_bytes })?;
         *st = State::Open(alloc::boxed::Box::new(handle::Open {
             array: a,
             report: Vec::new(),
+            cache_bytes,
         }));
         Ok(())
     })
@@ -281,9 +311,9 @@ pub extern "C" fn lunsnap_close(array: *mut lunsnap_array) -> lunsnap_result {
             lunsnap_result::InvalidHandle
         })?;
         let mut st = h.state.lock();
-        match core::mem::replace(&mut *st, State::Broken) {
+        match core::mem::replace(&mut *st, State::Broken(lunsnap_result::InvalidHandle)) {
             State::Open(o) => o.array.close().map(drop).map_err(Into::into),
-            State::Broken => Err(lunsnap_result::Panic),
+            State::Broken(why) => Err(why),
         }
     })
 }

@@ -80,6 +80,8 @@ pub enum lunsnap_result {
     Panic = 50,
     /// The library failed to allocate memory.
     OutOfMemory = 51,
+    /// The handle is unusable after a failed `lunsnap_reopen`: free it.
+    Unusable = 52,
     /// An error this version of the C ABI does not classify.
     Other = 99,
 }
@@ -219,6 +221,10 @@ pub(crate) const MESSAGES: &[(lunsnap_result, &[u8])] = &[
         b"internal error (a caught panic): the handle is unusable\0",
     ),
     (R::OutOfMemory, b"out of memory\0"),
+    (
+        R::Unusable,
+        b"the handle is unusable after a failed reopen: free it\0",
+    ),
     (R::Other, b"unclassified error\0"),
 ];
 

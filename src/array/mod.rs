@@ -83,6 +83,23 @@ impl Default for FormatOptions {
     }
 }
 
+impl FormatOptions {
+    /// Checks the options without touching a device: what [`Array::format`] refuses
+    /// before it writes anything (`InvalidOptions`).
+    pub fn validate(&self) -> Result<()> {
+        if self.max_luns == 0 || self.max_luns > MAX_LUNS_LIMIT {
+            return Err(Error::InvalidOptions("max_luns must be from 1 to 2^20"));
+        }
+        let es = self.extent_size;
+        if !es.is_power_of_two() || !(4096..=1 << 20).contains(&es) {
+            return Err(Error::InvalidOptions(
+                "extent size must be a power of two from 4 KiB to 1 MiB",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Options for [`Array::open`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpenOptions {
@@ -164,15 +181,8 @@ impl<D: BlockDevice> Array<D> {
     /// ([`worst_case_metadata_blocks`]), so no sequence of permitted operations can
     /// run out of it.
     pub fn format(dev: D, opts: &FormatOptions) -> Result<Self> {
-        if opts.max_luns == 0 || opts.max_luns > MAX_LUNS_LIMIT {
-            return Err(Error::InvalidOptions("max_luns must be from 1 to 2^20"));
-        }
+        opts.validate()?;
         let es = opts.extent_size;
-        if !es.is_power_of_two() || !(4096..=1 << 20).contains(&es) {
-            return Err(Error::InvalidOptions(
-                "extent size must be a power of two from 4 KiB to 1 MiB",
-            ));
-        }
         let bytes = u64::from(dev.block_size()).saturating_mul(dev.block_count());
         let extents_bound = bytes / u64::from(es);
         if extents_bound > u64::from(u32::MAX - 1) {

@@ -1,0 +1,1338 @@
+/*
+ * test_suite.c: the C test suite of lunsnap's C ABI (include/lunsnap.h).
+ *
+ * Calls every exported function, with valid arguments and with every kind of bad
+ * one: NULL for each pointer argument, forged, freed and double-freed handles,
+ * out-of-range LUN numbers and offsets, misaligned lengths, offset + length
+ * overflowing u64, zero lengths, bad options, a blank device, a callbacks struct
+ * missing a required callback, and each host callback failing. It checks the
+ * documented contract: the exact result code, out-parameters written only on
+ * success, lunsnap_free(NULL) and double free harmless, static error messages, the
+ * version string, and that the data read back is what was written.
+ *
+ * Prints one line per failed check, then, as its last line, "N passed, N failed";
+ * the exit status is 1 if any check failed.
+ */
+
+#define _POSIX_C_SOURCE 200809L
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lunsnap.h"
+
+/* The header must define LUNSNAP_FEATURE_STD in a std build (it says so) unless the
+ * host defines LUNSNAP_NO_STD. If it does not, the file-device prototypes are hidden:
+ * record that as a failed check, and declare them here so they can still be tested. */
+#if defined(LUNSNAP_NO_STD)
+#define HEADER_STD 0
+#elif defined(LUNSNAP_FEATURE_STD)
+#define HEADER_STD 1
+#else
+#define HEADER_STD 2
+#define LUNSNAP_FEATURE_STD 1
+lunsnap_result lunsnap_format_file(const char *path, uint32_t block_size, uint64_t block_count,
+                                   const lunsnap_format_options *opts, lunsnap_array **out);
+lunsnap_result lunsnap_open_file(const char *path, uint32_t block_size,
+                                 const lunsnap_open_options *opts, lunsnap_array **out);
+#endif
+
+#include "hostdev.h"
+
+/* ---- the harness ------------------------------------------------------------ */
+
+static unsigned passed, failed;
+static const char *section = "";
+
+static void check_at(bool ok, int line, const char *fmt, ...) {
+    if (ok) {
+        passed++;
+        return;
+    }
+    failed++;
+    printf("FAIL [%s] test_suite.c:%d: ", section, line);
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    putchar('\n');
+}
+
+#define CHECK(cond, ...) check_at((cond), __LINE__, __VA_ARGS__)
+
+static void expect_at(lunsnap_result got, lunsnap_result want, const char *call, int line) {
+    check_at(got == want, line, "%s: got %u (%s), want %u (%s)", call, (unsigned)got,
+             lunsnap_strerror(got), (unsigned)want, lunsnap_strerror(want));
+}
+
+/* The call must return `want`. */
+#define EXPECT(call, want) expect_at((call), (want), #call, __LINE__)
+#define EXPECT_OK(call) expect_at((call), LUNSNAP_RESULT_OK, #call, __LINE__)
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+/* Every result code the header defines. */
+static const uint32_t CODES[] = {
+    LUNSNAP_RESULT_OK,
+    LUNSNAP_RESULT_NULL_POINTER,
+    LUNSNAP_RESULT_INVALID_HANDLE,
+    LUNSNAP_RESULT_INVALID_ARGUMENT,
+    LUNSNAP_RESULT_INVALID_OPTIONS,
+    LUNSNAP_RESULT_INVALID_PATH,
+    LUNSNAP_RESULT_DEVICE_IO,
+    LUNSNAP_RESULT_DEVICE_OUT_OF_RANGE,
+    LUNSNAP_RESULT_DEVICE_NOT_CONNECTED,
+    LUNSNAP_RESULT_DEVICE_OTHER,
+    LUNSNAP_RESULT_UNSUPPORTED_BLOCK_SIZE,
+    LUNSNAP_RESULT_DEVICE_TOO_SMALL,
+    LUNSNAP_RESULT_NOT_FORMATTED,
+    LUNSNAP_RESULT_NOT_AN_ARRAY,
+    LUNSNAP_RESULT_UNSUPPORTED_VERSION,
+    LUNSNAP_RESULT_INCOMPATIBLE_FEATURES,
+    LUNSNAP_RESULT_CORRUPT,
+    LUNSNAP_RESULT_POISONED,
+    LUNSNAP_RESULT_METADATA_SPACE_EXHAUSTED,
+    LUNSNAP_RESULT_DATA_SPACE_EXHAUSTED,
+    LUNSNAP_RESULT_REFCOUNT_OVERFLOW,
+    LUNSNAP_RESULT_LUN_OUT_OF_RANGE,
+    LUNSNAP_RESULT_NO_SUCH_LUN,
+    LUNSNAP_RESULT_LUN_EXISTS,
+    LUNSNAP_RESULT_INVALID_LUN_SIZE,
+    LUNSNAP_RESULT_NO_SPACE,
+    LUNSNAP_RESULT_NOT_A_COPY,
+    LUNSNAP_RESULT_DETACHED,
+    LUNSNAP_RESULT_PARENT_GONE,
+    LUNSNAP_RESULT_PARENT_DETACHED,
+    LUNSNAP_RESULT_HAS_COPIES,
+    LUNSNAP_RESULT_OUT_OF_RANGE,
+    LUNSNAP_RESULT_MISALIGNED,
+    LUNSNAP_RESULT_PANIC,
+    LUNSNAP_RESULT_OUT_OF_MEMORY,
+    LUNSNAP_RESULT_UNUSABLE,
+    LUNSNAP_RESULT_OTHER,
+};
+#define NCODES (sizeof CODES / sizeof CODES[0])
+
+/* Small arrays: 8 MiB memory devices, 4 KiB extents, 16 LUNs. */
+#define BS 4096u
+#define BLOCKS 2048u
+#define EXTENT 4096u
+#define MAX_LUNS 16u
+#define LUN_SIZE (256u * 1024u)
+
+static lunsnap_format_options small_opts(void) {
+    lunsnap_format_options o = lunsnap_format_options_default();
+    o.extent_size = EXTENT;
+    o.max_luns = MAX_LUNS;
+    return o;
+}
+
+/* A fresh small memory array (NULL, with a failed check, if that fails). */
+static lunsnap_array *new_array(int line) {
+    lunsnap_format_options o = small_opts();
+    lunsnap_array *a = NULL;
+    lunsnap_result r = lunsnap_format_mem(BS, BLOCKS, &o, &a);
+    check_at(r == LUNSNAP_RESULT_OK && a != NULL, line, "lunsnap_format_mem: %s", lunsnap_strerror(r));
+    return r == LUNSNAP_RESULT_OK ? a : NULL;
+}
+
+static void fill_bytes(uint8_t *p, size_t n, uint8_t seed) {
+    for (size_t i = 0; i < n; i++) {
+        p[i] = (uint8_t)(seed + i * 31u + (i >> 9));
+    }
+}
+
+static bool all_bytes(const uint8_t *p, size_t n, uint8_t v) {
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] != v) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A pointer that is not a handle: the registry must reject it without touching it. */
+static lunsnap_array *forged(void) {
+    static uint64_t decoy[8];
+    return (lunsnap_array *)(void *)decoy;
+}
+
+/* ---- version, messages, defaults ----------------------------------------------- */
+
+static void test_version_and_messages(void) {
+    section = "version";
+    const char *v = lunsnap_version();
+    const char *want = STR(LUNSNAP_VERSION_MAJOR) "." STR(LUNSNAP_VERSION_MINOR) "." STR(LUNSNAP_VERSION_PATCH);
+    CHECK(v != NULL, "lunsnap_version() is NULL");
+    CHECK(v != NULL && strcmp(v, want) == 0, "lunsnap_version() = \"%s\", header macros say \"%s\"",
+          v ? v : "(null)", want);
+    CHECK(lunsnap_version() == v, "lunsnap_version() is not one static string");
+
+    section = "strerror";
+    const char *unknown = lunsnap_strerror(12345);
+    CHECK(unknown != NULL && unknown[0] != '\0', "lunsnap_strerror(12345) is NULL or empty");
+    for (size_t i = 0; i < NCODES; i++) {
+        const char *m = lunsnap_strerror(CODES[i]);
+        CHECK(m != NULL && m[0] != '\0', "lunsnap_strerror(%u) is NULL or empty", CODES[i]);
+        if (m == NULL) {
+            continue;
+        }
+        CHECK(unknown == NULL || strcmp(m, unknown) != 0, "lunsnap_strerror(%u) is the unknown-code message",
+              CODES[i]);
+        CHECK(lunsnap_strerror(CODES[i]) == m, "lunsnap_strerror(%u) is not static", CODES[i]);
+        for (size_t j = 0; j < i; j++) {
+            const char *o = lunsnap_strerror(CODES[j]);
+            CHECK(o == NULL || strcmp(m, o) != 0, "codes %u and %u share the message \"%s\"", CODES[i],
+                  CODES[j], m);
+        }
+    }
+    /* Codes the header does not define (between, after, and at the extremes). */
+    static const uint32_t odd[] = {6, 9, 16, 19, 29, 42, 49, 53, 98, 100, 1000, 0x7fffffffu, 0xffffffffu};
+    for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+        bool known = false;
+        for (size_t j = 0; j < NCODES; j++) {
+            known = known || CODES[j] == odd[i];
+        }
+        const char *m = lunsnap_strerror(odd[i]);
+        CHECK(!known, "code %u is both undefined and defined?", odd[i]);
+        CHECK(m != NULL && m[0] != '\0', "lunsnap_strerror(%u) (unknown) is NULL or empty", odd[i]);
+    }
+
+    section = "defaults";
+    lunsnap_format_options f = lunsnap_format_options_default();
+    uint8_t zero_id[16] = {0};
+    CHECK(f.extent_size == 16384, "default extent_size %u, want 16384", f.extent_size);
+    CHECK(f.max_luns == 1024, "default max_luns %u, want 1024", f.max_luns);
+    CHECK(f.cache_bytes == 4 * 1024 * 1024, "default cache_bytes %llu, want 4 MiB",
+          (unsigned long long)f.cache_bytes);
+    CHECK(memcmp(f.array_id, zero_id, 16) == 0, "default array_id not zero");
+    lunsnap_open_options o = lunsnap_open_options_default();
+    CHECK(o.cache_bytes == 4 * 1024 * 1024, "default open cache_bytes %llu, want 4 MiB",
+          (unsigned long long)o.cache_bytes);
+
+    section = "header";
+    CHECK(HEADER_STD != 2,
+          "include/lunsnap.h does not define LUNSNAP_FEATURE_STD in a std build, so "
+          "lunsnap_format_file/lunsnap_open_file are hidden from C (ffi/cbindgen.toml: "
+          "`after_includes` sits under [defines], so cbindgen never emits it)");
+}
+
+/* ---- formatting memory devices --------------------------------------------------- */
+
+static void test_format_mem(void) {
+    section = "format_mem";
+    lunsnap_format_options o = small_opts();
+    lunsnap_array *a = NULL;
+    lunsnap_array *const sentinel = forged();
+
+    /* opts NULL = defaults (needs a larger device: 1024 LUNs' worth of metadata). */
+    a = NULL;
+    EXPECT_OK(lunsnap_format_mem(4096, 16384, NULL, &a));
+    CHECK(a != NULL, "format_mem with NULL opts gave no handle");
+    if (a) {
+        lunsnap_pool_info p;
+        EXPECT_OK(lunsnap_get_pool_info(a, &p));
+        CHECK(p.extent_size == 16384 && p.max_luns == 1024, "NULL opts: extent %u, max_luns %u", p.extent_size,
+              p.max_luns);
+        lunsnap_free(a);
+    }
+
+    EXPECT(lunsnap_format_mem(BS, BLOCKS, &o, NULL), LUNSNAP_RESULT_NULL_POINTER);
+
+    /* Block sizes that are not a power of two from 512 to 4096. */
+    static const uint32_t bad_bs[] = {0, 1, 256, 1000, 3000, 8192, 65536, 0x80000000u};
+    bool all_unsupported = true;
+    for (size_t i = 0; i < sizeof bad_bs / sizeof bad_bs[0]; i++) {
+        a = sentinel;
+        lunsnap_result r = lunsnap_format_mem(bad_bs[i], BLOCKS, &o, &a);
+        CHECK(r != LUNSNAP_RESULT_OK, "format_mem(block_size %u) succeeded", bad_bs[i]);
+        CHECK(a == sentinel, "format_mem(block_size %u) failed but wrote *out", bad_bs[i]);
+        if (r != LUNSNAP_RESULT_UNSUPPORTED_BLOCK_SIZE) {
+            all_unsupported = false;
+            printf("  note: format_mem(block_size %u) = %u (%s)\n", bad_bs[i], (unsigned)r, lunsnap_strerror(r));
+        }
+    }
+    CHECK(all_unsupported,
+          "format_mem with a bad block size must give LUNSNAP_RESULT_UNSUPPORTED_BLOCK_SIZE "
+          "(as format_callbacks does), see the notes above");
+
+    a = sentinel;
+    lunsnap_result r = lunsnap_format_mem(BS, 0, &o, &a);
+    CHECK(r == LUNSNAP_RESULT_DEVICE_TOO_SMALL,
+          "format_mem(block_count 0) = %u (%s), want DEVICE_TOO_SMALL (as format_callbacks gives)", (unsigned)r,
+          lunsnap_strerror(r));
+    CHECK(a == sentinel, "format_mem(block_count 0) wrote *out");
+
+    /* block_size * block_count overflows u64; and a device too small. */
+    a = sentinel;
+    r = lunsnap_format_mem(4096, UINT64_MAX, &o, &a);
+    CHECK(r != LUNSNAP_RESULT_OK && a == sentinel, "format_mem(4096, UINT64_MAX) = %u", (unsigned)r);
+    a = sentinel;
+    r = lunsnap_format_mem(4096, UINT64_MAX / 4096 + 1, &o, &a);
+    CHECK(r != LUNSNAP_RESULT_OK && a == sentinel, "format_mem(4096, 2^52) = %u", (unsigned)r);
+    a = sentinel;
+    EXPECT(lunsnap_format_mem(4096, 16, &o, &a), LUNSNAP_RESULT_DEVICE_TOO_SMALL);
+    CHECK(a == sentinel, "format_mem too small wrote *out");
+    a = sentinel;
+    EXPECT(lunsnap_format_mem(4096, 4096, NULL, &a), LUNSNAP_RESULT_DEVICE_TOO_SMALL);
+
+    /* Bad options. */
+    static const uint32_t bad_extent[] = {0, 1, 2048, 5000, 12288, 16385, 2u << 20, 0x80000000u};
+    for (size_t i = 0; i < sizeof bad_extent / sizeof bad_extent[0]; i++) {
+        lunsnap_format_options b = small_opts();
+        b.extent_size = bad_extent[i];
+        a = sentinel;
+        r = lunsnap_format_mem(BS, BLOCKS, &b, &a);
+        CHECK(r == LUNSNAP_RESULT_INVALID_OPTIONS && a == sentinel, "extent_size %u: got %u (%s)", bad_extent[i],
+              (unsigned)r, lunsnap_strerror(r));
+    }
+    static const uint32_t bad_luns[] = {0, (1u << 20) + 1, UINT32_MAX};
+    for (size_t i = 0; i < sizeof bad_luns / sizeof bad_luns[0]; i++) {
+        lunsnap_format_options b = small_opts();
+        b.max_luns = bad_luns[i];
+        a = sentinel;
+        r = lunsnap_format_mem(BS, BLOCKS, &b, &a);
+        CHECK(r == LUNSNAP_RESULT_INVALID_OPTIONS && a == sentinel, "max_luns %u: got %u (%s)", bad_luns[i],
+              (unsigned)r, lunsnap_strerror(r));
+    }
+    /* Edge options that are valid: 1 LUN, 4 KiB and 1 MiB extents, a tiny cache, 512 B blocks. */
+    {
+        lunsnap_format_options b = small_opts();
+        b.max_luns = 1;
+        a = NULL;
+        EXPECT_OK(lunsnap_format_mem(BS, BLOCKS, &b, &a));
+        if (a) {
+            EXPECT_OK(lunsnap_create_lun(a, 0, 4096));
+            EXPECT(lunsnap_create_lun(a, 1, 4096), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+            lunsnap_free(a);
+        }
+        b = small_opts();
+        b.extent_size = 1u << 20;
+        a = NULL;
+        EXPECT_OK(lunsnap_format_mem(BS, 8192, &b, &a));
+        lunsnap_free(a);
+        b = small_opts();
+        b.cache_bytes = 0;
+        memcpy(b.array_id, "0123456789abcdef", 16);
+        a = NULL;
+        EXPECT_OK(lunsnap_format_mem(512, BLOCKS * 8, &b, &a));
+        if (a) {
+            EXPECT_OK(lunsnap_create_lun(a, 3, 64 * 1024));
+            uint8_t w[1024], rd[1024];
+            fill_bytes(w, sizeof w, 3);
+            EXPECT_OK(lunsnap_write(a, 3, 512, w, sizeof w));
+            EXPECT_OK(lunsnap_read(a, 3, 512, rd, sizeof rd));
+            CHECK(memcmp(w, rd, sizeof w) == 0, "512-byte-block device, no cache: data differs");
+            lunsnap_free(a);
+        }
+    }
+}
+
+/* ---- host devices: format, open, bad callbacks, failing callbacks ------------------ */
+
+static int32_t never_read(void *ctx, uint64_t lba, uint8_t *buf, size_t len) {
+    (void)ctx, (void)lba, (void)buf, (void)len;
+    return -1;
+}
+
+static void test_callbacks(void) {
+    section = "callbacks";
+    hostdev d;
+    if (!hostdev_init(&d, 512, 16384)) {
+        CHECK(false, "out of memory");
+        return;
+    }
+    lunsnap_device_callbacks cb = hostdev_callbacks(&d);
+    lunsnap_format_options o = small_opts();
+    lunsnap_open_options oo = lunsnap_open_options_default();
+    lunsnap_array *const sentinel = forged();
+    lunsnap_array *a = sentinel;
+
+    /* A blank device holds no array. */
+    EXPECT(lunsnap_open_callbacks(&cb, &oo, &a), LUNSNAP_RESULT_NOT_FORMATTED);
+    EXPECT(lunsnap_open_callbacks(&cb, NULL, &a), LUNSNAP_RESULT_NOT_FORMATTED);
+    CHECK(a == sentinel, "open of a blank device wrote *out");
+
+    /* NULL pointers (from here on, refused calls must not touch the device). */
+    d.reads = d.writes = d.flushes = 0;
+    EXPECT(lunsnap_format_callbacks(NULL, &o, &a), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_format_callbacks(&cb, &o, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_open_callbacks(NULL, &oo, &a), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_open_callbacks(&cb, &oo, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    CHECK(a == sentinel, "a NULL-pointer failure wrote *out");
+    CHECK(d.writes == 0, "a refused format wrote to the device");
+
+    /* A required callback missing (each one), and the optional discard missing. */
+    for (int which = 0; which < 3; which++) {
+        lunsnap_device_callbacks b = cb;
+        const char *name = which == 0 ? "read" : which == 1 ? "write" : "flush";
+        if (which == 0) {
+            b.read = NULL;
+        } else if (which == 1) {
+            b.write = NULL;
+        } else {
+            b.flush = NULL;
+        }
+        lunsnap_result r = lunsnap_format_callbacks(&b, &o, &a);
+        CHECK(r == LUNSNAP_RESULT_NULL_POINTER, "format_callbacks with NULL %s: got %u (%s)", name, (unsigned)r,
+              lunsnap_strerror(r));
+        r = lunsnap_open_callbacks(&b, &oo, &a);
+        CHECK(r == LUNSNAP_RESULT_NULL_POINTER, "open_callbacks with NULL %s: got %u (%s)", name, (unsigned)r,
+              lunsnap_strerror(r));
+        CHECK(a == sentinel, "NULL %s callback: *out written", name);
+    }
+    CHECK(d.writes == 0 && d.reads == 0, "refused calls touched the device");
+
+    /* Bad geometry and options. */
+    static const uint32_t bad_bs[] = {0, 100, 1000, 256, 8192};
+    for (size_t i = 0; i < sizeof bad_bs / sizeof bad_bs[0]; i++) {
+        lunsnap_device_callbacks b = cb;
+        b.block_size = bad_bs[i];
+        EXPECT(lunsnap_format_callbacks(&b, &o, &a), LUNSNAP_RESULT_UNSUPPORTED_BLOCK_SIZE);
+        EXPECT(lunsnap_open_callbacks(&b, &oo, &a), LUNSNAP_RESULT_UNSUPPORTED_BLOCK_SIZE);
+    }
+    {
+        lunsnap_device_callbacks b = cb;
+        b.block_count = 0;
+        EXPECT(lunsnap_format_callbacks(&b, &o, &a), LUNSNAP_RESULT_DEVICE_TOO_SMALL);
+        b.block_count = 8;
+        EXPECT(lunsnap_format_callbacks(&b, &o, &a), LUNSNAP_RESULT_DEVICE_TOO_SMALL);
+        b.block_count = UINT64_MAX;
+        lunsnap_result r = lunsnap_format_callbacks(&b, &o, &a);
+        CHECK(r != LUNSNAP_RESULT_OK, "format_callbacks with block_count UINT64_MAX succeeded");
+        lunsnap_format_options bo = small_opts();
+        bo.extent_size = 6000;
+        EXPECT(lunsnap_format_callbacks(&cb, &bo, &a), LUNSNAP_RESULT_INVALID_OPTIONS);
+        bo = small_opts();
+        bo.max_luns = 0;
+        EXPECT(lunsnap_format_callbacks(&cb, &bo, &a), LUNSNAP_RESULT_INVALID_OPTIONS);
+        CHECK(a == sentinel, "bad geometry/options wrote *out");
+    }
+    CHECK(d.writes == 0, "refused formats wrote to the device (%llu writes)", (unsigned long long)d.writes);
+    /* NULL options are the defaults: 1024 LUNs' metadata does not fit in 8 MiB. */
+    EXPECT(lunsnap_format_callbacks(&cb, NULL, &a), LUNSNAP_RESULT_DEVICE_TOO_SMALL);
+    CHECK(a == sentinel, "format_callbacks with NULL options wrote *out");
+
+    /* Each callback failing during format: the write and flush ones surface as DEVICE_IO. */
+    d.fail_writes = true;
+    EXPECT(lunsnap_format_callbacks(&cb, &o, &a), LUNSNAP_RESULT_DEVICE_IO);
+    hostdev_heal(&d);
+    d.fail_flushes = true;
+    EXPECT(lunsnap_format_callbacks(&cb, &o, &a), LUNSNAP_RESULT_DEVICE_IO);
+    hostdev_heal(&d);
+    for (uint64_t n = 1; n <= 3; n++) {
+        d.fail_write_at = n;
+        EXPECT(lunsnap_format_callbacks(&cb, &o, &a), LUNSNAP_RESULT_DEVICE_IO);
+        hostdev_heal(&d);
+        d.fail_flush_at = n;
+        EXPECT(lunsnap_format_callbacks(&cb, &o, &a), LUNSNAP_RESULT_DEVICE_IO);
+        hostdev_heal(&d);
+    }
+    CHECK(a == sentinel, "failed formats wrote *out");
+
+    /* Format without discard (optional), then open it with each callback failing. */
+    {
+        lunsnap_device_callbacks b = cb;
+        b.discard = NULL;
+        a = NULL;
+        EXPECT_OK(lunsnap_format_callbacks(&b, &o, &a));
+        if (a) {
+            EXPECT_OK(lunsnap_create_lun(a, 1, LUN_SIZE));
+            uint8_t w[4096];
+            fill_bytes(w, sizeof w, 1);
+            EXPECT_OK(lunsnap_write(a, 1, 0, w, sizeof w));
+            EXPECT_OK(lunsnap_discard(a, 1, 0, 512));
+            EXPECT(lunsnap_close(a), LUNSNAP_RESULT_OK);
+        }
+    }
+    a = sentinel;
+    d.fail_reads = true;
+    EXPECT(lunsnap_open_callbacks(&cb, &oo, &a), LUNSNAP_RESULT_DEVICE_IO);
+    hostdev_heal(&d);
+    d.fail_read_at = 1;
+    EXPECT(lunsnap_open_callbacks(&cb, &oo, &a), LUNSNAP_RESULT_DEVICE_IO);
+    hostdev_heal(&d);
+    {
+        lunsnap_device_callbacks b = cb;
+        b.read = never_read;
+        EXPECT(lunsnap_open_callbacks(&b, &oo, &a), LUNSNAP_RESULT_DEVICE_IO);
+    }
+    CHECK(a == sentinel, "failed opens wrote *out");
+    /* A device of a different size than the one formatted still opens (the array
+     * lives at its start) or is refused, never crashes; the real one opens. */
+    a = NULL;
+    EXPECT_OK(lunsnap_open_callbacks(&cb, &oo, &a));
+    if (a) {
+        lunsnap_lun_info li;
+        EXPECT_OK(lunsnap_get_lun_info(a, 1, &li));
+        uint8_t rd[4096], w[4096];
+        fill_bytes(w, sizeof w, 1);
+        memset(w, 0, 512); /* the discarded sector */
+        EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+        CHECK(memcmp(rd, w, sizeof rd) == 0, "data after close/open over callbacks differs");
+        lunsnap_free(a);
+    }
+    hostdev_destroy(&d);
+}
+
+/* The callbacks failing while the array is in use. */
+static void test_failing_io(void) {
+    section = "failing callbacks";
+    hostdev d;
+    if (!hostdev_init(&d, 512, 16384)) {
+        CHECK(false, "out of memory");
+        return;
+    }
+    lunsnap_device_callbacks cb = hostdev_callbacks(&d);
+    lunsnap_format_options o = small_opts();
+    lunsnap_open_options oo = lunsnap_open_options_default();
+    oo.cache_bytes = 0; /* every metadata access reaches the device */
+    lunsnap_array *a = NULL;
+    EXPECT_OK(lunsnap_format_callbacks(&cb, &o, &a));
+    if (!a) {
+        hostdev_destroy(&d);
+        return;
+    }
+    lunsnap_free(a);
+    a = NULL;
+    EXPECT_OK(lunsnap_open_callbacks(&cb, &oo, &a));
+    if (!a) {
+        hostdev_destroy(&d);
+        return;
+    }
+    uint8_t v1[8192], v2[8192], rd[8192];
+    fill_bytes(v1, sizeof v1, 11);
+    fill_bytes(v2, sizeof v2, 22);
+    EXPECT_OK(lunsnap_create_lun(a, 1, LUN_SIZE));
+    EXPECT_OK(lunsnap_create_lun(a, 2, LUN_SIZE));
+    EXPECT_OK(lunsnap_write(a, 1, 0, v1, sizeof v1));
+    EXPECT_OK(lunsnap_flush(a));
+
+    /* A failing read: the read reports DEVICE_IO and leaves the buffer's fate to the
+     * host; the next read works. */
+    d.fail_read_at = 1;
+    EXPECT(lunsnap_read(a, 1, 0, rd, sizeof rd), LUNSNAP_RESULT_DEVICE_IO);
+    memset(rd, 0, sizeof rd);
+    EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, v1, sizeof rd) == 0, "read after a failed read differs");
+
+    /* A failing data write: DEVICE_IO; the LUN keeps its old contents. */
+    d.fail_write_at = 1;
+    EXPECT(lunsnap_write(a, 1, 0, v2, sizeof v2), LUNSNAP_RESULT_DEVICE_IO);
+    hostdev_heal(&d);
+    lunsnap_result r = lunsnap_read(a, 1, 0, rd, sizeof rd);
+    CHECK(r == LUNSNAP_RESULT_OK, "read after a failed write: %s", lunsnap_strerror(r));
+    /* Whether the array is now poisoned or not, reopening gives the last commit. */
+    EXPECT_OK(lunsnap_reopen(a));
+    EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, v1, sizeof rd) == 0, "after a failed write and reopen: not the last commit");
+
+    /* A failing flush during a commit: DEVICE_IO, then changes are refused with
+     * POISONED, reads still work, reopen brings back the last commit. */
+    EXPECT_OK(lunsnap_write(a, 1, 0, v2, sizeof v2));
+    d.fail_flushes = true;
+    EXPECT(lunsnap_flush(a), LUNSNAP_RESULT_DEVICE_IO);
+    hostdev_heal(&d);
+    EXPECT(lunsnap_write(a, 2, 0, v2, 512), LUNSNAP_RESULT_POISONED);
+    EXPECT(lunsnap_flush(a), LUNSNAP_RESULT_POISONED);
+    EXPECT(lunsnap_create_lun(a, 3, LUN_SIZE), LUNSNAP_RESULT_POISONED);
+    EXPECT(lunsnap_create_copy(a, 1, 4, true), LUNSNAP_RESULT_POISONED);
+    EXPECT(lunsnap_delete(a, 2, false), LUNSNAP_RESULT_POISONED);
+    EXPECT(lunsnap_discard(a, 1, 0, 512), LUNSNAP_RESULT_POISONED);
+    size_t nv = 77;
+    EXPECT(lunsnap_check(a, &nv), LUNSNAP_RESULT_POISONED);
+    CHECK(nv == 77, "failed check wrote *out_violations");
+    EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+    /* A power cut drops what the failed commit wrote; reopen recovers. */
+    hostdev_power_cut(&d, HOSTDEV_CUT_DROP_ALL);
+    hostdev_power_on(&d);
+    EXPECT_OK(lunsnap_reopen(a));
+    EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, v1, sizeof rd) == 0, "after a failed flush, cut and reopen: not the last commit");
+    nv = 77;
+    EXPECT_OK(lunsnap_check(a, &nv));
+    CHECK(nv == 0, "after recovery: %zu violations", nv);
+
+    /* A failing write in the middle of each management operation's commit. */
+    for (int op = 0; op < 6; op++) {
+        static const char *names[] = {"create_lun", "create_copy", "attach", "detach", "restore", "delete"};
+        /* State before: LUN 1 (v1), LUN 2, copy 5 of LUN 1 attached (made on op >= 2). */
+        if (op == 2) {
+            EXPECT_OK(lunsnap_create_copy(a, 1, 5, true));
+        }
+        d.fail_write_at = 1;
+        switch (op) {
+        case 0: r = lunsnap_create_lun(a, 3, LUN_SIZE); break;
+        case 1: r = lunsnap_create_copy(a, 1, 4, true); break;
+        case 2: r = lunsnap_attach(a, 5); break;
+        case 3: r = lunsnap_detach(a, 5); break;
+        case 4: r = lunsnap_restore(a, 5); break;
+        default: r = lunsnap_delete(a, 2, false); break;
+        }
+        hostdev_heal(&d);
+        CHECK(r == LUNSNAP_RESULT_DEVICE_IO, "%s with a failing write: got %u (%s)", names[op], (unsigned)r,
+              lunsnap_strerror(r));
+        EXPECT(lunsnap_create_lun(a, 6, 4096), LUNSNAP_RESULT_POISONED);
+        EXPECT_OK(lunsnap_reopen(a));
+        size_t n = 0;
+        EXPECT_OK(lunsnap_luns(a, NULL, 0, &n));
+        CHECK(n == (op >= 2 ? 3u : 2u), "after failed %s and reopen: %zu LUNs", names[op], n);
+        EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+        CHECK(memcmp(rd, v1, sizeof rd) == 0, "after failed %s and reopen: LUN 1 differs", names[op]);
+        nv = 77;
+        EXPECT_OK(lunsnap_check(a, &nv));
+        CHECK(nv == 0, "after failed %s and reopen: %zu violations", names[op], nv);
+    }
+
+    /* The discard callback failing: lunsnap_discard either does not use it (OK) or
+     * reports DEVICE_IO; the array stays consistent. */
+    uint64_t discards_before = d.discards;
+    d.fail_discards = true;
+    r = lunsnap_discard(a, 1, 4096, 4096);
+    CHECK(r == LUNSNAP_RESULT_OK || r == LUNSNAP_RESULT_DEVICE_IO, "discard with a failing callback: %u (%s)",
+          (unsigned)r, lunsnap_strerror(r));
+    if (r == LUNSNAP_RESULT_OK) {
+        memset(v1 + 4096, 0, 4096);
+    }
+    if (d.discards == discards_before) {
+        printf("  note: the library never called the discard callback\n");
+    }
+    hostdev_heal(&d);
+    EXPECT_OK(lunsnap_reopen(a));
+    nv = 77;
+    EXPECT_OK(lunsnap_check(a, &nv));
+    CHECK(nv == 0, "after a failing discard: %zu violations", nv);
+
+    /* check() with unreadable metadata: violations with messages. (Reopened with no
+     * metadata cache, so that check reads the device: lunsnap_reopen itself reopens
+     * with the default options.) */
+    section = "check_message";
+    lunsnap_free(a);
+    a = NULL;
+    EXPECT_OK(lunsnap_open_callbacks(&cb, &oo, &a));
+    if (!a) {
+        hostdev_destroy(&d);
+        return;
+    }
+    {
+        size_t len = 99;
+        char buf[16];
+        /* No check yet on this handle. */
+        EXPECT(lunsnap_check_message(a, 0, buf, sizeof buf, &len), LUNSNAP_RESULT_INVALID_ARGUMENT);
+        d.fail_reads = true;
+        nv = 0;
+        r = lunsnap_check(a, &nv);
+        hostdev_heal(&d);
+        CHECK(r == LUNSNAP_RESULT_OK && nv > 0, "check with every read failing: %u (%s), %zu violations", (unsigned)r,
+              lunsnap_strerror(r), nv);
+        if (r == LUNSNAP_RESULT_OK && nv > 0) {
+            size_t full = 0;
+            EXPECT_OK(lunsnap_check_message(a, 0, NULL, 0, &full));
+            CHECK(full > 0, "message 0 is empty");
+            char *m = malloc(full + 1);
+            if (m) {
+                memset(m, 'x', full + 1);
+                size_t l2 = 0;
+                EXPECT_OK(lunsnap_check_message(a, 0, m, full + 1, &l2));
+                CHECK(l2 == full && m[full] == '\0' && strlen(m) == full, "full message: len %zu/%zu", l2, full);
+                /* Truncation to a small buffer: NUL-terminated prefix, full length reported. */
+                memset(buf, 'x', sizeof buf);
+                size_t l3 = 0;
+                EXPECT_OK(lunsnap_check_message(a, 0, buf, 8, &l3));
+                size_t want = full < 7 ? full : 7;
+                CHECK(l3 == full && strlen(buf) == want && strncmp(buf, m, want) == 0 && buf[8] == 'x',
+                      "truncated message: \"%s\" (len %zu), full \"%s\"", buf, l3, m);
+                memset(buf, 'x', sizeof buf);
+                EXPECT_OK(lunsnap_check_message(a, 0, buf, 1, &l3));
+                CHECK(buf[0] == '\0' && buf[1] == 'x', "buf_len 1: not just a NUL");
+                /* buf_len 0 with a non-NULL buf: nothing written. */
+                memset(buf, 'x', sizeof buf);
+                EXPECT_OK(lunsnap_check_message(a, 0, buf, 0, &l3));
+                CHECK(buf[0] == 'x', "buf_len 0: the buffer was written");
+                free(m);
+            }
+            for (size_t i = 0; i < nv; i++) {
+                size_t li = 0;
+                EXPECT_OK(lunsnap_check_message(a, i, NULL, 0, &li));
+            }
+            len = 99;
+            EXPECT(lunsnap_check_message(a, nv, buf, sizeof buf, &len), LUNSNAP_RESULT_INVALID_ARGUMENT);
+            EXPECT(lunsnap_check_message(a, SIZE_MAX, buf, sizeof buf, &len), LUNSNAP_RESULT_INVALID_ARGUMENT);
+            CHECK(len == 99, "failed check_message wrote *out_len");
+            EXPECT(lunsnap_check_message(a, 0, buf, sizeof buf, NULL), LUNSNAP_RESULT_NULL_POINTER);
+            EXPECT(lunsnap_check_message(a, 0, NULL, 8, &len), LUNSNAP_RESULT_NULL_POINTER);
+            EXPECT(lunsnap_check_message(NULL, 0, buf, sizeof buf, &len), LUNSNAP_RESULT_NULL_POINTER);
+            CHECK(len == 99, "failed check_message wrote *out_len");
+        }
+        /* A clean check replaces the report. */
+        nv = 77;
+        EXPECT_OK(lunsnap_check(a, &nv));
+        CHECK(nv == 0, "check with the device healed: %zu violations", nv);
+        EXPECT(lunsnap_check_message(a, 0, buf, sizeof buf, &len), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    }
+
+    /* A failed reopen: the handle refuses further use (until freed). */
+    section = "failing callbacks";
+    d.fail_reads = true;
+    r = lunsnap_reopen(a);
+    hostdev_heal(&d);
+    CHECK(r == LUNSNAP_RESULT_DEVICE_IO, "reopen with failing reads: %u (%s)", (unsigned)r, lunsnap_strerror(r));
+    if (r != LUNSNAP_RESULT_OK) {
+        r = lunsnap_read(a, 1, 0, rd, 512);
+        CHECK(r != LUNSNAP_RESULT_OK, "a handle whose reopen failed still reads");
+        r = lunsnap_create_lun(a, 9, 4096);
+        CHECK(r != LUNSNAP_RESULT_OK, "a handle whose reopen failed still changes");
+    }
+    lunsnap_free(a);
+
+    /* close() whose commit fails: the result says so, the handle is freed anyway, and
+     * the device keeps the previous commit. */
+    a = NULL;
+    EXPECT_OK(lunsnap_open_callbacks(&cb, &oo, &a));
+    if (a) {
+        EXPECT_OK(lunsnap_write(a, 1, 0, v2, sizeof v2));
+        d.fail_flushes = true;
+        EXPECT(lunsnap_close(a), LUNSNAP_RESULT_DEVICE_IO);
+        hostdev_heal(&d);
+        lunsnap_pool_info p;
+        EXPECT(lunsnap_get_pool_info(a, &p), LUNSNAP_RESULT_INVALID_HANDLE);
+        lunsnap_free(a); /* already freed by close: harmless */
+        hostdev_power_cut(&d, HOSTDEV_CUT_DROP_ALL);
+        hostdev_power_on(&d);
+        a = NULL;
+        EXPECT_OK(lunsnap_open_callbacks(&cb, &oo, &a));
+        if (a) {
+            EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+            CHECK(memcmp(rd, v1, sizeof rd) == 0, "after a failed close: not the previous commit");
+            /* close of a poisoned handle: POISONED, freed. */
+            EXPECT_OK(lunsnap_write(a, 1, 0, v2, sizeof v2));
+            d.fail_flush_at = 1;
+            EXPECT(lunsnap_flush(a), LUNSNAP_RESULT_DEVICE_IO);
+            EXPECT(lunsnap_close(a), LUNSNAP_RESULT_POISONED);
+            EXPECT(lunsnap_flush(a), LUNSNAP_RESULT_INVALID_HANDLE);
+        }
+    }
+    hostdev_destroy(&d);
+}
+
+/* ---- handles: NULL, forged, freed, double free ----------------------------------- */
+
+/* Every function that takes an array handle, called with `h`: each must give `want`
+ * (and not touch its out-parameters). */
+static void all_calls_give(lunsnap_array *h, lunsnap_result want, const char *what) {
+    uint8_t buf[512];
+    memset(buf, 0xaa, sizeof buf);
+    lunsnap_lun_info li;
+    lunsnap_pool_info pi;
+    memset(&li, 0x5a, sizeof li);
+    memset(&pi, 0x5a, sizeof pi);
+    lunsnap_lun_info li0 = li;
+    lunsnap_pool_info pi0 = pi;
+    uint32_t nums[4] = {7, 7, 7, 7};
+    size_t count = 99, nv = 99, len = 99;
+    char msg[8] = "xxxxxxx";
+    struct {
+        const char *name;
+        lunsnap_result r;
+    } calls[] = {
+        {"create_lun", lunsnap_create_lun(h, 1, 4096)},
+        {"create_copy", lunsnap_create_copy(h, 1, 2, true)},
+        {"attach", lunsnap_attach(h, 2)},
+        {"detach", lunsnap_detach(h, 2)},
+        {"delete", lunsnap_delete(h, 1, true)},
+        {"restore", lunsnap_restore(h, 2)},
+        {"read", lunsnap_read(h, 1, 0, buf, sizeof buf)},
+        {"write", lunsnap_write(h, 1, 0, buf, sizeof buf)},
+        {"discard", lunsnap_discard(h, 1, 0, 512)},
+        {"flush", lunsnap_flush(h)},
+        {"get_lun_info", lunsnap_get_lun_info(h, 1, &li)},
+        {"get_pool_info", lunsnap_get_pool_info(h, &pi)},
+        {"luns", lunsnap_luns(h, nums, 4, &count)},
+        {"check", lunsnap_check(h, &nv)},
+        {"check_message", lunsnap_check_message(h, 0, msg, sizeof msg, &len)},
+        {"reopen", lunsnap_reopen(h)},
+    };
+    for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
+        CHECK(calls[i].r == want, "%s handle: lunsnap_%s gave %u (%s), want %u (%s)", what, calls[i].name,
+              (unsigned)calls[i].r, lunsnap_strerror(calls[i].r), (unsigned)want, lunsnap_strerror(want));
+    }
+    CHECK(memcmp(&li, &li0, sizeof li) == 0 && memcmp(&pi, &pi0, sizeof pi) == 0, "%s handle: info written",
+          what);
+    CHECK(nums[0] == 7 && count == 99 && nv == 99 && len == 99 && msg[0] == 'x', "%s handle: out-params written",
+          what);
+    CHECK(all_bytes(buf, sizeof buf, 0xaa), "%s handle: read buffer written", what);
+}
+
+/* A reopen that fails (the device cannot be read) leaves the handle unusable: every
+ * call gives LUNSNAP_RESULT_UNUSABLE, close frees it, and it is then invalid. */
+static void test_failed_reopen(void) {
+    hostdev d;
+    if (!hostdev_init(&d, 512, 16384)) {
+        CHECK(false, "hostdev_init failed");
+        return;
+    }
+    lunsnap_device_callbacks cb = hostdev_callbacks(&d);
+    lunsnap_format_options o = lunsnap_format_options_default();
+    o.extent_size = EXTENT;
+    o.max_luns = MAX_LUNS;
+    lunsnap_array *a = NULL;
+    EXPECT_OK(lunsnap_format_callbacks(&cb, &o, &a));
+    d.fail_reads = true;
+    EXPECT(lunsnap_reopen(a), LUNSNAP_RESULT_DEVICE_IO);
+    d.fail_reads = false;
+    all_calls_give(a, LUNSNAP_RESULT_UNUSABLE, "unusable (failed reopen)");
+    EXPECT(lunsnap_close(a), LUNSNAP_RESULT_UNUSABLE);
+    EXPECT(lunsnap_flush(a), LUNSNAP_RESULT_INVALID_HANDLE);
+    lunsnap_free(a);
+    /* The device still holds the array: opening it again works. */
+    EXPECT_OK(lunsnap_open_callbacks(&cb, NULL, &a));
+    lunsnap_free(a);
+    hostdev_destroy(&d);
+}
+
+static void test_handles(void) {
+    section = "handles";
+    all_calls_give(NULL, LUNSNAP_RESULT_NULL_POINTER, "NULL");
+    all_calls_give(forged(), LUNSNAP_RESULT_INVALID_HANDLE, "forged");
+    EXPECT(lunsnap_close(NULL), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_close(forged()), LUNSNAP_RESULT_INVALID_HANDLE);
+    lunsnap_free(NULL);
+    lunsnap_free(forged());
+    CHECK(true, "lunsnap_free(NULL) and of a forged handle returned");
+
+    /* Freed: every call says INVALID_HANDLE; double free and close are harmless. */
+    lunsnap_array *a = new_array(__LINE__);
+    if (!a) {
+        return;
+    }
+    EXPECT_OK(lunsnap_create_lun(a, 1, LUN_SIZE));
+    lunsnap_free(a);
+    all_calls_give(a, LUNSNAP_RESULT_INVALID_HANDLE, "freed");
+    lunsnap_free(a);
+    lunsnap_free(a);
+    EXPECT(lunsnap_close(a), LUNSNAP_RESULT_INVALID_HANDLE);
+    CHECK(true, "double free returned");
+
+    /* Closed: the same. */
+    lunsnap_array *b = new_array(__LINE__);
+    if (!b) {
+        return;
+    }
+    EXPECT_OK(lunsnap_close(b));
+    all_calls_give(b, LUNSNAP_RESULT_INVALID_HANDLE, "closed");
+    EXPECT(lunsnap_close(b), LUNSNAP_RESULT_INVALID_HANDLE);
+    lunsnap_free(b);
+
+    /* A freed handle must stay invalid after new handles are made: the registry key
+     * must not be the recycled address of a new handle (the header promises
+     * INVALID_HANDLE for a freed handle). */
+    lunsnap_array *fresh[8];
+    bool reused = false;
+    for (size_t i = 0; i < 8; i++) {
+        fresh[i] = new_array(__LINE__);
+        reused = reused || fresh[i] == a || fresh[i] == b;
+    }
+    lunsnap_pool_info p;
+    lunsnap_result ra = lunsnap_get_pool_info(a, &p), rb = lunsnap_get_pool_info(b, &p);
+    CHECK(!reused && ra == LUNSNAP_RESULT_INVALID_HANDLE && rb == LUNSNAP_RESULT_INVALID_HANDLE,
+          "a freed handle came back to life: a new handle has the same value (reused: %s; stale "
+          "get_pool_info gives %u and %u); handle keys are the addresses of freed allocations",
+          reused ? "yes" : "no", (unsigned)ra, (unsigned)rb);
+    for (size_t i = 0; i < 8; i++) {
+        lunsnap_free(fresh[i]);
+    }
+}
+
+/* ---- LUNs and copies --------------------------------------------------------------- */
+
+static void test_luns_and_copies(void) {
+    section = "luns";
+    lunsnap_array *a = new_array(__LINE__);
+    if (!a) {
+        return;
+    }
+    lunsnap_pool_info p0, p;
+    EXPECT_OK(lunsnap_get_pool_info(a, &p0));
+    CHECK(p0.extent_size == EXTENT && p0.max_luns == MAX_LUNS && p0.luns == 0, "pool: extent %u max %u luns %u",
+          p0.extent_size, p0.max_luns, p0.luns);
+    CHECK(p0.capacity_bytes > 0 && p0.capacity_bytes <= (uint64_t)BS * BLOCKS && p0.reserved_bytes == 0 &&
+              p0.unreserved_bytes == p0.capacity_bytes && p0.allocated_bytes == 0 &&
+              p0.metadata_used_bytes <= p0.metadata_provisioned_bytes,
+          "fresh pool figures inconsistent");
+    EXPECT(lunsnap_get_pool_info(a, NULL), LUNSNAP_RESULT_NULL_POINTER);
+
+    /* create_lun: bad numbers and sizes. */
+    EXPECT(lunsnap_create_lun(a, MAX_LUNS, 4096), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT(lunsnap_create_lun(a, UINT32_MAX, 4096), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT(lunsnap_create_lun(a, 1, 0), LUNSNAP_RESULT_INVALID_LUN_SIZE);
+    EXPECT(lunsnap_create_lun(a, 1, 1000), LUNSNAP_RESULT_INVALID_LUN_SIZE);
+    EXPECT(lunsnap_create_lun(a, 1, 511), LUNSNAP_RESULT_INVALID_LUN_SIZE);
+    EXPECT(lunsnap_create_lun(a, 1, p0.capacity_bytes + EXTENT), LUNSNAP_RESULT_INVALID_LUN_SIZE);
+    EXPECT(lunsnap_create_lun(a, 1, UINT64_MAX), LUNSNAP_RESULT_INVALID_LUN_SIZE);
+    EXPECT(lunsnap_create_lun(a, 1, UINT64_MAX - 511), LUNSNAP_RESULT_INVALID_LUN_SIZE);
+    EXPECT_OK(lunsnap_get_pool_info(a, &p));
+    CHECK(p.luns == 0 && p.generation == p0.generation, "refused create_lun changed the pool");
+
+    /* The whole pool in one LUN, then no room for more. */
+    EXPECT_OK(lunsnap_create_lun(a, 0, p0.capacity_bytes));
+    EXPECT(lunsnap_create_lun(a, 1, 4096), LUNSNAP_RESULT_NO_SPACE);
+    EXPECT_OK(lunsnap_delete(a, 0, false));
+
+    EXPECT_OK(lunsnap_create_lun(a, 1, LUN_SIZE));
+    EXPECT_OK(lunsnap_create_lun(a, MAX_LUNS - 1, 1000 * 512)); /* not a whole number of extents */
+    EXPECT(lunsnap_create_lun(a, 1, LUN_SIZE), LUNSNAP_RESULT_LUN_EXISTS);
+    EXPECT_OK(lunsnap_get_pool_info(a, &p));
+    CHECK(p.luns == 2 && p.generation > p0.generation, "after two creates: %u LUNs, generation %llu", p.luns,
+          (unsigned long long)p.generation);
+    uint64_t want_res = LUN_SIZE + (1000 * 512 + EXTENT - 1) / EXTENT * EXTENT;
+    CHECK(p.reserved_bytes == want_res && p.unreserved_bytes == p.capacity_bytes - want_res,
+          "reserved %llu, want %llu", (unsigned long long)p.reserved_bytes, (unsigned long long)want_res);
+
+    lunsnap_lun_info li;
+    memset(&li, 0, sizeof li);
+    EXPECT_OK(lunsnap_get_lun_info(a, 1, &li));
+    CHECK(li.lun == 1 && li.kind == LUNSNAP_LUN_KIND_LUN && li.size == LUN_SIZE && li.has_parent == 0 &&
+              li.attached == 1 && li.reserved_bytes == LUN_SIZE && li.exclusive_bytes == 0 &&
+              li.shared_bytes == 0 && li.created_generation > 0 && li.created_generation <= p.generation,
+          "lun_info(1) fields wrong");
+    lunsnap_lun_info sent;
+    memset(&sent, 0x77, sizeof sent);
+    li = sent;
+    EXPECT(lunsnap_get_lun_info(a, 2, &li), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_get_lun_info(a, MAX_LUNS, &li), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT(lunsnap_get_lun_info(a, UINT32_MAX, &li), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    CHECK(memcmp(&li, &sent, sizeof li) == 0, "failed get_lun_info wrote *out");
+    EXPECT(lunsnap_get_lun_info(a, 1, NULL), LUNSNAP_RESULT_NULL_POINTER);
+
+    /* luns(): count query, partial fill, order. */
+    size_t n = 99;
+    EXPECT_OK(lunsnap_luns(a, NULL, 0, &n));
+    CHECK(n == 2, "luns count %zu, want 2", n);
+    uint32_t nums[4] = {9, 9, 9, 9};
+    n = 0;
+    EXPECT_OK(lunsnap_luns(a, nums, 1, &n));
+    CHECK(n == 2 && nums[0] == 1 && nums[1] == 9, "luns(capacity 1): %zu, [%u %u]", n, nums[0], nums[1]);
+    EXPECT_OK(lunsnap_luns(a, nums, 4, &n));
+    CHECK(n == 2 && nums[0] == 1 && nums[1] == MAX_LUNS - 1 && nums[2] == 9, "luns: %zu, [%u %u %u]", n, nums[0],
+          nums[1], nums[2]);
+    n = 99;
+    EXPECT(lunsnap_luns(a, NULL, 4, &n), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_luns(a, nums, 4, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_luns(a, NULL, 0, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    CHECK(n == 99, "failed luns wrote *out_count");
+
+    /* Data: write v1 to LUN 1, copy it, change the parent, the copy keeps v1. */
+    section = "copies";
+    static uint8_t v1[LUN_SIZE], v2[LUN_SIZE], rd[LUN_SIZE];
+    fill_bytes(v1, sizeof v1, 1);
+    fill_bytes(v2, sizeof v2, 2);
+    EXPECT_OK(lunsnap_write(a, 1, 0, v1, sizeof v1));
+    EXPECT_OK(lunsnap_create_copy(a, 1, 2, true));
+    EXPECT_OK(lunsnap_create_copy(a, 1, 3, false));
+    EXPECT(lunsnap_create_copy(a, 1, 2, true), LUNSNAP_RESULT_LUN_EXISTS);
+    EXPECT(lunsnap_create_copy(a, 5, 4, true), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_create_copy(a, MAX_LUNS, 4, true), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT(lunsnap_create_copy(a, 1, MAX_LUNS, true), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT(lunsnap_create_copy(a, 1, UINT32_MAX, false), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT(lunsnap_create_copy(a, 3, 4, true), LUNSNAP_RESULT_PARENT_DETACHED);
+    EXPECT_OK(lunsnap_get_lun_info(a, 2, &li));
+    CHECK(li.kind == LUNSNAP_LUN_KIND_COPY && li.has_parent == 1 && li.parent == 1 && li.attached == 1 &&
+              li.size == LUN_SIZE && li.reserved_bytes == LUN_SIZE && li.shared_bytes == LUN_SIZE &&
+              li.attached_generation > 0,
+          "lun_info(copy 2) fields wrong");
+    EXPECT_OK(lunsnap_get_lun_info(a, 3, &li));
+    CHECK(li.kind == LUNSNAP_LUN_KIND_COPY && li.has_parent == 1 && li.parent == 1 && li.attached == 0 &&
+              li.reserved_bytes == 0 && li.attached_generation == 0,
+          "lun_info(detached copy 3) fields wrong");
+    EXPECT(lunsnap_read(a, 3, 0, rd, 512), LUNSNAP_RESULT_DETACHED);
+    EXPECT(lunsnap_write(a, 3, 0, v1, 512), LUNSNAP_RESULT_DETACHED);
+    EXPECT(lunsnap_discard(a, 3, 0, 512), LUNSNAP_RESULT_DETACHED);
+    EXPECT(lunsnap_restore(a, 3), LUNSNAP_RESULT_DETACHED);
+
+    EXPECT_OK(lunsnap_write(a, 1, 0, v2, sizeof v2));
+    EXPECT_OK(lunsnap_read(a, 2, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, v1, sizeof rd) == 0, "copy 2 changed with its parent");
+    EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, v2, sizeof rd) == 0, "parent 1 does not read what was written");
+
+    /* attach a detached copy: the parent's image now; refresh an attached one. */
+    EXPECT_OK(lunsnap_attach(a, 3));
+    EXPECT_OK(lunsnap_read(a, 3, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, v2, sizeof rd) == 0, "attached copy 3 is not the parent's image");
+    EXPECT(lunsnap_attach(a, 1), LUNSNAP_RESULT_NOT_A_COPY);
+    EXPECT(lunsnap_attach(a, 4), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_attach(a, MAX_LUNS), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT(lunsnap_detach(a, 1), LUNSNAP_RESULT_NOT_A_COPY);
+    EXPECT(lunsnap_detach(a, 4), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_detach(a, MAX_LUNS), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT(lunsnap_restore(a, 1), LUNSNAP_RESULT_NOT_A_COPY);
+    EXPECT(lunsnap_restore(a, 4), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_restore(a, MAX_LUNS), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+
+    /* Copies of copies; no space for a fourth attached copy of the big LUN. */
+    EXPECT_OK(lunsnap_create_copy(a, 2, 4, true));
+    EXPECT_OK(lunsnap_read(a, 4, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, v1, sizeof rd) == 0, "copy 4 of copy 2 is not copy 2's image");
+    EXPECT_OK(lunsnap_get_lun_info(a, 4, &li));
+    CHECK(li.has_parent == 1 && li.parent == 2, "copy 4's parent is not 2");
+    EXPECT_OK(lunsnap_create_lun(a, 7, 4096));
+    EXPECT_OK(lunsnap_get_pool_info(a, &p));
+    {
+        lunsnap_array *q = new_array(__LINE__);
+        if (q) {
+            /* A pool where an attached copy cannot reserve: LUN of 60 % of capacity. */
+            lunsnap_pool_info qp;
+            EXPECT_OK(lunsnap_get_pool_info(q, &qp));
+            uint64_t big = qp.capacity_bytes / 5 * 3 / EXTENT * EXTENT;
+            EXPECT_OK(lunsnap_create_lun(q, 1, big));
+            EXPECT(lunsnap_create_copy(q, 1, 2, true), LUNSNAP_RESULT_NO_SPACE);
+            EXPECT_OK(lunsnap_create_copy(q, 1, 2, false));
+            EXPECT(lunsnap_attach(q, 2), LUNSNAP_RESULT_NO_SPACE);
+            lunsnap_lun_info qi;
+            EXPECT_OK(lunsnap_get_lun_info(q, 2, &qi));
+            CHECK(qi.attached == 0, "refused attach attached the copy");
+            lunsnap_free(q);
+        }
+    }
+
+    /* restore: the parent reads the copy; the copy is unchanged. */
+    EXPECT_OK(lunsnap_restore(a, 2));
+    EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, v1, sizeof rd) == 0, "restore from copy 2 did not bring v1 back");
+    EXPECT_OK(lunsnap_read(a, 2, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, v1, sizeof rd) == 0, "restore changed the copy");
+
+    /* detach: no data, no reservation. */
+    EXPECT_OK(lunsnap_detach(a, 3));
+    EXPECT_OK(lunsnap_get_lun_info(a, 3, &li));
+    CHECK(li.attached == 0 && li.reserved_bytes == 0, "detached copy 3 still attached or reserving");
+    EXPECT(lunsnap_read(a, 3, 0, rd, 512), LUNSNAP_RESULT_DETACHED);
+
+    /* delete: refused with copies unless orphaned; orphans behave as documented. */
+    EXPECT(lunsnap_delete(a, 1, false), LUNSNAP_RESULT_HAS_COPIES);
+    EXPECT(lunsnap_delete(a, 5, false), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_delete(a, MAX_LUNS, false), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT(lunsnap_delete(a, UINT32_MAX, true), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT_OK(lunsnap_delete(a, 1, true));
+    EXPECT_OK(lunsnap_get_lun_info(a, 2, &li));
+    CHECK(li.kind == LUNSNAP_LUN_KIND_LUN && li.has_parent == 0 && li.attached == 1,
+          "orphaned attached copy 2 did not become a plain LUN");
+    EXPECT_OK(lunsnap_read(a, 2, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, v1, sizeof rd) == 0, "orphaned copy 2 lost its data");
+    EXPECT_OK(lunsnap_get_lun_info(a, 3, &li));
+    CHECK(li.kind == LUNSNAP_LUN_KIND_COPY && li.has_parent == 0 && li.attached == 0,
+          "orphaned detached copy 3: kind %u, has_parent %u", (unsigned)li.kind, li.has_parent);
+    EXPECT(lunsnap_attach(a, 3), LUNSNAP_RESULT_PARENT_GONE);
+    EXPECT_OK(lunsnap_delete(a, 3, false));
+    EXPECT_OK(lunsnap_delete(a, 4, false));
+    EXPECT_OK(lunsnap_delete(a, 2, false));
+    EXPECT_OK(lunsnap_delete(a, 7, false));
+    EXPECT_OK(lunsnap_delete(a, MAX_LUNS - 1, false));
+    EXPECT_OK(lunsnap_get_pool_info(a, &p));
+    CHECK(p.luns == 0 && p.reserved_bytes == 0 && p.allocated_bytes == 0, "after deleting everything: %u LUNs, "
+          "%llu reserved, %llu allocated", p.luns, (unsigned long long)p.reserved_bytes,
+          (unsigned long long)p.allocated_bytes);
+    size_t nv = 99;
+    EXPECT_OK(lunsnap_check(a, &nv));
+    CHECK(nv == 0, "check after the LUN tests: %zu violations", nv);
+    EXPECT(lunsnap_check(a, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT_OK(lunsnap_close(a));
+}
+
+/* ---- I/O arguments --------------------------------------------------------------------- */
+
+static void test_io(void) {
+    section = "io";
+    lunsnap_array *a = new_array(__LINE__);
+    if (!a) {
+        return;
+    }
+    EXPECT_OK(lunsnap_create_lun(a, 1, LUN_SIZE));
+    static uint8_t w[LUN_SIZE], rd[LUN_SIZE];
+    fill_bytes(w, sizeof w, 9);
+    memset(rd, 0xaa, sizeof rd);
+
+    /* Never-written data reads as zeros. */
+    EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+    CHECK(all_bytes(rd, sizeof rd, 0), "a new LUN does not read as zeros");
+
+    /* Out of range, misaligned, overflowing, NULL, zero-length. */
+    uint8_t *const buf = rd;
+    EXPECT(lunsnap_read(a, 2, 0, buf, 512), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_write(a, 2, 0, w, 512), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_discard(a, 2, 0, 512), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_read(a, MAX_LUNS, 0, buf, 512), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT(lunsnap_write(a, MAX_LUNS, 0, w, 512), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT(lunsnap_discard(a, UINT32_MAX, 0, 512), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+
+    EXPECT(lunsnap_read(a, 1, LUN_SIZE, buf, 512), LUNSNAP_RESULT_OUT_OF_RANGE);
+    EXPECT(lunsnap_write(a, 1, LUN_SIZE - 512, w, 1024), LUNSNAP_RESULT_OUT_OF_RANGE);
+    EXPECT(lunsnap_discard(a, 1, LUN_SIZE, 512), LUNSNAP_RESULT_OUT_OF_RANGE);
+    EXPECT(lunsnap_read(a, 1, UINT64_MAX - 511, buf, 1024), LUNSNAP_RESULT_OUT_OF_RANGE);   /* wraps */
+    EXPECT(lunsnap_write(a, 1, UINT64_MAX - 511, w, 1024), LUNSNAP_RESULT_OUT_OF_RANGE);    /* wraps */
+    EXPECT(lunsnap_discard(a, 1, UINT64_MAX - 511, 1024), LUNSNAP_RESULT_OUT_OF_RANGE);     /* wraps */
+    EXPECT(lunsnap_discard(a, 1, 512, UINT64_MAX - 511), LUNSNAP_RESULT_OUT_OF_RANGE);      /* wraps */
+    EXPECT(lunsnap_discard(a, 1, UINT64_MAX - 511, UINT64_MAX - 511), LUNSNAP_RESULT_OUT_OF_RANGE);
+
+    EXPECT(lunsnap_read(a, 1, 1, buf, 512), LUNSNAP_RESULT_MISALIGNED);
+    EXPECT(lunsnap_read(a, 1, 0, buf, 100), LUNSNAP_RESULT_MISALIGNED);
+    EXPECT(lunsnap_read(a, 1, 0, buf, 513), LUNSNAP_RESULT_MISALIGNED);
+    EXPECT(lunsnap_write(a, 1, 256, w, 512), LUNSNAP_RESULT_MISALIGNED);
+    EXPECT(lunsnap_write(a, 1, 0, w, 511), LUNSNAP_RESULT_MISALIGNED);
+    EXPECT(lunsnap_discard(a, 1, 100, 512), LUNSNAP_RESULT_MISALIGNED);
+    EXPECT(lunsnap_discard(a, 1, 0, 1), LUNSNAP_RESULT_MISALIGNED);
+
+    EXPECT(lunsnap_read(a, 1, 0, NULL, 512), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_write(a, 1, 0, NULL, 512), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT_OK(lunsnap_read(a, 1, 0, NULL, 0));
+    EXPECT_OK(lunsnap_write(a, 1, 0, NULL, 0));
+    EXPECT_OK(lunsnap_read(a, 1, LUN_SIZE, buf, 0));
+    EXPECT_OK(lunsnap_write(a, 1, LUN_SIZE, w, 0));
+    EXPECT_OK(lunsnap_discard(a, 1, LUN_SIZE, 0));
+    EXPECT_OK(lunsnap_discard(a, 1, 0, 0));
+    EXPECT(lunsnap_read(a, 1, LUN_SIZE + 512, buf, 0), LUNSNAP_RESULT_OUT_OF_RANGE);
+    EXPECT(lunsnap_write(a, 1, UINT64_MAX - 511, w, 0), LUNSNAP_RESULT_OUT_OF_RANGE);
+    EXPECT(lunsnap_read(a, 1, 1, NULL, 0), LUNSNAP_RESULT_MISALIGNED);
+
+    /* None of that wrote anything. */
+    EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+    CHECK(all_bytes(rd, sizeof rd, 0), "refused writes changed the LUN");
+
+    /* Exact round trips at odd sector offsets, across extent boundaries. */
+    EXPECT_OK(lunsnap_write(a, 1, 0, w, sizeof w));
+    EXPECT_OK(lunsnap_write(a, 1, 3 * 512, w + 100 * 512, 20 * 512));
+    memcpy(w + 3 * 512, w + 100 * 512, 20 * 512); /* what the LUN now holds */
+    EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, w, sizeof rd) == 0, "round trip differs");
+    EXPECT_OK(lunsnap_read(a, 1, 7 * 512, rd, 9 * 512));
+    CHECK(memcmp(rd, w + 7 * 512, 9 * 512) == 0, "partial read differs");
+    EXPECT_OK(lunsnap_flush(a));
+
+    /* discard: zeros, whole and partial extents. */
+    EXPECT_OK(lunsnap_discard(a, 1, 512, 3 * 512));
+    EXPECT_OK(lunsnap_discard(a, 1, 2 * EXTENT, 3 * EXTENT));
+    memset(w + 512, 0, 3 * 512);
+    memset(w + 2 * EXTENT, 0, 3 * EXTENT);
+    EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, w, sizeof rd) == 0, "discarded ranges do not read as zeros (or others changed)");
+
+    /* flush and reopen: everything comes back. */
+    EXPECT_OK(lunsnap_flush(a));
+    EXPECT_OK(lunsnap_reopen(a));
+    EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, w, sizeof rd) == 0, "after flush and reopen: data differs");
+    /* Unflushed writes are lost at a reopen (it is a power cut). */
+    uint8_t x[512];
+    memset(x, 0x3c, sizeof x);
+    EXPECT_OK(lunsnap_write(a, 1, 0, x, sizeof x));
+    EXPECT_OK(lunsnap_reopen(a));
+    EXPECT_OK(lunsnap_read(a, 1, 0, rd, 512));
+    CHECK(memcmp(rd, w, 512) == 0, "an unflushed write survived reopen");
+    size_t nv = 99;
+    EXPECT_OK(lunsnap_check(a, &nv));
+    CHECK(nv == 0, "check: %zu violations", nv);
+    lunsnap_free(a);
+}
+
+/* ---- file devices ------------------------------------------------------------------------ */
+
+#if defined(LUNSNAP_FEATURE_STD)
+/* The array in the file at `path` still opens and holds LUN 1 with `w`. */
+static bool image_intact(const char *path, const uint8_t *w, size_t len) {
+    lunsnap_array *a = NULL;
+    if (lunsnap_open_file(path, BS, NULL, &a) != LUNSNAP_RESULT_OK) {
+        return false;
+    }
+    uint8_t *rd = malloc(len);
+    bool ok = rd && lunsnap_read(a, 1, 0, rd, len) == LUNSNAP_RESULT_OK && memcmp(rd, w, len) == 0;
+    free(rd);
+    lunsnap_free(a);
+    return ok;
+}
+
+/* Formats the image at `path` with LUN 1 holding `w` (LUN_SIZE bytes). */
+static void make_image(const char *path, const uint8_t *w) {
+    lunsnap_format_options o = small_opts();
+    lunsnap_array *a = NULL;
+    if (lunsnap_format_file(path, BS, BLOCKS, &o, &a) != LUNSNAP_RESULT_OK) {
+        return;
+    }
+    lunsnap_create_lun(a, 1, LUN_SIZE);
+    lunsnap_write(a, 1, 0, w, LUN_SIZE);
+    lunsnap_close(a);
+}
+
+/* image_intact, and if it is not, makes the image again (so that one failure does
+ * not cascade into the next checks). */
+static bool still_intact(const char *path, const uint8_t *w) {
+    if (image_intact(path, w, LUN_SIZE)) {
+        return true;
+    }
+    make_image(path, w);
+    return false;
+}
+
+static void test_files(void) {
+    section = "files";
+    char dir[] = "/tmp/lunsnap-test-suite-XXXXXX";
+    if (mkdtemp(dir) == NULL) {
+        CHECK(false, "mkdtemp failed");
+        return;
+    }
+    char path[sizeof dir + 32], missing[sizeof dir + 32], blank[sizeof dir + 32];
+    snprintf(path, sizeof path, "%s/array.img", dir);
+    snprintf(missing, sizeof missing, "%s/no/such/dir/array.img", dir);
+    snprintf(blank, sizeof blank, "%s/blank.img", dir);
+    lunsnap_format_options o = small_opts();
+    lunsnap_open_options oo = lunsnap_open_options_default();
+    lunsnap_array *const sentinel = forged();
+    lunsnap_array *a = sentinel;
+
+    EXPECT(lunsnap_format_file(NULL, BS, BLOCKS, &o, &a), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_format_file(path, BS, BLOCKS, &o, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_open_file(NULL, BS, &oo, &a), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_format_file("\xff\xfe/invalid-utf8", BS, BLOCKS, &o, &a), LUNSNAP_RESULT_INVALID_PATH);
+    EXPECT(lunsnap_open_file("\xff\xfe/invalid-utf8", BS, &oo, &a), LUNSNAP_RESULT_INVALID_PATH);
+    EXPECT(lunsnap_format_file(missing, BS, BLOCKS, &o, &a), LUNSNAP_RESULT_INVALID_PATH);
+    EXPECT(lunsnap_open_file(missing, BS, &oo, &a), LUNSNAP_RESULT_INVALID_PATH);
+    EXPECT(lunsnap_open_file(path, BS, &oo, &a), LUNSNAP_RESULT_INVALID_PATH); /* does not exist yet */
+    EXPECT(lunsnap_format_file(dir, BS, BLOCKS, &o, &a), LUNSNAP_RESULT_INVALID_PATH);
+    EXPECT(lunsnap_open_file(dir, BS, &oo, &a), LUNSNAP_RESULT_INVALID_PATH);
+    CHECK(a == sentinel, "failed file calls wrote *out");
+
+    /* A blank file holds no array. */
+    FILE *f = fopen(blank, "wb");
+    if (f) {
+        static const uint8_t zeros[4096];
+        for (int i = 0; i < 256; i++) {
+            fwrite(zeros, 1, sizeof zeros, f);
+        }
+        fclose(f);
+        EXPECT(lunsnap_open_file(blank, BS, &oo, &a), LUNSNAP_RESULT_NOT_FORMATTED);
+        EXPECT(lunsnap_open_file(blank, BS, NULL, &a), LUNSNAP_RESULT_NOT_FORMATTED);
+        CHECK(a == sentinel, "open of a blank file wrote *out");
+    } else {
+        CHECK(false, "cannot create %s", blank);
+    }
+
+    /* Format, write, close; open (NULL options), read back; check. */
+    a = NULL;
+    EXPECT_OK(lunsnap_format_file(path, BS, BLOCKS, &o, &a));
+    static uint8_t w[LUN_SIZE], rd[LUN_SIZE];
+    fill_bytes(w, sizeof w, 5);
+    if (a) {
+        EXPECT_OK(lunsnap_create_lun(a, 1, LUN_SIZE));
+        EXPECT_OK(lunsnap_write(a, 1, 0, w, sizeof w));
+        EXPECT_OK(lunsnap_create_copy(a, 1, 2, true));
+        EXPECT_OK(lunsnap_close(a));
+    }
+    EXPECT(lunsnap_open_file(path, BS, &oo, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    a = NULL;
+    EXPECT_OK(lunsnap_open_file(path, BS, NULL, &a));
+    if (a) {
+        EXPECT_OK(lunsnap_read(a, 2, 0, rd, sizeof rd));
+        CHECK(memcmp(rd, w, sizeof rd) == 0, "file array: copy 2 differs after close/open");
+        /* reopen on a file device: unflushed writes are lost. */
+        EXPECT_OK(lunsnap_write(a, 1, 0, rd + 512, 512));
+        EXPECT_OK(lunsnap_reopen(a));
+        EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+        CHECK(memcmp(rd, w, sizeof rd) == 0, "file array: an unflushed write survived reopen");
+        size_t nv = 99;
+        EXPECT_OK(lunsnap_check(a, &nv));
+        CHECK(nv == 0, "file array: %zu violations", nv);
+        lunsnap_free(a);
+    }
+    CHECK(image_intact(path, w, sizeof w), "the image does not reopen after a clean close");
+
+    /* Refused calls must leave an existing image alone. */
+    lunsnap_format_options bo = small_opts();
+    bo.extent_size = 3;
+    a = sentinel;
+    EXPECT(lunsnap_format_file(path, BS, BLOCKS, &bo, &a), LUNSNAP_RESULT_INVALID_OPTIONS);
+    CHECK(still_intact(path, w),
+          "lunsnap_format_file refused with INVALID_OPTIONS (extent_size 3) but destroyed the existing image "
+          "(it truncates the file before validating the options)");
+    bo = small_opts();
+    bo.max_luns = 0;
+    EXPECT(lunsnap_format_file(path, BS, BLOCKS, &bo, &a), LUNSNAP_RESULT_INVALID_OPTIONS);
+    CHECK(still_intact(path, w), "format_file refused (max_luns 0) but destroyed the existing image");
+    static const uint32_t bad_bs[] = {0, 1000, 8192};
+    bool codes_ok = true;
+    for (size_t i = 0; i < sizeof bad_bs / sizeof bad_bs[0]; i++) {
+        lunsnap_result r = lunsnap_format_file(path, bad_bs[i], BLOCKS, &o, &a);
+        if (r != LUNSNAP_RESULT_UNSUPPORTED_BLOCK_SIZE) {
+            codes_ok = false;
+            printf("  note: lunsnap_format_file(block_size %u) = %u (%s)\n", bad_bs[i], (unsigned)r,
+                   lunsnap_strerror(r));
+        }
+        CHECK(r != LUNSNAP_RESULT_OK, "format_file(block_size %u) succeeded", bad_bs[i]);
+        CHECK(still_intact(path, w), "format_file refused (block_size %u) but destroyed the existing image",
+              bad_bs[i]);
+        r = lunsnap_open_file(path, bad_bs[i], &oo, &a);
+        if (r != LUNSNAP_RESULT_UNSUPPORTED_BLOCK_SIZE) {
+            codes_ok = false;
+            printf("  note: lunsnap_open_file(block_size %u) = %u (%s)\n", bad_bs[i], (unsigned)r,
+                   lunsnap_strerror(r));
+        }
+    }
+    CHECK(codes_ok, "the file functions must report a bad block size as LUNSNAP_RESULT_UNSUPPORTED_BLOCK_SIZE "
+                    "(see the notes above)");
+    CHECK(a == sentinel, "refused file calls wrote *out");
+    /* Another valid block size than the image's: refused or opened, never a crash. */
+    a = NULL;
+    lunsnap_result r = lunsnap_open_file(path, 512, &oo, &a);
+    if (r == LUNSNAP_RESULT_OK) {
+        lunsnap_free(a);
+    } else {
+        printf("  note: lunsnap_open_file of a 4096-byte-block image with block size 512 = %u (%s)\n", (unsigned)r,
+               lunsnap_strerror(r));
+    }
+    CHECK(still_intact(path, w), "open_file with another block size damaged the image");
+
+    /* Format truncates an existing file: a new, empty array. */
+    a = NULL;
+    EXPECT_OK(lunsnap_format_file(path, BS, BLOCKS, &o, &a));
+    if (a) {
+        size_t n = 99;
+        EXPECT_OK(lunsnap_luns(a, NULL, 0, &n));
+        CHECK(n == 0, "re-formatted file still has %zu LUNs", n);
+        EXPECT_OK(lunsnap_close(a));
+    }
+    /* NULL options: the defaults (1024 LUNs' metadata does not fit in 8 MiB). */
+    EXPECT(lunsnap_format_file(path, BS, BLOCKS, NULL, &a), LUNSNAP_RESULT_DEVICE_TOO_SMALL);
+    a = NULL;
+    EXPECT_OK(lunsnap_format_file(path, BS, 16384, NULL, &a));
+    if (a) {
+        lunsnap_pool_info p;
+        EXPECT_OK(lunsnap_get_pool_info(a, &p));
+        CHECK(p.max_luns == 1024 && p.extent_size == 16384, "format_file with NULL options: not the defaults");
+        EXPECT_OK(lunsnap_close(a));
+    }
+    CHECK(unlink(path) == 0, "cannot remove %s", path);
+    CHECK(unlink(blank) == 0, "cannot remove %s", blank);
+    CHECK(rmdir(dir) == 0, "cannot remove %s", dir);
+}
+#endif
+
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    test_version_and_messages();
+    test_format_mem();
+    test_callbacks();
+    test_failing_io();
+    test_handles();
+    test_failed_reopen();
+    test_luns_and_copies();
+    test_io();
+#if defined(LUNSNAP_FEATURE_STD)
+    test_files();
+#endif
+    printf("%u passed, %u failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}

@@ -1,0 +1,302 @@
+/*
+ * threads.c: one lunsnap array shared by several POSIX threads.
+ *
+ * The header promises that one lunsnap_array may be used from several threads at
+ * once (calls are serialised inside). Here:
+ *
+ *   - WRITERS threads each own one LUN (0, 1, ...) and rewrite it ROUNDS times, front
+ *     to back, one 4 KiB chunk per lunsnap_write, round r writing version r of a
+ *     deterministic pattern (every 512-byte sector says which LUN, version and
+ *     sector it is); each reads back what it wrote, and flushes after each round;
+ *   - a copier thread meanwhile makes and refreshes business copies of those LUNs
+ *     (lunsnap_create_copy the first time, then lunsnap_attach, sometimes after a
+ *     lunsnap_detach), and short-lived extra copies it deletes again.
+ *
+ * Each copy is verified as soon as it is made, while the writers go on:
+ *   - every sector of the copy is exactly some version its parent had at that offset;
+ *   - the copy is one point in time of its parent: the writer goes front to back, so
+ *     the versions along the copy never increase and span at most two consecutive
+ *     rounds (a copy taken mid-round holds round r up to some chunk and r - 1 after);
+ *   - a later copy of the same LUN is never older than an earlier one;
+ *   - the copy stays frozen: read again after the writers moved on, it is unchanged.
+ * At the end every LUN must hold its last round exactly, refreshed copies must equal
+ * their parents, and lunsnap_check must find nothing wrong. Exit status 1 otherwise.
+ */
+
+#define _POSIX_C_SOURCE 200809L
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common.h"
+
+#define WRITERS 4u
+#define ROUNDS 64u
+#define LUN_SIZE (128 * KIB)
+#define CHUNK (4 * KIB)
+#define SECTORS (LUN_SIZE / SECTOR)
+#define COPY_BASE 8u   /* copy of LUN i is LUN COPY_BASE + i */
+#define SCRATCH_LUN 15u /* short-lived extra copies */
+#define MIN_COPIES 40u  /* the copier makes at least this many copies */
+
+static lunsnap_array *array;
+static atomic_int failures;
+static atomic_uint writers_done;
+static atomic_uint progress[WRITERS]; /* chunks written so far, per writer */
+
+static void fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "threads: FAILED: ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    atomic_fetch_add(&failures, 1);
+}
+
+static bool ok(lunsnap_result r, const char *what, uint32_t lun) {
+    if (r == LUNSNAP_RESULT_OK) {
+        return true;
+    }
+    fail("%s (LUN %u): %s (code %u)", what, lun, lunsnap_strerror(r), (unsigned)r);
+    return false;
+}
+
+/* ---- the writers ----------------------------------------------------------------- */
+
+static void *writer(void *arg) {
+    uint32_t lun = (uint32_t)(uintptr_t)arg;
+    static _Thread_local uint8_t buf[CHUNK], back[CHUNK];
+    for (uint32_t round = 1; round <= ROUNDS && atomic_load(&failures) == 0; round++) {
+        for (uint64_t off = 0; off < LUN_SIZE; off += CHUNK) {
+            fill(buf, CHUNK, lun, round, off);
+            if (!ok(lunsnap_write(array, lun, off, buf, CHUNK), "write", lun)) {
+                return NULL;
+            }
+            if (!ok(lunsnap_read(array, lun, off, back, CHUNK), "read back", lun)) {
+                return NULL;
+            }
+            if (memcmp(buf, back, CHUNK) != 0) {
+                fail("LUN %u: read back at %" PRIu64 " differs from what was just written (round %u)", lun, off,
+                     round);
+                return NULL;
+            }
+            atomic_fetch_add(&progress[lun], 1);
+        }
+        if (!ok(lunsnap_flush(array), "flush", lun)) {
+            return NULL;
+        }
+    }
+    atomic_fetch_add(&writers_done, 1);
+    return NULL;
+}
+
+/* ---- the copier ------------------------------------------------------------------------ */
+
+typedef struct {
+    unsigned copies, refreshes, reattaches, scratch, mid_round, frozen_checks, while_writing;
+    uint32_t last_min[WRITERS]; /* oldest version in the previous copy of each LUN */
+} copier_stats;
+
+/* Verifies that `img` (a copy's contents) is one point in time of LUN `parent`.
+ * Returns the oldest version in it (or -1 after a failure). */
+static int64_t verify_image(const uint8_t *img, uint32_t parent, uint32_t copy, copier_stats *st) {
+    int64_t first = -1, prev = -1, min = -1;
+    for (uint64_t s = 0; s < SECTORS; s++) {
+        int64_t v = sector_version(img + s * SECTOR, parent, s);
+        if (v < 0) {
+            fail("copy %u of LUN %u: sector %" PRIu64 " is not any version of its parent's data", copy, parent, s);
+            return -1;
+        }
+        if (s == 0) {
+            first = v;
+        } else if (v > prev) {
+            fail("copy %u of LUN %u: sector %" PRIu64 " has version %" PRId64 " after %" PRId64
+                 ": not one point in time",
+                 copy, parent, s, v, prev);
+            return -1;
+        }
+        prev = v;
+        min = v;
+    }
+    if (first - min > 1) {
+        fail("copy %u of LUN %u: versions %" PRId64 " to %" PRId64 ": not one point in time", copy, parent, min, first);
+        return -1;
+    }
+    if (first != min) {
+        st->mid_round++;
+    }
+    return min;
+}
+
+static void pause_briefly(void) {
+    struct timespec t = {0, 200 * 1000}; /* 0.2 ms */
+    nanosleep(&t, NULL);
+    sched_yield();
+}
+
+static void *copier(void *arg) {
+    copier_stats *st = arg;
+    uint8_t *img = malloc(LUN_SIZE), *again = malloc(LUN_SIZE);
+    bool made[WRITERS] = {false};
+    if (!img || !again) {
+        fail("out of memory");
+        free(img);
+        free(again);
+        return NULL;
+    }
+    for (unsigned k = 0; atomic_load(&failures) == 0; k++) {
+        bool writing = atomic_load(&writers_done) < WRITERS;
+        if (!writing && k >= MIN_COPIES) {
+            break;
+        }
+        uint32_t parent = k % WRITERS;
+        uint32_t copy = COPY_BASE + parent;
+        lunsnap_result r;
+        if (k % 5 == 4) {
+            /* A short-lived extra copy, deleted after its check. */
+            copy = SCRATCH_LUN;
+            r = lunsnap_create_copy(array, parent, copy, true);
+            st->scratch++;
+        } else if (!made[parent]) {
+            r = lunsnap_create_copy(array, parent, copy, true);
+            made[parent] = true;
+            st->copies++;
+        } else if (k % 3 == 0) {
+            /* Discard, then make it again. */
+            if (!ok(lunsnap_detach(array, copy), "detach", copy)) {
+                break;
+            }
+            r = lunsnap_attach(array, copy);
+            st->reattaches++;
+        } else {
+            r = lunsnap_attach(array, copy);
+            st->refreshes++;
+        }
+        if (!ok(r, "create_copy/attach", copy)) {
+            break;
+        }
+        if (writing) {
+            st->while_writing++;
+        }
+        if (!ok(lunsnap_read(array, copy, 0, img, LUN_SIZE), "read copy", copy)) {
+            break;
+        }
+        int64_t min = verify_image(img, parent, copy, st);
+        if (min < 0) {
+            break;
+        }
+        if ((uint32_t)min < st->last_min[parent]) {
+            fail("copy of LUN %u went back in time: version %" PRId64 " after %u", parent, min, st->last_min[parent]);
+            break;
+        }
+        st->last_min[parent] = (uint32_t)min;
+        /* Let the writers move on, then the copy must read the same. */
+        unsigned before = atomic_load(&progress[parent]);
+        pause_briefly();
+        if (!ok(lunsnap_read(array, copy, 0, again, LUN_SIZE), "re-read copy", copy)) {
+            break;
+        }
+        if (memcmp(img, again, LUN_SIZE) != 0) {
+            fail("copy %u of LUN %u changed while its parent was written", copy, parent);
+            break;
+        }
+        if (atomic_load(&progress[parent]) != before) {
+            st->frozen_checks++;
+        }
+        if (copy == SCRATCH_LUN && !ok(lunsnap_delete(array, copy, false), "delete", copy)) {
+            break;
+        }
+    }
+    free(img);
+    free(again);
+    return NULL;
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    printf("threads: %u writer threads, one LUN each, and a copier thread on one array\n", WRITERS);
+    lunsnap_format_options fo = lunsnap_format_options_default();
+    fo.extent_size = 4096;
+    fo.max_luns = 16;
+    TRY(lunsnap_format_mem(4096, 2048, &fo, &array)); /* 8 MiB, sparse */
+    for (uint32_t i = 0; i < WRITERS; i++) {
+        TRY(lunsnap_create_lun(array, i, LUN_SIZE));
+    }
+    printf("LUNs 0-%u of %" PRIu64 " KiB; each writer writes %u rounds of %" PRIu64 " chunks of %" PRIu64
+           " KiB, reading each back, flushing after each round\n",
+           WRITERS - 1, LUN_SIZE / KIB, ROUNDS, LUN_SIZE / CHUNK, CHUNK / KIB);
+
+    pthread_t w[WRITERS], c;
+    copier_stats st;
+    memset(&st, 0, sizeof st);
+    if (pthread_create(&c, NULL, copier, &st) != 0) {
+        fprintf(stderr, "pthread_create failed\n");
+        return 1;
+    }
+    for (uint32_t i = 0; i < WRITERS; i++) {
+        if (pthread_create(&w[i], NULL, writer, (void *)(uintptr_t)i) != 0) {
+            fprintf(stderr, "pthread_create failed\n");
+            return 1;
+        }
+    }
+    for (uint32_t i = 0; i < WRITERS; i++) {
+        pthread_join(w[i], NULL);
+    }
+    pthread_join(c, NULL);
+    if (atomic_load(&failures) != 0) {
+        lunsnap_free(array);
+        return 1;
+    }
+    printf("copier: %u copies created, %u refreshed with attach, %u detached and attached again, "
+           "%u extra copies created and deleted\n",
+           st.copies, st.refreshes, st.reattaches, st.scratch);
+    printf("        %u of them made while the writers were running; every copy was one point in time of its "
+           "parent; %u caught a writer mid-round; %u re-read unchanged after their parent had moved on\n",
+           st.while_writing, st.mid_round, st.frozen_checks);
+
+    /* Final contents: every LUN holds its last round; refreshed copies equal it. */
+    uint8_t *buf = malloc(LUN_SIZE), *cp = malloc(LUN_SIZE);
+    ENSURE(buf && cp, "out of memory");
+    for (uint32_t i = 0; i < WRITERS; i++) {
+        TRY(lunsnap_read(array, i, 0, buf, LUN_SIZE));
+        for (uint64_t s = 0; s < SECTORS; s++) {
+            ENSURE(sector_version(buf + s * SECTOR, i, s) == ROUNDS, "LUN %u sector %" PRIu64 " is not round %u", i,
+                   s, ROUNDS);
+        }
+        lunsnap_lun_info info;
+        lunsnap_result r = lunsnap_get_lun_info(array, COPY_BASE + i, &info);
+        if (r == LUNSNAP_RESULT_NO_SUCH_LUN) {
+            TRY(lunsnap_create_copy(array, i, COPY_BASE + i, true));
+        } else {
+            TRY(r);
+            ENSURE(info.kind == LUNSNAP_LUN_KIND_COPY && info.has_parent && info.parent == i, "LUN %u is not a copy of %u",
+                   COPY_BASE + i, i);
+            TRY(lunsnap_attach(array, COPY_BASE + i));
+        }
+        TRY(lunsnap_read(array, COPY_BASE + i, 0, cp, LUN_SIZE));
+        ENSURE(memcmp(buf, cp, LUN_SIZE) == 0, "refreshed copy %u differs from LUN %u", COPY_BASE + i, i);
+    }
+    free(buf);
+    free(cp);
+    size_t violations = 1;
+    TRY(lunsnap_check(array, &violations));
+    ENSURE(violations == 0, "lunsnap_check: %zu violations", violations);
+    lunsnap_pool_info p;
+    TRY(lunsnap_get_pool_info(array, &p));
+    printf("final: every LUN holds round %u exactly, refreshed copies equal their parents, check clean "
+           "(%u LUNs, generation %" PRIu64 ")\n",
+           ROUNDS, p.luns, p.generation);
+    TRY(lunsnap_close(array));
+    printf("threads: all checks passed\n");
+    return 0;
+}

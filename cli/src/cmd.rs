@@ -1,0 +1,247 @@
+//! The management commands: format, info, lun, copy, check. Each writes what it has
+//! to say into `out` (printed on stdout) and returns the exit status.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use lunsnap::{BlockDevice, LunInfo, LunKind};
+
+use crate::fail::Result;
+use crate::image::{self, Access, FormatSpec, Va};
+use crate::json;
+use crate::size::human;
+
+/// `format IMAGE --size SIZE [--extent-size SIZE] [--max-luns N] [--force]`
+pub fn format(path: &Path, spec: &FormatSpec, out: &mut String) -> Result<u8> {
+    let p = image::format(path, spec)?;
+    let _ = writeln!(
+        out,
+        "formatted {}: {} image, extent size {}, LUN numbers 0 to {}; capacity {} for \
+         LUNs, metadata provisioned {}",
+        path.display(),
+        human(spec.size),
+        human(u64::from(p.extent_size)),
+        p.max_luns.saturating_sub(1),
+        human(p.capacity_bytes),
+        human(p.metadata_provisioned_bytes)
+    );
+    Ok(0)
+}
+
+/// `info IMAGE [--json]`
+pub fn info(path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
+    let mut va = image::open(path, Access::Read)?;
+    let p = va.pool_info();
+    let dev = va.device_mut();
+    let len = dev.block_count() * u64::from(dev.block_size());
+    let disk = image::disk_usage(path);
+    if as_json {
+        let shown = path.to_string_lossy().into_owned();
+        out.push_str(&json::render(&json::Info::new(shown, len, disk, &p)));
+        return Ok(0);
+    }
+    let on_disk = disk.map_or_else(String::new, |d| format!(", {} on disk", human(d)));
+    let rows = [
+        (
+            "image",
+            format!("{} ({}{on_disk})", path.display(), human(len)),
+        ),
+        ("extent size", human(u64::from(p.extent_size))),
+        (
+            "LUNs",
+            format!("{} (numbers 0 to {})", p.luns, p.max_luns.saturating_sub(1)),
+        ),
+        ("capacity", human(p.capacity_bytes)),
+        ("reserved", human(p.reserved_bytes)),
+        ("unreserved", human(p.unreserved_bytes)),
+        ("allocated", human(p.allocated_bytes)),
+        ("free", human(p.free_bytes)),
+        (
+            "metadata",
+            format!(
+                "{} used of {} provisioned",
+                human(p.metadata_used_bytes),
+                human(p.metadata_provisioned_bytes)
+            ),
+        ),
+        ("generation", p.generation.to_string()),
+    ];
+    for (k, v) in rows {
+        let _ = writeln!(out, "{:<12} {v}", format!("{k}:"));
+    }
+    Ok(0)
+}
+
+/// Opens `path` for a change, applies `op`, and closes it (every operation has
+/// committed before it returns; close commits nothing more).
+fn change(path: &Path, op: impl FnOnce(&mut Va) -> Result<String>, out: &mut String) -> Result<u8> {
+    let mut va = image::open(path, Access::Write)?;
+    let said = op(&mut va)?;
+    va.close()?;
+    out.push_str(&said);
+    out.push('\n');
+    Ok(0)
+}
+
+/// `lun create IMAGE LUN --size SIZE`
+pub fn lun_create(path: &Path, lun: u32, size: u64, out: &mut String) -> Result<u8> {
+    change(
+        path,
+        |va| {
+            va.create_lun(lun, size)?;
+            Ok(format!("created LUN {lun} ({})", human(size)))
+        },
+        out,
+    )
+}
+
+/// `lun delete IMAGE LUN [--orphan-copies]`
+pub fn lun_delete(path: &Path, lun: u32, orphan: bool, out: &mut String) -> Result<u8> {
+    change(
+        path,
+        |va| {
+            va.delete(lun, orphan)?;
+            Ok(if orphan {
+                format!("deleted LUN {lun}; its copies, if any, stand alone")
+            } else {
+                format!("deleted LUN {lun}")
+            })
+        },
+        out,
+    )
+}
+
+/// `lun list IMAGE [--json]`
+pub fn lun_list(path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
+    let mut va = image::open(path, Access::Read)?;
+    let luns = va.luns()?;
+    if as_json {
+        let v: Vec<json::Lun> = luns.iter().map(json::Lun::from).collect();
+        out.push_str(&json::render(&v));
+        return Ok(0);
+    }
+    let _ = writeln!(
+        out,
+        "{:>7}  {:<4}  {:>10}  {:>6}  {:<8}  {:>10}  {:>10}  {:>10}",
+        "LUN", "KIND", "SIZE", "PARENT", "STATE", "RESERVED", "EXCLUSIVE", "SHARED"
+    );
+    for l in &luns {
+        let _ = writeln!(
+            out,
+            "{:>7}  {:<4}  {:>10}  {:>6}  {:<8}  {:>10}  {:>10}  {:>10}",
+            l.lun,
+            json::kind(l.kind),
+            human(l.size),
+            l.parent
+                .map_or_else(|| String::from("-"), |p| p.to_string()),
+            state(l),
+            human(l.reserved_bytes),
+            human(l.exclusive_bytes),
+            human(l.shared_bytes)
+        );
+    }
+    Ok(0)
+}
+
+fn state(l: &LunInfo) -> &'static str {
+    match (l.kind, l.attached) {
+        (LunKind::Lun, _) => "-",
+        (LunKind::Copy, true) => "attached",
+        (LunKind::Copy, false) => "detached",
+    }
+}
+
+/// `copy create IMAGE --parent P --copy C (--attached | --detached)`
+pub fn copy_create(
+    path: &Path,
+    parent: u32,
+    copy: u32,
+    attached: bool,
+    out: &mut String,
+) -> Result<u8> {
+    change(
+        path,
+        |va| {
+            va.create_copy(parent, copy, attached)?;
+            Ok(if attached {
+                format!(
+                    "created copy {copy} of LUN {parent}, attached: LUN {parent}'s image as of now"
+                )
+            } else {
+                format!(
+                    "created copy {copy} of LUN {parent}, detached: no data until `copy attach`"
+                )
+            })
+        },
+        out,
+    )
+}
+
+/// `copy attach IMAGE C`
+pub fn copy_attach(path: &Path, copy: u32, out: &mut String) -> Result<u8> {
+    change(
+        path,
+        |va| {
+            va.attach(copy)?;
+            Ok(format!(
+                "attached copy {copy}: it holds its parent's image as of now"
+            ))
+        },
+        out,
+    )
+}
+
+/// `copy detach IMAGE C`
+pub fn copy_detach(path: &Path, copy: u32, out: &mut String) -> Result<u8> {
+    change(
+        path,
+        |va| {
+            va.detach(copy)?;
+            Ok(format!(
+                "detached copy {copy}: its data and reservation are released"
+            ))
+        },
+        out,
+    )
+}
+
+/// `copy restore IMAGE C`
+pub fn copy_restore(path: &Path, copy: u32, out: &mut String) -> Result<u8> {
+    change(
+        path,
+        |va| {
+            va.restore(copy)?;
+            Ok(format!(
+                "restored from copy {copy}: its parent holds the copy's contents"
+            ))
+        },
+        out,
+    )
+}
+
+/// `check IMAGE [--json]`: 0 when clean, 1 with every violation on stdout otherwise.
+pub fn check(path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
+    let mut va = image::open(path, Access::Read)?;
+    let found: Vec<String> = va.check()?.iter().map(ToString::to_string).collect();
+    let clean = found.is_empty();
+    if as_json {
+        out.push_str(&json::render(&json::Check {
+            clean,
+            violations: found,
+        }));
+    } else if clean {
+        let p = va.pool_info();
+        let _ = writeln!(
+            out,
+            "{}: clean ({} LUNs, generation {})",
+            path.display(),
+            p.luns,
+            p.generation
+        );
+    } else {
+        for v in &found {
+            let _ = writeln!(out, "{v}");
+        }
+    }
+    Ok(if clean { 0 } else { 1 })
+}

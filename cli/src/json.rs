@@ -1,0 +1,105 @@
+//! The `--json` output: the shapes scripts depend on (see README.md).
+
+use lunsnap::{LunInfo, LunKind, PoolInfo};
+use serde::Serialize;
+
+/// One LUN of `lun list --json`.
+#[derive(Serialize)]
+pub struct Lun {
+    pub lun: u32,
+    pub size: u64,
+    /// `"lun"` or `"copy"`.
+    pub kind: &'static str,
+    pub parent: Option<u32>,
+    /// True for plain LUNs; false for a detached copy.
+    pub attached: bool,
+    pub reserved_bytes: u64,
+    pub exclusive_bytes: u64,
+    pub shared_bytes: u64,
+    pub created_generation: u64,
+    pub attached_generation: u64,
+}
+
+impl From<&LunInfo> for Lun {
+    fn from(l: &LunInfo) -> Self {
+        Lun {
+            lun: l.lun,
+            size: l.size,
+            kind: kind(l.kind),
+            parent: l.parent,
+            attached: l.attached,
+            reserved_bytes: l.reserved_bytes,
+            exclusive_bytes: l.exclusive_bytes,
+            shared_bytes: l.shared_bytes,
+            created_generation: l.created_generation,
+            attached_generation: l.attached_generation,
+        }
+    }
+}
+
+/// The name of a LUN kind, in JSON and in tables.
+pub fn kind(k: LunKind) -> &'static str {
+    match k {
+        LunKind::Lun => "lun",
+        LunKind::Copy => "copy",
+    }
+}
+
+/// `info --json`: the pool's figures and the image file's.
+#[derive(Serialize)]
+pub struct Info {
+    pub image: String,
+    /// The image file's length.
+    pub image_bytes: u64,
+    /// Disk space the (sparse) image file occupies, where the platform tells.
+    pub image_allocated_bytes: Option<u64>,
+    pub capacity_bytes: u64,
+    pub allocated_bytes: u64,
+    pub reserved_bytes: u64,
+    pub unreserved_bytes: u64,
+    pub free_bytes: u64,
+    pub metadata_used_bytes: u64,
+    pub metadata_provisioned_bytes: u64,
+    pub extent_size: u32,
+    /// Number of LUNs (plain and copies).
+    pub luns: u32,
+    pub max_luns: u32,
+    pub generation: u64,
+}
+
+impl Info {
+    pub fn new(image: String, image_bytes: u64, allocated: Option<u64>, p: &PoolInfo) -> Self {
+        Info {
+            image,
+            image_bytes,
+            image_allocated_bytes: allocated,
+            capacity_bytes: p.capacity_bytes,
+            allocated_bytes: p.allocated_bytes,
+            reserved_bytes: p.reserved_bytes,
+            unreserved_bytes: p.unreserved_bytes,
+            free_bytes: p.free_bytes,
+            metadata_used_bytes: p.metadata_used_bytes,
+            metadata_provisioned_bytes: p.metadata_provisioned_bytes,
+            extent_size: p.extent_size,
+            luns: p.luns,
+            max_luns: p.max_luns,
+            generation: p.generation,
+        }
+    }
+}
+
+/// `check --json`.
+#[derive(Serialize)]
+pub struct Check {
+    pub clean: bool,
+    /// Each violation, as `check` prints it without `--json`.
+    pub violations: Vec<String>,
+}
+
+/// Pretty JSON followed by a newline.
+pub fn render<T: Serialize>(v: &T) -> String {
+    // Serializing these plain structs cannot fail; fall back to null all the same.
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_else(|_| String::from("null"));
+    s.push('\n');
+    s
+}

@@ -1,0 +1,225 @@
+//! `write` and `read`: data between a LUN and a file (or stdin / stdout for `-`).
+//!
+//! Both validate everything they can before they touch anything: the LUN exists and
+//! is attached, the offset and length are whole sectors inside it. `write` then
+//! moves the data in 1 MiB chunks and commits (flushes) once at the end; if it fails
+//! part way, it exits without committing, so the image keeps its last committed state.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use lunsnap::{Error, SECTOR};
+
+use crate::fail::{Fail, Result};
+use crate::image::{self, Access, Va};
+use crate::progress;
+use crate::size::human;
+
+const CHUNK: usize = 1 << 20;
+
+fn is_std(file: &Path) -> bool {
+    file.as_os_str() == "-"
+}
+
+/// Checks that `len` bytes at `offset` are whole sectors inside attached LUN `lun`,
+/// cheaply (a read of one sector, whatever the LUN's size).
+fn check_range(va: &mut Va, lun: u32, offset: u64, len: u64) -> Result<()> {
+    va.read(lun, offset, &mut [])?;
+    if !len.is_multiple_of(SECTOR) {
+        return Err(Error::Misaligned { offset, len }.into());
+    }
+    if len == 0 {
+        return Ok(());
+    }
+    let beyond = |size| Error::OutOfRange { offset, len, size };
+    let last = offset.checked_add(len - SECTOR).ok_or(beyond(u64::MAX))?;
+    let mut probe = [0u8; SECTOR as usize];
+    va.read(lun, last, &mut probe).map_err(|e| match e {
+        Error::OutOfRange { size, .. } => beyond(size),
+        e => e,
+    })?;
+    Ok(())
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn fill(input: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match input.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn unaligned_input(total: u64) -> Fail {
+    Fail(format!(
+        "the input is {total} bytes long, not a multiple of 512: LUNs are written in whole \
+         512-byte sectors (pad it, e.g. with truncate -s %512); the image is unchanged"
+    ))
+}
+
+/// `write IMAGE LUN FILE [--offset BYTES]`
+pub fn write(path: &Path, lun: u32, file: &Path, offset: u64, out: &mut String) -> Result<u8> {
+    let mut va = image::open(path, Access::Write)?;
+    va.read(lun, offset, &mut [])?;
+    let (mut input, known): (Box<dyn Read>, Option<u64>) = if is_std(file) {
+        (Box::new(std::io::stdin().lock()), None)
+    } else {
+        let f = File::open(file).map_err(|e| Fail::io("open", file, &e))?;
+        let m = f.metadata().map_err(|e| Fail::io("inspect", file, &e))?;
+        let len = m.is_file().then_some(m.len());
+        (Box::new(f), len)
+    };
+    if let Some(len) = known {
+        if !len.is_multiple_of(SECTOR) {
+            return Err(unaligned_input(len));
+        }
+        check_range(&mut va, lun, offset, len)?;
+    }
+    let bar = progress::bar(known, "write");
+    let mut buf = vec![0u8; CHUNK];
+    let mut done = 0u64;
+    loop {
+        let n = fill(&mut input, &mut buf).map_err(|e| Fail::io("read", file, &e))?;
+        if n == 0 {
+            break;
+        }
+        if !(n as u64).is_multiple_of(SECTOR) {
+            // Only an input of unknown length gets here; dropping `va` commits nothing.
+            return Err(unaligned_input(done + n as u64));
+        }
+        va.write(lun, offset + done, &buf[..n])?;
+        done += n as u64;
+        bar.inc(n as u64);
+    }
+    // close() commits, which flushes the data to the image file.
+    va.close()?;
+    bar.finish_and_clear();
+    out.push_str(&format!(
+        "wrote {} ({done} bytes) to LUN {lun} at offset {offset}\n",
+        human(done)
+    ));
+    Ok(0)
+}
+
+/// Where `read` puts the data: stdout, or a file kept sparse where the LUN reads zeros.
+enum Output {
+    Stdout(std::io::StdoutLock<'static>),
+    File { f: File, sparse: bool },
+}
+
+impl Output {
+    fn put(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            Output::Stdout(s) => s.write_all(data),
+            Output::File { f, sparse: false } => f.write_all(data),
+            Output::File { f, sparse: true } => {
+                for piece in data.chunks(64 << 10) {
+                    if piece.iter().all(|&b| b == 0) {
+                        f.seek(SeekFrom::Current(piece.len() as i64))?;
+                    } else {
+                        f.write_all(piece)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(&mut self, len: u64) -> std::io::Result<()> {
+        match self {
+            Output::Stdout(s) => s.flush(),
+            // Skipped zeros at the end still count: give the file its full length.
+            Output::File { f, sparse } => {
+                if *sparse {
+                    f.set_len(len)?;
+                }
+                f.flush()
+            }
+        }
+    }
+}
+
+/// `read IMAGE LUN FILE [--offset BYTES] [--length BYTES]`
+pub fn read(
+    path: &Path,
+    lun: u32,
+    file: &Path,
+    offset: u64,
+    length: Option<u64>,
+    out: &mut String,
+) -> Result<u8> {
+    let mut va = image::open(path, Access::Read)?;
+    va.read(lun, offset, &mut [])?;
+    let len = match length {
+        Some(l) => l,
+        // Whole LUN from the offset (checked above to be within it).
+        None => va.lun_info(lun)?.size.saturating_sub(offset),
+    };
+    check_range(&mut va, lun, offset, len)?;
+    if is_std(file) {
+        let stdout = Output::Stdout(std::io::stdout().lock());
+        copy_out(&mut va, lun, offset, len, stdout, Path::new("stdout"))?;
+        return Ok(0);
+    }
+    if same_file(path, file) {
+        return Err(Fail(format!(
+            "{} is the image itself: refusing to overwrite it",
+            file.display()
+        )));
+    }
+    let existed = file.exists();
+    let f = File::create(file).map_err(|e| Fail::io("create", file, &e))?;
+    let sparse = f.metadata().map(|m| m.is_file()).unwrap_or(false);
+    let r = copy_out(&mut va, lun, offset, len, Output::File { f, sparse }, file);
+    if r.is_err() && !existed {
+        let _ = std::fs::remove_file(file);
+    }
+    r?;
+    out.push_str(&format!(
+        "read {} ({len} bytes) of LUN {lun} at offset {offset} into {}\n",
+        human(len),
+        file.display()
+    ));
+    Ok(0)
+}
+
+fn copy_out(
+    va: &mut Va,
+    lun: u32,
+    offset: u64,
+    len: u64,
+    mut output: Output,
+    name: &Path,
+) -> Result<()> {
+    let bar = progress::bar(Some(len), "read");
+    let mut buf = vec![0u8; CHUNK.min(usize::try_from(len).unwrap_or(CHUNK))];
+    let mut done = 0u64;
+    while done < len {
+        let n = buf.len().min(usize::try_from(len - done).unwrap_or(CHUNK));
+        va.read(lun, offset + done, &mut buf[..n])?;
+        output
+            .put(&buf[..n])
+            .map_err(|e| Fail::io("write", name, &e))?;
+        done += n as u64;
+        bar.inc(n as u64);
+    }
+    output
+        .finish(len)
+        .map_err(|e| Fail::io("write", name, &e))?;
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// True if `file` names the same file as the image at `image`.
+fn same_file(image: &Path, file: &Path) -> bool {
+    match (std::fs::canonicalize(image), std::fs::canonicalize(file)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}

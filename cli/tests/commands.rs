@@ -1,0 +1,352 @@
+//! Every command's success path, and the JSON shapes scripts depend on.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn format_info_and_the_lun_and_copy_lifecycle() {
+    let d = Dir::new("lifecycle");
+    let img = d.file("a.img");
+    let out = ok(&["format", &img, "--size", "64M"]);
+    assert!(out.contains("formatted") && out.contains("64 MiB"), "{out}");
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), 64 << 20);
+    let out = ok(&["info", &img]);
+    for k in [
+        "capacity:",
+        "reserved:",
+        "allocated:",
+        "free:",
+        "metadata:",
+        "extent size:",
+    ] {
+        assert!(out.contains(k), "info lacks {k}: {out}");
+    }
+
+    ok(&["lun", "create", &img, "1", "--size", "8M"]);
+    ok(&["lun", "create", &img, "2", "--size", "1048576"]);
+    ok(&[
+        "copy",
+        "create",
+        &img,
+        "--parent",
+        "1",
+        "--copy",
+        "11",
+        "--attached",
+    ]);
+    ok(&[
+        "copy",
+        "create",
+        &img,
+        "--parent",
+        "1",
+        "--copy",
+        "12",
+        "--detached",
+    ]);
+    let list = ok(&["lun", "list", &img]);
+    let rows: Vec<&str> = list.lines().collect();
+    assert_eq!(rows.len(), 5, "{list}");
+    assert!(
+        rows[0].contains("LUN") && rows[0].contains("KIND"),
+        "{list}"
+    );
+    assert!(
+        rows[3].contains("11") && rows[3].contains("attached"),
+        "{list}"
+    );
+    assert!(
+        rows[4].contains("12") && rows[4].contains("detached"),
+        "{list}"
+    );
+
+    ok(&["copy", "attach", &img, "12"]);
+    ok(&["copy", "detach", &img, "12"]);
+    ok(&["copy", "detach", &img, "12"]); // detaching a detached copy changes nothing
+    ok(&["copy", "restore", &img, "11"]);
+    ok(&["lun", "delete", &img, "12"]);
+    ok(&["lun", "delete", &img, "2"]);
+    // Deleting a parent orphaning its copies: copy 11 stands alone as a plain LUN.
+    ok(&["lun", "delete", &img, "1", "--orphan-copies"]);
+    let v = json(&ok(&["lun", "list", &img, "--json"]));
+    let luns = v.as_array().unwrap();
+    assert_eq!(luns.len(), 1);
+    assert_eq!(luns[0]["lun"], 11);
+    assert_eq!(luns[0]["kind"], "lun");
+    assert!(luns[0]["parent"].is_null());
+    let out = ok(&["check", &img]);
+    assert!(out.contains("clean"), "{out}");
+}
+
+#[test]
+fn write_and_read_files_and_pipes() {
+    let d = Dir::new("io");
+    let img = d.file("a.img");
+    ok(&["format", &img, "--size", "32M"]);
+    ok(&["lun", "create", &img, "1", "--size", "4M"]);
+    let data = pattern(1, 3 << 20);
+    let src = d.file("src.bin");
+    std::fs::write(&src, &data).unwrap();
+
+    let out = ok(&["write", &img, "1", &src, "--offset", "512K"]);
+    assert!(out.contains("wrote 3 MiB"), "{out}");
+    // Part of it, at an offset given with a suffix.
+    let part = d.file("part.bin");
+    ok(&[
+        "read", &img, "1", &part, "--offset", "1M", "--length", "64K",
+    ]);
+    assert_eq!(read(&part), &data[512 << 10..(512 + 64) << 10]);
+    // The whole LUN by default: zeros around the data.
+    let all = d.file("all.bin");
+    ok(&["read", &img, "1", &all]);
+    let got = read(&all);
+    assert_eq!(got.len(), 4 << 20);
+    assert!(got[..512 << 10].iter().all(|&b| b == 0));
+    assert_eq!(&got[512 << 10..(512 << 10) + data.len()], &data[..]);
+    assert!(got[(512 << 10) + data.len()..].iter().all(|&b| b == 0));
+    // From the offset to the end of the LUN.
+    let tail = d.file("tail.bin");
+    ok(&["read", &img, "1", &tail, "--offset", "3584K"]);
+    assert_eq!(read(&tail).len(), 512 << 10);
+
+    // stdin and stdout.
+    let small = pattern(2, 8192);
+    let r = run_with(&["write", &img, "1", "-", "--offset", "4096"], &small);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = run(&[
+        "read", &img, "1", "-", "--offset", "4096", "--length", "8192",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.stdout, small, "read to stdout prints only the data");
+    assert!(r.stderr.is_empty(), "{r:?}");
+    // An empty input writes nothing.
+    let r = run_with(&["write", &img, "1", "-"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
+#[test]
+fn copies_keep_their_image_and_restore_brings_it_back() {
+    let d = Dir::new("copies");
+    let img = small_image(&d);
+    let one = d.file("one.bin");
+    let two = d.file("two.bin");
+    let got = d.file("got.bin");
+    std::fs::write(&one, pattern(1, 64 << 10)).unwrap();
+    std::fs::write(&two, pattern(2, 64 << 10)).unwrap();
+    ok(&["write", &img, "1", &one]);
+    ok(&[
+        "copy",
+        "create",
+        &img,
+        "--parent",
+        "1",
+        "--copy",
+        "2",
+        "--attached",
+    ]);
+    ok(&["write", &img, "1", &two]);
+    ok(&["read", &img, "2", &got, "--length", "64K"]);
+    assert_eq!(read(&got), read(&one), "the copy changed with its parent");
+    let v = json(&ok(&["lun", "list", &img, "--json"]));
+    assert_eq!(v[1]["lun"], 2);
+    assert!(v[1]["exclusive_bytes"].as_u64().unwrap() > 0);
+
+    ok(&["copy", "restore", &img, "2"]);
+    ok(&["read", &img, "1", &got, "--length", "64K"]);
+    assert_eq!(
+        read(&got),
+        read(&one),
+        "restore did not bring the copy's data back"
+    );
+    // Attach refreshes the copy from its parent.
+    ok(&["write", &img, "1", &two]);
+    ok(&["copy", "attach", &img, "2"]);
+    ok(&["read", &img, "2", &got, "--length", "64K"]);
+    assert_eq!(read(&got), read(&two));
+    ok(&["check", &img]);
+}
+
+#[test]
+fn json_shapes() {
+    let d = Dir::new("json");
+    let img = d.file("a.img");
+    ok(&[
+        "format",
+        &img,
+        "--size",
+        "64M",
+        "--extent-size",
+        "64K",
+        "--max-luns",
+        "32",
+    ]);
+    ok(&["lun", "create", &img, "3", "--size", "4M"]);
+    ok(&[
+        "copy",
+        "create",
+        &img,
+        "--parent",
+        "3",
+        "--copy",
+        "7",
+        "--attached",
+    ]);
+    ok(&[
+        "copy",
+        "create",
+        &img,
+        "--parent",
+        "3",
+        "--copy",
+        "8",
+        "--detached",
+    ]);
+    let src = d.file("src.bin");
+    std::fs::write(&src, pattern(3, 128 << 10)).unwrap();
+    ok(&["write", &img, "3", &src]);
+
+    let v = json(&ok(&["lun", "list", &img, "--json"]));
+    let luns = v.as_array().expect("lun list --json is an array");
+    assert_eq!(luns.len(), 3);
+    for l in luns {
+        for k in [
+            "lun",
+            "size",
+            "kind",
+            "parent",
+            "attached",
+            "reserved_bytes",
+            "exclusive_bytes",
+            "shared_bytes",
+        ] {
+            assert!(l.get(k).is_some(), "LUN object lacks {k}: {l}");
+        }
+        assert_eq!(l["size"], 4 << 20);
+    }
+    let (lun, copy, detached) = (&luns[0], &luns[1], &luns[2]);
+    assert_eq!(lun["lun"], 3);
+    assert_eq!(lun["kind"], "lun");
+    assert!(lun["parent"].is_null());
+    assert_eq!(lun["attached"], true);
+    assert_eq!(lun["reserved_bytes"], 4 << 20);
+    assert_eq!(lun["exclusive_bytes"], 128 << 10);
+    assert_eq!(copy["kind"], "copy");
+    assert_eq!(copy["parent"], 3);
+    assert_eq!(copy["attached"], true);
+    assert_eq!(copy["shared_bytes"], 0);
+    assert_eq!(detached["parent"], 3);
+    assert_eq!(detached["attached"], false);
+    assert_eq!(detached["reserved_bytes"], 0);
+
+    let v = json(&ok(&["info", &img, "--json"]));
+    assert!(v.is_object());
+    for k in [
+        "capacity_bytes",
+        "allocated_bytes",
+        "reserved_bytes",
+        "free_bytes",
+        "metadata_used_bytes",
+        "metadata_provisioned_bytes",
+        "extent_size",
+        "luns",
+    ] {
+        assert!(v[k].is_u64(), "info --json: {k} is not a number: {v}");
+    }
+    assert_eq!(v["extent_size"], 64 << 10);
+    assert_eq!(v["luns"], 3);
+    assert_eq!(v["max_luns"], 32);
+    assert_eq!(v["reserved_bytes"], 8 << 20);
+    assert_eq!(v["allocated_bytes"], 128 << 10);
+    let cap = v["capacity_bytes"].as_u64().unwrap();
+    assert_eq!(v["free_bytes"].as_u64().unwrap(), cap - (128 << 10));
+    assert_eq!(v["image_bytes"], 64 << 20);
+
+    let v = json(&ok(&["check", &img, "--json"]));
+    assert_eq!(v["clean"], true);
+    assert_eq!(v["violations"].as_array().map(Vec::len), Some(0));
+
+    // An empty image lists no LUNs.
+    let empty = d.file("empty.img");
+    ok(&["format", &empty, "--size", "16M", "--max-luns", "4"]);
+    assert_eq!(
+        json(&ok(&["lun", "list", &empty, "--json"])),
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn format_force_replaces_an_image() {
+    let d = Dir::new("force");
+    let img = small_image(&d);
+    ok(&["format", &img, "--size", "32M", "--force"]);
+    let v = json(&ok(&["info", &img, "--json"]));
+    assert_eq!(v["luns"], 0);
+    assert_eq!(v["image_bytes"], 32 << 20);
+    // No temporary file is left beside it.
+    let names: Vec<_> = std::fs::read_dir(&d.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+}
+
+#[test]
+fn help_and_version() {
+    let out = ok(&["--help"]);
+    for c in [
+        "format", "info", "lun", "copy", "write", "read", "check", "demo",
+    ] {
+        assert!(out.contains(c), "--help lacks {c}");
+    }
+    assert!(ok(&["--version"]).contains("lunsnap"));
+    assert!(ok(&["copy", "create", "--help"]).contains("--attached"));
+}
+
+#[test]
+fn demo_runs_the_seed_cycle_and_keeps_its_image_in_dir() {
+    let d = Dir::new("demo");
+    let dir = d.file("kept");
+    let out = ok(&["demo", &dir]);
+    for step in [
+        "1c.",
+        "2c.",
+        "4c.",
+        "5c.",
+        "6c.",
+        "7c.",
+        "8c.",
+        "3c.",
+        "9c.",
+        "1r.",
+        "2r.",
+        "3r.",
+        "4r.",
+        "10c.",
+        "armcopy -p 1 -s 11 -a false",
+        "armcopy -r 1",
+        "armcfg -L 13 -d",
+        "copy restore $IMG 11",
+        "summary:",
+    ] {
+        assert!(out.contains(step), "demo output lacks {step:?}:\n{out}");
+    }
+    let img = format!("{dir}/lunsnap-demo.img");
+    ok(&["check", &img]);
+    let v = json(&ok(&["lun", "list", &img, "--json"]));
+    assert_eq!(v.as_array().map(Vec::len), Some(5));
+    // Run again in the same directory: the old demo image is replaced.
+    ok(&["demo", &dir]);
+}
+
+#[test]
+fn demo_in_a_temporary_directory_removes_it() {
+    let out = ok(&["demo"]);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("IMG="))
+        .expect("IMG= line");
+    let path = line["IMG=".len()..].split(" (").next().unwrap();
+    let dir = std::path::Path::new(path).parent().unwrap();
+    assert!(!dir.exists(), "{} was left behind", dir.display());
+}

@@ -1,0 +1,502 @@
+//! Every error exit: status 1 with one clear line on stderr and the image unchanged,
+//! or status 2 for usage errors; the image lock; images that are not images.
+
+mod common;
+
+use std::fs::File;
+
+use common::*;
+
+/// Runs a command that must fail with `needle`, and checks that the image's bytes
+/// did not change.
+fn fails_unchanged(img: &str, args: &[&str], needle: &str) {
+    let before = read(img);
+    fails(args, needle);
+    assert!(
+        read(img) == before,
+        "lunsnap {args:?} failed but changed the image"
+    );
+}
+
+#[test]
+fn operation_errors_exit_1_and_change_nothing() {
+    let d = Dir::new("errors");
+    let img = small_image(&d);
+    let data = d.file("data.bin");
+    std::fs::write(&data, pattern(1, 8192)).unwrap();
+    ok(&["write", &img, "1", &data]);
+    ok(&[
+        "copy",
+        "create",
+        &img,
+        "--parent",
+        "1",
+        "--copy",
+        "2",
+        "--detached",
+    ]);
+    let out = d.file("out.bin");
+
+    // No such LUN.
+    for args in [
+        &["lun", "delete", &img, "5"][..],
+        &["copy", "attach", &img, "5"],
+        &["copy", "detach", &img, "5"],
+        &["copy", "restore", &img, "5"],
+        &[
+            "copy",
+            "create",
+            &img,
+            "--parent",
+            "5",
+            "--copy",
+            "6",
+            "--attached",
+        ],
+        &["write", &img, "5", &data],
+    ] {
+        fails_unchanged(&img, args, "no such LUN: 5");
+    }
+    fails(&["read", &img, "5", &out], "no such LUN: 5");
+    assert!(
+        !std::path::Path::new(&out).exists(),
+        "a failed read created its output"
+    );
+    // Number in use.
+    fails_unchanged(
+        &img,
+        &["lun", "create", &img, "1", "--size", "1M"],
+        "already in use",
+    );
+    fails_unchanged(
+        &img,
+        &[
+            "copy",
+            "create",
+            &img,
+            "--parent",
+            "1",
+            "--copy",
+            "2",
+            "--attached",
+        ],
+        "already in use",
+    );
+    // Out of range.
+    fails_unchanged(
+        &img,
+        &["lun", "create", &img, "16", "--size", "1M"],
+        "out of range",
+    );
+    // Not enough space to reserve (the pool holds less than 16 MiB).
+    let cap = json(&ok(&["info", &img, "--json"]))["unreserved_bytes"]
+        .as_u64()
+        .unwrap();
+    let too_big = (cap / 512 + 1) * 512;
+    fails_unchanged(
+        &img,
+        &["lun", "create", &img, "3", "--size", &too_big.to_string()],
+        "not enough space to reserve",
+    );
+    // Leave one extent less than copy 2 needs.
+    ok(&[
+        "lun",
+        "create",
+        &img,
+        "3",
+        "--size",
+        &(cap - (4 << 20) + (16 << 10)).to_string(),
+    ]);
+    fails_unchanged(
+        &img,
+        &["copy", "attach", &img, "2"],
+        "not enough space to reserve",
+    );
+    fails_unchanged(
+        &img,
+        &[
+            "copy",
+            "create",
+            &img,
+            "--parent",
+            "1",
+            "--copy",
+            "4",
+            "--attached",
+        ],
+        "not enough space to reserve",
+    );
+    ok(&["lun", "delete", &img, "3"]);
+    // Invalid LUN sizes.
+    fails_unchanged(
+        &img,
+        &["lun", "create", &img, "3", "--size", "1000"],
+        "multiple of 512",
+    );
+    fails_unchanged(
+        &img,
+        &["lun", "create", &img, "3", "--size", "0"],
+        "invalid LUN size",
+    );
+    // Detached copy: no I/O, no restore.
+    fails_unchanged(&img, &["write", &img, "2", &data], "detached");
+    fails(&["read", &img, "2", &out], "detached");
+    fails_unchanged(&img, &["copy", "restore", &img, "2"], "detached");
+    // Not a copy; has copies.
+    fails_unchanged(&img, &["copy", "attach", &img, "1"], "not a copy");
+    fails_unchanged(&img, &["copy", "restore", &img, "1"], "not a copy");
+    fails_unchanged(&img, &["lun", "delete", &img, "1"], "has 1 copies");
+    // I/O outside the LUN or not in whole sectors.
+    fails_unchanged(
+        &img,
+        &["write", &img, "1", &data, "--offset", "4092K"],
+        "beyond the end",
+    );
+    fails_unchanged(
+        &img,
+        &["write", &img, "1", &data, "--offset", "100"],
+        "aligned",
+    );
+    fails(
+        &["read", &img, "1", &out, "--offset", "4M", "--length", "512"],
+        "beyond the end",
+    );
+    fails(
+        &["read", &img, "1", &out, "--offset", "5M"],
+        "beyond the end",
+    );
+    fails(&["read", &img, "1", &out, "--length", "100"], "aligned");
+    assert!(!std::path::Path::new(&out).exists());
+    // Input length not a multiple of 512, from a file or a pipe.
+    let odd = d.file("odd.bin");
+    std::fs::write(&odd, pattern(2, 1000)).unwrap();
+    fails_unchanged(&img, &["write", &img, "1", &odd], "multiple of 512");
+    // From a pipe the length is known only at the end: the chunks before it may have
+    // gone to free space, but nothing is committed, so the array reads as before.
+    let state = |img: &str| {
+        let r = run(&["read", img, "1", "-"]);
+        assert_eq!(r.code, 0);
+        let mut info = json(&ok(&["info", img, "--json"]));
+        // The file's disk usage may grow; the array's figures must not change.
+        info["image_allocated_bytes"] = serde_json::Value::Null;
+        (r.stdout, info, ok(&["lun", "list", img, "--json"]))
+    };
+    let before = state(&img);
+    let r = run_with(&["write", &img, "1", "-"], &pattern(3, (1 << 20) + 1000));
+    assert_fails(&r, &["write", "-"], "multiple of 512");
+    assert!(
+        state(&img) == before,
+        "a refused write from stdin changed the array"
+    );
+    let r = run_with(
+        &["write", &img, "1", "-", "--offset", "3M"],
+        &pattern(3, 2 << 20),
+    );
+    assert_fails(&r, &["write", "-"], "beyond the end");
+    assert!(
+        state(&img) == before,
+        "a refused write from stdin changed the array"
+    );
+    // A missing input file, a read onto the image itself.
+    fails_unchanged(
+        &img,
+        &["write", &img, "1", &d.file("missing.bin")],
+        "cannot open",
+    );
+    fails_unchanged(&img, &["read", &img, "1", &img], "the image itself");
+    // Nothing was lost along the way.
+    ok(&["read", &img, "1", &out, "--length", "8K"]);
+    assert_eq!(read(&out), read(&data));
+    ok(&["check", &img]);
+}
+
+#[test]
+fn format_errors() {
+    let d = Dir::new("format");
+    let img = small_image(&d);
+    // An existing file is refused without --force, and left as it was.
+    fails_unchanged(&img, &["format", &img, "--size", "16M"], "--force");
+    let other = d.file("notes.txt");
+    std::fs::write(&other, b"keep me").unwrap();
+    fails(&["format", &other, "--size", "16M"], "already exists");
+    assert_eq!(read(&other), b"keep me");
+    // Too small for an array: refused, and no file is left behind.
+    let tiny = d.file("tiny.img");
+    fails(&["format", &tiny, "--size", "64K"], "too small");
+    assert!(!std::path::Path::new(&tiny).exists());
+    // --force over an image that is too small for the layout keeps the old image.
+    fails_unchanged(
+        &img,
+        &["format", &img, "--size", "64K", "--force"],
+        "too small",
+    );
+    ok(&["check", &img]);
+    // A directory that does not exist.
+    fails(
+        &["format", &d.file("no/such/dir.img"), "--size", "16M"],
+        "cannot create",
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let d = Dir::new("usage");
+    let img = small_image(&d);
+    for size in ["12X", "abc", "", "-1", "1.5G", "99999999999T"] {
+        usage_error(&["lun", "create", &img, "2", "--size", size]);
+    }
+    usage_error(&["format", &d.file("b.img"), "--size", "1000"]); // not a multiple of 4K
+    usage_error(&["format", &d.file("b.img"), "--size", "0"]);
+    usage_error(&[
+        "format",
+        &d.file("b.img"),
+        "--size",
+        "16M",
+        "--extent-size",
+        "3K",
+    ]);
+    usage_error(&[
+        "format",
+        &d.file("b.img"),
+        "--size",
+        "16M",
+        "--extent-size",
+        "2M",
+    ]);
+    usage_error(&[
+        "format",
+        &d.file("b.img"),
+        "--size",
+        "16M",
+        "--max-luns",
+        "0",
+    ]);
+    usage_error(&["format", &d.file("b.img")]);
+    assert!(!std::path::Path::new(&d.file("b.img")).exists());
+    usage_error(&["frobnicate", &img]);
+    usage_error(&[]);
+    usage_error(&["lun", "create", &img, "x", "--size", "1M"]);
+    usage_error(&["lun", "create", &img, "-1", "--size", "1M"]);
+    usage_error(&["copy", "create", &img, "--parent", "1", "--copy", "2"]);
+    usage_error(&[
+        "copy",
+        "create",
+        &img,
+        "--parent",
+        "1",
+        "--copy",
+        "2",
+        "--attached",
+        "--detached",
+    ]);
+    usage_error(&["read", &img, "1", "-", "--offset", "1Q"]);
+    usage_error(&["info"]);
+    usage_error(&["demo", "a", "b"]);
+    assert_eq!(
+        json(&ok(&["lun", "list", &img, "--json"]))
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+}
+
+#[test]
+fn files_that_are_not_images() {
+    let d = Dir::new("notimage");
+    // Random bytes, a whole number of 4 KiB blocks: no superblock.
+    let random = d.file("random.img");
+    std::fs::write(&random, pattern(9, 1 << 20)).unwrap();
+    for args in [
+        &["info", &random][..],
+        &["check", &random],
+        &["lun", "list", &random, "--json"],
+        &["lun", "create", &random, "1", "--size", "1M"],
+    ] {
+        fails_unchanged(&random, args, "not a lunsnap");
+    }
+    // Zeros: not formatted either.
+    let zeros = d.file("zeros.img");
+    std::fs::write(&zeros, vec![0u8; 1 << 20]).unwrap();
+    fails_unchanged(&zeros, &["info", &zeros], "not a lunsnap");
+    // A length that is not whole blocks, an empty file.
+    let odd = d.file("odd.img");
+    std::fs::write(&odd, pattern(9, 5000)).unwrap();
+    fails(&["info", &odd], "not a lunsnap image");
+    let empty = d.file("empty.img");
+    std::fs::write(&empty, b"").unwrap();
+    fails(&["lun", "list", &empty], "not a lunsnap image");
+    // Missing, a directory.
+    fails(&["info", &d.file("missing.img")], "cannot open");
+    fails(&["info", &d.file("")], "directory");
+}
+
+/// Flips a byte at `offset` in the file.
+fn flip(path: &str, offset: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, offset).unwrap();
+    f.write_all_at(&[b[0] ^ 0x5a], offset).unwrap();
+}
+
+#[test]
+fn corrupt_images_are_reported_never_a_panic() {
+    let d = Dir::new("corrupt");
+    let img = small_image(&d);
+    let data = d.file("data.bin");
+    std::fs::write(&data, pattern(4, 256 << 10)).unwrap();
+    ok(&["write", &img, "1", &data]);
+    ok(&[
+        "copy",
+        "create",
+        &img,
+        "--parent",
+        "1",
+        "--copy",
+        "2",
+        "--attached",
+    ]);
+    ok(&["write", &img, "1", &data, "--offset", "1M"]);
+
+    // Damage all the metadata in use (the pages after the two superblocks): open or
+    // check must say so.
+    let bad = d.file("bad.img");
+    std::fs::copy(&img, &bad).unwrap();
+    for page in 2..24u64 {
+        flip(&bad, page * 4096 + 100);
+    }
+    let r = run(&["check", &bad]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("corrupt") || r.out().contains("corrupt"),
+        "check did not report the corruption: {r:?}"
+    );
+    fails(&["lun", "list", &bad], "corrupt");
+
+    // One damaged page at a time, under every command: exit 0 or 1, never a crash.
+    let out = d.file("out.bin");
+    let mut reported = 0;
+    for page in 0..12u64 {
+        std::fs::copy(&img, &bad).unwrap();
+        flip(&bad, page * 4096 + 64);
+        for args in [
+            &["check", &bad][..],
+            &["info", &bad, "--json"],
+            &["lun", "list", &bad, "--json"],
+            &["read", &bad, "1", &out],
+            &["write", &bad, "1", &data],
+            &["copy", "attach", &bad, "2"],
+            &["copy", "restore", &bad, "2"],
+            &["lun", "delete", &bad, "1", "--orphan-copies"],
+        ] {
+            let r = run(args);
+            assert!(r.code == 0 || r.code == 1, "lunsnap {args:?}: {r:?}");
+            if r.code == 1 {
+                assert!(
+                    !r.stderr.is_empty() || !r.stdout.is_empty(),
+                    "{args:?}: silent"
+                );
+                reported += 1;
+            }
+        }
+    }
+    assert!(reported > 0, "no damaged page was noticed");
+}
+
+#[test]
+fn a_locked_image_is_in_use() {
+    let d = Dir::new("lock");
+    let img = small_image(&d);
+
+    // Another process (here, this test) holds an exclusive lock: nothing may open it.
+    let holder = File::open(&img).unwrap();
+    holder.try_lock().unwrap();
+    fails(&["info", &img], "image in use");
+    fails(&["lun", "list", &img], "image in use");
+    fails_unchanged(
+        &img,
+        &["lun", "create", &img, "2", "--size", "1M"],
+        "image in use",
+    );
+    fails_unchanged(
+        &img,
+        &["format", &img, "--size", "16M", "--force"],
+        "image in use",
+    );
+    holder.unlock().unwrap();
+
+    // A shared lock (a reader): reads go on, changes are refused.
+    holder.try_lock_shared().unwrap();
+    ok(&["info", &img]);
+    ok(&["check", &img]);
+    fails_unchanged(
+        &img,
+        &["lun", "create", &img, "2", "--size", "1M"],
+        "image in use",
+    );
+    drop(holder);
+    ok(&["lun", "create", &img, "2", "--size", "1M"]);
+}
+
+#[test]
+fn a_second_process_gets_image_in_use() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let d = Dir::new("lock2");
+    let img = small_image(&d);
+    // The first process holds the image while it waits for its input.
+    let mut writer = Command::new(bin())
+        .args(["write", &img, "1", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = writer.stdin.take().unwrap();
+    input.write_all(&pattern(5, 4096)).unwrap();
+    // Wait until it holds the lock (it takes it before reading its input). Probing
+    // with a lock of our own could make it fail, so look in /proc/locks instead.
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&img).unwrap());
+    let held = || {
+        std::fs::read_to_string("/proc/locks").is_ok_and(|s| {
+            s.lines().any(|l| {
+                l.contains("FLOCK")
+                    && l.split_whitespace()
+                        .nth(5)
+                        .and_then(|d| d.rsplit(':').next())
+                        == Some(ino.to_string().as_str())
+            })
+        })
+    };
+    let mut seen = false;
+    for _ in 0..1000 {
+        if held() {
+            seen = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(seen, "the writer never locked the image");
+    fails(&["info", &img], "image in use");
+    fails(
+        &[
+            "copy",
+            "create",
+            &img,
+            "--parent",
+            "1",
+            "--copy",
+            "2",
+            "--attached",
+        ],
+        "image in use",
+    );
+    drop(input);
+    let out = writer.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    ok(&["check", &img]);
+}
