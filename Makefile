@@ -14,15 +14,21 @@ NOSTD_BIN := $(NOSTD_DIR)/target/release/lunsnap-nostd-check
 # Steps must run one after the other, even under `make -j`.
 .NOTPARALLEL:
 
-.PHONY: test fmt clippy clippy-no-features cargo-test nostd header firmware c-tests benches demo clean
+.PHONY: test tools fmt clippy clippy-no-features cargo-test nostd header firmware c-tests benches demo clean
 
 CBINDGEN ?= cbindgen
 C_EXAMPLES := c-examples
 
 ## test: every check CI runs, in order (formatting, lints, tests, no_std proofs, the C
 ## header, the C examples and test suite under ASan/UBSan and valgrind, benches build)
-test: fmt clippy clippy-no-features cargo-test nostd header firmware c-tests benches
+test: tools fmt clippy clippy-no-features cargo-test nostd header firmware c-tests benches
 	@echo "make test: all steps passed"
+
+## tools: install what the steps need beyond Rust, gcc and make, if missing
+## (rustfmt, clippy, cbindgen 0.29.4, valgrind)
+tools:
+	@echo "==> tools"
+	bash .ci/install-tools
 
 ## fmt: code is rustfmt-formatted (main workspace and the no_std check crate)
 fmt:
