@@ -113,6 +113,26 @@ pub enum Error {
         /// The LUN's size in bytes.
         size: u64,
     },
+    /// No host is registered with this id.
+    NoSuchHost(u64),
+    /// A host with this id is already registered.
+    HostExists(u64),
+    /// The host has no grant on the LUN, so there is nothing to revoke.
+    NotGranted {
+        /// The LUN.
+        lun: u32,
+        /// The host.
+        host: u64,
+    },
+    /// The host may read the LUN but not write it.
+    ReadOnlyAccess {
+        /// The LUN.
+        lun: u32,
+        /// The host.
+        host: u64,
+    },
+    /// The LUN is offline: I/O is refused until it is brought online.
+    Offline(u32),
     /// An I/O offset or length is not a multiple of the 512-byte sector.
     Misaligned {
         /// Byte offset of the request.
@@ -206,6 +226,16 @@ impl fmt::Display for Error {
                 f,
                 "I/O of {len} bytes at offset {offset} is beyond the end of the LUN ({size} bytes)"
             ),
+            Error::NoSuchHost(h) => write!(f, "no such host: {h:016x}"),
+            Error::HostExists(h) => write!(f, "host {h:016x} is already registered"),
+            Error::NotGranted { lun, host } => {
+                write!(f, "host {host:016x} has no grant on LUN {lun}")
+            }
+            Error::ReadOnlyAccess { lun, host } => write!(
+                f,
+                "host {host:016x} may only read LUN {lun}: writing needs a read-write grant"
+            ),
+            Error::Offline(l) => write!(f, "LUN {l} is offline: bring it online first"),
             Error::Misaligned { offset, len } => write!(
                 f,
                 "I/O of {len} bytes at offset {offset} is not aligned to 512-byte sectors"

@@ -90,7 +90,8 @@ pub mod space_map;
 pub mod superblock;
 
 pub use array::{
-    Array, ArrayViolation, FormatOptions, LunInfo, LunKind, OpenOptions, PoolInfo, SECTOR,
+    Access, Array, ArrayViolation, FormatOptions, HostInfo, LunInfo, LunKind, OpenOptions,
+    PoolInfo, SECTOR,
 };
 pub use btree::node::ValueKind;
 pub use btree::Tree;

@@ -481,6 +481,7 @@ impl Model {
                     kind: l.kind,
                     parent: l.parent,
                     attached: l.attached,
+                    online: true,
                     created_generation: l.created_gen,
                     attached_generation: l.attached_gen,
                     reserved_bytes: if l.attached {
@@ -795,6 +796,7 @@ fn create_lun_reads_zeros_and_reserves_its_size() {
             kind: LunKind::Lun,
             parent: None,
             attached: true,
+            online: true,
             created_generation: g0 + 1,
             attached_generation: g0 + 1,
             reserved_bytes: MIB,
@@ -1014,6 +1016,7 @@ fn detached_copy_then_attach_takes_the_parent_image_at_attach_time() {
             kind: LunKind::Copy,
             parent: Some(0),
             attached: false,
+            online: true,
             created_generation: g + 1,
             attached_generation: 0,
             reserved_bytes: 0,

@@ -57,6 +57,13 @@ pub enum ArrayViolation {
         /// The entry's key.
         key: u64,
     },
+    /// A grant names a LUN or a host index that does not exist.
+    DanglingGrant {
+        /// The LUN it names.
+        lun: u32,
+        /// The host index it names.
+        host_index: u32,
+    },
     /// A LUN's mapping cannot be read.
     UnreadableMapping {
         /// The LUN.
@@ -96,6 +103,10 @@ impl fmt::Display for ArrayViolation {
             ArrayViolation::EmptyMappingEntry { lun, key } => {
                 write!(f, "LUN {lun}: mapping entry {key} holds no extent")
             }
+            ArrayViolation::DanglingGrant { lun, host_index } => write!(
+                f,
+                "a grant names LUN {lun} and host index {host_index}, one of which does not exist"
+            ),
             ArrayViolation::UnreadableMapping { lun, error } => {
                 write!(f, "LUN {lun}: mapping unreadable: {error}")
             }
@@ -177,6 +188,12 @@ impl<D: BlockDevice> Array<D> {
         }
         for (n, l) in &stored {
             self.check_mapping(*n, l, &mut out);
+        }
+        for (lun, host_index) in self
+            .access
+            .dangling(|l| stored.iter().any(|(m, _)| *m == l))
+        {
+            out.push(ArrayViolation::DanglingGrant { lun, host_index });
         }
         Ok(out)
     }

@@ -31,6 +31,9 @@ impl<D: BlockDevice> Array<D> {
         if !l.attached {
             return Err(Error::Detached(n));
         }
+        if !l.online {
+            return Err(Error::Offline(n));
+        }
         if offset % SECTOR != 0 || len % SECTOR != 0 {
             return Err(Error::Misaligned { offset, len });
         }

@@ -12,6 +12,7 @@ pub(crate) const GROUP_BYTES: usize = GROUP as usize * 4;
 
 const FLAG_ATTACHED: u8 = 1;
 const FLAG_HAS_PARENT: u8 = 2;
+const FLAG_OFFLINE: u8 = 4;
 
 /// What a LUN is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -33,6 +34,8 @@ pub(crate) struct Lun {
     /// The LUN this copy was made from (None for plain LUNs and orphaned copies).
     pub parent: Option<u32>,
     pub attached: bool,
+    /// False while the LUN is offline (I/O refused, management allowed).
+    pub online: bool,
     pub created_gen: u64,
     pub attached_gen: u64,
     /// Changed since it was last written to the table.
@@ -62,6 +65,9 @@ impl Lun {
         if self.parent.is_some() {
             flags |= FLAG_HAS_PARENT;
         }
+        if !self.online {
+            flags |= FLAG_OFFLINE;
+        }
         b[17] = flags;
         b[20..24].copy_from_slice(&self.parent.unwrap_or(0).to_le_bytes());
         b[24..32].copy_from_slice(&self.created_gen.to_le_bytes());
@@ -86,7 +92,10 @@ impl Lun {
             _ => return Err(bad("LUN record has an unknown kind")),
         };
         let flags = b[17];
-        if flags & !(FLAG_ATTACHED | FLAG_HAS_PARENT) != 0 || b[18] != 0 || b[19] != 0 {
+        if flags & !(FLAG_ATTACHED | FLAG_HAS_PARENT | FLAG_OFFLINE) != 0
+            || b[18] != 0
+            || b[19] != 0
+        {
             return Err(bad("LUN record has unknown flags"));
         }
         if b[40..].iter().any(|&x| x != 0) {
@@ -114,6 +123,7 @@ impl Lun {
             kind,
             parent,
             attached,
+            online: flags & FLAG_OFFLINE == 0,
             created_gen: u64_at(b, 24),
             attached_gen: u64_at(b, 32),
             dirty: false,
@@ -153,6 +163,8 @@ pub struct LunInfo {
     pub parent: Option<u32>,
     /// False for a detached copy (no data, no reservation, I/O refused).
     pub attached: bool,
+    /// False while the LUN is offline: I/O is refused, management is allowed.
+    pub online: bool,
     /// Generation of the commit that created the LUN.
     pub created_generation: u64,
     /// Generation of the commit that last attached (or created attached) the copy;

@@ -10,7 +10,9 @@
 //! record's value is only rewritten with [`Engine::replace_owned`]: the reference it
 //! holds moved with the mapping handle.
 
+mod access;
 mod check;
+mod group;
 mod io;
 pub(crate) mod lun;
 mod ops;
@@ -27,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::superblock::CLIENT_BYTES;
 use crate::ValueKind;
 
+pub use access::{Access, HostInfo, MAX_HOST_NAME};
 pub use check::ArrayViolation;
 use lun::{Lun, GROUP, GROUP_BYTES, RECORD_SIZE};
 pub use lun::{LunInfo, LunKind, PoolInfo};
@@ -55,6 +58,8 @@ fn spare_extents(data_extents: u64) -> u64 {
 
 const TABLE_SLOT: usize = 0;
 const MAGIC: &[u8; 8] = b"LSNPARRY";
+/// Array header flag (client byte 16): host access control is on.
+const FLAG_SECURITY: u8 = 1;
 const ARRAY_VERSION: u32 = 1;
 
 /// Options for [`Array::format`].
@@ -172,6 +177,8 @@ pub struct Array<D: BlockDevice> {
     dirty: bool,
     /// One extent of scratch space for copy-on-write, allocated on first use.
     scratch: Vec<u8>,
+    /// Hosts, grants and the security switch.
+    pub(crate) access: access::AccessTable,
 }
 
 impl<D: BlockDevice> Array<D> {
@@ -222,6 +229,7 @@ impl<D: BlockDevice> Array<D> {
             extent_size: u64::from(es),
             dirty: false,
             scratch: Vec::new(),
+            access: access::AccessTable::new()?,
         })
     }
 
@@ -242,7 +250,12 @@ impl<D: BlockDevice> Array<D> {
             return Err(Error::UnsupportedVersion(version));
         }
         let max_luns = u32::from_le_bytes([c[12], c[13], c[14], c[15]]);
-        if max_luns == 0 || max_luns > MAX_LUNS_LIMIT || c[16..].iter().any(|&b| b != 0) {
+        let known_flags = FLAG_SECURITY;
+        if max_luns == 0
+            || max_luns > MAX_LUNS_LIMIT
+            || c[16] & !known_flags != 0
+            || c[17..].iter().any(|&b| b != 0)
+        {
             return Err(Error::Corrupt {
                 addr: 0,
                 what: "array header is invalid",
@@ -293,6 +306,7 @@ impl<D: BlockDevice> Array<D> {
             }
         }
         let extent_size = u64::from(eng.geometry().extent_size);
+        let access = access::AccessTable::load(&mut eng, c[16] & FLAG_SECURITY != 0)?;
         Ok(Array {
             eng,
             table,
@@ -301,6 +315,7 @@ impl<D: BlockDevice> Array<D> {
             extent_size,
             dirty: false,
             scratch: Vec::new(),
+            access,
         })
     }
 
@@ -363,6 +378,16 @@ impl<D: BlockDevice> Array<D> {
             l.dirty = false;
         }
         self.eng.set_root(TABLE_SLOT, Some(self.table))?;
+        self.access.write_back(&mut self.eng)?;
+        let mut c = *self.eng.client_bytes();
+        c[16] = if self.access.security {
+            FLAG_SECURITY
+        } else {
+            0
+        };
+        if c != *self.eng.client_bytes() {
+            self.eng.set_client_bytes(&c)?;
+        }
         Ok(())
     }
 
@@ -448,6 +473,7 @@ impl<D: BlockDevice> Array<D> {
             kind: l.kind,
             parent: l.parent,
             attached: l.attached,
+            online: l.online,
             created_generation: l.created_gen,
             attached_generation: l.attached_gen,
             reserved_bytes: if l.attached {

@@ -11,18 +11,18 @@ use super::lun::{Lun, LunKind, GROUP_BYTES};
 use super::{Array, SECTOR};
 
 impl<D: BlockDevice> Array<D> {
-    fn live(&self) -> Result<()> {
+    pub(crate) fn live(&self) -> Result<()> {
         if self.eng.is_poisoned() {
             return Err(Error::Poisoned);
         }
         Ok(())
     }
 
-    fn empty_mapping() -> Result<Tree> {
+    pub(crate) fn empty_mapping() -> Result<Tree> {
         Tree::empty(GROUP_BYTES, ValueKind::Extents)
     }
 
-    fn check_free_number(&self, n: u32) -> Result<()> {
+    pub(crate) fn check_free_number(&self, n: u32) -> Result<()> {
         self.check_number(n)?;
         if self.luns.contains_key(&n) {
             return Err(Error::LunExists(n));
@@ -60,6 +60,7 @@ impl<D: BlockDevice> Array<D> {
                 kind: LunKind::Lun,
                 parent: None,
                 attached: true,
+                online: true,
                 created_gen: g,
                 attached_gen: g,
                 dirty: true,
@@ -102,6 +103,7 @@ impl<D: BlockDevice> Array<D> {
                 kind: LunKind::Copy,
                 parent: Some(parent),
                 attached,
+                online: true,
                 created_gen: g,
                 attached_gen: if attached { g } else { 0 },
                 dirty: true,
@@ -112,7 +114,7 @@ impl<D: BlockDevice> Array<D> {
     }
 
     /// The parent of copy `n`, which must have an image to copy.
-    fn image_parent(&self, n: u32) -> Result<(Lun, u32, Lun)> {
+    pub(crate) fn image_parent(&self, n: u32) -> Result<(Lun, u32, Lun)> {
         let c = self.get(n)?.clone();
         if c.kind != LunKind::Copy {
             return Err(Error::NotACopy(n));
@@ -198,6 +200,7 @@ impl<D: BlockDevice> Array<D> {
             l.dirty = true;
         }
         let l = self.luns.get(&n).ok_or(Error::NoSuchLun(n))?.clone();
+        self.drop_grants(n)?;
         self.forget_record(n)?;
         self.eng.drop_tree(l.mapping)?;
         self.dirty = true;

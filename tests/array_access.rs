@@ -1,0 +1,253 @@
+//! Host access control, online/offline LUNs and consistency groups.
+
+use lunsnap::{Access, Array, Error, FormatOptions, HostInfo, MemDevice, OpenOptions};
+
+const MIB: u64 = 1 << 20;
+const H1: u64 = 0x5000_1234_5678_0001;
+const H2: u64 = 0x5000_1234_5678_0002;
+
+fn array() -> Array<MemDevice> {
+    let dev = MemDevice::new(512, 128 * MIB / 512).unwrap();
+    let opts = FormatOptions {
+        extent_size: 4096,
+        max_luns: 32,
+        ..Default::default()
+    };
+    Array::format(dev, &opts).unwrap()
+}
+
+fn reopen(a: Array<MemDevice>) -> Array<MemDevice> {
+    Array::open(a.into_device(), &OpenOptions::default()).unwrap()
+}
+
+fn clean(a: &mut Array<MemDevice>) {
+    let v = a.check().unwrap();
+    assert!(v.is_empty(), "{v:?}");
+}
+
+fn sector(a: &mut Array<MemDevice>, lun: u32) -> u8 {
+    let mut b = [0u8; 512];
+    a.read(lun, 0, &mut b).unwrap();
+    b[0]
+}
+
+#[test]
+fn hosts_are_registered_listed_and_removed() {
+    let mut a = array();
+    a.add_host(H1, "backup server").unwrap();
+    a.add_host(H2, "").unwrap();
+    assert_eq!(a.add_host(H1, "again"), Err(Error::HostExists(H1)));
+    assert!(matches!(
+        a.add_host(7, &"x".repeat(57)),
+        Err(Error::InvalidArgument(_))
+    ));
+    let a_hosts = a.hosts();
+    assert_eq!(
+        a_hosts,
+        vec![
+            HostInfo {
+                id: H1,
+                name: "backup server".into()
+            },
+            HostInfo {
+                id: H2,
+                name: String::new()
+            }
+        ]
+    );
+    let mut a = reopen(a);
+    assert_eq!(a.hosts(), a_hosts);
+    a.remove_host(H2).unwrap();
+    assert_eq!(a.remove_host(H2), Err(Error::NoSuchHost(H2)));
+    assert_eq!(a.hosts().len(), 1);
+    clean(&mut a);
+}
+
+#[test]
+fn security_filters_discovery_reads_and_writes() {
+    let mut a = array();
+    a.create_lun(1, MIB).unwrap();
+    a.create_lun(2, MIB).unwrap();
+    a.write(1, 0, &[1; 512]).unwrap();
+    a.add_host(H1, "reader").unwrap();
+    a.add_host(H2, "writer").unwrap();
+    let mut b = [0u8; 512];
+
+    // Disabled: every host (even an unknown one) sees and writes everything.
+    assert!(!a.security_enabled());
+    assert_eq!(a.visible_luns(99), vec![1, 2]);
+    a.write_as(99, 2, 0, &[2; 512]).unwrap();
+
+    a.grant(1, H1, Access::Read).unwrap();
+    a.grant(1, H2, Access::ReadWrite).unwrap();
+    a.set_security(true).unwrap();
+    assert!(a.security_enabled());
+
+    // A host without a grant cannot see the LUN: it looks missing.
+    assert_eq!(a.visible_luns(H1), vec![1]);
+    assert_eq!(a.visible_luns(99), Vec::<u32>::new());
+    assert_eq!(a.read_as(H1, 2, 0, &mut b), Err(Error::NoSuchLun(2)));
+    assert_eq!(a.read_as(H1, 3, 0, &mut b), Err(Error::NoSuchLun(3)));
+    assert_eq!(a.lun_info_as(H1, 2), Err(Error::NoSuchLun(2)));
+    assert_eq!(a.read_as(99, 1, 0, &mut b), Err(Error::NoSuchLun(1)));
+    // A read grant allows reads, not writes.
+    a.read_as(H1, 1, 0, &mut b).unwrap();
+    assert_eq!(b, [1; 512]);
+    assert_eq!(
+        a.write_as(H1, 1, 0, &[9; 512]),
+        Err(Error::ReadOnlyAccess { lun: 1, host: H1 })
+    );
+    assert_eq!(
+        a.discard_as(H1, 1, 0, 512),
+        Err(Error::ReadOnlyAccess { lun: 1, host: H1 })
+    );
+    assert_eq!(sector(&mut a, 1), 1, "a refused write changed nothing");
+    a.write_as(H2, 1, 0, &[3; 512]).unwrap();
+    assert_eq!(sector(&mut a, 1), 3);
+    assert_eq!(a.lun_info_as(H2, 1).unwrap().lun, 1);
+    assert_eq!(
+        a.grants(1).unwrap(),
+        vec![(H1, Access::Read), (H2, Access::ReadWrite)]
+    );
+
+    // Persistent, and revocable.
+    let mut a = reopen(a);
+    assert!(a.security_enabled());
+    assert_eq!(a.visible_luns(H1), vec![1]);
+    a.revoke(1, H1).unwrap();
+    assert_eq!(a.revoke(1, H1), Err(Error::NotGranted { lun: 1, host: H1 }));
+    assert_eq!(a.revoke(1, 99), Err(Error::NoSuchHost(99)));
+    assert_eq!(a.grant(5, H1, Access::Read), Err(Error::NoSuchLun(5)));
+    assert_eq!(a.grant(1, 99, Access::Read), Err(Error::NoSuchHost(99)));
+    assert_eq!(a.read_as(H1, 1, 0, &mut b), Err(Error::NoSuchLun(1)));
+    // Removing a host removes its grants.
+    a.remove_host(H2).unwrap();
+    a.add_host(H2, "again").unwrap();
+    assert_eq!(a.visible_luns(H2), Vec::<u32>::new());
+    a.set_security(false).unwrap();
+    assert_eq!(a.visible_luns(H1), vec![1, 2]);
+    clean(&mut a);
+}
+
+#[test]
+fn copies_start_without_grants_keep_them_across_attach_and_lose_them_on_delete() {
+    let mut a = array();
+    a.create_lun(1, MIB).unwrap();
+    a.add_host(H1, "").unwrap();
+    a.set_security(true).unwrap();
+    a.create_copy(1, 11, false).unwrap();
+    assert_eq!(a.grants(11).unwrap(), vec![]);
+    a.grant(11, H1, Access::ReadWrite).unwrap();
+    a.attach(11).unwrap();
+    a.detach(11).unwrap();
+    a.attach(11).unwrap();
+    assert_eq!(a.grants(11).unwrap(), vec![(H1, Access::ReadWrite)]);
+    a.create_copy(11, 12, true).unwrap();
+    assert_eq!(a.grants(12).unwrap(), vec![], "a new copy has no grants");
+    a.delete(12, false).unwrap();
+    a.delete(11, false).unwrap();
+    // A new LUN with the same number does not inherit the old grants.
+    a.create_lun(11, MIB).unwrap();
+    assert_eq!(a.grants(11).unwrap(), vec![]);
+    assert_eq!(a.visible_luns(H1), Vec::<u32>::new());
+    clean(&mut a);
+    let mut a = reopen(a);
+    clean(&mut a);
+}
+
+#[test]
+fn offline_luns_refuse_io_but_not_management() {
+    let mut a = array();
+    a.create_lun(1, MIB).unwrap();
+    a.write(1, 0, &[5; 512]).unwrap();
+    a.set_online(1, false).unwrap();
+    assert!(!a.lun_info(1).unwrap().online);
+    let mut b = [0u8; 512];
+    assert_eq!(a.read(1, 0, &mut b), Err(Error::Offline(1)));
+    assert_eq!(a.write(1, 0, &b), Err(Error::Offline(1)));
+    assert_eq!(a.discard(1, 0, 512), Err(Error::Offline(1)));
+    // Management still works: a copy of an offline LUN is online.
+    a.create_copy(1, 2, true).unwrap();
+    assert!(a.lun_info(2).unwrap().online);
+    assert_eq!(sector(&mut a, 2), 5);
+    assert_eq!(a.set_online(9, false), Err(Error::NoSuchLun(9)));
+    let mut a = reopen(a);
+    assert_eq!(a.read(1, 0, &mut b), Err(Error::Offline(1)));
+    a.set_online(1, true).unwrap();
+    assert_eq!(sector(&mut a, 1), 5);
+    clean(&mut a);
+}
+
+#[test]
+fn consistency_groups_are_one_point_in_time_and_all_or_nothing() {
+    let mut a = array();
+    for l in 1..=3 {
+        a.create_lun(l, MIB).unwrap();
+        a.write(l, 0, &[l as u8; 512]).unwrap();
+    }
+    a.create_copies(&[(1, 11), (2, 12), (3, 13)], true).unwrap();
+    for l in 1..=3 {
+        assert_eq!(sector(&mut a, 10 + l), l as u8);
+        assert_eq!(a.lun_info(10 + l).unwrap().parent, Some(l));
+    }
+    let gens: Vec<u64> = (11..=13)
+        .map(|l| a.lun_info(l).unwrap().attached_generation)
+        .collect();
+    assert!(gens.iter().all(|&g| g == gens[0]), "one commit: {gens:?}");
+
+    // All or nothing: the last pair is bad, so no copy is made.
+    let before = a.luns().unwrap();
+    let pool = a.pool_info();
+    for bad in [
+        vec![(1, 21), (2, 22), (9, 23)], // missing parent
+        vec![(1, 21), (2, 21)],          // copy number twice
+        vec![(1, 21), (21, 22)],         // copy is a parent in the group
+        vec![(1, 21), (2, 12)],          // number in use
+        vec![(1, 21), (2, 99)],          // out of range
+        vec![],                          // empty
+    ] {
+        assert!(a.create_copies(&bad, true).is_err(), "{bad:?}");
+        assert_eq!(a.luns().unwrap(), before, "{bad:?}");
+        assert_eq!(a.pool_info(), pool, "{bad:?}");
+    }
+    // Not enough space for the whole group: refused whole.
+    a.create_lun(4, a.pool_info().unreserved_bytes - MIB)
+        .unwrap();
+    let before = a.luns().unwrap();
+    assert!(matches!(
+        a.create_copies(&[(1, 21), (2, 22)], true),
+        Err(Error::NoSpace { .. })
+    ));
+    assert_eq!(a.luns().unwrap(), before);
+    a.delete(4, false).unwrap();
+
+    // attach_many refreshes at one point in time.
+    for l in 1..=3 {
+        a.write(l, 0, &[40 + l as u8; 512]).unwrap();
+    }
+    a.attach_many(&[11, 12, 13]).unwrap();
+    for l in 1..=3 {
+        assert_eq!(sector(&mut a, 10 + l), 40 + l as u8);
+    }
+    // A group holding a copy and its own copy: both take the images from before.
+    a.create_copy(11, 31, true).unwrap();
+    a.write(1, 0, &[77; 512]).unwrap();
+    a.write(11, 0, &[88; 512]).unwrap();
+    a.attach_many(&[11, 31]).unwrap();
+    assert_eq!(sector(&mut a, 11), 77, "11 takes LUN 1 now");
+    assert_eq!(
+        sector(&mut a, 31),
+        88,
+        "31 takes 11 as it was before the group"
+    );
+    assert_eq!(
+        a.attach_many(&[11, 11]),
+        Err(Error::InvalidArgument(
+            "a LUN number appears twice in the group"
+        ))
+    );
+    assert_eq!(a.attach_many(&[11, 1]), Err(Error::NotACopy(1)));
+    clean(&mut a);
+    let mut a = reopen(a);
+    clean(&mut a);
+}
