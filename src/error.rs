@@ -117,6 +117,11 @@ pub enum Error {
     NoSuchHost(u64),
     /// A host with this id is already registered.
     HostExists(u64),
+    /// The array already has the most hosts it can register.
+    TooManyHosts {
+        /// The limit.
+        max: u32,
+    },
     /// The host has no grant on the LUN, so there is nothing to revoke.
     NotGranted {
         /// The LUN.
@@ -228,6 +233,9 @@ impl fmt::Display for Error {
             ),
             Error::NoSuchHost(h) => write!(f, "no such host: {h:016x}"),
             Error::HostExists(h) => write!(f, "host {h:016x} is already registered"),
+            Error::TooManyHosts { max } => {
+                write!(f, "the array already has {max} hosts: remove one first")
+            }
             Error::NotGranted { lun, host } => {
                 write!(f, "host {host:016x} has no grant on LUN {lun}")
             }

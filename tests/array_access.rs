@@ -251,3 +251,32 @@ fn consistency_groups_are_one_point_in_time_and_all_or_nothing() {
     let mut a = reopen(a);
     clean(&mut a);
 }
+
+#[test]
+fn host_count_is_bounded_and_every_grant_fits_in_the_metadata() {
+    let mut a = array();
+    for l in 0..32 {
+        a.create_lun(l, 4096).unwrap();
+    }
+    for h in 0..u64::from(lunsnap::array::MAX_HOSTS) {
+        a.add_host(h, &format!("host {h}")).unwrap();
+    }
+    assert_eq!(
+        a.add_host(1000, "one too many"),
+        Err(Error::TooManyHosts {
+            max: lunsnap::array::MAX_HOSTS
+        })
+    );
+    // Every LUN granted to every host: provisioned at format, never exhausted.
+    for h in 0..u64::from(lunsnap::array::MAX_HOSTS) {
+        for l in 0..32 {
+            a.grant(l, h, Access::ReadWrite).unwrap();
+        }
+    }
+    clean(&mut a);
+    let mut a = reopen(a);
+    assert_eq!(a.grants(31).unwrap().len(), 64);
+    a.remove_host(0).unwrap();
+    a.add_host(1000, "fits again").unwrap();
+    clean(&mut a);
+}

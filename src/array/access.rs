@@ -26,6 +26,9 @@ pub(crate) const GRANTS_SLOT: usize = 2;
 const HOST_RECORD: usize = 64;
 /// Longest host name, in bytes of UTF-8.
 pub const MAX_HOST_NAME: usize = 56;
+/// Most hosts an array registers: metadata is provisioned at format for every LUN
+/// granted to every host, so the number must be bounded.
+pub const MAX_HOSTS: u32 = 64;
 
 /// What a grant allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -186,7 +189,8 @@ impl AccessTable {
 impl<D: BlockDevice> Array<D> {
     /// Registers host `id` with a label (at most [`MAX_HOST_NAME`] bytes).
     ///
-    /// Errors: [`Error::HostExists`], [`Error::InvalidArgument`] (name too long).
+    /// Errors: [`Error::HostExists`], [`Error::InvalidArgument`] (name too long),
+    /// [`Error::TooManyHosts`].
     pub fn add_host(&mut self, id: u64, name: &str) -> Result<()> {
         self.live()?;
         if self.access.hosts.contains_key(&id) {
@@ -194,6 +198,9 @@ impl<D: BlockDevice> Array<D> {
         }
         if name.len() > MAX_HOST_NAME {
             return Err(Error::InvalidArgument("host name longer than 56 bytes"));
+        }
+        if self.access.hosts.len() >= MAX_HOSTS as usize {
+            return Err(Error::TooManyHosts { max: MAX_HOSTS });
         }
         let mut index = 0u32;
         let used: Vec<u32> = self.access.hosts.values().map(|h| h.index).collect();

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::superblock::CLIENT_BYTES;
 use crate::ValueKind;
 
-pub use access::{Access, HostInfo, MAX_HOST_NAME};
+pub use access::{Access, HostInfo, MAX_HOSTS, MAX_HOST_NAME};
 pub use check::ArrayViolation;
 use lun::{Lun, GROUP, GROUP_BYTES, RECORD_SIZE};
 pub use lun::{LunInfo, LunKind, PoolInfo};
@@ -50,10 +50,11 @@ pub const DEFAULT_MAX_LUNS: u32 = 1024;
 pub const MAX_LUNS_LIMIT: u32 = 1 << 20;
 /// Extents kept out of the capacity so that a copy-on-write write can always
 /// allocate its new extent before the old one is released: 1/256 of the pool,
-/// from 1 to 256 extents. With only one, a pool whose LUNs are all fully written
-/// would commit after every copy-on-write; with `s`, after every `s`.
+/// from 2 to 256 extents. A pool whose LUNs are all fully written commits after
+/// every `s` copy-on-writes. At least two, because a discard may have to zero a
+/// partly covered extent at each end of its range, both before it commits.
 fn spare_extents(data_extents: u64) -> u64 {
-    (data_extents / 256).clamp(1, 256)
+    (data_extents / 256).clamp(2, 256)
 }
 
 const TABLE_SLOT: usize = 0;
@@ -153,7 +154,12 @@ pub fn worst_case_metadata_blocks(extents: u64, max_luns: u32) -> u64 {
     let table = l.div_ceil(table_min) * 2 + depth;
     let counts = crate::space_map::COUNTS_PER_LEAF;
     let data_map = extents.div_ceil(counts) * 2 + depth;
-    let live = leaves + inner + table + data_map;
+    // Hosts (64-byte records) and grants (1-byte records, at most one per LUN and
+    // host), each at least a third full.
+    let hosts = u64::from(access::MAX_HOSTS).div_ceil(table_min) * 2 + depth;
+    let grant_min = (max_entries(1) / 3 - 1) as u64;
+    let grants = (l * u64::from(access::MAX_HOSTS)).div_ceil(grant_min) * 2 + depth;
+    let live = leaves + inner + table + data_map + hosts + grants;
     // Double everything for the committed state beside the current transaction;
     // the metadata map counts the metadata blocks themselves (4 bytes each).
     let total = 2 * live + 128;
