@@ -16,6 +16,11 @@
  *   - a power cut loses nothing committed and keeps nothing uncommitted;
  *   - the maintenance options (attach/attach, attach/detach, create/delete) release
  *     what they should; a close and reopen keeps everything; lunsnap_check is clean.
+ * The copies of vg_db are made as one consistency group (lunsnap_create_copies,
+ * lunsnap_attach_many: one point in time for the three LUNs); the database host
+ * writes, and the backup host reads, through lunsnap_write_as and lunsnap_read_as
+ * with array security on from step 5c (armsecure: the backup host may only read the
+ * copies and cannot see the parents); "deactivate" takes LUNs offline.
  * Any mismatch stops the program with a message and exit status 1.
  *
  * The array lives in a sparse 10 MiB image file in a new directory under /tmp
@@ -40,6 +45,8 @@
 #define MAX_LUNS 64u
 #define BLOCK 4096u /* the database's block */
 #define NVOL 3
+#define HOST_DB 0x50060b0000c2620aull     /* the database server's WWN */
+#define HOST_BACKUP 0x50060b0000c2620bull /* the backup server's WWN */
 
 typedef struct {
     const char *name;
@@ -114,11 +121,12 @@ static lunsnap_lun_info info(uint32_t lun) {
 
 static void show_lun(uint32_t lun, const char *note) {
     lunsnap_lun_info i = info(lun);
-    printf("        LUN %2u: %s of %" PRIu64 " KiB%s, reserved %" PRIu64 " KiB, exclusive %" PRIu64
+    printf("        LUN %2u: %s of %" PRIu64 " KiB%s%s, reserved %" PRIu64 " KiB, exclusive %" PRIu64
            " KiB, shared %" PRIu64 " KiB%s%s\n",
            lun, i.kind == LUNSNAP_LUN_KIND_COPY ? "copy" : "LUN", i.size / KIB,
-           i.kind == LUNSNAP_LUN_KIND_COPY ? (i.attached ? " (attached)" : " (detached)") : "", i.reserved_bytes / KIB,
-           i.exclusive_bytes / KIB, i.shared_bytes / KIB, *note ? ": " : "", note);
+           i.kind == LUNSNAP_LUN_KIND_COPY ? (i.attached ? " (attached)" : " (detached)") : "",
+           i.online ? "" : " (offline)", i.reserved_bytes / KIB, i.exclusive_bytes / KIB, i.shared_bytes / KIB,
+           *note ? ": " : "", note);
 }
 
 /* ---- the toy database ----------------------------------------------------------- */
@@ -126,7 +134,7 @@ static void show_lun(uint32_t lun, const char *note) {
 static void db_write(int vol, uint32_t block) {
     uint32_t v = next_version++;
     fill(blk, BLOCK, VG[vol].lun, v, (uint64_t)block * BLOCK);
-    TRY(lunsnap_write(va, VG[vol].lun, (uint64_t)block * BLOCK, blk, BLOCK));
+    TRY(lunsnap_write_as(va, HOST_DB, VG[vol].lun, (uint64_t)block * BLOCK, blk, BLOCK));
     db.v[vol][block] = v;
     bytes_written += BLOCK;
 }
@@ -188,12 +196,12 @@ static void verify_copies(const image *img, const char *when) {
     }
 }
 
-/* FNV-1a 64 of a LUN read whole (the "backup to tape"). */
-static uint64_t checksum(uint32_t lun, uint64_t size) {
+/* FNV-1a 64 of a LUN read whole by `host` (the "backup to tape"). */
+static uint64_t checksum(uint64_t host, uint32_t lun, uint64_t size) {
     uint64_t h = FNV_INIT;
     for (uint64_t off = 0; off < size; off += sizeof chunk) {
         size_t len = size - off < sizeof chunk ? (size_t)(size - off) : sizeof chunk;
-        TRY(lunsnap_read(va, lun, off, chunk, len));
+        TRY(lunsnap_read_as(va, host, lun, off, chunk, len));
         bytes_read += len;
         h = fnv1a(h, chunk, len);
     }
@@ -224,13 +232,14 @@ static void export_vg(exported *e) {
     }
 }
 
+/* The backup host imports the copies: what it discovers must match the export. */
 static void import_vg(const exported *e) {
     for (int vol = 0; vol < NVOL; vol++) {
         lunsnap_lun_info c = info(VG[vol].copy);
         ENSURE(c.kind == LUNSNAP_LUN_KIND_COPY && c.has_parent && c.parent == e[vol].info.lun && c.attached &&
-                   c.size == e[vol].info.size,
+                   c.online && c.size == e[vol].info.size,
                "copy %u does not match the export of LUN %u", VG[vol].copy, e[vol].info.lun);
-        TRY(lunsnap_read(va, VG[vol].copy, 0, blk, BLOCK));
+        TRY(lunsnap_read_as(va, HOST_BACKUP, VG[vol].copy, 0, blk, BLOCK));
         ENSURE(memcmp(blk, e[vol].header, BLOCK) == 0, "copy %u: volume-group header differs from the export",
                VG[vol].copy);
     }
@@ -264,9 +273,16 @@ int main(void) {
         TRY(lunsnap_create_lun(va, VG[vol].lun, VG[vol].size));
     }
     step("setup", "create vg_db's parent LUNs -> lunsnap_create_lun(1, 2 MiB), (2, 1 MiB), (3, 512 KiB)");
+    TRY(lunsnap_add_host(va, HOST_DB, "db-server"));
+    TRY(lunsnap_add_host(va, HOST_BACKUP, "backup-server"));
+    for (int vol = 0; vol < NVOL; vol++) {
+        TRY(lunsnap_grant(va, VG[vol].lun, HOST_DB, LUNSNAP_ACCESS_READ_WRITE));
+    }
+    step("setup", "the database server uses them -> lunsnap_add_host(db-server), (backup-server), "
+                  "lunsnap_grant(1..3, db-server, READ_WRITE); security still off");
     uint32_t n = load();
     TRY(lunsnap_flush(va));
-    printf("  setup the database loads its tables -> lunsnap_write of %u blocks, lunsnap_flush\n", n);
+    printf("  setup the database loads its tables -> lunsnap_write_as(db-server) of %u blocks, lunsnap_flush\n", n);
     pool("each LUN reserves its full size");
 
     /* ------------------------------------------------------- configuration */
@@ -277,20 +293,26 @@ int main(void) {
     export_vg(exp);
     step("2c.", "capture the configuration: export vg_db -> lunsnap_get_lun_info(1..3), read of each header");
 
+    uint32_t parents[NVOL], copies[NVOL];
     for (int vol = 0; vol < NVOL; vol++) {
-        TRY(lunsnap_create_copy(va, VG[vol].lun, VG[vol].copy, false));
+        parents[vol] = VG[vol].lun;
+        copies[vol] = VG[vol].copy;
     }
-    step("4c.", "define the copies detached (armcopy -p 1 -s 11 -a false) -> lunsnap_create_copy(1, 11, false), "
-                "(2, 12, false), (3, 13, false)");
+    TRY(lunsnap_create_copies(va, parents, copies, NVOL, false));
+    step("4c.", "define the copies detached, as one group (armcopy -p 1 -s 11 -a false, ...) -> "
+                "lunsnap_create_copies({1, 2, 3}, {11, 12, 13}, false)");
     EXPECT_CODE(lunsnap_read(va, 11, 0, blk, BLOCK), LUNSNAP_RESULT_DETACHED);
     show_lun(11, "no data, no reservation; lunsnap_read -> LUNSNAP_RESULT_DETACHED");
     lunsnap_pool_info before, after;
     TRY(lunsnap_get_pool_info(va, &before));
-    for (int vol = 0; vol < NVOL; vol++) {
-        TRY(lunsnap_attach(va, VG[vol].copy));
-    }
+    TRY(lunsnap_attach_many(va, copies, NVOL));
     image at_copy = db;
-    step("4c.", "make the copy (armcopy -s 11 -a true) -> lunsnap_attach(11), (12), (13)");
+    step("4c.", "make the copy of the volume group at one point in time (armcopy -s 11 -a true, ...) -> "
+                "lunsnap_attach_many({11, 12, 13})");
+    for (int vol = 0; vol < NVOL; vol++) {
+        ENSURE(info(VG[vol].copy).attached_generation == info(11).attached_generation,
+               "copy %u was not made at the group's point in time", VG[vol].copy);
+    }
     TRY(lunsnap_get_pool_info(va, &after));
     ENSURE(after.allocated_bytes == before.allocated_bytes, "attaching moved data");
     ENSURE(after.reserved_bytes == before.reserved_bytes + 3584 * KIB, "the copies did not reserve their parents' sizes");
@@ -301,11 +323,32 @@ int main(void) {
     EXPECT_CODE(r, LUNSNAP_RESULT_NO_SPACE);
     detail("full-size reservation: a further attached copy of LUN 1 does not fit -> "
            "lunsnap_create_copy(1, 21, true) = LUNSNAP_RESULT_NO_SPACE; nothing changed");
-    step("5c.", "set permissions on the copies (armsecure) -> not in lunsnap: skipped");
+    for (int vol = 0; vol < NVOL; vol++) {
+        TRY(lunsnap_grant(va, VG[vol].copy, HOST_BACKUP, LUNSNAP_ACCESS_READ));
+    }
+    TRY(lunsnap_set_security(va, true));
+    step("5c.", "set permissions on the copies (armsecure) -> lunsnap_grant(11..13, backup-server, READ), "
+                "lunsnap_set_security(true)");
+    {
+        uint32_t seen[8];
+        size_t nseen = 0;
+        TRY(lunsnap_visible_luns(va, HOST_BACKUP, seen, 8, &nseen));
+        ENSURE(nseen == NVOL && seen[0] == 11 && seen[1] == 12 && seen[2] == 13,
+               "the backup server discovers %zu LUNs, not just the copies", nseen);
+        TRY(lunsnap_visible_luns(va, HOST_DB, seen, 8, &nseen));
+        ENSURE(nseen == NVOL && seen[0] == 1 && seen[1] == 2 && seen[2] == 3,
+               "the database server discovers %zu LUNs, not just the parents", nseen);
+        EXPECT_CODE(lunsnap_read_as(va, HOST_BACKUP, 1, 0, blk, BLOCK), LUNSNAP_RESULT_NO_SUCH_LUN);
+        EXPECT_CODE(lunsnap_write_as(va, HOST_BACKUP, 11, 0, blk, BLOCK), LUNSNAP_RESULT_READ_ONLY_ACCESS);
+        EXPECT_CODE(lunsnap_read_as(va, HOST_DB, 11, 0, blk, BLOCK), LUNSNAP_RESULT_NO_SUCH_LUN);
+    }
+    detail("the backup server discovers only LUNs 11..13 and may not write them "
+           "(LUNSNAP_RESULT_READ_ONLY_ACCESS); to it LUN 1 does not exist (LUNSNAP_RESULT_NO_SUCH_LUN); "
+           "the database server sees only its parents");
     n = transactions(100);
     TRY(lunsnap_flush(va));
-    printf("  %-5s release the parents: the database resumes -> 100 transactions, lunsnap_write of %u blocks, "
-           "lunsnap_flush\n",
+    printf("  %-5s release the parents: the database resumes -> 100 transactions, "
+           "lunsnap_write_as(db-server) of %u blocks, lunsnap_flush\n",
            "6c.", n);
     verify_copies(&at_copy, "6c");
     verify_parents(&db, "6c");
@@ -319,15 +362,19 @@ int main(void) {
     printf("\nbackup process (on a schedule): steps 1c 3c 4c 6c 7c 9c\n");
     TRY(lunsnap_flush(va));
     step("1c.", "quiesce the database, deactivate vg_db -> lunsnap_flush");
-    step("3c.", "prepare the copies: the backup host deactivates vg_db_bc -> nothing in the array");
+    for (int vol = 0; vol < NVOL; vol++) {
+        TRY(lunsnap_set_online(va, VG[vol].copy, false));
+    }
+    EXPECT_CODE(lunsnap_read_as(va, HOST_BACKUP, 11, 0, blk, BLOCK), LUNSNAP_RESULT_OFFLINE);
+    step("3c.", "prepare the copies: the backup host deactivates vg_db_bc -> lunsnap_set_online(11..13, false): "
+                "I/O gives LUNSNAP_RESULT_OFFLINE");
     lunsnap_lun_info old = info(11);
     TRY(lunsnap_get_pool_info(va, &before));
-    for (int vol = 0; vol < NVOL; vol++) {
-        TRY(lunsnap_attach(va, VG[vol].copy));
-    }
+    TRY(lunsnap_attach_many(va, copies, NVOL));
     image at_backup = db;
     uint32_t redo_at_backup = redo_head;
-    step("4c.", "make the copy: refresh the attached copies -> lunsnap_attach(11), (12), (13)");
+    step("4c.", "make the copy: refresh the attached copies at one point in time -> lunsnap_attach_many({11, 12, "
+                "13}) (management works offline; the grants are kept)");
     lunsnap_lun_info fresh = info(11);
     TRY(lunsnap_get_pool_info(va, &after));
     ENSURE(fresh.exclusive_bytes == 0 && fresh.attached_generation > old.attached_generation,
@@ -337,21 +384,26 @@ int main(void) {
            before.allocated_bytes / KIB, after.allocated_bytes / KIB);
     n = transactions(150);
     TRY(lunsnap_flush(va));
-    printf("  %-5s release the parents: the database resumes -> 150 transactions, lunsnap_write of %u blocks, "
-           "lunsnap_flush\n",
+    printf("  %-5s release the parents: the database resumes -> 150 transactions, "
+           "lunsnap_write_as(db-server) of %u blocks, lunsnap_flush\n",
            "6c.", n);
-    verify_copies(&at_backup, "backup 6c");
-    detail("verified: the copies still read the database as it was at 1c");
+    for (int vol = 0; vol < NVOL; vol++) {
+        TRY(lunsnap_set_online(va, VG[vol].copy, true));
+    }
     import_vg(exp);
-    step("7c.", "import vg_db_bc on the backup host -> lunsnap_get_lun_info(11..13), header reads: match");
+    step("7c.", "import vg_db_bc on the backup host -> lunsnap_set_online(11..13, true), lunsnap_get_lun_info, "
+                "lunsnap_read_as(backup-server) of each header: match");
+    verify_copies(&at_backup, "backup 7c");
+    detail("verified: the copies still read the database as it was at 1c");
     uint64_t catalog[NVOL];
     for (int vol = 0; vol < NVOL; vol++) {
-        catalog[vol] = checksum(VG[vol].copy, VG[vol].size);
+        catalog[vol] = checksum(HOST_BACKUP, VG[vol].copy, VG[vol].size);
         uint64_t want = image_checksum(vol, &at_backup);
         ENSURE(catalog[vol] == want, "backup of LUN %u: checksum %016" PRIx64 ", the database at 1c gives %016" PRIx64,
                VG[vol].copy, catalog[vol], want);
     }
-    step("9c.", "use the copy: back it up to \"tape\" -> lunsnap_read(11..13) whole, FNV-1a 64 of each");
+    step("9c.", "use the copy: back it up to \"tape\" -> lunsnap_read_as(backup-server, 11..13) whole, FNV-1a 64 "
+                "of each");
     for (int vol = 0; vol < NVOL; vol++) {
         printf("        backup catalog: LUN %u (%-5s %4" PRIu64 " KiB) fnv1a64 %016" PRIx64 "\n", VG[vol].copy,
                VG[vol].name, VG[vol].size / KIB, catalog[vol]);
@@ -372,18 +424,28 @@ int main(void) {
     ENSURE(bad2 == 64, "LUN 2: %u damaged blocks, 64 expected", bad2);
     printf("        damage found: LUN 1 has %u bad blocks, LUN 2 has %u (its header included)\n", bad1, bad2);
     for (int vol = 0; vol < NVOL; vol++) {
-        ENSURE(checksum(VG[vol].copy, VG[vol].size) == catalog[vol], "copy %u no longer matches the catalog",
+        ENSURE(checksum(HOST_BACKUP, VG[vol].copy, VG[vol].size) == catalog[vol],
+               "copy %u no longer matches the catalog",
                VG[vol].copy);
     }
-    step("1r.", "prepare the copies: they hold the backup -> lunsnap_read(11..13) whole: checksums match the catalog");
+    step("1r.", "prepare the copies: they hold the backup -> lunsnap_read_as(backup-server, 11..13) whole: "
+                "checksums match the catalog");
     TRY(lunsnap_flush(va));
-    step("2r.", "prepare the parents: stop the database, deactivate vg_db -> lunsnap_flush");
+    for (int vol = 0; vol < NVOL; vol++) {
+        TRY(lunsnap_set_online(va, VG[vol].lun, false));
+    }
+    EXPECT_CODE(lunsnap_write_as(va, HOST_DB, 1, 0, blk, BLOCK), LUNSNAP_RESULT_OFFLINE);
+    step("2r.", "prepare the parents: stop the database, deactivate vg_db -> lunsnap_flush, "
+                "lunsnap_set_online(1..3, false)");
     for (int vol = 0; vol < NVOL; vol++) {
         TRY(lunsnap_restore(va, VG[vol].copy));
     }
     step("3r.", "copy to parent (armcopy -r 1) -> lunsnap_restore(11), (12), (13)");
     for (int vol = 0; vol < NVOL; vol++) {
-        uint64_t now = checksum(VG[vol].lun, VG[vol].size);
+        TRY(lunsnap_set_online(va, VG[vol].lun, true));
+    }
+    for (int vol = 0; vol < NVOL; vol++) {
+        uint64_t now = checksum(HOST_DB, VG[vol].lun, VG[vol].size);
         ENSURE(now == catalog[vol], "restored LUN %u: checksum %016" PRIx64 ", the backup has %016" PRIx64,
                VG[vol].lun, now, catalog[vol]);
     }
@@ -394,7 +456,8 @@ int main(void) {
         lunsnap_lun_info c = info(VG[vol].copy);
         ENSURE(c.attached && c.exclusive_bytes == 0, "copy %u changed by the restore", VG[vol].copy);
     }
-    step("4r.", "release the parents: the database restarts on the restored data -> lunsnap_read(1..3)");
+    step("4r.", "release the parents: the database restarts on the restored data -> lunsnap_set_online(1..3, "
+                "true), lunsnap_read_as(db-server, 1..3)");
     detail("verified: each parent's checksum equals the catalog; every block is the database's at 1c");
     show_lun(1, "parent and copy share every extent again");
 
@@ -503,6 +566,13 @@ int main(void) {
         show_lun(nums[i], "");
     }
     verify_parents(&db, "after reopen");
+    bool secure = false;
+    TRY(lunsnap_security_enabled(va, &secure));
+    size_t nseen = 0;
+    TRY(lunsnap_visible_luns(va, HOST_BACKUP, nums, 8, &nseen));
+    ENSURE(secure && nseen == 2 && nums[0] == 11 && nums[1] == 12,
+           "after reopen: security %d, the backup server discovers %zu LUNs (want 11 and 12)", (int)secure, nseen);
+    detail("security is still on; the backup server discovers copies 11 and 12 (the grant on 13 went with it)");
     uint32_t stale = diff(12, 2, at_refresh.v[1], VG[1].size);
     ENSURE(stale == 0, "copy 12: %u blocks differ from its refresh", stale);
     violations = 1;

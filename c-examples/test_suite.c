@@ -115,6 +115,12 @@ static const uint32_t CODES[] = {
     LUNSNAP_RESULT_PANIC,
     LUNSNAP_RESULT_OUT_OF_MEMORY,
     LUNSNAP_RESULT_UNUSABLE,
+    LUNSNAP_RESULT_NO_SUCH_HOST,
+    LUNSNAP_RESULT_HOST_EXISTS,
+    LUNSNAP_RESULT_NOT_GRANTED,
+    LUNSNAP_RESULT_READ_ONLY_ACCESS,
+    LUNSNAP_RESULT_OFFLINE,
+    LUNSNAP_RESULT_TOO_MANY_HOSTS,
     LUNSNAP_RESULT_OTHER,
 };
 #define NCODES (sizeof CODES / sizeof CODES[0])
@@ -193,7 +199,7 @@ static void test_version_and_messages(void) {
         }
     }
     /* Codes the header does not define (between, after, and at the extremes). */
-    static const uint32_t odd[] = {6, 9, 16, 19, 29, 42, 49, 53, 98, 100, 1000, 0x7fffffffu, 0xffffffffu};
+    static const uint32_t odd[] = {6, 9, 16, 19, 29, 42, 49, 53, 59, 66, 98, 100, 1000, 0x7fffffffu, 0xffffffffu};
     for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
         bool known = false;
         for (size_t j = 0; j < NCODES; j++) {
@@ -734,9 +740,12 @@ static void all_calls_give(lunsnap_array *h, lunsnap_result want, const char *wh
     memset(&pi, 0x5a, sizeof pi);
     lunsnap_lun_info li0 = li;
     lunsnap_pool_info pi0 = pi;
-    uint32_t nums[4] = {7, 7, 7, 7};
-    size_t count = 99, nv = 99, len = 99;
-    char msg[8] = "xxxxxxx";
+    uint32_t nums[4] = {7, 7, 7, 7}, vis[4] = {7, 7, 7, 7};
+    uint64_t ids[4] = {7, 7, 7, 7};
+    size_t count = 99, nv = 99, len = 99, nhosts = 99, nvis = 99, name_len = 99;
+    char msg[8] = "xxxxxxx", name[8] = "xxxxxxx";
+    bool sec = true;
+    const uint32_t parents[2] = {1, 2}, copies[2] = {3, 4};
     struct {
         const char *name;
         lunsnap_result r;
@@ -756,6 +765,21 @@ static void all_calls_give(lunsnap_array *h, lunsnap_result want, const char *wh
         {"luns", lunsnap_luns(h, nums, 4, &count)},
         {"check", lunsnap_check(h, &nv)},
         {"check_message", lunsnap_check_message(h, 0, msg, sizeof msg, &len)},
+        {"add_host", lunsnap_add_host(h, 0x10, "host")},
+        {"remove_host", lunsnap_remove_host(h, 0x10)},
+        {"hosts", lunsnap_hosts(h, ids, 4, &nhosts)},
+        {"host_name", lunsnap_host_name(h, 0x10, name, sizeof name, &name_len)},
+        {"grant", lunsnap_grant(h, 1, 0x10, LUNSNAP_ACCESS_READ_WRITE)},
+        {"revoke", lunsnap_revoke(h, 1, 0x10)},
+        {"set_security", lunsnap_set_security(h, true)},
+        {"security_enabled", lunsnap_security_enabled(h, &sec)},
+        {"read_as", lunsnap_read_as(h, 0x10, 1, 0, buf, sizeof buf)},
+        {"write_as", lunsnap_write_as(h, 0x10, 1, 0, buf, sizeof buf)},
+        {"discard_as", lunsnap_discard_as(h, 0x10, 1, 0, 512)},
+        {"visible_luns", lunsnap_visible_luns(h, 0x10, vis, 4, &nvis)},
+        {"set_online", lunsnap_set_online(h, 1, false)},
+        {"create_copies", lunsnap_create_copies(h, parents, copies, 2, true)},
+        {"attach_many", lunsnap_attach_many(h, copies, 2)},
         {"reopen", lunsnap_reopen(h)},
     };
     for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
@@ -766,6 +790,8 @@ static void all_calls_give(lunsnap_array *h, lunsnap_result want, const char *wh
           what);
     CHECK(nums[0] == 7 && count == 99 && nv == 99 && len == 99 && msg[0] == 'x', "%s handle: out-params written",
           what);
+    CHECK(ids[0] == 7 && nhosts == 99 && vis[0] == 7 && nvis == 99 && name_len == 99 && name[0] == 'x' && sec,
+          "%s handle: access-control out-params written", what);
     CHECK(all_bytes(buf, sizeof buf, 0xaa), "%s handle: read buffer written", what);
 }
 
@@ -899,7 +925,8 @@ static void test_luns_and_copies(void) {
     EXPECT_OK(lunsnap_get_lun_info(a, 1, &li));
     CHECK(li.lun == 1 && li.kind == LUNSNAP_LUN_KIND_LUN && li.size == LUN_SIZE && li.has_parent == 0 &&
               li.attached == 1 && li.reserved_bytes == LUN_SIZE && li.exclusive_bytes == 0 &&
-              li.shared_bytes == 0 && li.created_generation > 0 && li.created_generation <= p.generation,
+              li.shared_bytes == 0 && li.created_generation > 0 && li.created_generation <= p.generation &&
+              li.online == 1,
           "lun_info(1) fields wrong");
     lunsnap_lun_info sent;
     memset(&sent, 0x77, sizeof sent);
@@ -1140,6 +1167,722 @@ static void test_io(void) {
     lunsnap_free(a);
 }
 
+/* ---- hosts ---------------------------------------------------------------------------- */
+
+#define HOST_A 0x5006016012345678ull /* granted read-write */
+#define HOST_B 0x500601601234abcdull /* granted read */
+#define HOST_C 0x21000024ff000001ull /* registered, no grants */
+#define HOST_X 0x00000000deadbeefull /* never registered */
+
+/* The registered host ids (at most `cap`), their count as the result. */
+static size_t host_ids(lunsnap_array *a, uint64_t *ids, size_t cap) {
+    size_t n = 0;
+    EXPECT_OK(lunsnap_hosts(a, ids, cap, &n));
+    return n;
+}
+
+/* The LUNs `host` may discover (at most `cap`), their count as the result. */
+static size_t visible(lunsnap_array *a, uint64_t host, uint32_t *nums, size_t cap) {
+    size_t n = 0;
+    EXPECT_OK(lunsnap_visible_luns(a, host, nums, cap, &n));
+    return n;
+}
+
+static void test_hosts(void) {
+    section = "hosts";
+    lunsnap_array *a = new_array(__LINE__);
+    if (!a) {
+        return;
+    }
+    uint64_t ids[8] = {0};
+    size_t n = 99;
+
+    /* A new array: no hosts, security off. */
+    EXPECT_OK(lunsnap_hosts(a, NULL, 0, &n));
+    CHECK(n == 0, "a new array has %zu hosts", n);
+    bool sec = true;
+    EXPECT_OK(lunsnap_security_enabled(a, &sec));
+    CHECK(!sec, "security is on in a new array");
+    EXPECT(lunsnap_security_enabled(a, NULL), LUNSNAP_RESULT_NULL_POINTER);
+
+    /* add_host: ids of every shape, NULL and empty names, the longest name. */
+    EXPECT_OK(lunsnap_add_host(a, HOST_B, "backup-host"));
+    EXPECT_OK(lunsnap_add_host(a, HOST_A, "db-host"));
+    EXPECT_OK(lunsnap_add_host(a, HOST_C, NULL));
+    EXPECT_OK(lunsnap_add_host(a, 0, ""));
+    char longest[57], too_long[58];
+    memset(longest, 'n', 56);
+    longest[56] = '\0';
+    memset(too_long, 'n', 57);
+    too_long[57] = '\0';
+    EXPECT_OK(lunsnap_add_host(a, UINT64_MAX, longest));
+    EXPECT(lunsnap_add_host(a, 0x77, too_long), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    EXPECT(lunsnap_add_host(a, 0x77, "\xff\xfe not utf-8"), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    EXPECT(lunsnap_add_host(a, HOST_A, "again"), LUNSNAP_RESULT_HOST_EXISTS);
+    EXPECT(lunsnap_add_host(a, HOST_C, NULL), LUNSNAP_RESULT_HOST_EXISTS);
+    EXPECT(lunsnap_add_host(a, 0, "zero"), LUNSNAP_RESULT_HOST_EXISTS);
+
+    /* hosts(): count query, partial fill, increasing order, NULL arguments. */
+    n = host_ids(a, NULL, 0);
+    CHECK(n == 5, "hosts: %zu, want 5", n);
+    for (size_t i = 0; i < 8; i++) {
+        ids[i] = 42;
+    }
+    n = 0;
+    EXPECT_OK(lunsnap_hosts(a, ids, 2, &n));
+    CHECK(n == 5 && ids[0] == 0 && ids[1] == HOST_C && ids[2] == 42, "hosts(capacity 2): %zu, [%llx %llx %llx]",
+          n, (unsigned long long)ids[0], (unsigned long long)ids[1], (unsigned long long)ids[2]);
+    n = host_ids(a, ids, 8);
+    CHECK(n == 5 && ids[0] == 0 && ids[1] == HOST_C && ids[2] == HOST_A && ids[3] == HOST_B &&
+              ids[4] == UINT64_MAX && ids[5] == 42,
+          "hosts: not every id in increasing order (%zu)", n);
+    n = 99;
+    EXPECT(lunsnap_hosts(a, NULL, 4, &n), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_hosts(a, ids, 4, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_hosts(a, NULL, 0, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    CHECK(n == 99, "failed hosts wrote *out_count");
+
+    /* host_name: like lunsnap_check_message. */
+    section = "host_name";
+    char buf[64];
+    size_t len = 99;
+    memset(buf, 'x', sizeof buf);
+    EXPECT_OK(lunsnap_host_name(a, HOST_B, buf, sizeof buf, &len));
+    CHECK(len == 11 && strcmp(buf, "backup-host") == 0, "name of B: \"%s\" (len %zu)", buf, len);
+    len = 99;
+    EXPECT_OK(lunsnap_host_name(a, HOST_B, NULL, 0, &len));
+    CHECK(len == 11, "length query: %zu, want 11", len);
+    memset(buf, 'x', sizeof buf);
+    EXPECT_OK(lunsnap_host_name(a, HOST_B, buf, 7, &len));
+    CHECK(len == 11 && strcmp(buf, "backup") == 0 && buf[7] == 'x', "truncated name: \"%s\" (len %zu)", buf, len);
+    memset(buf, 'x', sizeof buf);
+    EXPECT_OK(lunsnap_host_name(a, HOST_B, buf, 1, &len));
+    CHECK(buf[0] == '\0' && buf[1] == 'x', "buf_len 1: not just a NUL");
+    memset(buf, 'x', sizeof buf);
+    EXPECT_OK(lunsnap_host_name(a, HOST_B, buf, 0, &len));
+    CHECK(buf[0] == 'x', "buf_len 0: the buffer was written");
+    memset(buf, 'x', sizeof buf);
+    EXPECT_OK(lunsnap_host_name(a, HOST_C, buf, sizeof buf, &len));
+    CHECK(len == 0 && buf[0] == '\0', "NULL name: \"%s\" (len %zu)", buf, len);
+    EXPECT_OK(lunsnap_host_name(a, 0, buf, sizeof buf, &len));
+    CHECK(len == 0 && buf[0] == '\0', "empty name: len %zu", len);
+    EXPECT_OK(lunsnap_host_name(a, UINT64_MAX, buf, sizeof buf, &len));
+    CHECK(len == 56 && strcmp(buf, longest) == 0, "56-byte name: len %zu", len);
+    EXPECT_OK(lunsnap_host_name(a, UINT64_MAX, buf, 57, &len));
+    CHECK(len == 56 && strcmp(buf, longest) == 0, "56-byte name in 57 bytes: len %zu", len);
+    len = 99;
+    memset(buf, 'x', sizeof buf);
+    EXPECT(lunsnap_host_name(a, HOST_X, buf, sizeof buf, &len), LUNSNAP_RESULT_NO_SUCH_HOST);
+    EXPECT(lunsnap_host_name(a, 0x77, buf, sizeof buf, &len), LUNSNAP_RESULT_NO_SUCH_HOST);
+    EXPECT(lunsnap_host_name(a, HOST_A, buf, sizeof buf, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_host_name(a, HOST_A, NULL, 8, &len), LUNSNAP_RESULT_NULL_POINTER);
+    CHECK(len == 99 && buf[0] == 'x', "failed host_name wrote its out-parameters");
+
+    /* Hosts are committed: they survive a power cut (reopen). */
+    section = "hosts";
+    EXPECT_OK(lunsnap_reopen(a));
+    n = host_ids(a, ids, 8);
+    CHECK(n == 5 && ids[2] == HOST_A, "after reopen: %zu hosts", n);
+    EXPECT_OK(lunsnap_host_name(a, HOST_A, buf, sizeof buf, &len));
+    CHECK(strcmp(buf, "db-host") == 0, "after reopen: name of A \"%s\"", buf);
+
+    /* remove_host. */
+    EXPECT(lunsnap_remove_host(a, HOST_X), LUNSNAP_RESULT_NO_SUCH_HOST);
+    EXPECT_OK(lunsnap_remove_host(a, 0));
+    EXPECT_OK(lunsnap_remove_host(a, UINT64_MAX));
+    EXPECT(lunsnap_remove_host(a, 0), LUNSNAP_RESULT_NO_SUCH_HOST);
+    EXPECT(lunsnap_host_name(a, 0, buf, sizeof buf, &len), LUNSNAP_RESULT_NO_SUCH_HOST);
+    n = host_ids(a, ids, 8);
+    CHECK(n == 3 && ids[0] == HOST_C && ids[1] == HOST_A && ids[2] == HOST_B, "after removing two: %zu hosts", n);
+    /* A removed id may be registered again. */
+    EXPECT_OK(lunsnap_add_host(a, 0, "again"));
+    EXPECT_OK(lunsnap_host_name(a, 0, buf, sizeof buf, &len));
+    CHECK(strcmp(buf, "again") == 0, "re-added host 0: name \"%s\"", buf);
+    size_t nv = 99;
+    EXPECT_OK(lunsnap_check(a, &nv));
+    CHECK(nv == 0, "check after the host tests: %zu violations", nv);
+    EXPECT_OK(lunsnap_close(a));
+}
+
+/* ---- grants and security ----------------------------------------------------------------- */
+
+static void test_grants(void) {
+    section = "grants";
+    lunsnap_array *a = new_array(__LINE__);
+    if (!a) {
+        return;
+    }
+    static uint8_t v1[LUN_SIZE], v2[LUN_SIZE], rd[LUN_SIZE];
+    fill_bytes(v1, sizeof v1, 71);
+    fill_bytes(v2, sizeof v2, 72);
+    EXPECT_OK(lunsnap_create_lun(a, 1, LUN_SIZE));
+    EXPECT_OK(lunsnap_create_lun(a, 2, LUN_SIZE));
+    EXPECT_OK(lunsnap_write(a, 1, 0, v1, sizeof v1));
+    EXPECT_OK(lunsnap_add_host(a, HOST_A, "db-host"));
+    EXPECT_OK(lunsnap_add_host(a, HOST_B, "backup-host"));
+    EXPECT_OK(lunsnap_add_host(a, HOST_C, "other-host"));
+    lunsnap_pool_info p0, p;
+    EXPECT_OK(lunsnap_get_pool_info(a, &p0));
+
+    /* Access values C may pass that are not a lunsnap_access: refused, nothing changes. */
+    static const uint32_t bad_access[] = {0, 3, 4, 0x100, 0x80000001u, UINT32_MAX};
+    for (size_t i = 0; i < sizeof bad_access / sizeof bad_access[0]; i++) {
+        lunsnap_result r = lunsnap_grant(a, 1, HOST_A, bad_access[i]);
+        CHECK(r == LUNSNAP_RESULT_INVALID_ARGUMENT, "grant with access %u: got %u (%s)", bad_access[i],
+              (unsigned)r, lunsnap_strerror(r));
+    }
+    /* The access is checked first: even with a bad handle. */
+    EXPECT(lunsnap_grant(NULL, 1, HOST_A, 0), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    EXPECT_OK(lunsnap_get_pool_info(a, &p));
+    CHECK(p.generation == p0.generation, "refused grants committed");
+
+    /* Unknown hosts, missing and out-of-range LUNs. */
+    EXPECT(lunsnap_grant(a, 1, HOST_X, LUNSNAP_ACCESS_READ), LUNSNAP_RESULT_NO_SUCH_HOST);
+    EXPECT(lunsnap_grant(a, 3, HOST_A, LUNSNAP_ACCESS_READ), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_grant(a, MAX_LUNS, HOST_A, LUNSNAP_ACCESS_READ), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT(lunsnap_grant(a, UINT32_MAX, HOST_A, LUNSNAP_ACCESS_READ_WRITE), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT(lunsnap_revoke(a, 1, HOST_A), LUNSNAP_RESULT_NOT_GRANTED);
+    EXPECT(lunsnap_revoke(a, 1, HOST_X), LUNSNAP_RESULT_NO_SUCH_HOST);
+    EXPECT(lunsnap_revoke(a, 3, HOST_A), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_revoke(a, MAX_LUNS, HOST_A), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT_OK(lunsnap_get_pool_info(a, &p));
+    CHECK(p.generation == p0.generation, "refused grants/revokes committed");
+
+    EXPECT_OK(lunsnap_grant(a, 1, HOST_A, LUNSNAP_ACCESS_READ_WRITE));
+    EXPECT_OK(lunsnap_grant(a, 1, HOST_B, LUNSNAP_ACCESS_READ));
+    EXPECT_OK(lunsnap_grant(a, 2, HOST_A, LUNSNAP_ACCESS_READ));
+    EXPECT_OK(lunsnap_grant(a, 2, HOST_A, LUNSNAP_ACCESS_READ_WRITE)); /* replaces */
+
+    /* Security disabled: every host (even an unknown one) sees and writes everything. */
+    section = "security off";
+    uint32_t nums[8];
+    size_t n = visible(a, HOST_C, nums, 8);
+    CHECK(n == 2 && nums[0] == 1 && nums[1] == 2, "security off: host C sees %zu LUNs", n);
+    n = visible(a, HOST_X, nums, 8);
+    CHECK(n == 2, "security off: an unknown host sees %zu LUNs", n);
+    EXPECT_OK(lunsnap_read_as(a, HOST_C, 1, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, v1, sizeof rd) == 0, "security off: host C reads other data");
+    EXPECT_OK(lunsnap_write_as(a, HOST_B, 2, 0, v2, 4096));
+    EXPECT_OK(lunsnap_discard_as(a, HOST_X, 2, 0, 4096));
+
+    /* Security enabled. */
+    section = "security on";
+    EXPECT_OK(lunsnap_set_security(a, true));
+    bool sec = false;
+    EXPECT_OK(lunsnap_security_enabled(a, &sec));
+    CHECK(sec, "security_enabled says off after set_security(true)");
+    EXPECT_OK(lunsnap_set_security(a, true)); /* again: no change */
+
+    /* Discovery. */
+    for (size_t i = 0; i < 8; i++) {
+        nums[i] = 42;
+    }
+    n = visible(a, HOST_A, nums, 8);
+    CHECK(n == 2 && nums[0] == 1 && nums[1] == 2 && nums[2] == 42, "A sees %zu LUNs", n);
+    n = visible(a, HOST_B, nums, 8);
+    CHECK(n == 1 && nums[0] == 1, "B sees %zu LUNs (first %u)", n, nums[0]);
+    n = visible(a, HOST_C, nums, 8);
+    CHECK(n == 0, "C (no grants) sees %zu LUNs", n);
+    n = visible(a, HOST_X, nums, 8);
+    CHECK(n == 0, "an unknown host sees %zu LUNs", n);
+    nums[0] = nums[1] = 42;
+    n = 0;
+    EXPECT_OK(lunsnap_visible_luns(a, HOST_A, nums, 1, &n));
+    CHECK(n == 2 && nums[0] == 1 && nums[1] == 42, "visible_luns(capacity 1): %zu [%u %u]", n, nums[0], nums[1]);
+    EXPECT_OK(lunsnap_visible_luns(a, HOST_A, NULL, 0, &n));
+    CHECK(n == 2, "visible_luns count query: %zu", n);
+    n = 99;
+    EXPECT(lunsnap_visible_luns(a, HOST_A, NULL, 4, &n), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_visible_luns(a, HOST_A, nums, 4, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    CHECK(n == 99, "failed visible_luns wrote *out_count");
+
+    /* An ungranted LUN is indistinguishable from a missing one. */
+    memset(rd, 0xaa, sizeof rd);
+    EXPECT(lunsnap_read_as(a, HOST_C, 1, 0, rd, 512), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_read_as(a, HOST_C, 5, 0, rd, 512), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_read_as(a, HOST_X, 1, 0, rd, 512), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_read_as(a, HOST_B, 2, 0, rd, 512), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_write_as(a, HOST_C, 1, 0, v2, 512), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_write_as(a, HOST_B, 2, 0, v2, 512), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_discard_as(a, HOST_C, 1, 0, 512), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_discard_as(a, HOST_X, 1, 0, 512), LUNSNAP_RESULT_NO_SUCH_LUN);
+    /* Even for misaligned or out-of-range requests: nothing about the LUN leaks. */
+    EXPECT(lunsnap_read_as(a, HOST_C, 1, 1, rd, 512), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_read_as(a, HOST_C, 1, LUN_SIZE, rd, 512), LUNSNAP_RESULT_NO_SUCH_LUN);
+    CHECK(all_bytes(rd, 512, 0xaa), "a refused read_as wrote the buffer");
+    /* Out of the array's range: the same code for every host. */
+    EXPECT(lunsnap_read_as(a, HOST_A, MAX_LUNS, 0, rd, 512), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT(lunsnap_read_as(a, HOST_C, MAX_LUNS, 0, rd, 512), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+
+    /* A read grant reads but refuses writes and discards. */
+    EXPECT_OK(lunsnap_read_as(a, HOST_B, 1, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, v1, sizeof rd) == 0, "B reads other data than LUN 1 holds");
+    EXPECT(lunsnap_write_as(a, HOST_B, 1, 0, v2, sizeof v2), LUNSNAP_RESULT_READ_ONLY_ACCESS);
+    EXPECT(lunsnap_write_as(a, HOST_B, 1, 0, v2, 0), LUNSNAP_RESULT_READ_ONLY_ACCESS);
+    EXPECT(lunsnap_discard_as(a, HOST_B, 1, 0, 4096), LUNSNAP_RESULT_READ_ONLY_ACCESS);
+    EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, v1, sizeof rd) == 0, "refused writes as B changed LUN 1");
+
+    /* A read-write grant: the usual I/O, with the usual argument checks. */
+    EXPECT_OK(lunsnap_write_as(a, HOST_A, 1, 0, v2, sizeof v2));
+    EXPECT_OK(lunsnap_read_as(a, HOST_B, 1, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, v2, sizeof rd) == 0, "B does not read what A wrote");
+    EXPECT_OK(lunsnap_discard_as(a, HOST_A, 1, 0, 4096));
+    memset(v2, 0, 4096);
+    EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, v2, sizeof rd) == 0, "discard_as by A: LUN 1 differs");
+    EXPECT(lunsnap_read_as(a, HOST_A, 1, 0, NULL, 512), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_write_as(a, HOST_A, 1, 0, NULL, 512), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT_OK(lunsnap_read_as(a, HOST_A, 1, 0, NULL, 0));
+    EXPECT_OK(lunsnap_write_as(a, HOST_A, 1, 0, NULL, 0));
+    EXPECT(lunsnap_read_as(a, HOST_A, 1, 100, rd, 512), LUNSNAP_RESULT_MISALIGNED);
+    EXPECT(lunsnap_write_as(a, HOST_A, 1, 0, v2, 100), LUNSNAP_RESULT_MISALIGNED);
+    EXPECT(lunsnap_discard_as(a, HOST_A, 1, 0, 1), LUNSNAP_RESULT_MISALIGNED);
+    EXPECT(lunsnap_read_as(a, HOST_A, 1, LUN_SIZE, rd, 512), LUNSNAP_RESULT_OUT_OF_RANGE);
+    EXPECT(lunsnap_write_as(a, HOST_A, 1, UINT64_MAX - 511, v2, 1024), LUNSNAP_RESULT_OUT_OF_RANGE);
+    EXPECT(lunsnap_discard_as(a, HOST_A, 1, 512, UINT64_MAX - 511), LUNSNAP_RESULT_OUT_OF_RANGE);
+
+    /* The array's own access (plain read/write) is not filtered. */
+    EXPECT_OK(lunsnap_write(a, 1, 0, v1, sizeof v1));
+    EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, v1, sizeof rd) == 0, "plain I/O with security on differs");
+
+    /* A grant replaced: B gets read-write, then read again. */
+    EXPECT_OK(lunsnap_grant(a, 1, HOST_B, LUNSNAP_ACCESS_READ_WRITE));
+    EXPECT_OK(lunsnap_write_as(a, HOST_B, 1, 0, v1, 512));
+    EXPECT_OK(lunsnap_grant(a, 1, HOST_B, LUNSNAP_ACCESS_READ));
+    EXPECT(lunsnap_write_as(a, HOST_B, 1, 0, v1, 512), LUNSNAP_RESULT_READ_ONLY_ACCESS);
+
+    /* Copies: a new one has no grants; attach and detach keep them; delete drops them. */
+    section = "grants on copies";
+    EXPECT_OK(lunsnap_create_copy(a, 1, 3, true));
+    EXPECT(lunsnap_read_as(a, HOST_A, 3, 0, rd, 512), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_read_as(a, HOST_B, 3, 0, rd, 512), LUNSNAP_RESULT_NO_SUCH_LUN);
+    n = visible(a, HOST_A, nums, 8);
+    CHECK(n == 2, "A sees the new copy (%zu LUNs)", n);
+    EXPECT_OK(lunsnap_grant(a, 3, HOST_B, LUNSNAP_ACCESS_READ_WRITE));
+    EXPECT_OK(lunsnap_read_as(a, HOST_B, 3, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, v1, sizeof rd) == 0, "B reads other data from copy 3");
+    EXPECT_OK(lunsnap_detach(a, 3));
+    n = visible(a, HOST_B, nums, 8);
+    CHECK(n == 2 && nums[0] == 1 && nums[1] == 3, "B lost the detached copy (%zu LUNs)", n);
+    EXPECT(lunsnap_read_as(a, HOST_B, 3, 0, rd, 512), LUNSNAP_RESULT_DETACHED);
+    EXPECT(lunsnap_read_as(a, HOST_C, 3, 0, rd, 512), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT_OK(lunsnap_attach(a, 3));
+    EXPECT_OK(lunsnap_write_as(a, HOST_B, 3, 0, v2, 512));
+    EXPECT(lunsnap_revoke(a, 3, HOST_A), LUNSNAP_RESULT_NOT_GRANTED);
+    EXPECT_OK(lunsnap_delete(a, 3, false));
+    EXPECT_OK(lunsnap_create_copy(a, 1, 3, true));
+    EXPECT(lunsnap_read_as(a, HOST_B, 3, 0, rd, 512), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_revoke(a, 3, HOST_B), LUNSNAP_RESULT_NOT_GRANTED);
+
+    /* Revoke. */
+    section = "revoke";
+    EXPECT_OK(lunsnap_revoke(a, 2, HOST_A));
+    EXPECT(lunsnap_revoke(a, 2, HOST_A), LUNSNAP_RESULT_NOT_GRANTED);
+    EXPECT(lunsnap_read_as(a, HOST_A, 2, 0, rd, 512), LUNSNAP_RESULT_NO_SUCH_LUN);
+    n = visible(a, HOST_A, nums, 8);
+    CHECK(n == 1 && nums[0] == 1, "A after revoke: %zu LUNs", n);
+
+    /* Grants and the security switch are committed: they survive a power cut. */
+    EXPECT_OK(lunsnap_reopen(a));
+    sec = false;
+    EXPECT_OK(lunsnap_security_enabled(a, &sec));
+    CHECK(sec, "security off after reopen");
+    n = visible(a, HOST_B, nums, 8);
+    CHECK(n == 1 && nums[0] == 1, "B after reopen: %zu LUNs", n);
+    EXPECT(lunsnap_write_as(a, HOST_B, 1, 0, v1, 512), LUNSNAP_RESULT_READ_ONLY_ACCESS);
+    EXPECT_OK(lunsnap_write_as(a, HOST_A, 1, 0, v1, 512));
+
+    /* Removing a host removes its grants: registered again, it has none. */
+    EXPECT_OK(lunsnap_remove_host(a, HOST_B));
+    EXPECT(lunsnap_read_as(a, HOST_B, 1, 0, rd, 512), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_revoke(a, 1, HOST_B), LUNSNAP_RESULT_NO_SUCH_HOST);
+    EXPECT_OK(lunsnap_add_host(a, HOST_B, "backup-host"));
+    EXPECT(lunsnap_revoke(a, 1, HOST_B), LUNSNAP_RESULT_NOT_GRANTED);
+    n = visible(a, HOST_B, nums, 8);
+    CHECK(n == 0, "a re-registered host kept %zu grants", n);
+    /* Deleting a LUN removes the grants on it. */
+    EXPECT_OK(lunsnap_grant(a, 2, HOST_B, LUNSNAP_ACCESS_READ));
+    EXPECT_OK(lunsnap_delete(a, 2, false));
+    EXPECT_OK(lunsnap_create_lun(a, 2, LUN_SIZE));
+    EXPECT(lunsnap_read_as(a, HOST_B, 2, 0, rd, 512), LUNSNAP_RESULT_NO_SUCH_LUN);
+    size_t nv = 99;
+    EXPECT_OK(lunsnap_check(a, &nv));
+    CHECK(nv == 0, "check with grants: %zu violations", nv);
+
+    /* Security disabled again: every host sees everything. */
+    section = "security off";
+    EXPECT_OK(lunsnap_set_security(a, false));
+    EXPECT_OK(lunsnap_security_enabled(a, &sec));
+    CHECK(!sec, "security on after set_security(false)");
+    n = visible(a, HOST_C, nums, 8);
+    CHECK(n == 3, "security off again: C sees %zu LUNs", n);
+    EXPECT_OK(lunsnap_write_as(a, HOST_C, 1, 0, v1, 512));
+    EXPECT_OK(lunsnap_close(a));
+}
+
+/* ---- online / offline ---------------------------------------------------------------------- */
+
+static void test_online(void) {
+    section = "online";
+    lunsnap_array *a = new_array(__LINE__);
+    if (!a) {
+        return;
+    }
+    static uint8_t v1[LUN_SIZE], rd[LUN_SIZE];
+    fill_bytes(v1, sizeof v1, 81);
+    EXPECT_OK(lunsnap_create_lun(a, 1, LUN_SIZE));
+    EXPECT_OK(lunsnap_write(a, 1, 0, v1, sizeof v1));
+    EXPECT_OK(lunsnap_add_host(a, HOST_A, "db-host"));
+    EXPECT_OK(lunsnap_grant(a, 1, HOST_A, LUNSNAP_ACCESS_READ_WRITE));
+    lunsnap_lun_info li;
+    EXPECT_OK(lunsnap_get_lun_info(a, 1, &li));
+    CHECK(li.online == 1, "a new LUN is not online");
+
+    EXPECT(lunsnap_set_online(a, 2, false), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_set_online(a, MAX_LUNS, false), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT(lunsnap_set_online(a, UINT32_MAX, true), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+
+    EXPECT_OK(lunsnap_set_online(a, 1, false));
+    EXPECT_OK(lunsnap_get_lun_info(a, 1, &li));
+    CHECK(li.online == 0 && li.size == LUN_SIZE && li.attached == 1, "offline LUN 1: online %u", li.online);
+
+    /* I/O refused, buffers untouched, data kept. */
+    memset(rd, 0xaa, sizeof rd);
+    EXPECT(lunsnap_read(a, 1, 0, rd, 512), LUNSNAP_RESULT_OFFLINE);
+    EXPECT(lunsnap_write(a, 1, 0, v1, 512), LUNSNAP_RESULT_OFFLINE);
+    EXPECT(lunsnap_discard(a, 1, 0, 512), LUNSNAP_RESULT_OFFLINE);
+    EXPECT(lunsnap_read_as(a, HOST_A, 1, 0, rd, 512), LUNSNAP_RESULT_OFFLINE);
+    EXPECT(lunsnap_write_as(a, HOST_A, 1, 0, v1, 512), LUNSNAP_RESULT_OFFLINE);
+    EXPECT(lunsnap_discard_as(a, HOST_A, 1, 0, 512), LUNSNAP_RESULT_OFFLINE);
+    CHECK(all_bytes(rd, 512, 0xaa), "a refused read of an offline LUN wrote the buffer");
+    /* With security on, a host that may not see the LUN is told it is missing, not offline. */
+    EXPECT_OK(lunsnap_set_security(a, true));
+    EXPECT(lunsnap_read_as(a, HOST_X, 1, 0, rd, 512), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_read_as(a, HOST_A, 1, 0, rd, 512), LUNSNAP_RESULT_OFFLINE);
+    uint32_t nums[4];
+    size_t n = visible(a, HOST_A, nums, 4);
+    CHECK(n == 1 && nums[0] == 1, "an offline LUN is not discoverable by its host (%zu)", n);
+    EXPECT_OK(lunsnap_set_security(a, false));
+
+    /* Management works on an offline LUN; a copy of it starts online. */
+    EXPECT_OK(lunsnap_set_online(a, 1, false)); /* again: no change */
+    EXPECT_OK(lunsnap_create_copy(a, 1, 2, true));
+    EXPECT_OK(lunsnap_get_lun_info(a, 2, &li));
+    CHECK(li.online == 1, "a copy of an offline LUN is offline");
+    EXPECT_OK(lunsnap_read(a, 2, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, v1, sizeof rd) == 0, "copy of offline LUN 1 differs");
+    EXPECT_OK(lunsnap_grant(a, 1, HOST_A, LUNSNAP_ACCESS_READ));
+    EXPECT_OK(lunsnap_set_online(a, 2, false));
+    EXPECT_OK(lunsnap_attach(a, 2));
+    EXPECT_OK(lunsnap_restore(a, 2));
+    EXPECT_OK(lunsnap_detach(a, 2));
+    EXPECT_OK(lunsnap_get_lun_info(a, 2, &li));
+    CHECK(li.online == 0 && li.attached == 0, "offline copy 2 after detach: online %u attached %u", li.online,
+          li.attached);
+    EXPECT(lunsnap_read(a, 2, 0, rd, 512), LUNSNAP_RESULT_DETACHED);
+    EXPECT_OK(lunsnap_delete(a, 2, false));
+
+    /* Persistent: still offline after a power cut. */
+    EXPECT_OK(lunsnap_reopen(a));
+    EXPECT_OK(lunsnap_get_lun_info(a, 1, &li));
+    CHECK(li.online == 0, "LUN 1 came back online after reopen");
+    EXPECT(lunsnap_read(a, 1, 0, rd, 512), LUNSNAP_RESULT_OFFLINE);
+
+    /* Back online: I/O works and the data is intact. */
+    EXPECT_OK(lunsnap_set_online(a, 1, true));
+    EXPECT_OK(lunsnap_get_lun_info(a, 1, &li));
+    CHECK(li.online == 1, "set_online(true): online %u", li.online);
+    EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, v1, sizeof rd) == 0, "LUN 1 back online differs");
+    EXPECT_OK(lunsnap_write(a, 1, 0, v1, 512));
+    EXPECT_OK(lunsnap_reopen(a));
+    EXPECT_OK(lunsnap_get_lun_info(a, 1, &li));
+    CHECK(li.online == 1, "online state not persistent");
+    size_t nv = 99;
+    EXPECT_OK(lunsnap_check(a, &nv));
+    CHECK(nv == 0, "check after online tests: %zu violations", nv);
+    lunsnap_free(a);
+}
+
+/* ---- consistency groups ---------------------------------------------------------------------- */
+
+/* The number of LUNs in `a`. */
+static size_t lun_count(lunsnap_array *a) {
+    size_t n = 0;
+    EXPECT_OK(lunsnap_luns(a, NULL, 0, &n));
+    return n;
+}
+
+static void test_groups(void) {
+    section = "create_copies";
+    lunsnap_array *a = new_array(__LINE__);
+    if (!a) {
+        return;
+    }
+    static uint8_t v[3][LUN_SIZE / 4], w[LUN_SIZE / 4], rd[LUN_SIZE / 4];
+    const uint64_t sz = LUN_SIZE / 4;
+    for (uint32_t i = 0; i < 3; i++) {
+        fill_bytes(v[i], sz, (uint8_t)(90 + i));
+        EXPECT_OK(lunsnap_create_lun(a, 1 + i, sz));
+        EXPECT_OK(lunsnap_write(a, 1 + i, 0, v[i], sz));
+    }
+    lunsnap_pool_info p0, p;
+    EXPECT_OK(lunsnap_get_pool_info(a, &p0));
+
+    /* Refused groups change nothing. */
+    const uint32_t parents[3] = {1, 2, 3}, copies[3] = {11, 12, 13};
+    EXPECT(lunsnap_create_copies(a, parents, copies, 0, true), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    EXPECT(lunsnap_create_copies(a, NULL, NULL, 0, true), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    EXPECT(lunsnap_create_copies(a, NULL, copies, 3, true), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_create_copies(a, parents, NULL, 3, true), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_create_copies(a, parents, copies, SIZE_MAX, true), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    EXPECT(lunsnap_create_copies(a, parents, copies, SIZE_MAX / 2, true), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    {
+        const uint32_t bad_p[3] = {1, 5, 3}; /* 5 is missing */
+        EXPECT(lunsnap_create_copies(a, bad_p, copies, 3, true), LUNSNAP_RESULT_NO_SUCH_LUN);
+        const uint32_t exists[3] = {11, 12, 3}; /* 3 is a LUN */
+        EXPECT(lunsnap_create_copies(a, parents, exists, 3, true), LUNSNAP_RESULT_LUN_EXISTS);
+        const uint32_t twice[3] = {11, 12, 11};
+        EXPECT(lunsnap_create_copies(a, parents, twice, 3, true), LUNSNAP_RESULT_INVALID_ARGUMENT);
+        const uint32_t chain_p[2] = {1, 2}, chain_c[2] = {11, 1}; /* parent 1 also a copy */
+        EXPECT(lunsnap_create_copies(a, chain_p, chain_c, 2, true), LUNSNAP_RESULT_INVALID_ARGUMENT);
+        const uint32_t range[3] = {11, 12, MAX_LUNS};
+        EXPECT(lunsnap_create_copies(a, parents, range, 3, false), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+        const uint32_t range_p[3] = {1, 2, UINT32_MAX};
+        EXPECT(lunsnap_create_copies(a, range_p, copies, 3, false), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    }
+    EXPECT_OK(lunsnap_get_pool_info(a, &p));
+    CHECK(p.luns == 3 && p.generation == p0.generation && p.reserved_bytes == p0.reserved_bytes,
+          "refused create_copies changed the array: %u LUNs", p.luns);
+    lunsnap_lun_info li;
+    EXPECT(lunsnap_get_lun_info(a, 11, &li), LUNSNAP_RESULT_NO_SUCH_LUN);
+
+    /* Not enough space for the whole group, though there is for part of it: nothing. */
+    {
+        lunsnap_array *q = new_array(__LINE__);
+        if (q) {
+            lunsnap_pool_info qp, qp2;
+            EXPECT_OK(lunsnap_get_pool_info(q, &qp));
+            /* 30 % and 25 %: a copy of either fits, copies of both do not. */
+            EXPECT_OK(lunsnap_create_lun(q, 1, qp.capacity_bytes / 10 * 3 / EXTENT * EXTENT));
+            EXPECT_OK(lunsnap_create_lun(q, 2, qp.capacity_bytes / 4 / EXTENT * EXTENT));
+            EXPECT_OK(lunsnap_get_pool_info(q, &qp));
+            const uint32_t qp_[2] = {1, 2}, qc[2] = {3, 4};
+            EXPECT(lunsnap_create_copies(q, qp_, qc, 2, true), LUNSNAP_RESULT_NO_SPACE);
+            EXPECT_OK(lunsnap_get_pool_info(q, &qp2));
+            CHECK(qp2.luns == 2 && qp2.reserved_bytes == qp.reserved_bytes && qp2.generation == qp.generation,
+                  "create_copies without space: %u LUNs", qp2.luns);
+            /* Detached, they need no space; attaching them all does, and is refused whole. */
+            EXPECT_OK(lunsnap_create_copies(q, qp_, qc, 2, false));
+            EXPECT(lunsnap_attach_many(q, qc, 2), LUNSNAP_RESULT_NO_SPACE);
+            lunsnap_lun_info qi3, qi4;
+            EXPECT_OK(lunsnap_get_lun_info(q, 3, &qi3));
+            EXPECT_OK(lunsnap_get_lun_info(q, 4, &qi4));
+            CHECK(qi3.attached == 0 && qi4.attached == 0, "refused attach_many attached a copy");
+            EXPECT_OK(lunsnap_attach_many(q, qc + 1, 1));
+            EXPECT_OK(lunsnap_get_lun_info(q, 4, &qi4));
+            CHECK(qi4.attached == 1, "attach_many of one copy did not attach it");
+            lunsnap_free(q);
+        }
+    }
+
+    /* An attached group: one point in time, the same generation for every copy. */
+    EXPECT_OK(lunsnap_create_copies(a, parents, copies, 3, true));
+    uint64_t gen = 0;
+    for (uint32_t i = 0; i < 3; i++) {
+        EXPECT_OK(lunsnap_get_lun_info(a, copies[i], &li));
+        CHECK(li.kind == LUNSNAP_LUN_KIND_COPY && li.has_parent == 1 && li.parent == parents[i] &&
+                  li.attached == 1 && li.online == 1 && li.size == sz,
+              "group copy %u: fields wrong", copies[i]);
+        if (i == 0) {
+            gen = li.created_generation;
+        }
+        CHECK(li.created_generation == gen && li.attached_generation == gen,
+              "group copy %u: generation %llu/%llu, copy 11 has %llu", copies[i],
+              (unsigned long long)li.created_generation, (unsigned long long)li.attached_generation,
+              (unsigned long long)gen);
+        EXPECT_OK(lunsnap_read(a, copies[i], 0, rd, sz));
+        CHECK(memcmp(rd, v[i], sz) == 0, "group copy %u is not its parent's image", copies[i]);
+    }
+    EXPECT_OK(lunsnap_get_pool_info(a, &p));
+    CHECK(p.luns == 6 && p.generation == gen && p.reserved_bytes == p0.reserved_bytes + 3 * sz,
+          "after create_copies: %u LUNs, generation %llu", p.luns, (unsigned long long)p.generation);
+    EXPECT(lunsnap_create_copies(a, parents, copies, 3, true), LUNSNAP_RESULT_LUN_EXISTS);
+
+    /* A detached group; a detached parent refuses an attached group. */
+    const uint32_t dcopies[3] = {4, 5, 6};
+    EXPECT_OK(lunsnap_create_copies(a, parents, dcopies, 3, false));
+    for (uint32_t i = 0; i < 3; i++) {
+        EXPECT_OK(lunsnap_get_lun_info(a, dcopies[i], &li));
+        CHECK(li.attached == 0 && li.parent == parents[i] && li.reserved_bytes == 0, "detached group copy %u",
+              dcopies[i]);
+    }
+    {
+        const uint32_t dp[2] = {1, 4}, dc[2] = {14, 15};
+        EXPECT(lunsnap_create_copies(a, dp, dc, 2, true), LUNSNAP_RESULT_PARENT_DETACHED);
+        EXPECT(lunsnap_get_lun_info(a, 14, &li), LUNSNAP_RESULT_NO_SUCH_LUN);
+    }
+
+    /* attach_many: refused groups change nothing. */
+    section = "attach_many";
+    EXPECT(lunsnap_attach_many(a, dcopies, 0), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    EXPECT(lunsnap_attach_many(a, NULL, 0), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    EXPECT(lunsnap_attach_many(a, NULL, 3), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_attach_many(a, dcopies, SIZE_MAX), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    {
+        const uint32_t twice[3] = {4, 5, 4};
+        EXPECT(lunsnap_attach_many(a, twice, 3), LUNSNAP_RESULT_INVALID_ARGUMENT);
+        const uint32_t not_copy[3] = {4, 5, 3};
+        EXPECT(lunsnap_attach_many(a, not_copy, 3), LUNSNAP_RESULT_NOT_A_COPY);
+        const uint32_t missing[3] = {4, 5, 10};
+        EXPECT(lunsnap_attach_many(a, missing, 3), LUNSNAP_RESULT_NO_SUCH_LUN);
+        const uint32_t range[2] = {4, MAX_LUNS};
+        EXPECT(lunsnap_attach_many(a, range, 2), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    }
+    for (uint32_t i = 0; i < 3; i++) {
+        EXPECT_OK(lunsnap_get_lun_info(a, dcopies[i], &li));
+        CHECK(li.attached == 0, "a refused attach_many attached copy %u", dcopies[i]);
+    }
+    EXPECT_OK(lunsnap_get_pool_info(a, &p));
+    CHECK(p.luns == 9 && p.reserved_bytes == p0.reserved_bytes + 3 * sz, "refused attach_many: %u LUNs", p.luns);
+
+    /* Change the parents, then attach the detached group and refresh the attached one. */
+    for (uint32_t i = 0; i < 3; i++) {
+        fill_bytes(w, sz, (uint8_t)(100 + i));
+        EXPECT_OK(lunsnap_write(a, parents[i], 0, w, sz));
+    }
+    EXPECT_OK(lunsnap_attach_many(a, dcopies, 3));
+    EXPECT_OK(lunsnap_attach_many(a, copies, 3));
+    uint64_t g1 = 0, g2 = 0;
+    for (uint32_t i = 0; i < 3; i++) {
+        fill_bytes(w, sz, (uint8_t)(100 + i));
+        EXPECT_OK(lunsnap_read(a, dcopies[i], 0, rd, sz));
+        CHECK(memcmp(rd, w, sz) == 0, "attach_many: copy %u is not its parent's image", dcopies[i]);
+        EXPECT_OK(lunsnap_read(a, copies[i], 0, rd, sz));
+        CHECK(memcmp(rd, w, sz) == 0, "attach_many (refresh): copy %u is not its parent's image", copies[i]);
+        EXPECT_OK(lunsnap_get_lun_info(a, dcopies[i], &li));
+        g1 = i == 0 ? li.attached_generation : g1;
+        CHECK(li.attached == 1 && li.attached_generation == g1, "copy %u attached at %llu, group at %llu",
+              dcopies[i], (unsigned long long)li.attached_generation, (unsigned long long)g1);
+        EXPECT_OK(lunsnap_get_lun_info(a, copies[i], &li));
+        g2 = i == 0 ? li.attached_generation : g2;
+        CHECK(li.attached_generation == g2 && g2 > g1, "copy %u refreshed at %llu, group at %llu (> %llu)",
+              copies[i], (unsigned long long)li.attached_generation, (unsigned long long)g2,
+              (unsigned long long)g1);
+    }
+
+    /* One point in time even when a copy in the group is the parent of another: copy
+     * 8's parent 7 is itself a copy (of 1) refreshed in the same group. 7 gets LUN 1
+     * now, 8 gets 7 as it was before the group. */
+    EXPECT_OK(lunsnap_create_copy(a, 1, 7, true));
+    EXPECT_OK(lunsnap_create_copy(a, 7, 8, true));
+    fill_bytes(w, sz, 111);
+    EXPECT_OK(lunsnap_write(a, 7, 0, w, sz));
+    uint8_t *w2 = v[0]; /* reuse: LUN 1's new contents */
+    fill_bytes(w2, sz, 112);
+    EXPECT_OK(lunsnap_write(a, 1, 0, w2, sz));
+    const uint32_t chain[2] = {8, 7};
+    EXPECT_OK(lunsnap_attach_many(a, chain, 2));
+    EXPECT_OK(lunsnap_read(a, 7, 0, rd, sz));
+    CHECK(memcmp(rd, w2, sz) == 0, "copy 7 is not LUN 1's image");
+    EXPECT_OK(lunsnap_read(a, 8, 0, rd, sz));
+    CHECK(memcmp(rd, w, sz) == 0, "copy 8 is not copy 7's image from before the group");
+
+    /* Grants: copies made in a group have none (security on). */
+    EXPECT_OK(lunsnap_add_host(a, HOST_A, "db-host"));
+    EXPECT_OK(lunsnap_grant(a, 1, HOST_A, LUNSNAP_ACCESS_READ_WRITE));
+    EXPECT_OK(lunsnap_set_security(a, true));
+    const uint32_t gp[1] = {1}, gc[1] = {9};
+    EXPECT_OK(lunsnap_create_copies(a, gp, gc, 1, true));
+    EXPECT(lunsnap_read_as(a, HOST_A, 9, 0, rd, 512), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT_OK(lunsnap_grant(a, 9, HOST_A, LUNSNAP_ACCESS_READ));
+    EXPECT_OK(lunsnap_attach_many(a, gc, 1)); /* keeps the grant */
+    EXPECT_OK(lunsnap_read_as(a, HOST_A, 9, 0, rd, sz));
+    CHECK(memcmp(rd, w2, sz) == 0, "copy 9 differs");
+
+    /* Everything survives a power cut. */
+    EXPECT_OK(lunsnap_reopen(a));
+    CHECK(lun_count(a) == 12, "after reopen: %zu LUNs, want 12", lun_count(a));
+    EXPECT_OK(lunsnap_read(a, 8, 0, rd, sz));
+    CHECK(memcmp(rd, w, sz) == 0, "copy 8 after reopen differs");
+    size_t nv = 99;
+    EXPECT_OK(lunsnap_check(a, &nv));
+    CHECK(nv == 0, "check after the group tests: %zu violations", nv);
+    EXPECT_OK(lunsnap_close(a));
+}
+
+/* A failing device write in the middle of each new management operation's commit:
+ * DEVICE_IO, the handle refuses changes (POISONED), and reopening gives the state
+ * from before the operation. */
+static void test_failing_access_commits(void) {
+    section = "failing access commits";
+    hostdev d;
+    if (!hostdev_init(&d, 512, 16384)) {
+        CHECK(false, "out of memory");
+        return;
+    }
+    lunsnap_device_callbacks cb = hostdev_callbacks(&d);
+    lunsnap_format_options o = small_opts();
+    lunsnap_array *a = NULL;
+    EXPECT_OK(lunsnap_format_callbacks(&cb, &o, &a));
+    if (!a) {
+        hostdev_destroy(&d);
+        return;
+    }
+    EXPECT_OK(lunsnap_create_lun(a, 1, LUN_SIZE));
+    EXPECT_OK(lunsnap_create_lun(a, 2, LUN_SIZE));
+    EXPECT_OK(lunsnap_create_copy(a, 1, 3, false));
+    EXPECT_OK(lunsnap_add_host(a, HOST_A, "a"));
+    EXPECT_OK(lunsnap_grant(a, 1, HOST_A, LUNSNAP_ACCESS_READ));
+    static const char *names[] = {"add_host",   "remove_host", "grant",         "revoke",
+                                  "set_security", "set_online", "create_copies", "attach_many"};
+    for (int op = 0; op < 8; op++) {
+        const uint32_t ps[2] = {1, 2}, cs[2] = {4, 5}, att[1] = {3};
+        lunsnap_result r;
+        d.fail_write_at = 1;
+        switch (op) {
+        case 0: r = lunsnap_add_host(a, HOST_B, "b"); break;
+        case 1: r = lunsnap_remove_host(a, HOST_A); break;
+        case 2: r = lunsnap_grant(a, 2, HOST_A, LUNSNAP_ACCESS_READ_WRITE); break;
+        case 3: r = lunsnap_revoke(a, 1, HOST_A); break;
+        case 4: r = lunsnap_set_security(a, true); break;
+        case 5: r = lunsnap_set_online(a, 1, false); break;
+        case 6: r = lunsnap_create_copies(a, ps, cs, 2, true); break;
+        default: r = lunsnap_attach_many(a, att, 1); break;
+        }
+        hostdev_heal(&d);
+        CHECK(r == LUNSNAP_RESULT_DEVICE_IO, "%s with a failing write: got %u (%s)", names[op], (unsigned)r,
+              lunsnap_strerror(r));
+        EXPECT(lunsnap_add_host(a, 0x99, "z"), LUNSNAP_RESULT_POISONED);
+        EXPECT(lunsnap_grant(a, 1, HOST_A, LUNSNAP_ACCESS_READ_WRITE), LUNSNAP_RESULT_POISONED);
+        EXPECT(lunsnap_set_online(a, 2, false), LUNSNAP_RESULT_POISONED);
+        EXPECT_OK(lunsnap_reopen(a));
+        uint64_t ids[4];
+        size_t nh = host_ids(a, ids, 4);
+        bool sec = true;
+        EXPECT_OK(lunsnap_security_enabled(a, &sec));
+        lunsnap_lun_info l1, l3;
+        EXPECT_OK(lunsnap_get_lun_info(a, 1, &l1));
+        EXPECT_OK(lunsnap_get_lun_info(a, 3, &l3));
+        EXPECT_OK(lunsnap_set_security(a, true));
+        uint32_t nums[8];
+        size_t nvis = visible(a, HOST_A, nums, 8);
+        EXPECT_OK(lunsnap_set_security(a, false));
+        CHECK(nh == 1 && ids[0] == HOST_A && !sec && l1.online == 1 && l3.attached == 0 && lun_count(a) == 3 &&
+                  nvis == 1 && nums[0] == 1,
+              "after failed %s and reopen: %zu hosts, security %d, online %u, copy 3 attached %u, %zu LUNs, "
+              "A sees %zu",
+              names[op], nh, (int)sec, l1.online, l3.attached, lun_count(a), nvis);
+        size_t nv = 77;
+        EXPECT_OK(lunsnap_check(a, &nv));
+        CHECK(nv == 0, "after failed %s and reopen: %zu violations", names[op], nv);
+    }
+    lunsnap_free(a);
+    hostdev_destroy(&d);
+}
+
 /* ---- file devices ------------------------------------------------------------------------ */
 
 #if defined(LUNSNAP_FEATURE_STD)
@@ -1330,6 +2073,11 @@ int main(void) {
     test_failed_reopen();
     test_luns_and_copies();
     test_io();
+    test_hosts();
+    test_grants();
+    test_online();
+    test_groups();
+    test_failing_access_commits();
 #if defined(LUNSNAP_FEATURE_STD)
     test_files();
 #endif

@@ -124,6 +124,18 @@ enum lunsnap_result
   LUNSNAP_RESULT_OUT_OF_MEMORY = 51,
   // The handle is unusable after a failed `lunsnap_reopen`: free it.
   LUNSNAP_RESULT_UNUSABLE = 52,
+  // No host is registered with this id.
+  LUNSNAP_RESULT_NO_SUCH_HOST = 60,
+  // A host with this id is already registered.
+  LUNSNAP_RESULT_HOST_EXISTS = 61,
+  // The host has no grant on the LUN (nothing to revoke).
+  LUNSNAP_RESULT_NOT_GRANTED = 62,
+  // The host's grant on the LUN is read-only: writes are refused.
+  LUNSNAP_RESULT_READ_ONLY_ACCESS = 63,
+  // The LUN is offline: I/O is refused until it is brought online.
+  LUNSNAP_RESULT_OFFLINE = 64,
+  // The array already has the most hosts it can register (64).
+  LUNSNAP_RESULT_TOO_MANY_HOSTS = 65,
   // An error this version of the C ABI does not classify.
   LUNSNAP_RESULT_OTHER = 99,
 };
@@ -151,6 +163,26 @@ enum lunsnap_lun_kind
 typedef enum lunsnap_lun_kind lunsnap_lun_kind;
 #else
 typedef uint32_t lunsnap_lun_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// What a host may do with a LUN (`lunsnap_grant`). Functions take it as a
+// `uint32_t`: any other value is refused with `LUNSNAP_RESULT_INVALID_ARGUMENT`.
+enum lunsnap_access
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Discover and read the LUN.
+  LUNSNAP_ACCESS_READ = 1,
+  // Discover, read and write the LUN.
+  LUNSNAP_ACCESS_READ_WRITE = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum lunsnap_access lunsnap_access;
+#else
+typedef uint32_t lunsnap_access;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -230,6 +262,9 @@ typedef struct {
   uint64_t exclusive_bytes;
   // Bytes of extents this LUN shares with another LUN.
   uint64_t shared_bytes;
+  // 1 if the LUN is online, 0 if it is offline (I/O refused with
+  // `LUNSNAP_RESULT_OFFLINE`). Last, so that the earlier fields keep their offsets.
+  uint8_t online;
 } lunsnap_lun_info;
 
 // Pool accounting (`lunsnap_pool_info`).
@@ -417,6 +452,159 @@ lunsnap_result lunsnap_check_message(lunsnap_array *array,
                                      char *buf,
                                      size_t buf_len,
                                      size_t *out_len);
+
+// Registers host `host` (a 64-bit, WWN-like id) with the label `name` (UTF-8, at
+// most 56 bytes; NULL is the empty label). Committed before it returns.
+//
+// Errors: `LUNSNAP_RESULT_HOST_EXISTS`; `LUNSNAP_RESULT_INVALID_ARGUMENT` for a
+// name that is not UTF-8 or is longer than 56 bytes.
+//
+// # Safety
+//
+// `name`, when not NULL, must point to a NUL-terminated string valid for the
+// duration of the call.
+lunsnap_result lunsnap_add_host(lunsnap_array *array, uint64_t host, const char *name);
+
+// Unregisters host `host` and removes its grants.
+//
+// Errors: `LUNSNAP_RESULT_NO_SUCH_HOST`.
+lunsnap_result lunsnap_remove_host(lunsnap_array *array, uint64_t host);
+
+// The registered host ids, in increasing order: `*out_count` receives how many
+// there are, and the first `min(capacity, count)` go to `ids` (which may be NULL
+// when `capacity` is 0, to ask for the count).
+//
+// # Safety
+//
+// Every non-NULL pointer must be valid for the access described (buffers for
+// their whole length) for the duration of the call.
+lunsnap_result lunsnap_hosts(lunsnap_array *array,
+                             uint64_t *ids,
+                             size_t capacity,
+                             size_t *out_count);
+
+// Copies the label of host `host` into `buf` (NUL-terminated, truncated to
+// `buf_len` bytes; `buf` may be NULL when `buf_len` is 0); `*out_len` receives the
+// full length without the NUL.
+//
+// Errors: `LUNSNAP_RESULT_NO_SUCH_HOST`.
+//
+// # Safety
+//
+// Every non-NULL pointer must be valid for the access described (buffers for
+// their whole length) for the duration of the call.
+lunsnap_result lunsnap_host_name(lunsnap_array *array,
+                                 uint64_t host,
+                                 char *buf,
+                                 size_t buf_len,
+                                 size_t *out_len);
+
+// Grants host `host` `access` (a `lunsnap_access` value) on LUN `lun`, replacing
+// an earlier grant. Committed before it returns.
+//
+// Errors: `LUNSNAP_RESULT_INVALID_ARGUMENT` for an `access` that is not a
+// `lunsnap_access` value; `LUNSNAP_RESULT_NO_SUCH_LUN`,
+// `LUNSNAP_RESULT_LUN_OUT_OF_RANGE`, `LUNSNAP_RESULT_NO_SUCH_HOST`.
+lunsnap_result lunsnap_grant(lunsnap_array *array, uint32_t lun, uint64_t host, uint32_t access);
+
+// Removes the grant of host `host` on LUN `lun`.
+//
+// Errors: `LUNSNAP_RESULT_NOT_GRANTED`, `LUNSNAP_RESULT_NO_SUCH_HOST`,
+// `LUNSNAP_RESULT_NO_SUCH_LUN`, `LUNSNAP_RESULT_LUN_OUT_OF_RANGE`.
+lunsnap_result lunsnap_revoke(lunsnap_array *array, uint32_t lun, uint64_t host);
+
+// Turns host access control on (`enabled`) or off (every host sees every LUN).
+// Committed before it returns.
+lunsnap_result lunsnap_set_security(lunsnap_array *array, bool enabled);
+
+// `*out` receives whether host access control is on.
+lunsnap_result lunsnap_security_enabled(lunsnap_array *array, bool *out);
+
+// `lunsnap_read` on behalf of host `host`. With security enabled, a LUN the host
+// has no grant on gives `LUNSNAP_RESULT_NO_SUCH_LUN`, as a missing one does.
+//
+// # Safety
+//
+// Every non-NULL pointer must be valid for the access described (buffers for
+// their whole length) for the duration of the call.
+lunsnap_result lunsnap_read_as(lunsnap_array *array,
+                               uint64_t host,
+                               uint32_t lun,
+                               uint64_t offset,
+                               uint8_t *buf,
+                               size_t len);
+
+// `lunsnap_write` on behalf of host `host`. With security enabled, a LUN the host
+// has no grant on gives `LUNSNAP_RESULT_NO_SUCH_LUN`, and one it may only read
+// `LUNSNAP_RESULT_READ_ONLY_ACCESS`.
+//
+// # Safety
+//
+// Every non-NULL pointer must be valid for the access described (buffers for
+// their whole length) for the duration of the call.
+lunsnap_result lunsnap_write_as(lunsnap_array *array,
+                                uint64_t host,
+                                uint32_t lun,
+                                uint64_t offset,
+                                const uint8_t *buf,
+                                size_t len);
+
+// `lunsnap_discard` on behalf of host `host` (a write: refused as
+// `lunsnap_write_as` refuses).
+lunsnap_result lunsnap_discard_as(lunsnap_array *array,
+                                  uint64_t host,
+                                  uint32_t lun,
+                                  uint64_t offset,
+                                  uint64_t len);
+
+// The LUN numbers host `host` may discover, in order (every LUN with security
+// disabled; none for an unregistered host with it enabled). Same convention as
+// `lunsnap_luns`: `*out_count` receives how many there are, the first
+// `min(capacity, count)` go to `numbers` (NULL allowed when `capacity` is 0).
+//
+// # Safety
+//
+// Every non-NULL pointer must be valid for the access described (buffers for
+// their whole length) for the duration of the call.
+lunsnap_result lunsnap_visible_luns(lunsnap_array *array,
+                                    uint64_t host,
+                                    uint32_t *numbers,
+                                    size_t capacity,
+                                    size_t *out_count);
+
+// Takes LUN `lun` offline (`online` false: I/O refused with
+// `LUNSNAP_RESULT_OFFLINE`, management operations allowed) or brings it back
+// online. Persistent; committed before it returns.
+lunsnap_result lunsnap_set_online(lunsnap_array *array, uint32_t lun, bool online);
+
+// A consistency group: creates copy `copies[i]` of `parents[i]` for every `i` below
+// `count`, all at one point in time, attached or detached (as
+// `lunsnap_create_copy`). All or nothing: any error changes nothing. `count` 0, a
+// copy number given twice, or a copy number that is also a parent in the group
+// give `LUNSNAP_RESULT_INVALID_ARGUMENT`. The arrays may be NULL only when `count`
+// is 0.
+//
+// # Safety
+//
+// Every non-NULL pointer must be valid for the access described (arrays of
+// `count` numbers) for the duration of the call.
+lunsnap_result lunsnap_create_copies(lunsnap_array *array,
+                                     const uint32_t *parents,
+                                     const uint32_t *copies,
+                                     size_t count,
+                                     bool attached);
+
+// A consistency group: attaches (or refreshes) every copy in `copies[0..count]` at
+// one point in time, each its parent's image as it was before any of them changed.
+// All or nothing: any error `lunsnap_attach` gives, `count` 0 or a copy given twice
+// (`LUNSNAP_RESULT_INVALID_ARGUMENT`) changes nothing. `copies` may be NULL only
+// when `count` is 0.
+//
+// # Safety
+//
+// Every non-NULL pointer must be valid for the access described (an array of
+// `count` numbers) for the duration of the call.
+lunsnap_result lunsnap_attach_many(lunsnap_array *array, const uint32_t *copies, size_t count);
 
 #ifdef __cplusplus
 }  // extern "C"

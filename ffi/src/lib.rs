@@ -37,8 +37,8 @@ pub use handle::lunsnap_array;
 use handle::{register, unregister, with_array, with_open, State};
 pub use result::lunsnap_result;
 pub use types::{
-    lunsnap_format_options, lunsnap_lun_info, lunsnap_lun_kind, lunsnap_open_options,
-    lunsnap_pool_info,
+    lunsnap_access, lunsnap_format_options, lunsnap_lun_info, lunsnap_lun_kind,
+    lunsnap_open_options, lunsnap_pool_info,
 };
 
 /// Major version of this library (matches Cargo.toml).
@@ -68,6 +68,86 @@ fn put<T>(out: *mut T, v: T) -> R {
     // non-null above); `write` does not read or drop the old value.
     unsafe { out.write(v) };
     Ok(())
+}
+
+/// Checks the pointers of a list out-parameter pair (`items` may be NULL only when
+/// `capacity` is 0; `out_count` never).
+fn list_args<T>(items: *mut T, capacity: usize, out_count: *mut usize) -> R {
+    if out_count.is_null() || (items.is_null() && capacity > 0) {
+        return Err(lunsnap_result::NullPointer);
+    }
+    Ok(())
+}
+
+/// Copies the first `min(capacity, list.len())` items of `list` to `items` and
+/// stores `list.len()` in `out_count` (pointers checked by [`list_args`]).
+///
+/// # Safety
+///
+/// `items` must be valid for writing `capacity` items when `capacity` > 0.
+unsafe fn put_list<T: Copy>(
+    list: &[T],
+    items: *mut T,
+    capacity: usize,
+    out_count: *mut usize,
+) -> R {
+    list_args(items, capacity, out_count)?;
+    let n = list.len().min(capacity);
+    if n > 0 {
+        // SAFETY: non-null; the caller passes room for `capacity` >= `n` items.
+        let dst = unsafe { core::slice::from_raw_parts_mut(items, n) };
+        dst.copy_from_slice(&list[..n]);
+    }
+    put(out_count, list.len())
+}
+
+/// Checks the pointers of a text out-parameter (`buf` may be NULL only when
+/// `buf_len` is 0; `out_len` never).
+fn text_args(buf: *mut c_char, buf_len: usize, out_len: *mut usize) -> R {
+    if out_len.is_null() || (buf.is_null() && buf_len > 0) {
+        return Err(lunsnap_result::NullPointer);
+    }
+    Ok(())
+}
+
+/// Copies `text` (no NUL inside) into `buf`, truncated to `buf_len - 1` bytes and
+/// NUL-terminated (nothing is written when `buf_len` is 0), and stores its full
+/// length in `out_len` (pointers checked by [`text_args`]).
+///
+/// # Safety
+///
+/// `buf` must be valid for writing `buf_len` bytes when `buf_len` > 0.
+unsafe fn put_text(text: &[u8], buf: *mut c_char, buf_len: usize, out_len: *mut usize) -> R {
+    text_args(buf, buf_len, out_len)?;
+    if buf_len > 0 {
+        let n = text.len().min(buf_len - 1);
+        // SAFETY: non-null; the caller passes `buf_len` writable bytes at `buf`.
+        let dst = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), buf_len) };
+        dst[..n].copy_from_slice(&text[..n]);
+        dst[n] = 0;
+    }
+    put(out_len, text.len())
+}
+
+/// The `count` numbers at `p` (which may be NULL only when `count` is 0).
+///
+/// # Safety
+///
+/// `p` must be valid for reading `count` numbers for the lifetime `'a` when
+/// `count` > 0.
+unsafe fn numbers_in<'a>(p: *const u32, count: usize) -> Result<&'a [u32], lunsnap_result> {
+    if count == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(lunsnap_result::NullPointer);
+    }
+    if count > isize::MAX as usize / core::mem::size_of::<u32>() {
+        return Err(lunsnap_result::InvalidArgument);
+    }
+    // SAFETY: non-null, the byte length fits in isize (checked above), and the
+    // caller passes `count` readable numbers at `p`.
+    Ok(unsafe { core::slice::from_raw_parts(p, count) })
 }
 
 fn format_opts(opts: *const lunsnap_format_options) -> Result<FormatOptions, lunsnap_result> {
@@ -503,17 +583,10 @@ pub unsafe extern "C" fn lunsnap_luns(
     out_count: *mut usize,
 ) -> lunsnap_result {
     run(|| {
-        if out_count.is_null() || (numbers.is_null() && capacity > 0) {
-            return Err(lunsnap_result::NullPointer);
-        }
+        list_args(numbers, capacity, out_count)?;
         let ns = with_array(array, |a| Ok(a.lun_numbers()))?;
-        let n = ns.len().min(capacity);
-        if n > 0 {
-            // SAFETY: non-null; the caller passes room for `capacity` >= `n` numbers.
-            let dst = unsafe { core::slice::from_raw_parts_mut(numbers, n) };
-            dst.copy_from_slice(&ns[..n]);
-        }
-        put(out_count, ns.len())
+        // SAFETY: the caller passes room for `capacity` numbers at `numbers`.
+        unsafe { put_list(&ns, numbers, capacity, out_count) }
     })
 }
 
@@ -562,24 +635,323 @@ pub unsafe extern "C" fn lunsnap_check_message(
     out_len: *mut usize,
 ) -> lunsnap_result {
     run(|| {
-        if out_len.is_null() || (buf.is_null() && buf_len > 0) {
-            return Err(lunsnap_result::NullPointer);
-        }
+        text_args(buf, buf_len, out_len)?;
         let msg = with_open(array, |o| {
             o.report
                 .get(index)
                 .cloned()
                 .ok_or(lunsnap_result::InvalidArgument)
         })?;
-        let text = &msg[..msg.len() - 1];
-        if buf_len > 0 {
-            let n = text.len().min(buf_len - 1);
-            // SAFETY: non-null; the caller passes `buf_len` writable bytes at `buf`.
-            let dst = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), buf_len) };
-            dst[..n].copy_from_slice(&text[..n]);
-            dst[n] = 0;
+        // SAFETY: the caller passes `buf_len` writable bytes at `buf`.
+        unsafe { put_text(&msg[..msg.len() - 1], buf, buf_len, out_len) }
+    })
+}
+
+/// Registers host `host` (a 64-bit, WWN-like id) with the label `name` (UTF-8, at
+/// most 56 bytes; NULL is the empty label). Committed before it returns.
+///
+/// Errors: `LUNSNAP_RESULT_HOST_EXISTS`; `LUNSNAP_RESULT_INVALID_ARGUMENT` for a
+/// name that is not UTF-8 or is longer than 56 bytes.
+///
+/// # Safety
+///
+/// `name`, when not NULL, must point to a NUL-terminated string valid for the
+/// duration of the call.
+#[no_mangle]
+pub unsafe extern "C" fn lunsnap_add_host(
+    array: *mut lunsnap_array,
+    host: u64,
+    name: *const c_char,
+) -> lunsnap_result {
+    run(|| {
+        let name = if name.is_null() {
+            ""
+        } else {
+            // SAFETY: non-null; the caller passes a NUL-terminated string that
+            // outlives the call (the reference is used only during it).
+            let s = unsafe { core::ffi::CStr::from_ptr(name) };
+            s.to_str().map_err(|_| lunsnap_result::InvalidArgument)?
+        };
+        with_array(array, |a| Ok(a.add_host(host, name)?))
+    })
+}
+
+/// Unregisters host `host` and removes its grants.
+///
+/// Errors: `LUNSNAP_RESULT_NO_SUCH_HOST`.
+#[no_mangle]
+pub extern "C" fn lunsnap_remove_host(array: *mut lunsnap_array, host: u64) -> lunsnap_result {
+    run(|| with_array(array, |a| Ok(a.remove_host(host)?)))
+}
+
+/// The registered host ids, in increasing order: `*out_count` receives how many
+/// there are, and the first `min(capacity, count)` go to `ids` (which may be NULL
+/// when `capacity` is 0, to ask for the count).
+///
+/// # Safety
+///
+/// Every non-NULL pointer must be valid for the access described (buffers for
+/// their whole length) for the duration of the call.
+#[no_mangle]
+pub unsafe extern "C" fn lunsnap_hosts(
+    array: *mut lunsnap_array,
+    ids: *mut u64,
+    capacity: usize,
+    out_count: *mut usize,
+) -> lunsnap_result {
+    run(|| {
+        list_args(ids, capacity, out_count)?;
+        let hs: Vec<u64> = with_array(array, |a| Ok(a.hosts().iter().map(|h| h.id).collect()))?;
+        // SAFETY: the caller passes room for `capacity` ids at `ids`.
+        unsafe { put_list(&hs, ids, capacity, out_count) }
+    })
+}
+
+/// Copies the label of host `host` into `buf` (NUL-terminated, truncated to
+/// `buf_len` bytes; `buf` may be NULL when `buf_len` is 0); `*out_len` receives the
+/// full length without the NUL.
+///
+/// Errors: `LUNSNAP_RESULT_NO_SUCH_HOST`.
+///
+/// # Safety
+///
+/// Every non-NULL pointer must be valid for the access described (buffers for
+/// their whole length) for the duration of the call.
+#[no_mangle]
+pub unsafe extern "C" fn lunsnap_host_name(
+    array: *mut lunsnap_array,
+    host: u64,
+    buf: *mut c_char,
+    buf_len: usize,
+    out_len: *mut usize,
+) -> lunsnap_result {
+    run(|| {
+        text_args(buf, buf_len, out_len)?;
+        let name = with_array(array, |a| {
+            a.hosts()
+                .into_iter()
+                .find(|h| h.id == host)
+                .map(|h| h.name)
+                .ok_or(lunsnap_result::NoSuchHost)
+        })?;
+        // SAFETY: the caller passes `buf_len` writable bytes at `buf`.
+        unsafe { put_text(name.as_bytes(), buf, buf_len, out_len) }
+    })
+}
+
+/// Grants host `host` `access` (a `lunsnap_access` value) on LUN `lun`, replacing
+/// an earlier grant. Committed before it returns.
+///
+/// Errors: `LUNSNAP_RESULT_INVALID_ARGUMENT` for an `access` that is not a
+/// `lunsnap_access` value; `LUNSNAP_RESULT_NO_SUCH_LUN`,
+/// `LUNSNAP_RESULT_LUN_OUT_OF_RANGE`, `LUNSNAP_RESULT_NO_SUCH_HOST`.
+#[no_mangle]
+pub extern "C" fn lunsnap_grant(
+    array: *mut lunsnap_array,
+    lun: u32,
+    host: u64,
+    access: u32,
+) -> lunsnap_result {
+    run(|| {
+        let access = lunsnap_access::from_c(access).ok_or(lunsnap_result::InvalidArgument)?;
+        with_array(array, |a| Ok(a.grant(lun, host, access)?))
+    })
+}
+
+/// Removes the grant of host `host` on LUN `lun`.
+///
+/// Errors: `LUNSNAP_RESULT_NOT_GRANTED`, `LUNSNAP_RESULT_NO_SUCH_HOST`,
+/// `LUNSNAP_RESULT_NO_SUCH_LUN`, `LUNSNAP_RESULT_LUN_OUT_OF_RANGE`.
+#[no_mangle]
+pub extern "C" fn lunsnap_revoke(array: *mut lunsnap_array, lun: u32, host: u64) -> lunsnap_result {
+    run(|| with_array(array, |a| Ok(a.revoke(lun, host)?)))
+}
+
+/// Turns host access control on (`enabled`) or off (every host sees every LUN).
+/// Committed before it returns.
+#[no_mangle]
+pub extern "C" fn lunsnap_set_security(array: *mut lunsnap_array, enabled: bool) -> lunsnap_result {
+    run(|| with_array(array, |a| Ok(a.set_security(enabled)?)))
+}
+
+/// `*out` receives whether host access control is on.
+#[no_mangle]
+pub extern "C" fn lunsnap_security_enabled(
+    array: *mut lunsnap_array,
+    out: *mut bool,
+) -> lunsnap_result {
+    run(|| {
+        if out.is_null() {
+            return Err(lunsnap_result::NullPointer);
         }
-        put(out_len, text.len())
+        let on = with_array(array, |a| Ok(a.security_enabled()))?;
+        put(out, on)
+    })
+}
+
+/// `lunsnap_read` on behalf of host `host`. With security enabled, a LUN the host
+/// has no grant on gives `LUNSNAP_RESULT_NO_SUCH_LUN`, as a missing one does.
+///
+/// # Safety
+///
+/// Every non-NULL pointer must be valid for the access described (buffers for
+/// their whole length) for the duration of the call.
+#[no_mangle]
+pub unsafe extern "C" fn lunsnap_read_as(
+    array: *mut lunsnap_array,
+    host: u64,
+    lun: u32,
+    offset: u64,
+    buf: *mut u8,
+    len: usize,
+) -> lunsnap_result {
+    run(|| {
+        if buf.is_null() && len > 0 {
+            return Err(lunsnap_result::NullPointer);
+        }
+        with_array(array, |a| {
+            let b: &mut [u8] = if len == 0 {
+                &mut []
+            } else {
+                // SAFETY: non-null; the caller passes `len` writable bytes at `buf`,
+                // not aliased during the call.
+                unsafe { core::slice::from_raw_parts_mut(buf, len) }
+            };
+            Ok(a.read_as(host, lun, offset, b)?)
+        })
+    })
+}
+
+/// `lunsnap_write` on behalf of host `host`. With security enabled, a LUN the host
+/// has no grant on gives `LUNSNAP_RESULT_NO_SUCH_LUN`, and one it may only read
+/// `LUNSNAP_RESULT_READ_ONLY_ACCESS`.
+///
+/// # Safety
+///
+/// Every non-NULL pointer must be valid for the access described (buffers for
+/// their whole length) for the duration of the call.
+#[no_mangle]
+pub unsafe extern "C" fn lunsnap_write_as(
+    array: *mut lunsnap_array,
+    host: u64,
+    lun: u32,
+    offset: u64,
+    buf: *const u8,
+    len: usize,
+) -> lunsnap_result {
+    run(|| {
+        if buf.is_null() && len > 0 {
+            return Err(lunsnap_result::NullPointer);
+        }
+        with_array(array, |a| {
+            let b: &[u8] = if len == 0 {
+                &[]
+            } else {
+                // SAFETY: non-null; the caller passes `len` readable bytes at `buf`.
+                unsafe { core::slice::from_raw_parts(buf, len) }
+            };
+            Ok(a.write_as(host, lun, offset, b)?)
+        })
+    })
+}
+
+/// `lunsnap_discard` on behalf of host `host` (a write: refused as
+/// `lunsnap_write_as` refuses).
+#[no_mangle]
+pub extern "C" fn lunsnap_discard_as(
+    array: *mut lunsnap_array,
+    host: u64,
+    lun: u32,
+    offset: u64,
+    len: u64,
+) -> lunsnap_result {
+    run(|| with_array(array, |a| Ok(a.discard_as(host, lun, offset, len)?)))
+}
+
+/// The LUN numbers host `host` may discover, in order (every LUN with security
+/// disabled; none for an unregistered host with it enabled). Same convention as
+/// `lunsnap_luns`: `*out_count` receives how many there are, the first
+/// `min(capacity, count)` go to `numbers` (NULL allowed when `capacity` is 0).
+///
+/// # Safety
+///
+/// Every non-NULL pointer must be valid for the access described (buffers for
+/// their whole length) for the duration of the call.
+#[no_mangle]
+pub unsafe extern "C" fn lunsnap_visible_luns(
+    array: *mut lunsnap_array,
+    host: u64,
+    numbers: *mut u32,
+    capacity: usize,
+    out_count: *mut usize,
+) -> lunsnap_result {
+    run(|| {
+        list_args(numbers, capacity, out_count)?;
+        let ns = with_array(array, |a| Ok(a.visible_luns(host)))?;
+        // SAFETY: the caller passes room for `capacity` numbers at `numbers`.
+        unsafe { put_list(&ns, numbers, capacity, out_count) }
+    })
+}
+
+/// Takes LUN `lun` offline (`online` false: I/O refused with
+/// `LUNSNAP_RESULT_OFFLINE`, management operations allowed) or brings it back
+/// online. Persistent; committed before it returns.
+#[no_mangle]
+pub extern "C" fn lunsnap_set_online(
+    array: *mut lunsnap_array,
+    lun: u32,
+    online: bool,
+) -> lunsnap_result {
+    run(|| with_array(array, |a| Ok(a.set_online(lun, online)?)))
+}
+
+/// A consistency group: creates copy `copies[i]` of `parents[i]` for every `i` below
+/// `count`, all at one point in time, attached or detached (as
+/// `lunsnap_create_copy`). All or nothing: any error changes nothing. `count` 0, a
+/// copy number given twice, or a copy number that is also a parent in the group
+/// give `LUNSNAP_RESULT_INVALID_ARGUMENT`. The arrays may be NULL only when `count`
+/// is 0.
+///
+/// # Safety
+///
+/// Every non-NULL pointer must be valid for the access described (arrays of
+/// `count` numbers) for the duration of the call.
+#[no_mangle]
+pub unsafe extern "C" fn lunsnap_create_copies(
+    array: *mut lunsnap_array,
+    parents: *const u32,
+    copies: *const u32,
+    count: usize,
+    attached: bool,
+) -> lunsnap_result {
+    run(|| {
+        // SAFETY: the caller passes `count` readable numbers at each pointer.
+        let (ps, cs) = unsafe { (numbers_in(parents, count)?, numbers_in(copies, count)?) };
+        let pairs: Vec<(u32, u32)> = ps.iter().copied().zip(cs.iter().copied()).collect();
+        with_array(array, |a| Ok(a.create_copies(&pairs, attached)?))
+    })
+}
+
+/// A consistency group: attaches (or refreshes) every copy in `copies[0..count]` at
+/// one point in time, each its parent's image as it was before any of them changed.
+/// All or nothing: any error `lunsnap_attach` gives, `count` 0 or a copy given twice
+/// (`LUNSNAP_RESULT_INVALID_ARGUMENT`) changes nothing. `copies` may be NULL only
+/// when `count` is 0.
+///
+/// # Safety
+///
+/// Every non-NULL pointer must be valid for the access described (an array of
+/// `count` numbers) for the duration of the call.
+#[no_mangle]
+pub unsafe extern "C" fn lunsnap_attach_many(
+    array: *mut lunsnap_array,
+    copies: *const u32,
+    count: usize,
+) -> lunsnap_result {
+    run(|| {
+        // SAFETY: the caller passes `count` readable numbers at `copies`.
+        let cs = unsafe { numbers_in(copies, count)? };
+        with_array(array, |a| Ok(a.attach_many(cs)?))
     })
 }
 
@@ -601,6 +973,39 @@ mod tests {
             LUNSNAP_VERSION_PATCH.to_string(),
             env!("CARGO_PKG_VERSION_PATCH")
         );
+    }
+
+    #[test]
+    fn access_control_errors_have_their_own_codes() {
+        use lunsnap::Error;
+        let cases = [
+            (Error::NoSuchHost(7), lunsnap_result::NoSuchHost, 60),
+            (Error::HostExists(7), lunsnap_result::HostExists, 61),
+            (
+                Error::NotGranted { lun: 1, host: 7 },
+                lunsnap_result::NotGranted,
+                62,
+            ),
+            (
+                Error::ReadOnlyAccess { lun: 1, host: 7 },
+                lunsnap_result::ReadOnlyAccess,
+                63,
+            ),
+            (Error::Offline(1), lunsnap_result::Offline, 64),
+        ];
+        for (e, want, code) in cases {
+            assert_eq!(lunsnap_result::from(&e), want, "{e}");
+            assert_eq!(want as u32, code);
+        }
+    }
+
+    #[test]
+    fn access_values_from_c() {
+        assert_eq!(lunsnap_access::from_c(1), Some(lunsnap::Access::Read));
+        assert_eq!(lunsnap_access::from_c(2), Some(lunsnap::Access::ReadWrite));
+        for v in [0, 3, 4, 0x100, u32::MAX] {
+            assert_eq!(lunsnap_access::from_c(v), None);
+        }
     }
 
     #[test]

@@ -82,6 +82,18 @@ pub enum lunsnap_result {
     OutOfMemory = 51,
     /// The handle is unusable after a failed `lunsnap_reopen`: free it.
     Unusable = 52,
+    /// No host is registered with this id.
+    NoSuchHost = 60,
+    /// A host with this id is already registered.
+    HostExists = 61,
+    /// The host has no grant on the LUN (nothing to revoke).
+    NotGranted = 62,
+    /// The host's grant on the LUN is read-only: writes are refused.
+    ReadOnlyAccess = 63,
+    /// The LUN is offline: I/O is refused until it is brought online.
+    Offline = 64,
+    /// The array already has the most hosts it can register (64).
+    TooManyHosts = 65,
     /// An error this version of the C ABI does not classify.
     Other = 99,
 }
@@ -120,6 +132,12 @@ impl From<&Error> for lunsnap_result {
             Error::HasCopies { .. } => R::HasCopies,
             Error::OutOfRange { .. } => R::OutOfRange,
             Error::Misaligned { .. } => R::Misaligned,
+            Error::NoSuchHost(_) => R::NoSuchHost,
+            Error::HostExists(_) => R::HostExists,
+            Error::NotGranted { .. } => R::NotGranted,
+            Error::ReadOnlyAccess { .. } => R::ReadOnlyAccess,
+            Error::Offline(_) => R::Offline,
+            Error::TooManyHosts { .. } => R::TooManyHosts,
             _ => R::Other,
         }
     }
@@ -224,6 +242,21 @@ pub(crate) const MESSAGES: &[(lunsnap_result, &[u8])] = &[
     (
         R::Unusable,
         b"the handle is unusable after a failed reopen: free it\0",
+    ),
+    (R::NoSuchHost, b"no host is registered with this id\0"),
+    (
+        R::HostExists,
+        b"a host with this id is already registered\0",
+    ),
+    (R::NotGranted, b"the host has no grant on the LUN\0"),
+    (
+        R::ReadOnlyAccess,
+        b"the host may only read the LUN: write refused\0",
+    ),
+    (R::Offline, b"the LUN is offline: bring it online first\0"),
+    (
+        R::TooManyHosts,
+        b"the array already has the most hosts it can register\0",
     ),
     (R::Other, b"unclassified error\0"),
 ];

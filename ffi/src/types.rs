@@ -2,7 +2,7 @@
 
 #![allow(non_camel_case_types)]
 
-use lunsnap::{LunInfo, LunKind, PoolInfo};
+use lunsnap::{Access, LunInfo, LunKind, PoolInfo};
 
 /// Options for the `lunsnap_format_*` functions; start from
 /// `lunsnap_format_options_default()`.
@@ -38,6 +38,28 @@ pub enum lunsnap_lun_kind {
     Copy = 1,
 }
 
+/// What a host may do with a LUN (`lunsnap_grant`). Functions take it as a
+/// `uint32_t`: any other value is refused with `LUNSNAP_RESULT_INVALID_ARGUMENT`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum lunsnap_access {
+    /// Discover and read the LUN.
+    Read = 1,
+    /// Discover, read and write the LUN.
+    ReadWrite = 2,
+}
+
+impl lunsnap_access {
+    /// The access a C caller's value names, if any.
+    pub(crate) fn from_c(v: u32) -> Option<Access> {
+        match v {
+            x if x == lunsnap_access::Read as u32 => Some(Access::Read),
+            x if x == lunsnap_access::ReadWrite as u32 => Some(Access::ReadWrite),
+            _ => None,
+        }
+    }
+}
+
 /// Everything known about one LUN (`lunsnap_lun_info`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -64,6 +86,9 @@ pub struct lunsnap_lun_info {
     pub exclusive_bytes: u64,
     /// Bytes of extents this LUN shares with another LUN.
     pub shared_bytes: u64,
+    /// 1 if the LUN is online, 0 if it is offline (I/O refused with
+    /// `LUNSNAP_RESULT_OFFLINE`). Last, so that the earlier fields keep their offsets.
+    pub online: u8,
 }
 
 impl From<LunInfo> for lunsnap_lun_info {
@@ -83,6 +108,7 @@ impl From<LunInfo> for lunsnap_lun_info {
             reserved_bytes: i.reserved_bytes,
             exclusive_bytes: i.exclusive_bytes,
             shared_bytes: i.shared_bytes,
+            online: u8::from(i.online),
         }
     }
 }
