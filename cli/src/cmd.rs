@@ -1,4 +1,4 @@
-//! The management commands: format, info, lun, copy, check. Each writes what it has
+//! The management commands: format, info, lun create/delete/list, copy, check. Each writes what it has
 //! to say into `out` (printed on stdout) and returns the exit status.
 
 use std::fmt::Write as _;
@@ -32,12 +32,25 @@ pub fn format(path: &Path, spec: &FormatSpec, out: &mut String) -> Result<u8> {
 pub fn info(path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
     let mut va = image::open(path, Access::Read)?;
     let p = va.pool_info();
+    let security = if va.security_enabled() {
+        "enabled: hosts see only the LUNs they are granted"
+    } else {
+        "disabled: every host sees every LUN"
+    };
+    let hosts = va.hosts().len();
     let dev = va.device_mut();
     let len = dev.block_count() * u64::from(dev.block_size());
     let disk = image::disk_usage(path);
     if as_json {
         let shown = path.to_string_lossy().into_owned();
-        out.push_str(&json::render(&json::Info::new(shown, len, disk, &p)));
+        out.push_str(&json::render(&json::Info::new(
+            shown,
+            len,
+            disk,
+            &p,
+            va.security_enabled(),
+            va.hosts().len(),
+        )));
         return Ok(0);
     }
     let on_disk = disk.map_or_else(String::new, |d| format!(", {} on disk", human(d)));
@@ -65,6 +78,8 @@ pub fn info(path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
             ),
         ),
         ("generation", p.generation.to_string()),
+        ("hosts", hosts.to_string()),
+        ("security", String::from(security)),
     ];
     for (k, v) in rows {
         let _ = writeln!(out, "{:<12} {v}", format!("{k}:"));
@@ -74,7 +89,11 @@ pub fn info(path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
 
 /// Opens `path` for a change, applies `op`, and closes it (every operation has
 /// committed before it returns; close commits nothing more).
-fn change(path: &Path, op: impl FnOnce(&mut Va) -> Result<String>, out: &mut String) -> Result<u8> {
+pub fn change(
+    path: &Path,
+    op: impl FnOnce(&mut Va) -> Result<String>,
+    out: &mut String,
+) -> Result<u8> {
     let mut va = image::open(path, Access::Write)?;
     let said = op(&mut va)?;
     va.close()?;
@@ -111,24 +130,36 @@ pub fn lun_delete(path: &Path, lun: u32, orphan: bool, out: &mut String) -> Resu
     )
 }
 
-/// `lun list IMAGE [--json]`
-pub fn lun_list(path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
+/// `lun list IMAGE [--json] [--as HOST]`: every LUN, or only those `host` may discover.
+pub fn lun_list(path: &Path, as_json: bool, host: Option<u64>, out: &mut String) -> Result<u8> {
     let mut va = image::open(path, Access::Read)?;
-    let luns = va.luns()?;
+    let mut luns = va.luns()?;
+    if let Some(h) = host {
+        let visible = va.visible_luns(h);
+        luns.retain(|l| visible.contains(&l.lun));
+    }
+    let mut grants = Vec::with_capacity(luns.len());
+    for l in &luns {
+        grants.push(va.grants(l.lun)?);
+    }
     if as_json {
-        let v: Vec<json::Lun> = luns.iter().map(json::Lun::from).collect();
+        let v: Vec<json::Lun> = luns
+            .iter()
+            .zip(&grants)
+            .map(|(l, g)| json::Lun::new(l, g))
+            .collect();
         out.push_str(&json::render(&v));
         return Ok(0);
     }
     let _ = writeln!(
         out,
-        "{:>7}  {:<4}  {:>10}  {:>6}  {:<8}  {:>10}  {:>10}  {:>10}",
-        "LUN", "KIND", "SIZE", "PARENT", "STATE", "RESERVED", "EXCLUSIVE", "SHARED"
+        "{:>7}  {:<4}  {:>10}  {:>6}  {:<8}  {:>10}  {:>10}  {:>10}  {:<6}  GRANTS",
+        "LUN", "KIND", "SIZE", "PARENT", "STATE", "RESERVED", "EXCLUSIVE", "SHARED", "ONLINE"
     );
-    for l in &luns {
+    for (l, g) in luns.iter().zip(&grants) {
         let _ = writeln!(
             out,
-            "{:>7}  {:<4}  {:>10}  {:>6}  {:<8}  {:>10}  {:>10}  {:>10}",
+            "{:>7}  {:<4}  {:>10}  {:>6}  {:<8}  {:>10}  {:>10}  {:>10}  {:<6}  {}",
             l.lun,
             json::kind(l.kind),
             human(l.size),
@@ -137,10 +168,24 @@ pub fn lun_list(path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
             state(l),
             human(l.reserved_bytes),
             human(l.exclusive_bytes),
-            human(l.shared_bytes)
+            human(l.shared_bytes),
+            if l.online { "yes" } else { "no" },
+            grant_list(g)
         );
     }
     Ok(0)
+}
+
+/// The GRANTS column: `HOST:read HOST:write ...`, or `-`.
+fn grant_list(grants: &[(u64, lunsnap::Access)]) -> String {
+    if grants.is_empty() {
+        return String::from("-");
+    }
+    let shown: Vec<String> = grants
+        .iter()
+        .map(|&(h, a)| format!("{}:{}", json::host_id(h), json::access(a)))
+        .collect();
+    shown.join(" ")
 }
 
 fn state(l: &LunInfo) -> &'static str {
@@ -151,25 +196,46 @@ fn state(l: &LunInfo) -> &'static str {
     }
 }
 
-/// `copy create IMAGE --parent P --copy C (--attached | --detached)`
+/// `copy create IMAGE --parent P --copy C [--parent P2 --copy C2 ...] (--attached |
+/// --detached)`: one copy with `create_copy`, several (a consistency group) with
+/// `create_copies`, at one point in time and all or nothing.
 pub fn copy_create(
     path: &Path,
-    parent: u32,
-    copy: u32,
+    pairs: &[(u32, u32)],
     attached: bool,
     out: &mut String,
 ) -> Result<u8> {
     change(
         path,
         |va| {
-            va.create_copy(parent, copy, attached)?;
+            if let [(parent, copy)] = *pairs {
+                va.create_copy(parent, copy, attached)?;
+                return Ok(if attached {
+                    format!(
+                        "created copy {copy} of LUN {parent}, attached: LUN {parent}'s image \
+                         as of now"
+                    )
+                } else {
+                    format!(
+                        "created copy {copy} of LUN {parent}, detached: no data until `copy \
+                         attach`"
+                    )
+                });
+            }
+            va.create_copies(pairs, attached)?;
+            let list: Vec<String> = pairs
+                .iter()
+                .map(|(p, c)| format!("{c} of LUN {p}"))
+                .collect();
             Ok(if attached {
                 format!(
-                    "created copy {copy} of LUN {parent}, attached: LUN {parent}'s image as of now"
+                    "created copies {}, attached: their parents' images at one point in time",
+                    list.join(", ")
                 )
             } else {
                 format!(
-                    "created copy {copy} of LUN {parent}, detached: no data until `copy attach`"
+                    "created copies {}, detached: no data until `copy attach`",
+                    list.join(", ")
                 )
             })
         },
@@ -177,14 +243,23 @@ pub fn copy_create(
     )
 }
 
-/// `copy attach IMAGE C`
-pub fn copy_attach(path: &Path, copy: u32, out: &mut String) -> Result<u8> {
+/// `copy attach IMAGE C [C2 ...]`: one copy with `attach`, several (a consistency
+/// group) with `attach_many`, at one point in time and all or nothing.
+pub fn copy_attach(path: &Path, copies: &[u32], out: &mut String) -> Result<u8> {
     change(
         path,
         |va| {
-            va.attach(copy)?;
+            if let [copy] = *copies {
+                va.attach(copy)?;
+                return Ok(format!(
+                    "attached copy {copy}: it holds its parent's image as of now"
+                ));
+            }
+            va.attach_many(copies)?;
+            let list: Vec<String> = copies.iter().map(ToString::to_string).collect();
             Ok(format!(
-                "attached copy {copy}: it holds its parent's image as of now"
+                "attached copies {}: each holds its parent's image, all at one point in time",
+                list.join(", ")
             ))
         },
         out,

@@ -1,6 +1,6 @@
 //! The `--json` output: the shapes scripts depend on (see README.md).
 
-use lunsnap::{LunInfo, LunKind, PoolInfo};
+use lunsnap::{Access, HostInfo, LunInfo, LunKind, PoolInfo};
 use serde::Serialize;
 
 /// One LUN of `lun list --json`.
@@ -18,10 +18,15 @@ pub struct Lun {
     pub shared_bytes: u64,
     pub created_generation: u64,
     pub attached_generation: u64,
+    /// False while the LUN is offline (I/O refused).
+    pub online: bool,
+    /// The hosts granted access to the LUN, by host id.
+    pub grants: Vec<Grant>,
 }
 
-impl From<&LunInfo> for Lun {
-    fn from(l: &LunInfo) -> Self {
+impl Lun {
+    /// The object for `l`, whose grants are `grants`.
+    pub fn new(l: &LunInfo, grants: &[(u64, Access)]) -> Self {
         Lun {
             lun: l.lun,
             size: l.size,
@@ -33,7 +38,54 @@ impl From<&LunInfo> for Lun {
             shared_bytes: l.shared_bytes,
             created_generation: l.created_generation,
             attached_generation: l.attached_generation,
+            online: l.online,
+            grants: grants
+                .iter()
+                .map(|&(h, a)| Grant {
+                    host: host_id(h),
+                    access: access(a),
+                })
+                .collect(),
         }
+    }
+}
+
+/// One grant in `lun list --json`.
+#[derive(Serialize)]
+pub struct Grant {
+    /// The host id, 16 lowercase hex digits.
+    pub host: String,
+    /// `"read"` or `"write"` (read-write).
+    pub access: &'static str,
+}
+
+/// One host of `host list --json`.
+#[derive(Serialize)]
+pub struct Host {
+    /// The host id, 16 lowercase hex digits.
+    pub host: String,
+    pub name: String,
+}
+
+impl From<&HostInfo> for Host {
+    fn from(h: &HostInfo) -> Self {
+        Host {
+            host: host_id(h.id),
+            name: h.name.clone(),
+        }
+    }
+}
+
+/// A host id as the tool prints it (and parses it): 16 lowercase hex digits.
+pub fn host_id(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+/// The name of an access level, in JSON, tables and on the command line.
+pub fn access(a: Access) -> &'static str {
+    match a {
+        Access::Read => "read",
+        Access::ReadWrite => "write",
     }
 }
 
@@ -65,10 +117,23 @@ pub struct Info {
     pub luns: u32,
     pub max_luns: u32,
     pub generation: u64,
+    /// Host access control on: hosts see only the LUNs they are granted.
+    pub security: bool,
+    /// Number of registered hosts.
+    pub hosts: usize,
 }
 
 impl Info {
-    pub fn new(image: String, image_bytes: u64, allocated: Option<u64>, p: &PoolInfo) -> Self {
+    /// The figures of pool `p`, with the image file's and the access-control state
+    /// (`security` on or off, `hosts` registered).
+    pub fn new(
+        image: String,
+        image_bytes: u64,
+        allocated: Option<u64>,
+        p: &PoolInfo,
+        security: bool,
+        hosts: usize,
+    ) -> Self {
         Info {
             image,
             image_bytes,
@@ -84,6 +149,8 @@ impl Info {
             luns: p.luns,
             max_luns: p.max_luns,
             generation: p.generation,
+            security,
+            hosts,
         }
     }
 }

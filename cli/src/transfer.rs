@@ -1,7 +1,9 @@
 //! `write` and `read`: data between a LUN and a file (or stdin / stdout for `-`).
 //!
 //! Both validate everything they can before they touch anything: the LUN exists and
-//! is attached, the offset and length are whole sectors inside it. `write` then
+//! is attached and online, the offset and length are whole sectors inside it, and,
+//! with `--as HOST`, the host may reach the LUN (with security enabled, a LUN it has
+//! no grant on is "no such LUN" to it, and writing needs a read-write grant). `write` then
 //! moves the data in 1 MiB chunks and commits (flushes) once at the end; if it fails
 //! part way, it exits without committing, so the image keeps its last committed state.
 
@@ -22,10 +24,28 @@ fn is_std(file: &Path) -> bool {
     file.as_os_str() == "-"
 }
 
+/// Reads through the array's own access, or on behalf of `host`.
+fn read_at(va: &mut Va, host: Option<u64>, lun: u32, offset: u64, buf: &mut [u8]) -> Result<()> {
+    match host {
+        Some(h) => va.read_as(h, lun, offset, buf)?,
+        None => va.read(lun, offset, buf)?,
+    }
+    Ok(())
+}
+
+/// Writes through the array's own access, or on behalf of `host`.
+fn write_at(va: &mut Va, host: Option<u64>, lun: u32, offset: u64, buf: &[u8]) -> Result<()> {
+    match host {
+        Some(h) => va.write_as(h, lun, offset, buf)?,
+        None => va.write(lun, offset, buf)?,
+    }
+    Ok(())
+}
+
 /// Checks that `len` bytes at `offset` are whole sectors inside attached LUN `lun`,
 /// cheaply (a read of one sector, whatever the LUN's size).
-fn check_range(va: &mut Va, lun: u32, offset: u64, len: u64) -> Result<()> {
-    va.read(lun, offset, &mut [])?;
+fn check_range(va: &mut Va, host: Option<u64>, lun: u32, offset: u64, len: u64) -> Result<()> {
+    read_at(va, host, lun, offset, &mut [])?;
     if !len.is_multiple_of(SECTOR) {
         return Err(Error::Misaligned { offset, len }.into());
     }
@@ -35,7 +55,11 @@ fn check_range(va: &mut Va, lun: u32, offset: u64, len: u64) -> Result<()> {
     let beyond = |size| Error::OutOfRange { offset, len, size };
     let last = offset.checked_add(len - SECTOR).ok_or(beyond(u64::MAX))?;
     let mut probe = [0u8; SECTOR as usize];
-    va.read(lun, last, &mut probe).map_err(|e| match e {
+    let r = match host {
+        Some(h) => va.read_as(h, lun, last, &mut probe),
+        None => va.read(lun, last, &mut probe),
+    };
+    r.map_err(|e| match e {
         Error::OutOfRange { size, .. } => beyond(size),
         e => e,
     })?;
@@ -63,10 +87,21 @@ fn unaligned_input(total: u64) -> Fail {
     ))
 }
 
-/// `write IMAGE LUN FILE [--offset BYTES]`
-pub fn write(path: &Path, lun: u32, file: &Path, offset: u64, out: &mut String) -> Result<u8> {
+/// `write IMAGE LUN FILE [--offset BYTES] [--as HOST]`
+pub fn write(
+    path: &Path,
+    lun: u32,
+    file: &Path,
+    offset: u64,
+    host: Option<u64>,
+    out: &mut String,
+) -> Result<u8> {
     let mut va = image::open(path, Access::Write)?;
-    va.read(lun, offset, &mut [])?;
+    match host {
+        // An empty write: may the host write the LUN at all?
+        Some(h) => va.write_as(h, lun, offset, &[])?,
+        None => va.read(lun, offset, &mut [])?,
+    }
     let (mut input, known): (Box<dyn Read>, Option<u64>) = if is_std(file) {
         (Box::new(std::io::stdin().lock()), None)
     } else {
@@ -79,7 +114,7 @@ pub fn write(path: &Path, lun: u32, file: &Path, offset: u64, out: &mut String) 
         if !len.is_multiple_of(SECTOR) {
             return Err(unaligned_input(len));
         }
-        check_range(&mut va, lun, offset, len)?;
+        check_range(&mut va, host, lun, offset, len)?;
     }
     let bar = progress::bar(known, "write");
     let mut buf = vec![0u8; CHUNK];
@@ -93,7 +128,7 @@ pub fn write(path: &Path, lun: u32, file: &Path, offset: u64, out: &mut String) 
             // Only an input of unknown length gets here; dropping `va` commits nothing.
             return Err(unaligned_input(done + n as u64));
         }
-        va.write(lun, offset + done, &buf[..n])?;
+        write_at(&mut va, host, lun, offset + done, &buf[..n])?;
         done += n as u64;
         bar.inc(n as u64);
     }
@@ -145,26 +180,40 @@ impl Output {
     }
 }
 
-/// `read IMAGE LUN FILE [--offset BYTES] [--length BYTES]`
-pub fn read(
-    path: &Path,
-    lun: u32,
-    file: &Path,
-    offset: u64,
-    length: Option<u64>,
-    out: &mut String,
-) -> Result<u8> {
+/// What `read` reads: which LUN, from where, how much, and as which host.
+pub struct ReadSpec {
+    pub lun: u32,
+    pub offset: u64,
+    /// Bytes to read (default: to the end of the LUN).
+    pub length: Option<u64>,
+    /// Read on behalf of this host (`--as`).
+    pub host: Option<u64>,
+}
+
+/// `read IMAGE LUN FILE [--offset BYTES] [--length BYTES] [--as HOST]`
+pub fn read(path: &Path, spec: &ReadSpec, file: &Path, out: &mut String) -> Result<u8> {
+    let ReadSpec {
+        lun,
+        offset,
+        length,
+        host,
+    } = *spec;
     let mut va = image::open(path, Access::Read)?;
-    va.read(lun, offset, &mut [])?;
+    read_at(&mut va, host, lun, offset, &mut [])?;
     let len = match length {
         Some(l) => l,
         // Whole LUN from the offset (checked above to be within it).
-        None => va.lun_info(lun)?.size.saturating_sub(offset),
+        None => match host {
+            Some(h) => va.lun_info_as(h, lun)?,
+            None => va.lun_info(lun)?,
+        }
+        .size
+        .saturating_sub(offset),
     };
-    check_range(&mut va, lun, offset, len)?;
+    check_range(&mut va, host, lun, offset, len)?;
     if is_std(file) {
         let stdout = Output::Stdout(std::io::stdout().lock());
-        copy_out(&mut va, lun, offset, len, stdout, Path::new("stdout"))?;
+        copy_out(&mut va, spec, len, stdout, Path::new("stdout"))?;
         return Ok(0);
     }
     if same_file(path, file) {
@@ -176,7 +225,7 @@ pub fn read(
     let existed = file.exists();
     let f = File::create(file).map_err(|e| Fail::io("create", file, &e))?;
     let sparse = f.metadata().map(|m| m.is_file()).unwrap_or(false);
-    let r = copy_out(&mut va, lun, offset, len, Output::File { f, sparse }, file);
+    let r = copy_out(&mut va, spec, len, Output::File { f, sparse }, file);
     if r.is_err() && !existed {
         let _ = std::fs::remove_file(file);
     }
@@ -189,20 +238,14 @@ pub fn read(
     Ok(0)
 }
 
-fn copy_out(
-    va: &mut Va,
-    lun: u32,
-    offset: u64,
-    len: u64,
-    mut output: Output,
-    name: &Path,
-) -> Result<()> {
+fn copy_out(va: &mut Va, spec: &ReadSpec, len: u64, mut output: Output, name: &Path) -> Result<()> {
+    let (lun, offset, host) = (spec.lun, spec.offset, spec.host);
     let bar = progress::bar(Some(len), "read");
     let mut buf = vec![0u8; CHUNK.min(usize::try_from(len).unwrap_or(CHUNK))];
     let mut done = 0u64;
     while done < len {
         let n = buf.len().min(usize::try_from(len - done).unwrap_or(CHUNK));
-        va.read(lun, offset + done, &mut buf[..n])?;
+        read_at(va, host, lun, offset + done, &mut buf[..n])?;
         output
             .put(&buf[..n])
             .map_err(|e| Fail::io("write", name, &e))?;

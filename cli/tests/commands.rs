@@ -219,10 +219,14 @@ fn json_shapes() {
             "reserved_bytes",
             "exclusive_bytes",
             "shared_bytes",
+            "online",
+            "grants",
         ] {
             assert!(l.get(k).is_some(), "LUN object lacks {k}: {l}");
         }
         assert_eq!(l["size"], 4 << 20);
+        assert_eq!(l["online"], true);
+        assert_eq!(l["grants"], serde_json::json!([]));
     }
     let (lun, copy, detached) = (&luns[0], &luns[1], &luns[2]);
     assert_eq!(lun["lun"], 3);
@@ -261,6 +265,8 @@ fn json_shapes() {
     let cap = v["capacity_bytes"].as_u64().unwrap();
     assert_eq!(v["free_bytes"].as_u64().unwrap(), cap - (128 << 10));
     assert_eq!(v["image_bytes"], 64 << 20);
+    assert_eq!(v["security"], false);
+    assert_eq!(v["hosts"], 0);
 
     let v = json(&ok(&["check", &img, "--json"]));
     assert_eq!(v["clean"], true);
@@ -327,6 +333,12 @@ fn demo_runs_the_seed_cycle_and_keeps_its_image_in_dir() {
         "armcopy -r 1",
         "armcfg -L 13 -d",
         "copy restore $IMG 11",
+        "copy attach $IMG 11 12 13",
+        "grant $IMG 11 50060b0000c26204 --access read",
+        "security enable $IMG",
+        "no such LUN: 11",
+        "may only read LUN 11",
+        "--as 50060b0000c26204",
         "summary:",
     ] {
         assert!(out.contains(step), "demo output lacks {step:?}:\n{out}");
@@ -335,6 +347,27 @@ fn demo_runs_the_seed_cycle_and_keeps_its_image_in_dir() {
     ok(&["check", &img]);
     let v = json(&ok(&["lun", "list", &img, "--json"]));
     assert_eq!(v.as_array().map(Vec::len), Some(5));
+    // 5c's permissions stay: the backup host sees its copies (11 detached, 13 deleted).
+    let v = json(&ok(&["info", &img, "--json"]));
+    assert_eq!(
+        (v["security"].as_bool(), v["hosts"].as_u64()),
+        (Some(true), Some(2))
+    );
+    let v = json(&ok(&[
+        "lun",
+        "list",
+        &img,
+        "--json",
+        "--as",
+        "50060b0000c26204",
+    ]));
+    let seen: Vec<_> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["lun"].clone())
+        .collect();
+    assert_eq!(seen, [11, 12]);
     // Run again in the same directory: the old demo image is replaced.
     ok(&["demo", &dir]);
 }

@@ -265,11 +265,25 @@ pub fn fnv1a(mut h: u64, data: &[u8]) -> u64 {
 
 /// FNV-1a 64 of LUN `lun` (of `size` bytes), read whole: the demo's "backup".
 pub fn checksum(va: &mut Va, lun: u32, size: u64, s: &mut Stats) -> Result<u64> {
+    checksum_as(va, None, lun, size, s)
+}
+
+/// [`checksum`], reading on behalf of `host` (`None`: the array's own access).
+pub fn checksum_as(
+    va: &mut Va,
+    host: Option<u64>,
+    lun: u32,
+    size: u64,
+    s: &mut Stats,
+) -> Result<u64> {
     let mut buf = vec![0u8; CHUNK as usize];
     let mut h = FNV_OFFSET;
     let mut off = 0;
     while off < size {
-        va.read(lun, off, &mut buf)?;
+        match host {
+            Some(host) => va.read_as(host, lun, off, &mut buf)?,
+            None => va.read(lun, off, &mut buf)?,
+        }
         s.read += CHUNK;
         h = fnv1a(h, &buf);
         off += CHUNK;

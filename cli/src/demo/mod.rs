@@ -4,7 +4,9 @@
 //! processes: configuration (steps 1c 2c 4c 5c 6c 7c 8c, once), backup (1c 3c 4c 6c
 //! 7c 9c, on a schedule), restore (1r to 4r, on demand) and maintenance (10c, by
 //! hand). The demo runs them on a sparse 64 MiB image with a toy database standing in
-//! for the application (volume group `vg_db`: LUNs 1 to 3; their copies 11 to 13).
+//! for the application (volume group `vg_db`: LUNs 1 to 3; their copies 11 to 13,
+//! made as one consistency group; the database host may reach only the parents, the
+//! backup host only reads the copies).
 //! Each step prints the seed's step number, the seed's command where it has one, and
 //! the `lunsnap` command that does the same; the array itself is driven through the
 //! library. Every claim is verified: any mismatch stops the demo with exit status 1.
@@ -16,7 +18,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lunsnap::{Error, FormatOptions, LunKind, PoolInfo};
+use lunsnap::{Access, Error, FormatOptions, LunKind, PoolInfo};
 
 use crate::fail::{Fail, Result};
 use crate::image::{self, Va};
@@ -28,6 +30,10 @@ const MAX_LUNS: u32 = 64;
 /// The seed's `<array-id>`, stored in the superblock.
 const ARRAY_ID: [u8; 16] = *b"VA7100-demo-0001";
 const IMAGE_NAME: &str = "lunsnap-demo.img";
+/// The host the database runs on (a WWN-like id).
+const DB_HOST: u64 = 0x5006_0b00_00c2_6201;
+/// The backup host, which imports the copies and backs them up.
+const BACKUP_HOST: u64 = 0x5006_0b00_00c2_6204;
 
 /// Removes the temporary directory however the demo ends.
 struct TempDir(PathBuf);
@@ -287,16 +293,21 @@ fn configuration(va: &mut Va, db: &mut Database) -> Result<Vec<Exported>> {
 
     let before = va.pool_info();
     let t = Instant::now();
-    for v in &VG {
-        va.attach(v.copy)?;
-    }
+    va.attach_many(&VG.map(|v| v.copy))?;
     let took = t.elapsed();
     step(
         "4c.",
-        &format!("make the copies: 3 attaches (3 commits) in {}", ms(took)),
+        &format!(
+            "make the copies of vg_db as one consistency group: one attach, one point in \
+             time for all 3, in {}",
+            ms(took)
+        ),
     );
-    seed(&format!("armcopy -s 11 -a true {}", array_id()));
-    cli("copy attach $IMG 11   (and 12, 13)");
+    seed(&format!(
+        "armcopy -s 11 -a true {}   (and 12, 13)",
+        array_id()
+    ));
+    cli("copy attach $IMG 11 12 13");
     let after = va.pool_info();
     let parents_size: u64 = VG.iter().map(|v| v.size).sum();
     ensure(
@@ -326,11 +337,7 @@ fn configuration(va: &mut Va, db: &mut Database) -> Result<Vec<Exported>> {
         "a refused copy create changed the pool",
     )?;
 
-    step(
-        "5c.",
-        "set permissions on the copies (armsecure): host access control is not in \
-         lunsnap yet: skipped",
-    );
+    permissions(va)?;
 
     let n = db.transactions(va, 100, 2)?.len();
     va.flush()?;
@@ -369,6 +376,62 @@ fn configuration(va: &mut Va, db: &mut Database) -> Result<Vec<Exported>> {
     Ok(export)
 }
 
+/// 5c: the backup host may read the copies and nothing else; the database host keeps
+/// the parents and cannot see the copies (the seed's reason: a host that discovers a
+/// copy may write a signature on it).
+fn permissions(va: &mut Va) -> Result<()> {
+    va.add_host(DB_HOST, "db-host")?;
+    va.add_host(BACKUP_HOST, "backup-host")?;
+    for v in &VG {
+        va.grant(v.lun, DB_HOST, Access::ReadWrite)?;
+        va.grant(v.copy, BACKUP_HOST, Access::Read)?;
+    }
+    va.set_security(true)?;
+    step(
+        "5c.",
+        "set permissions on the copies: the backup host may read them, the database host \
+         keeps the parents; security on",
+    );
+    seed("armsecure ...   (Secure Manager VA)");
+    cli(&format!(
+        "host add $IMG {DB_HOST:016x} --name db-host; host add $IMG {BACKUP_HOST:016x} \
+         --name backup-host"
+    ));
+    cli(&format!(
+        "grant $IMG 1 {DB_HOST:016x} --access write   (and 2, 3)"
+    ));
+    cli(&format!(
+        "grant $IMG 11 {BACKUP_HOST:016x} --access read   (and 12, 13); security enable $IMG"
+    ));
+    let parents: Vec<u32> = VG.iter().map(|v| v.lun).collect();
+    let copies: Vec<u32> = VG.iter().map(|v| v.copy).collect();
+    ensure(
+        va.visible_luns(DB_HOST) == parents && va.visible_luns(BACKUP_HOST) == copies,
+        "each host should discover exactly its own LUNs",
+    )?;
+    let mut probe = vec![0u8; BLOCK as usize];
+    match va.read_as(DB_HOST, 11, 0, &mut probe) {
+        Err(e @ Error::NoSuchLun(11)) => detail(&format!(
+            "the database host cannot discover copy 11: \"{e}\""
+        )),
+        other => return Err(Fail(format!("demo: db host reading copy 11: {other:?}"))),
+    }
+    match va.write_as(BACKUP_HOST, 11, 0, &probe) {
+        Err(e @ Error::ReadOnlyAccess { .. }) => {
+            detail(&format!("nor can the backup host write it: \"{e}\""));
+        }
+        other => {
+            return Err(Fail(format!(
+                "demo: backup host writing copy 11: {other:?}"
+            )))
+        }
+    }
+    cli(&format!(
+        "lun list $IMG --as {BACKUP_HOST:016x}   -> LUNs 11, 12, 13 only"
+    ));
+    Ok(())
+}
+
 type Backup = (Vec<u64>, [db::Image; 3], u64);
 
 fn backup(va: &mut Va, db: &mut Database, export: &[Exported]) -> Result<Backup> {
@@ -382,19 +445,24 @@ fn backup(va: &mut Va, db: &mut Database, export: &[Exported]) -> Result<Backup>
     let old = va.lun_info(11)?;
     let before = va.pool_info();
     let t = Instant::now();
-    for v in &VG {
-        va.attach(v.copy)?;
-    }
+    va.attach_many(&VG.map(|v| v.copy))?;
     let took = t.elapsed();
     step(
         "4c.",
         &format!(
-            "make the copy: refresh the attached copies, 3 attaches in {}",
+            "make the copy: refresh the attached copies as one consistency group in {}",
             ms(took)
         ),
     );
-    seed(&format!("armcopy -s 11 -a true {}", array_id()));
-    cli("copy attach $IMG 11   (and 12, 13)");
+    seed(&format!(
+        "armcopy -s 11 -a true {}   (and 12, 13)",
+        array_id()
+    ));
+    cli("copy attach $IMG 11 12 13");
+    ensure(
+        va.visible_luns(BACKUP_HOST) == VG.map(|v| v.copy),
+        "the refresh lost the backup host's grants",
+    )?;
     let at_backup = db.images.clone();
     let redo_at_backup = db.redo_head;
     let fresh = va.lun_info(11)?;
@@ -431,13 +499,21 @@ fn backup(va: &mut Va, db: &mut Database, export: &[Exported]) -> Result<Backup>
 
     let mut catalog = Vec::new();
     for v in &VG {
-        catalog.push(db::checksum(va, v.copy, v.size, &mut db.stats)?);
+        catalog.push(db::checksum_as(
+            va,
+            Some(BACKUP_HOST),
+            v.copy,
+            v.size,
+            &mut db.stats,
+        )?);
     }
     step(
         "9c.",
-        "use the copy: back it up to \"tape\" (each copy read whole)",
+        "use the copy: the backup host backs it up to \"tape\" (each copy read whole)",
     );
-    cli("read $IMG 11 - | backup-tool   (and 12, 13)");
+    cli(&format!(
+        "read $IMG 11 - --as {BACKUP_HOST:016x} | backup-tool   (and 12, 13)"
+    ));
     for (v, sum) in VG.iter().zip(&catalog) {
         let want = db::image_checksum(v, &at_backup[lun_index(v)]);
         ensure(

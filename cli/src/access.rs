@@ -1,0 +1,181 @@
+//! Host access control (the seed's Secure Manager, `armsecure`) and LUN states:
+//! `host add|remove|list`, `grant`, `revoke`, `security enable|disable`,
+//! `lun offline|online`. Every change is committed before the command exits.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use clap::ValueEnum;
+
+use crate::cmd::change;
+use crate::fail::Result;
+use crate::image::{self, Access};
+use crate::json::{self, host_id};
+
+/// Parses a HOST: exactly 16 hex digits (a 64-bit, WWN-like id), either case.
+pub fn parse_host(s: &str) -> Result<u64, String> {
+    if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{s:?} is not a host id: give exactly 16 hex digits, e.g. 50060b0000c26204"
+        ));
+    }
+    u64::from_str_radix(s, 16).map_err(|e| format!("{s:?} is not a host id: {e}"))
+}
+
+/// `--access`: what a grant allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Level {
+    /// Discover and read the LUN
+    Read,
+    /// Discover, read and write the LUN
+    Write,
+}
+
+impl From<Level> for lunsnap::Access {
+    fn from(l: Level) -> Self {
+        match l {
+            Level::Read => lunsnap::Access::Read,
+            Level::Write => lunsnap::Access::ReadWrite,
+        }
+    }
+}
+
+/// `host add IMAGE HOST [--name NAME]`
+pub fn host_add(path: &Path, host: u64, name: &str, out: &mut String) -> Result<u8> {
+    change(
+        path,
+        |va| {
+            va.add_host(host, name)?;
+            Ok(if name.is_empty() {
+                format!("registered host {}", host_id(host))
+            } else {
+                format!("registered host {} ({name})", host_id(host))
+            })
+        },
+        out,
+    )
+}
+
+/// `host remove IMAGE HOST`
+pub fn host_remove(path: &Path, host: u64, out: &mut String) -> Result<u8> {
+    change(
+        path,
+        |va| {
+            va.remove_host(host)?;
+            Ok(format!("removed host {} and its grants", host_id(host)))
+        },
+        out,
+    )
+}
+
+/// `host list IMAGE [--json]`
+pub fn host_list(path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
+    let va = image::open(path, Access::Read)?;
+    let hosts = va.hosts();
+    if as_json {
+        let v: Vec<json::Host> = hosts.iter().map(json::Host::from).collect();
+        out.push_str(&json::render(&v));
+        return Ok(0);
+    }
+    let _ = writeln!(out, "{:<16}  NAME", "HOST");
+    for h in &hosts {
+        let name = if h.name.is_empty() { "-" } else { &h.name };
+        let _ = writeln!(out, "{}  {name}", host_id(h.id));
+    }
+    Ok(0)
+}
+
+/// `grant IMAGE LUN HOST --access read|write`
+pub fn grant(path: &Path, lun: u32, host: u64, level: Level, out: &mut String) -> Result<u8> {
+    change(
+        path,
+        |va| {
+            va.grant(lun, host, level.into())?;
+            let what = match level {
+                Level::Read => "read",
+                Level::Write => "read-write",
+            };
+            let note = if va.security_enabled() {
+                ""
+            } else {
+                " (security is disabled: it takes effect with `security enable`)"
+            };
+            Ok(format!(
+                "granted host {} {what} access to LUN {lun}{note}",
+                host_id(host)
+            ))
+        },
+        out,
+    )
+}
+
+/// `revoke IMAGE LUN HOST`
+pub fn revoke(path: &Path, lun: u32, host: u64, out: &mut String) -> Result<u8> {
+    change(
+        path,
+        |va| {
+            va.revoke(lun, host)?;
+            Ok(format!(
+                "revoked host {}'s access to LUN {lun}",
+                host_id(host)
+            ))
+        },
+        out,
+    )
+}
+
+/// `security enable|disable IMAGE`
+pub fn security(path: &Path, enabled: bool, out: &mut String) -> Result<u8> {
+    change(
+        path,
+        |va| {
+            va.set_security(enabled)?;
+            Ok(if enabled {
+                String::from("security enabled: each host sees only the LUNs it is granted")
+            } else {
+                String::from("security disabled: every host sees every LUN")
+            })
+        },
+        out,
+    )
+}
+
+/// `lun offline|online IMAGE LUN`
+pub fn lun_online(path: &Path, lun: u32, online: bool, out: &mut String) -> Result<u8> {
+    change(
+        path,
+        |va| {
+            va.set_online(lun, online)?;
+            Ok(if online {
+                format!("LUN {lun} is online")
+            } else {
+                format!("LUN {lun} is offline: I/O is refused until `lun online`")
+            })
+        },
+        out,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_ids() {
+        assert_eq!(parse_host("0000000000000001"), Ok(1));
+        assert_eq!(parse_host("50060B0000C26204"), Ok(0x5006_0b00_00c2_6204));
+        assert_eq!(parse_host("ffffffffffffffff"), Ok(u64::MAX));
+        for bad in [
+            "",
+            "1",
+            "000000000000001",
+            "00000000000000001",
+            "0x00000000000001",
+            "000000000000000g",
+            "+000000000000001",
+            " 000000000000001",
+        ] {
+            assert!(parse_host(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
