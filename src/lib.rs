@@ -12,7 +12,7 @@
 //! It is built in layers, each using only those below it (see `DESIGN.md` §3):
 //!
 //! 1. [`device`] — the [`BlockDevice`] trait, [`MemDevice`], `FileDevice` (feature
-//!    `std`) and, with feature `testing`, a power-cut simulator.
+//!    `std`) and, with feature `testing`, power-cut and error-injecting test devices.
 //! 2. [`block`] and [`cache`] — checksummed 4 KiB metadata blocks read through a
 //!    cache bounded by a byte budget.
 //! 3. [`space_map`] — persistent reference counts for metadata blocks and data
@@ -68,6 +68,10 @@
 //! ```
 //!
 //! The storage engine underneath can be used on its own: see [`Engine`].
+//!
+//! With feature `testing`, [`testing`] ships what lunsnap is verified
+//! with, for users' own tests: a reference model of the array, a power-loss simulator
+//! and an error-injecting device.
 
 extern crate alloc;
 #[cfg(any(feature = "std", test))]
@@ -88,6 +92,8 @@ pub mod engine;
 pub mod error;
 pub mod space_map;
 pub mod superblock;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use array::{
     Access, Array, ArrayViolation, FormatOptions, HostInfo, LunInfo, LunKind, OpenOptions,

@@ -775,8 +775,8 @@ fn crash_during_commit(cache: usize) {
             let want_b = match o {
                 CutOutcome::DropAll => Some(false),
                 CutOutcome::KeepAll => Some(sb_written),
-                CutOutcome::Random { .. } if !sb_written => Some(false),
-                CutOutcome::Random { .. } => None,
+                CutOutcome::Random { .. } | CutOutcome::Harsh { .. } if !sb_written => Some(false),
+                _ => None,
             };
             if let Some(want_b) = want_b {
                 assert_eq!(is_b, want_b, "n={n} {o:?}");

@@ -245,16 +245,56 @@ impl<D: BlockDevice> Array<D> {
     pub fn discard(&mut self, n: u32, offset: u64, len: u64) -> Result<()> {
         self.live_io()?;
         self.io_check(n, offset, len)?;
-        let r = self.discard_range(n, offset, len).and_then(|()| {
-            self.dirty = true;
-            self.commit()
-        });
+        let r = self
+            .discard_prepare(n, offset, len)
+            .and_then(|()| self.discard_range(n, offset, len))
+            .and_then(|()| {
+                self.dirty = true;
+                self.commit()
+            });
         if r.is_err() {
             // Part of the range may be unmapped already: a management operation
             // takes effect whole or not at all, so that part must never be committed.
             self.eng.poison();
         }
         r
+    }
+
+    /// Zeroing the extents a discard only partly covers (at most two: its first and
+    /// its last) may need fresh extents. Commits first if fewer are free, so that
+    /// the write path never commits early in the middle of the discard: that commit
+    /// would make part of the discard durable on its own. Committing here only makes
+    /// the writes before the discard durable, as a flush would; afterwards the spare
+    /// extents (at least two) guarantee enough are free.
+    fn discard_prepare(&mut self, n: u32, offset: u64, len: u64) -> Result<()> {
+        let size = self.get(n)?.size;
+        let es = self.extent_size;
+        let end = offset + len;
+        if len == 0 {
+            return Ok(());
+        }
+        // Where the chunks in the first and the last extent of the range start.
+        let last = (end - 1) / es * es;
+        let ends = if last / es == offset / es { 1 } else { 2 };
+        let mut needed = 0;
+        for &pos in [offset, last].iter().take(ends) {
+            let within = pos % es;
+            let chunk = (es - within).min(end - pos);
+            let whole = within == 0 && (chunk == es || pos + chunk == size);
+            if whole {
+                continue;
+            }
+            if let (Some(e), _) = self.mapped(n, pos / es)? {
+                let (now, committed) = self.eng.data_refcounts(e)?;
+                if now != 1 || committed != 0 {
+                    needed += 1;
+                }
+            }
+        }
+        if self.eng.data_free() < needed {
+            self.commit()?;
+        }
+        Ok(())
     }
 
     fn discard_range(&mut self, n: u32, offset: u64, len: u64) -> Result<()> {

@@ -182,8 +182,9 @@ pub struct LunInfo {
 /// What [`Array::pool_info`](super::Array::pool_info) reports about the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolInfo {
-    /// Bytes of data the pool can hold for LUNs (1/256 of the extents, 1 to 256,
-    /// are kept spare so that copy-on-write rarely has to commit early).
+    /// Bytes of data the pool can hold for LUNs (1/256 of the extents, 2 to 256 — 1
+    /// in a pool of two — are kept spare so that copy-on-write rarely has to commit
+    /// early).
     pub capacity_bytes: u64,
     /// Bytes of data extents in use.
     pub allocated_bytes: u64,

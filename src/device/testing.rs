@@ -3,7 +3,12 @@
 //! [`PowerCutDevice`] wraps any [`BlockDevice`] standing for the durable medium and puts
 //! a volatile write cache in front of it, exactly as loose as the power-loss model of
 //! [`BlockDevice`] allows: at a [`power_cut`](PowerCutDevice::power_cut) each unflushed
-//! block may be lost, kept, or torn sector by sector. Use it in crash tests:
+//! block may be lost, kept, or torn sector by sector ([`CutOutcome::Random`]), or even
+//! garbled ([`CutOutcome::Harsh`]), chosen by a seeded generator so that every crash can
+//! be replayed from its [`CutOutcome`] and [`CrashPoint`] (both print compactly).
+//! [`ErrorDevice`] fails the Nth read, write or flush, once or for good. The reference
+//! model to check an [`Array`](crate::Array) against is
+//! [`lunsnap::testing::Model`](crate::testing::Model). Use them in crash tests:
 //!
 //! ```
 //! use lunsnap::device::{BlockDevice, MemDevice};
@@ -27,8 +32,12 @@ use core::fmt;
 use super::mem::FastMap;
 use super::{check_request, BlockDevice, DeviceError, DeviceErrorKind, SECTOR_SIZE};
 
+mod error_device;
+pub use error_device::{ErrorDevice, Fault, FaultOp};
+
 /// What happens to the unflushed writes at a [`PowerCutDevice::power_cut`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CutOutcome {
     /// Every unflushed write is lost.
     DropAll,
@@ -42,6 +51,73 @@ pub enum CutOutcome {
         /// Seed of the pseudo-random generator.
         seed: u64,
     },
+    /// As [`Random`](Self::Random), with a fourth possibility for each unflushed
+    /// write of each block: *garbled*, each 512-byte sector independently holding its
+    /// old content, its new content, or garbage (a medium that does not even keep
+    /// sectors atomic). Only blocks written since the last flush are affected.
+    Harsh {
+        /// Seed of the pseudo-random generator.
+        seed: u64,
+    },
+}
+
+impl CutOutcome {
+    /// The seed of a [`Random`](Self::Random) or [`Harsh`](Self::Harsh) outcome.
+    pub fn seed(&self) -> Option<u64> {
+        match *self {
+            CutOutcome::Random { seed } | CutOutcome::Harsh { seed } => Some(seed),
+            CutOutcome::DropAll | CutOutcome::KeepAll => None,
+        }
+    }
+}
+
+/// Prints the outcome so that a failing test can be reproduced:
+/// `drop-all`, `keep-all`, `random(seed=0x…)`, `harsh(seed=0x…)`.
+impl fmt::Display for CutOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            CutOutcome::DropAll => f.write_str("drop-all"),
+            CutOutcome::KeepAll => f.write_str("keep-all"),
+            CutOutcome::Random { seed } => write!(f, "random(seed={seed:#x})"),
+            CutOutcome::Harsh { seed } => write!(f, "harsh(seed={seed:#x})"),
+        }
+    }
+}
+
+/// Where a [`PowerCutDevice`] is in its history: what a crash test prints, with the
+/// [`CutOutcome`], to name the crash it tried.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CrashPoint {
+    /// Successful writes so far.
+    pub writes: u64,
+    /// Successful flushes so far.
+    pub flushes: u64,
+    /// Writes not yet made durable by a flush.
+    pub unflushed: u64,
+}
+
+impl fmt::Display for CrashPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "after write {} and flush {} ({} writes unflushed)",
+            self.writes, self.flushes, self.unflushed
+        )
+    }
+}
+
+/// What the last [`PowerCutDevice::power_cut`] did to the unflushed blocks (one count
+/// per block of each unflushed write).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CutStats {
+    /// Blocks whose write was lost.
+    pub dropped: u64,
+    /// Blocks whose write reached the medium whole.
+    pub kept: u64,
+    /// Blocks torn: each sector old or new.
+    pub torn: u64,
+    /// Blocks garbled: each sector old, new or garbage ([`CutOutcome::Harsh`]).
+    pub garbled: u64,
 }
 
 /// The SplitMix64 generator: tiny, fast, and good enough to pick crash outcomes.
@@ -96,6 +172,7 @@ pub struct PowerCutDevice<D: BlockDevice> {
     flushes: u64,
     /// Writes still allowed before every write and flush fails; `None`: never fail.
     writes_left: Option<u64>,
+    last_cut: CutStats,
 }
 
 impl<D: BlockDevice + fmt::Debug> fmt::Debug for PowerCutDevice<D> {
@@ -127,6 +204,7 @@ impl<D: BlockDevice> PowerCutDevice<D> {
             writes: 0,
             flushes: 0,
             writes_left: None,
+            last_cut: CutStats::default(),
         }
     }
 
@@ -179,9 +257,10 @@ impl<D: BlockDevice> PowerCutDevice<D> {
 
     /// Simulates losing power and rebooting.
     ///
-    /// The unflushed writes meet `outcome`; those that persist (entirely or torn) are
-    /// written to the inner device in their original order and the inner device is
-    /// flushed. Afterwards the overlay is empty, failure injection is turned off, and
+    /// The unflushed writes meet `outcome`; those that persist (entirely, torn or
+    /// garbled) are written to the inner device in their original order and the inner
+    /// device is flushed; [`last_cut`](Self::last_cut) tells what happened to how many
+    /// blocks. Afterwards the overlay is empty, failure injection is turned off, and
     /// the device can be used (reopened) normally.
     ///
     /// # Errors
@@ -192,32 +271,93 @@ impl<D: BlockDevice> PowerCutDevice<D> {
         let log = core::mem::take(&mut self.log);
         self.latest.clear();
         self.writes_left = None;
-        let mut rng = match outcome {
-            CutOutcome::DropAll => return Ok(()),
-            CutOutcome::KeepAll => None,
-            CutOutcome::Random { seed } => Some(SplitMix64(seed)),
+        let mut stats = CutStats::default();
+        let blocks: u64 = log.iter().map(|(_, d)| (d.len() / self.bs) as u64).sum();
+        let (mut rng, choices) = match outcome {
+            CutOutcome::DropAll => {
+                stats.dropped = blocks;
+                self.last_cut = stats;
+                return Ok(());
+            }
+            CutOutcome::KeepAll => (None, 0),
+            CutOutcome::Random { seed } => (Some(SplitMix64(seed)), 3),
+            CutOutcome::Harsh { seed } => (Some(SplitMix64(seed)), 4),
         };
+        let r = self.apply_cut(&log, rng.as_mut(), choices, &mut stats);
+        self.last_cut = stats;
+        r?;
+        self.inner.flush().map_err(|e| e.kind())
+    }
+
+    /// What the last [`power_cut`](Self::power_cut) did (zeros before the first).
+    pub fn last_cut(&self) -> CutStats {
+        self.last_cut
+    }
+
+    /// Writes, flushes and unflushed writes so far: where a power cut now would happen.
+    pub fn crash_point(&self) -> CrashPoint {
+        CrashPoint {
+            writes: self.writes,
+            flushes: self.flushes,
+            unflushed: self.log.len() as u64,
+        }
+    }
+
+    /// Applies `log` to the inner device: everything when `rng` is `None`, else for
+    /// each block one of `choices` fates (drop, keep, tear, garble).
+    fn apply_cut(
+        &mut self,
+        log: &[(u64, Box<[u8]>)],
+        mut rng: Option<&mut SplitMix64>,
+        choices: u64,
+        stats: &mut CutStats,
+    ) -> Result<(), DeviceErrorKind> {
         let bs = self.bs;
         let mut old = Vec::new();
-        for (lba, data) in &log {
+        for (lba, data) in log {
             for (block, addr) in data.chunks_exact(bs).zip(*lba..) {
-                let Some(rng) = rng.as_mut() else {
+                let Some(rng) = rng.as_deref_mut() else {
+                    stats.kept += 1;
                     self.inner.write(addr, block).map_err(|e| e.kind())?;
                     continue;
                 };
-                match rng.below(3) {
-                    0 => {} // dropped
-                    1 => self.inner.write(addr, block).map_err(|e| e.kind())?,
+                let fate = rng.below(choices);
+                match fate {
+                    0 => stats.dropped += 1,
+                    1 => {
+                        stats.kept += 1;
+                        self.inner.write(addr, block).map_err(|e| e.kind())?;
+                    }
                     _ => {
-                        // torn: each sector independently old or new
+                        // torn: each sector independently old or new; garbled: old,
+                        // new or garbage
                         old.resize(bs, 0);
                         self.inner.read(addr, &mut old).map_err(|e| e.kind())?;
+                        let garble = fate == 3;
+                        if garble {
+                            stats.garbled += 1;
+                        } else {
+                            stats.torn += 1;
+                        }
                         let mut bits = 0u64;
                         for (i, (o, n)) in old
                             .chunks_mut(SECTOR_SIZE)
                             .zip(block.chunks(SECTOR_SIZE))
                             .enumerate()
                         {
+                            if garble {
+                                match rng.below(3) {
+                                    0 => {}
+                                    1 => o.copy_from_slice(n),
+                                    _ => {
+                                        for c in o.chunks_mut(8) {
+                                            let x = rng.next_u64().to_le_bytes();
+                                            c.copy_from_slice(&x[..c.len()]);
+                                        }
+                                    }
+                                }
+                                continue;
+                            }
                             if i % 64 == 0 {
                                 bits = rng.next_u64();
                             }
@@ -231,7 +371,7 @@ impl<D: BlockDevice> PowerCutDevice<D> {
                 }
             }
         }
-        self.inner.flush().map_err(|e| e.kind())
+        Ok(())
     }
 
     fn check_failing(&self) -> Result<(), DeviceErrorKind> {
@@ -325,6 +465,7 @@ impl<D: BlockDevice> BlockDevice for PowerCutDevice<D> {
 mod tests {
     use super::*;
     use crate::device::MemDevice;
+    use alloc::string::ToString;
     use alloc::vec;
 
     fn dev(blocks: u64) -> PowerCutDevice<MemDevice> {
@@ -442,6 +583,69 @@ mod tests {
             saw_torn |= olds > 0 && news > 0;
         }
         assert!(saw_old && saw_new && saw_torn && saw_ab);
+    }
+
+    #[test]
+    fn harsh_garbles_only_unflushed_blocks_and_reports() {
+        let mut d = dev(64);
+        let flushed: Vec<u8> = (0..4096u32).map(|i| (i / 512) as u8 + 1).collect();
+        for lba in 0..64 {
+            d.write(lba, &flushed).unwrap();
+        }
+        d.flush().unwrap();
+        let fresh: Vec<u8> = (0..4096u32).map(|i| (i / 512) as u8 + 101).collect();
+        for lba in 0..32 {
+            d.write(lba, &fresh).unwrap();
+        }
+        assert_eq!(
+            d.crash_point(),
+            CrashPoint {
+                writes: 96,
+                flushes: 1,
+                unflushed: 32
+            }
+        );
+        assert!(alloc::format!("{}", d.crash_point()).contains("after write 96"));
+        let mut e = d.clone();
+        d.power_cut(CutOutcome::Harsh { seed: 9 }).unwrap();
+        e.power_cut(CutOutcome::Harsh { seed: 9 }).unwrap();
+        let s = d.last_cut();
+        assert_eq!(s, e.last_cut(), "reproducible");
+        assert_eq!(s.dropped + s.kept + s.torn + s.garbled, 32);
+        assert!(
+            s.dropped > 0 && s.kept > 0 && s.torn > 0 && s.garbled > 0,
+            "{s:?}"
+        );
+        let mut garbage = 0;
+        for lba in 0..64u64 {
+            let b = read_block(&mut d, lba);
+            assert_eq!(b, read_block(&mut e, lba));
+            for (i, sec) in b.chunks(512).enumerate() {
+                let r = i * 512..(i + 1) * 512;
+                if lba >= 32 {
+                    assert_eq!(sec, &flushed[r], "flushed block {lba} changed");
+                } else if sec != &flushed[r.clone()] && sec != &fresh[r] {
+                    garbage += 1;
+                }
+            }
+        }
+        assert!(garbage > 0);
+        assert_eq!(CutOutcome::Harsh { seed: 9 }.to_string(), "harsh(seed=0x9)");
+        assert_eq!(
+            CutOutcome::Random { seed: 255 }.to_string(),
+            "random(seed=0xff)"
+        );
+        assert_eq!(CutOutcome::DropAll.to_string(), "drop-all");
+        assert_eq!(CutOutcome::KeepAll.to_string(), "keep-all");
+        assert_eq!(CutOutcome::Harsh { seed: 3 }.seed(), Some(3));
+        assert_eq!(CutOutcome::KeepAll.seed(), None);
+        let mut f = dev(4);
+        f.write(0, &[1u8; 4096 * 4]).unwrap();
+        f.power_cut(CutOutcome::DropAll).unwrap();
+        assert_eq!(f.last_cut().dropped, 4);
+        f.write(0, &[1u8; 4096 * 4]).unwrap();
+        f.power_cut(CutOutcome::KeepAll).unwrap();
+        assert_eq!(f.last_cut().kept, 4);
     }
 
     #[test]

@@ -1,0 +1,454 @@
+//! The operations, and a harness that applies each to an array and to the model.
+
+use lunsnap::testing::{Mismatch, Model};
+use lunsnap::{Array, BlockDevice, Error, FormatOptions, OpenOptions, SECTOR};
+
+use crate::pattern;
+
+/// One operation of a test: an array method, or (for the tests that handle them)
+/// a reopen and a power cut.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `create_lun(lun, size)`.
+    CreateLun { lun: u32, size: u64 },
+    /// `create_copy(parent, lun, attached)`.
+    CreateCopy {
+        parent: u32,
+        lun: u32,
+        attached: bool,
+    },
+    /// `attach(lun)`.
+    Attach(u32),
+    /// `detach(lun)`.
+    Detach(u32),
+    /// `delete(lun, orphan)`.
+    Delete { lun: u32, orphan: bool },
+    /// `restore(lun)`.
+    Restore(u32),
+    /// `write(lun, offset, pattern of tag)`; tag 0 writes zeros.
+    Write {
+        lun: u32,
+        offset: u64,
+        len: u64,
+        tag: u64,
+    },
+    /// `read(lun, offset, len)`, compared with the model.
+    Read { lun: u32, offset: u64, len: u64 },
+    /// `discard(lun, offset, len)`.
+    Discard { lun: u32, offset: u64, len: u64 },
+    /// `flush()`.
+    Flush,
+    /// `close()` (or `flush()` and `into_device()` under faults) and `open()`.
+    Reopen,
+    /// A power cut with this outcome, then `open()` (state-machine test only).
+    PowerCut(lunsnap::testing::CutOutcome),
+}
+
+impl Op {
+    /// LUNs whose content the operation may change (all of them for flush and reopen).
+    pub fn touched(&self, m: &Model) -> Vec<u32> {
+        match *self {
+            Op::CreateLun { lun, .. }
+            | Op::CreateCopy { lun, .. }
+            | Op::Attach(lun)
+            | Op::Detach(lun)
+            | Op::Write { lun, .. }
+            | Op::Discard { lun, .. } => vec![lun],
+            Op::Restore(lun) => {
+                let mut v = vec![lun];
+                v.extend(m.lun_info(lun).ok().and_then(|i| i.parent));
+                v
+            }
+            Op::Delete { .. } | Op::Read { .. } => Vec::new(),
+            Op::Flush | Op::Reopen | Op::PowerCut(_) => m.lun_numbers(),
+        }
+    }
+
+    /// Whether the operation commits when it succeeds (possibly: flush and reopen).
+    pub fn is_management(&self) -> bool {
+        !matches!(self, Op::Write { .. } | Op::Read { .. })
+    }
+}
+
+/// What [`Harness::step`] did.
+#[derive(Debug)]
+pub struct Step {
+    /// The array's result.
+    pub result: Result<(), Error>,
+    /// Models of every state a crash during the step may recover to, in order: the
+    /// state before it, after each commit in it, and after it (for a failed step, the
+    /// state had it succeeded, in case its commit reached the medium).
+    pub candidates: Vec<Model>,
+}
+
+/// An array and its model, driven together.
+pub struct Harness<D: BlockDevice> {
+    /// The array (None while it could not be reopened).
+    pub a: Option<Array<D>>,
+    /// The device, when a reopen failed.
+    pub dead: Option<D>,
+    /// The model.
+    pub m: Model,
+    /// Options of every reopen.
+    pub open: OpenOptions,
+    /// Commits the write path made on its own.
+    pub early_commits: u64,
+    /// Writes issued one extent at a time because the pool was nearly full.
+    pub split_writes: u64,
+}
+
+fn device_or_poisoned(e: &Error) -> bool {
+    matches!(e, Error::Device(_) | Error::Poisoned)
+}
+
+impl<D: BlockDevice + Clone> Harness<D> {
+    /// Formats `dev` and models the empty array.
+    pub fn format(dev: D, opts: &FormatOptions) -> Self {
+        let a = Array::format(dev, opts).expect("format");
+        let m = Model::new(&a.pool_info());
+        Harness {
+            a: Some(a),
+            dead: None,
+            m,
+            open: OpenOptions {
+                cache_bytes: opts.cache_bytes,
+            },
+            early_commits: 0,
+            split_writes: 0,
+        }
+    }
+
+    /// An open array and its model.
+    pub fn new(a: Array<D>, m: Model, open: OpenOptions) -> Self {
+        Harness {
+            a: Some(a),
+            dead: None,
+            m,
+            open,
+            early_commits: 0,
+            split_writes: 0,
+        }
+    }
+
+    /// The array.
+    pub fn array(&mut self) -> &mut Array<D> {
+        self.a.as_mut().expect("the array is open")
+    }
+
+    /// The device, without committing anything (what a crash leaves).
+    pub fn take_device(&mut self) -> D {
+        match self.a.take() {
+            Some(a) => a.into_device(),
+            None => self.dead.take().expect("a device"),
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.a.as_ref().map_or(0, |a| a.pool_info().generation)
+    }
+
+    /// Applies `op` to the array and the model and compares the results. Without
+    /// `faults` they must agree exactly; with `faults`, the array may also fail with a
+    /// device error or `Poisoned`, and the model then stays as it was (the step's
+    /// candidates say what a crash may recover). Err: how they disagreed.
+    pub fn step(&mut self, op: &Op, faults: bool) -> Result<Step, String> {
+        let pre = self.m.clone();
+        let mut candidates = vec![pre.clone()];
+        let result = match *op {
+            Op::Write {
+                lun,
+                offset,
+                len,
+                tag,
+            } => self.write(lun, offset, len, tag, faults, &mut candidates)?,
+            Op::Read { lun, offset, len } => {
+                let mut got = vec![0xEEu8; len as usize];
+                let mut want = vec![0u8; len as usize];
+                let w = self.m.read(lun, offset, &mut want);
+                let g = self.array().read(lun, offset, &mut got);
+                match (&g, &w) {
+                    (Ok(()), Ok(())) if got != want => {
+                        let at = got.iter().zip(&want).position(|(x, y)| x != y);
+                        let s = at.unwrap_or(0) / SECTOR as usize;
+                        let r = s * SECTOR as usize..(s + 1) * SECTOR as usize;
+                        return Err(format!(
+                            "{op:?}: sector {s} of the read holds {}, the model {}",
+                            pattern::describe(&got[r.clone()]),
+                            pattern::describe(&want[r])
+                        ));
+                    }
+                    (Ok(()), Ok(())) => {}
+                    (Err(a), Err(b)) if a == b => {}
+                    (Err(a), _) if faults && device_or_poisoned(a) => {}
+                    _ => return Err(format!("{op:?}: the array returned {g:?}, the model {w:?}")),
+                }
+                g
+            }
+            Op::Reopen => {
+                self.m.reopen();
+                let r = self.reopen(faults);
+                if r.is_ok() {
+                    candidates.push(self.m.clone());
+                } else if faults && r.as_ref().is_err_and(device_or_poisoned) {
+                    candidates.push(self.m.clone());
+                    self.m = pre;
+                } else {
+                    return Err(format!("{op:?}: the array returned {r:?}"));
+                }
+                r
+            }
+            Op::PowerCut(_) => return Err("the harness does not cut power".into()),
+            _ => {
+                let want = model_op(&mut self.m, op);
+                let got = array_op(self.array(), op);
+                // A discard commits the writes before it first when the pool is
+                // too full for the copy-on-write of its partly covered extents.
+                let precommit = matches!(op, Op::Discard { .. }) && pre.is_dirty();
+                match (&got, &want) {
+                    (Ok(()), Ok(())) => {
+                        if precommit && self.generation() == self.m.generation() + 1 {
+                            self.early_commits += 1;
+                            self.m = pre.clone();
+                            self.m.commit();
+                            candidates.push(self.m.clone());
+                            model_op(&mut self.m, op).map_err(|e| format!("{e}"))?;
+                        }
+                        candidates.push(self.m.clone());
+                    }
+                    (Err(a), Err(b)) if a == b => {}
+                    (Err(a), Ok(())) if faults && device_or_poisoned(a) => {
+                        if precommit {
+                            let mut c = pre.clone();
+                            c.commit();
+                            candidates.push(c);
+                        }
+                        candidates.push(self.m.clone());
+                        self.m = pre;
+                    }
+                    (Err(a), Err(_)) if faults && *a == Error::Poisoned => {}
+                    _ => {
+                        return Err(format!(
+                            "{op:?}: the array returned {got:?}, the model {want:?}"
+                        ))
+                    }
+                }
+                got
+            }
+        };
+        if result.is_ok() || !faults {
+            let (g, w) = (self.generation(), self.m.generation());
+            if g != w {
+                return Err(format!(
+                    "{op:?}: generation {g} after it, the model expects {w}"
+                ));
+            }
+        }
+        Ok(Step { result, candidates })
+    }
+
+    /// A write, one extent at a time when the pool is so full that the array may commit
+    /// on its own during it (or under faults, so that a failure is modelled exactly).
+    fn write(
+        &mut self,
+        lun: u32,
+        offset: u64,
+        len: u64,
+        tag: u64,
+        faults: bool,
+        candidates: &mut Vec<Model>,
+    ) -> Result<Result<(), Error>, String> {
+        let data = pattern::data(tag, lun, offset, len);
+        let op = Op::Write {
+            lun,
+            offset,
+            len,
+            tag,
+        };
+        if let Err(e) = self.m.io_check(lun, offset, len) {
+            let got = self.array().write(lun, offset, &data);
+            return match got {
+                Err(g) if g == e || (faults && g == Error::Poisoned) => Ok(Err(g)),
+                _ => Err(format!(
+                    "{op:?}: the array returned {got:?}, the model {e:?}"
+                )),
+            };
+        }
+        let es = self.m.extent_size();
+        let mut pieces = Vec::new();
+        let mut pos = offset;
+        while pos < offset + len {
+            let n = (es - pos % es).min(offset + len - pos);
+            pieces.push((pos, n));
+            pos += n;
+        }
+        let free = self.array().engine().data_free();
+        if !faults && free >= pieces.len() as u64 {
+            let g0 = self.generation();
+            let r = self.array().write(lun, offset, &data);
+            if let Err(e) = r {
+                return Err(format!("{op:?}: failed with {e:?}"));
+            }
+            if self.generation() != g0 {
+                return Err(format!("{op:?}: committed with {free} extents free"));
+            }
+            self.m
+                .write(lun, offset, &data)
+                .map_err(|e| format!("{e}"))?;
+            return Ok(Ok(()));
+        }
+        if pieces.len() > 1 {
+            self.split_writes += 1;
+        }
+        for (pos, n) in pieces {
+            let piece = &data[(pos - offset) as usize..(pos - offset + n) as usize];
+            let g0 = self.generation();
+            let r = self.array().write(lun, pos, piece);
+            let g1 = self.generation();
+            if g1 != g0 {
+                if g1 != g0 + 1 {
+                    return Err(format!("{op:?}: {} commits in one extent", g1 - g0));
+                }
+                self.early_commits += 1;
+                self.m.commit();
+                candidates.push(self.m.clone());
+            }
+            match r {
+                Ok(()) => self.m.write(lun, pos, piece).map_err(|e| format!("{e}"))?,
+                Err(e) if faults && device_or_poisoned(&e) => {
+                    if g1 == g0 {
+                        // The early commit may have reached the medium and failed after.
+                        let mut c = self.m.clone();
+                        c.commit();
+                        candidates.push(c);
+                    }
+                    return Ok(Err(e));
+                }
+                Err(e) => return Err(format!("{op:?}: piece at {pos} failed with {e:?}")),
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    fn reopen(&mut self, faults: bool) -> Result<(), Error> {
+        let a = self.a.take().expect("the array is open");
+        let dev = if faults {
+            let mut a = a;
+            if let Err(e) = a.flush() {
+                self.dead = Some(a.into_device());
+                return Err(e);
+            }
+            a.into_device()
+        } else {
+            a.close()?
+        };
+        // Array::open consumes the device; under faults keep a copy to crash-test.
+        let spare = faults.then(|| dev.clone());
+        match Array::open(dev, &self.open) {
+            Ok(a) => {
+                self.a = Some(a);
+                Ok(())
+            }
+            Err(e) => {
+                self.dead = spare;
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks LUN records, pool accounting, the content of `luns` (all when None) and
+    /// `check()`.
+    pub fn verify(&mut self, luns: Option<&[u32]>) -> Result<(), Mismatch> {
+        let m = &self.m;
+        let a = self.a.as_mut().expect("the array is open");
+        match luns {
+            None => m.verify(a),
+            Some(luns) => {
+                m.verify_records(a)?;
+                for &n in luns {
+                    if m.lun_info(n).is_ok() {
+                        m.verify_lun(a, n)?;
+                    }
+                }
+                match a.check() {
+                    Ok(v) if v.is_empty() => Ok(()),
+                    r => Err(Mismatch {
+                        what: format!("check(): {r:?}"),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// Applies a management operation (or flush) to the model.
+pub fn model_op(m: &mut Model, op: &Op) -> Result<(), Error> {
+    match *op {
+        Op::CreateLun { lun, size } => m.create_lun(lun, size),
+        Op::CreateCopy {
+            parent,
+            lun,
+            attached,
+        } => m.create_copy(parent, lun, attached),
+        Op::Attach(n) => m.attach(n),
+        Op::Detach(n) => m.detach(n),
+        Op::Delete { lun, orphan } => m.delete(lun, orphan),
+        Op::Restore(n) => m.restore(n),
+        Op::Discard { lun, offset, len } => m.discard(lun, offset, len),
+        Op::Flush => m.flush(),
+        Op::Write { .. } | Op::Read { .. } | Op::Reopen | Op::PowerCut(_) => {
+            unreachable!("not a management operation: {op:?}")
+        }
+    }
+}
+
+/// Applies a management operation (or flush) to the array.
+pub fn array_op<D: BlockDevice>(a: &mut Array<D>, op: &Op) -> Result<(), Error> {
+    match *op {
+        Op::CreateLun { lun, size } => a.create_lun(lun, size),
+        Op::CreateCopy {
+            parent,
+            lun,
+            attached,
+        } => a.create_copy(parent, lun, attached),
+        Op::Attach(n) => a.attach(n),
+        Op::Detach(n) => a.detach(n),
+        Op::Delete { lun, orphan } => a.delete(lun, orphan),
+        Op::Restore(n) => a.restore(n),
+        Op::Discard { lun, offset, len } => a.discard(lun, offset, len),
+        Op::Flush => a.flush(),
+        Op::Write { .. } | Op::Read { .. } | Op::Reopen | Op::PowerCut(_) => {
+            unreachable!("not a management operation: {op:?}")
+        }
+    }
+}
+
+/// Recovers `array`, reopened after a crash, with one of `candidates` whose committed
+/// generation is the array's (the last that fits); Err if none fits.
+pub fn recover_with<D: BlockDevice>(
+    candidates: &[Model],
+    array: &mut Array<D>,
+    garbled: bool,
+) -> Result<Model, String> {
+    let g = array.pool_info().generation;
+    let mut errors = Vec::new();
+    for m in candidates
+        .iter()
+        .rev()
+        .filter(|m| m.committed_generation() == g)
+    {
+        match m.recover(array, garbled) {
+            Ok(r) => return Ok(r),
+            Err(e) => errors.push(e.what),
+        }
+    }
+    if errors.is_empty() {
+        let gens: Vec<u64> = candidates
+            .iter()
+            .map(|m| m.committed_generation())
+            .collect();
+        return Err(format!(
+            "reopened at generation {g}, expected one of {gens:?}"
+        ));
+    }
+    Err(errors.join("; or "))
+}

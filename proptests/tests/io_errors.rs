@@ -1,0 +1,329 @@
+//! I/O-error loops (DESIGN.md §2, "a device error during a commit ..."): a workload of
+//! every operation runs on an `ErrorDevice` that fails the Nth read, write or flush —
+//! once (a transient error) or from then on (a dead device) — for every N until the
+//! workload completes without meeting the fault.
+//!
+//! Each failure must surface as an error (a device error, or `Poisoned` once an earlier
+//! one poisoned the handle), never a panic and never an `Ok` that hides it. Then the
+//! power is cut (several outcomes) and the reopened array must hold the last committed
+//! state: the state before the failed operation, or — when its commit reached the
+//! medium before the error — the state after it; `check()` empty. A transient read
+//! error in a read leaves the handle working: the workload goes on and its end state
+//! is verified too.
+
+use lunsnap::device::testing::{CutOutcome, ErrorDevice, Fault, FaultOp, PowerCutDevice};
+use lunsnap::testing::Model;
+use lunsnap::{Array, Error, FormatOptions, MemDevice, OpenOptions};
+use lunsnap_proptests::harness::recover_with;
+use lunsnap_proptests::{Harness, Op};
+
+const KIB: u64 = 1024;
+
+type Dev = ErrorDevice<PowerCutDevice<MemDevice>>;
+
+fn write(lun: u32, offset: u64, len: u64, tag: u64) -> Op {
+    Op::Write {
+        lun,
+        offset,
+        len,
+        tag,
+    }
+}
+
+/// A committed array with LUNs, copies and data; returns the device and its model.
+fn base(block_size: u32, cache_bytes: usize) -> (PowerCutDevice<MemDevice>, Model) {
+    let blocks = (2 << 20) / u64::from(block_size);
+    let dev = PowerCutDevice::new(MemDevice::new(block_size, blocks).expect("device"));
+    let opts = FormatOptions {
+        extent_size: 4096,
+        max_luns: 8,
+        cache_bytes,
+        array_id: *b"io-error-loops!!",
+    };
+    let mut h = Harness::format(dev, &opts);
+    for op in [
+        Op::CreateLun {
+            lun: 0,
+            size: 32 * KIB,
+        },
+        write(0, 0, 32 * KIB, 1),
+        Op::CreateLun {
+            lun: 1,
+            size: 16 * KIB + 512,
+        },
+        write(1, 2048, 8 * KIB, 2),
+        Op::CreateCopy {
+            parent: 0,
+            lun: 2,
+            attached: true,
+        },
+        write(0, 4 * KIB, 4 * KIB, 3),
+        Op::Flush,
+    ] {
+        let s = h.step(&op, false).expect("base");
+        assert!(s.result.is_ok(), "base {op:?}: {:?}", s.result);
+    }
+    let m = h.m.clone();
+    (h.take_device(), m)
+}
+
+/// Every operation once, with unflushed writes before the management operations.
+fn script() -> Vec<Op> {
+    vec![
+        Op::Read {
+            lun: 0,
+            offset: 0,
+            len: 32 * KIB,
+        },
+        write(0, 512, 1024, 10), // committed shared extent: copy-on-write
+        write(0, 1024, 512, 11), // allocated in this transaction: in place
+        write(2, 6 * KIB, 4 * KIB, 12), // two extents of the copy
+        Op::CreateCopy {
+            parent: 2,
+            lun: 3,
+            attached: true,
+        },
+        Op::CreateCopy {
+            parent: 0,
+            lun: 4,
+            attached: false,
+        },
+        write(3, 0, 512, 13),
+        Op::Attach(4),
+        Op::Read {
+            lun: 4,
+            offset: 0,
+            len: 8 * KIB,
+        },
+        Op::Restore(3),
+        write(1, 16 * KIB, 512, 14),
+        Op::Discard {
+            lun: 0,
+            offset: 2 * KIB,
+            len: 12 * KIB,
+        },
+        Op::Detach(4),
+        Op::Flush,
+        write(2, 0, 32 * KIB, 15),
+        Op::Reopen,
+        Op::Delete {
+            lun: 0,
+            orphan: true,
+        },
+        Op::Read {
+            lun: 2,
+            offset: 0,
+            len: 32 * KIB,
+        },
+        Op::CreateLun {
+            lun: 5,
+            size: 8 * KIB,
+        },
+        write(5, 0, 8 * KIB, 16),
+        Op::Delete {
+            lun: 4,
+            orphan: false,
+        },
+        Op::Flush,
+        Op::CreateCopy {
+            parent: 3,
+            lun: 6,
+            attached: true,
+        },
+        write(6, 3 * KIB, 20 * KIB, 17), // a copy of a copy, across six extents
+        write(3, 0, 32 * KIB, 18),
+        Op::Attach(6),
+        write(6, 30 * KIB, 2 * KIB, 19),
+        Op::Restore(6),
+        Op::Discard {
+            lun: 3,
+            offset: 0,
+            len: 32 * KIB,
+        },
+        Op::Read {
+            lun: 6,
+            offset: 0,
+            len: 32 * KIB,
+        },
+        Op::Delete {
+            lun: 3,
+            orphan: true,
+        },
+        Op::Reopen,
+    ]
+}
+
+#[derive(Default, Debug)]
+struct Tally {
+    runs: u64,
+    failures: u64,
+    poisoned: u64,
+    continued: u64,
+    open_failures: u64,
+    crashes: u64,
+}
+
+/// Cuts the power of `dev` with several outcomes and checks each reopened array
+/// against the candidates.
+fn crash_check(
+    dev: PowerCutDevice<MemDevice>,
+    candidates: &[Model],
+    cache: usize,
+    what: &str,
+) -> u64 {
+    let outcomes = [
+        CutOutcome::DropAll,
+        CutOutcome::KeepAll,
+        CutOutcome::Random { seed: 7 },
+        CutOutcome::Harsh { seed: 11 },
+    ];
+    for outcome in outcomes {
+        let mut d = dev.clone();
+        d.power_cut(outcome).expect("power cut");
+        let mut a = Array::open(d.into_inner(), &OpenOptions { cache_bytes: cache })
+            .unwrap_or_else(|e| panic!("{what}, {outcome}: reopen failed: {e}"));
+        let garbled = matches!(outcome, CutOutcome::Harsh { .. });
+        if let Err(e) = recover_with(candidates, &mut a, garbled) {
+            panic!("{what}, {outcome}: {e}");
+        }
+    }
+    outcomes.len() as u64
+}
+
+/// Runs the script with `fault` armed; false once the fault never triggered.
+fn run(
+    base: &(PowerCutDevice<MemDevice>, Model),
+    fault: Fault,
+    cache: usize,
+    t: &mut Tally,
+) -> bool {
+    let what = format!("{fault}");
+    let open = OpenOptions { cache_bytes: cache };
+    t.runs += 1;
+    let dev: Dev = ErrorDevice::with_fault(base.0.clone(), fault);
+    let spare = dev.clone();
+    let a = match Array::open(dev, &open) {
+        Ok(a) => a,
+        Err(e) => {
+            assert_eq!(e, Error::Device(fault.kind), "{what}: open");
+            t.open_failures += 1;
+            t.failures += 1;
+            t.crashes += crash_check(
+                spare.into_inner(),
+                std::slice::from_ref(&base.1),
+                cache,
+                &what,
+            );
+            return true;
+        }
+    };
+    let mut h = Harness::new(a, base.1.clone(), open);
+    for (i, op) in script().iter().enumerate() {
+        let what = format!("{what}, op {i} {op:?}");
+        let before = h.a.as_mut().map_or(0, |a| a.device_mut().failures());
+        let step = h.step(op, true).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let after = match h.a.as_mut() {
+            Some(a) => a.device_mut().failures(),
+            None => h.dead.as_ref().map_or(0, |d| d.failures()),
+        };
+        let device_error = matches!(step.result, Err(Error::Device(_)) | Err(Error::Poisoned));
+        if !device_error {
+            assert_eq!(
+                before, after,
+                "{what}: a device error was swallowed: {:?}",
+                step.result
+            );
+            continue;
+        }
+        // (A failed reopen leaves a copy of the device taken before open.)
+        assert!(
+            after > before || step.result == Err(Error::Poisoned) || h.a.is_none(),
+            "{what}: {:?} without a device error",
+            step.result
+        );
+        t.failures += 1;
+        let poisoned = h.a.as_ref().is_some_and(|a| a.is_poisoned());
+        if poisoned {
+            t.poisoned += 1;
+            let a = h.array();
+            assert_eq!(
+                a.flush(),
+                Err(Error::Poisoned),
+                "{what}: flush after poison"
+            );
+            assert_eq!(a.create_lun(7, 512), Err(Error::Poisoned), "{what}");
+        }
+        if !fault.sticky && !poisoned && matches!(op, Op::Read { .. }) && h.a.is_some() {
+            // A transient read error changes nothing: go on.
+            t.continued += 1;
+            continue;
+        }
+        if !fault.sticky && !poisoned && h.a.is_some() {
+            // The handle is usable: it must be consistent.
+            let v = h.array().check();
+            assert!(
+                v.as_ref().is_ok_and(|v| v.is_empty()),
+                "{what}: check() {v:?}"
+            );
+        }
+        let dev = h.take_device().into_inner();
+        t.crashes += crash_check(dev, &step.candidates, cache, &what);
+        return true;
+    }
+    // The script completed: verify everything, disarmed, then after a reopen.
+    let triggered = h.array().device_mut().triggered();
+    h.array().device_mut().set_fault(None);
+    if let Err(e) = h.verify(None) {
+        panic!("{what}: at the end: {e}");
+    }
+    let s = h.step(&Op::Reopen, false).expect("reopen");
+    assert!(s.result.is_ok());
+    if let Err(e) = h.verify(None) {
+        panic!("{what}: after the final reopen: {e}");
+    }
+    triggered
+}
+
+fn loops(op: FaultOp, block_size: u32, cache: usize) {
+    let base = base(block_size, cache);
+    for sticky in [false, true] {
+        let mut t = Tally::default();
+        let mut n = 0;
+        loop {
+            let fault = if sticky {
+                Fault::sticky(op, n)
+            } else {
+                Fault::once(op, n)
+            };
+            if !run(&base, fault, cache, &mut t) {
+                break;
+            }
+            n += 1;
+            assert!(n < 100_000, "the workload never completes");
+        }
+        println!(
+            "{op:?} {}, {block_size}-byte blocks, cache {} KiB: completes from N = {n}; {t:?}",
+            if sticky { "sticky" } else { "once" },
+            cache >> 10
+        );
+        assert!(t.failures > 0);
+    }
+}
+
+#[test]
+fn every_read_fails_in_turn() {
+    loops(FaultOp::Read, 512, 64 << 10);
+    loops(FaultOp::Read, 4096, 1 << 20);
+}
+
+#[test]
+fn every_write_fails_in_turn() {
+    loops(FaultOp::Write, 512, 64 << 10);
+    loops(FaultOp::Write, 4096, 1 << 20);
+}
+
+#[test]
+fn every_flush_fails_in_turn() {
+    loops(FaultOp::Flush, 512, 64 << 10);
+    loops(FaultOp::Flush, 4096, 1 << 20);
+}

@@ -1,0 +1,716 @@
+//! The reference model: every array operation's semantics and errors, on plain maps.
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::array::{LunInfo, LunKind, PoolInfo, SECTOR};
+use crate::error::{Error, Result};
+
+const SECTOR_BYTES: usize = SECTOR as usize;
+
+/// The content of one 512-byte sector.
+pub(crate) type Sector = Box<[u8; SECTOR_BYTES]>;
+
+pub(crate) fn sector_of(bytes: &[u8]) -> Sector {
+    let mut s = Box::new([0u8; SECTOR_BYTES]);
+    s.copy_from_slice(bytes);
+    s
+}
+
+/// One LUN of the model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MLun {
+    pub size: u64,
+    pub kind: LunKind,
+    pub parent: Option<u32>,
+    pub attached: bool,
+    pub created_gen: u64,
+    pub attached_gen: u64,
+    /// Sectors holding anything but zeros: sector number → content.
+    pub data: BTreeMap<u64, Sector>,
+    /// Mapped logical extents → lineage token. Two LUNs share an extent exactly when
+    /// they map the same token.
+    pub map: BTreeMap<u64, u64>,
+}
+
+/// A reference model of an [`Array`](crate::Array): the state DESIGN.md §2 promises
+/// after each operation, computed as plainly as possible.
+///
+/// Each LUN is a sparse map of sectors (only non-zero sectors use memory, so LUNs of
+/// any size can be modelled), with its kind, parent, attachment and generations. The
+/// operations ([`create_lun`](Self::create_lun), [`create_copy`](Self::create_copy),
+/// [`attach`](Self::attach), [`detach`](Self::detach), [`delete`](Self::delete),
+/// [`restore`](Self::restore), [`write`](Self::write), [`read`](Self::read),
+/// [`discard`](Self::discard), [`flush`](Self::flush), [`reopen`](Self::reopen)) take
+/// the same arguments as the array's and return exactly the array's errors, changing
+/// nothing when they fail. [`lun_info`](Self::lun_info) and
+/// [`pool_info`](Self::pool_info) predict the array's accounting, exclusive and shared
+/// bytes included: each mapped logical extent carries a lineage token, shared by copies
+/// until one side writes into that extent, as the array's copy-on-write does.
+///
+/// For crash tests the model also keeps the state of the last commit and every value
+/// written to each sector since: [`recover`](Self::recover) checks an array reopened
+/// after a power cut against them.
+///
+/// # Commits the array makes on its own
+/// When nearly every extent of the pool is in use, [`Array::write`](crate::Array::write)
+/// may commit before taking a fresh extent, so that extents released since the last
+/// commit can be reused; [`pool_info().generation`](crate::PoolInfo::generation) then
+/// advances during the write. Tell the model: if the write lay within one extent, the
+/// commit happened before any of it, so call [`commit`](Self::commit) and then
+/// [`write`](Self::write); otherwise call [`write`](Self::write) and then
+/// [`note_early_commits`](Self::note_early_commits), after which the model checks a
+/// crash with the looser per-sector rule and no longer predicts exclusive/shared bytes
+/// (see [`lineage_known`](Self::lineage_known)). Writes split at extent boundaries keep
+/// the model exact; `array.engine().data_free()` tells whether a write of `k` extents
+/// can need an early commit (only when it is below `k`). Likewise
+/// [`Array::discard`](crate::Array::discard) commits the writes made before it first
+/// when too few extents are free to zero the extents it only partly covers: if the
+/// generation advanced by two, call [`commit`](Self::commit) and then
+/// [`discard`](Self::discard).
+///
+/// # Example
+/// ```
+/// use lunsnap::testing::Model;
+/// use lunsnap::{Array, FormatOptions, MemDevice, OpenOptions};
+///
+/// let opts = FormatOptions { extent_size: 4096, max_luns: 8, ..Default::default() };
+/// let mut a = Array::format(MemDevice::new(512, 8192).unwrap(), &opts).unwrap();
+/// let mut m = Model::new(&a.pool_info());
+///
+/// // The same operations on both, with the same results.
+/// assert_eq!(a.create_lun(0, 64 << 10), m.create_lun(0, 64 << 10));
+/// assert_eq!(a.write(0, 4096, &[7u8; 1024]), m.write(0, 4096, &[7u8; 1024]));
+/// assert_eq!(a.create_copy(0, 1, true), m.create_copy(0, 1, true));
+/// assert_eq!(a.write(0, 4096, &[8u8; 512]), m.write(0, 4096, &[8u8; 512]));
+/// assert_eq!(a.restore(5), m.restore(5)); // Err(NoSuchLun(5)) from both
+/// assert_eq!(a.detach(0), m.detach(0)); // Err(NotACopy(0)) from both
+///
+/// // Contents, LUN records, accounting (exclusive/shared too) and check().
+/// m.verify(&mut a).unwrap();
+/// assert_eq!(m.lun_info(1).unwrap().exclusive_bytes, 4096); // the old extent
+///
+/// // A crash: the unflushed write is gone, the committed copy is intact.
+/// let dev = a.into_device(); // no commit: what a power cut leaves
+/// let mut b = Array::open(dev, &OpenOptions::default()).unwrap();
+/// let m = m.recover(&mut b, false).unwrap();
+/// let mut buf = [0u8; 512];
+/// b.read(0, 4096, &mut buf).unwrap();
+/// assert_eq!(buf, [7u8; 512]);
+/// m.verify(&mut b).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Model {
+    pub(crate) es: u64,
+    /// Extents the pool holds for LUNs.
+    pub(crate) cap: u64,
+    pub(crate) max_luns: u32,
+    /// Generation of the newest commit.
+    pub(crate) gen: u64,
+    /// Data written since the last commit.
+    pub(crate) dirty: bool,
+    pub(crate) next_token: u64,
+    pub(crate) luns: BTreeMap<u32, MLun>,
+    /// How many LUNs map each lineage token.
+    pub(crate) counts: BTreeMap<u64, u32>,
+    /// The LUNs as of the last commit the model knows exactly, and its generation.
+    pub(crate) committed: BTreeMap<u32, MLun>,
+    pub(crate) committed_gen: u64,
+    /// Values written to each (LUN, sector) since that commit, without repeats.
+    pub(crate) since: BTreeMap<(u32, u64), Vec<Sector>>,
+    /// No commit at an unknown point since `committed`.
+    pub(crate) exact: bool,
+    /// Lineage tokens reflect the array's sharing.
+    pub(crate) lineage_known: bool,
+}
+
+impl fmt::Debug for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let luns: Vec<_> = self
+            .luns
+            .iter()
+            .map(|(n, l)| {
+                (
+                    *n,
+                    l.size,
+                    l.kind,
+                    l.parent,
+                    l.attached,
+                    l.data.len(),
+                    l.map.len(),
+                )
+            })
+            .collect();
+        f.debug_struct("Model")
+            .field("generation", &self.gen)
+            .field("committed_generation", &self.committed_gen)
+            .field("dirty", &self.dirty)
+            .field("exact", &self.exact)
+            .field("lineage_known", &self.lineage_known)
+            .field(
+                "luns (n, size, kind, parent, attached, sectors, extents)",
+                &luns,
+            )
+            .finish()
+    }
+}
+
+impl Model {
+    /// The model of an empty array whose [`pool_info`](crate::Array::pool_info) is
+    /// `pool` (take it right after [`Array::format`](crate::Array::format)).
+    pub fn new(pool: &PoolInfo) -> Model {
+        let es = u64::from(pool.extent_size.max(1));
+        Model {
+            es,
+            cap: pool.capacity_bytes / es,
+            max_luns: pool.max_luns,
+            gen: pool.generation,
+            dirty: false,
+            next_token: 0,
+            luns: BTreeMap::new(),
+            counts: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            committed_gen: pool.generation,
+            since: BTreeMap::new(),
+            exact: true,
+            lineage_known: true,
+        }
+    }
+
+    // -----------------------------------------------------------------------------
+    // Queries
+    // -----------------------------------------------------------------------------
+
+    /// Generation of the newest commit (the array's `pool_info().generation`).
+    pub fn generation(&self) -> u64 {
+        self.gen
+    }
+
+    /// Generation of the last commit whose state the model knows exactly: what a power
+    /// cut now recovers to, unless early commits were noted since.
+    pub fn committed_generation(&self) -> u64 {
+        self.committed_gen
+    }
+
+    /// True while data written since the last commit is not yet durable.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// False once a crash was recovered after
+    /// [`note_early_commits`](Self::note_early_commits): which extents LUNs share is
+    /// then unknown, and exclusive/shared/allocated bytes are not predicted (they
+    /// read as 0) nor checked.
+    pub fn lineage_known(&self) -> bool {
+        self.lineage_known
+    }
+
+    /// Data extent size in bytes.
+    pub fn extent_size(&self) -> u64 {
+        self.es
+    }
+
+    /// The LUN numbers in use, in order.
+    pub fn lun_numbers(&self) -> Vec<u32> {
+        self.luns.keys().copied().collect()
+    }
+
+    /// What [`Array::lun_info`](crate::Array::lun_info) must return.
+    pub fn lun_info(&self, n: u32) -> Result<LunInfo> {
+        let l = self.get(n)?;
+        let (mut exclusive, mut shared) = (0, 0);
+        if self.lineage_known {
+            for t in l.map.values() {
+                if self.counts.get(t).copied().unwrap_or(0) > 1 {
+                    shared += 1;
+                } else {
+                    exclusive += 1;
+                }
+            }
+        }
+        Ok(LunInfo {
+            lun: n,
+            size: l.size,
+            kind: l.kind,
+            parent: l.parent,
+            attached: l.attached,
+            // The model does not take LUNs offline (yet): always online.
+            online: true,
+            created_generation: l.created_gen,
+            attached_generation: l.attached_gen,
+            reserved_bytes: if l.attached {
+                self.extents(l.size) * self.es
+            } else {
+                0
+            },
+            exclusive_bytes: exclusive * self.es,
+            shared_bytes: shared * self.es,
+        })
+    }
+
+    /// What [`Array::luns`](crate::Array::luns) must return.
+    pub fn luns(&self) -> Vec<LunInfo> {
+        self.luns
+            .keys()
+            .filter_map(|&n| self.lun_info(n).ok())
+            .collect()
+    }
+
+    /// What [`Array::pool_info`](crate::Array::pool_info) must return, except the two
+    /// metadata figures, which the model does not know (0 here).
+    pub fn pool_info(&self) -> PoolInfo {
+        let reserved = self.reserved_extents();
+        let allocated = if self.lineage_known {
+            self.counts.len() as u64
+        } else {
+            0
+        };
+        PoolInfo {
+            capacity_bytes: self.cap * self.es,
+            allocated_bytes: allocated * self.es,
+            reserved_bytes: reserved * self.es,
+            unreserved_bytes: self.cap.saturating_sub(reserved) * self.es,
+            free_bytes: self.cap.saturating_sub(allocated) * self.es,
+            metadata_used_bytes: 0,
+            metadata_provisioned_bytes: 0,
+            extent_size: self.es as u32,
+            luns: self.luns.len() as u32,
+            max_luns: self.max_luns,
+            generation: self.gen,
+        }
+    }
+
+    /// Reads like [`Array::read`](crate::Array::read).
+    pub fn read(&self, n: u32, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.io_check(n, offset, buf.len() as u64)?;
+        let l = self.get(n)?;
+        buf.fill(0);
+        let first = offset / SECTOR;
+        let end = first + (buf.len() / SECTOR_BYTES) as u64;
+        for (&s, c) in l.data.range(first..end) {
+            let o = ((s - first) * SECTOR) as usize;
+            buf[o..o + SECTOR_BYTES].copy_from_slice(&c[..]);
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------
+    // Management operations
+    // -----------------------------------------------------------------------------
+
+    /// As [`Array::create_lun`](crate::Array::create_lun).
+    pub fn create_lun(&mut self, n: u32, size: u64) -> Result<()> {
+        self.check_free_number(n)?;
+        let why = if size == 0 {
+            Some("a LUN must not be empty")
+        } else if size % SECTOR != 0 {
+            Some("the size must be a multiple of 512 bytes")
+        } else if self.extents(size) > self.cap {
+            Some("larger than the pool's capacity")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(Error::InvalidLunSize { size, why });
+        }
+        self.reserve(self.extents(size))?;
+        let g = self.gen + 1;
+        self.luns.insert(
+            n,
+            MLun {
+                size,
+                kind: LunKind::Lun,
+                parent: None,
+                attached: true,
+                created_gen: g,
+                attached_gen: g,
+                data: BTreeMap::new(),
+                map: BTreeMap::new(),
+            },
+        );
+        self.commit();
+        Ok(())
+    }
+
+    /// As [`Array::create_copy`](crate::Array::create_copy).
+    pub fn create_copy(&mut self, parent: u32, n: u32, attached: bool) -> Result<()> {
+        self.check_number(n)?;
+        let p = self.get(parent)?;
+        self.check_free_number(n)?;
+        if attached && !p.attached {
+            return Err(Error::ParentDetached(n));
+        }
+        if attached {
+            self.reserve(self.extents(p.size))?;
+        }
+        let (data, map) = if attached {
+            (p.data.clone(), p.map.clone())
+        } else {
+            (BTreeMap::new(), BTreeMap::new())
+        };
+        let size = p.size;
+        let g = self.gen + 1;
+        self.count_map(&map, true);
+        self.luns.insert(
+            n,
+            MLun {
+                size,
+                kind: LunKind::Copy,
+                parent: Some(parent),
+                attached,
+                created_gen: g,
+                attached_gen: if attached { g } else { 0 },
+                data,
+                map,
+            },
+        );
+        self.commit();
+        Ok(())
+    }
+
+    /// As [`Array::attach`](crate::Array::attach).
+    pub fn attach(&mut self, n: u32) -> Result<()> {
+        let c = self.get(n)?;
+        let pn = self.image_parent(n, c)?;
+        if !c.attached {
+            self.reserve(self.extents(c.size))?;
+        }
+        let (data, map) = match self.luns.get(&pn) {
+            Some(p) => (p.data.clone(), p.map.clone()),
+            None => return Err(Error::ParentGone(n)),
+        };
+        self.count_map(&map, true);
+        let g = self.gen + 1;
+        let old = match self.luns.get_mut(&n) {
+            Some(c) => {
+                c.data = data;
+                c.attached = true;
+                c.attached_gen = g;
+                core::mem::replace(&mut c.map, map)
+            }
+            None => return Err(Error::NoSuchLun(n)),
+        };
+        self.count_map(&old, false);
+        self.commit();
+        Ok(())
+    }
+
+    /// As [`Array::detach`](crate::Array::detach).
+    pub fn detach(&mut self, n: u32) -> Result<()> {
+        let c = self.get(n)?;
+        if c.kind != LunKind::Copy {
+            return Err(Error::NotACopy(n));
+        }
+        if !c.attached {
+            return Ok(());
+        }
+        let old = match self.luns.get_mut(&n) {
+            Some(c) => {
+                c.attached = false;
+                c.data.clear();
+                core::mem::take(&mut c.map)
+            }
+            None => return Err(Error::NoSuchLun(n)),
+        };
+        self.count_map(&old, false);
+        self.commit();
+        Ok(())
+    }
+
+    /// As [`Array::delete`](crate::Array::delete).
+    pub fn delete(&mut self, n: u32, orphan_copies: bool) -> Result<()> {
+        self.get(n)?;
+        let copies = self.luns.values().filter(|l| l.parent == Some(n)).count() as u32;
+        if copies > 0 && !orphan_copies {
+            return Err(Error::HasCopies { lun: n, copies });
+        }
+        for l in self.luns.values_mut().filter(|l| l.parent == Some(n)) {
+            l.parent = None;
+            if l.attached {
+                l.kind = LunKind::Lun;
+            }
+        }
+        if let Some(l) = self.luns.remove(&n) {
+            self.count_map(&l.map, false);
+        }
+        self.commit();
+        Ok(())
+    }
+
+    /// As [`Array::restore`](crate::Array::restore).
+    pub fn restore(&mut self, n: u32) -> Result<()> {
+        let c = self.get(n)?;
+        if c.kind == LunKind::Copy && !c.attached {
+            return Err(Error::Detached(n));
+        }
+        let pn = self.image_parent(n, c)?;
+        let (data, map) = (c.data.clone(), c.map.clone());
+        self.count_map(&map, true);
+        let old = match self.luns.get_mut(&pn) {
+            Some(p) => {
+                p.data = data;
+                core::mem::replace(&mut p.map, map)
+            }
+            None => return Err(Error::ParentGone(n)),
+        };
+        self.count_map(&old, false);
+        self.commit();
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------
+    // I/O
+    // -----------------------------------------------------------------------------
+
+    /// As [`Array::write`](crate::Array::write) (`data.len()` a multiple of 512).
+    pub fn write(&mut self, n: u32, offset: u64, data: &[u8]) -> Result<()> {
+        self.io_check(n, offset, data.len() as u64)?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let first = offset / SECTOR;
+        if let Some(l) = self.luns.get_mut(&n) {
+            for (s, c) in (first..).zip(data.chunks_exact(SECTOR_BYTES)) {
+                set_sector(&mut l.data, s, c);
+                let vals = self.since.entry((n, s)).or_default();
+                if !vals.iter().any(|v| v[..] == *c) {
+                    vals.push(sector_of(c));
+                }
+            }
+        }
+        let last = (offset + data.len() as u64 - 1) / self.es;
+        for le in offset / self.es..=last {
+            self.touch(n, le);
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// As [`Array::discard`](crate::Array::discard): the range reads as zeros, whole
+    /// extents are unmapped (a LUN's partial last extent counts as whole when the
+    /// range reaches the LUN's end), and the array commits.
+    pub fn discard(&mut self, n: u32, offset: u64, len: u64) -> Result<()> {
+        self.io_check(n, offset, len)?;
+        let size = self.get(n)?.size;
+        let end = offset + len;
+        let mut touched = Vec::new();
+        let mut unmapped = Vec::new();
+        if let Some(l) = self.luns.get_mut(&n) {
+            let keys: Vec<u64> = l
+                .data
+                .range(offset / SECTOR..end / SECTOR)
+                .map(|(&s, _)| s)
+                .collect();
+            for s in keys {
+                l.data.remove(&s);
+            }
+            let mut pos = offset;
+            while pos < end {
+                let le = pos / self.es;
+                let within = pos % self.es;
+                let chunk = (self.es - within).min(end - pos);
+                let whole = within == 0 && (chunk == self.es || pos + chunk == size);
+                if l.map.contains_key(&le) {
+                    if whole {
+                        unmapped.extend(l.map.remove(&le));
+                    } else {
+                        touched.push(le);
+                    }
+                }
+                pos += chunk;
+            }
+        }
+        for t in unmapped {
+            self.uncount(t);
+        }
+        for le in touched {
+            self.touch(n, le);
+        }
+        self.commit();
+        Ok(())
+    }
+
+    /// As [`Array::flush`](crate::Array::flush): commits if anything was written.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.dirty {
+            self.commit();
+        }
+        Ok(())
+    }
+
+    /// As [`Array::close`](crate::Array::close) followed by
+    /// [`Array::open`](crate::Array::open): commits if anything was written.
+    pub fn reopen(&mut self) {
+        if self.dirty {
+            self.commit();
+        }
+    }
+
+    /// Records a commit made now: every write so far is durable. Call it for a commit
+    /// the array made on its own during a write that lies within one extent, before
+    /// applying that write (see the type's documentation).
+    pub fn commit(&mut self) {
+        self.gen += 1;
+        self.dirty = false;
+        self.committed = self.luns.clone();
+        self.committed_gen = self.gen;
+        self.since.clear();
+        self.exact = true;
+    }
+
+    /// Records `count` commits the array made on its own at unknown points of the last
+    /// write (one spanning several extents). A crash is then checked per sector: its
+    /// committed content or any value written to it since.
+    pub fn note_early_commits(&mut self, count: u64) {
+        if count > 0 {
+            self.gen += count;
+            self.exact = false;
+        }
+    }
+
+    // -----------------------------------------------------------------------------
+    // Helpers
+    // -----------------------------------------------------------------------------
+
+    pub(crate) fn extents(&self, size: u64) -> u64 {
+        size.div_ceil(self.es)
+    }
+
+    fn reserved_extents(&self) -> u64 {
+        self.luns
+            .values()
+            .filter(|l| l.attached)
+            .map(|l| self.extents(l.size))
+            .sum()
+    }
+
+    fn reserve(&self, extra: u64) -> Result<()> {
+        let free = self.cap.saturating_sub(self.reserved_extents());
+        if extra > free {
+            return Err(Error::NoSpace {
+                needed: extra * self.es,
+                available: free * self.es,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_number(&self, n: u32) -> Result<()> {
+        if n >= self.max_luns {
+            return Err(Error::LunOutOfRange {
+                lun: n,
+                max_luns: self.max_luns,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_free_number(&self, n: u32) -> Result<()> {
+        self.check_number(n)?;
+        if self.luns.contains_key(&n) {
+            return Err(Error::LunExists(n));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn get(&self, n: u32) -> Result<&MLun> {
+        self.check_number(n)?;
+        self.luns.get(&n).ok_or(Error::NoSuchLun(n))
+    }
+
+    /// The parent whose image copy `n` takes (attach, restore).
+    fn image_parent(&self, n: u32, c: &MLun) -> Result<u32> {
+        if c.kind != LunKind::Copy {
+            return Err(Error::NotACopy(n));
+        }
+        let pn = c.parent.ok_or(Error::ParentGone(n))?;
+        let p = self.luns.get(&pn).ok_or(Error::ParentGone(n))?;
+        if !p.attached {
+            return Err(Error::ParentDetached(n));
+        }
+        Ok(pn)
+    }
+
+    /// The error [`Array::write`](crate::Array::write) or
+    /// [`Array::read`](crate::Array::read) of `len` bytes at `offset` of LUN `n` must
+    /// return, if any (device errors and a poisoned handle aside).
+    pub fn io_check(&self, n: u32, offset: u64, len: u64) -> Result<()> {
+        let l = self.get(n)?;
+        if !l.attached {
+            return Err(Error::Detached(n));
+        }
+        if offset % SECTOR != 0 || len % SECTOR != 0 {
+            return Err(Error::Misaligned { offset, len });
+        }
+        if offset.checked_add(len).map_or(true, |e| e > l.size) {
+            return Err(Error::OutOfRange {
+                offset,
+                len,
+                size: l.size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds (or removes) one reference to each token of `map`.
+    fn count_map(&mut self, map: &BTreeMap<u64, u64>, add: bool) {
+        for &t in map.values() {
+            if add {
+                *self.counts.entry(t).or_insert(0) += 1;
+            } else {
+                self.uncount(t);
+            }
+        }
+    }
+
+    fn uncount(&mut self, t: u64) {
+        if let Some(c) = self.counts.get_mut(&t) {
+            *c -= 1;
+            if *c == 0 {
+                self.counts.remove(&t);
+            }
+        }
+    }
+
+    /// Logical extent `le` of LUN `n` is written: it keeps its lineage only if it is
+    /// mapped and no other LUN maps it; else it takes a fresh one (copy-on-write).
+    fn touch(&mut self, n: u32, le: u64) {
+        let Some(l) = self.luns.get(&n) else {
+            return;
+        };
+        let old = l.map.get(&le).copied();
+        if old.is_some_and(|t| self.counts.get(&t).copied() == Some(1)) {
+            return;
+        }
+        self.next_token += 1;
+        let t = self.next_token;
+        if let Some(l) = self.luns.get_mut(&n) {
+            l.map.insert(le, t);
+        }
+        self.counts.insert(t, 1);
+        if let Some(o) = old {
+            self.uncount(o);
+        }
+    }
+
+    /// Recomputes the token counts from the LUNs' maps.
+    pub(crate) fn recount(&mut self) {
+        self.counts.clear();
+        for l in self.luns.values() {
+            for &t in l.map.values() {
+                *self.counts.entry(t).or_insert(0) += 1;
+            }
+        }
+    }
+}
+
+/// Stores sector `s` (all zeros: removed).
+pub(crate) fn set_sector(data: &mut BTreeMap<u64, Sector>, s: u64, c: &[u8]) {
+    if c.iter().all(|&b| b == 0) {
+        data.remove(&s);
+    } else {
+        data.insert(s, sector_of(c));
+    }
+}

@@ -1,0 +1,276 @@
+//! Checking an [`Array`] against the [`Model`]: side by side, and after a crash.
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+use super::model::{set_sector, MLun, Model, Sector};
+use crate::array::{Array, LunInfo, SECTOR};
+use crate::device::BlockDevice;
+use crate::error::Error;
+
+/// How the array differs from the model: a description for the test's failure message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mismatch {
+    /// What differs.
+    pub what: String,
+}
+
+impl Mismatch {
+    fn new(what: String) -> Mismatch {
+        Mismatch { what }
+    }
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
+fn err<T>(what: String) -> Result<T, Mismatch> {
+    Err(Mismatch::new(what))
+}
+
+/// Bytes read per call while comparing contents.
+const CHUNK: u64 = 64 * 1024;
+
+impl Model {
+    /// Checks `array` against the model: [`verify_records`](Self::verify_records),
+    /// the content of every LUN ([`verify_lun`](Self::verify_lun)) and an empty
+    /// [`Array::check`]. Reads every LUN whole: its cost grows with the LUN sizes.
+    pub fn verify<D: BlockDevice>(&self, array: &mut Array<D>) -> Result<(), Mismatch> {
+        self.verify_records(array)?;
+        for &n in self.luns.keys() {
+            self.verify_lun(array, n)?;
+        }
+        check_clean(array)
+    }
+
+    /// Checks the LUN numbers, every [`LunInfo`] (exclusive and shared bytes included
+    /// while [`lineage_known`](Self::lineage_known)) and every figure of
+    /// [`PoolInfo`](crate::PoolInfo) but the metadata ones.
+    pub fn verify_records<D: BlockDevice>(&self, array: &mut Array<D>) -> Result<(), Mismatch> {
+        let numbers = array.lun_numbers();
+        if numbers != self.lun_numbers() {
+            return err(format!(
+                "LUN numbers {numbers:?}, the model has {:?}",
+                self.lun_numbers()
+            ));
+        }
+        let got = array
+            .luns()
+            .map_err(|e| Mismatch::new(format!("luns() failed: {e}")))?;
+        for (g, w) in got.iter().zip(self.luns()) {
+            let g = if self.lineage_known {
+                *g
+            } else {
+                LunInfo {
+                    exclusive_bytes: 0,
+                    shared_bytes: 0,
+                    ..*g
+                }
+            };
+            if g != w {
+                return err(format!(
+                    "lun_info({}) is {g:?}, the model says {w:?}",
+                    w.lun
+                ));
+            }
+        }
+        let mut p = array.pool_info();
+        let mut w = self.pool_info();
+        w.metadata_used_bytes = p.metadata_used_bytes;
+        w.metadata_provisioned_bytes = p.metadata_provisioned_bytes;
+        if !self.lineage_known {
+            p.allocated_bytes = 0;
+            p.free_bytes = w.free_bytes;
+        }
+        if p != w {
+            return err(format!("pool_info() is {p:?}, the model says {w:?}"));
+        }
+        if p.metadata_used_bytes > p.metadata_provisioned_bytes {
+            return err(format!("metadata used beyond what was provisioned: {p:?}"));
+        }
+        Ok(())
+    }
+
+    /// Checks the content of LUN `n` (or that a detached copy refuses reads).
+    pub fn verify_lun<D: BlockDevice>(&self, array: &mut Array<D>, n: u32) -> Result<(), Mismatch> {
+        let l = self
+            .luns
+            .get(&n)
+            .ok_or_else(|| Mismatch::new(format!("the model has no LUN {n}")))?;
+        if !l.attached {
+            let mut b = [0u8; SECTOR as usize];
+            let r = array.read(n, 0, &mut b);
+            if r != Err(Error::Detached(n)) {
+                return err(format!("read of detached copy {n} returned {r:?}"));
+            }
+            return Ok(());
+        }
+        let mut want = Vec::new();
+        for_each_chunk(array, n, l.size, |first, got| {
+            want.clear();
+            want.resize(got.len(), 0);
+            let end = first + (got.len() as u64) / SECTOR;
+            for (&s, c) in l.data.range(first..end) {
+                let o = ((s - first) * SECTOR) as usize;
+                want[o..o + SECTOR as usize].copy_from_slice(&c[..]);
+            }
+            if got != &want[..] {
+                let at = got.iter().zip(&want).position(|(a, b)| a != b);
+                let byte = first * SECTOR + at.unwrap_or(0) as u64;
+                return err(format!(
+                    "LUN {n}: content differs from the model at byte {byte} (sector {})",
+                    byte / SECTOR
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    /// After a power cut and a reopen: checks that `array` obeys DESIGN.md §2
+    /// Durability relative to this model, and returns the model of what survived.
+    ///
+    /// The model is the state when the power was cut (every operation that returned,
+    /// data writes included). What must have survived: the LUN table and generation of
+    /// the last commit ([`committed_generation`](Self::committed_generation); a later
+    /// one up to [`generation`](Self::generation) after
+    /// [`note_early_commits`](Self::note_early_commits)); the content of every LUN as
+    /// of that commit, exactly, committed copies included; and after noted early
+    /// commits, each sector its committed content or a value written to it since
+    /// (anything, if `garbled`: a [`CutOutcome::Harsh`](crate::device::testing::CutOutcome::Harsh)
+    /// cut may garble unflushed sectors). Then [`verify_records`](Self::verify_records)
+    /// and an empty [`Array::check`].
+    ///
+    /// To check a cut in the middle of an operation, keep the models of before and after
+    /// it and recover with the one whose `committed_generation` is the array's
+    /// generation.
+    pub fn recover<D: BlockDevice>(
+        &self,
+        array: &mut Array<D>,
+        garbled: bool,
+    ) -> Result<Model, Mismatch> {
+        let g = array.pool_info().generation;
+        let ok_gen = if self.exact {
+            g == self.committed_gen
+        } else {
+            (self.committed_gen..=self.gen).contains(&g)
+        };
+        if !ok_gen {
+            return err(format!(
+                "reopened at generation {g}; the last commit is {} (newest possible {})",
+                self.committed_gen, self.gen
+            ));
+        }
+        let mut m = self.clone();
+        m.luns = self.committed.clone();
+        m.gen = g;
+        m.committed_gen = g;
+        m.dirty = false;
+        m.since.clear();
+        m.exact = true;
+        m.lineage_known = self.lineage_known && self.exact;
+        m.recount();
+        // Records first (without content), then content sector by sector.
+        let numbers = array.lun_numbers();
+        if numbers != m.lun_numbers() {
+            return err(format!(
+                "after the crash: LUN numbers {numbers:?}, committed {:?}",
+                m.lun_numbers()
+            ));
+        }
+        let luns: Vec<(u32, MLun)> = m.luns.iter().map(|(&n, l)| (n, l.clone())).collect();
+        for (n, l) in luns {
+            if !l.attached {
+                continue;
+            }
+            let read = self.recover_lun(array, n, &l, garbled)?;
+            if let Some(ml) = m.luns.get_mut(&n) {
+                ml.data = read;
+            }
+        }
+        m.committed = m.luns.clone();
+        m.verify_records(array)
+            .map_err(|e| Mismatch::new(format!("after the crash: {e}")))?;
+        for (&n, l) in &m.luns {
+            if !l.attached {
+                m.verify_lun(array, n)?;
+            }
+        }
+        check_clean(array)?;
+        Ok(m)
+    }
+
+    /// Reads LUN `n` after a crash and checks each sector against the committed
+    /// content `l` and the values written since; returns the sectors read.
+    fn recover_lun<D: BlockDevice>(
+        &self,
+        array: &mut Array<D>,
+        n: u32,
+        l: &MLun,
+        garbled: bool,
+    ) -> Result<BTreeMap<u64, Sector>, Mismatch> {
+        let mut out = BTreeMap::new();
+        let zero = [0u8; SECTOR as usize];
+        for_each_chunk(array, n, l.size, |first, got| {
+            for (s, c) in (first..).zip(got.chunks_exact(SECTOR as usize)) {
+                let committed = l.data.get(&s).map_or(&zero[..], |v| &v[..]);
+                if c != committed {
+                    let since = self.since.get(&(n, s));
+                    let allowed = !self.exact
+                        && since.is_some_and(|v| garbled || v.iter().any(|x| x[..] == *c));
+                    if !allowed {
+                        let what = match since {
+                            None => "never written since",
+                            Some(_) if self.exact => {
+                                "written since, but no commit made a write durable"
+                            }
+                            Some(_) => "written since, but it reads none of those values",
+                        };
+                        return err(format!(
+                            "after the crash, LUN {n} sector {s} differs from its committed content ({what})"
+                        ));
+                    }
+                }
+                set_sector(&mut out, s, c);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
+/// Reads LUN `n` (`size` bytes) in chunks and hands each (first sector, bytes) to `f`.
+fn for_each_chunk<D: BlockDevice>(
+    array: &mut Array<D>,
+    n: u32,
+    size: u64,
+    mut f: impl FnMut(u64, &[u8]) -> Result<(), Mismatch>,
+) -> Result<(), Mismatch> {
+    let mut buf = vec![0u8; CHUNK.min(size) as usize];
+    let mut pos = 0;
+    while pos < size {
+        let len = CHUNK.min(size - pos) as usize;
+        let b = &mut buf[..len];
+        array
+            .read(n, pos, b)
+            .map_err(|e| Mismatch::new(format!("read of LUN {n} at {pos} failed: {e}")))?;
+        f(pos / SECTOR, b)?;
+        pos += len as u64;
+    }
+    Ok(())
+}
+
+/// `check()` finds nothing.
+fn check_clean<D: BlockDevice>(array: &mut Array<D>) -> Result<(), Mismatch> {
+    match array.check() {
+        Ok(v) if v.is_empty() => Ok(()),
+        Ok(v) => err(format!("check() reported {v:?}")),
+        Err(e) => err(format!("check() failed: {e}")),
+    }
+}
