@@ -1,7 +1,8 @@
 //! Host access control (the seed's Secure Manager), kept in the same crash-safe
-//! metadata as the LUN table: a hosts tree (root slot 1: host id → index and name)
-//! and a grants tree (root slot 2: LUN << 32 | host index → access). Both hold plain
-//! bytes and are never cloned; every change is committed before it returns.
+//! metadata as the LUN table: a hosts tree (root slot 1: host id → index 0..63 and
+//! name; plain bytes, never cloned), and in each LUN record two bitmaps over host
+//! indexes (may read, may write). Every change is committed before it returns, and a
+//! LUN's grants come and go with its record.
 //!
 //! With security disabled every host sees every LUN. With it enabled, a host sees
 //! (and may read) only the LUNs it has a grant on, and writes only those granted
@@ -22,12 +23,11 @@ use crate::ValueKind;
 use super::Array;
 
 pub(crate) const HOSTS_SLOT: usize = 1;
-pub(crate) const GRANTS_SLOT: usize = 2;
 const HOST_RECORD: usize = 64;
 /// Longest host name, in bytes of UTF-8.
 pub const MAX_HOST_NAME: usize = 56;
-/// Most hosts an array registers: metadata is provisioned at format for every LUN
-/// granted to every host, so the number must be bounded.
+/// Most hosts an array registers: a LUN record holds its grants as 64-bit bitmaps
+/// over host indexes.
 pub const MAX_HOSTS: u32 = 64;
 
 /// What a grant allows.
@@ -37,23 +37,6 @@ pub enum Access {
     Read,
     /// Discover, read and write the LUN.
     ReadWrite,
-}
-
-impl Access {
-    fn code(self) -> u8 {
-        match self {
-            Access::Read => 1,
-            Access::ReadWrite => 2,
-        }
-    }
-
-    fn from_code(c: u8) -> Option<Access> {
-        match c {
-            1 => Some(Access::Read),
-            2 => Some(Access::ReadWrite),
-            _ => None,
-        }
-    }
 }
 
 /// A registered host.
@@ -74,15 +57,8 @@ pub(crate) struct Host {
 /// The access-control state, loaded at open and written through on every change.
 pub(crate) struct AccessTable {
     hosts: BTreeMap<u64, Host>,
-    /// (LUN << 32 | host index) → access.
-    grants: BTreeMap<u64, Access>,
     host_tree: Tree,
-    grant_tree: Tree,
     pub(crate) security: bool,
-}
-
-fn grant_key(lun: u32, index: u32) -> u64 {
-    (u64::from(lun) << 32) | u64::from(index)
 }
 
 fn corrupt(what: &'static str) -> Error {
@@ -94,14 +70,12 @@ impl AccessTable {
     pub(crate) fn new() -> Result<AccessTable> {
         Ok(AccessTable {
             hosts: BTreeMap::new(),
-            grants: BTreeMap::new(),
             host_tree: Tree::empty(HOST_RECORD, ValueKind::Opaque)?,
-            grant_tree: Tree::empty(1, ValueKind::Opaque)?,
             security: false,
         })
     }
 
-    /// Loads the table from root slots 1 and 2 (absent: empty).
+    /// Loads the hosts from root slot 1 (absent: none).
     pub(crate) fn load<D: BlockDevice>(eng: &mut Engine<D>, security: bool) -> Result<Self> {
         let mut t = AccessTable::new()?;
         t.security = security;
@@ -111,12 +85,6 @@ impl AccessTable {
             }
             t.host_tree = h;
         }
-        if let Some(g) = eng.root(GRANTS_SLOT)? {
-            if g.value_size() != 1 || g.kind() != ValueKind::Opaque {
-                return Err(corrupt("grants table has the wrong shape"));
-            }
-            t.grant_tree = g;
-        }
         let mut bad = None;
         let hosts = &mut t.hosts;
         eng.range(&t.host_tree, 0, u64::MAX, |id, v| {
@@ -124,7 +92,7 @@ impl AccessTable {
             let len = usize::from(v[4]);
             let name = v.get(8..8 + len).and_then(|b| core::str::from_utf8(b).ok());
             match name {
-                Some(n) if len <= MAX_HOST_NAME => {
+                Some(n) if len <= MAX_HOST_NAME && index < MAX_HOSTS => {
                     hosts.insert(
                         id,
                         Host {
@@ -135,20 +103,7 @@ impl AccessTable {
                     true
                 }
                 _ => {
-                    bad = Some(corrupt("host record has an invalid name"));
-                    false
-                }
-            }
-        })?;
-        let grants = &mut t.grants;
-        eng.range(&t.grant_tree, 0, u64::MAX, |k, v| {
-            match Access::from_code(v[0]) {
-                Some(a) => {
-                    grants.insert(k, a);
-                    true
-                }
-                None => {
-                    bad = Some(corrupt("grant record has an unknown access"));
+                    bad = Some(corrupt("host record has an invalid name or index"));
                     false
                 }
             }
@@ -159,10 +114,9 @@ impl AccessTable {
         }
     }
 
-    /// Stores both trees in their root slots (before a commit).
+    /// Stores the hosts tree in its root slot (before a commit).
     pub(crate) fn write_back<D: BlockDevice>(&self, eng: &mut Engine<D>) -> Result<()> {
         eng.set_root(HOSTS_SLOT, Some(self.host_tree))?;
-        eng.set_root(GRANTS_SLOT, Some(self.grant_tree))?;
         Ok(())
     }
 
@@ -170,19 +124,21 @@ impl AccessTable {
         self.hosts.get(&host).map(|h| h.index)
     }
 
-    /// The grant of `host` on `lun`, if any.
-    fn grant_of(&self, lun: u32, host: u64) -> Option<Access> {
-        let i = self.index_of(host)?;
-        self.grants.get(&grant_key(lun, i)).copied()
+    /// Bitmap of the host indexes in use.
+    pub(crate) fn index_mask(&self) -> u64 {
+        self.hosts.values().fold(0, |m, h| m | 1u64 << h.index)
     }
+}
 
-    /// Grants referring to no registered host or no LUN in `luns`.
-    pub(crate) fn dangling(&self, lun_exists: impl Fn(u32) -> bool) -> Vec<(u32, u32)> {
-        self.grants
-            .keys()
-            .map(|&k| ((k >> 32) as u32, k as u32))
-            .filter(|&(l, i)| !lun_exists(l) || !self.hosts.values().any(|h| h.index == i))
-            .collect()
+/// The access a LUN record grants host index `i`.
+fn access_of(l: &super::lun::Lun, i: u32) -> Option<Access> {
+    let bit = 1u64 << i;
+    if l.grants_write & bit != 0 {
+        Some(Access::ReadWrite)
+    } else if l.grants_read & bit != 0 {
+        Some(Access::Read)
+    } else {
+        None
     }
 }
 
@@ -229,16 +185,13 @@ impl<D: BlockDevice> Array<D> {
     pub fn remove_host(&mut self, id: u64) -> Result<()> {
         self.live()?;
         let index = self.access.index_of(id).ok_or(Error::NoSuchHost(id))?;
-        let keys: Vec<u64> = self
-            .access
-            .grants
-            .keys()
-            .copied()
-            .filter(|&k| k as u32 == index)
-            .collect();
-        for k in keys {
-            self.eng.remove(&mut self.access.grant_tree, k)?;
-            self.access.grants.remove(&k);
+        let bit = 1u64 << index;
+        for l in self.luns.values_mut() {
+            if (l.grants_read | l.grants_write) & bit != 0 {
+                l.grants_read &= !bit;
+                l.grants_write &= !bit;
+                l.dirty = true;
+            }
         }
         self.eng.remove(&mut self.access.host_tree, id)?;
         self.access.hosts.remove(&id);
@@ -264,11 +217,14 @@ impl<D: BlockDevice> Array<D> {
     pub fn grant(&mut self, lun: u32, host: u64, access: Access) -> Result<()> {
         self.live()?;
         self.get(lun)?;
-        let index = self.access.index_of(host).ok_or(Error::NoSuchHost(host))?;
-        let k = grant_key(lun, index);
-        self.eng
-            .insert(&mut self.access.grant_tree, k, &[access.code()])?;
-        self.access.grants.insert(k, access);
+        let bit = 1u64 << self.access.index_of(host).ok_or(Error::NoSuchHost(host))?;
+        let l = self.luns.get_mut(&lun).ok_or(Error::NoSuchLun(lun))?;
+        l.grants_read |= bit;
+        match access {
+            Access::Read => l.grants_write &= !bit,
+            Access::ReadWrite => l.grants_write |= bit,
+        }
+        l.dirty = true;
         self.dirty = true;
         self.commit()
     }
@@ -280,30 +236,26 @@ impl<D: BlockDevice> Array<D> {
     pub fn revoke(&mut self, lun: u32, host: u64) -> Result<()> {
         self.live()?;
         self.get(lun)?;
-        let index = self.access.index_of(host).ok_or(Error::NoSuchHost(host))?;
-        let k = grant_key(lun, index);
-        if !self.access.grants.contains_key(&k) {
+        let bit = 1u64 << self.access.index_of(host).ok_or(Error::NoSuchHost(host))?;
+        let l = self.luns.get_mut(&lun).ok_or(Error::NoSuchLun(lun))?;
+        if l.grants_read & bit == 0 {
             return Err(Error::NotGranted { lun, host });
         }
-        self.eng.remove(&mut self.access.grant_tree, k)?;
-        self.access.grants.remove(&k);
+        l.grants_read &= !bit;
+        l.grants_write &= !bit;
+        l.dirty = true;
         self.dirty = true;
         self.commit()
     }
 
     /// The grants on LUN `lun`, by host id.
     pub fn grants(&self, lun: u32) -> Result<Vec<(u64, Access)>> {
-        self.get(lun)?;
+        let l = self.get(lun)?;
         Ok(self
             .access
             .hosts
             .iter()
-            .filter_map(|(&id, h)| {
-                self.access
-                    .grants
-                    .get(&grant_key(lun, h.index))
-                    .map(|&a| (id, a))
-            })
+            .filter_map(|(&id, h)| access_of(l, h.index).map(|a| (id, a)))
             .collect())
     }
 
@@ -320,26 +272,14 @@ impl<D: BlockDevice> Array<D> {
         self.access.security
     }
 
-    /// Removes every grant on LUN `lun` (it is being deleted).
-    pub(crate) fn drop_grants(&mut self, lun: u32) -> Result<()> {
-        let lo = grant_key(lun, 0);
-        let hi = grant_key(lun, u32::MAX);
-        let keys: Vec<u64> = self.access.grants.range(lo..=hi).map(|(&k, _)| k).collect();
-        for k in keys {
-            self.eng.remove(&mut self.access.grant_tree, k)?;
-            self.access.grants.remove(&k);
-        }
-        Ok(())
-    }
-
     /// May `host` reach LUN `lun` (for writing if `write`)? A LUN the host may not
     /// see is reported missing.
     fn authorize(&self, host: u64, lun: u32, write: bool) -> Result<()> {
-        self.get(lun)?;
+        let l = self.get(lun)?;
         if !self.access.security {
             return Ok(());
         }
-        match self.access.grant_of(lun, host) {
+        match self.access.index_of(host).and_then(|i| access_of(l, i)) {
             None => Err(Error::NoSuchLun(lun)),
             Some(Access::Read) if write => Err(Error::ReadOnlyAccess { lun, host }),
             Some(_) => Ok(()),

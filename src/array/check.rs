@@ -57,7 +57,7 @@ pub enum ArrayViolation {
         /// The entry's key.
         key: u64,
     },
-    /// A grant names a LUN or a host index that does not exist.
+    /// A LUN record grants access to a host index no registered host has.
     DanglingGrant {
         /// The LUN it names.
         lun: u32,
@@ -105,7 +105,7 @@ impl fmt::Display for ArrayViolation {
             }
             ArrayViolation::DanglingGrant { lun, host_index } => write!(
                 f,
-                "a grant names LUN {lun} and host index {host_index}, one of which does not exist"
+                "LUN {lun} grants access to host index {host_index}, which no host has"
             ),
             ArrayViolation::UnreadableMapping { lun, error } => {
                 write!(f, "LUN {lun}: mapping unreadable: {error}")
@@ -189,11 +189,15 @@ impl<D: BlockDevice> Array<D> {
         for (n, l) in &stored {
             self.check_mapping(*n, l, &mut out);
         }
-        for (lun, host_index) in self
-            .access
-            .dangling(|l| stored.iter().any(|(m, _)| *m == l))
-        {
-            out.push(ArrayViolation::DanglingGrant { lun, host_index });
+        let hosts = self.access.index_mask();
+        for (n, l) in &stored {
+            let stray = (l.grants_read | l.grants_write) & !hosts;
+            for host_index in (0..64).filter(|i| stray & (1u64 << i) != 0) {
+                out.push(ArrayViolation::DanglingGrant {
+                    lun: *n,
+                    host_index,
+                });
+            }
         }
         Ok(out)
     }

@@ -75,6 +75,8 @@ impl<D: BlockDevice> Array<D> {
                     online: true,
                     created_gen: g,
                     attached_gen: if attached { g } else { 0 },
+                    grants_read: 0,
+                    grants_write: 0,
                     dirty: true,
                 },
             ));

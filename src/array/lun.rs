@@ -38,6 +38,10 @@ pub(crate) struct Lun {
     pub online: bool,
     pub created_gen: u64,
     pub attached_gen: u64,
+    /// Bit i: the host with index i may read (discover) this LUN.
+    pub grants_read: u64,
+    /// Bit i: the host with index i may write it (always a subset of `grants_read`).
+    pub grants_write: u64,
     /// Changed since it was last written to the table.
     pub dirty: bool,
 }
@@ -72,6 +76,8 @@ impl Lun {
         b[20..24].copy_from_slice(&self.parent.unwrap_or(0).to_le_bytes());
         b[24..32].copy_from_slice(&self.created_gen.to_le_bytes());
         b[32..40].copy_from_slice(&self.attached_gen.to_le_bytes());
+        b[40..48].copy_from_slice(&self.grants_read.to_le_bytes());
+        b[48..56].copy_from_slice(&self.grants_write.to_le_bytes());
         b
     }
 
@@ -98,8 +104,12 @@ impl Lun {
         {
             return Err(bad("LUN record has unknown flags"));
         }
-        if b[40..].iter().any(|&x| x != 0) {
+        if b[56..].iter().any(|&x| x != 0) {
             return Err(bad("LUN record has non-zero reserved bytes"));
+        }
+        let (grants_read, grants_write) = (u64_at(b, 40), u64_at(b, 48));
+        if grants_write & !grants_read != 0 {
+            return Err(bad("LUN record grants writing without reading"));
         }
         let attached = flags & FLAG_ATTACHED != 0;
         let parent_no = u32::from_le_bytes([b[20], b[21], b[22], b[23]]);
@@ -126,6 +136,8 @@ impl Lun {
             online: flags & FLAG_OFFLINE == 0,
             created_gen: u64_at(b, 24),
             attached_gen: u64_at(b, 32),
+            grants_read,
+            grants_write,
             dirty: false,
         })
     }

@@ -52,9 +52,11 @@ pub const MAX_LUNS_LIMIT: u32 = 1 << 20;
 /// allocate its new extent before the old one is released: 1/256 of the pool,
 /// from 2 to 256 extents. A pool whose LUNs are all fully written commits after
 /// every `s` copy-on-writes. At least two, because a discard may have to zero a
-/// partly covered extent at each end of its range, both before it commits.
+/// partly covered extent at each end of its range, both before it commits; one in a
+/// pool of two extents, where no LUN can span two.
 fn spare_extents(data_extents: u64) -> u64 {
-    (data_extents / 256).clamp(2, 256)
+    let least = if data_extents > 2 { 2 } else { 1 };
+    (data_extents / 256).clamp(least, 256)
 }
 
 const TABLE_SLOT: usize = 0;
@@ -154,12 +156,9 @@ pub fn worst_case_metadata_blocks(extents: u64, max_luns: u32) -> u64 {
     let table = l.div_ceil(table_min) * 2 + depth;
     let counts = crate::space_map::COUNTS_PER_LEAF;
     let data_map = extents.div_ceil(counts) * 2 + depth;
-    // Hosts (64-byte records) and grants (1-byte records, at most one per LUN and
-    // host), each at least a third full.
+    // Hosts (64-byte records, at least a third full); grants live in LUN records.
     let hosts = u64::from(access::MAX_HOSTS).div_ceil(table_min) * 2 + depth;
-    let grant_min = (max_entries(1) / 3 - 1) as u64;
-    let grants = (l * u64::from(access::MAX_HOSTS)).div_ceil(grant_min) * 2 + depth;
-    let live = leaves + inner + table + data_map + hosts + grants;
+    let live = leaves + inner + table + data_map + hosts;
     // Double everything for the committed state beside the current transaction;
     // the metadata map counts the metadata blocks themselves (4 bytes each).
     let total = 2 * live + 128;

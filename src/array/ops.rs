@@ -63,6 +63,8 @@ impl<D: BlockDevice> Array<D> {
                 online: true,
                 created_gen: g,
                 attached_gen: g,
+                grants_read: 0,
+                grants_write: 0,
                 dirty: true,
             },
         );
@@ -106,6 +108,8 @@ impl<D: BlockDevice> Array<D> {
                 online: true,
                 created_gen: g,
                 attached_gen: if attached { g } else { 0 },
+                grants_read: 0,
+                grants_write: 0,
                 dirty: true,
             },
         );
@@ -200,7 +204,6 @@ impl<D: BlockDevice> Array<D> {
             l.dirty = true;
         }
         let l = self.luns.get(&n).ok_or(Error::NoSuchLun(n))?.clone();
-        self.drop_grants(n)?;
         self.forget_record(n)?;
         self.eng.drop_tree(l.mapping)?;
         self.dirty = true;
