@@ -275,11 +275,35 @@ fn run(started: Instant) -> Result<()> {
         "a refused create_copy changed the pool",
     )?;
 
+    // The backup server may read the copies and nothing else.
+    const BACKUP_HOST: u64 = 0x5000_1fe1_5000_0b0b;
+    va.add_host(BACKUP_HOST, "backup server")?;
+    for c in [11, 12, 13] {
+        va.grant(c, BACKUP_HOST, lunsnap::Access::Read)?;
+    }
+    va.set_security(true)?;
     step(
         "5c.",
-        "set permissions on the copies (armsecure) -> not in lunsnap yet (host access \
-         control is planned, DESIGN.md §1): skipped",
+        &format!(
+            "set permissions on the copies (armsecure) -> add_host({BACKUP_HOST:#018x}, \
+             \"backup server\"), grant(11..=13, read), set_security(true)"
+        ),
     );
+    ensure(
+        va.visible_luns(BACKUP_HOST) == [11, 12, 13],
+        "the backup server should discover exactly the copies",
+    )?;
+    let mut probe = [0u8; 512];
+    va.read_as(BACKUP_HOST, 11, 0, &mut probe)?;
+    match va.read_as(BACKUP_HOST, 1, 0, &mut probe) {
+        Err(lunsnap::Error::NoSuchLun(1)) => {}
+        other => return Err(format!("the backup server read LUN 1: {other:?}").into()),
+    }
+    match va.write_as(BACKUP_HOST, 11, 0, &probe) {
+        Err(lunsnap::Error::ReadOnlyAccess { .. }) => {}
+        other => return Err(format!("the backup server wrote copy 11: {other:?}").into()),
+    }
+    detail("verified: the backup server sees only LUNs 11-13, reads them, cannot write them");
 
     let n = db.transactions(&mut va, 100, 2, &mut s)?;
     va.flush()?;
