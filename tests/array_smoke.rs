@@ -63,3 +63,35 @@ fn lun_copy_write_restore_reopen() {
     let p = a.pool_info();
     assert_eq!(p.allocated_bytes, 0, "{p:?}");
 }
+
+/// A LUN record forged with a size larger than the pool (found by fuzzing: the
+/// reservation arithmetic overflowed) is refused at open, never a panic.
+#[test]
+fn open_refuses_a_lun_record_larger_than_the_pool() {
+    let dev = MemDevice::new(512, (16 * MIB) / 512).unwrap();
+    let opts = FormatOptions {
+        extent_size: 4096,
+        max_luns: 4,
+        ..Default::default()
+    };
+    let mut a = Array::format(dev, &opts).unwrap();
+    a.create_lun(0, MIB).unwrap();
+    let dev = a.close().unwrap();
+    for size in [u64::MAX - 511, 1 << 40, 64 * MIB] {
+        let mut e =
+            lunsnap::Engine::open(dev.clone(), &lunsnap::engine::OpenOptions::default()).unwrap();
+        let mut table = e.root(0).unwrap().unwrap();
+        let mut rec = [0u8; 64];
+        assert!(e.lookup(&table, 0, &mut rec).unwrap());
+        rec[8..16].copy_from_slice(&size.to_le_bytes());
+        e.replace_owned(&mut table, 0, &rec).unwrap();
+        e.set_root(0, Some(table)).unwrap();
+        e.commit().unwrap();
+        let r = Array::open(e.into_device(), &OpenOptions::default());
+        assert!(
+            matches!(r, Err(lunsnap::Error::Corrupt { .. })),
+            "size {size}: {:?}",
+            r.err()
+        );
+    }
+}

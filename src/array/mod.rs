@@ -292,12 +292,22 @@ impl<D: BlockDevice> Array<D> {
             });
         }
         let mut luns = BTreeMap::new();
+        let (es, de) = (eng.geometry().extent_size, eng.geometry().data_extents);
         for (k, r) in raw {
             let n = u32::try_from(k).map_err(|_| Error::Corrupt {
                 addr: table.root(),
                 what: "LUN table key is not a LUN number",
             })?;
-            luns.insert(n, Lun::decode(n, &r, max_luns)?);
+            let l = Lun::decode(n, &r, max_luns)?;
+            // No operation makes a LUN larger than the pool (and a larger size
+            // would overflow the reservation arithmetic).
+            if l.size.div_ceil(u64::from(es)) > de.saturating_sub(spare_extents(de)) {
+                return Err(Error::Corrupt {
+                    addr: table.root(),
+                    what: "LUN record is larger than the pool",
+                });
+            }
+            luns.insert(n, l);
         }
         for (n, l) in &luns {
             if let Some(p) = l.parent {
@@ -511,7 +521,9 @@ impl<D: BlockDevice> Array<D> {
         PoolInfo {
             capacity_bytes: cap * es,
             allocated_bytes: s.data_allocated * es,
-            reserved_bytes: reserved * es,
+            // Saturating: a damaged table may reserve more than the pool (check()
+            // reports it): up to 2^20 LUNs of up to the pool's size each.
+            reserved_bytes: reserved.saturating_mul(es),
             unreserved_bytes: cap.saturating_sub(reserved) * es,
             free_bytes: cap.saturating_sub(s.data_allocated) * es,
             metadata_used_bytes: s.meta_allocated * BLOCK_SIZE as u64,
