@@ -14,14 +14,14 @@ NOSTD_BIN := $(NOSTD_DIR)/target/release/lunsnap-nostd-check
 # Steps must run one after the other, even under `make -j`.
 .NOTPARALLEL:
 
-.PHONY: test tools fmt clippy clippy-no-features cargo-test nostd header firmware c-tests benches demo clean
+.PHONY: test tools fmt clippy clippy-no-features cargo-test fuzz-build nostd header firmware c-tests benches demo clean
 
 CBINDGEN ?= cbindgen
 C_EXAMPLES := c-examples
 
 ## test: every check CI runs, in order (formatting, lints, tests, no_std proofs, the C
 ## header, the C examples and test suite under ASan/UBSan and valgrind, benches build)
-test: tools fmt clippy clippy-no-features cargo-test nostd header firmware c-tests benches
+test: tools fmt clippy clippy-no-features cargo-test fuzz-build nostd header firmware c-tests benches
 	@echo "make test: all steps passed"
 
 ## tools: install what the steps need beyond Rust, gcc and make, if missing
@@ -51,6 +51,13 @@ clippy-no-features:
 cargo-test:
 	@echo "==> cargo test"
 	time $(CARGO) test --workspace --all-features
+
+## fuzz-build: the cargo-fuzz targets (own workspace in fuzz/) still compile on stable;
+## their stored corpus and crashes are replayed by `cargo test` (tests/fuzz_replay.rs)
+fuzz-build:
+	@echo "==> fuzz targets compile"
+	time $(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
+	time $(CARGO) check --manifest-path fuzz/Cargo.toml --bins --examples
 
 ## nostd: a #![no_std] binary links against lunsnap without std, and runs
 # It uses the main lock file so that it builds the same dependency versions. If std

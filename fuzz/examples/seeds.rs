@@ -1,0 +1,150 @@
+//! Writes the seed inputs the fuzzers started from into `fuzz/corpus/TARGET/`
+//! (`cargo run --example seeds` in `fuzz/`); `cargo fuzz cmin` then keeps those
+//! that add coverage. The encodings are described in `src/lib.rs`.
+
+use std::path::Path;
+
+use lunsnap::block::{self, BLOCK_SIZE};
+use lunsnap::{Array, BlockDevice, FormatOptions, MemDevice};
+
+fn save(target: &str, name: &str, data: &[u8]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("seed-{name}")), data).unwrap();
+}
+
+/// The first pages of a small array (up to its last metadata block), as a raw image.
+fn raw_image(bs: u32, bytes: u64) -> Vec<u8> {
+    let dev = MemDevice::new(bs, bytes / u64::from(bs)).unwrap();
+    let opts = FormatOptions {
+        extent_size: 4096,
+        max_luns: 8,
+        cache_bytes: 1 << 20,
+        array_id: [1; 16],
+    };
+    let mut a = Array::format(dev, &opts).unwrap();
+    a.create_lun(1, 64 << 10).unwrap();
+    a.write(1, 0, &[7u8; 4096]).unwrap();
+    a.create_copy(1, 2, true).unwrap();
+    a.write(1, 8192, &[9u8; 4096]).unwrap();
+    a.create_copy(1, 3, false).unwrap();
+    a.add_host(5, "h").unwrap();
+    a.grant(2, 5, lunsnap::Access::Read).unwrap();
+    let mut dev = a.close().unwrap();
+    let per = (BLOCK_SIZE / bs as usize) as u64;
+    let mut out = Vec::new();
+    let mut last = 0;
+    for p in 0..32u64 {
+        let mut page = vec![0u8; BLOCK_SIZE];
+        dev.read(p * per, &mut page).unwrap();
+        if page[..4] == block::MAGIC.to_le_bytes() {
+            last = out.len() + BLOCK_SIZE;
+        }
+        out.extend_from_slice(&page);
+    }
+    out.truncate(last);
+    out
+}
+
+fn op(code: u8, l: [u8; 4], x: u8, s: u16, n: u8) -> [u8; 9] {
+    let s = s.to_le_bytes();
+    [code, l[0], l[1], l[2], l[3], x, s[0], s[1], n]
+}
+
+fn main() {
+    // open_check: both unchanged bases, with either cache size.
+    for mode in [1u8, 3, 5, 7] {
+        save("open_check", &format!("base-{mode}"), &[mode]);
+    }
+    // A one-byte patch in each of the first metadata pages, resealed.
+    for sel in 0..16u8 {
+        save(
+            "open_check",
+            &format!("patch-{sel}"),
+            &[1 | (sel & 1) << 1, sel, 40, 0, 1, 0xff],
+        );
+    }
+    // A field of every B-tree entry kind set to a boundary value: key or word w of
+    // the value of entry w, in each of the first live metadata pages.
+    for mode in [1u8, 3] {
+        for sel in 0..12u8 {
+            for (i, at) in [0x8000u16, 0xc000, 0xc100, 0xc200, 0xc300, 0xc400, 0xc500]
+                .into_iter()
+                .enumerate()
+            {
+                let len = 0xe0 + ((sel as usize + 3 * i) % 32) as u8;
+                let at = (at | i as u16).to_le_bytes();
+                save(
+                    "open_check",
+                    &format!("field-{mode}-{sel}-{i}"),
+                    &[mode, sel, at[0], at[1], len],
+                );
+            }
+        }
+    }
+    // Raw images: 512-byte blocks on 1 MiB (mode 0), 4 KiB blocks on 4 MiB (mode 24),
+    // as is and with every metadata page resealed.
+    for (mode, bs, bytes) in [(0u8, 512u32, 1u64 << 20), (24, 4096, 4 << 20)] {
+        let img = raw_image(bs, bytes);
+        for reseal in [0u8, 2] {
+            let mut v = vec![mode | reseal];
+            v.extend_from_slice(&img);
+            save("open_check", &format!("raw-{}", mode | reseal), &v);
+        }
+    }
+
+    // ops_powercut: every operation, then the same with several countdowns.
+    let ops = [
+        op(0, [1, 0, 0, 0], 63, 0, 0),  // create LUN 1, 64 sectors
+        op(0, [4, 0, 0, 0], 19, 0, 0),  // create LUN 4, 20 sectors
+        op(11, [1, 0, 0, 0], 0, 0, 15), // write LUN 1
+        op(2, [1, 2, 0, 0], 0, 0, 0),   // copy 2 of 1, attached
+        op(12, [1, 0, 0, 0], 0, 8, 40), // write LUN 1
+        op(16, [2, 0, 0, 0], 0, 0, 63), // read copy 2
+        op(3, [1, 3, 0, 0], 1, 0, 0),   // copy 3 of 1, detached
+        op(5, [3, 0, 0, 0], 0, 0, 0),   // attach 3
+        op(13, [3, 0, 0, 0], 0, 30, 7), // write copy 3
+        op(9, [3, 0, 0, 0], 0, 0, 0),   // restore 3 onto 1
+        op(4, [4, 5, 1, 6], 0, 0, 0),   // group copies (4,5) (1,6)
+        op(6, [5, 6, 0, 0], 0, 0, 0),   // attach_many 5, 6
+        op(7, [2, 0, 0, 0], 0, 0, 0),   // detach 2
+        op(15, [1, 0, 0, 0], 0, 4, 20), // discard LUN 1
+        op(10, [4, 0, 0, 0], 0, 0, 0),  // LUN 4 offline
+        op(18, [0; 4], 0, 0, 0),        // flush
+        op(14, [6, 0, 0, 0], 0, 0, 3),  // write 6
+        op(20, [0; 4], 0, 0, 0),        // reopen without flush
+        op(8, [1, 0, 0, 0], 1, 0, 0),   // delete 1, orphaning its copies
+        op(11, [3, 0, 0, 0], 0, 2, 2),  // write 3
+        op(19, [0; 4], 0, 0, 0),        // reopen
+        op(10, [4, 0, 0, 0], 1, 0, 0),  // LUN 4 online
+        op(21, [0; 4], 0, 0, 0),        // check
+        op(17, [4, 0, 0, 0], 0, 0, 19), // read 4
+    ];
+    let body: Vec<u8> = ops.iter().flatten().copied().collect();
+    for (geo, countdown, outcome) in [
+        (0u8, 0x8000u16, 2u8),
+        (1, 0x8000, 0),
+        (2, 0x8000, 1),
+        (4, 0x8000, 2),
+        (0, 3, 2),
+        (1, 17, 0),
+        (2, 40, 2),
+        (3, 75, 1),
+        (4, 120, 2),
+        (0, 200, 2),
+    ] {
+        let c = countdown.to_le_bytes();
+        let mut v = vec![geo, c[0], c[1], outcome];
+        if outcome % 3 == 2 {
+            v.extend_from_slice(&0x1234_5678u32.to_le_bytes());
+        }
+        v.extend_from_slice(&body);
+        save(
+            "ops_powercut",
+            &format!("all-ops-{geo}-{countdown}-{outcome}"),
+            &v,
+        );
+    }
+}

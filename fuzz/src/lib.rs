@@ -1,0 +1,1388 @@
+//! The fuzz targets of lunsnap as plain functions, so that the same code runs under
+//! libFuzzer (`fuzz/fuzz_targets/*.rs`, nightly or `RUSTC_BOOTSTRAP=1`) and in the
+//! replay test of the core crate (`tests/fuzz_replay.rs`, stable), which includes
+//! this file with `#[path]`. Hence no crate-level attributes here.
+//!
+//! * [`open_check`]: an arbitrary device image (raw, or patches to a populated
+//!   array) through `Array::open`, `check()`, the info calls, reads and a few
+//!   changes. Never a panic, a hang or unbounded allocation (DESIGN.md §2, "Bad
+//!   input"); and when `check()` finds nothing wrong, the array must behave.
+//! * [`ops_powercut`]: an operation sequence on a `PowerCutDevice<MemDevice>` with a
+//!   power-cut countdown and outcome, checked against a model: after the cut the
+//!   array opens, `check()` is empty and the state obeys DESIGN.md §2 Durability.
+//!
+//! The input encodings are described at each function.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use lunsnap::block::{self, BLOCK_SIZE};
+use lunsnap::device::testing::{CutOutcome, PowerCutDevice};
+use lunsnap::{
+    Access, Array, BlockDevice, Error, FormatOptions, LunKind, MemDevice, OpenOptions, SECTOR,
+};
+
+/// Reads the input from the front; past its end every read gives zeros.
+struct Bytes<'a>(&'a [u8]);
+
+impl<'a> Bytes<'a> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn u8(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes([self.u8(), self.u8()])
+    }
+
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
+    }
+
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        let (a, b) = self.0.split_at(n.min(self.0.len()));
+        self.0 = b;
+        a
+    }
+}
+
+const PAGE: usize = BLOCK_SIZE;
+const SECTOR_BYTES: usize = SECTOR as usize;
+
+/// Errors that reject an argument or a state: what a correct array may answer to
+/// any request on a consistent image.
+fn benign(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::LunOutOfRange { .. }
+            | Error::NoSuchLun(_)
+            | Error::LunExists(_)
+            | Error::InvalidLunSize { .. }
+            | Error::NoSpace { .. }
+            | Error::NotACopy(_)
+            | Error::Detached(_)
+            | Error::ParentGone(_)
+            | Error::ParentDetached(_)
+            | Error::HasCopies { .. }
+            | Error::OutOfRange { .. }
+            | Error::Offline(_)
+            | Error::InvalidArgument(_)
+            | Error::Misaligned { .. }
+            | Error::NoSuchHost(_)
+            | Error::HostExists(_)
+            | Error::TooManyHosts { .. }
+            | Error::NotGranted { .. }
+            | Error::ReadOnlyAccess { .. }
+    )
+}
+
+// ---------------------------------------------------------------------------------
+// open_check
+// ---------------------------------------------------------------------------------
+
+/// Page `page` (4 KiB, whatever the device's block size) of `dev`.
+fn read_page(dev: &mut MemDevice, page: u64) -> Option<Vec<u8>> {
+    let per = (PAGE / dev.block_size() as usize) as u64;
+    let mut buf = vec![0u8; PAGE];
+    dev.read(page * per, &mut buf).ok()?;
+    Some(buf)
+}
+
+fn write_page(dev: &mut MemDevice, page: u64, buf: &[u8]) {
+    let per = (PAGE / dev.block_size() as usize) as u64;
+    // Out of range pages are simply not written.
+    let _ = dev.write(page * per, buf);
+}
+
+fn has_magic(b: &[u8]) -> bool {
+    b.len() >= 4 && b[..4] == block::MAGIC.to_le_bytes()
+}
+
+/// A populated array image to patch, and its pages that hold a live metadata block.
+struct Base {
+    dev: MemDevice,
+    meta_pages: Vec<u64>,
+}
+
+/// Base 0: 2 MiB of 512-byte blocks, 16 KiB extents, 16 LUNs at most. Base 1:
+/// 16 MiB of 4 KiB blocks, 4 KiB extents, 64 LUNs at most, with mapping trees and
+/// space maps of more than one level.
+fn bases() -> &'static [Base; 2] {
+    static BASES: OnceLock<[Base; 2]> = OnceLock::new();
+    BASES.get_or_init(|| [build_base(0), build_base(1)])
+}
+
+fn build_base(kind: u8) -> Base {
+    let (bs, bytes, extent_size, max_luns) = if kind == 0 {
+        (512u32, 2u64 << 20, 16 << 10, 16)
+    } else {
+        (4096, 16 << 20, 4096, 64)
+    };
+    let dev = MemDevice::new(bs, bytes / u64::from(bs)).expect("base device");
+    let opts = FormatOptions {
+        extent_size,
+        max_luns,
+        cache_bytes: 1 << 20,
+        array_id: *b"lunsnap-fuzzbase",
+    };
+    let mut a = Array::format(dev, &opts).expect("format the base image");
+    populate(&mut a).expect("populate the base image");
+    assert!(a.check().expect("check the base image").is_empty());
+    let dev = a.close().expect("close the base image");
+    // The superblocks and the metadata blocks in use (not those of older commits).
+    let mut a = Array::open(dev.clone(), &OpenOptions::default()).expect("open the base image");
+    let pages = bytes / PAGE as u64;
+    let meta_pages = (0..pages)
+        .filter(|&p| p < 2 || a.engine().meta_refcount(p).is_ok_and(|c| c > 0))
+        .collect();
+    Base { dev, meta_pages }
+}
+
+/// Every kind of LUN record, shared and diverged mappings, hosts and grants.
+fn populate(a: &mut Array<MemDevice>) -> Result<(), Error> {
+    let es = u64::from(a.extent_size());
+    let cap = a.pool_info().capacity_bytes;
+    let big = cap / 4 / es * es;
+    let extents = big / es;
+    a.create_lun(1, big)?;
+    // One sector in (almost) every group of 16 extents: one mapping entry each.
+    let groups = extents.div_ceil(16);
+    for g in 0..groups {
+        let e = (16 * g + g % 16).min(extents - 1);
+        a.write(1, e * es + (g % 8) * SECTOR, &sectors(1, g as u32 + 1, 1))?;
+    }
+    a.create_copy(1, 2, true)?;
+    for g in (0..groups).step_by(2) {
+        a.write(1, 16 * g * es, &sectors(2, 1, 2))?;
+    }
+    a.write(2, 0, &sectors(3, 0, 4))?;
+    a.create_copy(1, 3, false)?;
+    a.create_lun(4, 20 * SECTOR)?;
+    a.write(4, 0, &sectors(4, 0, 20))?;
+    a.create_copy(2, 5, true)?;
+    a.write(5, es, &sectors(5, 7, 3))?;
+    a.restore(5)?;
+    a.discard(1, 0, es)?;
+    a.create_lun(7, 2 * es + 4 * SECTOR)?;
+    a.write(7, 0, &sectors(7, 0, 8))?;
+    a.create_copy(7, 8, false)?;
+    a.create_copy(7, 9, true)?;
+    a.create_lun(6, es)?;
+    a.delete(6, false)?;
+    a.delete(7, true)?;
+    a.add_host(0xAA, "backup")?;
+    a.add_host(0xBB, "db")?;
+    a.grant(2, 0xAA, Access::Read)?;
+    a.grant(1, 0xBB, Access::ReadWrite)?;
+    a.grant(4, 0xAA, Access::ReadWrite)?;
+    a.set_online(9, false)?;
+    a.set_security(true)?;
+    a.write(4, 0, &sectors(4, 9, 1))?;
+    a.flush()
+}
+
+/// `n` sectors of the recognisable pattern of write `id`, from sector `first`.
+fn sectors(id: u32, first: u32, n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n * SECTOR_BYTES];
+    for (i, s) in v.chunks_exact_mut(SECTOR_BYTES).enumerate() {
+        fill_sector(s, id, u64::from(first) + i as u64);
+    }
+    v
+}
+
+/// Fuzz target `open_check`: an arbitrary image through `Array::open` and, if it
+/// opens, `check()`, the info calls, reads, writes and management operations, a
+/// close and a reopen. Nothing may panic, hang or allocate without bound. When
+/// `check()` reports nothing, the array must also behave: reads and writes of
+/// accessible LUNs succeed, a write reads back and changes no other LUN, no
+/// operation reports corruption, `check()` stays empty and the array reopens.
+///
+/// Input: a mode byte, then
+/// * mode bit 0 clear — a raw image: the bytes are the start of the device (the
+///   rest reads as zeros). Bit 1: reseal (recompute the checksum of) every 4 KiB
+///   page that starts with the metadata magic, so that the fuzzer can reach beyond
+///   the checksums; bit 2: small cache; bit 3: 4 KiB device blocks (else 512 B);
+///   bit 4: a 4 MiB device (else 1 MiB).
+/// * mode bit 0 set — patches to a populated base image (bit 1 picks one of two,
+///   see [`bases`]; bit 2: small cache), each `[sel][at: u16][len][len bytes]`:
+///   the bytes are written at `at` (see [`patch_offset`]: a byte offset, or a
+///   field of a B-tree node) of a page, clipped to the page (a `len` from 0xE0
+///   takes no bytes and writes value `len & 15` of [`INTERESTING`]: 8 bytes, or
+///   their low 4 if `len & 16`). The page is, if
+///   `sel & 0x40`, page `sel & 0x3f` of the device, else the `(sel & 0x3f)`-th of
+///   the superblocks and the metadata blocks in use (modulo their number). Unless
+///   `sel & 0x80`, a
+///   page that starts with the magic is resealed afterwards. At most 64 patches;
+///   no patch at all must give a clean array.
+pub fn open_check(data: &[u8]) {
+    let mut b = Bytes(data);
+    let mode = b.u8();
+    let cache_bytes = if mode & 4 != 0 { 16 * PAGE } else { 256 * PAGE };
+    let (dev, pristine) = if mode & 1 == 0 {
+        (raw_image(mode, b.0), false)
+    } else {
+        patched_image(mode, &mut b)
+    };
+    exercise(dev, cache_bytes, pristine);
+}
+
+fn raw_image(mode: u8, image: &[u8]) -> MemDevice {
+    let bs: u32 = if mode & 8 != 0 { 4096 } else { 512 };
+    let bytes: u64 = if mode & 16 != 0 { 4 << 20 } else { 1 << 20 };
+    let mut dev = MemDevice::new(bs, bytes / u64::from(bs)).expect("device");
+    let image = &image[..image.len().min(bytes as usize)];
+    for (i, chunk) in image.chunks(PAGE).enumerate() {
+        let mut page = vec![0u8; PAGE];
+        page[..chunk.len()].copy_from_slice(chunk);
+        if mode & 2 != 0 && has_magic(&page) {
+            block::seal(&mut page);
+        }
+        write_page(&mut dev, i as u64, &page);
+    }
+    dev
+}
+
+/// Values a patch can write by number (little-endian, 8 bytes or their low 4): the
+/// edges of the fields' ranges, which byte mutations rarely hit.
+const INTERESTING: [u64; 16] = [
+    0,
+    1,
+    0x1ff,
+    0x200,
+    0xfff,
+    0x1000,
+    0x7fff_ffff,
+    0x8000_0000,
+    0xffff_ffff,
+    1 << 32,
+    1 << 52,
+    0x7fff_ffff_ffff_fe00,
+    1 << 63,
+    0xffff_ffff_ffff_f000,
+    0xffff_ffff_ffff_fe00,
+    u64::MAX,
+];
+
+/// Where in `page` a patch goes. Below 0x8000, `at` is the byte offset (modulo the
+/// page). From 0x8000 it names a field: in a B-tree node, bit 14 chooses a key (0)
+/// or a value (1), bits 0-7 the entry (modulo the entries in use) and bits 8-13
+/// the 4-byte word within the value (modulo the value size); in any other page,
+/// the 8-byte word `at & 0x1ff`.
+fn patch_offset(page: &[u8], at: u16) -> usize {
+    let at = usize::from(at);
+    if at < 0x8000 {
+        return at % PAGE;
+    }
+    const NODE: u8 = 4;
+    let get16 = |o: usize| usize::from(u16::from_le_bytes([page[o], page[o + 1]]));
+    let (nr, vs) = (get16(32), get16(34));
+    if page[4] != NODE || vs == 0 || vs > 256 {
+        return (at & 0x1ff) * 8;
+    }
+    let max = (PAGE - 40) / (8 + vs);
+    let entry = (at & 0xff) % nr.clamp(1, max);
+    let o = if at & 0x4000 == 0 {
+        40 + 8 * entry
+    } else {
+        40 + 8 * max + vs * entry + ((at >> 8 & 0x3f) * 4) % vs
+    };
+    o.min(PAGE - 1)
+}
+
+fn patched_image(mode: u8, b: &mut Bytes<'_>) -> (MemDevice, bool) {
+    let base = &bases()[usize::from(mode >> 1 & 1)];
+    let mut dev = base.dev.clone();
+    let mut patches = 0;
+    while !b.is_empty() && patches < 64 {
+        patches += 1;
+        let sel = b.u8();
+        let at = b.u16();
+        let len = b.u8();
+        let value;
+        let bytes = if len >= 0xE0 {
+            let k = usize::from(len - 0xE0);
+            value = INTERESTING[k % 16].to_le_bytes();
+            &value[..if k >= 16 { 4 } else { 8 }]
+        } else {
+            b.take(usize::from(len))
+        };
+        let page = if sel & 0x40 != 0 {
+            u64::from(sel & 0x3f)
+        } else {
+            base.meta_pages[usize::from(sel & 0x3f) % base.meta_pages.len()]
+        };
+        let Some(mut buf) = read_page(&mut dev, page) else {
+            continue;
+        };
+        let offset = patch_offset(&buf, at);
+        let n = bytes.len().min(PAGE - offset);
+        buf[offset..offset + n].copy_from_slice(&bytes[..n]);
+        if sel & 0x80 == 0 && has_magic(&buf) {
+            block::seal(&mut buf);
+        }
+        write_page(&mut dev, page, &buf);
+    }
+    (dev, patches == 0)
+}
+
+/// Collects the results of the operations run on an image: on a clean one, only
+/// [`benign`] errors are allowed.
+struct Outcomes {
+    clean: bool,
+    log: Vec<(&'static str, Error)>,
+}
+
+impl Outcomes {
+    fn note<T>(&mut self, what: &'static str, r: Result<T, Error>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                assert!(
+                    !self.clean || benign(&e),
+                    "{what} failed with {e:?} on an image check() found clean"
+                );
+                self.log.push((what, e));
+                None
+            }
+        }
+    }
+}
+
+fn exercise(dev: MemDevice, cache_bytes: usize, pristine: bool) {
+    let opts = OpenOptions { cache_bytes };
+    let mut a = match Array::open(dev, &opts) {
+        Ok(a) => a,
+        Err(e) => {
+            assert!(!pristine, "the unchanged base image does not open: {e:?}");
+            return;
+        }
+    };
+    let first = a.check();
+    let clean = matches!(&first, Ok(v) if v.is_empty());
+    assert!(clean || !pristine, "the base image is not clean: {first:?}");
+    let mut o = Outcomes {
+        clean,
+        log: Vec::new(),
+    };
+    o.note("luns", a.luns());
+    let _ = a.pool_info();
+    let hosts = a.hosts();
+    let nums = a.lun_numbers();
+    for &n in nums.iter().take(16) {
+        o.note("grants", a.grants(n));
+    }
+    for h in hosts.iter().take(4) {
+        for n in a.visible_luns(h.id).into_iter().take(4) {
+            o.note("lun_info_as", a.lun_info_as(h.id, n));
+            let mut s = [0u8; SECTOR_BYTES];
+            let _ = a.read_as(h.id, n, 0, &mut s);
+        }
+    }
+
+    // Reads: the head, the middle and the last sector of every LUN.
+    let mut heads: Vec<(u32, Vec<u8>)> = Vec::new();
+    let mut sizes: Vec<(u32, u64)> = Vec::new();
+    for &n in nums.iter().take(16) {
+        let Some(info) = o.note("lun_info", a.lun_info(n)) else {
+            continue;
+        };
+        sizes.push((n, info.size));
+        if !(info.attached && info.online) {
+            continue;
+        }
+        let mut head = vec![0u8; info.size.min(4096) as usize];
+        if o.note("read head", a.read(n, 0, &mut head)).is_some() {
+            heads.push((n, head));
+        }
+        let mut s = [0u8; SECTOR_BYTES];
+        let mid = info.size / 2 / SECTOR * SECTOR;
+        o.note("read middle", a.read(n, mid, &mut s));
+        let last = info.size.saturating_sub(SECTOR);
+        o.note("read last", a.read(n, last, &mut s));
+    }
+
+    // A write reads back and changes no other LUN.
+    if let Some((n, head)) = heads.first() {
+        let data = sectors(0xF0F0, 0, head.len() / SECTOR_BYTES);
+        if o.note("write", a.write(*n, 0, &data)).is_some() && clean {
+            let mut back = vec![0u8; data.len()];
+            a.read(*n, 0, &mut back).expect("read back");
+            assert!(back == data, "LUN {n} does not read back a write");
+            for (m, h) in &heads[1..] {
+                let mut now = vec![0u8; h.len()];
+                a.read(*m, 0, &mut now).expect("read back");
+                assert!(now == *h, "a write to LUN {n} changed LUN {m}");
+            }
+        }
+    }
+
+    // Management operations; their errors are expected on a damaged image.
+    let target = heads.first().map(|h| h.0).or(nums.first().copied());
+    let free: Vec<u32> = (0..a.max_luns().min(1 << 12))
+        .filter(|x| !nums.contains(x))
+        .take(3)
+        .collect();
+    let es = u64::from(a.extent_size());
+    if let Some(&f) = free.first() {
+        o.note("create_lun", a.create_lun(f, 8 * SECTOR));
+        o.note("write new", a.write(f, 0, &sectors(0xF1, 0, 1)));
+    }
+    if let (Some(t), Some(&c)) = (target, free.get(1)) {
+        if o.note("create_copy", a.create_copy(t, c, true)).is_some() {
+            o.note("write copy", a.write(c, 0, &sectors(0xF2, 0, 1)));
+            o.note("restore", a.restore(c));
+            o.note("detach", a.detach(c));
+            o.note("attach", a.attach(c));
+            o.note("delete copy", a.delete(c, false));
+        }
+    }
+    if let (Some(t), Some(&c)) = (target, free.get(2)) {
+        if o.note("create_copies", a.create_copies(&[(t, c)], false))
+            .is_some()
+        {
+            o.note("attach_many", a.attach_many(&[c]));
+            o.note("delete group copy", a.delete(c, true));
+        }
+    }
+    for &(n, size) in sizes.iter().take(4) {
+        let _ = a.discard(n, 0, size.min(es));
+    }
+    if let Some(t) = target {
+        o.note("add_host", a.add_host(0xF022, "fuzz"));
+        o.note("grant", a.grant(t, 0xF022, Access::ReadWrite));
+        let _ = a.write_as(0xF022, t, 0, &sectors(0xF3, 0, 1));
+        let _ = a.revoke(t, 0xF022);
+        o.note("remove_host", a.remove_host(0xF022));
+        o.note("offline", a.set_online(t, false));
+        o.note("online", a.set_online(t, true));
+    }
+    // Existing copies: refresh one, restore another, detach a third.
+    let copies: Vec<u32> = sizes
+        .iter()
+        .map(|&(n, _)| n)
+        .filter(|&n| a.lun_info(n).is_ok_and(|i| i.kind == LunKind::Copy))
+        .take(3)
+        .collect();
+    for (i, &c) in copies.iter().enumerate() {
+        let _ = match i {
+            0 => a.attach(c),
+            1 => a.restore(c),
+            _ => a.detach(c),
+        };
+    }
+    if let Some(&last) = nums.last() {
+        let _ = a.delete(last, true);
+    }
+    o.note("flush", a.flush());
+    if a.is_poisoned() {
+        assert!(!clean, "a clean array was poisoned: {:?}", o.log);
+        return;
+    }
+    let after = a.check();
+    assert!(
+        !clean || matches!(&after, Ok(v) if v.is_empty()),
+        "a clean array has violations after operations: {after:?} ({:?})",
+        o.log
+    );
+    let Some(dev) = o.note("close", a.close()) else {
+        return;
+    };
+    match Array::open(dev, &opts) {
+        Ok(mut a) => {
+            let again = a.check();
+            assert!(
+                !clean || matches!(&again, Ok(v) if v.is_empty()),
+                "a clean array has violations after a reopen: {again:?}"
+            );
+            let _ = a.luns();
+        }
+        Err(e) => assert!(!clean, "a clean array does not reopen: {e:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// ops_powercut
+// ---------------------------------------------------------------------------------
+
+/// LUN numbers the sequences use: 0..8 exist, 8 and 9 are out of range.
+const MAX_LUNS: u32 = 8;
+const MAX_OPS: usize = 64;
+const DEVICE_BYTES: u64 = 1 << 20;
+
+/// Fills a sector with the pattern of write `id` at LUN sector `sector`: every
+/// byte depends on both, so a read tells which write (if any) it comes from.
+fn fill_sector(buf: &mut [u8], id: u32, sector: u64) {
+    buf[..4].copy_from_slice(&id.to_le_bytes());
+    buf[4..12].copy_from_slice(&sector.to_le_bytes());
+    let mut x = ((u64::from(id) << 40) ^ sector).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    for c in buf[12..].chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+    }
+}
+
+/// The write id a sector holds (0 for zeros), or `None` for anything else.
+fn sector_id(buf: &[u8], sector: u64) -> Option<u32> {
+    if buf.iter().all(|&b| b == 0) {
+        return Some(0);
+    }
+    let id = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let mut want = [0u8; SECTOR_BYTES];
+    fill_sector(&mut want, id, sector);
+    (id != 0 && want[..] == buf[..]).then_some(id)
+}
+
+/// One operation. Sector numbers and counts are raw input, fitted to the LUN when
+/// run ([`Op::fit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `create_lun(lun, sectors * 512)`.
+    CreateLun { lun: u32, sectors: u64 },
+    /// `create_copy`.
+    CreateCopy {
+        parent: u32,
+        lun: u32,
+        attached: bool,
+    },
+    /// `create_copies` of two pairs.
+    CreateCopies {
+        pairs: [(u32, u32); 2],
+        attached: bool,
+    },
+    /// `attach`.
+    Attach(u32),
+    /// `attach_many` of two copies.
+    AttachMany([u32; 2]),
+    /// `detach`.
+    Detach(u32),
+    /// `delete`.
+    Delete { lun: u32, orphan: bool },
+    /// `restore`.
+    Restore(u32),
+    /// `set_online`.
+    SetOnline { lun: u32, online: bool },
+    /// `write` of `sectors` sectors at sector `sector`, with the pattern of a new id.
+    Write { lun: u32, sector: u64, sectors: u64 },
+    /// `discard`.
+    Discard { lun: u32, sector: u64, sectors: u64 },
+    /// `read`, compared with the model.
+    Read { lun: u32, sector: u64, sectors: u64 },
+    /// `flush`.
+    Flush,
+    /// `flush`, drop the handle, open again: exactly the model.
+    Reopen,
+    /// Drop the handle without a flush and open again: the last commit, each sector
+    /// written since reading old or one of the values written.
+    ReopenDirty,
+    /// `check()` must be empty.
+    Check,
+}
+
+impl Op {
+    fn decode(b: &mut Bytes<'_>) -> Op {
+        let code = b.u8();
+        let mut lun = || u32::from(b.u8() % 10);
+        let (l0, l1) = (lun(), lun());
+        let (l2, l3) = (lun(), lun());
+        let x = b.u8();
+        let (s, n) = (u64::from(b.u16()), u64::from(b.u8()));
+        match code % 22 {
+            0 | 1 => Op::CreateLun {
+                lun: l0,
+                sectors: if x == 255 { 1 << 31 } else { 1 + u64::from(x) },
+            },
+            2 | 3 => Op::CreateCopy {
+                parent: l0,
+                lun: l1,
+                attached: x & 1 == 0,
+            },
+            4 => Op::CreateCopies {
+                pairs: [(l0, l1), (l2, l3)],
+                attached: x & 1 == 0,
+            },
+            5 => Op::Attach(l0),
+            6 => Op::AttachMany([l0, l1]),
+            7 => Op::Detach(l0),
+            8 => Op::Delete {
+                lun: l0,
+                orphan: x & 1 == 1,
+            },
+            9 => Op::Restore(l0),
+            10 => Op::SetOnline {
+                lun: l0,
+                online: x & 1 == 1,
+            },
+            11..=14 => Op::Write {
+                lun: l0,
+                sector: s,
+                sectors: n,
+            },
+            15 => Op::Discard {
+                lun: l0,
+                sector: s,
+                sectors: n,
+            },
+            16 | 17 => Op::Read {
+                lun: l0,
+                sector: s,
+                sectors: n,
+            },
+            18 => Op::Flush,
+            19 => Op::Reopen,
+            20 => Op::ReopenDirty,
+            _ => Op::Check,
+        }
+    }
+
+    /// Fits the raw range of an I/O operation to the LUN's size in the model: a
+    /// start inside the LUN or at its end, 1 to 64 sectors (which may run past the
+    /// end: `OutOfRange`).
+    fn fit(self, m: &Model) -> Op {
+        let fit = |lun: u32, s: u64, n: u64| {
+            let size = m.luns.get(&lun).map_or(64, |l| l.sectors);
+            (s % (size + 1), 1 + n % 64)
+        };
+        match self {
+            Op::Write {
+                lun,
+                sector,
+                sectors,
+            } => {
+                let (sector, sectors) = fit(lun, sector, sectors);
+                Op::Write {
+                    lun,
+                    sector,
+                    sectors,
+                }
+            }
+            Op::Discard {
+                lun,
+                sector,
+                sectors,
+            } => {
+                let (sector, sectors) = fit(lun, sector, sectors);
+                Op::Discard {
+                    lun,
+                    sector,
+                    sectors,
+                }
+            }
+            Op::Read {
+                lun,
+                sector,
+                sectors,
+            } => {
+                let (sector, sectors) = fit(lun, sector, sectors);
+                Op::Read {
+                    lun,
+                    sector,
+                    sectors,
+                }
+            }
+            op => op,
+        }
+    }
+
+    /// Changes the array's structure and commits (when it succeeds).
+    fn is_management(&self) -> bool {
+        !matches!(
+            self,
+            Op::Write { .. }
+                | Op::Read { .. }
+                | Op::Flush
+                | Op::Reopen
+                | Op::ReopenDirty
+                | Op::Check
+        )
+    }
+}
+
+/// One LUN of the model: its record and, per sector, the id of the write it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct MLun {
+    sectors: u64,
+    kind: LunKind,
+    parent: Option<u32>,
+    attached: bool,
+    online: bool,
+    /// Empty while detached.
+    data: Vec<u32>,
+}
+
+/// The reference model: the LUNs and their contents.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Model {
+    luns: BTreeMap<u32, MLun>,
+}
+
+impl Model {
+    fn get(&self, n: u32) -> Result<&MLun, &'static str> {
+        self.luns.get(&n).ok_or("no such LUN")
+    }
+
+    fn free(&self, n: u32) -> Result<(), &'static str> {
+        if n >= MAX_LUNS || self.luns.contains_key(&n) {
+            return Err("number out of range or in use");
+        }
+        Ok(())
+    }
+
+    /// The parent image copy `n` would take.
+    fn image(&self, n: u32) -> Result<Vec<u32>, &'static str> {
+        let c = self.get(n)?;
+        if c.kind != LunKind::Copy {
+            return Err("not a copy");
+        }
+        let p = self.get(c.parent.ok_or("parent gone")?)?;
+        if !p.attached {
+            return Err("parent detached");
+        }
+        Ok(p.data.clone())
+    }
+
+    fn io(&self, n: u32, sector: u64, sectors: u64) -> Result<(), &'static str> {
+        let l = self.get(n)?;
+        if !l.attached || !l.online {
+            return Err("detached or offline");
+        }
+        if sector + sectors > l.sectors {
+            return Err("out of range");
+        }
+        Ok(())
+    }
+
+    /// Applies `op` (fitted), with `id` for a write; refuses what the array must
+    /// refuse (except for lack of space, which the model does not track).
+    fn apply(&mut self, op: &Op, id: u32) -> Result<(), &'static str> {
+        match *op {
+            Op::CreateLun { lun, sectors } => {
+                self.free(lun)?;
+                if sectors > DEVICE_BYTES / SECTOR {
+                    return Err("larger than the pool");
+                }
+                self.luns.insert(
+                    lun,
+                    MLun {
+                        sectors,
+                        kind: LunKind::Lun,
+                        parent: None,
+                        attached: true,
+                        online: true,
+                        data: vec![0; sectors as usize],
+                    },
+                );
+            }
+            Op::CreateCopy {
+                parent,
+                lun,
+                attached,
+            } => self.create_copies(&[(parent, lun)], attached)?,
+            Op::CreateCopies { pairs, attached } => self.create_copies(&pairs, attached)?,
+            Op::Attach(n) => self.attach_many(&[n])?,
+            Op::AttachMany(ns) => self.attach_many(&ns)?,
+            Op::Detach(n) => {
+                let c = self.luns.get_mut(&n).ok_or("no such LUN")?;
+                if c.kind != LunKind::Copy {
+                    return Err("not a copy");
+                }
+                c.attached = false;
+                c.data.clear();
+            }
+            Op::Delete { lun, orphan } => {
+                self.get(lun)?;
+                let copies = self.luns.values().any(|l| l.parent == Some(lun));
+                if copies && !orphan {
+                    return Err("has copies");
+                }
+                for l in self.luns.values_mut().filter(|l| l.parent == Some(lun)) {
+                    l.parent = None;
+                    if l.attached {
+                        l.kind = LunKind::Lun;
+                    }
+                }
+                self.luns.remove(&lun);
+            }
+            Op::Restore(n) => {
+                let c = self.get(n)?;
+                if c.kind == LunKind::Copy && !c.attached {
+                    return Err("detached");
+                }
+                self.image(n)?;
+                let data = c.data.clone();
+                let p = c.parent.ok_or("parent gone")?;
+                self.luns.get_mut(&p).ok_or("parent gone")?.data = data;
+            }
+            Op::SetOnline { lun, online } => {
+                self.luns.get_mut(&lun).ok_or("no such LUN")?.online = online;
+            }
+            Op::Write {
+                lun,
+                sector,
+                sectors,
+            }
+            | Op::Discard {
+                lun,
+                sector,
+                sectors,
+            } => {
+                self.io(lun, sector, sectors)?;
+                let v = if matches!(op, Op::Write { .. }) {
+                    id
+                } else {
+                    0
+                };
+                let l = self.luns.get_mut(&lun).ok_or("no such LUN")?;
+                l.data[sector as usize..(sector + sectors) as usize].fill(v);
+            }
+            Op::Read {
+                lun,
+                sector,
+                sectors,
+            } => self.io(lun, sector, sectors)?,
+            Op::Flush | Op::Reopen | Op::ReopenDirty | Op::Check => {}
+        }
+        Ok(())
+    }
+
+    fn create_copies(&mut self, pairs: &[(u32, u32)], attached: bool) -> Result<(), &'static str> {
+        let mut made = Vec::new();
+        for (i, &(p, c)) in pairs.iter().enumerate() {
+            if pairs[..i].iter().any(|&(_, d)| d == c) {
+                return Err("a copy twice in the group");
+            }
+            if pairs.iter().any(|&(_, d)| d == p) {
+                return Err("a copy of the group is a parent in it");
+            }
+            let pl = self.get(p)?;
+            self.free(c)?;
+            if attached && !pl.attached {
+                return Err("parent detached");
+            }
+            made.push((
+                c,
+                MLun {
+                    sectors: pl.sectors,
+                    kind: LunKind::Copy,
+                    parent: Some(p),
+                    attached,
+                    online: true,
+                    data: if attached {
+                        pl.data.clone()
+                    } else {
+                        Vec::new()
+                    },
+                },
+            ));
+        }
+        self.luns.extend(made);
+        Ok(())
+    }
+
+    fn attach_many(&mut self, copies: &[u32]) -> Result<(), &'static str> {
+        let mut images = Vec::new();
+        for (i, &c) in copies.iter().enumerate() {
+            if copies[..i].contains(&c) {
+                return Err("a copy twice in the group");
+            }
+            images.push(self.image(c)?);
+        }
+        for (&c, data) in copies.iter().zip(images) {
+            let l = self.luns.get_mut(&c).ok_or("no such LUN")?;
+            l.attached = true;
+            l.data = data;
+        }
+        Ok(())
+    }
+
+    /// Extents reserved by the LUNs that are not detached.
+    fn reserved_bytes(&self, es: u64) -> u64 {
+        self.luns
+            .values()
+            .filter(|l| l.attached)
+            .map(|l| (l.sectors * SECTOR).div_ceil(es) * es)
+            .sum()
+    }
+}
+
+/// Per (LUN, sector): the ids written there since the last commit.
+type Since = BTreeMap<(u32, u64), Vec<u32>>;
+
+type Dev = PowerCutDevice<MemDevice>;
+
+/// The parameters of a sequence.
+#[derive(Clone, Copy, Debug)]
+struct Setup {
+    block_size: u32,
+    extent_size: u32,
+    /// Device writes after format before every write and flush fails.
+    countdown: Option<u64>,
+    outcome: CutOutcome,
+}
+
+impl Setup {
+    fn decode(b: &mut Bytes<'_>) -> Setup {
+        let g = b.u8();
+        let c = b.u16();
+        let o = b.u8();
+        Setup {
+            block_size: if g & 1 != 0 { 4096 } else { 512 },
+            extent_size: [4096, 8192, 16384, 4096][usize::from(g >> 1 & 3)],
+            countdown: (c & 0x8000 == 0).then_some(u64::from(c & 0x03ff)),
+            outcome: match o % 3 {
+                0 => CutOutcome::DropAll,
+                1 => CutOutcome::KeepAll,
+                _ => CutOutcome::Random {
+                    seed: u64::from(b.u32()).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                },
+            },
+        }
+    }
+}
+
+struct Run {
+    setup: Setup,
+    array: Option<Array<Dev>>,
+    /// The array as it is now (when no failure happened).
+    cur: Model,
+    /// The array as of the last commit the model knows of.
+    committed: Model,
+    since: Since,
+    next_id: u32,
+    /// Device writes when the countdown was armed.
+    armed_at: u64,
+    /// The first operation that failed because the device failed, and the state its
+    /// commit would have made (for a management operation). After it the operations
+    /// run blind: any result but a panic is fine.
+    failed: Option<(usize, Op, Option<Model>)>,
+    /// The operations run so far, for messages.
+    trail: Vec<Op>,
+}
+
+fn open(dev: Dev) -> Result<Array<Dev>, Error> {
+    Array::open(
+        dev,
+        &OpenOptions {
+            cache_bytes: 32 * PAGE,
+        },
+    )
+}
+
+/// Fuzz target `ops_powercut`: a sequence of operations on a
+/// `PowerCutDevice<MemDevice>`, checked against a model as it runs (every read, every
+/// error that is not for lack of space), with a power-cut countdown: after
+/// `countdown` device writes every write and flush fails; the first operation that
+/// fails that way is the crash point, later ones run blind. At the end the power is
+/// cut with the chosen outcome, the array reopened: it must open, `check()` must be
+/// empty, and its state must be the last commit, each sector written since reading
+/// its committed content or one of the values written since — or, when a management
+/// operation was cut short, exactly the state it would have committed. Then it must
+/// still take a write and a flush.
+///
+/// Input: `[geometry][countdown: u16][outcome]` (+ a `u32` seed for a random
+/// outcome; see [`Setup::decode`]), then up to 64 operations of 9 bytes each
+/// ([`Op::decode`]).
+pub fn ops_powercut(data: &[u8]) {
+    let mut b = Bytes(data);
+    let setup = Setup::decode(&mut b);
+    let mut ops = Vec::new();
+    while !b.is_empty() && ops.len() < MAX_OPS {
+        ops.push(Op::decode(&mut b));
+    }
+    let mut run = Run::new(setup);
+    for op in ops {
+        run.step(op);
+    }
+    run.finish();
+}
+
+impl Run {
+    fn new(setup: Setup) -> Run {
+        let mem = MemDevice::new(setup.block_size, DEVICE_BYTES / u64::from(setup.block_size))
+            .expect("device");
+        let opts = FormatOptions {
+            extent_size: setup.extent_size,
+            max_luns: MAX_LUNS,
+            cache_bytes: 32 * PAGE,
+            array_id: *b"lunsnap-fuzz-ops",
+        };
+        let mut a = Array::format(PowerCutDevice::new(mem), &opts).expect("format");
+        let armed_at = a.device_mut().writes();
+        a.device_mut().fail_after_writes(setup.countdown);
+        Run {
+            setup,
+            array: Some(a),
+            cur: Model::default(),
+            committed: Model::default(),
+            since: Since::new(),
+            next_id: 1,
+            armed_at,
+            failed: None,
+            trail: Vec::new(),
+        }
+    }
+
+    fn a(&mut self) -> &mut Array<Dev> {
+        self.array.as_mut().expect("an open array")
+    }
+
+    /// The device has reached the countdown: writes and flushes fail.
+    fn failing(&mut self) -> bool {
+        let Some(n) = self.setup.countdown else {
+            return false;
+        };
+        let armed_at = self.armed_at;
+        self.a().device_mut().writes() - armed_at >= n
+    }
+
+    fn context(&self) -> String {
+        format!("setup {:?}, operations {:?}", self.setup, self.trail)
+    }
+
+    fn commit_model(&mut self) {
+        self.committed = self.cur.clone();
+        self.since.clear();
+    }
+
+    fn record_since(&mut self, lun: u32, sector: u64, sectors: u64, id: u32) {
+        for s in sector..sector + sectors {
+            self.since.entry((lun, s)).or_default().push(id);
+        }
+    }
+
+    fn step(&mut self, op: Op) {
+        let op = op.fit(&self.cur);
+        self.trail.push(op);
+        if self.failed.is_some() {
+            self.blind(op);
+            return;
+        }
+        let id = self.next_id;
+        if matches!(op, Op::Write { .. }) {
+            self.next_id += 1;
+        }
+        let r = match op {
+            Op::Read {
+                lun,
+                sector,
+                sectors,
+            } => return self.read(lun, sector, sectors),
+            Op::Reopen => return self.reopen(true),
+            Op::ReopenDirty => return self.reopen(false),
+            Op::Check => match self.a().check() {
+                Ok(v) => {
+                    assert!(v.is_empty(), "check(): {v:?}; {}", self.context());
+                    return;
+                }
+                // Checking writes changed blocks back through the cache, which may
+                // write to the device.
+                Err(e) if self.failing() => Err(e),
+                Err(e) => panic!("check(): {e:?}; {}", self.context()),
+            },
+            _ => self.run(op, id),
+        };
+        match r {
+            Ok(()) => {
+                let was_detached = matches!(op, Op::Detach(n)
+                    if self.cur.luns.get(&n).is_some_and(|l| !l.attached));
+                if let Err(why) = self.cur.apply(&op, id) {
+                    panic!(
+                        "the array accepted {op:?}, which it must refuse ({why}); {}",
+                        self.context()
+                    );
+                }
+                match op {
+                    Op::Write {
+                        lun,
+                        sector,
+                        sectors,
+                    } => self.record_since(lun, sector, sectors, id),
+                    // Detaching a detached copy changes nothing and commits nothing.
+                    Op::Detach(_) if was_detached => {}
+                    _ => self.commit_model(),
+                }
+            }
+            Err(e) if !benign(&e) && self.failing() => {
+                let after = op.is_management().then(|| {
+                    let mut m = self.cur.clone();
+                    m.apply(&op, id).ok().map(|()| m)
+                });
+                if let Op::Write {
+                    lun,
+                    sector,
+                    sectors,
+                } = op
+                {
+                    self.record_since(lun, sector, sectors, id);
+                }
+                self.failed = Some((self.trail.len() - 1, op, after.flatten()));
+            }
+            Err(e) => {
+                assert!(
+                    benign(&e),
+                    "{op:?} failed with {e:?} while the device works; {}",
+                    self.context()
+                );
+                if !matches!(e, Error::NoSpace { .. }) {
+                    let mut m = self.cur.clone();
+                    assert!(
+                        m.apply(&op, id).is_err(),
+                        "{op:?} refused with {e:?}, which the model allows; {}",
+                        self.context()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Runs a changing operation on the array.
+    fn run(&mut self, op: Op, id: u32) -> Result<(), Error> {
+        let a = self.a();
+        match op {
+            Op::CreateLun { lun, sectors } => a.create_lun(lun, sectors * SECTOR),
+            Op::CreateCopy {
+                parent,
+                lun,
+                attached,
+            } => a.create_copy(parent, lun, attached),
+            Op::CreateCopies { pairs, attached } => a.create_copies(&pairs, attached),
+            Op::Attach(n) => a.attach(n),
+            Op::AttachMany(ns) => a.attach_many(&ns),
+            Op::Detach(n) => a.detach(n),
+            Op::Delete { lun, orphan } => a.delete(lun, orphan),
+            Op::Restore(n) => a.restore(n),
+            Op::SetOnline { lun, online } => a.set_online(lun, online),
+            Op::Write {
+                lun,
+                sector,
+                sectors,
+            } => {
+                let mut buf = vec![0u8; sectors as usize * SECTOR_BYTES];
+                for (i, s) in buf.chunks_exact_mut(SECTOR_BYTES).enumerate() {
+                    fill_sector(s, id, sector + i as u64);
+                }
+                a.write(lun, sector * SECTOR, &buf)
+            }
+            Op::Discard {
+                lun,
+                sector,
+                sectors,
+            } => a.discard(lun, sector * SECTOR, sectors * SECTOR),
+            Op::Flush => a.flush(),
+            Op::Read { .. } | Op::Reopen | Op::ReopenDirty | Op::Check => Ok(()),
+        }
+    }
+
+    fn read(&mut self, lun: u32, sector: u64, sectors: u64) {
+        let mut buf = vec![0u8; sectors as usize * SECTOR_BYTES];
+        let r = self.a().read(lun, sector * SECTOR, &mut buf);
+        let valid = self.cur.io(lun, sector, sectors);
+        match (r, valid) {
+            (Ok(()), Ok(())) => {
+                let data = &self.cur.luns[&lun].data;
+                for (i, s) in buf.chunks_exact(SECTOR_BYTES).enumerate() {
+                    let at = sector + i as u64;
+                    let want = data[at as usize];
+                    let got = sector_id(s, at);
+                    assert!(
+                        got == Some(want),
+                        "LUN {lun} sector {at} reads {got:?}, the model holds {want}; {}",
+                        self.context()
+                    );
+                }
+            }
+            (Err(e), Err(_)) if benign(&e) => {}
+            // A read may write changed metadata blocks back to make room in the cache.
+            (Err(e), _) if !benign(&e) && self.failing() => {
+                let i = self.trail.len() - 1;
+                self.failed = Some((i, self.trail[i], None));
+            }
+            (r, v) => panic!(
+                "read of LUN {lun} sectors {sector}+{sectors}: {r:?}, the model says {v:?}; {}",
+                self.context()
+            ),
+        }
+    }
+
+    /// Reopens: after a flush (`flush`: exactly the model) or without (the last
+    /// commit, with what was written since).
+    fn reopen(&mut self, flush: bool) {
+        if flush {
+            if let Err(e) = self.a().flush() {
+                assert!(
+                    self.failing(),
+                    "flush failed with {e:?} while the device works; {}",
+                    self.context()
+                );
+                let i = self.trail.len() - 1;
+                self.failed = Some((i, Op::Flush, None));
+                self.blind_reopen();
+                return;
+            }
+            self.commit_model();
+        }
+        let dev = self.array.take().expect("an open array").into_device();
+        let mut a = open(dev).unwrap_or_else(|e| panic!("reopen: {e:?}; {}", self.context()));
+        let v = a.check();
+        assert!(
+            matches!(&v, Ok(v) if v.is_empty()),
+            "check() after a reopen: {v:?}; {}",
+            self.context()
+        );
+        let seen = verify(&mut a, &self.committed, &self.since, self.setup.extent_size)
+            .unwrap_or_else(|e| panic!("after a reopen: {e}; {}", self.context()));
+        self.array = Some(a);
+        self.cur = seen;
+        self.commit_model();
+    }
+
+    fn blind_reopen(&mut self) {
+        let dev = self.array.take().expect("an open array").into_device();
+        // The device as it is now is what a power cut keeping every write leaves.
+        let a = open(dev).unwrap_or_else(|e| panic!("reopen: {e:?}; {}", self.context()));
+        self.array = Some(a);
+    }
+
+    /// Runs `op` after the device failed: any result but a panic is fine.
+    fn blind(&mut self, op: Op) {
+        match op {
+            Op::Read {
+                lun,
+                sector,
+                sectors,
+            } => {
+                let mut buf = vec![0u8; sectors as usize * SECTOR_BYTES];
+                let _ = self.a().read(lun, sector * SECTOR, &mut buf);
+            }
+            Op::Reopen => {
+                let _ = self.a().flush();
+                self.blind_reopen();
+            }
+            Op::ReopenDirty => self.blind_reopen(),
+            Op::Check => {
+                let _ = self.a().check();
+            }
+            op => {
+                let _ = self.run(op, 0);
+            }
+        }
+    }
+
+    fn finish(mut self) {
+        if self.failed.is_none() && !self.failing() {
+            let v = self.a().check();
+            assert!(
+                matches!(&v, Ok(v) if v.is_empty()),
+                "check() before the cut: {v:?}; {}",
+                self.context()
+            );
+        }
+        let mut dev = self.array.take().expect("an open array").into_device();
+        dev.power_cut(self.setup.outcome).expect("power cut");
+        let mut a =
+            open(dev).unwrap_or_else(|e| panic!("open after the cut: {e:?}; {}", self.context()));
+        let v = a.check();
+        assert!(
+            matches!(&v, Ok(v) if v.is_empty()),
+            "check() after the cut: {v:?}; {}, failed at {:?}",
+            self.context(),
+            self.failed
+        );
+        let es = self.setup.extent_size;
+        let seen = match verify(&mut a, &self.committed, &self.since, es) {
+            Ok(m) => m,
+            Err(before) => match &self.failed {
+                Some((_, _, Some(after))) => verify(&mut a, after, &Since::new(), es)
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "after the cut, neither the state before ({before}) nor after ({e}) \
+                             the failed operation; {}, failed at {:?}",
+                            self.context(),
+                            self.failed
+                        )
+                    }),
+                _ => panic!(
+                    "after the cut: {before}; {}, failed at {:?}",
+                    self.context(),
+                    self.failed
+                ),
+            },
+        };
+        // Still usable: a write to every accessible LUN, a flush, a clean check.
+        for (&n, l) in &seen.luns {
+            if l.attached && l.online {
+                a.write(n, 0, &sectors(u32::MAX, 0, 1))
+                    .unwrap_or_else(|e| panic!("write after the cut: {e:?}; {}", self.context()));
+            }
+        }
+        a.flush()
+            .unwrap_or_else(|e| panic!("flush after the cut: {e:?}; {}", self.context()));
+        let v = a.check();
+        assert!(
+            matches!(&v, Ok(v) if v.is_empty()),
+            "check() after writes after the cut: {v:?}; {}",
+            self.context()
+        );
+    }
+}
+
+/// Compares the array with `m`: the same LUNs and records, the same reservation,
+/// and every sector of every accessible LUN reading its value in `m` or one of
+/// `since`. Returns the model of what it read.
+fn verify(a: &mut Array<Dev>, m: &Model, since: &Since, es: u32) -> Result<Model, String> {
+    let nums = a.lun_numbers();
+    let want: Vec<u32> = m.luns.keys().copied().collect();
+    if nums != want {
+        return Err(format!("LUNs {nums:?}, expected {want:?}"));
+    }
+    let pool = a.pool_info();
+    let es = u64::from(es);
+    if pool.reserved_bytes != m.reserved_bytes(es) {
+        return Err(format!(
+            "{} bytes reserved, expected {}",
+            pool.reserved_bytes,
+            m.reserved_bytes(es)
+        ));
+    }
+    let mut seen = m.clone();
+    for (&n, l) in &m.luns {
+        let i = a.lun_info(n).map_err(|e| format!("lun_info({n}): {e:?}"))?;
+        let got = (i.size, i.kind, i.parent, i.attached, i.online);
+        let exp = (l.sectors * SECTOR, l.kind, l.parent, l.attached, l.online);
+        if got != exp {
+            return Err(format!("LUN {n} is {got:?}, expected {exp:?}"));
+        }
+        if !(l.attached && l.online) {
+            continue;
+        }
+        let mut buf = vec![0u8; l.sectors as usize * SECTOR_BYTES];
+        a.read(n, 0, &mut buf)
+            .map_err(|e| format!("read of LUN {n}: {e:?}"))?;
+        let out = &mut seen.luns.get_mut(&n).expect("same LUNs").data;
+        for (s, chunk) in buf.chunks_exact(SECTOR_BYTES).enumerate() {
+            let at = s as u64;
+            let id = sector_id(chunk, at)
+                .ok_or_else(|| format!("LUN {n} sector {at} holds no value ever written"))?;
+            let allowed = id == l.data[s] || since.get(&(n, at)).is_some_and(|v| v.contains(&id));
+            if !allowed {
+                return Err(format!(
+                    "LUN {n} sector {at} reads write {id}, expected {} or one of {:?}",
+                    l.data[s],
+                    since.get(&(n, at))
+                ));
+            }
+            out[s] = id;
+        }
+    }
+    Ok(seen)
+}
