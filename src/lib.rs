@@ -25,7 +25,7 @@
 //! The on-disk format, the commit protocol and what a crash at each step leaves
 //! behind are described in `docs/FORMAT.md`.
 //!
-//! 6. [`array`] — the [`Array`]: the LUN table, business copies (create attached or
+//! 6. [`array`](mod@array) — the [`Array`]: the LUN table, business copies (create attached or
 //!    detached, attach, detach, delete, restore), full-size reservation, the I/O
 //!    path and [`Array::check`].
 //!

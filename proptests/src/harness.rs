@@ -1,7 +1,7 @@
 //! The operations, and a harness that applies each to an array and to the model.
 
 use lunsnap::testing::{Mismatch, Model};
-use lunsnap::{Array, BlockDevice, Error, FormatOptions, OpenOptions, SECTOR};
+use lunsnap::{Access, Array, BlockDevice, Error, FormatOptions, OpenOptions, SECTOR};
 
 use crate::pattern;
 
@@ -36,6 +36,47 @@ pub enum Op {
     Read { lun: u32, offset: u64, len: u64 },
     /// `discard(lun, offset, len)`.
     Discard { lun: u32, offset: u64, len: u64 },
+    /// `create_copies(pairs, attached)`: a consistency group.
+    CreateCopies {
+        pairs: Vec<(u32, u32)>,
+        attached: bool,
+    },
+    /// `attach_many(copies)`.
+    AttachMany(Vec<u32>),
+    /// `set_online(lun, online)`.
+    SetOnline { lun: u32, online: bool },
+    /// `add_host(id, name)`.
+    AddHost { id: u64, name: String },
+    /// `remove_host(id)`.
+    RemoveHost(u64),
+    /// `grant(lun, host, access)`.
+    Grant { lun: u32, host: u64, access: Access },
+    /// `revoke(lun, host)`.
+    Revoke { lun: u32, host: u64 },
+    /// `set_security(enabled)`.
+    SetSecurity(bool),
+    /// `write_as(host, lun, offset, pattern of tag)`.
+    WriteAs {
+        host: u64,
+        lun: u32,
+        offset: u64,
+        len: u64,
+        tag: u64,
+    },
+    /// `read_as(host, lun, offset, len)`, compared with the model.
+    ReadAs {
+        host: u64,
+        lun: u32,
+        offset: u64,
+        len: u64,
+    },
+    /// `discard_as(host, lun, offset, len)`.
+    DiscardAs {
+        host: u64,
+        lun: u32,
+        offset: u64,
+        len: u64,
+    },
     /// `flush()`.
     Flush,
     /// `close()` (or `flush()` and `into_device()` under faults) and `open()`.
@@ -47,26 +88,41 @@ pub enum Op {
 impl Op {
     /// LUNs whose content the operation may change (all of them for flush and reopen).
     pub fn touched(&self, m: &Model) -> Vec<u32> {
-        match *self {
-            Op::CreateLun { lun, .. }
+        match self {
+            &(Op::CreateLun { lun, .. }
             | Op::CreateCopy { lun, .. }
             | Op::Attach(lun)
             | Op::Detach(lun)
+            | Op::SetOnline { lun, .. }
             | Op::Write { lun, .. }
-            | Op::Discard { lun, .. } => vec![lun],
-            Op::Restore(lun) => {
+            | Op::WriteAs { lun, .. }
+            | Op::Discard { lun, .. }
+            | Op::DiscardAs { lun, .. }) => vec![lun],
+            Op::CreateCopies { pairs, .. } => pairs.iter().map(|&(_, c)| c).collect(),
+            Op::AttachMany(copies) => copies.clone(),
+            &Op::Restore(lun) => {
                 let mut v = vec![lun];
                 v.extend(m.lun_info(lun).ok().and_then(|i| i.parent));
                 v
             }
-            Op::Delete { .. } | Op::Read { .. } => Vec::new(),
+            Op::Delete { .. }
+            | Op::Read { .. }
+            | Op::ReadAs { .. }
+            | Op::AddHost { .. }
+            | Op::RemoveHost(_)
+            | Op::Grant { .. }
+            | Op::Revoke { .. }
+            | Op::SetSecurity(_) => Vec::new(),
             Op::Flush | Op::Reopen | Op::PowerCut(_) => m.lun_numbers(),
         }
     }
 
     /// Whether the operation commits when it succeeds (possibly: flush and reopen).
     pub fn is_management(&self) -> bool {
-        !matches!(self, Op::Write { .. } | Op::Read { .. })
+        !matches!(
+            self,
+            Op::Write { .. } | Op::WriteAs { .. } | Op::Read { .. } | Op::ReadAs { .. }
+        )
     }
 }
 
@@ -160,12 +216,34 @@ impl<D: BlockDevice + Clone> Harness<D> {
                 offset,
                 len,
                 tag,
-            } => self.write(lun, offset, len, tag, faults, &mut candidates)?,
-            Op::Read { lun, offset, len } => {
+            } => self.write(None, lun, offset, len, tag, faults, &mut candidates)?,
+            Op::WriteAs {
+                host,
+                lun,
+                offset,
+                len,
+                tag,
+            } => self.write(Some(host), lun, offset, len, tag, faults, &mut candidates)?,
+            Op::Read { lun, offset, len }
+            | Op::ReadAs {
+                lun, offset, len, ..
+            } => {
+                let host = match *op {
+                    Op::ReadAs { host, .. } => Some(host),
+                    _ => None,
+                };
                 let mut got = vec![0xEEu8; len as usize];
                 let mut want = vec![0u8; len as usize];
-                let w = self.m.read(lun, offset, &mut want);
-                let g = self.array().read(lun, offset, &mut got);
+                let (w, g) = match host {
+                    None => (
+                        self.m.read(lun, offset, &mut want),
+                        self.array().read(lun, offset, &mut got),
+                    ),
+                    Some(h) => (
+                        self.m.read_as(h, lun, offset, &mut want),
+                        self.array().read_as(h, lun, offset, &mut got),
+                    ),
+                };
                 match (&g, &w) {
                     (Ok(()), Ok(())) if got != want => {
                         let at = got.iter().zip(&want).position(|(x, y)| x != y);
@@ -203,7 +281,8 @@ impl<D: BlockDevice + Clone> Harness<D> {
                 let got = array_op(self.array(), op);
                 // A discard commits the writes before it first when the pool is
                 // too full for the copy-on-write of its partly covered extents.
-                let precommit = matches!(op, Op::Discard { .. }) && pre.is_dirty();
+                let precommit =
+                    matches!(op, Op::Discard { .. } | Op::DiscardAs { .. }) && pre.is_dirty();
                 match (&got, &want) {
                     (Ok(()), Ok(())) => {
                         if precommit && self.generation() == self.m.generation() + 1 {
@@ -248,8 +327,10 @@ impl<D: BlockDevice + Clone> Harness<D> {
 
     /// A write, one extent at a time when the pool is so full that the array may commit
     /// on its own during it (or under faults, so that a failure is modelled exactly).
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &mut self,
+        host: Option<u64>,
         lun: u32,
         offset: u64,
         len: u64,
@@ -264,8 +345,12 @@ impl<D: BlockDevice + Clone> Harness<D> {
             len,
             tag,
         };
-        if let Err(e) = self.m.io_check(lun, offset, len) {
-            let got = self.array().write(lun, offset, &data);
+        let allowed = match host {
+            Some(h) => self.m.authorize(h, lun, true),
+            None => Ok(()),
+        };
+        if let Err(e) = allowed.and_then(|()| self.m.io_check(lun, offset, len)) {
+            let got = self.array_write(host, lun, offset, &data);
             return match got {
                 Err(g) if g == e || (faults && g == Error::Poisoned) => Ok(Err(g)),
                 _ => Err(format!(
@@ -284,7 +369,7 @@ impl<D: BlockDevice + Clone> Harness<D> {
         let free = self.array().engine().data_free();
         if !faults && free >= pieces.len() as u64 {
             let g0 = self.generation();
-            let r = self.array().write(lun, offset, &data);
+            let r = self.array_write(host, lun, offset, &data);
             if let Err(e) = r {
                 return Err(format!("{op:?}: failed with {e:?}"));
             }
@@ -302,7 +387,7 @@ impl<D: BlockDevice + Clone> Harness<D> {
         for (pos, n) in pieces {
             let piece = &data[(pos - offset) as usize..(pos - offset + n) as usize];
             let g0 = self.generation();
-            let r = self.array().write(lun, pos, piece);
+            let r = self.array_write(host, lun, pos, piece);
             let g1 = self.generation();
             if g1 != g0 {
                 if g1 != g0 + 1 {
@@ -327,6 +412,20 @@ impl<D: BlockDevice + Clone> Harness<D> {
             }
         }
         Ok(Ok(()))
+    }
+
+    /// `write`, or `write_as` on behalf of `host`.
+    fn array_write(
+        &mut self,
+        host: Option<u64>,
+        lun: u32,
+        pos: u64,
+        data: &[u8],
+    ) -> Result<(), Error> {
+        match host {
+            Some(h) => self.array().write_as(h, lun, pos, data),
+            None => self.array().write(lun, pos, data),
+        }
     }
 
     fn reopen(&mut self, faults: bool) -> Result<(), Error> {
@@ -394,8 +493,30 @@ pub fn model_op(m: &mut Model, op: &Op) -> Result<(), Error> {
         Op::Delete { lun, orphan } => m.delete(lun, orphan),
         Op::Restore(n) => m.restore(n),
         Op::Discard { lun, offset, len } => m.discard(lun, offset, len),
+        Op::CreateCopies {
+            ref pairs,
+            attached,
+        } => m.create_copies(pairs, attached),
+        Op::AttachMany(ref copies) => m.attach_many(copies),
+        Op::SetOnline { lun, online } => m.set_online(lun, online),
+        Op::AddHost { id, ref name } => m.add_host(id, name),
+        Op::RemoveHost(id) => m.remove_host(id),
+        Op::Grant { lun, host, access } => m.grant(lun, host, access),
+        Op::Revoke { lun, host } => m.revoke(lun, host),
+        Op::SetSecurity(on) => m.set_security(on),
+        Op::DiscardAs {
+            host,
+            lun,
+            offset,
+            len,
+        } => m.discard_as(host, lun, offset, len),
         Op::Flush => m.flush(),
-        Op::Write { .. } | Op::Read { .. } | Op::Reopen | Op::PowerCut(_) => {
+        Op::Write { .. }
+        | Op::WriteAs { .. }
+        | Op::Read { .. }
+        | Op::ReadAs { .. }
+        | Op::Reopen
+        | Op::PowerCut(_) => {
             unreachable!("not a management operation: {op:?}")
         }
     }
@@ -415,8 +536,30 @@ pub fn array_op<D: BlockDevice>(a: &mut Array<D>, op: &Op) -> Result<(), Error> 
         Op::Delete { lun, orphan } => a.delete(lun, orphan),
         Op::Restore(n) => a.restore(n),
         Op::Discard { lun, offset, len } => a.discard(lun, offset, len),
+        Op::CreateCopies {
+            ref pairs,
+            attached,
+        } => a.create_copies(pairs, attached),
+        Op::AttachMany(ref copies) => a.attach_many(copies),
+        Op::SetOnline { lun, online } => a.set_online(lun, online),
+        Op::AddHost { id, ref name } => a.add_host(id, name),
+        Op::RemoveHost(id) => a.remove_host(id),
+        Op::Grant { lun, host, access } => a.grant(lun, host, access),
+        Op::Revoke { lun, host } => a.revoke(lun, host),
+        Op::SetSecurity(on) => a.set_security(on),
+        Op::DiscardAs {
+            host,
+            lun,
+            offset,
+            len,
+        } => a.discard_as(host, lun, offset, len),
         Op::Flush => a.flush(),
-        Op::Write { .. } | Op::Read { .. } | Op::Reopen | Op::PowerCut(_) => {
+        Op::Write { .. }
+        | Op::WriteAs { .. }
+        | Op::Read { .. }
+        | Op::ReadAs { .. }
+        | Op::Reopen
+        | Op::PowerCut(_) => {
             unreachable!("not a management operation: {op:?}")
         }
     }

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use lunsnap::device::testing::{CutOutcome, PowerCutDevice};
 use lunsnap::testing::Model;
-use lunsnap::{Array, BlockDevice, FormatOptions, OpenOptions, SECTOR};
+use lunsnap::{Access, Array, BlockDevice, FormatOptions, OpenOptions, SECTOR};
 use lunsnap_proptests::harness::recover_with;
 use lunsnap_proptests::media::{Event, Medium, Tracer, View};
 use lunsnap_proptests::pattern::mix;
@@ -220,6 +220,105 @@ fn tight() -> Workload {
     }
 }
 
+/// Consistency groups, offline LUNs, hosts, grants, security and I/O on behalf of
+/// hosts, with their refusals.
+fn access() -> Workload {
+    let es = 4 * KIB;
+    let (h1, h2) = (0x5000_0000_0000_00a1, 0x5000_0000_0000_00b2);
+    let grant = |lun, host, access| Op::Grant { lun, host, access };
+    let write_as = |host, lun, offset, len, tag| Op::WriteAs {
+        host,
+        lun,
+        offset,
+        len,
+        tag,
+    };
+    let script = vec![
+        lun(0, 32 * KIB),
+        lun(1, 20 * KIB + 512),
+        write(0, 0, 32 * KIB, 1),
+        write(1, 512, 12 * KIB, 2),
+        Op::CreateCopies {
+            pairs: vec![(0, 2), (1, 3)],
+            attached: true,
+        },
+        write(0, es, 2 * es, 3),
+        write(3, 0, 4 * KIB, 4),
+        Op::CreateCopies {
+            pairs: vec![(0, 4), (2, 0)], // refused: 0 is a copy and a parent
+            attached: false,
+        },
+        Op::CreateCopies {
+            pairs: vec![(2, 4), (3, 5)],
+            attached: false,
+        },
+        Op::AttachMany(vec![4, 5, 2]),
+        write(2, 0, 8 * KIB, 5),
+        Op::AttachMany(vec![2, 4]), // 4's parent is 2: it takes 2's image before 2 changes
+        Op::AttachMany(vec![3, 3]), // refused: twice
+        Op::AddHost {
+            id: h1,
+            name: "backup-server".into(),
+        },
+        Op::AddHost {
+            id: h2,
+            name: String::new(),
+        },
+        Op::AddHost {
+            id: h1,
+            name: "again".into(), // refused: exists
+        },
+        grant(2, h1, Access::Read),
+        grant(0, h1, Access::ReadWrite),
+        grant(3, h2, Access::ReadWrite),
+        Op::SetSecurity(true),
+        write_as(h1, 0, 0, 4 * KIB, 6),
+        write_as(h1, 2, 0, 512, 7), // refused: read-only
+        write_as(h2, 0, 0, 512, 8), // refused: not visible
+        Op::ReadAs {
+            host: h1,
+            lun: 2,
+            offset: 0,
+            len: 8 * KIB,
+        },
+        Op::DiscardAs {
+            host: h2,
+            lun: 3,
+            offset: es,
+            len: 2 * es,
+        },
+        Op::Revoke { lun: 2, host: h1 },
+        Op::Revoke { lun: 2, host: h1 }, // refused: not granted
+        Op::SetOnline {
+            lun: 1,
+            online: false,
+        },
+        write(1, 0, 512, 9), // refused: offline
+        Op::Restore(3),      // management works on an offline parent
+        Op::Flush,
+        Op::Reopen,
+        Op::SetOnline {
+            lun: 1,
+            online: true,
+        },
+        write(1, 0, 2 * es, 10),
+        Op::RemoveHost(h1),
+        grant(0, h1, Access::Read), // refused: no such host
+        Op::SetSecurity(false),
+        write_as(h1, 0, es, 512, 11),
+        delete(0, true),
+        Op::Reopen,
+    ];
+    Workload {
+        name: "access",
+        block_size: 512,
+        bytes: 2 << 20,
+        extent_size: 4096,
+        cache_bytes: 64 * KIB as usize,
+        script,
+    }
+}
+
 /// A random mix of valid operations (a fixed seed).
 fn random() -> Workload {
     let es = 4 * KIB;
@@ -407,7 +506,7 @@ fn advance<'e>(medium: &mut Medium, pending: &mut Vec<&'e Event>, e: &'e Event) 
 #[test]
 fn power_cut_after_every_device_write_and_flush() {
     let target = env_count("LUNSNAP_CRASH_SCENARIOS", 200_000);
-    let workloads = [basic(), big_blocks(), tight(), random()];
+    let workloads = [basic(), big_blocks(), tight(), random(), access()];
     let share = target.div_ceil(workloads.len() as u64);
     let start = Instant::now();
     let total: u64 = std::thread::scope(|s| {

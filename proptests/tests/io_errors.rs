@@ -1,5 +1,5 @@
 //! I/O-error loops (DESIGN.md §2, "a device error during a commit ..."): a workload of
-//! every operation runs on an `ErrorDevice` that fails the Nth read, write or flush —
+//! every operation (consistency groups, offline LUNs and host access included) runs on an `ErrorDevice` that fails the Nth read, write or flush —
 //! once (a transient error) or from then on (a dead device) — for every N until the
 //! workload completes without meeting the fault.
 //!
@@ -13,7 +13,7 @@
 
 use lunsnap::device::testing::{CutOutcome, ErrorDevice, Fault, FaultOp, PowerCutDevice};
 use lunsnap::testing::Model;
-use lunsnap::{Array, Error, FormatOptions, MemDevice, OpenOptions};
+use lunsnap::{Access, Array, Error, FormatOptions, MemDevice, OpenOptions};
 use lunsnap_proptests::harness::recover_with;
 use lunsnap_proptests::{Harness, Op};
 
@@ -149,6 +149,36 @@ fn script() -> Vec<Op> {
             lun: 3,
             orphan: true,
         },
+        // Consistency groups, offline LUNs, hosts, grants, security, host I/O.
+        Op::CreateCopies {
+            pairs: vec![(2, 0), (5, 4)],
+            attached: true,
+        },
+        write(2, 0, 4 * KIB, 20),
+        Op::AttachMany(vec![0, 4]),
+        Op::AddHost {
+            id: 7,
+            name: "host-7".into(),
+        },
+        Op::Grant {
+            lun: 2,
+            host: 7,
+            access: Access::ReadWrite,
+        },
+        Op::SetSecurity(true),
+        Op::WriteAs {
+            host: 7,
+            lun: 2,
+            offset: 8 * KIB,
+            len: 4 * KIB,
+            tag: 21,
+        },
+        Op::SetOnline {
+            lun: 5,
+            online: false,
+        },
+        Op::Revoke { lun: 2, host: 7 },
+        Op::RemoveHost(7),
         Op::Reopen,
     ]
 }

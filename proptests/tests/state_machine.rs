@@ -1,11 +1,14 @@
 //! State-machine property test (DESIGN.md §4): random sequences of every operation —
 //! create/delete LUN, create copy attached/detached, attach, detach, restore, copy of
-//! copy, write, discard, read, flush, reopen, power cut + reopen — applied to an
-//! `Array` on a `PowerCutDevice` and to `lunsnap::testing::Model` side by side.
+//! copy, write, discard, read, flush, reopen, power cut + reopen, consistency groups
+//! (`create_copies`, `attach_many`), offline/online, hosts, grants, security and the
+//! `*_as` I/O — applied to an `Array` on a `PowerCutDevice` and to
+//! `lunsnap::testing::Model` side by side.
 //!
 //! After every step: the results agree (errors included), every read is compared, the
 //! LUN records and the pool accounting (reserved, exclusive, shared, allocated, free,
-//! generation) equal the model's, the touched LUNs' contents equal the model's, and
+//! generation) equal the model's, the hosts, grants, security switch and each host's
+//! visible LUNs equal the model's, the touched LUNs' contents equal the model's, and
 //! `check()` is empty. A power cut (drop-all, keep-all, random or harsh) is followed by
 //! a reopen and `Model::recover`: the last commit exactly, committed copies included.
 //!
@@ -15,7 +18,7 @@ use std::sync::OnceLock;
 
 use lunsnap::device::testing::{CutOutcome, PowerCutDevice};
 use lunsnap::testing::Model;
-use lunsnap::{Array, FormatOptions, MemDevice, PoolInfo, SECTOR};
+use lunsnap::{Access, Array, FormatOptions, MemDevice, PoolInfo, SECTOR};
 use lunsnap_proptests::{env_count, Harness, Op};
 use proptest::prelude::*;
 use proptest::strategy::Union;
@@ -137,6 +140,19 @@ fn io_range(size: u64, es: u64) -> BoxedStrategy<(u64, u64)> {
     .boxed()
 }
 
+/// Host ids the transitions register, grant and act as (extremes included).
+const HOSTS: [u64; 4] = [0x10, 0x20, 0x5000_0000_0000_0001, u64::MAX];
+
+/// Host names: short, empty, or one byte too long (refused).
+fn host_name() -> BoxedStrategy<String> {
+    prop_oneof![
+        6 => "[a-z]{1,8}",
+        1 => Just(String::new()),
+        1 => Just("x".repeat(57)),
+    ]
+    .boxed()
+}
+
 /// LUN sizes: small, whole extents, odd tails, a third of the pool, invalid.
 fn lun_size(es: u64, cap: u64) -> BoxedStrategy<u64> {
     Union::new_weighted(vec![
@@ -203,6 +219,35 @@ impl ReferenceStateMachine for Reference {
         } else {
             prop_oneof![5 => proptest::sample::select(copies), 1 => number.clone()].boxed()
         };
+        // Hosts: mostly registered ones; grants to revoke: mostly existing ones.
+        let registered: Vec<u64> = s.m.hosts().iter().map(|h| h.id).collect();
+        let host = move || {
+            if registered.is_empty() {
+                proptest::sample::select(HOSTS.to_vec()).boxed()
+            } else {
+                prop_oneof![
+                    4 => proptest::sample::select(registered.clone()),
+                    1 => proptest::sample::select(HOSTS.to_vec()),
+                ]
+                .boxed()
+            }
+        };
+        let granted: Vec<(u32, u64)> = used
+            .iter()
+            .flat_map(|&n| {
+                let g = s.m.grants(n).unwrap_or_default();
+                g.into_iter().map(move |(h, _)| (n, h))
+            })
+            .collect();
+        let revoke = if granted.is_empty() {
+            (number.clone(), host()).boxed()
+        } else {
+            prop_oneof![
+                4 => proptest::sample::select(granted),
+                1 => (number.clone(), host()),
+            ]
+            .boxed()
+        };
         let tag = prop_oneof![1 => Just(0u64), 9 => 1..u64::MAX];
         let mut arms: Vec<(u32, BoxedStrategy<Op>)> = vec![
             (
@@ -213,7 +258,7 @@ impl ReferenceStateMachine for Reference {
             ),
             (
                 7,
-                (number.clone(), new_number, any::<bool>())
+                (number.clone(), new_number.clone(), any::<bool>())
                     .prop_map(|(parent, lun, attached)| Op::CreateCopy {
                         parent,
                         lun,
@@ -222,6 +267,54 @@ impl ReferenceStateMachine for Reference {
                     .boxed(),
             ),
             (4, copy_number.clone().prop_map(Op::Attach).boxed()),
+            (
+                3,
+                (
+                    proptest::collection::vec((number.clone(), new_number.clone()), 1..=3),
+                    any::<bool>(),
+                )
+                    .prop_map(|(pairs, attached)| Op::CreateCopies { pairs, attached })
+                    .boxed(),
+            ),
+            (
+                3,
+                proptest::collection::vec(copy_number.clone(), 1..=3)
+                    .prop_map(Op::AttachMany)
+                    .boxed(),
+            ),
+            (
+                2,
+                (
+                    number.clone(),
+                    prop_oneof![2 => Just(true), 1 => Just(false)],
+                )
+                    .prop_map(|(lun, online)| Op::SetOnline { lun, online })
+                    .boxed(),
+            ),
+            (
+                2,
+                (host(), host_name())
+                    .prop_map(|(id, name)| Op::AddHost { id, name })
+                    .boxed(),
+            ),
+            (1, host().prop_map(Op::RemoveHost).boxed()),
+            (
+                5,
+                (
+                    number.clone(),
+                    host(),
+                    prop_oneof![Just(Access::Read), Just(Access::ReadWrite)],
+                )
+                    .prop_map(|(lun, host, access)| Op::Grant { lun, host, access })
+                    .boxed(),
+            ),
+            (
+                3,
+                revoke
+                    .prop_map(|(lun, host)| Op::Revoke { lun, host })
+                    .boxed(),
+            ),
+            (1, any::<bool>().prop_map(Op::SetSecurity).boxed()),
             (3, copy_number.clone().prop_map(Op::Detach).boxed()),
             (4, copy_number.prop_map(Op::Restore).boxed()),
             (
@@ -267,7 +360,7 @@ impl ReferenceStateMachine for Reference {
             };
             arms.push((
                 24,
-                (io(), tag)
+                (io(), tag.clone())
                     .prop_map(|((lun, (offset, len)), tag)| Op::Write {
                         lun,
                         offset,
@@ -286,13 +379,52 @@ impl ReferenceStateMachine for Reference {
                 io().prop_map(|(lun, (offset, len))| Op::Discard { lun, offset, len })
                     .boxed(),
             ));
+            arms.push((
+                6,
+                (host(), io(), tag)
+                    .prop_map(|(host, (lun, (offset, len)), tag)| Op::WriteAs {
+                        host,
+                        lun,
+                        offset,
+                        len,
+                        tag,
+                    })
+                    .boxed(),
+            ));
+            arms.push((
+                3,
+                (host(), io())
+                    .prop_map(|(host, (lun, (offset, len)))| Op::ReadAs {
+                        host,
+                        lun,
+                        offset,
+                        len,
+                    })
+                    .boxed(),
+            ));
+            arms.push((
+                1,
+                (host(), io())
+                    .prop_map(|(host, (lun, (offset, len)))| Op::DiscardAs {
+                        host,
+                        lun,
+                        offset,
+                        len,
+                    })
+                    .boxed(),
+            ));
         }
         Union::new_weighted(arms).boxed()
     }
 
     fn apply(mut s: RefState, op: &Op) -> RefState {
         match op {
-            Op::Write { .. } | Op::Read { .. } | Op::Reopen | Op::PowerCut(_) => {}
+            Op::Write { .. }
+            | Op::WriteAs { .. }
+            | Op::Read { .. }
+            | Op::ReadAs { .. }
+            | Op::Reopen
+            | Op::PowerCut(_) => {}
             op => {
                 let _ = lunsnap_proptests::harness::model_op(&mut s.m, op);
             }
@@ -305,6 +437,8 @@ struct Sut {
     h: Harness<Dev>,
     steps: u64,
     ok: u64,
+    /// Successful steps per operation kind (reported with `LUNSNAP_VERBOSE`).
+    kinds: std::collections::BTreeMap<String, u64>,
     cuts: u64,
 }
 
@@ -318,6 +452,7 @@ impl StateMachineTest for Sut {
             h: Harness::format(g.device(), &g.format_options()),
             steps: 0,
             ok: 0,
+            kinds: Default::default(),
             cuts: 0,
         }
     }
@@ -343,7 +478,13 @@ impl StateMachineTest for Sut {
             return sut;
         }
         match sut.h.step(&op, false) {
-            Ok(s) => sut.ok += u64::from(s.result.is_ok()),
+            Ok(s) if s.result.is_ok() => {
+                sut.ok += 1;
+                let d = format!("{op:?}");
+                let kind = d.split([' ', '(', '{']).next().unwrap_or_default();
+                *sut.kinds.entry(kind.to_string()).or_default() += 1;
+            }
+            Ok(_) => {}
             Err(e) => panic!("step {step}: {e}"),
         }
         let touched = op.touched(&sut.h.m);
@@ -364,6 +505,13 @@ impl StateMachineTest for Sut {
                 sut.h.m.lun_numbers().len(),
                 sut.h.early_commits
             );
+            static TOTAL: std::sync::Mutex<std::collections::BTreeMap<String, u64>> =
+                std::sync::Mutex::new(std::collections::BTreeMap::new());
+            let mut t = TOTAL.lock().unwrap_or_else(|e| e.into_inner());
+            for (k, v) in &sut.kinds {
+                *t.entry(k.clone()).or_default() += v;
+            }
+            eprintln!("  successful steps so far, by operation: {t:?}");
         }
         if let Err(e) = sut.h.verify(None) {
             panic!("at the end: {e}");

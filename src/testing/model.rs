@@ -2,10 +2,13 @@
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::array::{LunInfo, LunKind, PoolInfo, SECTOR};
+use crate::array::{
+    Access, HostInfo, LunInfo, LunKind, PoolInfo, MAX_HOSTS, MAX_HOST_NAME, SECTOR,
+};
 use crate::error::{Error, Result};
 
 const SECTOR_BYTES: usize = SECTOR as usize;
@@ -19,6 +22,9 @@ pub(crate) fn sector_of(bytes: &[u8]) -> Sector {
     s
 }
 
+/// A LUN's sectors and its lineage map.
+type Image = (BTreeMap<u64, Sector>, BTreeMap<u64, u64>);
+
 /// One LUN of the model.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct MLun {
@@ -26,6 +32,9 @@ pub(crate) struct MLun {
     pub kind: LunKind,
     pub parent: Option<u32>,
     pub attached: bool,
+    pub online: bool,
+    /// Host id → what it was granted on this LUN.
+    pub grants: BTreeMap<u64, Access>,
     pub created_gen: u64,
     pub attached_gen: u64,
     /// Sectors holding anything but zeros: sector number → content.
@@ -43,9 +52,14 @@ pub(crate) struct MLun {
 /// operations ([`create_lun`](Self::create_lun), [`create_copy`](Self::create_copy),
 /// [`attach`](Self::attach), [`detach`](Self::detach), [`delete`](Self::delete),
 /// [`restore`](Self::restore), [`write`](Self::write), [`read`](Self::read),
-/// [`discard`](Self::discard), [`flush`](Self::flush), [`reopen`](Self::reopen)) take
-/// the same arguments as the array's and return exactly the array's errors, changing
-/// nothing when they fail. [`lun_info`](Self::lun_info) and
+/// [`discard`](Self::discard), [`flush`](Self::flush), [`reopen`](Self::reopen), the
+/// consistency groups [`create_copies`](Self::create_copies) and
+/// [`attach_many`](Self::attach_many), [`set_online`](Self::set_online), and host
+/// access control: [`add_host`](Self::add_host), [`remove_host`](Self::remove_host),
+/// [`grant`](Self::grant), [`revoke`](Self::revoke),
+/// [`set_security`](Self::set_security) and the `*_as` calls) take the same arguments
+/// as the array's and return exactly the array's errors, changing nothing when they
+/// fail. [`lun_info`](Self::lun_info) and
 /// [`pool_info`](Self::pool_info) predict the array's accounting, exclusive and shared
 /// bytes included: each mapped logical extent carries a lineage token, shared by copies
 /// until one side writes into that extent, as the array's copy-on-write does.
@@ -113,10 +127,16 @@ pub struct Model {
     pub(crate) dirty: bool,
     pub(crate) next_token: u64,
     pub(crate) luns: BTreeMap<u32, MLun>,
+    /// Registered hosts: id → name.
+    pub(crate) hosts: BTreeMap<u64, String>,
+    /// Host access control on.
+    pub(crate) security: bool,
     /// How many LUNs map each lineage token.
     pub(crate) counts: BTreeMap<u64, u32>,
     /// The LUNs as of the last commit the model knows exactly, and its generation.
     pub(crate) committed: BTreeMap<u32, MLun>,
+    pub(crate) committed_hosts: BTreeMap<u64, String>,
+    pub(crate) committed_security: bool,
     pub(crate) committed_gen: u64,
     /// Values written to each (LUN, sector) since that commit, without repeats.
     pub(crate) since: BTreeMap<(u32, u64), Vec<Sector>>,
@@ -149,6 +169,8 @@ impl fmt::Debug for Model {
             .field("dirty", &self.dirty)
             .field("exact", &self.exact)
             .field("lineage_known", &self.lineage_known)
+            .field("hosts", &self.hosts)
+            .field("security", &self.security)
             .field(
                 "luns (n, size, kind, parent, attached, sectors, extents)",
                 &luns,
@@ -170,8 +192,12 @@ impl Model {
             dirty: false,
             next_token: 0,
             luns: BTreeMap::new(),
+            hosts: BTreeMap::new(),
+            security: false,
             counts: BTreeMap::new(),
             committed: BTreeMap::new(),
+            committed_hosts: BTreeMap::new(),
+            committed_security: false,
             committed_gen: pool.generation,
             since: BTreeMap::new(),
             exact: true,
@@ -236,8 +262,7 @@ impl Model {
             kind: l.kind,
             parent: l.parent,
             attached: l.attached,
-            // The model does not take LUNs offline (yet): always online.
-            online: true,
+            online: l.online,
             created_generation: l.created_gen,
             attached_generation: l.attached_gen,
             reserved_bytes: if l.attached {
@@ -324,6 +349,8 @@ impl Model {
                 kind: LunKind::Lun,
                 parent: None,
                 attached: true,
+                online: true,
+                grants: BTreeMap::new(),
                 created_gen: g,
                 attached_gen: g,
                 data: BTreeMap::new(),
@@ -345,27 +372,7 @@ impl Model {
         if attached {
             self.reserve(self.extents(p.size))?;
         }
-        let (data, map) = if attached {
-            (p.data.clone(), p.map.clone())
-        } else {
-            (BTreeMap::new(), BTreeMap::new())
-        };
-        let size = p.size;
-        let g = self.gen + 1;
-        self.count_map(&map, true);
-        self.luns.insert(
-            n,
-            MLun {
-                size,
-                kind: LunKind::Copy,
-                parent: Some(parent),
-                attached,
-                created_gen: g,
-                attached_gen: if attached { g } else { 0 },
-                data,
-                map,
-            },
-        );
+        self.add_copy(parent, n, attached, self.gen + 1);
         self.commit();
         Ok(())
     }
@@ -377,22 +384,8 @@ impl Model {
         if !c.attached {
             self.reserve(self.extents(c.size))?;
         }
-        let (data, map) = match self.luns.get(&pn) {
-            Some(p) => (p.data.clone(), p.map.clone()),
-            None => return Err(Error::ParentGone(n)),
-        };
-        self.count_map(&map, true);
-        let g = self.gen + 1;
-        let old = match self.luns.get_mut(&n) {
-            Some(c) => {
-                c.data = data;
-                c.attached = true;
-                c.attached_gen = g;
-                core::mem::replace(&mut c.map, map)
-            }
-            None => return Err(Error::NoSuchLun(n)),
-        };
-        self.count_map(&old, false);
+        let image = self.image_of(pn).ok_or(Error::ParentGone(n))?;
+        self.take_image(n, image, self.gen + 1);
         self.commit();
         Ok(())
     }
@@ -458,6 +451,218 @@ impl Model {
         self.count_map(&old, false);
         self.commit();
         Ok(())
+    }
+
+    /// As [`Array::create_copies`](crate::Array::create_copies): copy `c` of parent
+    /// `p` for every `(p, c)`, all at one point in time, all or nothing.
+    pub fn create_copies(&mut self, pairs: &[(u32, u32)], attached: bool) -> Result<()> {
+        if pairs.is_empty() {
+            return Err(Error::InvalidArgument("an empty consistency group"));
+        }
+        let copies: Vec<u32> = pairs.iter().map(|&(_, c)| c).collect();
+        distinct(&copies)?;
+        let mut need = 0;
+        for &(p, c) in pairs {
+            self.check_number(c)?;
+            let pl = self.get(p)?;
+            self.check_free_number(c)?;
+            if copies.contains(&p) {
+                return Err(Error::InvalidArgument(
+                    "a copy in the group is also a parent in the group",
+                ));
+            }
+            if attached && !pl.attached {
+                return Err(Error::ParentDetached(c));
+            }
+            if attached {
+                need += self.extents(pl.size);
+            }
+        }
+        self.reserve(need)?;
+        let g = self.gen + 1;
+        for &(p, c) in pairs {
+            self.add_copy(p, c, attached, g);
+        }
+        self.commit();
+        Ok(())
+    }
+
+    /// As [`Array::attach_many`](crate::Array::attach_many): every copy becomes its
+    /// parent's image as it was before any of them changed, all or nothing.
+    pub fn attach_many(&mut self, copies: &[u32]) -> Result<()> {
+        if copies.is_empty() {
+            return Err(Error::InvalidArgument("an empty consistency group"));
+        }
+        distinct(copies)?;
+        let mut need = 0;
+        let mut images = Vec::with_capacity(copies.len());
+        for &c in copies {
+            let cl = self.get(c)?;
+            let pn = self.image_parent(c, cl)?;
+            if !cl.attached {
+                need += self.extents(cl.size);
+            }
+            images.push(self.image_of(pn).ok_or(Error::ParentGone(c))?);
+        }
+        self.reserve(need)?;
+        let g = self.gen + 1;
+        for (&c, image) in copies.iter().zip(images) {
+            self.take_image(c, image, g);
+        }
+        self.commit();
+        Ok(())
+    }
+
+    /// As [`Array::set_online`](crate::Array::set_online) (commits even when nothing
+    /// changes).
+    pub fn set_online(&mut self, n: u32, online: bool) -> Result<()> {
+        self.get(n)?;
+        if let Some(l) = self.luns.get_mut(&n) {
+            l.online = online;
+        }
+        self.commit();
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------
+    // Host access control
+    // -----------------------------------------------------------------------------
+
+    /// As [`Array::add_host`](crate::Array::add_host).
+    pub fn add_host(&mut self, id: u64, name: &str) -> Result<()> {
+        if self.hosts.contains_key(&id) {
+            return Err(Error::HostExists(id));
+        }
+        if name.len() > MAX_HOST_NAME {
+            return Err(Error::InvalidArgument("host name longer than 56 bytes"));
+        }
+        if self.hosts.len() >= MAX_HOSTS as usize {
+            return Err(Error::TooManyHosts { max: MAX_HOSTS });
+        }
+        self.hosts.insert(id, String::from(name));
+        self.commit();
+        Ok(())
+    }
+
+    /// As [`Array::remove_host`](crate::Array::remove_host): its grants go too.
+    pub fn remove_host(&mut self, id: u64) -> Result<()> {
+        if self.hosts.remove(&id).is_none() {
+            return Err(Error::NoSuchHost(id));
+        }
+        for l in self.luns.values_mut() {
+            l.grants.remove(&id);
+        }
+        self.commit();
+        Ok(())
+    }
+
+    /// What [`Array::hosts`](crate::Array::hosts) must return.
+    pub fn hosts(&self) -> Vec<HostInfo> {
+        self.hosts
+            .iter()
+            .map(|(&id, name)| HostInfo {
+                id,
+                name: name.clone(),
+            })
+            .collect()
+    }
+
+    /// As [`Array::grant`](crate::Array::grant) (replaces an earlier grant).
+    pub fn grant(&mut self, lun: u32, host: u64, access: Access) -> Result<()> {
+        self.get(lun)?;
+        if !self.hosts.contains_key(&host) {
+            return Err(Error::NoSuchHost(host));
+        }
+        if let Some(l) = self.luns.get_mut(&lun) {
+            l.grants.insert(host, access);
+        }
+        self.commit();
+        Ok(())
+    }
+
+    /// As [`Array::revoke`](crate::Array::revoke).
+    pub fn revoke(&mut self, lun: u32, host: u64) -> Result<()> {
+        self.get(lun)?;
+        if !self.hosts.contains_key(&host) {
+            return Err(Error::NoSuchHost(host));
+        }
+        match self.luns.get_mut(&lun).map(|l| l.grants.remove(&host)) {
+            Some(Some(_)) => {}
+            _ => return Err(Error::NotGranted { lun, host }),
+        }
+        self.commit();
+        Ok(())
+    }
+
+    /// What [`Array::grants`](crate::Array::grants) must return.
+    pub fn grants(&self, lun: u32) -> Result<Vec<(u64, Access)>> {
+        Ok(self
+            .get(lun)?
+            .grants
+            .iter()
+            .map(|(&h, &a)| (h, a))
+            .collect())
+    }
+
+    /// As [`Array::set_security`](crate::Array::set_security) (commits even when
+    /// nothing changes).
+    pub fn set_security(&mut self, enabled: bool) -> Result<()> {
+        self.security = enabled;
+        self.commit();
+        Ok(())
+    }
+
+    /// What [`Array::security_enabled`](crate::Array::security_enabled) must return.
+    pub fn security_enabled(&self) -> bool {
+        self.security
+    }
+
+    /// The error an access by `host` to LUN `lun` (for writing if `write`) must
+    /// give, if any: with security on, a LUN the host has no grant on is missing,
+    /// and a read grant refuses writes.
+    pub fn authorize(&self, host: u64, lun: u32, write: bool) -> Result<()> {
+        let l = self.get(lun)?;
+        if !self.security {
+            return Ok(());
+        }
+        match l.grants.get(&host) {
+            None => Err(Error::NoSuchLun(lun)),
+            Some(Access::Read) if write => Err(Error::ReadOnlyAccess { lun, host }),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// As [`Array::read_as`](crate::Array::read_as).
+    pub fn read_as(&self, host: u64, n: u32, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.authorize(host, n, false)?;
+        self.read(n, offset, buf)
+    }
+
+    /// As [`Array::write_as`](crate::Array::write_as).
+    pub fn write_as(&mut self, host: u64, n: u32, offset: u64, data: &[u8]) -> Result<()> {
+        self.authorize(host, n, true)?;
+        self.write(n, offset, data)
+    }
+
+    /// As [`Array::discard_as`](crate::Array::discard_as).
+    pub fn discard_as(&mut self, host: u64, n: u32, offset: u64, len: u64) -> Result<()> {
+        self.authorize(host, n, true)?;
+        self.discard(n, offset, len)
+    }
+
+    /// What [`Array::visible_luns`](crate::Array::visible_luns) must return.
+    pub fn visible_luns(&self, host: u64) -> Vec<u32> {
+        self.luns
+            .keys()
+            .copied()
+            .filter(|&n| self.authorize(host, n, false).is_ok())
+            .collect()
+    }
+
+    /// What [`Array::lun_info_as`](crate::Array::lun_info_as) must return.
+    pub fn lun_info_as(&self, host: u64, n: u32) -> Result<LunInfo> {
+        self.authorize(host, n, false)?;
+        self.lun_info(n)
     }
 
     // -----------------------------------------------------------------------------
@@ -555,6 +760,8 @@ impl Model {
         self.gen += 1;
         self.dirty = false;
         self.committed = self.luns.clone();
+        self.committed_hosts = self.hosts.clone();
+        self.committed_security = self.security;
         self.committed_gen = self.gen;
         self.since.clear();
         self.exact = true;
@@ -641,6 +848,9 @@ impl Model {
         if !l.attached {
             return Err(Error::Detached(n));
         }
+        if !l.online {
+            return Err(Error::Offline(n));
+        }
         if offset % SECTOR != 0 || len % SECTOR != 0 {
             return Err(Error::Misaligned { offset, len });
         }
@@ -695,6 +905,55 @@ impl Model {
         }
     }
 
+    /// LUN `n`'s sectors and lineage map: what a copy of it takes.
+    fn image_of(&self, n: u32) -> Option<Image> {
+        self.luns.get(&n).map(|l| (l.data.clone(), l.map.clone()))
+    }
+
+    /// Adds copy `c` of LUN `p`, created at generation `g` (holding `p`'s image if
+    /// `attached`).
+    fn add_copy(&mut self, p: u32, c: u32, attached: bool, g: u64) {
+        let Some(pl) = self.luns.get(&p) else {
+            return;
+        };
+        let size = pl.size;
+        let (data, map) = match attached {
+            true => (pl.data.clone(), pl.map.clone()),
+            false => (BTreeMap::new(), BTreeMap::new()),
+        };
+        self.count_map(&map, true);
+        self.luns.insert(
+            c,
+            MLun {
+                size,
+                kind: LunKind::Copy,
+                parent: Some(p),
+                attached,
+                online: true,
+                grants: BTreeMap::new(),
+                created_gen: g,
+                attached_gen: if attached { g } else { 0 },
+                data,
+                map,
+            },
+        );
+    }
+
+    /// Copy `c` takes `image` at generation `g` (attach, refresh).
+    fn take_image(&mut self, c: u32, (data, map): Image, g: u64) {
+        self.count_map(&map, true);
+        let old = match self.luns.get_mut(&c) {
+            Some(l) => {
+                l.data = data;
+                l.attached = true;
+                l.attached_gen = g;
+                core::mem::replace(&mut l.map, map)
+            }
+            None => return,
+        };
+        self.count_map(&old, false);
+    }
+
     /// Recomputes the token counts from the LUNs' maps.
     pub(crate) fn recount(&mut self) {
         self.counts.clear();
@@ -704,6 +963,18 @@ impl Model {
             }
         }
     }
+}
+
+/// A consistency group names each LUN once.
+fn distinct(ns: &[u32]) -> Result<()> {
+    for (i, n) in ns.iter().enumerate() {
+        if ns[..i].contains(n) {
+            return Err(Error::InvalidArgument(
+                "a LUN number appears twice in the group",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Stores sector `s` (all zeros: removed).

@@ -95,6 +95,41 @@ impl Model {
         if p.metadata_used_bytes > p.metadata_provisioned_bytes {
             return err(format!("metadata used beyond what was provisioned: {p:?}"));
         }
+        self.verify_access(array)
+    }
+
+    /// Checks the hosts, the security switch, every LUN's grants and what each host
+    /// (and one unregistered host id) may see.
+    fn verify_access<D: BlockDevice>(&self, array: &mut Array<D>) -> Result<(), Mismatch> {
+        let hosts = array.hosts();
+        if hosts != self.hosts() {
+            return err(format!(
+                "hosts() is {hosts:?}, the model has {:?}",
+                self.hosts()
+            ));
+        }
+        if array.security_enabled() != self.security {
+            return err(format!(
+                "security_enabled() is {}, the model says {}",
+                array.security_enabled(),
+                self.security
+            ));
+        }
+        for &n in self.luns.keys() {
+            let (g, w) = (array.grants(n), self.grants(n));
+            if g != w {
+                return err(format!("grants({n}) is {g:?}, the model says {w:?}"));
+            }
+        }
+        let stranger = (0..=u64::MAX).find(|h| !self.hosts.contains_key(h));
+        for h in self.hosts.keys().copied().chain(stranger) {
+            let (g, w) = (array.visible_luns(h), self.visible_luns(h));
+            if g != w {
+                return err(format!(
+                    "visible_luns({h:#x}) is {g:?}, the model says {w:?}"
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -111,6 +146,13 @@ impl Model {
                 return err(format!("read of detached copy {n} returned {r:?}"));
             }
             return Ok(());
+        }
+        if !l.online {
+            let mut b = [0u8; SECTOR as usize];
+            let r = array.read(n, 0, &mut b);
+            if r != Err(Error::Offline(n)) {
+                return err(format!("read of offline LUN {n} returned {r:?}"));
+            }
         }
         let mut want = Vec::new();
         for_each_chunk(array, n, l.size, |first, got| {
@@ -169,6 +211,8 @@ impl Model {
         }
         let mut m = self.clone();
         m.luns = self.committed.clone();
+        m.hosts = self.committed_hosts.clone();
+        m.security = self.committed_security;
         m.gen = g;
         m.committed_gen = g;
         m.dirty = false;
@@ -245,7 +289,8 @@ impl Model {
     }
 }
 
-/// Reads LUN `n` (`size` bytes) in chunks and hands each (first sector, bytes) to `f`.
+/// Reads LUN `n` (`size` bytes, attached) in chunks, online or not, and hands each
+/// (first sector, bytes) to `f`.
 fn for_each_chunk<D: BlockDevice>(
     array: &mut Array<D>,
     n: u32,
@@ -258,7 +303,7 @@ fn for_each_chunk<D: BlockDevice>(
         let len = CHUNK.min(size - pos) as usize;
         let b = &mut buf[..len];
         array
-            .read(n, pos, b)
+            .read_online(n, pos, b, false)
             .map_err(|e| Mismatch::new(format!("read of LUN {n} at {pos} failed: {e}")))?;
         f(pos / SECTOR, b)?;
         pos += len as u64;
