@@ -59,6 +59,27 @@ fn spare_extents(data_extents: u64) -> u64 {
     (data_extents / 256).clamp(least, 256)
 }
 
+/// The smallest device, in bytes, that an array with `extent_size` and `max_luns`
+/// formats on: the superblocks and the metadata provisioned for the device's own
+/// extents, aligned to an extent, then two data extents (one of them spare). The
+/// metadata grows with the device, so this is the least fixed point of that sum.
+fn min_device_bytes(extent_size: u32, max_luns: u32) -> u64 {
+    let es = u64::from(extent_size);
+    let ext_pages = (es / BLOCK_SIZE as u64).max(1);
+    let mut bytes = 0u64;
+    // Converges in a few rounds: the metadata grows by a block per ~250 extents.
+    for _ in 0..64 {
+        let meta = worst_case_metadata_blocks(bytes / es, max_luns);
+        let data_start = (2 + meta).div_ceil(ext_pages) * ext_pages;
+        let need = data_start * BLOCK_SIZE as u64 + 2 * es;
+        if need <= bytes {
+            break;
+        }
+        bytes = need;
+    }
+    bytes
+}
+
 const TABLE_SLOT: usize = 0;
 const MAGIC: &[u8; 8] = b"LSNPARRY";
 /// Array header flag (client byte 16): host access control is on.
@@ -209,14 +230,17 @@ impl<D: BlockDevice> Array<D> {
             cache_bytes: opts.cache_bytes,
             array_id: opts.array_id,
         };
-        let mut eng = Engine::format(dev, &eopts)?;
+        let too_small = Error::DeviceTooSmall {
+            needed: min_device_bytes(es, opts.max_luns),
+            available: bytes,
+        };
+        let mut eng = Engine::format(dev, &eopts).map_err(|e| match e {
+            Error::DeviceTooSmall { .. } => too_small.clone(),
+            e => e,
+        })?;
         let de = eng.geometry().data_extents;
         if de <= spare_extents(de) {
-            let need = (meta + 2) * BLOCK_SIZE as u64 + 2 * u64::from(es);
-            return Err(Error::DeviceTooSmall {
-                needed: need,
-                available: bytes,
-            });
+            return Err(too_small);
         }
         let mut client = [0u8; CLIENT_BYTES];
         client[..8].copy_from_slice(MAGIC);

@@ -1,0 +1,207 @@
+//! What `Array::format` makes of a device: the default options, which options it
+//! refuses, the spare extents kept out of the capacity, and how much metadata it
+//! provisions. These figures decide how much of every pool users can reserve, so
+//! they are pinned here; a change to them is a change of FORMAT.md §6.
+
+use lunsnap::array::{worst_case_metadata_blocks, MAX_LUNS_LIMIT};
+use lunsnap::{Array, Error, FormatOptions, MemDevice};
+
+const KIB: u64 = 1024;
+
+fn format(bytes: u64, opts: &FormatOptions) -> Result<Array<MemDevice>, Error> {
+    Array::format(MemDevice::new(512, bytes / 512).expect("device"), opts)
+}
+
+#[test]
+fn default_options_give_16_kib_extents_and_1024_luns() {
+    let opts = FormatOptions::default();
+    assert_eq!(opts.extent_size, 16 * 1024);
+    assert_eq!(opts.max_luns, 1024);
+    let a = format(64 << 20, &opts).expect("format");
+    let p = a.pool_info();
+    assert_eq!(p.extent_size, 16 * 1024);
+    assert_eq!(p.max_luns, 1024);
+    assert_eq!(p.capacity_bytes % (16 * KIB), 0);
+}
+
+#[test]
+fn validate_refuses_each_bad_option_alone() {
+    let ok = FormatOptions {
+        extent_size: 4096,
+        max_luns: 8,
+        ..Default::default()
+    };
+    assert_eq!(ok.validate(), Ok(()));
+    let with = |extent_size: u32, max_luns: u32| FormatOptions {
+        extent_size,
+        max_luns,
+        ..ok.clone()
+    };
+    // max_luns: 1 to 2^20, whatever the extent size.
+    for luns in [0, MAX_LUNS_LIMIT + 1, u32::MAX] {
+        let o = with(4096, luns);
+        assert!(
+            matches!(o.validate(), Err(Error::InvalidOptions(_))),
+            "{luns}"
+        );
+        assert!(matches!(format(8 << 20, &o), Err(Error::InvalidOptions(_))));
+    }
+    for luns in [1, MAX_LUNS_LIMIT] {
+        assert_eq!(with(4096, luns).validate(), Ok(()), "{luns}");
+    }
+    // Extent sizes: powers of two from 4 KiB to 1 MiB, whatever max_luns.
+    for es in [0, 512, 2048, 4096 + 512, 12 * 1024, 2 << 20, 1 << 31] {
+        let o = with(es, 8);
+        assert!(
+            matches!(o.validate(), Err(Error::InvalidOptions(_))),
+            "{es}"
+        );
+    }
+    for es in [4096, 8192, 64 * 1024, 1 << 20] {
+        assert_eq!(with(es, 8).validate(), Ok(()), "{es}");
+    }
+}
+
+/// The rule of DESIGN.md / `Array::format`: 1/256 of the data extents are kept
+/// spare, at least two (one in a pool of two extents), at most 256.
+fn spare_rule(data_extents: u64) -> u64 {
+    let least = if data_extents > 2 { 2 } else { 1 };
+    (data_extents / 256).clamp(least, 256)
+}
+
+/// Formats `bytes` with 4 KiB extents; returns (data extents, capacity in extents),
+/// or None if the device is too small.
+fn pool(bytes: u64) -> Option<(u64, u64)> {
+    let opts = FormatOptions {
+        extent_size: 4096,
+        max_luns: 1,
+        ..Default::default()
+    };
+    match format(bytes, &opts) {
+        Ok(mut a) => {
+            let de = a.engine().space().data_extents;
+            Some((de, a.pool_info().capacity_bytes / 4096))
+        }
+        Err(Error::DeviceTooSmall { .. }) => None,
+        Err(e) => panic!("format of {bytes} bytes: {e}"),
+    }
+}
+
+#[test]
+fn spare_extents_follow_the_rule_at_every_pool_size() {
+    // The smallest devices, one extent at a time: the first that formats has two
+    // data extents (one spare), then three (two spare), ...
+    let mut seen = Vec::new();
+    let mut bytes = 4096;
+    while seen.len() < 6 {
+        if let Some((de, cap)) = pool(bytes) {
+            assert_eq!(cap, de - spare_rule(de), "{de} data extents");
+            seen.push(de);
+        }
+        bytes += 4096;
+    }
+    assert_eq!(&seen[..3], &[2, 3, 4], "the smallest pools");
+    // Around the points where the rule changes: 2 -> 1/256 -> 256.
+    for target in [511, 512, 767, 768, 1024, 65_535, 65_536, 65_537, 80_000] {
+        let mut bytes = target * 4096;
+        let (de, cap) = loop {
+            // Metadata takes some of the device: grow it until the pool has
+            // `target` extents.
+            let (de, cap) = pool(bytes).expect("formats");
+            if de >= target {
+                break (de, cap);
+            }
+            bytes += (target - de) * 4096;
+        };
+        assert_eq!(de, target);
+        assert_eq!(cap, de - spare_rule(de), "{de} data extents");
+    }
+    assert_eq!(spare_rule(65_536 + 256), 256);
+}
+
+#[test]
+fn too_small_a_device_is_refused_with_the_least_size_that_formats() {
+    for (extent_size, max_luns) in [(4096, 1), (4096, 1024), (16 * 1024, 64), (1 << 20, 8)] {
+        let opts = FormatOptions {
+            extent_size,
+            max_luns,
+            ..Default::default()
+        };
+        let what = format!("{extent_size}-byte extents, {max_luns} LUNs");
+        let needed = match format(64 * KIB, &opts) {
+            Err(Error::DeviceTooSmall { needed, available }) => {
+                assert_eq!(available, 64 * KIB, "{what}");
+                needed
+            }
+            r => panic!("{what}: {:?}", r.map(|a| a.pool_info())),
+        };
+        // That size formats, with one extent of capacity (the other is spare) ...
+        let a = format(needed, &opts).unwrap_or_else(|e| panic!("{what}: {needed}: {e}"));
+        assert_eq!(
+            a.pool_info().capacity_bytes,
+            u64::from(extent_size),
+            "{what}"
+        );
+        // ... and 4 KiB less does not, asking for the same size.
+        match format(needed - 4096, &opts) {
+            Err(Error::DeviceTooSmall { needed: n, .. }) => assert_eq!(n, needed, "{what}"),
+            r => panic!("{what}: {:?}", r.map(|a| a.pool_info())),
+        }
+    }
+}
+
+/// Metadata blocks provisioned for (data extents, max_luns): the worst case the
+/// engine can need, committed state and transaction together. `metadata_never_runs_out`
+/// (tests/array_space.rs) checks that it is enough; this pins the figures.
+#[test]
+fn metadata_provisioning_is_pinned() {
+    let pinned = [
+        (0u64, 1u32, 178u64),
+        (1, 1, 182),
+        (2, 1, 182),
+        (1000, 8, 226),
+        (65_536, 1024, 6034),
+        (1 << 26, 1024, 777_538),
+        (u64::from(u32::MAX - 1), 1 << 20, 62_098_886),
+        (4096, 1 << 20, 265_472),
+    ];
+    for (extents, luns, blocks) in pinned {
+        assert_eq!(
+            worst_case_metadata_blocks(extents, luns),
+            blocks,
+            "{extents} extents, {luns} LUNs"
+        );
+    }
+    // More extents or more LUNs never need less.
+    let mut last = 0;
+    for e in (0..200_000u64).step_by(997) {
+        let b = worst_case_metadata_blocks(e, 64);
+        assert!(b >= last, "{e}");
+        last = b;
+    }
+    let mut last = 0;
+    for l in (1..=MAX_LUNS_LIMIT).step_by(4099) {
+        let b = worst_case_metadata_blocks(100_000, l);
+        assert!(b >= last, "{l}");
+        last = b;
+    }
+    // And the array provisions exactly that.
+    let mut a = format(
+        64 << 20,
+        &FormatOptions {
+            extent_size: 4096,
+            max_luns: 16,
+            ..Default::default()
+        },
+    )
+    .expect("format");
+    let extents_bound = (64 << 20) / 4096;
+    assert_eq!(
+        a.engine().space().meta_blocks,
+        worst_case_metadata_blocks(extents_bound, 16)
+    );
+    assert_eq!(
+        a.pool_info().metadata_provisioned_bytes,
+        worst_case_metadata_blocks(extents_bound, 16) * 4096
+    );
+}
