@@ -4,7 +4,7 @@
 //! they are pinned here; a change to them is a change of FORMAT.md §6.
 
 use lunsnap::array::{worst_case_metadata_blocks, MAX_LUNS_LIMIT};
-use lunsnap::{Array, Error, FormatOptions, MemDevice};
+use lunsnap::{Array, Engine, Error, FormatOptions, MemDevice, OpenOptions};
 
 const KIB: u64 = 1024;
 
@@ -204,4 +204,96 @@ fn metadata_provisioning_is_pinned() {
         a.pool_info().metadata_provisioned_bytes,
         worst_case_metadata_blocks(extents_bound, 16) * 4096
     );
+}
+
+/// A formatted array with LUNs 0 and 1 (and security on), its header rewritten by
+/// `patch` through the engine, committed.
+fn patched_header(patch: impl FnOnce(&mut [u8; 64])) -> MemDevice {
+    let mut a = format(
+        16 << 20,
+        &FormatOptions {
+            extent_size: 4096,
+            max_luns: 8,
+            ..Default::default()
+        },
+    )
+    .expect("format");
+    a.create_lun(0, 64 * KIB).expect("lun 0");
+    a.create_lun(1, 64 * KIB).expect("lun 1");
+    a.set_security(true).expect("security");
+    let dev = a.close().expect("close");
+    let mut eng = Engine::open(dev, &lunsnap::engine::OpenOptions::default()).expect("engine");
+    let mut c = *eng.client_bytes();
+    patch(&mut c);
+    eng.set_client_bytes(&c).expect("client bytes");
+    eng.commit().expect("commit");
+    eng.into_device()
+}
+
+fn open(dev: MemDevice) -> Result<Array<MemDevice>, Error> {
+    Array::open(dev, &OpenOptions::default())
+}
+
+#[test]
+fn open_refuses_each_bad_header_field_alone() {
+    // Untouched: opens, with security on.
+    let a = open(patched_header(|_| {})).expect("the unpatched image");
+    assert!(a.security_enabled());
+    let bad_header = |r: Result<Array<MemDevice>, Error>, what: &str| match r {
+        Err(Error::Corrupt {
+            what: "array header is invalid",
+            ..
+        }) => {}
+        r => panic!("{what}: {:?}", r.map(|a| a.pool_info())),
+    };
+    let set_luns = |c: &mut [u8; 64], n: u32| c[12..16].copy_from_slice(&n.to_le_bytes());
+    bad_header(open(patched_header(|c| set_luns(c, 0))), "max_luns 0");
+    bad_header(
+        open(patched_header(|c| set_luns(c, MAX_LUNS_LIMIT + 1))),
+        "max_luns 2^20 + 1",
+    );
+    for bit in 1..8 {
+        bad_header(
+            open(patched_header(|c| c[16] |= 1 << bit)),
+            &format!("flag bit {bit}"),
+        );
+    }
+    for byte in [17, 40, 63] {
+        bad_header(
+            open(patched_header(|c| c[byte] = 1)),
+            &format!("reserved byte {byte}"),
+        );
+    }
+    // The largest max_luns is a valid header.
+    let a = open(patched_header(|c| set_luns(c, MAX_LUNS_LIMIT))).expect("max_luns 2^20");
+    assert_eq!(a.pool_info().max_luns, MAX_LUNS_LIMIT);
+    // Security off in the header: the array opens with it off.
+    let a = open(patched_header(|c| c[16] = 0)).expect("flags 0");
+    assert!(!a.security_enabled());
+    // Magic and version.
+    assert!(matches!(
+        open(patched_header(|c| c[0] ^= 1)),
+        Err(Error::NotAnArray)
+    ));
+    assert!(matches!(
+        open(patched_header(|c| c[8] = 2)),
+        Err(Error::UnsupportedVersion(2))
+    ));
+    // Fewer LUN numbers than the table holds LUNs: refused before any record is
+    // decoded.
+    match open(patched_header(|c| set_luns(c, 1))) {
+        Err(Error::Corrupt {
+            what: "LUN table holds more LUNs than the maximum",
+            ..
+        }) => {}
+        r => panic!("max_luns 1 with 2 LUNs: {:?}", r.map(|a| a.pool_info())),
+    }
+    // As many as it holds.
+    match open(patched_header(|c| set_luns(c, 2))) {
+        Ok(a) => assert_eq!(a.lun_numbers(), vec![0, 1]),
+        r => panic!(
+            "max_luns 2 with LUNs 0 and 1: {:?}",
+            r.map(|a| a.pool_info())
+        ),
+    }
 }
