@@ -297,3 +297,27 @@ fn open_refuses_each_bad_header_field_alone() {
         ),
     }
 }
+
+#[test]
+fn a_lun_of_the_whole_capacity_reopens_and_one_larger_is_refused() {
+    let opts = FormatOptions {
+        extent_size: 4096,
+        max_luns: 4,
+        ..Default::default()
+    };
+    let mut a = format(8 << 20, &opts).expect("format");
+    let cap = a.pool_info().capacity_bytes;
+    assert!(matches!(
+        a.create_lun(0, cap + 512),
+        Err(Error::InvalidLunSize { .. })
+    ));
+    a.create_lun(0, cap).expect("the whole capacity");
+    a.write(0, cap - 4096, &[7; 4096]).expect("last extent");
+    let mut a = open(a.close().expect("close")).expect("reopen");
+    assert_eq!(a.lun_info(0).expect("lun 0").size, cap);
+    assert_eq!(a.pool_info().unreserved_bytes, 0);
+    let mut b = [0u8; 4096];
+    a.read(0, cap - 4096, &mut b).expect("read");
+    assert_eq!(b, [7; 4096]);
+    assert!(a.check().expect("check").is_empty());
+}
