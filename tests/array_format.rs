@@ -21,6 +21,10 @@ fn default_options_give_16_kib_extents_and_1024_luns() {
     let p = a.pool_info();
     assert_eq!(p.extent_size, 16 * 1024);
     assert_eq!(p.max_luns, 1024);
+    assert_eq!((a.extent_size(), a.max_luns()), (16 * 1024, 1024));
+    // And after a reopen.
+    let a = open(a.close().expect("close")).expect("reopen");
+    assert_eq!((a.extent_size(), a.max_luns()), (16 * 1024, 1024));
     assert_eq!(p.capacity_bytes % (16 * KIB), 0);
 }
 
@@ -316,6 +320,9 @@ fn a_lun_of_the_whole_capacity_reopens_and_one_larger_is_refused() {
     let mut a = open(a.close().expect("close")).expect("reopen");
     assert_eq!(a.lun_info(0).expect("lun 0").size, cap);
     assert_eq!(a.pool_info().unreserved_bytes, 0);
+    let used = a.engine().space().meta_allocated;
+    assert!(used > 0);
+    assert_eq!(a.pool_info().metadata_used_bytes, used * 4096);
     let mut b = [0u8; 4096];
     a.read(0, cap - 4096, &mut b).expect("read");
     assert_eq!(b, [7; 4096]);
