@@ -68,6 +68,29 @@ pub fn default_metadata_blocks(pages: u64, extent_pages: u64) -> u64 {
     (extents.saturating_mul(48)).div_ceil(BLOCK_SIZE as u64) + 64
 }
 
+/// The smallest device, in pages, that formats with `metadata_blocks` (default:
+/// [`default_metadata_blocks`], which grows with the device) and extents of
+/// `ext_pages` pages: the superblocks and metadata, aligned to an extent, then one
+/// extent. With the default this is the least fixed point of that sum.
+fn min_device_pages(metadata_blocks: Option<u64>, ext_pages: u64) -> u64 {
+    let ext_pages = ext_pages.max(1);
+    let mut pages = 0u64;
+    // Converges in a few rounds: the default grows by a block per ~85 extents.
+    for _ in 0..64 {
+        let meta = metadata_blocks.unwrap_or_else(|| default_metadata_blocks(pages, ext_pages));
+        let need = meta
+            .saturating_add(2)
+            .div_ceil(ext_pages)
+            .saturating_mul(ext_pages)
+            .saturating_add(ext_pages);
+        if need <= pages {
+            break;
+        }
+        pages = need;
+    }
+    pages
+}
+
 /// Space accounting of both maps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SpaceStats {
@@ -128,7 +151,8 @@ impl<D: BlockDevice> Engine<D> {
             ));
         }
         let too_small = Error::DeviceTooSmall {
-            needed: (2 + meta_blocks + ext_pages).saturating_mul(BLOCK_SIZE as u64),
+            needed: min_device_pages(opts.metadata_blocks, ext_pages)
+                .saturating_mul(BLOCK_SIZE as u64),
             available: pages.saturating_mul(BLOCK_SIZE as u64),
         };
         let meta_end = 2u64

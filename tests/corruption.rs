@@ -1877,3 +1877,50 @@ fn fuzz_random_damage_never_panics() {
 fn fuzz_random_damage_with_space_map_indexes() {
     fuzz(small(), 250, 0xBEEF);
 }
+
+// ---------------------------------------------------------------------------------
+// Superblock selection and full space maps
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn a_superblock_of_generation_zero_is_never_chosen() {
+    let img = rich();
+    // Slot 0 holds an even generation; make it 0 (checksummed), and damage slot 1.
+    let mut dev = img.dev.clone();
+    edit(&mut dev, 0, |b| put64(b, OFF_TXID, 0));
+    flip(&mut dev, 1, 200 * 8);
+    let r = Engine::open(dev, &OpenOptions { cache_bytes: CACHE });
+    assert!(
+        r.is_err(),
+        "opened at generation {:?}",
+        r.map(|e| e.generation())
+    );
+    // With slot 1 intact, slot 1 wins.
+    let mut dev = img.dev.clone();
+    edit(&mut dev, 0, |b| put64(b, OFF_TXID, 0));
+    let e = Engine::open(dev, &OpenOptions { cache_bytes: CACHE }).expect("slot 1");
+    assert_eq!(e.generation() % 2, 1);
+}
+
+#[test]
+fn a_data_map_with_every_extent_allocated_reopens() {
+    let opts = lunsnap::engine::FormatOptions {
+        extent_size: 4096,
+        ..Default::default()
+    };
+    let mut e = Engine::format(MemDevice::new(512, 2048).unwrap(), &opts).unwrap();
+    let total = e.space().data_extents;
+    let mut t = e.create_tree(8, lunsnap::ValueKind::Data).unwrap();
+    for k in 0..total {
+        let x = e.alloc_data().unwrap();
+        e.insert(&mut t, k, &x.to_le_bytes()).unwrap();
+    }
+    assert_eq!(e.data_free(), 0, "the pool is full");
+    e.set_root(0, Some(t)).unwrap();
+    e.commit().unwrap();
+    assert_eq!(e.space().data_allocated, total);
+    let mut e =
+        Engine::open(e.into_device(), &OpenOptions::default()).expect("a full pool reopens");
+    assert_eq!(e.space().data_allocated, total);
+    assert_eq!(e.audit(), vec![]);
+}

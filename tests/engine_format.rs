@@ -64,3 +64,34 @@ fn format_refuses_each_bad_option_alone() {
     let e = Engine::format(mem(64 << 20), &with(4096, Some(16))).expect("16 blocks");
     assert_eq!(e.geometry().meta_blocks, 16);
 }
+
+#[test]
+fn too_small_a_device_is_refused_with_the_least_size_that_formats() {
+    for (extent_size, metadata_blocks) in [
+        (4096, None),
+        (64 * 1024, None),
+        (64 * 1024, Some(16)),
+        (1 << 20, Some(300)),
+        (16 * 1024, Some(1000)),
+    ] {
+        let opts = engine::FormatOptions {
+            extent_size,
+            metadata_blocks,
+            ..Default::default()
+        };
+        let what = format!("{extent_size}-byte extents, {metadata_blocks:?} metadata blocks");
+        let needed = match Engine::format(mem(8192), &opts) {
+            Err(Error::DeviceTooSmall { needed, available }) => {
+                assert_eq!(available, 8192, "{what}");
+                needed
+            }
+            r => panic!("{what}: {:?}", r.map(|e| e.geometry())),
+        };
+        let e = Engine::format(mem(needed), &opts).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(e.space().data_extents, 1, "{what}");
+        match Engine::format(mem(needed - 4096), &opts) {
+            Err(Error::DeviceTooSmall { needed: n, .. }) => assert_eq!(n, needed, "{what}"),
+            r => panic!("{what}: {:?}", r.map(|e| e.geometry())),
+        }
+    }
+}
