@@ -95,3 +95,17 @@ fn too_small_a_device_is_refused_with_the_least_size_that_formats() {
         }
     }
 }
+
+#[test]
+fn the_array_id_is_stored_and_survives_a_reopen() {
+    let id = *b"lunsnap-array-42";
+    let opts = engine::FormatOptions {
+        extent_size: 4096,
+        array_id: id,
+        ..Default::default()
+    };
+    let e = Engine::format(mem(4 << 20), &opts).expect("format");
+    assert_eq!(e.array_id(), id);
+    let e = Engine::open(e.into_device(), &engine::OpenOptions::default()).expect("open");
+    assert_eq!(e.array_id(), id);
+}
