@@ -620,3 +620,49 @@ fn metadata_never_runs_out() {
             .collect();
     println!("LUNs at the end: {kinds:?}");
 }
+
+/// Copy-on-write only where it is needed: an extent written since the last commit
+/// and mapped by one LUN is rewritten in place (no new extent, nothing pinned);
+/// after a commit, or while a copy shares it, a rewrite takes a fresh extent.
+#[test]
+fn rewrites_are_in_place_until_a_commit_or_a_copy() {
+    let opts = FormatOptions {
+        extent_size: 4096,
+        max_luns: 4,
+        ..Default::default()
+    };
+    let mut a = Array::format(MemDevice::new(512, 8192).unwrap(), &opts).unwrap();
+    a.create_lun(0, 64 * KIB).unwrap();
+    let base = a.engine().space();
+    a.write(0, 0, &[1; 4096]).unwrap();
+    a.write(0, 512, &[2; 512]).unwrap();
+    a.write(0, 0, &[3; 4096]).unwrap();
+    let s = a.engine().space();
+    assert_eq!(s.data_allocated, base.data_allocated + 1, "one extent");
+    assert_eq!(s.data_pinned, 0, "none released: rewritten in place");
+    // After a commit the extent belongs to the committed state: copy-on-write.
+    a.flush().unwrap();
+    a.write(0, 0, &[4; 512]).unwrap();
+    let s = a.engine().space();
+    assert_eq!(
+        s.data_allocated,
+        base.data_allocated + 1,
+        "the old one released"
+    );
+    assert_eq!(
+        s.data_pinned, 1,
+        "kept for the committed state until the next commit"
+    );
+    // Written again in this transaction: in place.
+    a.write(0, 1024, &[5; 512]).unwrap();
+    assert_eq!(a.engine().space().data_pinned, 1);
+    // Shared with a copy: copy-on-write, the copy keeps its content.
+    a.create_copy(0, 1, true).unwrap();
+    let before = a.engine().space().data_allocated;
+    a.write(0, 0, &[6; 512]).unwrap();
+    assert_eq!(a.engine().space().data_allocated, before + 1);
+    let mut b = [0u8; 512];
+    a.read(1, 0, &mut b).unwrap();
+    assert_eq!(b, [4; 512]);
+    assert!(a.check().unwrap().is_empty());
+}
