@@ -280,3 +280,87 @@ fn host_count_is_bounded_and_every_grant_fits_in_the_metadata() {
     a.add_host(1000, "fits again").unwrap();
     clean(&mut a);
 }
+
+#[test]
+fn host_names_of_56_bytes_fit() {
+    let mut a = array();
+    let name = "n".repeat(lunsnap::array::MAX_HOST_NAME);
+    a.add_host(H1, &name).unwrap();
+    let a = reopen(a);
+    assert_eq!(a.hosts()[0].name, name);
+}
+
+/// An array with host H1, whose hosts tree (root slot 1) `f` then replaces
+/// through the engine; committed and opened as an array.
+fn with_hosts_tree(
+    f: impl FnOnce(&mut lunsnap::Engine<MemDevice>) -> lunsnap::Tree,
+) -> Result<Array<MemDevice>, Error> {
+    let mut a = array();
+    a.add_host(H1, "h").unwrap();
+    let dev = a.close().unwrap();
+    let mut e = lunsnap::Engine::open(dev, &lunsnap::engine::OpenOptions::default()).unwrap();
+    let t = f(&mut e);
+    if let Some(old) = e.set_root(1, Some(t)).unwrap() {
+        e.drop_tree(old).unwrap();
+    }
+    e.commit().unwrap();
+    Array::open(e.into_device(), &OpenOptions::default())
+}
+
+/// A host record: index, name length (`len`, whatever `name` holds), name.
+fn host_record(index: u32, len: u8, name: &[u8]) -> [u8; 64] {
+    let mut v = [0u8; 64];
+    v[..4].copy_from_slice(&index.to_le_bytes());
+    v[4] = len;
+    v[8..8 + name.len()].copy_from_slice(name);
+    v
+}
+
+#[test]
+fn open_refuses_a_damaged_hosts_table() {
+    // Right kind, wrong record size.
+    let r = with_hosts_tree(|e| {
+        let mut t = e.create_tree(32, lunsnap::ValueKind::Opaque).unwrap();
+        e.insert(&mut t, H1, &[0; 32]).unwrap();
+        t
+    });
+    match r {
+        Err(Error::Corrupt {
+            what: "hosts table has the wrong shape",
+            ..
+        }) => {}
+        r => panic!("wrong shape: {:?}", r.map(|a| a.hosts())),
+    }
+    // A host index beyond the 64 bitmap bits; a name longer than 56 bytes; a name
+    // that is not UTF-8.
+    for (v, what) in [
+        (host_record(64, 1, b"h"), "index 64"),
+        (host_record(u32::MAX, 1, b"h"), "index 2^32 - 1"),
+        (host_record(0, 57, &[b'n'; 56]), "57-byte name"),
+        (host_record(0, 255, b"h"), "255-byte name"),
+        (host_record(0, 2, &[0xff, 0xfe]), "not UTF-8"),
+    ] {
+        let r = with_hosts_tree(|e| {
+            let mut t = e.create_tree(64, lunsnap::ValueKind::Opaque).unwrap();
+            e.insert(&mut t, H1, &v).unwrap();
+            t
+        });
+        match r {
+            Err(Error::Corrupt {
+                what: "host record has an invalid name or index",
+                ..
+            }) => {}
+            r => panic!("{what}: {:?}", r.map(|a| a.hosts())),
+        }
+    }
+    // The bounds are valid: index 63, a 56-byte name.
+    let a = with_hosts_tree(|e| {
+        let mut t = e.create_tree(64, lunsnap::ValueKind::Opaque).unwrap();
+        e.insert(&mut t, H2, &host_record(63, 56, &[b'n'; 56]))
+            .unwrap();
+        t
+    })
+    .expect("index 63, 56-byte name");
+    assert_eq!(a.hosts()[0].id, H2);
+    assert_eq!(a.hosts()[0].name.len(), 56);
+}

@@ -73,5 +73,30 @@ fn data_reference_counts_now_and_as_committed() {
         (1, 1),
         "the commit holds"
     );
-    assert!(e.data_refcounts(e.space().data_extents).is_err());
+    // Extents beyond the pool are refused, changing nothing.
+    let past = e.space().data_extents;
+    for x in [past, past + 1, u64::MAX] {
+        assert!(
+            matches!(e.data_refcounts(x), Err(Error::InvalidArgument(_))),
+            "{x}"
+        );
+        assert!(
+            matches!(e.data_refcount(x), Err(Error::InvalidArgument(_))),
+            "{x}"
+        );
+        assert!(
+            matches!(e.inc_data(x), Err(Error::InvalidArgument(_))),
+            "{x}"
+        );
+        assert!(
+            matches!(e.dec_data(x), Err(Error::InvalidArgument(_))),
+            "{x}"
+        );
+        assert!(
+            matches!(e.extent_lba(x), Err(Error::InvalidArgument(_))),
+            "{x}"
+        );
+    }
+    assert!(!e.is_poisoned());
+    assert_eq!(e.audit(), vec![]);
 }
