@@ -364,3 +364,58 @@ fn open_refuses_a_damaged_hosts_table() {
     assert_eq!(a.hosts()[0].id, H2);
     assert_eq!(a.hosts()[0].name.len(), 56);
 }
+
+#[test]
+fn grants_change_one_host_at_a_time() {
+    let mut a = array();
+    a.create_lun(0, MIB).unwrap();
+    a.add_host(H1, "one").unwrap(); // index 0
+    a.add_host(H2, "two").unwrap(); // index 1
+    a.set_security(true).unwrap();
+    a.grant(0, H1, Access::ReadWrite).unwrap();
+    a.grant(0, H2, Access::ReadWrite).unwrap();
+    // Downgrading one host leaves the other's write grant.
+    a.grant(0, H2, Access::Read).unwrap();
+    assert_eq!(
+        a.grants(0).unwrap(),
+        vec![(H1, Access::ReadWrite), (H2, Access::Read)]
+    );
+    assert_eq!(
+        a.write_as(H2, 0, 0, &[1; 512]),
+        Err(Error::ReadOnlyAccess { lun: 0, host: H2 })
+    );
+    a.write_as(H1, 0, 0, &[1; 512]).unwrap();
+    // Revoking the second host (index 1) leaves the first's grant.
+    a.revoke(0, H2).unwrap();
+    assert_eq!(a.grants(0).unwrap(), vec![(H1, Access::ReadWrite)]);
+    assert_eq!(a.revoke(0, H2), Err(Error::NotGranted { lun: 0, host: H2 }));
+    assert_eq!(a.visible_luns(H2), Vec::<u32>::new());
+    let mut a = reopen(a);
+    assert_eq!(a.grants(0).unwrap(), vec![(H1, Access::ReadWrite)]);
+    // Upgrading again works.
+    a.grant(0, H2, Access::Read).unwrap();
+    a.grant(0, H2, Access::ReadWrite).unwrap();
+    a.write_as(H2, 0, 0, &[2; 512]).unwrap();
+    clean(&mut a);
+}
+
+#[test]
+fn a_removed_hosts_grants_do_not_pass_to_the_next_host() {
+    let mut a = array();
+    a.create_lun(0, MIB).unwrap();
+    a.create_lun(1, MIB).unwrap();
+    a.add_host(H1, "old").unwrap();
+    a.grant(0, H1, Access::Read).unwrap();
+    a.grant(1, H1, Access::ReadWrite).unwrap();
+    a.remove_host(H1).unwrap();
+    // H2 takes the freed host index.
+    a.add_host(H2, "new").unwrap();
+    a.set_security(true).unwrap();
+    for l in [0, 1] {
+        assert_eq!(a.grants(l).unwrap(), vec![]);
+    }
+    assert_eq!(a.visible_luns(H2), Vec::<u32>::new());
+    let mut a = reopen(a);
+    assert_eq!(a.visible_luns(H2), Vec::<u32>::new());
+    clean(&mut a);
+}
