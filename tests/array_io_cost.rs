@@ -111,6 +111,17 @@ fn a_sector_inside_a_larger_block_is_one_block_read_and_write() {
         (r.len(), w.len(), r[0], w[0]),
         (1, 1, (r[0].0, 4096), (r[0].0, 4096))
     );
+    // 8 KiB from a sector into a block: the two partial blocks are read, the whole
+    // one between them is not; three block writes.
+    let (r, w) = calls(&mut a, |a| a.write(0, 16 * 1024 + 512, &[6; 8192]).unwrap());
+    assert_eq!((r.len(), w.len()), (2, 3));
+    assert_eq!(r[1].0, r[0].0 + 2, "the middle block is not read");
+    let mut b = [0u8; 4096];
+    a.read(0, 24 * 1024, &mut b).unwrap();
+    assert_eq!(&b[..512], &[6; 512][..]);
+    assert_eq!(&b[512..], &[9; 3584][..]);
+    a.write(0, 16 * 1024, &[9; 8192 + 4096]).unwrap();
+    a.write(0, 16 * 1024 + 1536, &[5; 512]).unwrap();
     let mut b = [0u8; 4096];
     a.read(0, 16 * 1024, &mut b).unwrap();
     assert_eq!(&b[..1536], &[9; 1536][..]);
