@@ -77,3 +77,46 @@ fn a_discard_in_a_full_pool_is_all_or_nothing_across_a_failure() {
     }
     assert!(completed);
 }
+
+/// Generations a discard of `[start, end)` advances a full pool by: 1 (its own
+/// commit), or 2 when zeroing the extents it only partly covers needs fresh
+/// extents and none is free, so that the writes before it are committed first.
+fn generations(start: u64, end: u64) -> u64 {
+    let (mut a, _) = full_pool();
+    let gen = a.pool_info().generation;
+    a.discard(0, start, end - start).unwrap();
+    let mut got = vec![1u8; (end - start) as usize];
+    a.read(0, start, &mut got).unwrap();
+    assert!(got.iter().all(|&x| x == 0));
+    assert!(a.check().unwrap().is_empty());
+    a.pool_info().generation - gen
+}
+
+#[test]
+fn a_discard_commits_first_only_when_it_needs_fresh_extents() {
+    let (a, r) = full_pool();
+    let cap = a.pool_info().capacity_bytes;
+    // Extents 0..r were rewritten in this transaction (in place from now on);
+    // extents from r on are as committed.
+    let c = r * ES;
+    for (start, end, want) in [
+        (c, c + 3 * ES, 1),                // whole extents only
+        (cap - 2 * ES, cap, 1),            // whole extents up to the LUN's end
+        (512, 1024, 1),                    // part of an extent written since: in place
+        (512, c - 512, 1),                 // parts of two such extents
+        (c + 512, c + 1024, 2),            // part of one committed extent
+        (c + 2 * ES, c + 3 * ES + 512, 2), // whole, then part of a committed one
+        (c + 512, c + 3 * ES, 2),          // part of a committed one, then whole
+        (c + 512, c + 3 * ES + 512, 2),    // parts of two committed extents
+        (c - 512, c + 512, 2),             // part of a rewritten and a committed one
+    ] {
+        assert_eq!(generations(start, end), want, "discard [{start}, {end})");
+    }
+    // With free extents (a flush frees the ones the rewrites released): once.
+    let (mut a, r) = full_pool();
+    a.flush().unwrap();
+    assert!(a.engine().data_free() >= 2);
+    let (c, gen) = (r * ES, a.pool_info().generation);
+    a.discard(0, c + 512, 3 * ES).unwrap();
+    assert_eq!(a.pool_info().generation, gen + 1);
+}
