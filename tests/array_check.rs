@@ -5,7 +5,8 @@
 
 use lunsnap::engine::OpenOptions as EngineOpen;
 use lunsnap::{
-    Access, Array, ArrayViolation, Engine, FormatOptions, MemDevice, OpenOptions, Tree, ValueKind,
+    Access, Array, ArrayViolation, Engine, Error, FormatOptions, MemDevice, OpenOptions, Tree,
+    ValueKind,
 };
 
 const ES: u64 = 4096;
@@ -37,6 +38,15 @@ fn edit(
     n: u32,
     f: impl FnOnce(&mut Engine<MemDevice>, &mut Tree, &mut [u8; 64]),
 ) -> Array<MemDevice> {
+    edit_raw(dev, n, f).expect("open lets it through")
+}
+
+/// [`edit`], returning what `Array::open` makes of the result.
+fn edit_raw(
+    dev: MemDevice,
+    n: u32,
+    f: impl FnOnce(&mut Engine<MemDevice>, &mut Tree, &mut [u8; 64]),
+) -> Result<Array<MemDevice>, Error> {
     let mut e = Engine::open(dev, &EngineOpen::default()).unwrap();
     let mut table = e.root(0).unwrap().unwrap();
     let mut rec = [0u8; 64];
@@ -49,7 +59,7 @@ fn edit(
     e.set_root(0, Some(table)).unwrap();
     e.commit().unwrap();
     assert_eq!(e.audit(), vec![], "the engine's invariants hold");
-    Array::open(e.into_device(), &OpenOptions::default()).expect("open lets it through")
+    Array::open(e.into_device(), &OpenOptions::default())
 }
 
 /// A mapping value: slot `i` maps extent `x` (stored as x + 1).
@@ -183,4 +193,80 @@ fn the_report_of_one_mapping_is_bounded() {
     assert!(v
         .iter()
         .all(|x| matches!(x, ArrayViolation::MappingBeyondSize { lun: 1, .. })));
+}
+
+/// Sets bytes of a LUN record.
+fn put(rec: &mut [u8; 64], at: usize, bytes: &[u8]) {
+    rec[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
+#[test]
+fn open_refuses_each_invalid_field_of_a_lun_record_alone() {
+    type Patch = fn(&mut [u8; 64]);
+    // (LUN, what is changed, the error open must give)
+    let cases: [(u32, Patch, &str); 15] = [
+        (0, |r| r[16] = 2, "LUN record has an unknown kind"),
+        (0, |r| r[17] |= 8, "LUN record has unknown flags"),
+        (0, |r| r[17] |= 0x80, "LUN record has unknown flags"),
+        (0, |r| r[18] = 1, "LUN record has unknown flags"),
+        (0, |r| r[19] = 1, "LUN record has unknown flags"),
+        (0, |r| r[56] = 1, "LUN record has non-zero reserved bytes"),
+        (0, |r| r[63] = 1, "LUN record has non-zero reserved bytes"),
+        (
+            0,
+            |r| put(r, 48, &1u64.to_le_bytes()),
+            "LUN record grants writing without reading",
+        ),
+        (
+            0,
+            |r| put(r, 8, &0u64.to_le_bytes()),
+            "LUN record has an invalid size",
+        ),
+        (
+            0,
+            |r| put(r, 8, &1000u64.to_le_bytes()),
+            "LUN record has an invalid size",
+        ),
+        (
+            0,
+            |r| r[17] &= !1,
+            "plain LUN record marked detached or with a parent",
+        ),
+        (
+            0,
+            |r| r[17] |= 2,
+            "plain LUN record marked detached or with a parent",
+        ),
+        (2, |r| r[17] &= !1, "detached copy record holds a mapping"),
+        (
+            2,
+            |r| put(r, 20, &8u32.to_le_bytes()),
+            "LUN record names an impossible parent",
+        ),
+        (
+            2,
+            |r| put(r, 20, &2u32.to_le_bytes()),
+            "LUN record names an impossible parent",
+        ),
+    ];
+    for (i, (lun, patch, want)) in cases.into_iter().enumerate() {
+        match edit_raw(image(), lun, |_, _, rec| patch(rec)) {
+            Err(Error::Corrupt { what, .. }) if what == want => {}
+            r => panic!(
+                "case {i}: {:?}, expected {want}",
+                r.map(|a| a.lun_numbers())
+            ),
+        }
+    }
+    // What stays valid: an offline LUN, another size, a copy without a parent (an
+    // orphan).
+    let ok: [(u32, Patch); 3] = [
+        (0, |r| r[17] |= 4),
+        (1, |r| put(r, 8, &4096u64.to_le_bytes())),
+        (2, |r| r[17] &= !2),
+    ];
+    for (i, (lun, patch)) in ok.into_iter().enumerate() {
+        edit_raw(image(), lun, |_, _, rec| patch(rec))
+            .unwrap_or_else(|e| panic!("valid case {i}: {e}"));
+    }
 }
