@@ -4,7 +4,7 @@
 //! they are pinned here; a change to them is a change of FORMAT.md §6.
 
 use lunsnap::array::{worst_case_metadata_blocks, MAX_LUNS_LIMIT};
-use lunsnap::{Array, Engine, Error, FormatOptions, MemDevice, OpenOptions};
+use lunsnap::{Array, Engine, Error, FormatOptions, MemDevice, OpenOptions, ValueKind};
 
 const KIB: u64 = 1024;
 
@@ -327,4 +327,51 @@ fn a_lun_of_the_whole_capacity_reopens_and_one_larger_is_refused() {
     a.read(0, cap - 4096, &mut b).expect("read");
     assert_eq!(b, [7; 4096]);
     assert!(a.check().expect("check").is_empty());
+}
+
+#[test]
+fn open_refuses_a_lun_table_of_the_wrong_shape() {
+    // Right kind with the wrong record size, and the right size with the wrong kind.
+    for (value_size, kind) in [(32, ValueKind::Tree), (64, ValueKind::Opaque)] {
+        let a = format(
+            16 << 20,
+            &FormatOptions {
+                extent_size: 4096,
+                max_luns: 8,
+                ..Default::default()
+            },
+        )
+        .expect("format");
+        let dev = a.close().expect("close");
+        let mut e = Engine::open(dev, &lunsnap::engine::OpenOptions::default()).expect("engine");
+        let t = e.create_tree(value_size, kind).expect("tree");
+        if let Some(old) = e.set_root(0, Some(t)).expect("root") {
+            e.drop_tree(old).expect("drop");
+        }
+        e.commit().expect("commit");
+        match open(e.into_device()) {
+            Err(Error::Corrupt {
+                what: "LUN table has the wrong shape",
+                ..
+            }) => {}
+            r => panic!("{value_size} {kind:?}: {:?}", r.map(|a| a.pool_info())),
+        }
+    }
+}
+
+#[test]
+fn more_extents_than_32_bit_numbers_hold_are_refused() {
+    // 2^32 - 1 extents of 4 KiB (16 TiB, sparse): extent numbers are 32-bit and
+    // 2^32 - 1 is reserved, so this is one too many; bigger extents would fit.
+    let extents = u64::from(u32::MAX);
+    let dev = MemDevice::new(4096, extents).expect("device");
+    let opts = FormatOptions {
+        extent_size: 4096,
+        max_luns: 1,
+        ..Default::default()
+    };
+    assert!(matches!(
+        Array::format(dev, &opts),
+        Err(Error::InvalidOptions(_))
+    ));
 }
