@@ -10,6 +10,11 @@ const ES: u64 = 4096;
 /// LUN 0 over the whole capacity, written with 1s and committed; then committed
 /// extents rewritten with 2s, copy-on-write, until no extent is free (no commit).
 fn full_pool() -> (Array<ErrorDevice<MemDevice>>, u64) {
+    pool_with_free(0)
+}
+
+/// [`full_pool`], stopping the rewrites while `free` extents are left.
+fn pool_with_free(free: u64) -> (Array<ErrorDevice<MemDevice>>, u64) {
     let dev = ErrorDevice::new(MemDevice::new(512, 4096).unwrap());
     let opts = FormatOptions {
         extent_size: ES as u32,
@@ -23,7 +28,7 @@ fn full_pool() -> (Array<ErrorDevice<MemDevice>>, u64) {
     a.flush().unwrap();
     let gen = a.pool_info().generation;
     let mut rewritten = 0;
-    while a.engine().data_free() > 0 {
+    while a.engine().data_free() > free {
         a.write(0, rewritten * ES, &[2; ES as usize]).unwrap();
         rewritten += 1;
     }
@@ -111,6 +116,19 @@ fn a_discard_commits_first_only_when_it_needs_fresh_extents() {
         (c - 512, c + 512, 2),             // part of a rewritten and a committed one
     ] {
         assert_eq!(generations(start, end), want, "discard [{start}, {end})");
+    }
+    // One extent free: enough for a discard inside one committed extent, not for
+    // one that partly covers two.
+    for (start, end, want) in [(c + 512, c + 1024, 1), (c + 512, c + ES + 512, 2)] {
+        let (mut a, r1) = pool_with_free(1);
+        assert_eq!(r1, r - 1);
+        let gen = a.pool_info().generation;
+        a.discard(0, start, end - start).unwrap();
+        assert_eq!(
+            a.pool_info().generation - gen,
+            want,
+            "[{start}, {end}), one free"
+        );
     }
     // With free extents (a flush frees the ones the rewrites released): once.
     let (mut a, r) = full_pool();
