@@ -10,11 +10,12 @@ const ES: u64 = 4096;
 /// LUN 0 over the whole capacity, written with 1s and committed; then committed
 /// extents rewritten with 2s, copy-on-write, until no extent is free (no commit).
 fn full_pool() -> (Array<ErrorDevice<MemDevice>>, u64) {
-    pool_with_free(0)
+    pool_with_free(0, 0)
 }
 
-/// [`full_pool`], stopping the rewrites while `free` extents are left.
-fn pool_with_free(free: u64) -> (Array<ErrorDevice<MemDevice>>, u64) {
+/// [`full_pool`], stopping the rewrites while `free` extents are left, with LUN 0
+/// `short` bytes smaller than the capacity.
+fn pool_with_free(free: u64, short: u64) -> (Array<ErrorDevice<MemDevice>>, u64) {
     let dev = ErrorDevice::new(MemDevice::new(512, 4096).unwrap());
     let opts = FormatOptions {
         extent_size: ES as u32,
@@ -23,8 +24,8 @@ fn pool_with_free(free: u64) -> (Array<ErrorDevice<MemDevice>>, u64) {
     };
     let mut a = Array::format(dev, &opts).unwrap();
     let cap = a.pool_info().capacity_bytes;
-    a.create_lun(0, cap).unwrap();
-    a.write(0, 0, &vec![1; cap as usize]).unwrap();
+    a.create_lun(0, cap - short).unwrap();
+    a.write(0, 0, &vec![1; (cap - short) as usize]).unwrap();
     a.flush().unwrap();
     let gen = a.pool_info().generation;
     let mut rewritten = 0;
@@ -120,7 +121,7 @@ fn a_discard_commits_first_only_when_it_needs_fresh_extents() {
     // One extent free: enough for a discard inside one committed extent, not for
     // one that partly covers two.
     for (start, end, want) in [(c + 512, c + 1024, 1), (c + 512, c + ES + 512, 2)] {
-        let (mut a, r1) = pool_with_free(1);
+        let (mut a, r1) = pool_with_free(1, 0);
         assert_eq!(r1, r - 1);
         let gen = a.pool_info().generation;
         a.discard(0, start, end - start).unwrap();
@@ -130,6 +131,13 @@ fn a_discard_commits_first_only_when_it_needs_fresh_extents() {
             "[{start}, {end}), one free"
         );
     }
+    // A LUN whose last extent is partial: a range reaching its end unmaps that
+    // extent whole, so a full pool needs no fresh extent for it.
+    let (mut a, _) = pool_with_free(0, 1024);
+    let size = a.lun_info(0).unwrap().size;
+    let gen = a.pool_info().generation;
+    a.discard(0, size - (ES - 1024), ES - 1024).unwrap();
+    assert_eq!(a.pool_info().generation - gen, 1, "the partial last extent");
     // With free extents (a flush frees the ones the rewrites released): once.
     let (mut a, r) = full_pool();
     a.flush().unwrap();
