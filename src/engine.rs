@@ -68,21 +68,20 @@ pub fn default_metadata_blocks(pages: u64, extent_pages: u64) -> u64 {
     (extents.saturating_mul(48)).div_ceil(BLOCK_SIZE as u64) + 64
 }
 
-/// The smallest device, in pages, that formats with `metadata_blocks` (default:
-/// [`default_metadata_blocks`], which grows with the device) and extents of
-/// `ext_pages` pages: the superblocks and metadata, aligned to an extent, then one
-/// extent. With the default this is the least fixed point of that sum.
-fn min_device_pages(metadata_blocks: Option<u64>, ext_pages: u64) -> u64 {
+/// The smallest device, in pages, that holds the superblocks, `meta(pages)`
+/// metadata blocks (aligned to an extent of `ext_pages` pages) and `extents` data
+/// extents. The metadata may grow with the device (`meta` is non-decreasing), so
+/// this is the least fixed point of that sum: a few rounds, as it grows by about a
+/// block per hundred extents.
+pub(crate) fn min_device_pages(meta: impl Fn(u64) -> u64, ext_pages: u64, extents: u64) -> u64 {
     let ext_pages = ext_pages.max(1);
     let mut pages = 0u64;
-    // Converges in a few rounds: the default grows by a block per ~85 extents.
     for _ in 0..64 {
-        let meta = metadata_blocks.unwrap_or_else(|| default_metadata_blocks(pages, ext_pages));
-        let need = meta
+        let need = meta(pages)
             .saturating_add(2)
             .div_ceil(ext_pages)
             .saturating_mul(ext_pages)
-            .saturating_add(ext_pages);
+            .saturating_add(extents.saturating_mul(ext_pages));
         if need <= pages {
             break;
         }
@@ -151,8 +150,15 @@ impl<D: BlockDevice> Engine<D> {
             ));
         }
         let too_small = Error::DeviceTooSmall {
-            needed: min_device_pages(opts.metadata_blocks, ext_pages)
-                .saturating_mul(BLOCK_SIZE as u64),
+            needed: min_device_pages(
+                |p| {
+                    opts.metadata_blocks
+                        .unwrap_or_else(|| default_metadata_blocks(p, ext_pages))
+                },
+                ext_pages,
+                1,
+            )
+            .saturating_mul(BLOCK_SIZE as u64),
             available: pages.saturating_mul(BLOCK_SIZE as u64),
         };
         let meta_end = 2u64

@@ -60,24 +60,13 @@ fn spare_extents(data_extents: u64) -> u64 {
 }
 
 /// The smallest device, in bytes, that an array with `extent_size` and `max_luns`
-/// formats on: the superblocks and the metadata provisioned for the device's own
-/// extents, aligned to an extent, then two data extents (one of them spare). The
-/// metadata grows with the device, so this is the least fixed point of that sum.
+/// formats on: its worst-case metadata (which grows with the device) and two data
+/// extents, one of them spare.
 fn min_device_bytes(extent_size: u32, max_luns: u32) -> u64 {
     let es = u64::from(extent_size);
-    let ext_pages = (es / BLOCK_SIZE as u64).max(1);
-    let mut bytes = 0u64;
-    // Converges in a few rounds: the metadata grows by a block per ~250 extents.
-    for _ in 0..64 {
-        let meta = worst_case_metadata_blocks(bytes / es, max_luns);
-        let data_start = (2 + meta).div_ceil(ext_pages) * ext_pages;
-        let need = data_start * BLOCK_SIZE as u64 + 2 * es;
-        if need <= bytes {
-            break;
-        }
-        bytes = need;
-    }
-    bytes
+    let ext_pages = es / BLOCK_SIZE as u64;
+    let meta = |pages: u64| worst_case_metadata_blocks(pages * BLOCK_SIZE as u64 / es, max_luns);
+    engine::min_device_pages(meta, ext_pages, 2).saturating_mul(BLOCK_SIZE as u64)
 }
 
 const TABLE_SLOT: usize = 0;
