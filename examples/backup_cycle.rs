@@ -40,7 +40,7 @@ const MIB: u64 = 1 << 20;
 const DEVICE_BLOCK: u32 = 4096;
 const IMAGE_BYTES: u64 = 128 * MIB;
 /// Copy-on-write unit: the first write into an extent shared with a copy moves it.
-const EXTENT: u32 = lunsnap::array::DEFAULT_EXTENT_SIZE;
+const EXTENT: u32 = lunsnap::DEFAULT_EXTENT_SIZE;
 const MAX_LUNS: u32 = 64;
 /// The seed's `<array-id>`, stored in the superblock.
 const ARRAY_ID: [u8; 16] = *b"VA7100-demo-0001";
@@ -290,16 +290,16 @@ fn run(started: Instant) -> Result<()> {
         ),
     );
     ensure(
-        va.visible_luns(BACKUP_HOST) == [11, 12, 13],
+        va.as_host(BACKUP_HOST).visible_luns() == [11, 12, 13],
         "the backup server should discover exactly the copies",
     )?;
     let mut probe = [0u8; 512];
-    va.read_as(BACKUP_HOST, 11, 0, &mut probe)?;
-    match va.read_as(BACKUP_HOST, 1, 0, &mut probe) {
+    va.as_host(BACKUP_HOST).read(11, 0, &mut probe)?;
+    match va.as_host(BACKUP_HOST).read(1, 0, &mut probe) {
         Err(lunsnap::Error::NoSuchLun(1)) => {}
         other => return Err(format!("the backup server read LUN 1: {other:?}").into()),
     }
-    match va.write_as(BACKUP_HOST, 11, 0, &probe) {
+    match va.as_host(BACKUP_HOST).write(11, 0, &probe) {
         Err(lunsnap::Error::ReadOnlyAccess { .. }) => {}
         other => return Err(format!("the backup server wrote copy 11: {other:?}").into()),
     }

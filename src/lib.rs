@@ -96,14 +96,15 @@ pub mod superblock;
 pub mod testing;
 
 pub use array::{
-    Access, Array, ArrayViolation, FormatOptions, HostInfo, LunInfo, LunKind, OpenOptions,
-    PoolInfo, SECTOR,
+    Access, Array, ArrayViolation, FormatOptions, HostInfo, HostView, LunInfo, LunKind,
+    OpenOptions, PoolInfo, DEFAULT_EXTENT_SIZE, DEFAULT_MAX_LUNS, MAX_HOSTS, MAX_HOST_NAME,
+    MAX_LUNS_LIMIT, SECTOR,
 };
 pub use btree::node::ValueKind;
 pub use btree::Tree;
 pub use check::Violation;
-#[cfg(feature = "std")]
-pub use device::FileDevice;
 pub use device::{BlockDevice, DeviceError, DeviceErrorKind, MemDevice};
+#[cfg(feature = "std")]
+pub use device::{FileDevice, FileDeviceError};
 pub use engine::{Engine, SpaceStats};
 pub use error::{Error, Result};

@@ -75,8 +75,8 @@ fn security_filters_discovery_reads_and_writes() {
 
     // Disabled: every host (even an unknown one) sees and writes everything.
     assert!(!a.security_enabled());
-    assert_eq!(a.visible_luns(99), vec![1, 2]);
-    a.write_as(99, 2, 0, &[2; 512]).unwrap();
+    assert_eq!(a.as_host(99).visible_luns(), vec![1, 2]);
+    a.as_host(99).write(2, 0, &[2; 512]).unwrap();
 
     a.grant(1, H1, Access::Read).unwrap();
     a.grant(1, H2, Access::ReadWrite).unwrap();
@@ -84,27 +84,27 @@ fn security_filters_discovery_reads_and_writes() {
     assert!(a.security_enabled());
 
     // A host without a grant cannot see the LUN: it looks missing.
-    assert_eq!(a.visible_luns(H1), vec![1]);
-    assert_eq!(a.visible_luns(99), Vec::<u32>::new());
-    assert_eq!(a.read_as(H1, 2, 0, &mut b), Err(Error::NoSuchLun(2)));
-    assert_eq!(a.read_as(H1, 3, 0, &mut b), Err(Error::NoSuchLun(3)));
-    assert_eq!(a.lun_info_as(H1, 2), Err(Error::NoSuchLun(2)));
-    assert_eq!(a.read_as(99, 1, 0, &mut b), Err(Error::NoSuchLun(1)));
+    assert_eq!(a.as_host(H1).visible_luns(), vec![1]);
+    assert_eq!(a.as_host(99).visible_luns(), Vec::<u32>::new());
+    assert_eq!(a.as_host(H1).read(2, 0, &mut b), Err(Error::NoSuchLun(2)));
+    assert_eq!(a.as_host(H1).read(3, 0, &mut b), Err(Error::NoSuchLun(3)));
+    assert_eq!(a.as_host(H1).lun_info(2), Err(Error::NoSuchLun(2)));
+    assert_eq!(a.as_host(99).read(1, 0, &mut b), Err(Error::NoSuchLun(1)));
     // A read grant allows reads, not writes.
-    a.read_as(H1, 1, 0, &mut b).unwrap();
+    a.as_host(H1).read(1, 0, &mut b).unwrap();
     assert_eq!(b, [1; 512]);
     assert_eq!(
-        a.write_as(H1, 1, 0, &[9; 512]),
+        a.as_host(H1).write(1, 0, &[9; 512]),
         Err(Error::ReadOnlyAccess { lun: 1, host: H1 })
     );
     assert_eq!(
-        a.discard_as(H1, 1, 0, 512),
+        a.as_host(H1).discard(1, 0, 512),
         Err(Error::ReadOnlyAccess { lun: 1, host: H1 })
     );
     assert_eq!(sector(&mut a, 1), 1, "a refused write changed nothing");
-    a.write_as(H2, 1, 0, &[3; 512]).unwrap();
+    a.as_host(H2).write(1, 0, &[3; 512]).unwrap();
     assert_eq!(sector(&mut a, 1), 3);
-    assert_eq!(a.lun_info_as(H2, 1).unwrap().lun, 1);
+    assert_eq!(a.as_host(H2).lun_info(1).unwrap().lun, 1);
     assert_eq!(
         a.grants(1).unwrap(),
         vec![(H1, Access::Read), (H2, Access::ReadWrite)]
@@ -113,19 +113,19 @@ fn security_filters_discovery_reads_and_writes() {
     // Persistent, and revocable.
     let mut a = reopen(a);
     assert!(a.security_enabled());
-    assert_eq!(a.visible_luns(H1), vec![1]);
+    assert_eq!(a.as_host(H1).visible_luns(), vec![1]);
     a.revoke(1, H1).unwrap();
     assert_eq!(a.revoke(1, H1), Err(Error::NotGranted { lun: 1, host: H1 }));
     assert_eq!(a.revoke(1, 99), Err(Error::NoSuchHost(99)));
     assert_eq!(a.grant(5, H1, Access::Read), Err(Error::NoSuchLun(5)));
     assert_eq!(a.grant(1, 99, Access::Read), Err(Error::NoSuchHost(99)));
-    assert_eq!(a.read_as(H1, 1, 0, &mut b), Err(Error::NoSuchLun(1)));
+    assert_eq!(a.as_host(H1).read(1, 0, &mut b), Err(Error::NoSuchLun(1)));
     // Removing a host removes its grants.
     a.remove_host(H2).unwrap();
     a.add_host(H2, "again").unwrap();
-    assert_eq!(a.visible_luns(H2), Vec::<u32>::new());
+    assert_eq!(a.as_host(H2).visible_luns(), Vec::<u32>::new());
     a.set_security(false).unwrap();
-    assert_eq!(a.visible_luns(H1), vec![1, 2]);
+    assert_eq!(a.as_host(H1).visible_luns(), vec![1, 2]);
     clean(&mut a);
 }
 
@@ -149,7 +149,7 @@ fn copies_start_without_grants_keep_them_across_attach_and_lose_them_on_delete()
     // A new LUN with the same number does not inherit the old grants.
     a.create_lun(11, MIB).unwrap();
     assert_eq!(a.grants(11).unwrap(), vec![]);
-    assert_eq!(a.visible_luns(H1), Vec::<u32>::new());
+    assert_eq!(a.as_host(H1).visible_luns(), Vec::<u32>::new());
     clean(&mut a);
     let mut a = reopen(a);
     clean(&mut a);
@@ -258,17 +258,17 @@ fn host_count_is_bounded_and_every_grant_fits_in_the_metadata() {
     for l in 0..32 {
         a.create_lun(l, 4096).unwrap();
     }
-    for h in 0..u64::from(lunsnap::array::MAX_HOSTS) {
+    for h in 0..u64::from(lunsnap::MAX_HOSTS) {
         a.add_host(h, &format!("host {h}")).unwrap();
     }
     assert_eq!(
         a.add_host(1000, "one too many"),
         Err(Error::TooManyHosts {
-            max: lunsnap::array::MAX_HOSTS
+            max: lunsnap::MAX_HOSTS
         })
     );
     // Every LUN granted to every host: provisioned at format, never exhausted.
-    for h in 0..u64::from(lunsnap::array::MAX_HOSTS) {
+    for h in 0..u64::from(lunsnap::MAX_HOSTS) {
         for l in 0..32 {
             a.grant(l, h, Access::ReadWrite).unwrap();
         }
@@ -284,7 +284,7 @@ fn host_count_is_bounded_and_every_grant_fits_in_the_metadata() {
 #[test]
 fn host_names_of_56_bytes_fit() {
     let mut a = array();
-    let name = "n".repeat(lunsnap::array::MAX_HOST_NAME);
+    let name = "n".repeat(lunsnap::MAX_HOST_NAME);
     a.add_host(H1, &name).unwrap();
     let a = reopen(a);
     assert_eq!(a.hosts()[0].name, name);
@@ -381,21 +381,21 @@ fn grants_change_one_host_at_a_time() {
         vec![(H1, Access::ReadWrite), (H2, Access::Read)]
     );
     assert_eq!(
-        a.write_as(H2, 0, 0, &[1; 512]),
+        a.as_host(H2).write(0, 0, &[1; 512]),
         Err(Error::ReadOnlyAccess { lun: 0, host: H2 })
     );
-    a.write_as(H1, 0, 0, &[1; 512]).unwrap();
+    a.as_host(H1).write(0, 0, &[1; 512]).unwrap();
     // Revoking the second host (index 1) leaves the first's grant.
     a.revoke(0, H2).unwrap();
     assert_eq!(a.grants(0).unwrap(), vec![(H1, Access::ReadWrite)]);
     assert_eq!(a.revoke(0, H2), Err(Error::NotGranted { lun: 0, host: H2 }));
-    assert_eq!(a.visible_luns(H2), Vec::<u32>::new());
+    assert_eq!(a.as_host(H2).visible_luns(), Vec::<u32>::new());
     let mut a = reopen(a);
     assert_eq!(a.grants(0).unwrap(), vec![(H1, Access::ReadWrite)]);
     // Upgrading again works.
     a.grant(0, H2, Access::Read).unwrap();
     a.grant(0, H2, Access::ReadWrite).unwrap();
-    a.write_as(H2, 0, 0, &[2; 512]).unwrap();
+    a.as_host(H2).write(0, 0, &[2; 512]).unwrap();
     clean(&mut a);
 }
 
@@ -414,8 +414,8 @@ fn a_removed_hosts_grants_do_not_pass_to_the_next_host() {
     for l in [0, 1] {
         assert_eq!(a.grants(l).unwrap(), vec![]);
     }
-    assert_eq!(a.visible_luns(H2), Vec::<u32>::new());
+    assert_eq!(a.as_host(H2).visible_luns(), Vec::<u32>::new());
     let mut a = reopen(a);
-    assert_eq!(a.visible_luns(H2), Vec::<u32>::new());
+    assert_eq!(a.as_host(H2).visible_luns(), Vec::<u32>::new());
     clean(&mut a);
 }

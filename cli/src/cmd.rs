@@ -135,7 +135,7 @@ pub fn lun_list(path: &Path, as_json: bool, host: Option<u64>, out: &mut String)
     let mut va = image::open(path, Access::Read)?;
     let mut luns = va.luns()?;
     if let Some(h) = host {
-        let visible = va.visible_luns(h);
+        let visible = va.as_host(h).visible_luns();
         luns.retain(|l| visible.contains(&l.lun));
     }
     let mut grants = Vec::with_capacity(luns.len());

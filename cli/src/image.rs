@@ -9,7 +9,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use lunsnap::array::DEFAULT_EXTENT_SIZE;
+use lunsnap::DEFAULT_EXTENT_SIZE;
 use lunsnap::{Array, FileDevice, FormatOptions, PoolInfo};
 
 use crate::fail::{Fail, Result};

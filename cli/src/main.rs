@@ -50,7 +50,7 @@ enum Cmd {
         extent_size: Option<u32>,
         /// LUN numbers run from 0 to N-1 (1 to 1048576) [default: 1024]
         #[arg(long, value_name = "N",
-              value_parser = clap::value_parser!(u32).range(1..=i64::from(lunsnap::array::MAX_LUNS_LIMIT)))]
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(lunsnap::MAX_LUNS_LIMIT)))]
         max_luns: Option<u32>,
         /// Replace IMAGE if it exists (only once the new image is complete)
         #[arg(long)]

@@ -27,7 +27,7 @@ fn is_std(file: &Path) -> bool {
 /// Reads through the array's own access, or on behalf of `host`.
 fn read_at(va: &mut Va, host: Option<u64>, lun: u32, offset: u64, buf: &mut [u8]) -> Result<()> {
     match host {
-        Some(h) => va.read_as(h, lun, offset, buf)?,
+        Some(h) => va.as_host(h).read(lun, offset, buf)?,
         None => va.read(lun, offset, buf)?,
     }
     Ok(())
@@ -36,7 +36,7 @@ fn read_at(va: &mut Va, host: Option<u64>, lun: u32, offset: u64, buf: &mut [u8]
 /// Writes through the array's own access, or on behalf of `host`.
 fn write_at(va: &mut Va, host: Option<u64>, lun: u32, offset: u64, buf: &[u8]) -> Result<()> {
     match host {
-        Some(h) => va.write_as(h, lun, offset, buf)?,
+        Some(h) => va.as_host(h).write(lun, offset, buf)?,
         None => va.write(lun, offset, buf)?,
     }
     Ok(())
@@ -56,7 +56,7 @@ fn check_range(va: &mut Va, host: Option<u64>, lun: u32, offset: u64, len: u64) 
     let last = offset.checked_add(len - SECTOR).ok_or(beyond(u64::MAX))?;
     let mut probe = [0u8; SECTOR as usize];
     let r = match host {
-        Some(h) => va.read_as(h, lun, last, &mut probe),
+        Some(h) => va.as_host(h).read(lun, last, &mut probe),
         None => va.read(lun, last, &mut probe),
     };
     r.map_err(|e| match e {
@@ -99,7 +99,7 @@ pub fn write(
     let mut va = image::open(path, Access::Write)?;
     match host {
         // An empty write: may the host write the LUN at all?
-        Some(h) => va.write_as(h, lun, offset, &[])?,
+        Some(h) => va.as_host(h).write(lun, offset, &[])?,
         None => va.read(lun, offset, &mut [])?,
     }
     let (mut input, known): (Box<dyn Read>, Option<u64>) = if is_std(file) {
@@ -204,7 +204,7 @@ pub fn read(path: &Path, spec: &ReadSpec, file: &Path, out: &mut String) -> Resu
         Some(l) => l,
         // Whole LUN from the offset (checked above to be within it).
         None => match host {
-            Some(h) => va.lun_info_as(h, lun)?,
+            Some(h) => va.as_host(h).lun_info(lun)?,
             None => va.lun_info(lun)?,
         }
         .size

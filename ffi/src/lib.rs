@@ -817,7 +817,7 @@ pub unsafe extern "C" fn lunsnap_read_as(
                 // not aliased during the call.
                 unsafe { core::slice::from_raw_parts_mut(buf, len) }
             };
-            Ok(a.read_as(host, lun, offset, b)?)
+            Ok(a.as_host(host).read(lun, offset, b)?)
         })
     })
 }
@@ -850,7 +850,7 @@ pub unsafe extern "C" fn lunsnap_write_as(
                 // SAFETY: non-null; the caller passes `len` readable bytes at `buf`.
                 unsafe { core::slice::from_raw_parts(buf, len) }
             };
-            Ok(a.write_as(host, lun, offset, b)?)
+            Ok(a.as_host(host).write(lun, offset, b)?)
         })
     })
 }
@@ -865,7 +865,7 @@ pub extern "C" fn lunsnap_discard_as(
     offset: u64,
     len: u64,
 ) -> lunsnap_result {
-    run(|| with_array(array, |a| Ok(a.discard_as(host, lun, offset, len)?)))
+    run(|| with_array(array, |a| Ok(a.as_host(host).discard(lun, offset, len)?)))
 }
 
 /// The LUN numbers host `host` may discover, in order (every LUN with security
@@ -887,7 +887,7 @@ pub unsafe extern "C" fn lunsnap_visible_luns(
 ) -> lunsnap_result {
     run(|| {
         list_args(numbers, capacity, out_count)?;
-        let ns = with_array(array, |a| Ok(a.visible_luns(host)))?;
+        let ns = with_array(array, |a| Ok(a.as_host(host).visible_luns()))?;
         // SAFETY: the caller passes room for `capacity` numbers at `numbers`.
         unsafe { put_list(&ns, numbers, capacity, out_count) }
     })

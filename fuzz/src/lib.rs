@@ -381,10 +381,10 @@ fn exercise(dev: MemDevice, cache_bytes: usize, pristine: bool) {
         o.note("grants", a.grants(n));
     }
     for h in hosts.iter().take(4) {
-        for n in a.visible_luns(h.id).into_iter().take(4) {
-            o.note("lun_info_as", a.lun_info_as(h.id, n));
+        for n in a.as_host(h.id).visible_luns().into_iter().take(4) {
+            o.note("lun_info_as", a.as_host(h.id).lun_info(n));
             let mut s = [0u8; SECTOR_BYTES];
-            let _ = a.read_as(h.id, n, 0, &mut s);
+            let _ = a.as_host(h.id).read(n, 0, &mut s);
         }
     }
 
@@ -459,7 +459,7 @@ fn exercise(dev: MemDevice, cache_bytes: usize, pristine: bool) {
     if let Some(t) = target {
         o.note("add_host", a.add_host(0xF022, "fuzz"));
         o.note("grant", a.grant(t, 0xF022, Access::ReadWrite));
-        let _ = a.write_as(0xF022, t, 0, &sectors(0xF3, 0, 1));
+        let _ = a.as_host(0xF022).write(t, 0, &sectors(0xF3, 0, 1));
         let _ = a.revoke(t, 0xF022);
         o.note("remove_host", a.remove_host(0xF022));
         o.note("offline", a.set_online(t, false));

@@ -241,7 +241,7 @@ impl<D: BlockDevice + Clone> Harness<D> {
                     ),
                     Some(h) => (
                         self.m.read_as(h, lun, offset, &mut want),
-                        self.array().read_as(h, lun, offset, &mut got),
+                        self.array().as_host(h).read(lun, offset, &mut got),
                     ),
                 };
                 match (&g, &w) {
@@ -423,7 +423,7 @@ impl<D: BlockDevice + Clone> Harness<D> {
         data: &[u8],
     ) -> Result<(), Error> {
         match host {
-            Some(h) => self.array().write_as(h, lun, pos, data),
+            Some(h) => self.array().as_host(h).write(lun, pos, data),
             None => self.array().write(lun, pos, data),
         }
     }
@@ -552,7 +552,7 @@ pub fn array_op<D: BlockDevice>(a: &mut Array<D>, op: &Op) -> Result<(), Error> 
             lun,
             offset,
             len,
-        } => a.discard_as(host, lun, offset, len),
+        } => a.as_host(host).discard(lun, offset, len),
         Op::Flush => a.flush(),
         Op::Write { .. }
         | Op::WriteAs { .. }

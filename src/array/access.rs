@@ -274,7 +274,7 @@ impl<D: BlockDevice> Array<D> {
 
     /// May `host` reach LUN `lun` (for writing if `write`)? A LUN the host may not
     /// see is reported missing.
-    fn authorize(&self, host: u64, lun: u32, write: bool) -> Result<()> {
+    pub(crate) fn authorize(&self, host: u64, lun: u32, write: bool) -> Result<()> {
         let l = self.get(lun)?;
         if !self.access.security {
             return Ok(());
@@ -286,36 +286,67 @@ impl<D: BlockDevice> Array<D> {
         }
     }
 
-    /// [`Array::read`] on behalf of `host`.
-    pub fn read_as(&mut self, host: u64, lun: u32, offset: u64, buf: &mut [u8]) -> Result<()> {
-        self.authorize(host, lun, false)?;
-        self.read(lun, offset, buf)
+    /// The array as host `host` sees it: its I/O and discovery filtered by host
+    /// security (see [`HostView`]).
+    pub fn as_host(&mut self, host: u64) -> HostView<'_, D> {
+        HostView { array: self, host }
+    }
+}
+
+/// The array as one host sees it: the I/O and discovery calls of [`Array`], each
+/// authorized against the host's grants when security is enabled. To the host, a
+/// LUN it has no grant on is missing ([`Error::NoSuchLun`]), and a read grant refuses
+/// writes ([`Error::ReadOnlyAccess`]). With security disabled every call passes
+/// through unchanged. Made by [`Array::as_host`]; it holds the array borrowed, so
+/// authorization and the operation happen under one borrow.
+pub struct HostView<'a, D: BlockDevice> {
+    array: &'a mut Array<D>,
+    host: u64,
+}
+
+impl<D: BlockDevice> HostView<'_, D> {
+    /// The host this view acts for.
+    pub fn host(&self) -> u64 {
+        self.host
     }
 
-    /// [`Array::write`] on behalf of `host`.
-    pub fn write_as(&mut self, host: u64, lun: u32, offset: u64, buf: &[u8]) -> Result<()> {
-        self.authorize(host, lun, true)?;
-        self.write(lun, offset, buf)
+    /// Checks that the host may reach `lun` (for writing if `write`) without doing
+    /// anything: the error the I/O calls would give, or `Ok`.
+    pub fn authorize(&self, lun: u32, write: bool) -> Result<()> {
+        self.array.authorize(self.host, lun, write)
     }
 
-    /// [`Array::discard`] on behalf of `host`.
-    pub fn discard_as(&mut self, host: u64, lun: u32, offset: u64, len: u64) -> Result<()> {
-        self.authorize(host, lun, true)?;
-        self.discard(lun, offset, len)
+    /// [`Array::read`] on behalf of the host.
+    pub fn read(&mut self, lun: u32, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.authorize(lun, false)?;
+        self.array.read(lun, offset, buf)
     }
 
-    /// The LUNs `host` may discover (all of them with security disabled).
-    pub fn visible_luns(&self, host: u64) -> Vec<u32> {
-        self.luns
+    /// [`Array::write`] on behalf of the host.
+    pub fn write(&mut self, lun: u32, offset: u64, buf: &[u8]) -> Result<()> {
+        self.authorize(lun, true)?;
+        self.array.write(lun, offset, buf)
+    }
+
+    /// [`Array::discard`] on behalf of the host.
+    pub fn discard(&mut self, lun: u32, offset: u64, len: u64) -> Result<()> {
+        self.authorize(lun, true)?;
+        self.array.discard(lun, offset, len)
+    }
+
+    /// The LUNs the host may discover (all of them with security disabled).
+    pub fn visible_luns(&self) -> Vec<u32> {
+        self.array
+            .luns
             .keys()
             .copied()
-            .filter(|&l| self.authorize(host, l, false).is_ok())
+            .filter(|&l| self.authorize(l, false).is_ok())
             .collect()
     }
 
-    /// [`Array::lun_info`] as `host` sees it: a LUN it may not discover is missing.
-    pub fn lun_info_as(&mut self, host: u64, lun: u32) -> Result<super::LunInfo> {
-        self.authorize(host, lun, false)?;
-        self.lun_info(lun)
+    /// [`Array::lun_info`] as the host sees it: a LUN it may not discover is missing.
+    pub fn lun_info(&mut self, lun: u32) -> Result<super::LunInfo> {
+        self.authorize(lun, false)?;
+        self.array.lun_info(lun)
     }
 }

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::superblock::CLIENT_BYTES;
 use crate::ValueKind;
 
-pub use access::{Access, HostInfo, MAX_HOSTS, MAX_HOST_NAME};
+pub use access::{Access, HostInfo, HostView, MAX_HOSTS, MAX_HOST_NAME};
 pub use check::ArrayViolation;
 use lun::{Lun, GROUP, GROUP_BYTES, RECORD_SIZE};
 pub use lun::{LunInfo, LunKind, PoolInfo};

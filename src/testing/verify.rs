@@ -123,7 +123,7 @@ impl Model {
         }
         let stranger = (0..=u64::MAX).find(|h| !self.hosts.contains_key(h));
         for h in self.hosts.keys().copied().chain(stranger) {
-            let (g, w) = (array.visible_luns(h), self.visible_luns(h));
+            let (g, w) = (array.as_host(h).visible_luns(), self.visible_luns(h));
             if g != w {
                 return err(format!(
                     "visible_luns({h:#x}) is {g:?}, the model says {w:?}"

@@ -281,7 +281,7 @@ pub fn checksum_as(
     let mut off = 0;
     while off < size {
         match host {
-            Some(host) => va.read_as(host, lun, off, &mut buf)?,
+            Some(host) => va.as_host(host).read(lun, off, &mut buf)?,
             None => va.read(lun, off, &mut buf)?,
         }
         s.read += CHUNK;

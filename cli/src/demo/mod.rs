@@ -406,17 +406,18 @@ fn permissions(va: &mut Va) -> Result<()> {
     let parents: Vec<u32> = VG.iter().map(|v| v.lun).collect();
     let copies: Vec<u32> = VG.iter().map(|v| v.copy).collect();
     ensure(
-        va.visible_luns(DB_HOST) == parents && va.visible_luns(BACKUP_HOST) == copies,
+        va.as_host(DB_HOST).visible_luns() == parents
+            && va.as_host(BACKUP_HOST).visible_luns() == copies,
         "each host should discover exactly its own LUNs",
     )?;
     let mut probe = vec![0u8; BLOCK as usize];
-    match va.read_as(DB_HOST, 11, 0, &mut probe) {
+    match va.as_host(DB_HOST).read(11, 0, &mut probe) {
         Err(e @ Error::NoSuchLun(11)) => detail(&format!(
             "the database host cannot discover copy 11: \"{e}\""
         )),
         other => return Err(Fail(format!("demo: db host reading copy 11: {other:?}"))),
     }
-    match va.write_as(BACKUP_HOST, 11, 0, &probe) {
+    match va.as_host(BACKUP_HOST).write(11, 0, &probe) {
         Err(e @ Error::ReadOnlyAccess { .. }) => {
             detail(&format!("nor can the backup host write it: \"{e}\""));
         }
@@ -460,7 +461,7 @@ fn backup(va: &mut Va, db: &mut Database, export: &[Exported]) -> Result<Backup>
     ));
     cli("copy attach $IMG 11 12 13");
     ensure(
-        va.visible_luns(BACKUP_HOST) == VG.map(|v| v.copy),
+        va.as_host(BACKUP_HOST).visible_luns() == VG.map(|v| v.copy),
         "the refresh lost the backup host's grants",
     )?;
     let at_backup = db.images.clone();
