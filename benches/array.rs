@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use lunsnap::array::{worst_case_metadata_blocks, DEFAULT_MAX_LUNS};
-use lunsnap::btree::node::max_entries;
+use lunsnap::testing::layout::max_entries;
+use lunsnap::testing::layout::worst_case_metadata_pages;
+use lunsnap::DEFAULT_MAX_LUNS;
 use lunsnap::{Array, BlockDevice, DeviceErrorKind, FormatOptions, MemDevice};
 
 const KIB: u64 = 1 << 10;
@@ -153,7 +154,7 @@ fn device_pages(pool: u64, extent: u64) -> u64 {
     let extents = pool / extent;
     let spare = extents.div_ceil(255).min(256) + 4;
     (extents + spare) * extent / PAGE
-        + worst_case_metadata_blocks(2 * extents + 64, DEFAULT_MAX_LUNS)
+        + worst_case_metadata_pages(2 * extents + 64, DEFAULT_MAX_LUNS)
         + 2
 }
 
@@ -281,7 +282,7 @@ fn written_lun(size: u64) -> Written {
 }
 
 /// Times create_copy, attach (refresh) and restore on a fully written LUN, and prints
-/// the metadata blocks each writes.
+/// the metadata pages each writes.
 fn copy_ops(c: &mut Criterion, w: &mut Written) {
     let mut g = c.benchmark_group("array_copy_ops");
     g.sample_size(20)
@@ -352,7 +353,7 @@ fn copy_ops(c: &mut Criterion, w: &mut Written) {
         "copy operations leaked or lost extents"
     );
     println!(
-        "copy ops {label}: metadata blocks written per op (superblock included): create_copy {create_blocks:.2}, attach {attach_blocks:.2}, restore {restore_blocks:.2}"
+        "copy ops {label}: metadata pages written per op (superblock included): create_copy {create_blocks:.2}, attach {attach_blocks:.2}, restore {restore_blocks:.2}"
     );
 }
 

@@ -11,8 +11,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use lunsnap::engine::{Engine, Tree, ValueKind};
 use lunsnap::engine::{FormatOptions, OpenOptions};
-use lunsnap::{Engine, MemDevice, Tree, ValueKind};
+use lunsnap::MemDevice;
 
 /// Keys in the big tree.
 const BIG: u64 = 1_000_000;
@@ -25,7 +26,7 @@ const SHIFT: u32 = 20;
 const SMALL_CACHE: usize = 1 << 20;
 /// Cache budget that holds the whole tree and its space-map blocks.
 const BIG_CACHE: usize = 64 << 20;
-/// Metadata blocks provisioned: room for the tree to grow during the insert runs.
+/// Metadata pages provisioned: room for the tree to grow during the insert runs.
 const META_BLOCKS: u64 = 1 << 17;
 /// Inserts per transaction in the insert benchmarks.
 const COMMIT_EVERY: u64 = 1_000;
@@ -69,7 +70,7 @@ fn build_device() -> MemDevice {
         &FormatOptions {
             extent_size: 4096,
             cache_bytes: BIG_CACHE,
-            metadata_blocks: Some(META_BLOCKS),
+            metadata_pages: Some(META_BLOCKS),
             ..Default::default()
         },
     )
@@ -85,7 +86,7 @@ fn build_device() -> MemDevice {
     e.commit().expect("commit");
     let s = e.space();
     println!(
-        "built trees of {BIG} and {SMALL} keys in {:.2?}: {} metadata blocks in use ({:.1} MiB)",
+        "built trees of {BIG} and {SMALL} keys in {:.2?}: {} metadata pages in use ({:.1} MiB)",
         t0.elapsed(),
         s.meta_allocated,
         s.meta_allocated as f64 * 4096.0 / f64::from(1 << 20),
@@ -114,7 +115,7 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, ops: u64, before: lunsnap::cache::CacheStats, e: &Engine<MemDevice>) {
+    fn add(&mut self, ops: u64, before: lunsnap::engine::CacheStats, e: &Engine<MemDevice>) {
         let after = e.cache_stats();
         self.ops += ops;
         self.hits += after.hits - before.hits;
@@ -232,7 +233,7 @@ fn inserts(c: &mut Criterion, base: &MemDevice) {
         .expect("range");
         let s = e.space();
         println!(
-            "insert {}: commits (one per {COMMIT_EVERY} inserts) took {:.2} us per insert; tree grew from {BIG} to {keys} keys; {} metadata blocks in use",
+            "insert {}: commits (one per {COMMIT_EVERY} inserts) took {:.2} us per insert; tree grew from {BIG} to {keys} keys; {} metadata pages in use",
             cache_label(cache),
             in_commit.as_secs_f64() * 1e6 / tally.ops.max(1) as f64,
             s.meta_allocated

@@ -16,8 +16,9 @@ use std::error::Error as StdError;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use lunsnap::engine::{Engine, SpaceStats, Tree, ValueKind};
 use lunsnap::engine::{FormatOptions, OpenOptions};
-use lunsnap::{Engine, FileDevice, SpaceStats, Tree, ValueKind};
+use lunsnap::FileDevice;
 
 type Result<T> = std::result::Result<T, Box<dyn StdError>>;
 
@@ -68,12 +69,12 @@ fn tour() -> Result<()> {
     let mut e = Engine::format(dev, &FormatOptions::default())?;
     let s = e.space();
     step(format!(
-        "formatted a {} GiB sparse image: {} data extents of {} KiB, {} metadata blocks \
+        "formatted a {} GiB sparse image: {} data extents of {} KiB, {} metadata pages \
          provisioned; {} on disk",
         IMAGE_BYTES >> 30,
         s.data_extents,
         e.geometry().extent_size / 1024,
-        s.meta_blocks,
+        s.meta_pages,
         disk_usage(&path)
     ));
 
@@ -88,7 +89,7 @@ fn tour() -> Result<()> {
     e.commit()?;
     let s = e.space();
     step(format!(
-        "mapped {KEYS} keys to data extents and committed in {}: {} metadata blocks, \
+        "mapped {KEYS} keys to data extents and committed in {}: {} metadata pages, \
          {} extents in use; {} on disk",
         ms(t0.elapsed()),
         s.meta_allocated,
@@ -106,7 +107,7 @@ fn tour() -> Result<()> {
     let t_total = t0.elapsed();
     step(format!(
         "cloned the tree in {} µs (clone + commit, with its two device flushes: {} µs); \
-         metadata blocks allocated: {}",
+         metadata pages allocated: {}",
         t_clone.as_micros(),
         t_total.as_micros(),
         e.space().meta_allocated - before.meta_allocated
@@ -137,7 +138,7 @@ fn tour() -> Result<()> {
     e.commit()?;
     let after = e.space();
     step(format!(
-        "rewrote 1 key of the clone: {one} metadata blocks allocated (the shadowed \
+        "rewrote 1 key of the clone: {one} metadata pages allocated (the shadowed \
          root-to-leaf path and space-map blocks); after {} more in one region: {} in all, \
          the rest of the original's {} blocks stay shared",
         REWRITES,
@@ -177,7 +178,7 @@ fn tour() -> Result<()> {
     e.commit()?;
     let after = e.space();
     step(format!(
-        "dropped the clone: {} metadata blocks and {} data extents returned to the pool \
+        "dropped the clone: {} metadata pages and {} data extents returned to the pool \
          (its own changes); the original keeps its {}",
         before.meta_allocated - after.meta_allocated,
         before.data_allocated - after.data_allocated,

@@ -29,12 +29,12 @@ pub enum Error {
     UnsupportedVersion(u32),
     /// The superblock requires features this build does not know (bit mask of them).
     IncompatibleFeatures(u64),
-    /// A metadata block failed its checksum: the medium corrupted it.
+    /// A metadata page failed its checksum: the medium corrupted it.
     Checksum {
-        /// Metadata block address (in 4 KiB pages).
+        /// Metadata page address (in 4 KiB pages).
         addr: u64,
     },
-    /// A metadata block is well-formed but not the one expected at this place
+    /// A metadata page is well-formed but not the one expected at this place
     /// (wrong magic, kind, address or transaction): a misdirected or stale write.
     Misplaced {
         /// Address that was read.
@@ -49,7 +49,7 @@ pub enum Error {
         /// What was wrong.
         what: &'static str,
     },
-    /// No free metadata block is left. Format with more metadata space.
+    /// No free metadata page is left. Format with more metadata space.
     MetadataSpaceExhausted,
     /// No free data extent is left.
     DataSpaceExhausted,
@@ -175,12 +175,12 @@ impl fmt::Display for Error {
             ),
             Error::Checksum { addr } => write!(
                 f,
-                "checksum mismatch in metadata block {addr}: the metadata is corrupt"
+                "checksum mismatch in metadata page {addr}: the metadata is corrupt"
             ),
             Error::Misplaced { addr, what } => {
                 write!(
                     f,
-                    "metadata block {addr} is not the block expected here: {what}"
+                    "metadata page {addr} is not the block expected here: {what}"
                 )
             }
             Error::Corrupt { addr, what } => {
@@ -271,5 +271,36 @@ impl Error {
 
     pub(crate) fn corrupt(addr: u64, what: &'static str) -> Self {
         Error::Corrupt { addr, what }
+    }
+}
+
+/// The error of [`Array::close`](crate::Array::close): the final commit failed. The
+/// device is handed back with the error; reopening it finds the last commit.
+pub struct CloseError<D> {
+    /// Why the commit failed.
+    pub error: Error,
+    /// The device, as the failed commit left it.
+    pub device: D,
+}
+
+impl<D> fmt::Debug for CloseError<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CloseError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D> fmt::Display for CloseError<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "closing the array failed: {}", self.error)
+    }
+}
+
+impl<D> core::error::Error for CloseError<D> {}
+
+impl<D> From<CloseError<D>> for Error {
+    fn from(e: CloseError<D>) -> Error {
+        e.error
     }
 }

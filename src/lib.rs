@@ -9,25 +9,26 @@
 //! instantly because they share metadata, not data, with their parent.
 //!
 //! The crate is `#![no_std]` (it needs `alloc`) and runs over any [`BlockDevice`].
-//! It is built in layers, each using only those below it (see `DESIGN.md` §3):
+//! The public API is the [`Array`] and its types, the [`BlockDevice`] trait with
+//! [`MemDevice`] and `FileDevice` (feature `std`), the errors, the storage
+//! [`engine`] underneath as a standalone API, and with feature `testing` the
+//! `testing` module. Inside, the crate is built in layers, each using only those
+//! below it (docs/DESIGN.md §3 explains each and why it exists):
 //!
-//! 1. [`device`] — the [`BlockDevice`] trait, [`MemDevice`], `FileDevice` (feature
-//!    `std`) and, with feature `testing`, power-cut and error-injecting test devices.
-//! 2. [`block`] and [`cache`] — checksummed 4 KiB metadata blocks read through a
-//!    cache bounded by a byte budget.
-//! 3. [`space_map`] — persistent reference counts for metadata blocks and data
-//!    extents; data extents are handed out in log order.
-//! 4. [`btree`] — the copy-on-write B+tree whose nodes are shared between trees by
-//!    reference count: a clone costs one increment.
-//! 5. [`superblock`] and [`engine`] — atomic commits through two superblock slots;
-//!    [`check`] verifies every invariant.
+//! 1. `device` — the [`BlockDevice`] trait and the devices;
+//! 2. `store` — checksummed 4 KiB metadata pages read through a page cache bounded
+//!    by a byte budget, and the space maps: persistent reference counts of metadata
+//!    pages and data extents, which are handed out in log order;
+//! 3. `btree` — the copy-on-write B+tree whose nodes are shared between trees by
+//!    reference count: a clone costs one increment;
+//! 4. [`engine`] — the superblock's two slots, atomic commits, and the audit that
+//!    verifies every invariant;
+//! 5. `array` — the [`Array`]: the LUN table, business copies (create attached or
+//!    detached, attach, detach, delete, restore), full-size reservation, hosts and
+//!    grants ([`HostView`]), the I/O path and [`Array::check`].
 //!
 //! The on-disk format, the commit protocol and what a crash at each step leaves
-//! behind are described in `docs/FORMAT.md`.
-//!
-//! 6. [`array`](mod@array) — the [`Array`]: the LUN table, business copies (create attached or
-//!    detached, attach, detach, delete, restore), full-size reservation, the I/O
-//!    path and [`Array::check`].
+//! behind are described in docs/FORMAT.md.
 //!
 //! ## Example
 //!
@@ -56,7 +57,8 @@
 //!     assert_eq!(buf, [1u8; 4096]);
 //!     assert_eq!(array.lun_info(11)?.exclusive_bytes, 16 << 10); // one 16 KiB extent
 //!
-//!     // Copy to parent (the seed's `armcopy -r`): LUN 1 reads the copy's content again.
+//!     // Copy to parent (`armcopy -r` in HP's Business Copy VA guide): LUN 1 reads
+//!     // the copy's content again.
 //!     array.restore(11)?;
 //!     array.read(1, 0, &mut buf)?;
 //!     assert_eq!(buf, [1u8; 4096]);
@@ -67,9 +69,9 @@
 //! }
 //! ```
 //!
-//! The storage engine underneath can be used on its own: see [`Engine`].
+//! The storage engine underneath can be used on its own: see [`engine::Engine`].
 //!
-//! With feature `testing`, [`testing`] ships what lunsnap is verified
+//! With feature `testing`, the `testing` module ships what lunsnap is verified
 //! with, for users' own tests: a reference model of the array, a power-loss simulator
 //! and an error-injecting device.
 
@@ -82,16 +84,13 @@ extern crate std;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
-pub mod array;
-pub mod block;
-pub mod btree;
-pub mod cache;
-pub mod check;
-pub mod device;
+mod array;
+mod btree;
+mod device;
 pub mod engine;
-pub mod error;
-pub mod space_map;
-pub mod superblock;
+mod error;
+mod fast_map;
+mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -100,11 +99,8 @@ pub use array::{
     OpenOptions, PoolInfo, DEFAULT_EXTENT_SIZE, DEFAULT_MAX_LUNS, MAX_HOSTS, MAX_HOST_NAME,
     MAX_LUNS_LIMIT, SECTOR,
 };
-pub use btree::node::ValueKind;
-pub use btree::Tree;
-pub use check::Violation;
 pub use device::{BlockDevice, DeviceError, DeviceErrorKind, MemDevice};
 #[cfg(feature = "std")]
 pub use device::{FileDevice, FileDeviceError};
-pub use engine::{Engine, SpaceStats};
-pub use error::{Error, Result};
+pub use engine::{is_valid_extent_size, MAX_EXTENT_SIZE, MIN_EXTENT_SIZE};
+pub use error::{CloseError, Error, Result};

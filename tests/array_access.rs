@@ -293,12 +293,13 @@ fn host_names_of_56_bytes_fit() {
 /// An array with host H1, whose hosts tree (root slot 1) `f` then replaces
 /// through the engine; committed and opened as an array.
 fn with_hosts_tree(
-    f: impl FnOnce(&mut lunsnap::Engine<MemDevice>) -> lunsnap::Tree,
+    f: impl FnOnce(&mut lunsnap::engine::Engine<MemDevice>) -> lunsnap::engine::Tree,
 ) -> Result<Array<MemDevice>, Error> {
     let mut a = array();
     a.add_host(H1, "h").unwrap();
     let dev = a.close().unwrap();
-    let mut e = lunsnap::Engine::open(dev, &lunsnap::engine::OpenOptions::default()).unwrap();
+    let mut e =
+        lunsnap::engine::Engine::open(dev, &lunsnap::engine::OpenOptions::default()).unwrap();
     let t = f(&mut e);
     if let Some(old) = e.set_root(1, Some(t)).unwrap() {
         e.drop_tree(old).unwrap();
@@ -320,7 +321,9 @@ fn host_record(index: u32, len: u8, name: &[u8]) -> [u8; 64] {
 fn open_refuses_a_damaged_hosts_table() {
     // Right kind, wrong record size.
     let r = with_hosts_tree(|e| {
-        let mut t = e.create_tree(32, lunsnap::ValueKind::Opaque).unwrap();
+        let mut t = e
+            .create_tree(32, lunsnap::engine::ValueKind::Opaque)
+            .unwrap();
         e.insert(&mut t, H1, &[0; 32]).unwrap();
         t
     });
@@ -341,7 +344,9 @@ fn open_refuses_a_damaged_hosts_table() {
         (host_record(0, 2, &[0xff, 0xfe]), "not UTF-8"),
     ] {
         let r = with_hosts_tree(|e| {
-            let mut t = e.create_tree(64, lunsnap::ValueKind::Opaque).unwrap();
+            let mut t = e
+                .create_tree(64, lunsnap::engine::ValueKind::Opaque)
+                .unwrap();
             e.insert(&mut t, H1, &v).unwrap();
             t
         });
@@ -355,7 +360,9 @@ fn open_refuses_a_damaged_hosts_table() {
     }
     // The bounds are valid: index 63, a 56-byte name.
     let a = with_hosts_tree(|e| {
-        let mut t = e.create_tree(64, lunsnap::ValueKind::Opaque).unwrap();
+        let mut t = e
+            .create_tree(64, lunsnap::engine::ValueKind::Opaque)
+            .unwrap();
         e.insert(&mut t, H2, &host_record(63, 56, &[b'n'; 56]))
             .unwrap();
         t

@@ -4,10 +4,8 @@
 //! so that only the array's invariants are broken.
 
 use lunsnap::engine::OpenOptions as EngineOpen;
-use lunsnap::{
-    Access, Array, ArrayViolation, Engine, Error, FormatOptions, MemDevice, OpenOptions, Tree,
-    ValueKind,
-};
+use lunsnap::engine::{Engine, Tree, ValueKind};
+use lunsnap::{Access, Array, ArrayViolation, Error, FormatOptions, MemDevice, OpenOptions};
 
 const ES: u64 = 4096;
 
@@ -269,4 +267,23 @@ fn open_refuses_each_invalid_field_of_a_lun_record_alone() {
         edit_raw(image(), lun, |_, _, rec| patch(rec))
             .unwrap_or_else(|e| panic!("valid case {i}: {e}"));
     }
+}
+
+#[test]
+fn a_copy_of_another_size_than_its_parent_is_reported() {
+    // Copy 2 of LUN 0 (20 extents) claims 19: restore would give LUN 0 a mapping
+    // of the wrong size.
+    let mut a = edit(image(), 2, |_, _, rec| {
+        rec[8..16].copy_from_slice(&(19 * ES).to_le_bytes());
+    });
+    let v = check(&mut a);
+    assert!(
+        v.contains(&ArrayViolation::CopySizeMismatch {
+            lun: 2,
+            size: 19 * ES,
+            parent: 0,
+            parent_size: 20 * ES,
+        }),
+        "{v:?}"
+    );
 }

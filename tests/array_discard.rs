@@ -1,8 +1,9 @@
 //! A discard is a management operation: all or nothing, even when the pool is so
 //! full that zeroing the extent it only partly covers needs a fresh extent, and the
-//! device fails at any write of it.
+//! device fails at any write of it. A discard of length 0 changes nothing, and a
+//! close whose commit fails hands the device back.
 
-use lunsnap::device::testing::{ErrorDevice, Fault, FaultOp};
+use lunsnap::testing::{ErrorDevice, Fault, FaultOp};
 use lunsnap::{Array, FormatOptions, MemDevice, OpenOptions};
 
 const ES: u64 = 4096;
@@ -145,4 +146,51 @@ fn a_discard_commits_first_only_when_it_needs_fresh_extents() {
     let (c, gen) = (r * ES, a.pool_info().generation);
     a.discard(0, c + 512, 3 * ES).unwrap();
     assert_eq!(a.pool_info().generation, gen + 1);
+}
+
+#[test]
+fn a_zero_length_discard_changes_nothing() {
+    let (mut a, _) = pool_with_free(4, 0);
+    let before = a.pool_info();
+    let writes = a.device().writes();
+    a.discard(0, 0, 0).unwrap();
+    a.discard(0, ES, 0).unwrap();
+    assert_eq!(a.pool_info(), before, "no commit, no generation");
+    assert_eq!(a.device().writes(), writes, "nothing written");
+    // Its arguments are still checked.
+    assert!(a.discard(0, 1, 0).is_err());
+    assert!(a.discard(1, 0, 0).is_err());
+    assert_eq!(a.check().unwrap(), vec![]);
+}
+
+#[test]
+fn close_hands_the_device_back_when_its_commit_fails() {
+    let dev = ErrorDevice::new(MemDevice::new(512, 4096).unwrap());
+    let opts = FormatOptions {
+        extent_size: ES as u32,
+        max_luns: 2,
+        ..Default::default()
+    };
+    let mut a = Array::format(dev, &opts).unwrap();
+    a.create_lun(0, 4 * ES).unwrap();
+    a.write(0, 0, &[1; ES as usize]).unwrap();
+    a.flush().unwrap();
+    let gen = a.pool_info().generation;
+    a.write(0, 0, &[2; ES as usize]).unwrap();
+    a.device_mut()
+        .set_fault(Some(Fault::sticky(FaultOp::Write, 0)));
+    let err = a.close().expect_err("the commit cannot write");
+    assert!(
+        err.to_string().contains("closing the array failed"),
+        "{err}"
+    );
+    let mut dev = err.device;
+    dev.set_fault(None);
+    // The device still holds the last commit: the 1s.
+    let mut a = Array::open(dev, &OpenOptions::default()).unwrap();
+    assert_eq!(a.pool_info().generation, gen);
+    let mut buf = vec![0u8; ES as usize];
+    a.read(0, 0, &mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == 1));
+    assert_eq!(a.check().unwrap(), vec![]);
 }

@@ -3,8 +3,10 @@
 //! provisions. These figures decide how much of every pool users can reserve, so
 //! they are pinned here; a change to them is a change of FORMAT.md §6.
 
-use lunsnap::array::{worst_case_metadata_blocks, MAX_LUNS_LIMIT};
-use lunsnap::{Array, Engine, Error, FormatOptions, MemDevice, OpenOptions, ValueKind};
+use lunsnap::engine::{Engine, ValueKind};
+use lunsnap::testing::layout::worst_case_metadata_pages;
+use lunsnap::MAX_LUNS_LIMIT;
+use lunsnap::{Array, Error, FormatOptions, MemDevice, OpenOptions};
 
 const KIB: u64 = 1024;
 
@@ -154,7 +156,7 @@ fn too_small_a_device_is_refused_with_the_least_size_that_formats() {
     }
 }
 
-/// Metadata blocks provisioned for (data extents, max_luns): the worst case the
+/// Metadata pages provisioned for (data extents, max_luns): the worst case the
 /// engine can need, committed state and transaction together. `metadata_never_runs_out`
 /// (tests/array_space.rs) checks that it is enough; this pins the figures.
 #[test]
@@ -171,7 +173,7 @@ fn metadata_provisioning_is_pinned() {
     ];
     for (extents, luns, blocks) in pinned {
         assert_eq!(
-            worst_case_metadata_blocks(extents, luns),
+            worst_case_metadata_pages(extents, luns),
             blocks,
             "{extents} extents, {luns} LUNs"
         );
@@ -179,13 +181,13 @@ fn metadata_provisioning_is_pinned() {
     // More extents or more LUNs never need less.
     let mut last = 0;
     for e in (0..200_000u64).step_by(997) {
-        let b = worst_case_metadata_blocks(e, 64);
+        let b = worst_case_metadata_pages(e, 64);
         assert!(b >= last, "{e}");
         last = b;
     }
     let mut last = 0;
     for l in (1..=MAX_LUNS_LIMIT).step_by(4099) {
-        let b = worst_case_metadata_blocks(100_000, l);
+        let b = worst_case_metadata_pages(100_000, l);
         assert!(b >= last, "{l}");
         last = b;
     }
@@ -201,12 +203,12 @@ fn metadata_provisioning_is_pinned() {
     .expect("format");
     let extents_bound = (64 << 20) / 4096;
     assert_eq!(
-        a.engine().space().meta_blocks,
-        worst_case_metadata_blocks(extents_bound, 16)
+        a.engine().space().meta_pages,
+        worst_case_metadata_pages(extents_bound, 16)
     );
     assert_eq!(
         a.pool_info().metadata_provisioned_bytes,
-        worst_case_metadata_blocks(extents_bound, 16) * 4096
+        worst_case_metadata_pages(extents_bound, 16) * 4096
     );
 }
 

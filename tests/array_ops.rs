@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use lunsnap::{
     Array, ArrayViolation, BlockDevice, Error, FormatOptions, LunInfo, LunKind, MemDevice,
-    OpenOptions, PoolInfo, Violation, SECTOR,
+    OpenOptions, PoolInfo, SECTOR,
 };
 
 const KIB: u64 = 1 << 10;
@@ -1528,7 +1528,7 @@ fn format_and_open_errors() {
         r.err()
     );
     // A storage engine without the array header is not an array.
-    let eng = lunsnap::Engine::format(mem(16 * MIB), &Default::default()).expect("engine");
+    let eng = lunsnap::engine::Engine::format(mem(16 * MIB), &Default::default()).expect("engine");
     let r = Array::open(eng.into_device(), &OpenOptions::default());
     assert!(
         matches!(r, Err(Error::NotAnArray)),
@@ -1963,17 +1963,19 @@ fn check_reports_a_wrong_refcount() {
     h.a().engine().inc_data(0).unwrap();
     let v = h.a().check().unwrap();
     assert!(
-        v.contains(&ArrayViolation::Engine(Violation::DataRefcount {
-            extent: 0,
-            stored: 2,
-            found: 1
-        })),
+        v.contains(&ArrayViolation::Engine(
+            lunsnap::engine::Violation::DataRefcount {
+                extent: 0,
+                stored: 2,
+                found: 1
+            }
+        )),
         "check() missed the wrong refcount: {v:#?}"
     );
     assert!(
         v.iter().all(|x| matches!(
             x,
-            ArrayViolation::Engine(Violation::DataRefcount { extent: 0, .. })
+            ArrayViolation::Engine(lunsnap::engine::Violation::DataRefcount { extent: 0, .. })
         )),
         "unexpected other violations: {v:#?}"
     );
@@ -1987,11 +1989,13 @@ fn check_reports_a_wrong_refcount() {
     h.a().engine().inc_data(0).unwrap();
     let v = h.a().check().unwrap();
     assert!(
-        v.contains(&ArrayViolation::Engine(Violation::DataRefcount {
-            extent: 0,
-            stored: 2,
-            found: 1
-        })),
+        v.contains(&ArrayViolation::Engine(
+            lunsnap::engine::Violation::DataRefcount {
+                extent: 0,
+                stored: 2,
+                found: 1
+            }
+        )),
         "{v:#?}"
     );
     h.a().engine().dec_data(0).unwrap();

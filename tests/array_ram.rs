@@ -327,7 +327,7 @@ fn one_tebibyte_lun_in_a_few_mib_of_heap() {
 }
 
 /// `check()` of the same pool: one `u32` per data extent in chunks of `DATA_CHUNK`
-/// (2^20) extents, so 4 MiB plus a little per metadata block, within the 8 MiB target
+/// (2^20) extents, so 4 MiB plus a little per metadata page, within the 8 MiB target
 /// (DESIGN.md §5) for any pool size. (Before the fix: 2^22-extent chunks, allocated
 /// while the previous one was still held: ~35 MiB.)
 #[test]

@@ -79,7 +79,8 @@ fn open_refuses_a_lun_record_larger_than_the_pool() {
     let dev = a.close().unwrap();
     for size in [u64::MAX - 511, 1 << 40, 64 * MIB] {
         let mut e =
-            lunsnap::Engine::open(dev.clone(), &lunsnap::engine::OpenOptions::default()).unwrap();
+            lunsnap::engine::Engine::open(dev.clone(), &lunsnap::engine::OpenOptions::default())
+                .unwrap();
         let mut table = e.root(0).unwrap().unwrap();
         let mut rec = [0u8; 64];
         assert!(e.lookup(&table, 0, &mut rec).unwrap());

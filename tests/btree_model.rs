@@ -22,8 +22,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use lunsnap::engine::{Engine, Tree, ValueKind};
 use lunsnap::engine::{FormatOptions, OpenOptions};
-use lunsnap::{BlockDevice, Engine, Error, MemDevice, Tree, ValueKind};
+use lunsnap::{BlockDevice, Error, MemDevice};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
@@ -36,7 +37,7 @@ const BIG_CACHE: usize = 1 << 20;
 struct Params {
     /// Device size in 4 KiB blocks.
     blocks: u64,
-    /// Metadata blocks provisioned.
+    /// Metadata pages provisioned.
     meta: u64,
     /// Most keys are drawn from `0..key_space`.
     key_space: u64,
@@ -328,7 +329,7 @@ struct Harness {
     next_tag: u64,
 }
 
-fn fmt_violations(v: &[lunsnap::check::Violation]) -> String {
+fn fmt_violations(v: &[lunsnap::engine::Violation]) -> String {
     let mut s = format!("{} violation(s):", v.len());
     for x in v.iter().take(8) {
         s.push_str(&format!("\n  {x}"));
@@ -342,7 +343,7 @@ fn format(p: Params, cache: usize) -> Engine<MemDevice> {
         &FormatOptions {
             extent_size: 4096,
             cache_bytes: cache,
-            metadata_blocks: Some(p.meta),
+            metadata_pages: Some(p.meta),
             ..Default::default()
         },
     )
@@ -801,13 +802,13 @@ fn tag_bytes(extent: u64, tag: u64) -> [u8; 16] {
 }
 
 /// Most blocks the two space maps' own nodes can occupy (leaves plus index nodes).
-fn map_nodes_bound(s: &lunsnap::SpaceStats) -> u64 {
-    let per_leaf = lunsnap::space_map::COUNTS_PER_LEAF;
+fn map_nodes_bound(s: &lunsnap::engine::SpaceStats) -> u64 {
+    let per_leaf = lunsnap::testing::layout::COUNTS_PER_LEAF;
     let nodes = |entries: u64| {
         let leaves = entries.div_ceil(per_leaf);
-        leaves + leaves.div_ceil(lunsnap::space_map::PTRS_PER_INDEX) + 1
+        leaves + leaves.div_ceil(lunsnap::testing::layout::PTRS_PER_INDEX) + 1
     };
-    nodes(s.meta_blocks) + nodes(s.data_extents)
+    nodes(s.meta_pages) + nodes(s.data_extents)
 }
 
 /// The probe keys checked after `op`: around the keys it touched.
@@ -1027,7 +1028,7 @@ fn sequential_fill_is_dense_and_clone_is_one_refcount_change() {
     let nodes = e.space().meta_allocated - base;
     assert!(
         nodes <= leaves + 2 + 8,
-        "{nodes} metadata blocks for {leaves} full leaves"
+        "{nodes} metadata pages for {leaves} full leaves"
     );
 
     let before = e.space();

@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use lunsnap::check::Violation;
+use lunsnap::engine::Violation;
+use lunsnap::engine::{Engine, Tree, ValueKind};
 use lunsnap::engine::{FormatOptions, OpenOptions};
-use lunsnap::{BlockDevice, Engine, Error, FileDevice, MemDevice, Tree, ValueKind};
+use lunsnap::{BlockDevice, Error, FileDevice, MemDevice};
 
 const PAGE: usize = 4096;
 const CACHE: usize = 32 * PAGE;
@@ -173,13 +174,13 @@ impl Info {
     fn read(dev: &mut MemDevice) -> Info {
         let (slot, sb) = Info::newest_superblock(dev);
         let meta_start = le64(&sb, SB_META_START);
-        let meta_blocks = le64(&sb, SB_META_BLOCKS);
+        let meta_pages = le64(&sb, SB_META_BLOCKS);
         let mut info = Info {
             gen: le64(&sb, OFF_TXID),
             sb_new: slot,
             sb_old: 1 - slot,
             meta_start,
-            meta_end: meta_start + meta_blocks,
+            meta_end: meta_start + meta_pages,
             data_start: le64(&sb, SB_DATA_START),
             data_extents: le64(&sb, SB_DATA_EXTENTS),
             map_nodes: Vec::new(),
@@ -187,7 +188,7 @@ impl Info {
             nodes: Vec::new(),
         };
         for (name, off, entries) in [
-            ("meta-map", SB_META_MAP, meta_blocks),
+            ("meta-map", SB_META_MAP, meta_pages),
             ("data-map", SB_DATA_MAP, info.data_extents),
         ] {
             let leaves = entries.div_ceil(1016).max(1);
@@ -317,7 +318,7 @@ struct Image {
 
 struct Shape {
     pages: u64,
-    meta_blocks: u64,
+    meta_pages: u64,
     main_keys: u64,
     big_keys: u64,
     data_keys: u64,
@@ -353,7 +354,7 @@ fn build(s: &Shape) -> Image {
         &FormatOptions {
             extent_size: 4096,
             cache_bytes: 256 * PAGE,
-            metadata_blocks: Some(s.meta_blocks),
+            metadata_pages: Some(s.meta_pages),
             ..Default::default()
         },
     )
@@ -429,7 +430,7 @@ fn rich() -> &'static Image {
     IMG.get_or_init(|| {
         build(&Shape {
             pages: 4096,
-            meta_blocks: 1100,
+            meta_pages: 1100,
             main_keys: 3000,
             big_keys: 4000,
             data_keys: 1100,
@@ -445,7 +446,7 @@ fn tiny() -> &'static Image {
     IMG.get_or_init(|| {
         build(&Shape {
             pages: 512,
-            meta_blocks: 128,
+            meta_pages: 128,
             main_keys: 400,
             big_keys: 100,
             data_keys: 60,
@@ -461,7 +462,7 @@ fn small() -> &'static Image {
     IMG.get_or_init(|| {
         build(&Shape {
             pages: 2400,
-            meta_blocks: 1100,
+            meta_pages: 1100,
             main_keys: 500,
             big_keys: 200,
             data_keys: 100,
@@ -1078,7 +1079,7 @@ fn unknown_versions_and_features_are_refused() {
         assert!(read_state(&mut e).unwrap() == img.last);
     }
     let dev = patched_superblock(img, |b| put32(b, SB_MBS, 8192));
-    assert!(open_err(dev, "metadata block size").is_corruption());
+    assert!(open_err(dev, "metadata page size").is_corruption());
     // Only the newest slot unreadable: the previous commit opens.
     let mut dev = img.dev.clone();
     edit(&mut dev, img.info.sb_new, |b| put32(b, SB_MBS, 8192));
@@ -1445,18 +1446,18 @@ fn hostile_cases(i: &Info) -> Vec<(String, Damage)> {
         sb_edit(|b, _| put64(b, SB_META_MAP + 16, u64::MAX)),
     );
     add(
-        "metadata blocks u64::MAX",
+        "metadata pages u64::MAX",
         sb_edit(|b, _| put64(b, SB_META_BLOCKS, u64::MAX)),
     );
     add(
-        "metadata blocks + 1",
+        "metadata pages + 1",
         sb_edit(|b, _| {
             let m = le64(b, SB_META_BLOCKS);
             put64(b, SB_META_BLOCKS, m + 1)
         }),
     );
     add(
-        "metadata blocks 0",
+        "metadata pages 0",
         sb_edit(|b, _| put64(b, SB_META_BLOCKS, 0)),
     );
     add("meta start 3", sb_edit(|b, _| put64(b, SB_META_START, 3)));
@@ -1679,7 +1680,7 @@ fn range_over_a_dag_of_shared_nodes_terminates() {
         &mut dev,
         &FormatOptions {
             extent_size: 4096,
-            metadata_blocks: Some(64),
+            metadata_pages: Some(64),
             ..Default::default()
         },
     )
@@ -1910,7 +1911,7 @@ fn a_data_map_with_every_extent_allocated_reopens() {
     };
     let mut e = Engine::format(MemDevice::new(512, 2048).unwrap(), &opts).unwrap();
     let total = e.space().data_extents;
-    let mut t = e.create_tree(8, lunsnap::ValueKind::Data).unwrap();
+    let mut t = e.create_tree(8, lunsnap::engine::ValueKind::Data).unwrap();
     for k in 0..total {
         let x = e.alloc_data().unwrap();
         e.insert(&mut t, k, &x.to_le_bytes()).unwrap();

@@ -11,9 +11,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use lunsnap::device::testing::{CutOutcome, PowerCutDevice};
+use lunsnap::engine::{Engine, Tree, ValueKind};
 use lunsnap::engine::{FormatOptions, OpenOptions};
-use lunsnap::{BlockDevice, Engine, Error, FileDevice, MemDevice, Tree, ValueKind};
+use lunsnap::testing::{CutOutcome, PowerCutDevice};
+use lunsnap::{BlockDevice, Error, FileDevice, MemDevice};
 
 const PAGE: usize = 4096;
 /// The smallest cache the engine allows: dirty blocks are evicted (written) long
@@ -130,7 +131,7 @@ fn fmt_opts(cache: usize, meta: Option<u64>) -> FormatOptions {
     FormatOptions {
         extent_size: 4096,
         cache_bytes: cache,
-        metadata_blocks: meta,
+        metadata_pages: meta,
         ..Default::default()
     }
 }
@@ -352,7 +353,7 @@ fn read_page<D: BlockDevice>(dev: &mut D, page: u64) -> Vec<u8> {
     b
 }
 
-/// Every metadata block the newest valid superblock reaches (space map nodes and tree
+/// Every metadata page the newest valid superblock reaches (space map nodes and tree
 /// nodes, nested trees included), with its bytes. Independent of the engine's code.
 fn live_blocks<D: BlockDevice>(dev: &mut D) -> BTreeMap<u64, Vec<u8>> {
     let mut best: Option<Vec<u8>> = None;

@@ -1,13 +1,14 @@
 //! Engine calls whose results the array relies on: root slots refuse foreign roots,
 //! metadata and data reference counts (now and as committed).
 
+use lunsnap::engine::{Engine, Tree, ValueKind};
 use lunsnap::engine::{FormatOptions, OpenOptions};
-use lunsnap::{Engine, Error, MemDevice, Tree, ValueKind};
+use lunsnap::{Error, MemDevice};
 
 fn engine() -> Engine<MemDevice> {
     let opts = FormatOptions {
         extent_size: 4096,
-        metadata_blocks: Some(64),
+        metadata_pages: Some(64),
         ..Default::default()
     };
     Engine::format(MemDevice::new(512, 4096).expect("device"), &opts).expect("format")
@@ -17,7 +18,7 @@ fn engine() -> Engine<MemDevice> {
 fn set_root_refuses_a_root_outside_the_metadata_area() {
     let mut e = engine();
     let g = e.geometry();
-    let end = g.meta_start + g.meta_blocks;
+    let end = g.meta_start + g.meta_pages;
     for addr in [end, end + 1, 2 * end, g.data_start, u64::MAX] {
         let t = Tree::from_parts(addr, 8, ValueKind::Opaque).expect("tree");
         assert!(
@@ -27,7 +28,7 @@ fn set_root_refuses_a_root_outside_the_metadata_area() {
     }
     assert_eq!(e.root(0).expect("slot"), None, "nothing stored");
     assert!(matches!(e.root(8), Err(Error::InvalidArgument(_))));
-    // The last metadata block is inside.
+    // The last metadata page is inside.
     let t = Tree::from_parts(end - 1, 8, ValueKind::Opaque).expect("tree");
     assert_eq!(e.set_root(0, Some(t)).expect("inside"), None);
     assert_eq!(e.set_root(0, None).expect("back"), Some(t));
@@ -46,7 +47,7 @@ fn metadata_reference_counts_follow_clones_and_drops() {
     assert_eq!(e.meta_refcount(root).expect("count"), 1);
     let g = e.geometry();
     assert!(matches!(
-        e.meta_refcount(g.meta_start + g.meta_blocks),
+        e.meta_refcount(g.meta_start + g.meta_pages),
         Err(Error::InvalidArgument(_))
     ));
 }

@@ -3,7 +3,8 @@
 //! non-hole slot, and dropping the last tree must free every extent.
 
 use lunsnap::engine::FormatOptions;
-use lunsnap::{Engine, Error, MemDevice, ValueKind};
+use lunsnap::engine::{Engine, ValueKind};
+use lunsnap::{Error, MemDevice};
 
 const SLOTS: usize = 16;
 

@@ -1,5 +1,6 @@
+use lunsnap::engine::{Engine, ValueKind};
 use lunsnap::engine::{FormatOptions, OpenOptions};
-use lunsnap::{Engine, MemDevice, ValueKind};
+use lunsnap::MemDevice;
 
 fn fresh(cache: usize) -> Engine<MemDevice> {
     let dev = MemDevice::new(4096, 1 << 16).unwrap();

@@ -38,7 +38,7 @@ pub fn info(path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
         "disabled: every host sees every LUN"
     };
     let hosts = va.hosts().len();
-    let dev = va.device_mut();
+    let dev = va.device();
     let len = dev.block_count() * u64::from(dev.block_size());
     let disk = image::disk_usage(path);
     if as_json {

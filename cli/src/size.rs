@@ -47,7 +47,8 @@ pub fn image_size(s: &str) -> Result<u64, String> {
 /// An extent size: a SIZE that is a power of two from 4 KiB to 1 MiB.
 pub fn extent_size(s: &str) -> Result<u32, String> {
     let n = parse(s)?;
-    if !n.is_power_of_two() || !(4096..=1 << 20).contains(&n) {
+    let valid = u32::try_from(n).is_ok_and(lunsnap::is_valid_extent_size);
+    if !valid {
         return Err(format!(
             "{s:?}: the extent size must be a power of two from 4K to 1M"
         ));

@@ -16,8 +16,8 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use lunsnap::block::{self, BLOCK_SIZE};
-use lunsnap::device::testing::{CutOutcome, PowerCutDevice};
+use lunsnap::testing::layout::{self, PAGE_SIZE};
+use lunsnap::testing::{CutOutcome, PowerCutDevice};
 use lunsnap::{
     Access, Array, BlockDevice, Error, FormatOptions, LunKind, MemDevice, OpenOptions, SECTOR,
 };
@@ -55,7 +55,7 @@ impl<'a> Bytes<'a> {
     }
 }
 
-const PAGE: usize = BLOCK_SIZE;
+const PAGE: usize = PAGE_SIZE;
 const SECTOR_BYTES: usize = SECTOR as usize;
 
 /// Errors that reject an argument or a state: what a correct array may answer to
@@ -104,10 +104,10 @@ fn write_page(dev: &mut MemDevice, page: u64, buf: &[u8]) {
 }
 
 fn has_magic(b: &[u8]) -> bool {
-    b.len() >= 4 && b[..4] == block::MAGIC.to_le_bytes()
+    b.len() >= 4 && b[..4] == layout::PAGE_MAGIC.to_le_bytes()
 }
 
-/// A populated array image to patch, and its pages that hold a live metadata block.
+/// A populated array image to patch, and its pages that hold a live metadata page.
 struct Base {
     dev: MemDevice,
     meta_pages: Vec<u64>,
@@ -138,7 +138,7 @@ fn build_base(kind: u8) -> Base {
     populate(&mut a).expect("populate the base image");
     assert!(a.check().expect("check the base image").is_empty());
     let dev = a.close().expect("close the base image");
-    // The superblocks and the metadata blocks in use (not those of older commits).
+    // The superblocks and the metadata pages in use (not those of older commits).
     let mut a = Array::open(dev.clone(), &OpenOptions::default()).expect("open the base image");
     let pages = bytes / PAGE as u64;
     let meta_pages = (0..pages)
@@ -219,7 +219,7 @@ fn sectors(id: u32, first: u32, n: usize) -> Vec<u8> {
 ///   takes no bytes and writes value `len & 15` of [`INTERESTING`]: 8 bytes, or
 ///   their low 4 if `len & 16`). The page is, if
 ///   `sel & 0x40`, page `sel & 0x3f` of the device, else the `(sel & 0x3f)`-th of
-///   the superblocks and the metadata blocks in use (modulo their number). Unless
+///   the superblocks and the metadata pages in use (modulo their number). Unless
 ///   `sel & 0x80`, a
 ///   page that starts with the magic is resealed afterwards. At most 64 patches;
 ///   no patch at all must give a clean array.
@@ -244,7 +244,7 @@ fn raw_image(mode: u8, image: &[u8]) -> MemDevice {
         let mut page = vec![0u8; PAGE];
         page[..chunk.len()].copy_from_slice(chunk);
         if mode & 2 != 0 && has_magic(&page) {
-            block::seal(&mut page);
+            layout::seal(&mut page);
         }
         write_page(&mut dev, i as u64, &page);
     }
@@ -327,7 +327,7 @@ fn patched_image(mode: u8, b: &mut Bytes<'_>) -> (MemDevice, bool) {
         let n = bytes.len().min(PAGE - offset);
         buf[offset..offset + n].copy_from_slice(&bytes[..n]);
         if sel & 0x80 == 0 && has_magic(&buf) {
-            block::seal(&mut buf);
+            layout::seal(&mut buf);
         }
         write_page(&mut dev, page, &buf);
     }
@@ -493,7 +493,7 @@ fn exercise(dev: MemDevice, cache_bytes: usize, pristine: bool) {
         "a clean array has violations after operations: {after:?} ({:?})",
         o.log
     );
-    let Some(dev) = o.note("close", a.close()) else {
+    let Some(dev) = o.note("close", a.close().map_err(Error::from)) else {
         return;
     };
     match Array::open(dev, &opts) {
@@ -1202,7 +1202,7 @@ impl Run {
                 }
             }
             (Err(e), Err(_)) if benign(&e) => {}
-            // A read may write changed metadata blocks back to make room in the cache.
+            // A read may write changed metadata pages back to make room in the cache.
             (Err(e), _) if !benign(&e) && self.failing() => {
                 let i = self.trail.len() - 1;
                 self.failed = Some((i, self.trail[i], None));

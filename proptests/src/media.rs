@@ -4,7 +4,7 @@
 //! The test then replays that trace: a [`Medium`] holds what was durable at the last
 //! flush, and each crash is tried on a [`View`] of it (a copy-on-write overlay, so a
 //! crash costs what it changes, not a copy of the device) behind a fresh
-//! [`PowerCutDevice`](lunsnap::device::testing::PowerCutDevice) that is handed the
+//! [`PowerCutDevice`](lunsnap::testing::PowerCutDevice) that is handed the
 //! writes made since that flush, then cut.
 
 use std::collections::HashMap;

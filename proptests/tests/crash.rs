@@ -16,8 +16,8 @@
 
 use std::time::Instant;
 
-use lunsnap::device::testing::{CutOutcome, PowerCutDevice};
 use lunsnap::testing::Model;
+use lunsnap::testing::{CutOutcome, PowerCutDevice};
 use lunsnap::{Access, Array, BlockDevice, FormatOptions, OpenOptions, SECTOR};
 use lunsnap_proptests::harness::recover_with;
 use lunsnap_proptests::media::{Event, Medium, Tracer, View};

@@ -11,8 +11,8 @@
 //! error in a read leaves the handle working: the workload goes on and its end state
 //! is verified too.
 
-use lunsnap::device::testing::{CutOutcome, ErrorDevice, Fault, FaultOp, PowerCutDevice};
 use lunsnap::testing::Model;
+use lunsnap::testing::{CutOutcome, ErrorDevice, Fault, FaultOp, PowerCutDevice};
 use lunsnap::{Access, Array, Error, FormatOptions, MemDevice, OpenOptions};
 use lunsnap_proptests::harness::recover_with;
 use lunsnap_proptests::{Harness, Op};

@@ -1,6 +1,6 @@
 //! Regression tests of bugs the property and crash tests found, each stated directly.
 
-use lunsnap::device::testing::{CutOutcome, PowerCutDevice};
+use lunsnap::testing::{CutOutcome, PowerCutDevice};
 use lunsnap::{Array, FormatOptions, MemDevice, OpenOptions};
 
 /// A discard whose range ends in two partly covered extents zeroes both by

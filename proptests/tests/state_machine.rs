@@ -16,8 +16,8 @@
 
 use std::sync::OnceLock;
 
-use lunsnap::device::testing::{CutOutcome, PowerCutDevice};
 use lunsnap::testing::Model;
+use lunsnap::testing::{CutOutcome, PowerCutDevice};
 use lunsnap::{Access, Array, FormatOptions, MemDevice, PoolInfo, SECTOR};
 use lunsnap_proptests::{env_count, Harness, Op};
 use proptest::prelude::*;

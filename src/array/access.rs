@@ -1,4 +1,4 @@
-//! Host access control (the seed's Secure Manager), kept in the same crash-safe
+//! Host access control (the Secure Manager of HP's Business Copy VA guide), kept in the same crash-safe
 //! metadata as the LUN table: a hosts tree (root slot 1: host id → index 0..63 and
 //! name; plain bytes, never cloned), and in each LUN record two bitmaps over host
 //! indexes (may read, may write). Every change is committed before it returns, and a
@@ -17,8 +17,8 @@ use alloc::vec::Vec;
 use crate::btree::Tree;
 use crate::device::BlockDevice;
 use crate::engine::Engine;
+use crate::engine::ValueKind;
 use crate::error::{Error, Result};
-use crate::ValueKind;
 
 use super::Array;
 

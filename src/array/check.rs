@@ -4,11 +4,11 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::check::Violation;
 use crate::device::BlockDevice;
+use crate::engine::Violation;
 use crate::error::{Error, Result};
 
-use super::lun::{unpack, Lun, GROUP, RECORD_SIZE};
+use super::lun::{unpack, Lun, EXTENTS_PER_ENTRY, RECORD_SIZE};
 use super::Array;
 
 /// One violated invariant found by [`Array::check`].
@@ -35,6 +35,18 @@ pub enum ArrayViolation {
         lun: u32,
         /// The parent it names.
         parent: u32,
+    },
+    /// A copy's size differs from its parent's (a copy is always its parent's size:
+    /// restore would give the parent a mapping of another size).
+    CopySizeMismatch {
+        /// The copy.
+        lun: u32,
+        /// Its size.
+        size: u64,
+        /// The parent.
+        parent: u32,
+        /// The parent's size.
+        parent_size: u64,
     },
     /// The LUNs that are not detached reserve more than the pool holds.
     OverReserved {
@@ -89,6 +101,15 @@ impl fmt::Display for ArrayViolation {
             ArrayViolation::MissingParent { lun, parent } => {
                 write!(f, "copy {lun} names parent {parent}, which does not exist")
             }
+            ArrayViolation::CopySizeMismatch {
+                lun,
+                size,
+                parent,
+                parent_size,
+            } => write!(
+                f,
+                "copy {lun} is {size} bytes but its parent {parent} is {parent_size}"
+            ),
             ArrayViolation::OverReserved { reserved, capacity } => write!(
                 f,
                 "LUNs reserve {reserved} extents but the pool holds {capacity}"
@@ -120,9 +141,10 @@ impl<D: BlockDevice> Array<D> {
     /// written to the table first (not committed), so what is checked is what the
     /// next commit would write.
     ///
-    /// Checked: everything [`Engine::audit`](crate::Engine::audit) checks (reference
+    /// Checked: everything [`Engine::audit`](crate::engine::Engine::audit) checks (reference
     /// counts equal references, nothing leaked, keys ordered, tree shapes), every
-    /// LUN-table entry decodes and agrees with the open array, parents exist,
+    /// LUN-table entry decodes and agrees with the open array, parents exist and
+    /// have their copies' size,
     /// reservations add up to at most the pool, no mapping beyond a LUN's size.
     pub fn check(&mut self) -> Result<Vec<ArrayViolation>> {
         if self.eng.is_poisoned() {
@@ -167,8 +189,17 @@ impl<D: BlockDevice> Array<D> {
                 out.push(ArrayViolation::TableMismatch { lun: *n });
             }
             if let Some(p) = l.parent {
-                if !stored.iter().any(|(m, _)| *m == p) {
-                    out.push(ArrayViolation::MissingParent { lun: *n, parent: p });
+                match stored.iter().find(|(m, _)| *m == p) {
+                    None => out.push(ArrayViolation::MissingParent { lun: *n, parent: p }),
+                    Some((_, pl)) if pl.size != l.size => {
+                        out.push(ArrayViolation::CopySizeMismatch {
+                            lun: *n,
+                            size: l.size,
+                            parent: p,
+                            parent_size: pl.size,
+                        })
+                    }
+                    Some(_) => {}
                 }
             }
         }
@@ -212,7 +243,7 @@ impl<D: BlockDevice> Array<D> {
                 found.push(ArrayViolation::EmptyMappingEntry { lun: n, key: k });
             }
             for (i, &s) in slots.iter().enumerate() {
-                let le = k.saturating_mul(GROUP).saturating_add(i as u64);
+                let le = k.saturating_mul(EXTENTS_PER_ENTRY).saturating_add(i as u64);
                 if s != 0 && le >= extents {
                     found.push(ArrayViolation::MappingBeyondSize {
                         lun: n,

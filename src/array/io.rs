@@ -12,7 +12,7 @@ use alloc::vec;
 use crate::device::{BlockDevice, DeviceError};
 use crate::error::{Error, Result};
 
-use super::lun::{pack, unpack, GROUP};
+use super::lun::{pack, unpack, EXTENTS_PER_ENTRY};
 use super::{Array, SECTOR};
 
 /// Bytes from `pos` to the end of its device block or to `end`, whichever is first.
@@ -52,16 +52,20 @@ impl<D: BlockDevice> Array<D> {
         Ok(())
     }
 
-    /// The extent mapped at logical extent `le` of LUN `n`, with its group's slots.
-    fn mapped(&mut self, n: u32, le: u64) -> Result<(Option<u64>, [u32; GROUP as usize])> {
+    /// The extent mapped at logical extent `le` of LUN `n`, with its mapping entry's slots.
+    fn mapped(
+        &mut self,
+        n: u32,
+        le: u64,
+    ) -> Result<(Option<u64>, [u32; EXTENTS_PER_ENTRY as usize])> {
         let t = self.get(n)?.mapping;
-        let mut v = [0u8; super::lun::GROUP_BYTES];
-        let slots = if self.eng.lookup(&t, le / GROUP, &mut v)? {
+        let mut v = [0u8; super::lun::ENTRY_BYTES];
+        let slots = if self.eng.lookup(&t, le / EXTENTS_PER_ENTRY, &mut v)? {
             unpack(&v)
         } else {
-            [0; GROUP as usize]
+            [0; EXTENTS_PER_ENTRY as usize]
         };
-        let s = slots[(le % GROUP) as usize];
+        let s = slots[(le % EXTENTS_PER_ENTRY) as usize];
         let e = if s == 0 { None } else { Some(u64::from(s) - 1) };
         if e.is_some_and(|e| e >= self.eng.geometry().data_extents) {
             return Err(Error::Corrupt {
@@ -228,17 +232,28 @@ impl<D: BlockDevice> Array<D> {
             self.eng.dec_data(new)?;
             return Err(err);
         }
-        slots[(le % GROUP) as usize] = new as u32 + 1;
-        self.set_group(n, le / GROUP, &slots)?;
+        // The engine never hands out an extent past MAX_DATA_EXTENTS (2^32 - 2), so
+        // the slot (extent + 1) fits; refuse rather than truncate if it ever did not.
+        slots[(le % EXTENTS_PER_ENTRY) as usize] =
+            u32::try_from(new + 1).map_err(|_| Error::Corrupt {
+                addr: 0,
+                what: "data extent number does not fit a mapping slot",
+            })?;
+        self.set_entry(n, le / EXTENTS_PER_ENTRY, &slots)?;
         if let Some(e) = old {
             self.eng.dec_data(e)?;
         }
         Ok(())
     }
 
-    /// Stores group `g` of LUN `n`'s mapping (removing it when all holes). The
+    /// Stores mapping entry `g` of LUN `n`'s mapping (removing it when all holes). The
     /// slots' references are the caller's: the old value's are not released.
-    fn set_group(&mut self, n: u32, g: u64, slots: &[u32; GROUP as usize]) -> Result<()> {
+    fn set_entry(
+        &mut self,
+        n: u32,
+        g: u64,
+        slots: &[u32; EXTENTS_PER_ENTRY as usize],
+    ) -> Result<()> {
         let l = self.luns.get_mut(&n).ok_or(Error::NoSuchLun(n))?;
         let mut t = l.mapping;
         let r = if slots.iter().all(|&s| s == 0) {
@@ -259,9 +274,13 @@ impl<D: BlockDevice> Array<D> {
     /// them); the parts of extents the range only partly covers are zeroed.
     ///
     /// Errors: as [`Array::write`].
+    /// A discard of length 0 checks its arguments and changes nothing (no commit).
     pub fn discard(&mut self, n: u32, offset: u64, len: u64) -> Result<()> {
         self.live_io()?;
         self.io_check(n, offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
         let r = self
             .discard_prepare(n, offset, len)
             .and_then(|()| self.discard_range(n, offset, len))
@@ -329,8 +348,8 @@ impl<D: BlockDevice> Array<D> {
             let whole = within == 0 && (chunk == es || pos + chunk == size);
             if let Some(e) = old {
                 if whole {
-                    slots[(le % GROUP) as usize] = 0;
-                    self.set_group(n, le / GROUP, &slots)?;
+                    slots[(le % EXTENTS_PER_ENTRY) as usize] = 0;
+                    self.set_entry(n, le / EXTENTS_PER_ENTRY, &slots)?;
                     self.eng.dec_data(e)?;
                 } else {
                     let zeros = vec![0u8; chunk as usize];

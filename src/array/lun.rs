@@ -1,4 +1,4 @@
-//! LUN records: what the LUN table stores per LUN, and the packed mapping groups.
+//! LUN records: what the LUN table stores per LUN, and the packed mapping entries.
 
 use crate::btree::Tree;
 use crate::error::{Error, Result};
@@ -6,9 +6,9 @@ use crate::error::{Error, Result};
 /// Bytes of one LUN-table value.
 pub(crate) const RECORD_SIZE: usize = 64;
 /// Extents per mapping entry: a mapping value packs this many extent slots.
-pub(crate) const GROUP: u64 = 16;
+pub(crate) const EXTENTS_PER_ENTRY: u64 = 16;
 /// Bytes of one mapping value.
-pub(crate) const GROUP_BYTES: usize = GROUP as usize * 4;
+pub(crate) const ENTRY_BYTES: usize = EXTENTS_PER_ENTRY as usize * 4;
 
 const FLAG_ATTACHED: u8 = 1;
 const FLAG_HAS_PARENT: u8 = 2;
@@ -27,7 +27,7 @@ pub enum LunKind {
 /// One LUN as the array keeps it in RAM; written to the LUN table at each commit.
 #[derive(Clone, Debug)]
 pub(crate) struct Lun {
-    /// Mapping: logical extent group → packed extent slots. Root 0 when empty or detached.
+    /// Mapping: mapping entry index (logical extent / 16) → packed extent slots. Root 0 when empty or detached.
     pub mapping: Tree,
     pub size: u64,
     pub kind: LunKind,
@@ -126,7 +126,7 @@ impl Lun {
         if parent.is_some_and(|p| p >= max_luns || p == lun) {
             return Err(bad("LUN record names an impossible parent"));
         }
-        let mapping = Tree::from_parts(root, GROUP_BYTES, crate::ValueKind::Extents)?;
+        let mapping = Tree::from_parts(root, ENTRY_BYTES, crate::engine::ValueKind::Extents)?;
         Ok(Lun {
             mapping,
             size,
@@ -144,17 +144,21 @@ impl Lun {
 }
 
 /// Decodes a mapping value into its slots (0 = hole, else extent + 1).
-pub(crate) fn unpack(v: &[u8]) -> [u32; GROUP as usize] {
-    let mut s = [0u32; GROUP as usize];
-    for (i, c) in v.chunks_exact(4).take(GROUP as usize).enumerate() {
+pub(crate) fn unpack(v: &[u8]) -> [u32; EXTENTS_PER_ENTRY as usize] {
+    let mut s = [0u32; EXTENTS_PER_ENTRY as usize];
+    for (i, c) in v
+        .chunks_exact(4)
+        .take(EXTENTS_PER_ENTRY as usize)
+        .enumerate()
+    {
         s[i] = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
     }
     s
 }
 
 /// Encodes slots into a mapping value.
-pub(crate) fn pack(s: &[u32; GROUP as usize]) -> [u8; GROUP_BYTES] {
-    let mut v = [0u8; GROUP_BYTES];
+pub(crate) fn pack(s: &[u32; EXTENTS_PER_ENTRY as usize]) -> [u8; ENTRY_BYTES] {
+    let mut v = [0u8; ENTRY_BYTES];
     for (i, x) in s.iter().enumerate() {
         v[4 * i..4 * i + 4].copy_from_slice(&x.to_le_bytes());
     }
@@ -206,7 +210,7 @@ pub struct PoolInfo {
     pub unreserved_bytes: u64,
     /// Bytes of data extents not in use (`capacity_bytes - allocated_bytes`).
     pub free_bytes: u64,
-    /// Bytes of metadata blocks in use.
+    /// Bytes of metadata pages in use.
     pub metadata_used_bytes: u64,
     /// Bytes of metadata provisioned at format (sized for the worst case).
     pub metadata_provisioned_bytes: u64,

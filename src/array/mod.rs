@@ -3,7 +3,7 @@
 //!
 //! State lives in two places. The LUN table is a B-tree in root slot 0 whose values
 //! ([`ValueKind::Tree`]) hold each LUN's record and a reference to its mapping tree
-//! (logical extent group → [`ValueKind::Extents`] slots). In RAM the array keeps
+//! (mapping entry index (logical extent / 16) → [`ValueKind::Extents`] slots). In RAM the array keeps
 //! one record per LUN with the live mapping handle (so RAM grows with the number of
 //! LUNs, not their size) and writes changed records back to the table before every
 //! commit. The table is never cloned, so its own nodes are never shared, and a
@@ -12,7 +12,8 @@
 
 mod access;
 mod check;
-mod group;
+mod consistency_group;
+mod header;
 mod io;
 pub(crate) mod lun;
 mod ops;
@@ -20,18 +21,18 @@ mod ops;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
-use crate::block::BLOCK_SIZE;
 use crate::btree::node::max_entries;
 use crate::btree::Tree;
 use crate::device::BlockDevice;
+use crate::engine::ValueKind;
 use crate::engine::{self, Engine};
-use crate::error::{Error, Result};
-use crate::superblock::CLIENT_BYTES;
-use crate::ValueKind;
+use crate::error::{CloseError, Error, Result};
+use crate::store::page::PAGE_SIZE;
+use header::ArrayHeader;
 
 pub use access::{Access, HostInfo, HostView, MAX_HOSTS, MAX_HOST_NAME};
 pub use check::ArrayViolation;
-use lun::{Lun, GROUP, GROUP_BYTES, RECORD_SIZE};
+use lun::{Lun, ENTRY_BYTES, EXTENTS_PER_ENTRY, RECORD_SIZE};
 pub use lun::{LunInfo, LunKind, PoolInfo};
 
 /// The I/O unit: offsets and lengths of reads, writes and discards are multiples
@@ -64,16 +65,12 @@ fn spare_extents(data_extents: u64) -> u64 {
 /// extents, one of them spare.
 fn min_device_bytes(extent_size: u32, max_luns: u32) -> u64 {
     let es = u64::from(extent_size);
-    let ext_pages = es / BLOCK_SIZE as u64;
-    let meta = |pages: u64| worst_case_metadata_blocks(pages * BLOCK_SIZE as u64 / es, max_luns);
-    engine::min_device_pages(meta, ext_pages, 2).saturating_mul(BLOCK_SIZE as u64)
+    let ext_pages = es / PAGE_SIZE as u64;
+    let meta = |pages: u64| worst_case_metadata_pages(pages * PAGE_SIZE as u64 / es, max_luns);
+    engine::min_device_pages(meta, ext_pages, 2).saturating_mul(PAGE_SIZE as u64)
 }
 
 const TABLE_SLOT: usize = 0;
-const MAGIC: &[u8; 8] = b"LSNPARRY";
-/// Array header flag (client byte 16): host access control is on.
-const FLAG_SECURITY: u8 = 1;
-const ARRAY_VERSION: u32 = 1;
 
 /// Options for [`Array::format`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,9 +81,9 @@ pub struct FormatOptions {
     pub extent_size: u32,
     /// LUN numbers run from 0 to `max_luns - 1` (1 to 2^20).
     pub max_luns: u32,
-    /// Cache budget in bytes for metadata blocks of the returned array.
+    /// Cache budget in bytes for metadata pages of the returned array.
     pub cache_bytes: usize,
-    /// An id stored in the superblock (the seed's array-id).
+    /// An id stored in the superblock (the array-id of HP's Business Copy VA guide).
     pub array_id: [u8; 16],
 }
 
@@ -109,10 +106,8 @@ impl FormatOptions {
             return Err(Error::InvalidOptions("max_luns must be from 1 to 2^20"));
         }
         let es = self.extent_size;
-        if !es.is_power_of_two() || !(4096..=1 << 20).contains(&es) {
-            return Err(Error::InvalidOptions(
-                "extent size must be a power of two from 4 KiB to 1 MiB",
-            ));
+        if !engine::is_valid_extent_size(es) {
+            return Err(Error::InvalidOptions(engine::EXTENT_SIZE_RULE));
         }
         Ok(())
     }
@@ -121,7 +116,7 @@ impl FormatOptions {
 /// Options for [`Array::open`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpenOptions {
-    /// Cache budget in bytes for metadata blocks.
+    /// Cache budget in bytes for metadata pages.
     pub cache_bytes: usize,
 }
 
@@ -133,7 +128,7 @@ impl Default for OpenOptions {
     }
 }
 
-/// Metadata blocks that the worst case of an array with `extents` data extents and
+/// Metadata pages that the worst case of an array with `extents` data extents and
 /// `max_luns` LUNs can need, committed state and current transaction together.
 ///
 /// The bound: every LUN that is not detached maps at most its size, and the sizes
@@ -143,14 +138,14 @@ impl Default for OpenOptions {
 /// removals rebalance below a third), so leaves are bounded by entries / 17 plus
 /// a few per tree. Add the LUN table and both space maps; double it all because
 /// the current transaction may have shadowed every block the last commit uses.
-pub fn worst_case_metadata_blocks(extents: u64, max_luns: u32) -> u64 {
+pub fn worst_case_metadata_pages(extents: u64, max_luns: u32) -> u64 {
     let l = u64::from(max_luns);
     // Every tree maps at least one extent's worth of reservation, so there are no
     // more trees than extents (detached copies have none).
     let trees = l.min(extents.max(1));
-    let leaf_min = (max_entries(GROUP_BYTES) / 3 - 1) as u64;
+    let leaf_min = (max_entries(ENTRY_BYTES) / 3 - 1) as u64;
     let inner_min = (max_entries(8) / 3 - 1) as u64;
-    let entries = extents.div_ceil(GROUP) + trees;
+    let entries = extents.div_ceil(EXTENTS_PER_ENTRY) + trees;
     // One underfull rightmost leaf per tree, the rest at least a third full.
     let leaves = entries.div_ceil(leaf_min) + trees;
     let mut depth = 1u64;
@@ -164,13 +159,13 @@ pub fn worst_case_metadata_blocks(extents: u64, max_luns: u32) -> u64 {
     let inner = leaves.div_ceil(inner_min - 1) + (trees * depth).min(leaves);
     let table_min = (max_entries(RECORD_SIZE) / 3 - 1) as u64;
     let table = l.div_ceil(table_min) * 2 + depth;
-    let counts = crate::space_map::COUNTS_PER_LEAF;
+    let counts = crate::store::space_map::COUNTS_PER_LEAF;
     let data_map = extents.div_ceil(counts) * 2 + depth;
     // Hosts (64-byte records, at least a third full); grants live in LUN records.
     let hosts = u64::from(access::MAX_HOSTS).div_ceil(table_min) * 2 + depth;
     let live = leaves + inner + table + data_map + hosts;
     // Double everything for the committed state beside the current transaction;
-    // the metadata map counts the metadata blocks themselves (4 bytes each).
+    // the metadata map counts the metadata pages themselves (4 bytes each).
     let total = 2 * live + 128;
     total + (total.div_ceil(counts) * 2 + depth) * 2
 }
@@ -200,22 +195,22 @@ impl<D: BlockDevice> Array<D> {
     /// Writes an empty array to `dev` (everything on it is lost) and returns it open.
     ///
     /// Metadata space is provisioned for the worst case
-    /// ([`worst_case_metadata_blocks`]), so no sequence of permitted operations can
+    /// (see docs/DESIGN.md §2 "Space"), so no sequence of permitted operations can
     /// run out of it.
     pub fn format(dev: D, opts: &FormatOptions) -> Result<Self> {
         opts.validate()?;
         let es = opts.extent_size;
         let bytes = u64::from(dev.block_size()).saturating_mul(dev.block_count());
         let extents_bound = bytes / u64::from(es);
-        if extents_bound > u64::from(u32::MAX - 1) {
+        if extents_bound > engine::MAX_DATA_EXTENTS {
             return Err(Error::InvalidOptions(
                 "the device holds more than 2^32 - 2 extents: choose a larger extent size",
             ));
         }
-        let meta = worst_case_metadata_blocks(extents_bound, opts.max_luns);
+        let meta = worst_case_metadata_pages(extents_bound, opts.max_luns);
         let eopts = engine::FormatOptions {
             extent_size: es,
-            metadata_blocks: Some(meta),
+            metadata_pages: Some(meta),
             cache_bytes: opts.cache_bytes,
             array_id: opts.array_id,
         };
@@ -231,11 +226,11 @@ impl<D: BlockDevice> Array<D> {
         if de <= spare_extents(de) {
             return Err(too_small);
         }
-        let mut client = [0u8; CLIENT_BYTES];
-        client[..8].copy_from_slice(MAGIC);
-        client[8..12].copy_from_slice(&ARRAY_VERSION.to_le_bytes());
-        client[12..16].copy_from_slice(&opts.max_luns.to_le_bytes());
-        eng.set_client_bytes(&client)?;
+        let header = ArrayHeader {
+            max_luns: opts.max_luns,
+            security: false,
+        };
+        eng.set_client_bytes(&header.encode())?;
         let table = eng.create_tree(RECORD_SIZE, ValueKind::Tree)?;
         eng.set_root(TABLE_SLOT, Some(table))?;
         eng.commit()?;
@@ -259,26 +254,8 @@ impl<D: BlockDevice> Array<D> {
                 cache_bytes: opts.cache_bytes,
             },
         )?;
-        let c = *eng.client_bytes();
-        if &c[..8] != MAGIC {
-            return Err(Error::NotAnArray);
-        }
-        let version = u32::from_le_bytes([c[8], c[9], c[10], c[11]]);
-        if version != ARRAY_VERSION {
-            return Err(Error::UnsupportedVersion(version));
-        }
-        let max_luns = u32::from_le_bytes([c[12], c[13], c[14], c[15]]);
-        let known_flags = FLAG_SECURITY;
-        if max_luns == 0
-            || max_luns > MAX_LUNS_LIMIT
-            || c[16] & !known_flags != 0
-            || c[17..].iter().any(|&b| b != 0)
-        {
-            return Err(Error::Corrupt {
-                addr: 0,
-                what: "array header is invalid",
-            });
-        }
+        let header = ArrayHeader::decode(eng.client_bytes())?;
+        let max_luns = header.max_luns;
         let table = eng.root(TABLE_SLOT)?.ok_or(Error::NotAnArray)?;
         if table.value_size() != RECORD_SIZE || table.kind() != ValueKind::Tree {
             return Err(Error::Corrupt {
@@ -334,7 +311,7 @@ impl<D: BlockDevice> Array<D> {
             }
         }
         let extent_size = u64::from(eng.geometry().extent_size);
-        let access = access::AccessTable::load(&mut eng, c[16] & FLAG_SECURITY != 0)?;
+        let access = access::AccessTable::load(&mut eng, header.security)?;
         Ok(Array {
             eng,
             table,
@@ -347,12 +324,16 @@ impl<D: BlockDevice> Array<D> {
         })
     }
 
-    /// Commits and returns the device.
-    pub fn close(mut self) -> Result<D> {
-        if self.dirty {
-            self.commit()?;
+    /// Commits and returns the device. When the commit fails the device comes back
+    /// with the error ([`CloseError`]), so that the caller can still reopen it (the
+    /// array on it is then at its last commit) or release it as it sees fit.
+    pub fn close(mut self) -> core::result::Result<D, CloseError<D>> {
+        let r = if self.dirty { self.commit() } else { Ok(()) };
+        let device = self.eng.into_device();
+        match r {
+            Ok(()) => Ok(device),
+            Err(error) => Err(CloseError { error, device }),
         }
-        Ok(self.eng.into_device())
     }
 
     /// Returns the device *without* committing: what a crash would leave behind,
@@ -361,7 +342,14 @@ impl<D: BlockDevice> Array<D> {
         self.eng.into_device()
     }
 
-    /// The device (for tests and hosts that inspect it; writing to it bypasses the array).
+    /// The device, to inspect (its geometry, counters of a test device).
+    pub fn device(&self) -> &D {
+        self.eng.device()
+    }
+
+    /// The device, to change behind the array's back (feature `testing`: tests that
+    /// damage an image or steer a test device; writing to it bypasses the array).
+    #[cfg(feature = "testing")]
     pub fn device_mut(&mut self) -> &mut D {
         self.eng.device_mut()
     }
@@ -393,7 +381,9 @@ impl<D: BlockDevice> Array<D> {
         self.max_luns
     }
 
-    /// The engine underneath (for tests and tools; changing it bypasses the array).
+    /// The engine underneath (feature `testing`: tests that forge states through the
+    /// engine; changing it bypasses the array).
+    #[cfg(feature = "testing")]
     pub fn engine(&mut self) -> &mut Engine<D> {
         &mut self.eng
     }
@@ -407,12 +397,11 @@ impl<D: BlockDevice> Array<D> {
         }
         self.eng.set_root(TABLE_SLOT, Some(self.table))?;
         self.access.write_back(&mut self.eng)?;
-        let mut c = *self.eng.client_bytes();
-        c[16] = if self.access.security {
-            FLAG_SECURITY
-        } else {
-            0
-        };
+        let c = ArrayHeader {
+            max_luns: self.max_luns,
+            security: self.access.security,
+        }
+        .encode();
         if c != *self.eng.client_bytes() {
             self.eng.set_client_bytes(&c)?;
         }
@@ -539,8 +528,8 @@ impl<D: BlockDevice> Array<D> {
             reserved_bytes: reserved.saturating_mul(es),
             unreserved_bytes: cap.saturating_sub(reserved) * es,
             free_bytes: cap.saturating_sub(s.data_allocated) * es,
-            metadata_used_bytes: s.meta_allocated * BLOCK_SIZE as u64,
-            metadata_provisioned_bytes: s.meta_blocks * BLOCK_SIZE as u64,
+            metadata_used_bytes: s.meta_allocated * PAGE_SIZE as u64,
+            metadata_provisioned_bytes: s.meta_pages * PAGE_SIZE as u64,
             extent_size: es as u32,
             luns: self.luns.len() as u32,
             max_luns: self.max_luns,

@@ -4,10 +4,10 @@
 
 use crate::btree::Tree;
 use crate::device::BlockDevice;
+use crate::engine::ValueKind;
 use crate::error::{Error, Result};
-use crate::ValueKind;
 
-use super::lun::{Lun, LunKind, GROUP_BYTES};
+use super::lun::{Lun, LunKind, ENTRY_BYTES};
 use super::{Array, SECTOR};
 
 impl<D: BlockDevice> Array<D> {
@@ -19,7 +19,7 @@ impl<D: BlockDevice> Array<D> {
     }
 
     pub(crate) fn empty_mapping() -> Result<Tree> {
-        Tree::empty(GROUP_BYTES, ValueKind::Extents)
+        Tree::empty(ENTRY_BYTES, ValueKind::Extents)
     }
 
     pub(crate) fn check_free_number(&self, n: u32) -> Result<()> {
@@ -132,7 +132,7 @@ impl<D: BlockDevice> Array<D> {
     }
 
     /// Makes copy `n` the parent's image now, discarding its previous contents and
-    /// writes (the seed's "attach", also used to refresh an attached copy). A
+    /// writes (the guide's "attach", also used to refresh an attached copy). A
     /// detached copy reserves its size again. Its number and record are kept.
     ///
     /// Errors: [`Error::NoSuchLun`], [`Error::NotACopy`], [`Error::ParentGone`],
@@ -210,7 +210,7 @@ impl<D: BlockDevice> Array<D> {
         self.commit()
     }
 
-    /// Makes the parent's contents the current contents of copy `n` (the seed's copy
+    /// Makes the parent's contents the current contents of copy `n` (the guide's copy
     /// to parent, `armcopy -r`), in time that does not depend on the LUN size. The
     /// copy and every other copy of the parent are unchanged.
     ///
@@ -230,6 +230,20 @@ impl<D: BlockDevice> Array<D> {
             core::mem::replace(&mut p.mapping, fresh)
         };
         self.eng.drop_tree(old)?;
+        self.dirty = true;
+        self.commit()
+    }
+
+    /// Takes LUN `n` offline (I/O refused with [`Error::Offline`], management
+    /// operations allowed) or brings it back online. Persistent.
+    ///
+    /// Errors: [`Error::LunOutOfRange`], [`Error::NoSuchLun`].
+    pub fn set_online(&mut self, n: u32, online: bool) -> Result<()> {
+        self.live()?;
+        self.get(n)?;
+        let l = self.luns.get_mut(&n).ok_or(Error::NoSuchLun(n))?;
+        l.online = online;
+        l.dirty = true;
         self.dirty = true;
         self.commit()
     }

@@ -19,18 +19,18 @@ pub mod node;
 
 use alloc::vec::Vec;
 
-use crate::block::{BlockKind, BLOCK_SIZE};
-use crate::cache::BlockStore;
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
-use crate::space_map::SpaceMaps;
+use crate::store::page::{PageKind, PAGE_SIZE};
+use crate::store::page_store::PageStore;
+use crate::store::space_map::SpaceMaps;
 use node::{Header, Ref, ValueKind, MAX_LEVEL, MAX_VALUE_SIZE};
 
 /// A handle on one tree: its root and the shape of its values.
 ///
 /// A `Tree` value *is* a reference to its root: whoever holds it owns one count of
 /// the root block. Copying the struct does not take a new reference; use
-/// [`Ctx::clone_tree`] for that and [`Ctx::drop_tree`] to give one back.
+/// [`Engine::clone_tree`](crate::engine::Engine::clone_tree) for that and [`Engine::drop_tree`](crate::engine::Engine::drop_tree) to give one back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tree {
     pub(crate) root: u64,
@@ -87,18 +87,18 @@ impl Tree {
 /// The metadata a tree operation works on: the block store and the space maps.
 pub struct Ctx<'a, D> {
     /// Block store.
-    pub st: &'a mut BlockStore<D>,
+    pub st: &'a mut PageStore<D>,
     /// Space maps.
     pub sm: &'a mut SpaceMaps,
 }
 
-type Block = [u8; BLOCK_SIZE];
+type Block = [u8; PAGE_SIZE];
 
 impl<D: BlockDevice> Ctx<'_, D> {
     /// Reads node `addr`, checks its header and that it sits at `level` (if known)
     /// and, for leaves, that it has the tree's value shape.
     fn node(&mut self, addr: u64, level: Option<u8>, t: &Tree) -> Result<(&[u8], Header)> {
-        let b = self.st.read(addr, BlockKind::BtreeNode)?;
+        let b = self.st.read(addr, PageKind::BtreeNode)?;
         let h = node::header(b, addr)?;
         if level.is_some_and(|l| l != h.level) {
             return Err(Error::corrupt(addr, "B-tree child at the wrong level"));
@@ -120,14 +120,14 @@ impl<D: BlockDevice> Ctx<'_, D> {
     }
 
     fn copy_node(&mut self, addr: u64, level: Option<u8>, t: &Tree) -> Result<(Block, Header)> {
-        let mut buf = [0u8; BLOCK_SIZE];
+        let mut buf = [0u8; PAGE_SIZE];
         let (b, h) = self.node(addr, level, t)?;
         buf.copy_from_slice(b);
         Ok((buf, h))
     }
 
     fn modify(&mut self, addr: u64) -> Result<&mut [u8]> {
-        self.st.modify(addr, BlockKind::BtreeNode)
+        self.st.modify(addr, PageKind::BtreeNode)
     }
 
     /// Looks up `key`; on a hit copies its value into `out` (value-size bytes).
@@ -175,7 +175,7 @@ impl<D: BlockDevice> Ctx<'_, D> {
     fn shadow(&mut self, addr: u64, level: Option<u8>, t: &Tree) -> Result<u64> {
         let txid = {
             let (b, _) = self.node(addr, level, t)?;
-            crate::block::txid(b)
+            crate::store::page::txid(b)
         };
         let rc = self.sm.meta_count(self.st, addr)?;
         if rc == 0 {
@@ -188,7 +188,7 @@ impl<D: BlockDevice> Ctx<'_, D> {
             return Ok(addr);
         }
         let new = self.sm.alloc_meta(self.st)?;
-        self.st.copy(addr, new, BlockKind::BtreeNode)?;
+        self.st.copy(addr, new, PageKind::BtreeNode)?;
         if rc > 1 {
             // Both the old and the new node now point at every child.
             let (b, h) = self.copy_node(new, level, t)?;
@@ -215,7 +215,7 @@ impl<D: BlockDevice> Ctx<'_, D> {
 
     /// Shadows child `i` of the writable interior node `p` and stores the new address.
     fn shadow_child(&mut self, p: u64, ph: &Header, i: usize, t: &Tree) -> Result<u64> {
-        let c = node::child(self.st.read(p, BlockKind::BtreeNode)?, ph, i);
+        let c = node::child(self.st.read(p, PageKind::BtreeNode)?, ph, i);
         let n = self.shadow(c, Some(ph.level - 1), t)?;
         if n != c {
             node::set_child(self.modify(p)?, ph, i, n);
@@ -225,7 +225,7 @@ impl<D: BlockDevice> Ctx<'_, D> {
 
     fn new_node(&mut self, h: &Header) -> Result<u64> {
         let a = self.sm.alloc_meta(self.st)?;
-        let b = self.st.create(a, BlockKind::BtreeNode)?;
+        let b = self.st.create(a, PageKind::BtreeNode)?;
         node::set_header(b, h);
         Ok(a)
     }
@@ -278,7 +278,7 @@ impl<D: BlockDevice> Ctx<'_, D> {
                     "B-tree would exceed the maximum depth",
                 ));
             }
-            let first = node::key(self.st.read(t.root, BlockKind::BtreeNode)?, 0);
+            let first = node::key(self.st.read(t.root, PageKind::BtreeNode)?, 0);
             let ih = Header {
                 nr: 0,
                 vs: 8,
@@ -330,12 +330,12 @@ impl<D: BlockDevice> Ctx<'_, D> {
                     ));
                 }
                 self.split_child(addr, ci, key, rightmost, t)?;
-                let b = self.st.read(addr, BlockKind::BtreeNode)?;
+                let b = self.st.read(addr, PageKind::BtreeNode)?;
                 if key >= node::key(b, ci + 1) {
                     ci += 1;
                 }
             }
-            let b = self.st.read(addr, BlockKind::BtreeNode)?;
+            let b = self.st.read(addr, PageKind::BtreeNode)?;
             addr = node::child(b, &h, ci);
             level = Some(h.level - 1);
         }
@@ -379,7 +379,7 @@ impl<D: BlockDevice> Ctx<'_, D> {
     /// Splits the full, writable child `i` of writable interior node `p` in two.
     fn split_child(&mut self, p: u64, i: usize, key: u64, rightmost: bool, t: &Tree) -> Result<()> {
         let ph = self.header_of(p, None, t)?;
-        let c = node::child(self.st.read(p, BlockKind::BtreeNode)?, &ph, i);
+        let c = node::child(self.st.read(p, PageKind::BtreeNode)?, &ph, i);
         let (cb, ch) = self.copy_node(c, Some(ph.level - 1), t)?;
         let n = ch.nr;
         // Appending past the end of the tree: keep the left node full.
@@ -440,7 +440,7 @@ impl<D: BlockDevice> Ctx<'_, D> {
             } else {
                 ci
             };
-            let b = self.st.read(addr, BlockKind::BtreeNode)?;
+            let b = self.st.read(addr, PageKind::BtreeNode)?;
             let ph = node::header(b, addr)?;
             addr = node::child(b, &ph, ci);
             level = Some(h.level - 1);
@@ -467,7 +467,7 @@ impl<D: BlockDevice> Ctx<'_, D> {
             let b = self.modify(la)?;
             node::copy_entries(b, nl, &rb, 0, nr, &h);
             node::set_nr(b, nl + nr);
-            let cur = node::header(self.st.read(p, BlockKind::BtreeNode)?, p)?;
+            let cur = node::header(self.st.read(p, PageKind::BtreeNode)?, p)?;
             node::remove_at(self.modify(p)?, &cur, r);
             // `ra`'s children now belong to `la`; free only the node itself.
             self.sm.dec_meta(self.st, ra)?;
@@ -490,7 +490,7 @@ impl<D: BlockDevice> Ctx<'_, D> {
             node::shift_entries(b, mv, nr, 0, &h);
             node::set_nr(b, nr - mv);
         }
-        let sep = node::key(self.st.read(ra, BlockKind::BtreeNode)?, 0);
+        let sep = node::key(self.st.read(ra, PageKind::BtreeNode)?, 0);
         node::set_key(self.modify(p)?, r, sep);
         Ok(if key >= sep { r } else { l })
     }
@@ -548,7 +548,7 @@ impl<D: BlockDevice> Ctx<'_, D> {
             }
             if rc == 1 {
                 // Read what it points to before its block can be reused.
-                let b = self.st.read(addr, BlockKind::BtreeNode)?;
+                let b = self.st.read(addr, PageKind::BtreeNode)?;
                 let h = node::header(b, addr)?;
                 if level.is_some_and(|l| l != h.level) {
                     return Err(Error::corrupt(addr, "B-tree child at the wrong level"));

@@ -14,8 +14,8 @@
 //! `max = (4096 − 40) / (8 + value size)`. In an interior node entry `i` holds the
 //! lowest key its child `i` may contain and the child's address.
 
-use crate::block::{get_u16, get_u64, put_u16, put_u64, BLOCK_SIZE, HEADER_SIZE};
 use crate::error::{Error, Result};
+use crate::store::page::{get_u16, get_u64, put_u16, put_u64, HEADER_SIZE, PAGE_SIZE};
 
 /// Offset of the node header.
 const OFF_NR: usize = HEADER_SIZE;
@@ -67,7 +67,7 @@ impl ValueKind {
 
 /// Entries that fit in a node with values of `vs` bytes.
 pub const fn max_entries(vs: usize) -> usize {
-    (BLOCK_SIZE - KEYS) / (8 + vs)
+    (PAGE_SIZE - KEYS) / (8 + vs)
 }
 
 /// Decoded node header.

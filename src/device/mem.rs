@@ -1,85 +1,11 @@
-//! A sparse in-memory block device, and the small fast hasher the crate's maps use.
+//! A sparse in-memory block device.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
-use core::hash::{BuildHasherDefault, Hasher};
 
 use super::{check_request, BlockDevice, DeviceErrorKind, SECTOR_SIZE};
-
-/// A hash map keyed by small integers (block addresses, LUN numbers), using [`FastHasher`].
-pub(crate) type FastMap<K, V> = hashbrown::HashMap<K, V, BuildHasherDefault<FastHasher>>;
-
-/// A fast, non-cryptographic hasher for integer keys (FxHash-style accumulation with a
-/// folded 128-bit multiply as finaliser so both the low bits (bucket index) and the high
-/// bits (hashbrown's control byte) depend on every input bit).
-///
-/// It has no secret key, so it is not resistant to deliberately colliding keys; the maps
-/// that use it are bounded in size, so colliding keys cost time, never memory or safety.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct FastHasher {
-    hash: u64,
-}
-
-impl FastHasher {
-    const K: u64 = 0xf135_7aea_2e62_a9c5;
-
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(Self::K);
-    }
-}
-
-impl Hasher for FastHasher {
-    #[inline]
-    fn finish(&self) -> u64 {
-        let m = u128::from(self.hash) * u128::from(0x9e37_79b9_7f4a_7c15_u64);
-        (m as u64) ^ ((m >> 64) as u64)
-    }
-
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            // Mix in the length so that trailing zero bytes are not ignored.
-            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 56));
-        }
-    }
-
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-    #[inline]
-    fn write_u16(&mut self, i: u16) {
-        self.add(u64::from(i));
-    }
-    #[inline]
-    fn write_u32(&mut self, i: u32) {
-        self.add(u64::from(i));
-    }
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-    #[inline]
-    fn write_u128(&mut self, i: u128) {
-        self.add(i as u64);
-        self.add((i >> 64) as u64);
-    }
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-}
+use crate::fast_map::FastMap;
 
 /// Returns true if every byte of `buf` is zero.
 #[inline]
@@ -260,7 +186,6 @@ impl BlockDevice for MemDevice {
 mod tests {
     use super::*;
     use alloc::vec;
-    use core::hash::BuildHasher;
 
     const TIB_BLOCKS: u64 = 1 << 28; // 2^28 * 4096 = 1 TiB
 
@@ -414,30 +339,6 @@ mod tests {
         let mut d = MemDevice::new(512, 4).unwrap();
         assert_eq!(use_dev(&mut d), 4);
         assert_eq!(d.resident_blocks(), 1);
-    }
-
-    #[test]
-    fn hasher_spreads_sequential_keys() {
-        let s = BuildHasherDefault::<FastHasher>::default();
-        let mut low = [0u32; 256];
-        let mut high = [0u32; 128];
-        for k in 0u64..(1 << 16) {
-            let h = s.hash_one(k);
-            low[(h & 0xFF) as usize] += 1;
-            high[(h >> 57) as usize] += 1;
-        }
-        // 65536 keys over 256 / 128 buckets: expect ~256 / ~512 each.
-        assert!(low.iter().all(|&c| (128..=384).contains(&c)), "{low:?}");
-        assert!(high.iter().all(|&c| (256..=768).contains(&c)), "{high:?}");
-        // bytes hashing distinguishes trailing zeros
-        let mut a = FastHasher::default();
-        a.write(&[1, 0]);
-        let mut b = FastHasher::default();
-        b.write(&[1]);
-        assert_ne!(a.finish(), b.finish());
-        let mut m: FastMap<u64, u32> = FastMap::default();
-        m.insert(7, 1);
-        assert_eq!(m.get(&7), Some(&1));
     }
 
     #[test]

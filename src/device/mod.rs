@@ -9,12 +9,9 @@
 #[cfg(feature = "std")]
 mod file;
 mod mem;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 #[cfg(feature = "std")]
 pub use file::{FileDevice, FileDeviceError};
-pub(crate) use mem::FastMap;
 pub use mem::MemDevice;
 
 use core::fmt;

@@ -1,9 +1,9 @@
 //! Test support for users' own property and crash tests (feature `testing`): the
 //! reference [`Model`] of an [`Array`](crate::Array), and (re-exported from
-//! [`device::testing`](crate::device::testing)) the power-loss and error-injecting
+//! [`device::testing`](crate::testing)) the power-loss and error-injecting
 //! devices.
 //!
-//! The model is what DESIGN.md §2 promises, written as plainly as possible: a map of
+//! The model is what docs/DESIGN.md §2 promises, written as plainly as possible: a map of
 //! sectors per LUN, the copy relationships, the full-size reservations and, to predict
 //! the exclusive/shared accounting, a "lineage" token per mapped logical extent (a copy
 //! shares its parent's tokens until one of them writes into that extent). Drive it and
@@ -11,11 +11,15 @@
 //! the array ([`Model::verify`]) and, after a power cut and a reopen, check that what
 //! survived obeys the durability rules ([`Model::recover`]).
 
+mod error_device;
+pub mod layout;
 mod model;
+mod power_cut;
+mod rng;
 mod verify;
 
-pub use crate::device::testing::{
-    CrashPoint, CutOutcome, CutStats, ErrorDevice, Fault, FaultOp, PowerCutDevice,
-};
+pub use error_device::{ErrorDevice, Fault, FaultOp};
 pub use model::Model;
+pub use power_cut::{CrashPoint, CutOutcome, CutStats, PowerCutDevice};
+pub use rng::{mix, Rng};
 pub use verify::Mismatch;

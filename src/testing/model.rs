@@ -44,7 +44,7 @@ pub(crate) struct MLun {
     pub map: BTreeMap<u64, u64>,
 }
 
-/// A reference model of an [`Array`](crate::Array): the state DESIGN.md §2 promises
+/// A reference model of an [`Array`](crate::Array): the state docs/DESIGN.md §2 promises
 /// after each operation, computed as plainly as possible.
 ///
 /// Each LUN is a sparse map of sectors (only non-zero sectors use memory, so LUNs of
@@ -632,25 +632,25 @@ impl Model {
         }
     }
 
-    /// As [`Array::read_as`](crate::Array::read_as).
+    /// As [`HostView::read`](crate::HostView::read).
     pub fn read_as(&self, host: u64, n: u32, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.authorize(host, n, false)?;
         self.read(n, offset, buf)
     }
 
-    /// As [`Array::write_as`](crate::Array::write_as).
+    /// As [`HostView::write`](crate::HostView::write).
     pub fn write_as(&mut self, host: u64, n: u32, offset: u64, data: &[u8]) -> Result<()> {
         self.authorize(host, n, true)?;
         self.write(n, offset, data)
     }
 
-    /// As [`Array::discard_as`](crate::Array::discard_as).
+    /// As [`HostView::discard`](crate::HostView::discard).
     pub fn discard_as(&mut self, host: u64, n: u32, offset: u64, len: u64) -> Result<()> {
         self.authorize(host, n, true)?;
         self.discard(n, offset, len)
     }
 
-    /// What [`Array::visible_luns`](crate::Array::visible_luns) must return.
+    /// What [`HostView::visible_luns`](crate::HostView::visible_luns) must return.
     pub fn visible_luns(&self, host: u64) -> Vec<u32> {
         self.luns
             .keys()
@@ -659,7 +659,7 @@ impl Model {
             .collect()
     }
 
-    /// What [`Array::lun_info_as`](crate::Array::lun_info_as) must return.
+    /// What [`HostView::lun_info`](crate::HostView::lun_info) must return.
     pub fn lun_info_as(&self, host: u64, n: u32) -> Result<LunInfo> {
         self.authorize(host, n, false)?;
         self.lun_info(n)
@@ -698,6 +698,9 @@ impl Model {
     /// range reaches the LUN's end), and the array commits.
     pub fn discard(&mut self, n: u32, offset: u64, len: u64) -> Result<()> {
         self.io_check(n, offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
         let size = self.get(n)?.size;
         let end = offset + len;
         let mut touched = Vec::new();

@@ -175,7 +175,7 @@ impl Model {
         })
     }
 
-    /// After a power cut and a reopen: checks that `array` obeys DESIGN.md §2
+    /// After a power cut and a reopen: checks that `array` obeys docs/DESIGN.md §2
     /// Durability relative to this model, and returns the model of what survived.
     ///
     /// The model is the state when the power was cut (every operation that returned,
@@ -185,7 +185,7 @@ impl Model {
     /// [`note_early_commits`](Self::note_early_commits)); the content of every LUN as
     /// of that commit, exactly, committed copies included; and after noted early
     /// commits, each sector its committed content or a value written to it since
-    /// (anything, if `garbled`: a [`CutOutcome::Harsh`](crate::device::testing::CutOutcome::Harsh)
+    /// (anything, if `garbled`: a [`CutOutcome::Harsh`](crate::testing::CutOutcome::Harsh)
     /// cut may garble unflushed sectors). Then [`verify_records`](Self::verify_records)
     /// and an empty [`Array::check`].
     ///

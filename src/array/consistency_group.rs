@@ -126,18 +126,4 @@ impl<D: BlockDevice> Array<D> {
         self.dirty = true;
         self.commit()
     }
-
-    /// Takes LUN `n` offline (I/O refused with [`Error::Offline`], management
-    /// operations allowed) or brings it back online. Persistent.
-    ///
-    /// Errors: [`Error::LunOutOfRange`], [`Error::NoSuchLun`].
-    pub fn set_online(&mut self, n: u32, online: bool) -> Result<()> {
-        self.live()?;
-        self.get(n)?;
-        let l = self.luns.get_mut(&n).ok_or(Error::NoSuchLun(n))?;
-        l.online = online;
-        l.dirty = true;
-        self.dirty = true;
-        self.commit()
-    }
 }

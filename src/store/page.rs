@@ -1,12 +1,12 @@
-//! Layer 2a: the layout every metadata block shares.
+//! Layer 2a: the layout every metadata page shares.
 //!
-//! A metadata block is [`BLOCK_SIZE`] bytes. Its first [`HEADER_SIZE`] bytes are a
+//! A metadata page is [`PAGE_SIZE`] bytes. Its first [`HEADER_SIZE`] bytes are a
 //! header that lets every read prove the block is the one expected:
 //!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 4 | magic `LSNP` ([`MAGIC`]) |
-//! | 4 | 1 | kind ([`BlockKind`]) |
+//! | 4 | 1 | kind ([`PageKind`]) |
 //! | 5 | 3 | reserved, zero |
 //! | 8 | 4 | CRC32C (Castagnoli) of bytes 0..8 followed by 12..4096 |
 //! | 12 | 4 | reserved, zero |
@@ -17,17 +17,17 @@
 
 use crate::error::{Error, Result};
 
-/// Size of a metadata block (and the unit of metadata addresses): 4 KiB.
-pub const BLOCK_SIZE: usize = 4096;
-/// Size of the common header at the start of every metadata block.
+/// Size of a metadata page (and the unit of metadata addresses): 4 KiB.
+pub const PAGE_SIZE: usize = 4096;
+/// Size of the common header at the start of every metadata page.
 pub const HEADER_SIZE: usize = 32;
-/// Magic number at offset 0 of every metadata block: the bytes `LSNP`.
+/// Magic number at offset 0 of every metadata page: the bytes `LSNP`.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"LSNP");
 
-/// The kind of a metadata block, byte 4 of its header.
+/// The kind of a metadata page, byte 4 of its header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
-pub enum BlockKind {
+pub enum PageKind {
     /// One of the two superblock slots.
     Superblock = 1,
     /// Interior node of a reference-count array (space map index).
@@ -36,19 +36,6 @@ pub enum BlockKind {
     RcLeaf = 3,
     /// A copy-on-write B-tree node (leaf or interior).
     BtreeNode = 4,
-}
-
-impl BlockKind {
-    /// Decodes a kind byte.
-    pub fn from_u8(v: u8) -> Option<Self> {
-        Some(match v {
-            1 => BlockKind::Superblock,
-            2 => BlockKind::RcIndex,
-            3 => BlockKind::RcLeaf,
-            4 => BlockKind::BtreeNode,
-            _ => return None,
-        })
-    }
 }
 
 const CRC: crc::Crc<u32, crc::Table<16>> = crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
@@ -99,13 +86,13 @@ const OFF_TXID: usize = 24;
 pub fn checksum(b: &[u8]) -> u32 {
     let mut d = CRC.digest();
     d.update(&b[..OFF_CSUM]);
-    d.update(&b[OFF_CSUM + 4..BLOCK_SIZE]);
+    d.update(&b[OFF_CSUM + 4..PAGE_SIZE]);
     d.finalize()
 }
 
 /// Clears `b` and writes a fresh header for a block of `kind` at `addr` in `txid`.
-pub fn init(b: &mut [u8], kind: BlockKind, addr: u64, txid: u64) {
-    b[..BLOCK_SIZE].fill(0);
+pub fn init(b: &mut [u8], kind: PageKind, addr: u64, txid: u64) {
+    b[..PAGE_SIZE].fill(0);
     put_u32(b, 0, MAGIC);
     b[OFF_KIND] = kind as u8;
     put_u64(b, OFF_ADDR, addr);
@@ -138,9 +125,9 @@ pub fn kind(b: &[u8]) -> u8 {
 
 /// Verifies a block just read from the device: checksum, magic, kind, own address,
 /// and a transaction id no newer than `max_txid`. Anything else is an error, never data.
-pub fn verify(b: &[u8], addr: u64, kind: BlockKind, max_txid: u64) -> Result<()> {
-    if b.len() < BLOCK_SIZE {
-        return Err(Error::corrupt(addr, "short metadata block"));
+pub fn verify(b: &[u8], addr: u64, kind: PageKind, max_txid: u64) -> Result<()> {
+    if b.len() < PAGE_SIZE {
+        return Err(Error::corrupt(addr, "short metadata page"));
     }
     if get_u32(b, OFF_CSUM) != checksum(b) {
         return Err(Error::Checksum { addr });
@@ -179,23 +166,23 @@ mod tests {
 
     #[test]
     fn sealed_block_verifies() {
-        let mut b = vec![0u8; BLOCK_SIZE];
-        init(&mut b, BlockKind::BtreeNode, 42, 7);
+        let mut b = vec![0u8; PAGE_SIZE];
+        init(&mut b, PageKind::BtreeNode, 42, 7);
         b[100] = 9;
         seal(&mut b);
-        assert_eq!(verify(&b, 42, BlockKind::BtreeNode, 7), Ok(()));
+        assert_eq!(verify(&b, 42, PageKind::BtreeNode, 7), Ok(()));
     }
 
     #[test]
     fn every_single_bit_flip_is_a_checksum_error() {
-        let mut b = vec![0u8; BLOCK_SIZE];
-        init(&mut b, BlockKind::RcLeaf, 3, 1);
+        let mut b = vec![0u8; PAGE_SIZE];
+        init(&mut b, PageKind::RcLeaf, 3, 1);
         seal(&mut b);
-        for bit in (0..BLOCK_SIZE * 8).step_by(7) {
+        for bit in (0..PAGE_SIZE * 8).step_by(7) {
             let mut c = b.clone();
             c[bit / 8] ^= 1 << (bit % 8);
             assert_eq!(
-                verify(&c, 3, BlockKind::RcLeaf, 1),
+                verify(&c, 3, PageKind::RcLeaf, 1),
                 Err(Error::Checksum { addr: 3 })
             );
         }
@@ -203,23 +190,23 @@ mod tests {
 
     #[test]
     fn wrong_place_kind_or_future_txid_is_rejected() {
-        let mut b = vec![0u8; BLOCK_SIZE];
-        init(&mut b, BlockKind::RcIndex, 10, 5);
+        let mut b = vec![0u8; PAGE_SIZE];
+        init(&mut b, PageKind::RcIndex, 10, 5);
         seal(&mut b);
         assert!(matches!(
-            verify(&b, 11, BlockKind::RcIndex, 5),
+            verify(&b, 11, PageKind::RcIndex, 5),
             Err(Error::Misplaced { .. })
         ));
         assert!(matches!(
-            verify(&b, 10, BlockKind::RcLeaf, 5),
+            verify(&b, 10, PageKind::RcLeaf, 5),
             Err(Error::Misplaced { .. })
         ));
         assert!(matches!(
-            verify(&b, 10, BlockKind::RcIndex, 4),
+            verify(&b, 10, PageKind::RcIndex, 4),
             Err(Error::Misplaced { .. })
         ));
-        let zero = vec![0u8; BLOCK_SIZE];
-        assert!(verify(&zero, 10, BlockKind::RcIndex, 5).is_err());
-        assert!(verify(&zero[..100], 10, BlockKind::RcIndex, 5).is_err());
+        let zero = vec![0u8; PAGE_SIZE];
+        assert!(verify(&zero, 10, PageKind::RcIndex, 5).is_err());
+        assert!(verify(&zero[..100], 10, PageKind::RcIndex, 5).is_err());
     }
 }

@@ -7,14 +7,26 @@
 //! second flush returns leaves the previous slot as the newest valid one, so open
 //! recovers the previous commit; after it, the new one.
 
-use crate::block::{self, BlockKind, BLOCK_SIZE};
-use crate::btree::node::ValueKind;
-use crate::btree::{Ctx, Tree};
-use crate::cache::{BlockStore, CacheStats};
+mod audit;
+pub(crate) mod superblock;
+
+use crate::btree::Ctx;
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
-use crate::space_map::{MapId, RcArray, SpaceMaps};
-use crate::superblock::{Geometry, MapRoot, Superblock, CLIENT_BYTES, ROOT_SLOTS};
+use crate::store::page::{self, PageKind, PAGE_SIZE};
+use crate::store::page_store::PageStore;
+use crate::store::space_map::{MapId, RcArray, SpaceMaps};
+use superblock::{MapRoot, Superblock};
+
+pub use crate::btree::node::ValueKind;
+pub use crate::btree::Tree;
+pub use crate::store::page_store::CacheStats;
+pub use superblock::{is_valid_extent_size, Geometry, CLIENT_BYTES, ROOT_SLOTS};
+pub use superblock::{MAX_DATA_EXTENTS, MAX_EXTENT_SIZE, MIN_EXTENT_SIZE};
+
+/// What [`is_valid_extent_size`] requires, as an error message.
+pub(crate) const EXTENT_SIZE_RULE: &str = "extent size must be a power of two from 4 KiB to 1 MiB";
+pub use audit::Violation;
 
 /// Default data extent size: 64 KiB.
 pub const DEFAULT_EXTENT_SIZE: u32 = 64 * 1024;
@@ -26,8 +38,8 @@ pub const DEFAULT_CACHE_BYTES: usize = 4 << 20;
 pub struct FormatOptions {
     /// Data extent size in bytes: a power of two from 4 KiB to 1 MiB.
     pub extent_size: u32,
-    /// Metadata blocks to provision; `None` picks [`default_metadata_blocks`].
-    pub metadata_blocks: Option<u64>,
+    /// Metadata pages to provision; `None` picks [`default_metadata_pages`].
+    pub metadata_pages: Option<u64>,
     /// Cache budget in bytes for the returned engine.
     pub cache_bytes: usize,
     /// An id stored in the superblock.
@@ -38,7 +50,7 @@ impl Default for FormatOptions {
     fn default() -> Self {
         FormatOptions {
             extent_size: DEFAULT_EXTENT_SIZE,
-            metadata_blocks: None,
+            metadata_pages: None,
             cache_bytes: DEFAULT_CACHE_BYTES,
             array_id: [0; 16],
         }
@@ -60,16 +72,16 @@ impl Default for OpenOptions {
     }
 }
 
-/// Metadata blocks provisioned by default for a device of `pages` 4 KiB pages and
+/// Metadata pages provisioned by default for a device of `pages` 4 KiB pages and
 /// extents of `extent_pages` pages: room for 48 bytes of mapping and counts per data
 /// extent, plus 64 blocks. The layer above provisions its own worst case.
-pub fn default_metadata_blocks(pages: u64, extent_pages: u64) -> u64 {
+pub fn default_metadata_pages(pages: u64, extent_pages: u64) -> u64 {
     let extents = pages / extent_pages.max(1);
-    (extents.saturating_mul(48)).div_ceil(BLOCK_SIZE as u64) + 64
+    (extents.saturating_mul(48)).div_ceil(PAGE_SIZE as u64) + 64
 }
 
 /// The smallest device, in pages, that holds the superblocks, `meta(pages)`
-/// metadata blocks (aligned to an extent of `ext_pages` pages) and `extents` data
+/// metadata pages (aligned to an extent of `ext_pages` pages) and `extents` data
 /// extents. The metadata may grow with the device (`meta` is non-decreasing), so
 /// this is the least fixed point of that sum: a few rounds, as it grows by about a
 /// block per hundred extents.
@@ -93,11 +105,11 @@ pub(crate) fn min_device_pages(meta: impl Fn(u64) -> u64, ext_pages: u64, extent
 /// Space accounting of both maps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SpaceStats {
-    /// Metadata blocks provisioned.
-    pub meta_blocks: u64,
-    /// Metadata blocks in use.
+    /// Metadata pages provisioned.
+    pub meta_pages: u64,
+    /// Metadata pages in use.
     pub meta_allocated: u64,
-    /// Metadata blocks released in this transaction, reusable after commit.
+    /// Metadata pages released in this transaction, reusable after commit.
     pub meta_pinned: u64,
     /// Data extents in the pool.
     pub data_extents: u64,
@@ -113,9 +125,9 @@ pub struct SpaceStats {
 /// guarantees can be tested and reused. Trees are handled through [`Tree`] values,
 /// each of which owns one reference to its root: keep every live tree either in a
 /// root slot ([`Engine::set_root`]) or as a value of a tree that is, or it is lost
-/// (and reported as leaked by [`Engine::audit`](crate::check)) after a reopen.
+/// (and reported as leaked by [`Engine::audit`]) after a reopen.
 pub struct Engine<D: BlockDevice> {
-    pub(crate) st: BlockStore<D>,
+    pub(crate) st: PageStore<D>,
     pub(crate) sm: SpaceMaps,
     pub(crate) geo: Geometry,
     generation: u64,
@@ -129,41 +141,39 @@ impl<D: BlockDevice> Engine<D> {
     /// Writes an empty engine to `dev` and returns it open.
     ///
     /// Both superblock slots are rewritten, so whatever the device held before is
-    /// gone. The layout is: superblock slots (pages 0–1), metadata blocks, then data
+    /// gone. The layout is: superblock slots (pages 0–1), metadata pages, then data
     /// extents aligned to the extent size.
     pub fn format(dev: D, opts: &FormatOptions) -> Result<Self> {
         let es = opts.extent_size;
-        if !es.is_power_of_two() || !(4096..=1 << 20).contains(&es) {
-            return Err(Error::InvalidOptions(
-                "extent size must be a power of two from 4 KiB to 1 MiB",
-            ));
+        if !is_valid_extent_size(es) {
+            return Err(Error::InvalidOptions(EXTENT_SIZE_RULE));
         }
-        let mut st = BlockStore::new(dev, opts.cache_bytes, 0, 0)?;
+        let mut st = PageStore::new(dev, opts.cache_bytes, 0, 0)?;
         let pages = st.device_pages();
-        let ext_pages = u64::from(es) / BLOCK_SIZE as u64;
-        let meta_blocks = opts
-            .metadata_blocks
-            .unwrap_or_else(|| default_metadata_blocks(pages, ext_pages));
-        if meta_blocks < 16 {
+        let ext_pages = u64::from(es) / PAGE_SIZE as u64;
+        let meta_pages = opts
+            .metadata_pages
+            .unwrap_or_else(|| default_metadata_pages(pages, ext_pages));
+        if meta_pages < 16 {
             return Err(Error::InvalidOptions(
-                "at least 16 metadata blocks are needed",
+                "at least 16 metadata pages are needed",
             ));
         }
         let too_small = Error::DeviceTooSmall {
             needed: min_device_pages(
                 |p| {
-                    opts.metadata_blocks
-                        .unwrap_or_else(|| default_metadata_blocks(p, ext_pages))
+                    opts.metadata_pages
+                        .unwrap_or_else(|| default_metadata_pages(p, ext_pages))
                 },
                 ext_pages,
                 1,
             )
-            .saturating_mul(BLOCK_SIZE as u64),
-            available: pages.saturating_mul(BLOCK_SIZE as u64),
+            .saturating_mul(PAGE_SIZE as u64),
+            available: pages.saturating_mul(PAGE_SIZE as u64),
         };
         let meta_end = 2u64
-            .checked_add(meta_blocks)
-            .ok_or(Error::InvalidOptions("too many metadata blocks"))?;
+            .checked_add(meta_pages)
+            .ok_or(Error::InvalidOptions("too many metadata pages"))?;
         let data_start = meta_end.div_ceil(ext_pages) * ext_pages;
         let data_extents = pages.saturating_sub(data_start) / ext_pages;
         if data_extents == 0 {
@@ -174,13 +184,13 @@ impl<D: BlockDevice> Engine<D> {
             extent_size: es,
             device_pages: pages,
             meta_start: 2,
-            meta_blocks,
+            meta_pages,
             data_start,
             data_extents,
         };
         geo.validate(pages)?;
         // Invalidate both slots first so no older superblock can win at open.
-        let zero = [0u8; BLOCK_SIZE];
+        let zero = [0u8; PAGE_SIZE];
         st.write_page(0, &zero)?;
         st.write_page(1, &zero)?;
         st.flush_device()?;
@@ -188,7 +198,7 @@ impl<D: BlockDevice> Engine<D> {
         st.set_txid(1);
         let mut e = Engine {
             st,
-            sm: SpaceMaps::new(geo.meta_start, meta_blocks, data_extents),
+            sm: SpaceMaps::new(geo.meta_start, meta_pages, data_extents),
             geo,
             generation: 0,
             array_id: opts.array_id,
@@ -202,17 +212,17 @@ impl<D: BlockDevice> Engine<D> {
 
     /// Opens the engine on `dev` at its newest committed state.
     pub fn open(dev: D, opts: &OpenOptions) -> Result<Self> {
-        let mut st = BlockStore::new(dev, opts.cache_bytes, 0, 0)?;
+        let mut st = PageStore::new(dev, opts.cache_bytes, 0, 0)?;
         let mut best: Option<Superblock> = None;
         let mut first_err: Option<Error> = None;
         let mut any_magic = false;
-        let mut buf = [0u8; BLOCK_SIZE];
+        let mut buf = [0u8; PAGE_SIZE];
         for slot in 0..2u64 {
             st.read_page(slot, &mut buf)?;
-            if block::get_u32(&buf, 0) == block::MAGIC {
+            if page::get_u32(&buf, 0) == page::MAGIC {
                 any_magic = true;
             }
-            let sb = block::verify(&buf, slot, BlockKind::Superblock, u64::MAX - 1)
+            let sb = page::verify(&buf, slot, PageKind::Superblock, u64::MAX - 1)
                 .and_then(|()| Superblock::decode(&buf))
                 .and_then(|sb| {
                     // Generation g lives in slot g % 2; anything else was misdirected.
@@ -255,7 +265,7 @@ impl<D: BlockDevice> Engine<D> {
             ));
         }
         geo.validate(st.device_pages())?;
-        let meta_end = geo.meta_start + geo.meta_blocks;
+        let meta_end = geo.meta_start + geo.meta_pages;
         let map = |m: &MapRoot, entries: u64| -> Result<RcArray> {
             if m.allocated > entries || (m.cursor >= entries && m.cursor != 0) {
                 return Err(Error::corrupt(0, "space map counters out of range"));
@@ -273,7 +283,7 @@ impl<D: BlockDevice> Engine<D> {
             a.cursor = m.cursor;
             Ok(a)
         };
-        let meta = map(&sb.meta_map, geo.meta_blocks)?;
+        let meta = map(&sb.meta_map, geo.meta_pages)?;
         let data = map(&sb.data_map, geo.data_extents)?;
         for t in sb.roots.iter().flatten() {
             if t.root() != 0 && !(geo.meta_start..meta_end).contains(&t.root()) {
@@ -299,7 +309,7 @@ impl<D: BlockDevice> Engine<D> {
 
     /// Makes every change since the last commit durable and atomic.
     ///
-    /// Steps: write dirty metadata blocks; flush; write the superblock slot of the
+    /// Steps: write dirty metadata pages; flush; write the superblock slot of the
     /// new generation; flush. Any device error poisons the engine: it refuses further
     /// changes until reopened, which recovers the newest committed state.
     pub fn commit(&mut self) -> Result<()> {
@@ -332,7 +342,7 @@ impl<D: BlockDevice> Engine<D> {
             roots: self.roots,
             client: self.client,
         };
-        let mut buf = [0u8; BLOCK_SIZE];
+        let mut buf = [0u8; PAGE_SIZE];
         let slot = gen % 2;
         sb.encode(&mut buf, slot);
         self.st.write_page(slot, &buf)?;
@@ -404,7 +414,7 @@ impl<D: BlockDevice> Engine<D> {
     /// Space accounting.
     pub fn space(&self) -> SpaceStats {
         SpaceStats {
-            meta_blocks: self.sm.meta.entries,
+            meta_pages: self.sm.meta.entries,
             meta_allocated: self.sm.meta.allocated,
             meta_pinned: self.sm.meta.pinned,
             data_extents: self.sm.data.entries,
@@ -416,6 +426,11 @@ impl<D: BlockDevice> Engine<D> {
     /// Cache counters.
     pub fn cache_stats(&self) -> CacheStats {
         self.st.stats()
+    }
+
+    /// The device, to inspect (its geometry, counters of a test device).
+    pub fn device(&self) -> &D {
+        self.st.device()
     }
 
     /// The device (data I/O goes straight to it; metadata goes through the engine).
@@ -452,10 +467,10 @@ impl<D: BlockDevice> Engine<D> {
     /// the tree the slot held (whose reference passes back to the caller).
     pub fn set_root(&mut self, slot: usize, tree: Option<Tree>) -> Result<Option<Tree>> {
         self.live()?;
-        let meta = self.geo.meta_start..self.geo.meta_start + self.geo.meta_blocks;
+        let meta = self.geo.meta_start..self.geo.meta_start + self.geo.meta_pages;
         if tree.is_some_and(|t| t.root() != 0 && !meta.contains(&t.root())) {
             return Err(Error::InvalidArgument(
-                "tree root is not a metadata block of this engine",
+                "tree root is not a metadata page of this engine",
             ));
         }
         let s = self
@@ -577,12 +592,12 @@ impl<D: BlockDevice> Engine<D> {
         cx.sm.data_count(cx.st, extent)
     }
 
-    /// Reference count of metadata block `addr`.
+    /// Reference count of metadata page `addr`.
     pub fn meta_refcount(&mut self, addr: u64) -> Result<u32> {
         let e = addr.wrapping_sub(self.geo.meta_start);
-        if e >= self.geo.meta_blocks {
+        if e >= self.geo.meta_pages {
             return Err(Error::InvalidArgument(
-                "metadata block outside the metadata area",
+                "metadata page outside the metadata area",
             ));
         }
         let cx = self.read_ctx();
@@ -599,7 +614,7 @@ impl<D: BlockDevice> Engine<D> {
     /// First device block (LBA) of data extent `extent`.
     pub fn extent_lba(&self, extent: u64) -> Result<u64> {
         self.check_extent(extent)?;
-        let lbas_per_page = BLOCK_SIZE as u64 / u64::from(self.geo.device_block_size);
+        let lbas_per_page = PAGE_SIZE as u64 / u64::from(self.geo.device_block_size);
         Ok((self.geo.data_start + extent * self.geo.extent_pages()) * lbas_per_page)
     }
 }

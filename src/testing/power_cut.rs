@@ -29,11 +29,9 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
 
-use super::mem::FastMap;
-use super::{check_request, BlockDevice, DeviceError, DeviceErrorKind, SECTOR_SIZE};
-
-mod error_device;
-pub use error_device::{ErrorDevice, Fault, FaultOp};
+use super::Rng as SplitMix64;
+use crate::device::{check_request, BlockDevice, DeviceError, DeviceErrorKind, SECTOR_SIZE};
+use crate::fast_map::FastMap;
 
 /// What happens to the unflushed writes at a [`PowerCutDevice::power_cut`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -118,25 +116,6 @@ pub struct CutStats {
     pub torn: u64,
     /// Blocks garbled: each sector old, new or garbage ([`CutOutcome::Harsh`]).
     pub garbled: u64,
-}
-
-/// The SplitMix64 generator: tiny, fast, and good enough to pick crash outcomes.
-#[derive(Clone, Debug)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A value in `0..n` (`n > 0`); the tiny modulo bias is irrelevant here.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
 }
 
 /// A device with a volatile write cache in front of a durable inner device.
@@ -280,8 +259,8 @@ impl<D: BlockDevice> PowerCutDevice<D> {
                 return Ok(());
             }
             CutOutcome::KeepAll => (None, 0),
-            CutOutcome::Random { seed } => (Some(SplitMix64(seed)), 3),
-            CutOutcome::Harsh { seed } => (Some(SplitMix64(seed)), 4),
+            CutOutcome::Random { seed } => (Some(SplitMix64::new(seed)), 3),
+            CutOutcome::Harsh { seed } => (Some(SplitMix64::new(seed)), 4),
         };
         let r = self.apply_cut(&log, rng.as_mut(), choices, &mut stats);
         self.last_cut = stats;

@@ -1,10 +1,10 @@
-//! Layer 2b: the metadata block store — device access plus a bounded block cache.
+//! Layer 2b: the metadata page store — device access plus a bounded block cache.
 //!
-//! Every metadata read goes through [`BlockStore`]: a block fetched from the device is
-//! verified ([`block::verify`]) before anyone sees it, and every address is checked
+//! Every metadata read goes through [`PageStore`]: a block fetched from the device is
+//! verified ([`page::verify`]) before anyone sees it, and every address is checked
 //! against the metadata area first, so a hostile pointer is an error, not a read of
 //! someone else's data. The cache holds at most `capacity` blocks (the caller's byte
-//! budget divided by [`BLOCK_SIZE`]); least-recently-used blocks are evicted, dirty
+//! budget divided by [`PAGE_SIZE`]); least-recently-used blocks are evicted, dirty
 //! ones written out first. Writing a dirty block early is always safe: dirty blocks
 //! live at addresses that are free in the committed state (copy-on-write).
 
@@ -12,13 +12,13 @@ use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::block::{self, BlockKind, BLOCK_SIZE};
-use crate::device::FastMap;
 use crate::device::{BlockDevice, DeviceError};
 use crate::error::{Error, Result};
+use crate::fast_map::FastMap;
+use crate::store::page::{self, PageKind, PAGE_SIZE};
 
 /// Fewest blocks a cache may hold, whatever the budget.
-pub const MIN_CACHE_BLOCKS: usize = 16;
+pub const MIN_CACHE_PAGES: usize = 16;
 
 const NIL: u32 = u32::MAX;
 
@@ -37,7 +37,7 @@ pub struct CacheStats {
     pub hits: u64,
     /// Lookups that read the device.
     pub misses: u64,
-    /// Metadata blocks written to the device.
+    /// Metadata pages written to the device.
     pub writes: u64,
     /// Blocks the cache holds now.
     pub resident: usize,
@@ -46,7 +46,7 @@ pub struct CacheStats {
 }
 
 /// Device plus block cache; see the module docs.
-pub struct BlockStore<D> {
+pub struct PageStore<D> {
     dev: D,
     lbas_per_block: u64,
     meta_start: u64,
@@ -64,17 +64,17 @@ fn dev_err<E: DeviceError>(e: E) -> Error {
     Error::Device(e.kind())
 }
 
-impl<D: BlockDevice> BlockStore<D> {
+impl<D: BlockDevice> PageStore<D> {
     /// Wraps `dev`; metadata addresses are valid in `meta_start..meta_end`.
     pub fn new(dev: D, cache_bytes: usize, meta_start: u64, meta_end: u64) -> Result<Self> {
         let bs = dev.block_size();
-        if !bs.is_power_of_two() || !(512..=BLOCK_SIZE as u32).contains(&bs) {
+        if !bs.is_power_of_two() || !(512..=PAGE_SIZE as u32).contains(&bs) {
             return Err(Error::UnsupportedBlockSize(bs));
         }
-        let capacity = (cache_bytes / BLOCK_SIZE).max(MIN_CACHE_BLOCKS);
-        Ok(BlockStore {
+        let capacity = (cache_bytes / PAGE_SIZE).max(MIN_CACHE_PAGES);
+        Ok(PageStore {
             dev,
-            lbas_per_block: (BLOCK_SIZE as u64) / u64::from(bs),
+            lbas_per_block: (PAGE_SIZE as u64) / u64::from(bs),
             meta_start,
             meta_end,
             txid: 0,
@@ -139,7 +139,7 @@ impl<D: BlockDevice> BlockStore<D> {
         let lba = page
             .checked_mul(self.lbas_per_block)
             .ok_or(Error::corrupt(page, "page number overflows"))?;
-        self.dev.read(lba, &mut buf[..BLOCK_SIZE]).map_err(dev_err)
+        self.dev.read(lba, &mut buf[..PAGE_SIZE]).map_err(dev_err)
     }
 
     /// Writes a 4 KiB page straight to the device, bypassing the cache.
@@ -148,7 +148,7 @@ impl<D: BlockDevice> BlockStore<D> {
             .checked_mul(self.lbas_per_block)
             .ok_or(Error::corrupt(page, "page number overflows"))?;
         self.stats.writes += 1;
-        self.dev.write(lba, &buf[..BLOCK_SIZE]).map_err(dev_err)
+        self.dev.write(lba, &buf[..PAGE_SIZE]).map_err(dev_err)
     }
 
     /// Flushes the device.
@@ -205,7 +205,7 @@ impl<D: BlockDevice> BlockStore<D> {
     fn write_slot(&mut self, i: u32) -> Result<()> {
         let lpb = self.lbas_per_block;
         let s = &mut self.slots[i as usize];
-        block::seal(&mut s.buf);
+        page::seal(&mut s.buf);
         let lba = s.addr * lpb;
         self.dev.write(lba, &s.buf).map_err(dev_err)?;
         s.dirty = false;
@@ -219,7 +219,7 @@ impl<D: BlockDevice> BlockStore<D> {
         let i = if self.slots.len() < self.capacity {
             self.slots.push(Slot {
                 addr,
-                buf: vec![0u8; BLOCK_SIZE].into_boxed_slice(),
+                buf: vec![0u8; PAGE_SIZE].into_boxed_slice(),
                 dirty: false,
                 prev: NIL,
                 next: NIL,
@@ -262,11 +262,11 @@ impl<D: BlockDevice> BlockStore<D> {
         self.tail = i;
     }
 
-    fn load(&mut self, addr: u64, kind: BlockKind) -> Result<u32> {
+    fn load(&mut self, addr: u64, kind: PageKind) -> Result<u32> {
         if let Some(&i) = self.map.get(&addr) {
             self.stats.hits += 1;
             self.touch(i);
-            if block::kind(&self.slots[i as usize].buf) != kind as u8 {
+            if page::kind(&self.slots[i as usize].buf) != kind as u8 {
                 return Err(Error::Misplaced {
                     addr,
                     what: "unexpected block kind",
@@ -279,7 +279,7 @@ impl<D: BlockDevice> BlockStore<D> {
         let i = self.take_slot(addr)?;
         let lba = addr * self.lbas_per_block;
         let res = match self.dev.read(lba, &mut self.slots[i as usize].buf) {
-            Ok(()) => block::verify(&self.slots[i as usize].buf, addr, kind, self.txid),
+            Ok(()) => page::verify(&self.slots[i as usize].buf, addr, kind, self.txid),
             Err(e) => Err(dev_err(e)),
         };
         if let Err(e) = res {
@@ -289,19 +289,19 @@ impl<D: BlockDevice> BlockStore<D> {
         Ok(i)
     }
 
-    /// Returns the verified content of metadata block `addr`, which must be of `kind`.
-    pub fn read(&mut self, addr: u64, kind: BlockKind) -> Result<&[u8]> {
+    /// Returns the verified content of metadata page `addr`, which must be of `kind`.
+    pub fn read(&mut self, addr: u64, kind: PageKind) -> Result<&[u8]> {
         let i = self.load(addr, kind)?;
         Ok(&self.slots[i as usize].buf)
     }
 
     /// Returns block `addr` for modification in place. Only blocks written in the
     /// current transaction may be modified; anything else is refused.
-    pub fn modify(&mut self, addr: u64, kind: BlockKind) -> Result<&mut [u8]> {
+    pub fn modify(&mut self, addr: u64, kind: PageKind) -> Result<&mut [u8]> {
         let i = self.load(addr, kind)?;
         let txid = self.txid;
         let s = &mut self.slots[i as usize];
-        if block::txid(&s.buf) != txid {
+        if page::txid(&s.buf) != txid {
             return Err(Error::corrupt(
                 addr,
                 "attempt to modify a committed block in place",
@@ -312,7 +312,7 @@ impl<D: BlockDevice> BlockStore<D> {
     }
 
     /// Creates block `addr` with a fresh header of `kind` and an all-zero body.
-    pub fn create(&mut self, addr: u64, kind: BlockKind) -> Result<&mut [u8]> {
+    pub fn create(&mut self, addr: u64, kind: PageKind) -> Result<&mut [u8]> {
         self.check_addr(addr)?;
         let i = match self.map.get(&addr) {
             Some(&i) => {
@@ -323,19 +323,19 @@ impl<D: BlockDevice> BlockStore<D> {
         };
         let txid = self.txid;
         let s = &mut self.slots[i as usize];
-        block::init(&mut s.buf, kind, addr, txid);
+        page::init(&mut s.buf, kind, addr, txid);
         s.dirty = true;
         Ok(&mut s.buf)
     }
 
     /// Creates block `dst` as a copy of `src` (its header relocated to `dst`).
-    pub fn copy(&mut self, src: u64, dst: u64, kind: BlockKind) -> Result<&mut [u8]> {
-        let mut tmp = [0u8; BLOCK_SIZE];
+    pub fn copy(&mut self, src: u64, dst: u64, kind: PageKind) -> Result<&mut [u8]> {
+        let mut tmp = [0u8; PAGE_SIZE];
         tmp.copy_from_slice(self.read(src, kind)?);
         let txid = self.txid;
         let b = self.create(dst, kind)?;
         b.copy_from_slice(&tmp);
-        block::relocate(b, dst, txid);
+        page::relocate(b, dst, txid);
         Ok(b)
     }
 
@@ -344,14 +344,6 @@ impl<D: BlockDevice> BlockStore<D> {
         if let Some(&i) = self.map.get(&addr) {
             self.release_slot(i);
         }
-    }
-
-    /// Drops every cached block without writing it (used when a transaction is abandoned).
-    pub fn clear(&mut self) {
-        self.map.clear();
-        self.slots.clear();
-        self.head = NIL;
-        self.tail = NIL;
     }
 
     /// Writes every dirty block, in address order.

@@ -1,10 +1,10 @@
-//! Layer 3: space maps — persistent reference counts for metadata blocks and data
+//! Layer 3: space maps — persistent reference counts for metadata pages and data
 //! extents, and the allocators that hand them out.
 //!
 //! Each map is an [`RcArray`]: a sparse copy-on-write radix tree whose leaves hold
 //! 32-bit counts ([`COUNTS_PER_LEAF`] per 4 KiB block) and whose index nodes hold
 //! [`PTRS_PER_INDEX`] child addresses. A null pointer stands for an all-zero subtree,
-//! so formatting a huge pool writes almost nothing. Like every metadata block, a node
+//! so formatting a huge pool writes almost nothing. Like every metadata page, a node
 //! is modified in place only if it was written in the current transaction; otherwise
 //! it is shadowed to a fresh block and the old one is released.
 //!
@@ -20,20 +20,22 @@
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
-use crate::block::{self, get_u32, get_u64, put_u32, put_u64, BlockKind, BLOCK_SIZE, HEADER_SIZE};
-use crate::cache::BlockStore;
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
+use crate::store::page::{
+    self, get_u32, get_u64, put_u32, put_u64, PageKind, HEADER_SIZE, PAGE_SIZE,
+};
+use crate::store::page_store::PageStore;
 
 /// Reference counts in one leaf block.
-pub const COUNTS_PER_LEAF: u64 = ((BLOCK_SIZE - HEADER_SIZE) / 4) as u64;
+pub const COUNTS_PER_LEAF: u64 = ((PAGE_SIZE - HEADER_SIZE) / 4) as u64;
 /// Child pointers in one index block.
-pub const PTRS_PER_INDEX: u64 = ((BLOCK_SIZE - HEADER_SIZE) / 8) as u64;
+pub const PTRS_PER_INDEX: u64 = ((PAGE_SIZE - HEADER_SIZE) / 8) as u64;
 
 /// Which of the two space maps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapId {
-    /// Reference counts of metadata blocks.
+    /// Reference counts of metadata pages.
     Meta,
     /// Reference counts of data extents.
     Data,
@@ -108,7 +110,7 @@ enum Op {
 
 /// Both space maps and the queue that serialises their updates.
 pub struct SpaceMaps {
-    /// Reference counts of metadata blocks; entry `i` is block `meta_start + i`.
+    /// Reference counts of metadata pages; entry `i` is block `meta_start + i`.
     pub meta: RcArray,
     /// Reference counts of data extents.
     pub data: RcArray,
@@ -127,7 +129,7 @@ fn cnt_off(i: usize) -> usize {
 
 /// Reads the count of entry `e` in the array rooted at `root`.
 pub fn count_at<D: BlockDevice>(
-    store: &mut BlockStore<D>,
+    store: &mut PageStore<D>,
     a: &RcArray,
     root: u64,
     e: u64,
@@ -136,13 +138,13 @@ pub fn count_at<D: BlockDevice>(
     if leaf == 0 {
         return Ok(0);
     }
-    let b = store.read(leaf, BlockKind::RcLeaf)?;
+    let b = store.read(leaf, PageKind::RcLeaf)?;
     Ok(get_u32(b, cnt_off((e % COUNTS_PER_LEAF) as usize)))
 }
 
 /// Address of leaf `leaf_no` under `root` (0 if absent).
 fn leaf_at<D: BlockDevice>(
-    store: &mut BlockStore<D>,
+    store: &mut PageStore<D>,
     a: &RcArray,
     root: u64,
     leaf_no: u64,
@@ -152,18 +154,18 @@ fn leaf_at<D: BlockDevice>(
         if addr == 0 {
             return Ok(0);
         }
-        let b = store.read(addr, BlockKind::RcIndex)?;
+        let b = store.read(addr, PageKind::RcIndex)?;
         addr = get_u64(b, ptr_off(a.digit(leaf_no, level)));
     }
     Ok(addr)
 }
 
 impl SpaceMaps {
-    /// Space maps for `meta_blocks` metadata blocks starting at page `meta_start`
+    /// Space maps for `meta_pages` metadata pages starting at page `meta_start`
     /// and `data_extents` data extents, all free.
-    pub fn new(meta_start: u64, meta_blocks: u64, data_extents: u64) -> Self {
+    pub fn new(meta_start: u64, meta_pages: u64, data_extents: u64) -> Self {
         SpaceMaps {
-            meta: RcArray::new(meta_blocks),
+            meta: RcArray::new(meta_pages),
             data: RcArray::new(data_extents),
             meta_start,
             pending: VecDeque::new(),
@@ -197,11 +199,6 @@ impl SpaceMaps {
         }
     }
 
-    /// First metadata page.
-    pub fn meta_start(&self) -> u64 {
-        self.meta_start
-    }
-
     fn meta_entry(&self, addr: u64) -> Result<u64> {
         match addr.checked_sub(self.meta_start) {
             Some(e) if e < self.meta.entries => Ok(e),
@@ -219,14 +216,14 @@ impl SpaceMaps {
         Ok(())
     }
 
-    /// Current count of metadata block `addr`.
-    pub fn meta_count<D: BlockDevice>(&self, store: &mut BlockStore<D>, addr: u64) -> Result<u32> {
+    /// Current count of metadata page `addr`.
+    pub fn meta_count<D: BlockDevice>(&self, store: &mut PageStore<D>, addr: u64) -> Result<u32> {
         let e = self.meta_entry(addr)?;
         count_at(store, &self.meta, self.meta.root, e)
     }
 
     /// Current count of data extent `e`.
-    pub fn data_count<D: BlockDevice>(&self, store: &mut BlockStore<D>, e: u64) -> Result<u32> {
+    pub fn data_count<D: BlockDevice>(&self, store: &mut PageStore<D>, e: u64) -> Result<u32> {
         self.check_data(e)?;
         count_at(store, &self.data, self.data.root, e)
     }
@@ -234,7 +231,7 @@ impl SpaceMaps {
     /// Count of entry `e` of map `m` in the committed state.
     pub fn committed_count<D: BlockDevice>(
         &self,
-        store: &mut BlockStore<D>,
+        store: &mut PageStore<D>,
         m: MapId,
         e: u64,
     ) -> Result<u32> {
@@ -243,12 +240,7 @@ impl SpaceMaps {
     }
 
     /// Count of entry `e` of map `m` now.
-    pub fn count<D: BlockDevice>(
-        &self,
-        store: &mut BlockStore<D>,
-        m: MapId,
-        e: u64,
-    ) -> Result<u32> {
+    pub fn count<D: BlockDevice>(&self, store: &mut PageStore<D>, m: MapId, e: u64) -> Result<u32> {
         let a = self.arr(m);
         if e >= a.entries {
             return Err(Error::InvalidArgument("space map entry out of range"));
@@ -256,27 +248,27 @@ impl SpaceMaps {
         count_at(store, a, a.root, e)
     }
 
-    /// Allocates a metadata block (count 0 → 1) and returns its address.
-    pub fn alloc_meta<D: BlockDevice>(&mut self, store: &mut BlockStore<D>) -> Result<u64> {
+    /// Allocates a metadata page (count 0 → 1) and returns its address.
+    pub fn alloc_meta<D: BlockDevice>(&mut self, store: &mut PageStore<D>) -> Result<u64> {
         let e = self.reserve(store, MapId::Meta)?;
         self.push(store, e, Op::Alloc)?;
         Ok(self.meta_start + e)
     }
 
-    /// Adds a reference to metadata block `addr`, which must be in use.
-    pub fn inc_meta<D: BlockDevice>(&mut self, store: &mut BlockStore<D>, addr: u64) -> Result<()> {
+    /// Adds a reference to metadata page `addr`, which must be in use.
+    pub fn inc_meta<D: BlockDevice>(&mut self, store: &mut PageStore<D>, addr: u64) -> Result<()> {
         let e = self.meta_entry(addr)?;
         self.push(store, e, Op::Inc)
     }
 
-    /// Drops a reference to metadata block `addr`.
-    pub fn dec_meta<D: BlockDevice>(&mut self, store: &mut BlockStore<D>, addr: u64) -> Result<()> {
+    /// Drops a reference to metadata page `addr`.
+    pub fn dec_meta<D: BlockDevice>(&mut self, store: &mut PageStore<D>, addr: u64) -> Result<()> {
         let e = self.meta_entry(addr)?;
         self.push(store, e, Op::Dec)
     }
 
     /// Allocates a data extent in log order (count 0 → 1).
-    pub fn alloc_data<D: BlockDevice>(&mut self, store: &mut BlockStore<D>) -> Result<u64> {
+    pub fn alloc_data<D: BlockDevice>(&mut self, store: &mut PageStore<D>) -> Result<u64> {
         let e = self.find_free(store, MapId::Data)?;
         self.apply_data(store, e, Op::Alloc)?;
         self.data.cursor = if e + 1 >= self.data.entries { 0 } else { e + 1 };
@@ -284,13 +276,13 @@ impl SpaceMaps {
     }
 
     /// Adds a reference to data extent `e`, which must be in use.
-    pub fn inc_data<D: BlockDevice>(&mut self, store: &mut BlockStore<D>, e: u64) -> Result<()> {
+    pub fn inc_data<D: BlockDevice>(&mut self, store: &mut PageStore<D>, e: u64) -> Result<()> {
         self.check_data(e)?;
         self.apply_data(store, e, Op::Inc)
     }
 
     /// Drops a reference to data extent `e`.
-    pub fn dec_data<D: BlockDevice>(&mut self, store: &mut BlockStore<D>, e: u64) -> Result<()> {
+    pub fn dec_data<D: BlockDevice>(&mut self, store: &mut PageStore<D>, e: u64) -> Result<()> {
         self.check_data(e)?;
         self.apply_data(store, e, Op::Dec)
     }
@@ -302,7 +294,7 @@ impl SpaceMaps {
     /// the count's leaf would be walked for each.
     pub fn adjust_data_many<D: BlockDevice>(
         &mut self,
-        store: &mut BlockStore<D>,
+        store: &mut PageStore<D>,
         es: &mut [u64],
         inc: bool,
     ) -> Result<()> {
@@ -318,7 +310,7 @@ impl SpaceMaps {
                 .count();
             let leaf = self.writable_leaf(store, MapId::Data, es[i])?;
             let r = (|| {
-                let b = store.modify(leaf, BlockKind::RcLeaf)?;
+                let b = store.modify(leaf, PageKind::RcLeaf)?;
                 for &e in &es[i..i + run] {
                     let off = cnt_off((e % COUNTS_PER_LEAF) as usize);
                     let old = get_u32(b, off);
@@ -358,7 +350,7 @@ impl SpaceMaps {
 
     fn apply_data<D: BlockDevice>(
         &mut self,
-        store: &mut BlockStore<D>,
+        store: &mut PageStore<D>,
         e: u64,
         op: Op,
     ) -> Result<()> {
@@ -367,12 +359,12 @@ impl SpaceMaps {
         r.and(d)
     }
 
-    fn push<D: BlockDevice>(&mut self, store: &mut BlockStore<D>, e: u64, op: Op) -> Result<()> {
+    fn push<D: BlockDevice>(&mut self, store: &mut PageStore<D>, e: u64, op: Op) -> Result<()> {
         self.pending.push_back((e, op));
         self.drain(store)
     }
 
-    fn drain<D: BlockDevice>(&mut self, store: &mut BlockStore<D>) -> Result<()> {
+    fn drain<D: BlockDevice>(&mut self, store: &mut PageStore<D>) -> Result<()> {
         if self.draining {
             return Ok(());
         }
@@ -393,14 +385,14 @@ impl SpaceMaps {
     /// Applies one count change to map `m`, shadowing the path to its leaf first.
     fn apply<D: BlockDevice>(
         &mut self,
-        store: &mut BlockStore<D>,
+        store: &mut PageStore<D>,
         m: MapId,
         e: u64,
         op: Op,
     ) -> Result<()> {
         let leaf = self.writable_leaf(store, m, e)?;
         let off = cnt_off((e % COUNTS_PER_LEAF) as usize);
-        let b = store.modify(leaf, BlockKind::RcLeaf)?;
+        let b = store.modify(leaf, PageKind::RcLeaf)?;
         let old = get_u32(b, off);
         let new = match op {
             Op::Alloc if old == 0 => 1,
@@ -439,7 +431,7 @@ impl SpaceMaps {
     /// writable in this transaction, creating or shadowing nodes; returns the leaf.
     fn writable_leaf<D: BlockDevice>(
         &mut self,
-        store: &mut BlockStore<D>,
+        store: &mut PageStore<D>,
         m: MapId,
         e: u64,
     ) -> Result<u64> {
@@ -453,9 +445,9 @@ impl SpaceMaps {
         let leaf_no = e / COUNTS_PER_LEAF;
         let kind_at = |level: u32| {
             if level == 0 {
-                BlockKind::RcLeaf
+                PageKind::RcLeaf
             } else {
-                BlockKind::RcIndex
+                PageKind::RcIndex
             }
         };
         let mut parent: Option<(u64, usize)> = None;
@@ -467,7 +459,7 @@ impl SpaceMaps {
                 match parent {
                     None => self.arr_mut(m).root = node,
                     Some((p, slot)) => {
-                        put_u64(store.modify(p, BlockKind::RcIndex)?, ptr_off(slot), node)
+                        put_u64(store.modify(p, PageKind::RcIndex)?, ptr_off(slot), node)
                     }
                 }
             }
@@ -475,7 +467,7 @@ impl SpaceMaps {
                 return Ok(node);
             }
             let slot = self.arr(m).digit(leaf_no, level);
-            addr = get_u64(store.read(node, BlockKind::RcIndex)?, ptr_off(slot));
+            addr = get_u64(store.read(node, PageKind::RcIndex)?, ptr_off(slot));
             parent = Some((node, slot));
         }
         Err(Error::corrupt(root, "space map walk did not reach a leaf"))
@@ -485,11 +477,11 @@ impl SpaceMaps {
     /// transaction wrote it, else a fresh copy (or a fresh zero node for `addr == 0`).
     fn writable_node<D: BlockDevice>(
         &mut self,
-        store: &mut BlockStore<D>,
+        store: &mut PageStore<D>,
         addr: u64,
-        kind: BlockKind,
+        kind: PageKind,
     ) -> Result<u64> {
-        if addr != 0 && block::txid(store.read(addr, kind)?) == store.txid() {
+        if addr != 0 && page::txid(store.read(addr, kind)?) == store.txid() {
             return Ok(addr);
         }
         let e = self.reserve(store, MapId::Meta)?;
@@ -506,7 +498,7 @@ impl SpaceMaps {
     }
 
     /// Finds a free metadata entry and marks it reserved until its `Alloc` is applied.
-    fn reserve<D: BlockDevice>(&mut self, store: &mut BlockStore<D>, m: MapId) -> Result<u64> {
+    fn reserve<D: BlockDevice>(&mut self, store: &mut PageStore<D>, m: MapId) -> Result<u64> {
         let e = self.find_free(store, m)?;
         if m == MapId::Meta {
             self.reserved.push(e);
@@ -517,7 +509,7 @@ impl SpaceMaps {
 
     /// Scans map `m` from its cursor, wrapping once, for an entry that is zero now and
     /// in the committed state and not reserved.
-    fn find_free<D: BlockDevice>(&mut self, store: &mut BlockStore<D>, m: MapId) -> Result<u64> {
+    fn find_free<D: BlockDevice>(&mut self, store: &mut PageStore<D>, m: MapId) -> Result<u64> {
         let exhausted = match m {
             MapId::Meta => Error::MetadataSpaceExhausted,
             MapId::Data => Error::DataSpaceExhausted,
@@ -536,7 +528,7 @@ impl SpaceMaps {
         let start = if a.cursor < a.entries { a.cursor } else { 0 };
         let mut e = start;
         let mut scanned = 0u64;
-        let mut committed = [0u8; BLOCK_SIZE];
+        let mut committed = [0u8; PAGE_SIZE];
         while scanned < a.entries {
             let leaf_no = e / COUNTS_PER_LEAF;
             let first = (e % COUNTS_PER_LEAF) as usize;
@@ -545,10 +537,10 @@ impl SpaceMaps {
             let com = leaf_at(store, &a, a.committed_root, leaf_no)?;
             let have_com = com != 0 && com != cur;
             if have_com {
-                committed.copy_from_slice(store.read(com, BlockKind::RcLeaf)?);
+                committed.copy_from_slice(store.read(com, PageKind::RcLeaf)?);
             }
             let cur_buf = if cur != 0 {
-                Some(store.read(cur, BlockKind::RcLeaf)?)
+                Some(store.read(cur, PageKind::RcLeaf)?)
             } else {
                 None
             };
@@ -581,9 +573,9 @@ impl SpaceMaps {
     /// Calls `f` with every index and leaf node of map `m` (current state), with its kind.
     pub fn for_each_node<D: BlockDevice>(
         &self,
-        store: &mut BlockStore<D>,
+        store: &mut PageStore<D>,
         m: MapId,
-        mut f: impl FnMut(u64, BlockKind),
+        mut f: impl FnMut(u64, PageKind),
     ) -> Result<()> {
         let a = self.arr(m);
         if a.root == 0 {
@@ -593,12 +585,12 @@ impl SpaceMaps {
         stack.push((a.root, a.depth));
         while let Some((addr, level)) = stack.pop() {
             if level == 0 {
-                store.read(addr, BlockKind::RcLeaf)?;
-                f(addr, BlockKind::RcLeaf);
+                store.read(addr, PageKind::RcLeaf)?;
+                f(addr, PageKind::RcLeaf);
                 continue;
             }
-            f(addr, BlockKind::RcIndex);
-            let b = store.read(addr, BlockKind::RcIndex)?;
+            f(addr, PageKind::RcIndex);
+            let b = store.read(addr, PageKind::RcIndex)?;
             let mut kids: Vec<u64> = Vec::new();
             for i in 0..PTRS_PER_INDEX as usize {
                 let c = get_u64(b, ptr_off(i));

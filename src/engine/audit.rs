@@ -3,11 +3,11 @@
 //!
 //! Checked: every reachable block reads and verifies; node headers, levels and value
 //! shapes are consistent; keys ascend within a node and lie inside the range their
-//! parent gives them; the stored reference count of every metadata block and data
+//! parent gives them; the stored reference count of every metadata page and data
 //! extent equals the number of references actually found (so nothing is leaked and
 //! nothing is freed while in use); the space maps' counters match their contents.
 //!
-//! Memory: one bit per metadata block and one `u32` per metadata block, plus one
+//! Memory: one bit per metadata page and one `u32` per metadata page, plus one
 //! `u32` per data extent in chunks of [`DATA_CHUNK`] extents (the trees are walked
 //! once per chunk).
 
@@ -15,12 +15,12 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::block::BlockKind;
 use crate::btree::node::{self, Ref, ValueKind};
 use crate::device::BlockDevice;
 use crate::engine::Engine;
 use crate::error::Error;
-use crate::space_map::{MapId, COUNTS_PER_LEAF};
+use crate::store::page::PageKind;
+use crate::store::space_map::{MapId, COUNTS_PER_LEAF};
 
 /// The block an error names, or 0.
 fn error_addr(e: &Error) -> u64 {
@@ -76,7 +76,7 @@ pub enum Violation {
         /// Block address.
         addr: u64,
     },
-    /// A metadata block's stored reference count differs from the references found.
+    /// A metadata page's stored reference count differs from the references found.
     MetaRefcount {
         /// Block address.
         addr: u64,
@@ -135,7 +135,7 @@ impl fmt::Display for Violation {
                 found,
             } => write!(
                 f,
-                "metadata block {addr}: reference count {stored} but {found} references"
+                "metadata page {addr}: reference count {stored} but {found} references"
             ),
             Violation::DataRefcount {
                 extent,
@@ -181,7 +181,7 @@ impl<D: BlockDevice> Engine<D> {
     /// Every tree must be reachable from a root slot (directly or as a value of a
     /// reachable tree): a tree held only by the caller is reported as leaked.
     pub fn audit(&mut self) -> Vec<Violation> {
-        let m = self.geo.meta_blocks as usize;
+        let m = self.geo.meta_pages as usize;
         let d = self.geo.data_extents;
         let mut w = Walk {
             meta_found: vec![0; m],
@@ -243,10 +243,7 @@ impl<D: BlockDevice> Engine<D> {
         let mut stack: Vec<Pending> = vec![(root, None, 0, u64::MAX, shape)];
         let start = self.geo.meta_start;
         while let Some((addr, level, lo, hi, shape)) = stack.pop() {
-            let Some(i) = addr
-                .checked_sub(start)
-                .filter(|&i| i < self.geo.meta_blocks)
-            else {
+            let Some(i) = addr.checked_sub(start).filter(|&i| i < self.geo.meta_pages) else {
                 w.note(Violation::Unreadable {
                     addr,
                     error: Error::corrupt(addr, "pointer outside the metadata area"),
@@ -260,14 +257,14 @@ impl<D: BlockDevice> Engine<D> {
             }
             w.visited[i / 64] |= 1 << (i % 64);
             let cur_txid = self.st.txid();
-            let b = match self.st.read(addr, BlockKind::BtreeNode) {
+            let b = match self.st.read(addr, PageKind::BtreeNode) {
                 Ok(b) => b,
                 Err(error) => {
                     w.note(Violation::Unreadable { addr, error });
                     continue;
                 }
             };
-            let stamped_now = crate::block::txid(b) == cur_txid;
+            let stamped_now = crate::store::page::txid(b) == cur_txid;
             let h = match node::header(b, addr) {
                 Ok(h) => h,
                 Err(error) => {
@@ -375,7 +372,7 @@ impl<D: BlockDevice> Engine<D> {
 
     fn compare_meta(&mut self, w: &mut Walk) {
         let mut nonzero = 0u64;
-        for i in 0..self.geo.meta_blocks {
+        for i in 0..self.geo.meta_pages {
             let stored = match self.sm.count(&mut self.st, MapId::Meta, i) {
                 Ok(c) => c,
                 Err(error) => {
