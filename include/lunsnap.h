@@ -361,6 +361,9 @@ lunsnap_result lunsnap_close(lunsnap_array *array);
 // cut). NULL, and a handle already freed, are ignored.
 void lunsnap_free(lunsnap_array *array);
 
+// Makes every write so far durable.
+lunsnap_result lunsnap_flush(lunsnap_array *array);
+
 // Creates LUN `lun` of `size` bytes (reads as zeros; reserves `size`).
 lunsnap_result lunsnap_create_lun(lunsnap_array *array, uint32_t lun, uint64_t size);
 
@@ -382,38 +385,6 @@ lunsnap_result lunsnap_delete(lunsnap_array *array, uint32_t lun, bool orphan_co
 
 // Makes the parent of copy `lun` read the copy's current contents.
 lunsnap_result lunsnap_restore(lunsnap_array *array, uint32_t lun);
-
-// Reads `len` bytes of LUN `lun` at byte `offset` into `buf` (offset and length
-// multiples of 512). `buf` may be NULL only when `len` is 0.
-//
-// # Safety
-//
-// Every non-NULL pointer must be valid for the access described (buffers for
-// their whole length) for the duration of the call.
-lunsnap_result lunsnap_read(lunsnap_array *array,
-                            uint32_t lun,
-                            uint64_t offset,
-                            uint8_t *buf,
-                            size_t len);
-
-// Writes `len` bytes from `buf` to LUN `lun` at byte `offset` (multiples of 512).
-// Durable at the next `lunsnap_flush` or management operation.
-//
-// # Safety
-//
-// Every non-NULL pointer must be valid for the access described (buffers for
-// their whole length) for the duration of the call.
-lunsnap_result lunsnap_write(lunsnap_array *array,
-                             uint32_t lun,
-                             uint64_t offset,
-                             const uint8_t *buf,
-                             size_t len);
-
-// Unmaps `len` bytes of LUN `lun` from `offset` (they read as zeros) and commits.
-lunsnap_result lunsnap_discard(lunsnap_array *array, uint32_t lun, uint64_t offset, uint64_t len);
-
-// Makes every write so far durable.
-lunsnap_result lunsnap_flush(lunsnap_array *array);
 
 // Information about LUN `lun` (exclusive and shared bytes are computed by walking
 // its mapping).
@@ -452,6 +423,106 @@ lunsnap_result lunsnap_check_message(lunsnap_array *array,
                                      char *buf,
                                      size_t buf_len,
                                      size_t *out_len);
+
+// Takes LUN `lun` offline (`online` false: I/O refused with
+// `LUNSNAP_RESULT_OFFLINE`, management operations allowed) or brings it back
+// online. Persistent; committed before it returns.
+lunsnap_result lunsnap_set_online(lunsnap_array *array, uint32_t lun, bool online);
+
+// A consistency group: creates copy `copies[i]` of `parents[i]` for every `i` below
+// `count`, all at one point in time, attached or detached (as
+// `lunsnap_create_copy`). All or nothing: any error changes nothing. `count` 0, a
+// copy number given twice, or a copy number that is also a parent in the group
+// give `LUNSNAP_RESULT_INVALID_ARGUMENT`. The arrays may be NULL only when `count`
+// is 0.
+//
+// # Safety
+//
+// Every non-NULL pointer must be valid for the access described (arrays of
+// `count` numbers) for the duration of the call.
+lunsnap_result lunsnap_create_copies(lunsnap_array *array,
+                                     const uint32_t *parents,
+                                     const uint32_t *copies,
+                                     size_t count,
+                                     bool attached);
+
+// A consistency group: attaches (or refreshes) every copy in `copies[0..count]` at
+// one point in time, each its parent's image as it was before any of them changed.
+// All or nothing: any error `lunsnap_attach` gives, `count` 0 or a copy given twice
+// (`LUNSNAP_RESULT_INVALID_ARGUMENT`) changes nothing. `copies` may be NULL only
+// when `count` is 0.
+//
+// # Safety
+//
+// Every non-NULL pointer must be valid for the access described (an array of
+// `count` numbers) for the duration of the call.
+lunsnap_result lunsnap_attach_many(lunsnap_array *array, const uint32_t *copies, size_t count);
+
+// Reads `len` bytes of LUN `lun` at byte `offset` into `buf` (offset and length
+// multiples of 512). `buf` may be NULL only when `len` is 0.
+//
+// # Safety
+//
+// Every non-NULL pointer must be valid for the access described (buffers for
+// their whole length) for the duration of the call.
+lunsnap_result lunsnap_read(lunsnap_array *array,
+                            uint32_t lun,
+                            uint64_t offset,
+                            uint8_t *buf,
+                            size_t len);
+
+// Writes `len` bytes from `buf` to LUN `lun` at byte `offset` (multiples of 512).
+// Durable at the next `lunsnap_flush` or management operation.
+//
+// # Safety
+//
+// Every non-NULL pointer must be valid for the access described (buffers for
+// their whole length) for the duration of the call.
+lunsnap_result lunsnap_write(lunsnap_array *array,
+                             uint32_t lun,
+                             uint64_t offset,
+                             const uint8_t *buf,
+                             size_t len);
+
+// Unmaps `len` bytes of LUN `lun` from `offset` (they read as zeros) and commits.
+lunsnap_result lunsnap_discard(lunsnap_array *array, uint32_t lun, uint64_t offset, uint64_t len);
+
+// `lunsnap_read` on behalf of host `host`. With security enabled, a LUN the host
+// has no grant on gives `LUNSNAP_RESULT_NO_SUCH_LUN`, as a missing one does.
+//
+// # Safety
+//
+// Every non-NULL pointer must be valid for the access described (buffers for
+// their whole length) for the duration of the call.
+lunsnap_result lunsnap_read_as(lunsnap_array *array,
+                               uint64_t host,
+                               uint32_t lun,
+                               uint64_t offset,
+                               uint8_t *buf,
+                               size_t len);
+
+// `lunsnap_write` on behalf of host `host`. With security enabled, a LUN the host
+// has no grant on gives `LUNSNAP_RESULT_NO_SUCH_LUN`, and one it may only read
+// `LUNSNAP_RESULT_READ_ONLY_ACCESS`.
+//
+// # Safety
+//
+// Every non-NULL pointer must be valid for the access described (buffers for
+// their whole length) for the duration of the call.
+lunsnap_result lunsnap_write_as(lunsnap_array *array,
+                                uint64_t host,
+                                uint32_t lun,
+                                uint64_t offset,
+                                const uint8_t *buf,
+                                size_t len);
+
+// `lunsnap_discard` on behalf of host `host` (a write: refused as
+// `lunsnap_write_as` refuses).
+lunsnap_result lunsnap_discard_as(lunsnap_array *array,
+                                  uint64_t host,
+                                  uint32_t lun,
+                                  uint64_t offset,
+                                  uint64_t len);
 
 // Registers host `host` (a 64-bit, WWN-like id) with the label `name` (UTF-8, at
 // most 56 bytes; NULL is the empty label). Committed before it returns.
@@ -520,43 +591,6 @@ lunsnap_result lunsnap_set_security(lunsnap_array *array, bool enabled);
 // `*out` receives whether host access control is on.
 lunsnap_result lunsnap_security_enabled(lunsnap_array *array, bool *out);
 
-// `lunsnap_read` on behalf of host `host`. With security enabled, a LUN the host
-// has no grant on gives `LUNSNAP_RESULT_NO_SUCH_LUN`, as a missing one does.
-//
-// # Safety
-//
-// Every non-NULL pointer must be valid for the access described (buffers for
-// their whole length) for the duration of the call.
-lunsnap_result lunsnap_read_as(lunsnap_array *array,
-                               uint64_t host,
-                               uint32_t lun,
-                               uint64_t offset,
-                               uint8_t *buf,
-                               size_t len);
-
-// `lunsnap_write` on behalf of host `host`. With security enabled, a LUN the host
-// has no grant on gives `LUNSNAP_RESULT_NO_SUCH_LUN`, and one it may only read
-// `LUNSNAP_RESULT_READ_ONLY_ACCESS`.
-//
-// # Safety
-//
-// Every non-NULL pointer must be valid for the access described (buffers for
-// their whole length) for the duration of the call.
-lunsnap_result lunsnap_write_as(lunsnap_array *array,
-                                uint64_t host,
-                                uint32_t lun,
-                                uint64_t offset,
-                                const uint8_t *buf,
-                                size_t len);
-
-// `lunsnap_discard` on behalf of host `host` (a write: refused as
-// `lunsnap_write_as` refuses).
-lunsnap_result lunsnap_discard_as(lunsnap_array *array,
-                                  uint64_t host,
-                                  uint32_t lun,
-                                  uint64_t offset,
-                                  uint64_t len);
-
 // The LUN numbers host `host` may discover, in order (every LUN with security
 // disabled; none for an unregistered host with it enabled). Same convention as
 // `lunsnap_luns`: `*out_count` receives how many there are, the first
@@ -571,40 +605,6 @@ lunsnap_result lunsnap_visible_luns(lunsnap_array *array,
                                     uint32_t *numbers,
                                     size_t capacity,
                                     size_t *out_count);
-
-// Takes LUN `lun` offline (`online` false: I/O refused with
-// `LUNSNAP_RESULT_OFFLINE`, management operations allowed) or brings it back
-// online. Persistent; committed before it returns.
-lunsnap_result lunsnap_set_online(lunsnap_array *array, uint32_t lun, bool online);
-
-// A consistency group: creates copy `copies[i]` of `parents[i]` for every `i` below
-// `count`, all at one point in time, attached or detached (as
-// `lunsnap_create_copy`). All or nothing: any error changes nothing. `count` 0, a
-// copy number given twice, or a copy number that is also a parent in the group
-// give `LUNSNAP_RESULT_INVALID_ARGUMENT`. The arrays may be NULL only when `count`
-// is 0.
-//
-// # Safety
-//
-// Every non-NULL pointer must be valid for the access described (arrays of
-// `count` numbers) for the duration of the call.
-lunsnap_result lunsnap_create_copies(lunsnap_array *array,
-                                     const uint32_t *parents,
-                                     const uint32_t *copies,
-                                     size_t count,
-                                     bool attached);
-
-// A consistency group: attaches (or refreshes) every copy in `copies[0..count]` at
-// one point in time, each its parent's image as it was before any of them changed.
-// All or nothing: any error `lunsnap_attach` gives, `count` 0 or a copy given twice
-// (`LUNSNAP_RESULT_INVALID_ARGUMENT`) changes nothing. `copies` may be NULL only
-// when `count` is 0.
-//
-// # Safety
-//
-// Every non-NULL pointer must be valid for the access described (an array of
-// `count` numbers) for the duration of the call.
-lunsnap_result lunsnap_attach_many(lunsnap_array *array, const uint32_t *copies, size_t count);
 
 #ifdef __cplusplus
 }  // extern "C"

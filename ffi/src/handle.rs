@@ -36,6 +36,17 @@ pub(crate) enum State {
     Broken(lunsnap_result),
 }
 
+impl State {
+    /// A freshly opened array, with no check report yet.
+    pub(crate) fn open(array: Array<AnyDevice>, cache_bytes: usize) -> State {
+        State::Open(Box::new(Open {
+            array,
+            report: Vec::new(),
+            cache_bytes,
+        }))
+    }
+}
+
 pub(crate) struct Handle {
     pub(crate) state: spin::Mutex<State>,
 }
@@ -59,11 +70,7 @@ const KEY_STEP: usize = 16;
 /// invalid however many handles are made after it.
 pub(crate) fn register(array: Array<AnyDevice>, cache_bytes: usize) -> *mut lunsnap_array {
     let h = Arc::new(Handle {
-        state: spin::Mutex::new(State::Open(Box::new(Open {
-            array,
-            report: Vec::new(),
-            cache_bytes,
-        }))),
+        state: spin::Mutex::new(State::open(array, cache_bytes)),
     });
     let mut reg = REGISTRY.lock();
     let mut key = reg.next;

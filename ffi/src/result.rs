@@ -268,3 +268,41 @@ pub(crate) fn message(code: u32) -> &'static [u8] {
         .find(|(r, _)| *r as u32 == code)
         .map_or(b"unknown lunsnap result code\0", |(_, m)| m)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_control_errors_have_their_own_codes() {
+        let cases = [
+            (Error::NoSuchHost(7), lunsnap_result::NoSuchHost, 60),
+            (Error::HostExists(7), lunsnap_result::HostExists, 61),
+            (
+                Error::NotGranted { lun: 1, host: 7 },
+                lunsnap_result::NotGranted,
+                62,
+            ),
+            (
+                Error::ReadOnlyAccess { lun: 1, host: 7 },
+                lunsnap_result::ReadOnlyAccess,
+                63,
+            ),
+            (Error::Offline(1), lunsnap_result::Offline, 64),
+        ];
+        for (e, want, code) in cases {
+            assert_eq!(lunsnap_result::from(&e), want, "{e}");
+            assert_eq!(want as u32, code);
+        }
+    }
+
+    #[test]
+    fn every_code_has_a_distinct_message() {
+        let mut seen = std::collections::HashSet::new();
+        for (r, m) in MESSAGES {
+            assert_eq!(message(*r as u32), *m);
+            assert!(m.ends_with(b"\0"));
+            assert!(seen.insert(*r as u32), "{r:?} listed twice");
+        }
+    }
+}

@@ -158,3 +158,17 @@ impl From<PoolInfo> for lunsnap_pool_info {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_values_from_c() {
+        assert_eq!(lunsnap_access::from_c(1), Some(Access::Read));
+        assert_eq!(lunsnap_access::from_c(2), Some(Access::ReadWrite));
+        for v in [0, 3, 4, 0x100, u32::MAX] {
+            assert_eq!(lunsnap_access::from_c(v), None);
+        }
+    }
+}
