@@ -30,7 +30,7 @@ pub fn format(path: &Path, spec: &FormatSpec, out: &mut String) -> Result<u8> {
 
 /// `info IMAGE [--json]`
 pub fn info(path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
-    let mut va = image::open(path, Access::Read)?;
+    let va = image::open(path, Access::Read)?;
     let p = va.pool_info();
     let security = if va.security_enabled() {
         "enabled: hosts see only the LUNs they are granted"

@@ -19,6 +19,12 @@ impl From<lunsnap::Error> for Fail {
     }
 }
 
+impl<D> From<lunsnap::CloseError<D>> for Fail {
+    fn from(e: lunsnap::CloseError<D>) -> Self {
+        Fail(e.to_string())
+    }
+}
+
 impl Fail {
     /// An I/O error on `path`, saying what was being done.
     pub fn io(what: &str, path: &Path, e: &std::io::Error) -> Self {

@@ -265,7 +265,7 @@ pub extern "C" fn lunsnap_close(array: *mut lunsnap_array) -> lunsnap_result {
         })?;
         let mut st = h.state.lock();
         match core::mem::replace(&mut *st, State::Broken(lunsnap_result::InvalidHandle)) {
-            State::Open(o) => o.array.close().map(drop).map_err(Into::into),
+            State::Open(o) => o.array.close().map(drop).map_err(|e| e.error.into()),
             State::Broken(why) => Err(why),
         }
     })
