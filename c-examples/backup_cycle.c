@@ -1,5 +1,5 @@
 /*
- * backup_cycle.c: the seed's backup and restore processes through the C API.
+ * backup_cycle.c: the backup and restore processes of HP's Business Copy VA guide through the C API.
  *
  * HP's "Business Copy VA integration guide" partitions its procedures into four
  * processes: configuration (steps 1c 2c 4c 5c 6c 7c 8c, once), backup (1c 3c 4c 6c
@@ -7,7 +7,7 @@
  * hand). This program runs a condensed version of all four (examples/backup_cycle.rs
  * is the full one) against a lunsnap array: a toy database writes to three parent
  * LUNs forming the volume group vg_db (1 data, 2 index, 3 redo), and LUNs 11, 12
- * and 13 are their business copies. Each step prints the seed's step number and the
+ * and 13 are their business copies. Each step prints the guide's step number and the
  * lunsnap calls it maps to, and is verified block by block:
  *   - the copies stay frozen while the parents change;
  *   - the backup (an FNV-1a checksum of each copy, read whole) matches the database
@@ -253,7 +253,7 @@ int main(void) {
     memcpy(fo.array_id, "VA7100-demo-0001", 16);
 
     /* ---------------------------------------------------------------- setup */
-    printf("\nsetup: the parent LUNs exist and are in use (the seed's starting assumption)\n");
+    printf("\nsetup: the parent LUNs exist and are in use (the guide's starting assumption)\n");
 #if defined(LUNSNAP_FEATURE_STD)
     ENSURE(mkdtemp(dir) != NULL, "mkdtemp failed");
     made_dir = true;

@@ -16,14 +16,15 @@
 //! below it (docs/DESIGN.md §3 explains each and why it exists):
 //!
 //! 1. `device` — the [`BlockDevice`] trait and the devices;
-//! 2. `store` — checksummed 4 KiB metadata pages read through a page cache bounded
-//!    by a byte budget, and the space maps: persistent reference counts of metadata
-//!    pages and data extents, which are handed out in log order;
-//! 3. `btree` — the copy-on-write B+tree whose nodes are shared between trees by
+//! 2. `store::page`, `store::page_store` — checksummed 4 KiB metadata pages, read
+//!    through a page cache bounded by a byte budget;
+//! 3. `store::space_map` — persistent reference counts of metadata pages and data
+//!    extents; data extents are handed out in log order;
+//! 4. `btree` — the copy-on-write B+tree whose nodes are shared between trees by
 //!    reference count: a clone costs one increment;
-//! 4. [`engine`] — the superblock's two slots, atomic commits, and the audit that
+//! 5. [`engine`] — the superblock's two slots, atomic commits, and the audit that
 //!    verifies every invariant;
-//! 5. `array` — the [`Array`]: the LUN table, business copies (create attached or
+//! 6. `array` — the [`Array`]: the LUN table, business copies (create attached or
 //!    detached, attach, detach, delete, restore), full-size reservation, hosts and
 //!    grants ([`HostView`]), the I/O path and [`Array::check`].
 //!

@@ -1,4 +1,4 @@
-//! Durability of the array (DESIGN.md §2 "Durability") under simulated power cuts and
+//! Durability of the array (docs/DESIGN.md §2 "Durability") under simulated power cuts and
 //! injected device errors, with [`PowerCutDevice`] in front of a [`MemDevice`]:
 //!
 //! * every management operation (create_lun, create_copy attached and detached, attach,
@@ -1035,7 +1035,7 @@ fn device_error_during_data_write_is_an_error_not_a_panic() {
 
 /// A discard that fails part way with a device error (here while zeroing the partly
 /// covered extent at the end of its range, after it has unmapped the whole extents
-/// before it) returns the error and poisons the handle: DESIGN.md §2, a management
+/// before it) returns the error and poisons the handle: docs/DESIGN.md §2, a management
 /// operation takes effect exactly, or not at all, so the half-applied discard must
 /// never be committed. The handle refuses the flush that would commit it, and the
 /// device, reopened, holds the state before the discard.

@@ -68,7 +68,7 @@ fn validate_refuses_each_bad_option_alone() {
     }
 }
 
-/// The rule of DESIGN.md / `Array::format`: 1/256 of the data extents are kept
+/// The rule of docs/DESIGN.md / `Array::format`: 1/256 of the data extents are kept
 /// spare, at least two (one in a pool of two extents), at most 256.
 fn spare_rule(data_extents: u64) -> u64 {
     let least = if data_extents > 2 { 2 } else { 1 };

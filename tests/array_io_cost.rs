@@ -1,4 +1,4 @@
-//! What the data path asks of the device (DESIGN.md: "I/O close to the raw
+//! What the data path asks of the device (docs/DESIGN.md: "I/O close to the raw
 //! device"): once the mapping is cached, a read or write of whole device blocks is
 //! one device call of exactly those bytes; a sector inside a larger device block
 //! costs one block read (and, to write it, one block write).

@@ -1,4 +1,4 @@
-//! Integration tests of the array's operations (DESIGN.md §2): every management
+//! Integration tests of the array's operations (docs/DESIGN.md §2): every management
 //! operation's success path and every refusal, sector I/O against a byte model,
 //! discard, reopen, exact space accounting, and `check()` after every step.
 //!
@@ -428,6 +428,7 @@ impl Model {
                 }
             }
             Op::Read(..) => {}
+            Op::Discard(_, _, 0) => {} // checks its arguments, changes nothing
             Op::Discard(n, off, len) => {
                 let (o, l) = (off as usize, len as usize);
                 self.luns.get_mut(&n).unwrap().data[o..o + l].fill(0);

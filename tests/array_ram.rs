@@ -1,4 +1,4 @@
-//! RAM (DESIGN.md §3 and §5: "a 1 TiB LUN must work with a few MiB of RAM"; heap
+//! RAM (docs/DESIGN.md §3 and §5: "a 1 TiB LUN must work with a few MiB of RAM"; heap
 //! bounded by the cache budget plus a small amount per LUN, whatever the LUN sizes).
 //!
 //! A counting global allocator measures the heap while a 1 TiB LUN on a sparse
@@ -328,7 +328,7 @@ fn one_tebibyte_lun_in_a_few_mib_of_heap() {
 
 /// `check()` of the same pool: one `u32` per data extent in chunks of `DATA_CHUNK`
 /// (2^20) extents, so 4 MiB plus a little per metadata page, within the 8 MiB target
-/// (DESIGN.md §5) for any pool size. (Before the fix: 2^22-extent chunks, allocated
+/// (docs/DESIGN.md §5) for any pool size. (Before the fix: 2^22-extent chunks, allocated
 /// while the previous one was still held: ~35 MiB.)
 #[test]
 fn check_of_a_one_tebibyte_lun_in_a_few_mib_of_heap() {

@@ -1,4 +1,4 @@
-//! Space (DESIGN.md §2 "Space"):
+//! Space (docs/DESIGN.md §2 "Space"):
 //!
 //! * full-size reservation: with the pool reserved to the last extent and copies
 //!   sharing every extent, overwriting everything again and again without a flush

@@ -1,4 +1,4 @@
-//! Bad device images (DESIGN.md §2 "Bad input"): garbage, truncated, bit-flipped or
+//! Bad device images (docs/DESIGN.md §2 "Bad input"): garbage, truncated, bit-flipped or
 //! hostile metadata gives an error at `open`, an error from the operation that reads
 //! it, or a violation from `audit` — never a panic, a hang or unbounded work.
 //!
@@ -20,7 +20,8 @@ use lunsnap::{BlockDevice, Error, FileDevice, MemDevice};
 const PAGE: usize = 4096;
 const CACHE: usize = 32 * PAGE;
 
-// Block header and node layout (src/block.rs, src/btree/node.rs, src/superblock.rs).
+// Page header and node layout (src/store/page.rs, src/btree/node.rs,
+// src/engine/superblock.rs).
 const OFF_KIND: usize = 4;
 const OFF_CSUM: usize = 8;
 const OFF_ADDR: usize = 16;
@@ -1633,7 +1634,7 @@ fn hostile_superblock_specific_errors() {
 // Minimised engine bugs found by the cases above (each also covered there).
 
 /// A superblock whose generation is `u64::MAX` (valid checksum) must be refused or
-/// opened, not overflow `generation + 1` (src/engine.rs, `Engine::open`:
+/// opened, not overflow `generation + 1` (src/engine/mod.rs, `Engine::open`:
 /// `st.set_txid(sb.generation + 1)`).
 #[test]
 fn generation_u64_max_does_not_panic() {
@@ -1644,7 +1645,7 @@ fn generation_u64_max_does_not_panic() {
 }
 
 /// A superblock recording a device far larger than the real one must give
-/// `DeviceTooSmall`, not overflow computing the byte size (src/superblock.rs,
+/// `DeviceTooSmall`, not overflow computing the byte size (src/engine/superblock.rs,
 /// `Geometry::validate`: `self.device_pages * BLOCK_SIZE as u64`).
 #[test]
 fn huge_recorded_device_size_does_not_panic() {
@@ -1659,7 +1660,7 @@ fn huge_recorded_device_size_does_not_panic() {
 
 /// A space map whose `allocated` counter is lower than its real count (valid
 /// checksum) must give an error, not underflow when a count drops to zero
-/// (src/space_map.rs, `SpaceMaps::apply`: `self.arr_mut(m).allocated -= 1`).
+/// (src/store/space_map.rs, `SpaceMaps::apply`: `self.arr_mut(m).allocated -= 1`).
 #[test]
 fn allocated_counter_too_low_does_not_panic() {
     let img = small();

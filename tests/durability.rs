@@ -1,4 +1,4 @@
-//! Durability of the storage engine (DESIGN.md §2 "Durability", §3 layer 5):
+//! Durability of the storage engine (docs/DESIGN.md §2 "Durability", §3 layer 5):
 //!
 //! * a commit survives a reopen, on a memory device and on a file;
 //! * a power cut before a commit gives back exactly the last commit, whatever subset

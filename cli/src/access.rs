@@ -1,4 +1,4 @@
-//! Host access control (the seed's Secure Manager, `armsecure`) and LUN states:
+//! Host access control (the Secure Manager of HP's Business Copy VA guide, `armsecure`) and LUN states:
 //! `host add|remove|list`, `grant`, `revoke`, `security enable|disable`,
 //! `lun offline|online`. Every change is committed before the command exits.
 

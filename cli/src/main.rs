@@ -128,7 +128,7 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Run the seed's backup and restore cycle end to end, narrating each step
+    /// Run the backup and restore cycle of HP's Business Copy VA guide end to end, narrating each step
     Demo {
         /// Keep the image in this directory (default: a temporary directory, removed)
         dir: Option<PathBuf>,

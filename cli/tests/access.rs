@@ -323,7 +323,7 @@ fn copies_start_without_grants_keep_them_across_attach_and_lose_them_on_delete()
         serde_json::json!([])
     );
     assert_eq!(numbers(&lun_json(&img, &["--as", BACKUP])), [] as [u64; 0]);
-    // The seed's 5c: permissions are set after the copy is made, before it is used.
+    // The guide's step 5c: permissions are set after the copy is made, before it is used.
     ok(&["grant", &img, "11", BACKUP, "--access", "read"]);
     ok(&["copy", "detach", &img, "11"]);
     ok(&["copy", "attach", &img, "11"]);

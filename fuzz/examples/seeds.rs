@@ -1,4 +1,4 @@
-//! Writes the seed inputs the fuzzers started from into `fuzz/corpus/TARGET/`
+//! Writes the starting inputs the fuzzers began with into `fuzz/corpus/TARGET/`
 //! (`cargo run --example seeds` in `fuzz/`); `cargo fuzz cmin` then keeps those
 //! that add coverage. The encodings are described in `src/lib.rs`.
 

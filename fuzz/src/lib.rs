@@ -5,11 +5,11 @@
 //!
 //! * [`open_check`]: an arbitrary device image (raw, or patches to a populated
 //!   array) through `Array::open`, `check()`, the info calls, reads and a few
-//!   changes. Never a panic, a hang or unbounded allocation (DESIGN.md §2, "Bad
+//!   changes. Never a panic, a hang or unbounded allocation (docs/DESIGN.md §2, "Bad
 //!   input"); and when `check()` finds nothing wrong, the array must behave.
 //! * [`ops_powercut`]: an operation sequence on a `PowerCutDevice<MemDevice>` with a
 //!   power-cut countdown and outcome, checked against a model: after the cut the
-//!   array opens, `check()` is empty and the state obeys DESIGN.md §2 Durability.
+//!   array opens, `check()` is empty and the state obeys docs/DESIGN.md §2 Durability.
 //!
 //! The input encodings are described at each function.
 

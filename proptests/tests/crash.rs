@@ -1,4 +1,4 @@
-//! Exhaustive power-cut test (DESIGN.md §2 Durability, §4): scripted workloads that
+//! Exhaustive power-cut test (docs/DESIGN.md §2 Durability, §4): scripted workloads that
 //! cover every operation run once on a tracing device; then a power cut is tried after
 //! every device write and every flush, each with several outcomes of the volatile
 //! cache (drop all, keep all, random subsets torn per sector, harsh garbling), and each

@@ -1,4 +1,4 @@
-//! I/O-error loops (DESIGN.md §2, "a device error during a commit ..."): a workload of
+//! I/O-error loops (docs/DESIGN.md §2, "a device error during a commit ..."): a workload of
 //! every operation (consistency groups, offline LUNs and host access included) runs on an `ErrorDevice` that fails the Nth read, write or flush —
 //! once (a transient error) or from then on (a dead device) — for every N until the
 //! workload completes without meeting the fault.

@@ -8,7 +8,7 @@ use lunsnap::{Array, FormatOptions, MemDevice, OpenOptions};
 /// writes since the last commit, the second copy-on-write found no free extent and the
 /// write path committed early — in the middle of the discard, whose first part thereby
 /// became durable on its own: a power cut then reopened a half-done discard
-/// (DESIGN.md §2: a management operation is wholly done or not at all). Found by the
+/// (docs/DESIGN.md §2: a management operation is wholly done or not at all). Found by the
 /// state-machine test (generation off by one after a discard) and the crash test's
 /// `tight` workload. Fixed: the discard commits first when too few extents are free,
 /// and at least two extents are kept spare.

@@ -1,4 +1,4 @@
-//! State-machine property test (DESIGN.md §4): random sequences of every operation —
+//! State-machine property test (docs/DESIGN.md §4): random sequences of every operation —
 //! create/delete LUN, create copy attached/detached, attach, detach, restore, copy of
 //! copy, write, discard, read, flush, reopen, power cut + reopen, consistency groups
 //! (`create_copies`, `attach_many`), offline/online, hosts, grants, security and the

@@ -80,8 +80,8 @@ impl fmt::Display for Fault {
 /// then fail each of them in turn:
 ///
 /// ```
-/// use lunsnap::device::{BlockDevice, MemDevice};
-/// use lunsnap::device::testing::{ErrorDevice, Fault, FaultOp};
+/// use lunsnap::{BlockDevice, MemDevice};
+/// use lunsnap::testing::{ErrorDevice, Fault, FaultOp};
 ///
 /// let mut dev = ErrorDevice::with_fault(
 ///     MemDevice::new(512, 8).unwrap(),

@@ -11,8 +11,8 @@
 //! [`lunsnap::testing::Model`](crate::testing::Model). Use them in crash tests:
 //!
 //! ```
-//! use lunsnap::device::{BlockDevice, MemDevice};
-//! use lunsnap::device::testing::{CutOutcome, PowerCutDevice};
+//! use lunsnap::{BlockDevice, MemDevice};
+//! use lunsnap::testing::{CutOutcome, PowerCutDevice};
 //!
 //! let mut dev = PowerCutDevice::new(MemDevice::new(512, 8).unwrap());
 //! dev.write(0, &[1u8; 512]).unwrap();
@@ -60,7 +60,7 @@ pub enum CutOutcome {
 }
 
 impl CutOutcome {
-    /// The seed of a [`Random`](Self::Random) or [`Harsh`](Self::Harsh) outcome.
+    /// The generator seed of a [`Random`](Self::Random) or [`Harsh`](Self::Harsh) outcome.
     pub fn seed(&self) -> Option<u64> {
         match *self {
             CutOutcome::Random { seed } | CutOutcome::Harsh { seed } => Some(seed),
