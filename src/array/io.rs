@@ -26,7 +26,7 @@ fn dev_err<E: DeviceError>(e: E) -> Error {
 
 impl<D: BlockDevice> Array<D> {
     /// Validates an I/O request on LUN `n`.
-    fn io_check(&self, n: u32, offset: u64, len: u64) -> Result<()> {
+    pub(super) fn io_check(&self, n: u32, offset: u64, len: u64) -> Result<()> {
         self.io_check_online(n, offset, len, true)
     }
 

@@ -16,6 +16,7 @@ mod consistency_group;
 mod header;
 mod io;
 pub(crate) mod lun;
+mod map;
 mod ops;
 
 use alloc::collections::BTreeMap;
@@ -34,6 +35,7 @@ pub use access::{Access, HostInfo, HostView, MAX_HOSTS, MAX_HOST_NAME};
 pub use check::ArrayViolation;
 use lun::{Lun, ENTRY_BYTES, EXTENTS_PER_ENTRY, RECORD_SIZE};
 pub use lun::{LunInfo, LunKind, PoolInfo};
+pub use map::MapRange;
 
 /// The I/O unit: offsets and lengths of reads, writes and discards are multiples
 /// of it, and LUN sizes too.
