@@ -344,6 +344,12 @@ impl<D: BlockDevice> HostView<'_, D> {
             .collect()
     }
 
+    /// [`Array::lun_status`] as the host sees it: a LUN it may not discover is missing.
+    pub fn lun_status(&self, lun: u32) -> Result<super::LunStatus> {
+        self.authorize(lun, false)?;
+        self.array.lun_status(lun)
+    }
+
     /// [`Array::map`] on behalf of the host (it needs a read grant).
     pub fn map(&mut self, lun: u32, offset: u64, len: u64) -> Result<Vec<super::MapRange>> {
         self.authorize(lun, false)?;

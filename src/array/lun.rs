@@ -195,6 +195,26 @@ pub struct LunInfo {
     pub shared_bytes: u64,
 }
 
+/// What [`Array::lun_status`](super::Array::lun_status) reports about one LUN: its
+/// shape and state, without the space accounting that [`LunInfo`] walks the mapping
+/// for (O(1) whatever the LUN's size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LunStatus {
+    /// The LUN number.
+    pub lun: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Plain LUN or copy.
+    pub kind: LunKind,
+    /// For a copy, the LUN it was made from (as in [`LunInfo::parent`]).
+    pub parent: Option<u32>,
+    /// False for a detached copy.
+    pub attached: bool,
+    /// False while the LUN is offline.
+    pub online: bool,
+}
+
 /// What [`Array::pool_info`](super::Array::pool_info) reports about the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolInfo {

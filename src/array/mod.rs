@@ -34,7 +34,7 @@ use header::ArrayHeader;
 pub use access::{Access, HostInfo, HostView, MAX_HOSTS, MAX_HOST_NAME};
 pub use check::ArrayViolation;
 use lun::{Lun, ENTRY_BYTES, EXTENTS_PER_ENTRY, RECORD_SIZE};
-pub use lun::{LunInfo, LunKind, PoolInfo};
+pub use lun::{LunInfo, LunKind, LunStatus, PoolInfo};
 pub use map::MapRange;
 
 /// The I/O unit: offsets and lengths of reads, writes and discards are multiples
@@ -502,6 +502,22 @@ impl<D: BlockDevice> Array<D> {
             },
             exclusive_bytes: exclusive * self.extent_size,
             shared_bytes: shared * self.extent_size,
+        })
+    }
+
+    /// LUN `n`'s size, kind, parent and state, in O(1) (no space accounting: see
+    /// [`Array::lun_info`]).
+    ///
+    /// Errors: [`Error::LunOutOfRange`], [`Error::NoSuchLun`].
+    pub fn lun_status(&self, n: u32) -> Result<LunStatus> {
+        let l = self.get(n)?;
+        Ok(LunStatus {
+            lun: n,
+            size: l.size,
+            kind: l.kind,
+            parent: l.parent,
+            attached: l.attached,
+            online: l.online,
         })
     }
 
