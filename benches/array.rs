@@ -22,6 +22,7 @@ use criterion::{
 };
 use lunsnap::testing::layout::max_entries;
 use lunsnap::testing::layout::worst_case_metadata_pages;
+use lunsnap::testing::Rng;
 use lunsnap::DEFAULT_MAX_LUNS;
 use lunsnap::{Array, BlockDevice, DeviceErrorKind, FormatOptions, MemDevice};
 
@@ -46,23 +47,6 @@ const COW_LUN: u64 = GIB;
 /// (64 bytes), and a leaf holds `max_entries(64)` values. Writes this many extents apart
 /// always land in different leaves.
 const LEAF_SPAN: u64 = 16 * max_entries(64) as u64;
-
-/// splitmix64: a small, fast, reproducible source of random offsets.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// A [`MemDevice`] that stores only the blocks below `keep_below` (the superblocks and
 /// the metadata area) and silently drops writes at or above it; dropped blocks read as
@@ -445,7 +429,7 @@ fn random_io(c: &mut Criterion) {
         return;
     }
     let blocks = IO_LUN / PAGE;
-    let mut rng = Rng(0x5eed);
+    let mut rng = Rng::new(0x5eed);
     // The same offsets (in 4 KiB blocks) for the raw device and every array.
     let offs: Vec<u64> = (0..1 << 20).map(|_| rng.below(blocks)).collect();
     let mask = offs.len() - 1;
@@ -690,7 +674,7 @@ fn first_shared_write(c: &mut Criterion) {
             t0.elapsed(),
             p.metadata_used_bytes as f64 / extents as f64,
         );
-        let mut rng = Rng(es);
+        let mut rng = Rng::new(es);
         let mut shuffled: Vec<u64> = (0..extents).collect();
         for k in (1..shuffled.len()).rev() {
             shuffled.swap(k, rng.below(k as u64 + 1) as usize);

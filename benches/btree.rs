@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use lunsnap::engine::{Engine, Tree, ValueKind};
 use lunsnap::engine::{FormatOptions, OpenOptions};
+use lunsnap::testing::Rng;
 use lunsnap::MemDevice;
 
 /// Keys in the big tree.
@@ -35,28 +36,15 @@ const SLOT_BIG: usize = 0;
 const SLOT_SMALL: usize = 1;
 const SLOT_CLONE: usize = 2;
 
-/// splitmix64: a small, fast, reproducible source of random keys.
-struct Rng(u64);
+/// An existing key of a tree of `n` keys.
+fn existing(rng: &mut Rng, n: u64) -> u64 {
+    (rng.next_u64() % n) << SHIFT
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// An existing key of a tree of `n` keys.
-    fn existing(&mut self, n: u64) -> u64 {
-        (self.next() % n) << SHIFT
-    }
-
-    /// A key that is not in the tree (odd low bits), spread uniformly over its range.
-    fn fresh(&mut self, n: u64) -> u64 {
-        let r = self.next();
-        ((r % n) << SHIFT) | ((r >> 44) & ((1 << SHIFT) - 1)) | 1
-    }
+/// A key that is not in the tree (odd low bits), spread uniformly over its range.
+fn fresh(rng: &mut Rng, n: u64) -> u64 {
+    let r = rng.next_u64();
+    ((r % n) << SHIFT) | ((r >> 44) & ((1 << SHIFT) - 1)) | 1
 }
 
 /// Builds a device holding a committed tree of [`BIG`] keys in slot [`SLOT_BIG`] and one
@@ -142,7 +130,7 @@ fn warm(e: &mut Engine<MemDevice>, t: &Tree, rng: &mut Rng) {
     let mut out = [0u8; 8];
     e.range(t, 0, u64::MAX, |_, _| true).expect("range");
     for _ in 0..100_000 {
-        e.lookup(t, rng.existing(BIG), &mut out).expect("lookup");
+        e.lookup(t, existing(rng, BIG), &mut out).expect("lookup");
     }
 }
 
@@ -154,7 +142,7 @@ fn lookups(c: &mut Criterion, base: &MemDevice) {
     for cache in [SMALL_CACHE, BIG_CACHE] {
         let mut e = open(base, cache);
         let t = tree(&e, SLOT_BIG);
-        let mut rng = Rng(1);
+        let mut rng = Rng::new(1);
         warm(&mut e, &t, &mut rng);
         let mut tally = Tally::default();
         let mut out = [0u8; 8];
@@ -163,7 +151,7 @@ fn lookups(c: &mut Criterion, base: &MemDevice) {
                 let before = e.cache_stats();
                 let start = Instant::now();
                 for _ in 0..iters {
-                    let k = rng.existing(BIG);
+                    let k = existing(&mut rng, BIG);
                     let found = e.lookup(&t, black_box(k), &mut out).expect("lookup");
                     debug_assert!(found);
                     black_box((found, &out));
@@ -176,7 +164,7 @@ fn lookups(c: &mut Criterion, base: &MemDevice) {
         tally.report(&format!("lookup {}", cache_label(cache)), &e);
         // Spot-check that the benchmark read what it meant to.
         for _ in 0..1000 {
-            let i = rng.next() % BIG;
+            let i = rng.next_u64() % BIG;
             assert!(e.lookup(&t, i << SHIFT, &mut out).expect("lookup"));
             assert_eq!(u64::from_le_bytes(out), i);
         }
@@ -192,7 +180,7 @@ fn inserts(c: &mut Criterion, base: &MemDevice) {
     for cache in [SMALL_CACHE, BIG_CACHE] {
         let mut e = open(base, cache);
         let mut t = tree(&e, SLOT_BIG);
-        let mut rng = Rng(2);
+        let mut rng = Rng::new(2);
         warm(&mut e, &t, &mut rng);
         let mut tally = Tally::default();
         let mut pending = 0u64;
@@ -205,7 +193,7 @@ fn inserts(c: &mut Criterion, base: &MemDevice) {
                     let before = e.cache_stats();
                     let start = Instant::now();
                     for _ in 0..iters {
-                        e.insert(&mut t, rng.fresh(BIG), black_box(&value))
+                        e.insert(&mut t, fresh(&mut rng, BIG), black_box(&value))
                             .expect("insert");
                         pending += 1;
                         if pending == COMMIT_EVERY {

@@ -1,5 +1,8 @@
 //! Host access control, online/offline LUNs and consistency groups.
 
+mod common;
+
+use common::{assert_clean, mem};
 use lunsnap::{Access, Array, Error, FormatOptions, HostInfo, MemDevice, OpenOptions};
 
 const MIB: u64 = 1 << 20;
@@ -7,7 +10,7 @@ const H1: u64 = 0x5000_1234_5678_0001;
 const H2: u64 = 0x5000_1234_5678_0002;
 
 fn array() -> Array<MemDevice> {
-    let dev = MemDevice::new(512, 128 * MIB / 512).unwrap();
+    let dev = mem(128 * MIB);
     let opts = FormatOptions {
         extent_size: 4096,
         max_luns: 32,
@@ -18,11 +21,6 @@ fn array() -> Array<MemDevice> {
 
 fn reopen(a: Array<MemDevice>) -> Array<MemDevice> {
     Array::open(a.into_device(), &OpenOptions::default()).unwrap()
-}
-
-fn clean(a: &mut Array<MemDevice>) {
-    let v = a.check().unwrap();
-    assert!(v.is_empty(), "{v:?}");
 }
 
 fn sector(a: &mut Array<MemDevice>, lun: u32) -> u8 {
@@ -60,7 +58,7 @@ fn hosts_are_registered_listed_and_removed() {
     a.remove_host(H2).unwrap();
     assert_eq!(a.remove_host(H2), Err(Error::NoSuchHost(H2)));
     assert_eq!(a.hosts().len(), 1);
-    clean(&mut a);
+    assert_clean(&mut a, "");
 }
 
 #[test]
@@ -126,7 +124,7 @@ fn security_filters_discovery_reads_and_writes() {
     assert_eq!(a.as_host(H2).visible_luns(), Vec::<u32>::new());
     a.set_security(false).unwrap();
     assert_eq!(a.as_host(H1).visible_luns(), vec![1, 2]);
-    clean(&mut a);
+    assert_clean(&mut a, "");
 }
 
 #[test]
@@ -150,9 +148,9 @@ fn copies_start_without_grants_keep_them_across_attach_and_lose_them_on_delete()
     a.create_lun(11, MIB).unwrap();
     assert_eq!(a.grants(11).unwrap(), vec![]);
     assert_eq!(a.as_host(H1).visible_luns(), Vec::<u32>::new());
-    clean(&mut a);
+    assert_clean(&mut a, "");
     let mut a = reopen(a);
-    clean(&mut a);
+    assert_clean(&mut a, "");
 }
 
 #[test]
@@ -175,7 +173,7 @@ fn offline_luns_refuse_io_but_not_management() {
     assert_eq!(a.read(1, 0, &mut b), Err(Error::Offline(1)));
     a.set_online(1, true).unwrap();
     assert_eq!(sector(&mut a, 1), 5);
-    clean(&mut a);
+    assert_clean(&mut a, "");
 }
 
 #[test]
@@ -247,9 +245,9 @@ fn consistency_groups_are_one_point_in_time_and_all_or_nothing() {
         ))
     );
     assert_eq!(a.attach_many(&[11, 1]), Err(Error::NotACopy(1)));
-    clean(&mut a);
+    assert_clean(&mut a, "");
     let mut a = reopen(a);
-    clean(&mut a);
+    assert_clean(&mut a, "");
 }
 
 #[test]
@@ -273,12 +271,12 @@ fn host_count_is_bounded_and_every_grant_fits_in_the_metadata() {
             a.grant(l, h, Access::ReadWrite).unwrap();
         }
     }
-    clean(&mut a);
+    assert_clean(&mut a, "");
     let mut a = reopen(a);
     assert_eq!(a.grants(31).unwrap().len(), 64);
     a.remove_host(0).unwrap();
     a.add_host(1000, "fits again").unwrap();
-    clean(&mut a);
+    assert_clean(&mut a, "");
 }
 
 #[test]
@@ -403,7 +401,7 @@ fn grants_change_one_host_at_a_time() {
     a.grant(0, H2, Access::Read).unwrap();
     a.grant(0, H2, Access::ReadWrite).unwrap();
     a.as_host(H2).write(0, 0, &[2; 512]).unwrap();
-    clean(&mut a);
+    assert_clean(&mut a, "");
 }
 
 #[test]
@@ -424,5 +422,5 @@ fn a_removed_hosts_grants_do_not_pass_to_the_next_host() {
     assert_eq!(a.as_host(H2).visible_luns(), Vec::<u32>::new());
     let mut a = reopen(a);
     assert_eq!(a.as_host(H2).visible_luns(), Vec::<u32>::new());
-    clean(&mut a);
+    assert_clean(&mut a, "");
 }

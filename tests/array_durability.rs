@@ -19,9 +19,12 @@
 //! tags written since the last commit. `check()` must be empty after every reopen.
 #![cfg(feature = "testing")]
 
+mod common;
+
 use std::collections::BTreeMap;
 
-use lunsnap::testing::{CutOutcome, PowerCutDevice};
+use common::{assert_clean, fill_sector, tag_of};
+use lunsnap::testing::{mix, CutOutcome, PowerCutDevice, Rng};
 use lunsnap::{
     Array, DeviceErrorKind, Error, FormatOptions, LunInfo, LunKind, MemDevice, OpenOptions,
 };
@@ -35,67 +38,6 @@ const KIB: u64 = 1024;
 /// before the commit, which exercises the write-ahead-of-commit paths.
 const SMALL_CACHE: usize = 64 * 1024;
 const BIG_CACHE: usize = 4 << 20;
-
-// ---------------------------------------------------------------------------------
-// Deterministic randomness and recognisable sector patterns
-// ---------------------------------------------------------------------------------
-
-/// SplitMix64.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix(self.0)
-    }
-
-    /// A value in `0..n` (`n > 0`).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// Fills one sector with the pattern of write `tag` at sector `sector` of a LUN
-/// (tag 0: zeros, what a never-written sector reads).
-fn fill_sector(buf: &mut [u8], tag: u64, sector: u64) {
-    if tag == 0 {
-        buf.fill(0);
-        return;
-    }
-    buf[..8].copy_from_slice(&tag.to_le_bytes());
-    buf[8..16].copy_from_slice(&sector.to_le_bytes());
-    let mut x = tag ^ sector.rotate_left(32) ^ 0x5555_aaaa_0f0f_f0f0;
-    for c in buf[16..].chunks_mut(8) {
-        x = mix(x.wrapping_add(0x9e37_79b9_7f4a_7c15));
-        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
-    }
-}
-
-/// Which write a sector read at `sector` comes from (0: zeros); an error describes a
-/// sector that is no write's pattern for this offset.
-fn tag_of(buf: &[u8], sector: u64) -> Result<u64, String> {
-    if buf.iter().all(|&b| b == 0) {
-        return Ok(0);
-    }
-    let tag = u64::from_le_bytes(buf[..8].try_into().unwrap());
-    let at = u64::from_le_bytes(buf[8..16].try_into().unwrap());
-    let mut want = [0u8; SECTOR as usize];
-    fill_sector(&mut want, tag, sector);
-    if want[..] == buf[..] {
-        Ok(tag)
-    } else {
-        Err(format!(
-            "sector {sector} holds no write's pattern for this offset (claims tag {tag} at sector {at})"
-        ))
-    }
-}
 
 // ---------------------------------------------------------------------------------
 // Reference model
@@ -383,11 +325,6 @@ fn crash(dev: &Dev, outcome: CutOutcome, cache_bytes: usize) -> Arr {
         .unwrap_or_else(|e| panic!("reopen after {outcome:?} failed: {e:?}"))
 }
 
-fn assert_clean(a: &mut Arr, what: &str) {
-    let v = a.check().unwrap();
-    assert!(v.is_empty(), "{what}: check() found {v:?}");
-}
-
 /// Verifies a reopened array against the model: same LUN table, every sector of every
 /// attached LUN its committed tag or (unless `exact`) a tag written to it since, and
 /// `check()` clean. Returns the tags read.
@@ -443,7 +380,7 @@ fn state(a: &mut Arr) -> (Vec<LunInfo>, lunsnap::PoolInfo) {
 #[test]
 fn management_ops_are_committed_before_they_return() {
     let mut h = H::format(4 << 20, 8192, SMALL_CACHE);
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let script = [
         Op::CreateLun(0, 64 * KIB),
         Op::CreateLun(1, 40 * KIB + 1536),
@@ -527,7 +464,7 @@ fn management_ops_are_committed_before_they_return() {
 /// copy, all holding data; returns its device (nothing unflushed) and model.
 fn failure_base() -> (Dev, Model) {
     let mut h = H::format(4 << 20, 4096, SMALL_CACHE);
-    let mut rng = Rng(21);
+    let mut rng = Rng::new(21);
     h.must(Op::CreateLun(0, 64 * KIB));
     h.must(Op::CreateLun(3, 32 * KIB + 512));
     h.scribble(&mut rng, 30, 40);
@@ -612,7 +549,7 @@ fn failed_op_takes_full_effect_or_none_and_poisons_the_handle() {
                 m: base_m.clone(),
             };
             // Unflushed writes that the operation's commit makes durable.
-            h.scribble(&mut Rng(100 + k as u64), 10, 16);
+            h.scribble(&mut Rng::new(100 + k as u64), 10, 16);
             let H { mut a, m } = h;
             let pre = m.clone();
             let mut post = m.clone();
@@ -678,7 +615,7 @@ fn failed_op_takes_full_effect_or_none_and_poisons_the_handle() {
 /// end: flushed writes survive; each sector written since reads old or new.
 fn unflushed_rounds(block_size: u32, extent_size: u32, cache_bytes: usize, salt: u64) {
     let mut h = H::format_blocks(block_size, 8 << 20, extent_size, cache_bytes);
-    let mut rng = Rng(salt);
+    let mut rng = Rng::new(salt);
     h.must(Op::CreateLun(0, 96 * KIB));
     h.must(Op::CreateLun(1, 64 * KIB + 1024));
     h.scribble(&mut rng, 20, 64);
@@ -751,7 +688,7 @@ fn unflushed_writes_read_old_or_new_and_flushed_writes_survive() {
 fn committed_copy_never_changes_in_a_crash() {
     for (extent_size, cache) in [(4096, SMALL_CACHE), (16384, BIG_CACHE)] {
         let mut h = H::format(8 << 20, extent_size, cache);
-        let mut rng = Rng(41);
+        let mut rng = Rng::new(41);
         h.must(Op::CreateLun(0, 128 * KIB));
         let all = 128 * KIB / SECTOR;
         h.write(0, 0, all);
@@ -829,7 +766,7 @@ fn early_commits_keep_the_durability_rules() {
     h.write(1, 0, third / SECTOR);
     h.must(Op::Flush);
     let base_gen = h.a.pool_info().generation;
-    let mut rng = Rng(61);
+    let mut rng = Rng::new(61);
     let extents = third / es;
     let (mut early, mut cuts) = (0, 0);
     for round in 0..8 {
@@ -902,7 +839,7 @@ fn data_write_errors(tight: bool) {
         .generation;
     let sectors = lun_size / SECTOR;
     let plan: Vec<(u32, u64, u64)> = {
-        let mut rng = Rng(51);
+        let mut rng = Rng::new(51);
         let mut v = vec![
             (0, 4 * KIB, 8),             // whole shared extent
             (0, 4 * KIB + 1024, 2),      // extent allocated in this transaction: in place

@@ -3,6 +3,9 @@
 //! provisions. These figures decide how much of every pool users can reserve, so
 //! they are pinned here; a change to them is a change of FORMAT.md §6.
 
+mod common;
+
+use common::mem;
 use lunsnap::engine::{Engine, ValueKind};
 use lunsnap::testing::layout::worst_case_metadata_pages;
 use lunsnap::MAX_LUNS_LIMIT;
@@ -11,7 +14,7 @@ use lunsnap::{Array, Error, FormatOptions, MemDevice, OpenOptions};
 const KIB: u64 = 1024;
 
 fn format(bytes: u64, opts: &FormatOptions) -> Result<Array<MemDevice>, Error> {
-    Array::format(MemDevice::new(512, bytes / 512).expect("device"), opts)
+    Array::format(mem(bytes), opts)
 }
 
 #[test]

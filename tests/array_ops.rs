@@ -14,8 +14,12 @@
 //! operation touched (all of them in `verify_all`), and runs `check()`. When an
 //! operation is refused, it also asserts that nothing changed.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use common::mem;
+use lunsnap::testing::Rng;
 use lunsnap::{
     Array, ArrayViolation, BlockDevice, Error, FormatOptions, LunInfo, LunKind, MemDevice,
     OpenOptions, PoolInfo, SECTOR,
@@ -30,38 +34,9 @@ type A = Array<MemDevice>;
 // Helpers
 // ---------------------------------------------------------------------------------
 
-/// xorshift64: deterministic pseudo-random numbers for data patterns and op mixes.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
-/// `len` bytes of a pattern determined by `seed` (never all zeros for len >= 8).
+/// `len` bytes of a pattern determined by `seed`.
 fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut r = Rng::new(seed ^ 0xA5A5_5A5A_0F0F_F0F0);
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        v.extend_from_slice(&r.next().to_le_bytes());
-    }
-    v.truncate(len);
-    v
+    Rng::new(seed).bytes(len)
 }
 
 /// Asserts equal contents without printing megabytes of them.
@@ -75,10 +50,6 @@ fn same_bytes(got: &[u8], want: &[u8], what: &str) {
             want.len()
         );
     }
-}
-
-fn mem(bytes: u64) -> MemDevice {
-    MemDevice::new(512, bytes / 512).expect("MemDevice::new")
 }
 
 fn fopts(extent_size: u32, max_luns: u32) -> FormatOptions {
@@ -2076,7 +2047,7 @@ fn random_op(r: &mut Rng, m: &Model) -> Op {
         0..=29 => {
             let n = pick(r, &attached);
             let (o, l) = range(r, n);
-            Op::Write(n, o, l, r.next())
+            Op::Write(n, o, l, r.next_u64())
         }
         30..=36 => {
             let n = pick(r, &attached);

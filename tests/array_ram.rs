@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use lunsnap::testing::Rng;
 use lunsnap::{Array, FormatOptions, MemDevice, OpenOptions};
 
 // ---------------------------------------------------------------------------------
@@ -105,19 +106,6 @@ const CACHE: usize = 2 << 20;
 const LIMIT: usize = 8 << 20;
 
 type Arr = Array<MemDevice>;
-
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
 
 /// 4 KiB that name their LUN, offset and version.
 fn block(lun: u32, offset: u64, version: u64) -> Vec<u8> {
@@ -229,7 +217,7 @@ fn tebibyte_array() -> Arr {
 /// Random 4 KiB-aligned offsets inside 1 TiB.
 fn offsets(rng: &mut Rng, n: usize) -> Vec<u64> {
     (0..n)
-        .map(|_| (rng.next() % (TIB / BLOCK)) * BLOCK)
+        .map(|_| (rng.next_u64() % (TIB / BLOCK)) * BLOCK)
         .collect()
 }
 
@@ -246,7 +234,7 @@ fn one_tebibyte_lun_in_a_few_mib_of_heap() {
         steps: Vec::new(),
     };
     let mut a = tebibyte_array();
-    let mut rng = Rng(2024);
+    let mut rng = Rng::new(2024);
     let first = offsets(&mut rng, 2000);
     let later = offsets(&mut rng, 1000);
     let reopened = offsets(&mut rng, 500);
@@ -335,7 +323,7 @@ fn check_of_a_one_tebibyte_lun_in_a_few_mib_of_heap() {
     let _serial = HEAP.lock().unwrap_or_else(|e| e.into_inner());
     let base = CURRENT.load(Ordering::Relaxed);
     let mut a = tebibyte_array();
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     a.create_lun(0, TIB).unwrap();
     for o in offsets(&mut rng, 1000) {
         a.write(0, o, &block(0, o, 0)).unwrap();

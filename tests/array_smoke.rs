@@ -1,17 +1,15 @@
 //! End-to-end sanity of the array: LUN, copies, I/O, restore, reopen, check.
 
-use lunsnap::{Array, FormatOptions, MemDevice, OpenOptions};
+mod common;
+
+use common::{assert_clean, mem};
+use lunsnap::{Array, FormatOptions, OpenOptions};
 
 const MIB: u64 = 1 << 20;
 
-fn clean(a: &mut Array<MemDevice>) {
-    let v = a.check().unwrap();
-    assert!(v.is_empty(), "{v:?}");
-}
-
 #[test]
 fn lun_copy_write_restore_reopen() {
-    let dev = MemDevice::new(512, (64 * MIB) / 512).unwrap();
+    let dev = mem(64 * MIB);
     let opts = FormatOptions {
         extent_size: 16 * 1024,
         max_luns: 16,
@@ -22,9 +20,9 @@ fn lun_copy_write_restore_reopen() {
     let pattern: Vec<u8> = (0..MIB as usize).map(|i| (i % 251) as u8).collect();
     a.write(0, 0, &pattern).unwrap();
     a.write(0, 3 * MIB + 512, &pattern[..4096]).unwrap();
-    clean(&mut a);
+    assert_clean(&mut a, "");
     a.create_copy(0, 1, true).unwrap();
-    clean(&mut a);
+    assert_clean(&mut a, "");
     // Parent changes after the copy do not reach the copy.
     a.write(0, 0, &[0xAA; 4096]).unwrap();
     let mut b = vec![0u8; 4096];
@@ -37,16 +35,16 @@ fn lun_copy_write_restore_reopen() {
     assert_eq!(i0.exclusive_bytes, 16 * 1024);
     assert_eq!(i1.exclusive_bytes, 16 * 1024);
     assert_eq!(i0.shared_bytes, i1.shared_bytes);
-    clean(&mut a);
+    assert_clean(&mut a, "");
     // Restore: the parent reads the copy again.
     a.restore(1).unwrap();
     a.read(0, 0, &mut b).unwrap();
     assert_eq!(b, pattern[..4096]);
-    clean(&mut a);
+    assert_clean(&mut a, "");
     a.flush().unwrap();
     let dev = a.into_device();
     let mut a = Array::open(dev, &OpenOptions::default()).unwrap();
-    clean(&mut a);
+    assert_clean(&mut a, "");
     a.read(0, 3 * MIB + 512, &mut b).unwrap();
     assert_eq!(b, pattern[..4096]);
     a.read(1, 7 * MIB, &mut b).unwrap();
@@ -59,7 +57,7 @@ fn lun_copy_write_restore_reopen() {
     a.delete(0, true).unwrap();
     assert_eq!(a.attach(1), Err(lunsnap::Error::ParentGone(1)));
     a.delete(1, false).unwrap();
-    clean(&mut a);
+    assert_clean(&mut a, "");
     let p = a.pool_info();
     assert_eq!(p.allocated_bytes, 0, "{p:?}");
 }
@@ -68,7 +66,7 @@ fn lun_copy_write_restore_reopen() {
 /// reservation arithmetic overflowed) is refused at open, never a panic.
 #[test]
 fn open_refuses_a_lun_record_larger_than_the_pool() {
-    let dev = MemDevice::new(512, (16 * MIB) / 512).unwrap();
+    let dev = mem(16 * MIB);
     let opts = FormatOptions {
         extent_size: 4096,
         max_luns: 4,

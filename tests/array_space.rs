@@ -10,8 +10,12 @@
 //!   sizes add up to its capacity, densely and sparsely, with copies of copies, deleted
 //!   and recreated copies, restores and attaches, never runs out of metadata.
 
+mod common;
+
 use std::collections::BTreeMap;
 
+use common::{assert_clean, fill_sector, mem};
+use lunsnap::testing::Rng;
 use lunsnap::{Array, Error, FormatOptions, LunKind, MemDevice, OpenOptions, PoolInfo};
 
 type Arr = Array<MemDevice>;
@@ -19,49 +23,10 @@ type Arr = Array<MemDevice>;
 const SECTOR: u64 = 512;
 const KIB: u64 = 1024;
 
-// ---------------------------------------------------------------------------------
-// Deterministic randomness and recognisable sector patterns
-// ---------------------------------------------------------------------------------
-
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix(self.0)
-    }
-
-    /// A value in `0..n` (`n > 0`).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            v.swap(i, self.below(i as u64 + 1) as usize);
-        }
-    }
-}
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// One sector of write `tag` at sector `sector` of a LUN (tag 0: zeros).
-fn fill_sector(buf: &mut [u8], tag: u64, sector: u64) {
-    if tag == 0 {
-        buf.fill(0);
-        return;
-    }
-    buf[..8].copy_from_slice(&tag.to_le_bytes());
-    buf[8..16].copy_from_slice(&sector.to_le_bytes());
-    let mut x = tag ^ sector.rotate_left(32);
-    for c in buf[16..].chunks_mut(8) {
-        x = mix(x.wrapping_add(0x9e37_79b9_7f4a_7c15));
-        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+/// Shuffles `v` (Fisher-Yates).
+fn shuffle<T>(rng: &mut Rng, v: &mut [T]) {
+    for i in (1..v.len()).rev() {
+        v.swap(i, rng.below(i as u64 + 1) as usize);
     }
 }
 
@@ -82,7 +47,7 @@ struct H {
 
 impl H {
     fn format(bytes: u64, extent_size: u32, cache_bytes: usize) -> H {
-        let dev = MemDevice::new(512, bytes / 512).unwrap();
+        let dev = mem(bytes);
         let opts = FormatOptions {
             extent_size,
             max_luns: 16,
@@ -207,8 +172,7 @@ impl H {
     }
 
     fn clean(&mut self, what: &str) {
-        let v = self.a.check().unwrap();
-        assert!(v.is_empty(), "{what}: check() found {v:?}");
+        assert_clean(&mut self.a, what);
     }
 
     /// Closes (commits) and reopens the array.
@@ -226,7 +190,7 @@ impl H {
         let es = self.extent();
         let size = self.size(n);
         let mut order: Vec<u64> = (0..size.div_ceil(es)).collect();
-        rng.shuffle(&mut order);
+        shuffle(rng, &mut order);
         for e in order {
             let start = e * es;
             let len = es.min(size - start) / SECTOR;
@@ -268,7 +232,7 @@ impl H {
         let size = self.size(n);
         let group = 16 * es;
         let mut order: Vec<u64> = (0..size.div_ceil(group)).collect();
-        rng.shuffle(&mut order);
+        shuffle(rng, &mut order);
         for g in order {
             let start = g * group;
             let len = group.min(size - start) / SECTOR;
@@ -282,7 +246,7 @@ impl H {
         let es = self.extent();
         let size = self.size(n);
         let mut order: Vec<u64> = (0..size.div_ceil(es)).collect();
-        rng.shuffle(&mut order);
+        shuffle(rng, &mut order);
         for e in order {
             let start = e * es;
             let len = es.min(size - start) / SECTOR;
@@ -325,11 +289,11 @@ fn writes_to_a_fully_reserved_pool_never_fail_for_space() {
 
         // Every write below goes to a shared or committed extent at first: copy on
         // write into a full pool. Never a flush.
-        let mut rng = Rng(u64::from(extent_size));
+        let mut rng = Rng::new(u64::from(extent_size));
         let luns: Vec<u32> = h.data.keys().copied().collect();
         for pass in 0..4 {
             let mut order = luns.clone();
-            rng.shuffle(&mut order);
+            shuffle(&mut rng, &mut order);
             for &n in &order {
                 if pass % 2 == 0 {
                     h.overwrite_random(n, &mut rng);
@@ -503,7 +467,7 @@ fn metadata_never_runs_out() {
         ce,
         p.metadata_provisioned_bytes / KIB
     );
-    let mut rng = Rng(77);
+    let mut rng = Rng::new(77);
     // Sizes: A (30%) with copy A1 and copy-of-copy A2 (90%), B (5%) with copy B1,
     // C the rest. Reservations add up to the capacity.
     let a = ce * 3 / 10;
@@ -529,7 +493,7 @@ fn metadata_never_runs_out() {
         // Fill every attached LUN completely, each its own way; the first cycles do
         // it all in one transaction (the commit then shadows every mapping at once).
         let mut luns: Vec<u32> = h.data.keys().copied().collect();
-        rng.shuffle(&mut luns);
+        shuffle(&mut rng, &mut luns);
         for (i, &n) in luns.iter().enumerate() {
             match (cycle + i as u64) % 4 {
                 0 => h.fill_sequential(n, 64 * es),
@@ -631,7 +595,7 @@ fn rewrites_are_in_place_until_a_commit_or_a_copy() {
         max_luns: 4,
         ..Default::default()
     };
-    let mut a = Array::format(MemDevice::new(512, 8192).unwrap(), &opts).unwrap();
+    let mut a = Array::format(mem(4 << 20), &opts).unwrap();
     a.create_lun(0, 64 * KIB).unwrap();
     let base = a.engine().space();
     a.write(0, 0, &[1; 4096]).unwrap();

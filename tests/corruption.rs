@@ -6,18 +6,21 @@
 //! panic or a hang is reported with the case that caused it.
 #![cfg(all(feature = "std", feature = "testing"))]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::{crc_of, crc_ok, le16, le32, le64, read_page, PAGE};
 use lunsnap::engine::Violation;
 use lunsnap::engine::{Engine, Tree, ValueKind};
 use lunsnap::engine::{FormatOptions, OpenOptions};
+use lunsnap::testing::Rng;
 use lunsnap::{BlockDevice, Error, FileDevice, MemDevice};
 
-const PAGE: usize = 4096;
 const CACHE: usize = 32 * PAGE;
 
 // Page header and node layout (src/store/page.rs, src/btree/node.rs,
@@ -51,21 +54,10 @@ const SB_META_MAP: usize = 128;
 const SB_DATA_MAP: usize = 152;
 const SB_ROOTS: usize = 176;
 
-const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
-
 // ---------------------------------------------------------------------------------
 // Raw block access
 // ---------------------------------------------------------------------------------
 
-fn le64(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
-}
-fn le32(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
-}
-fn le16(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes(b[o..o + 2].try_into().unwrap())
-}
 fn put64(b: &mut [u8], o: usize, v: u64) {
     b[o..o + 8].copy_from_slice(&v.to_le_bytes());
 }
@@ -76,41 +68,26 @@ fn put16(b: &mut [u8], o: usize, v: u16) {
     b[o..o + 2].copy_from_slice(&v.to_le_bytes());
 }
 
-fn crc_of(b: &[u8]) -> u32 {
-    let mut d = CRC.digest();
-    d.update(&b[..OFF_CSUM]);
-    d.update(&b[OFF_CSUM + 4..PAGE]);
-    d.finalize()
-}
-fn crc_ok(b: &[u8]) -> bool {
-    crc_of(b) == le32(b, OFF_CSUM)
-}
 /// Stores a valid checksum, as the engine does before writing a block.
 fn reseal(b: &mut [u8]) {
     let c = crc_of(b);
     put32(b, OFF_CSUM, c);
 }
 
-fn get(dev: &mut MemDevice, page: u64) -> Vec<u8> {
-    let per = PAGE as u64 / u64::from(dev.block_size());
-    let mut b = vec![0u8; PAGE];
-    dev.read(page * per, &mut b).unwrap();
-    b
-}
 fn set(dev: &mut MemDevice, page: u64, b: &[u8]) {
     let per = PAGE as u64 / u64::from(dev.block_size());
     dev.write(page * per, b).unwrap();
 }
 /// Changes block `page` with `f` and re-seals it: a hostile but checksummed block.
 fn edit(dev: &mut MemDevice, page: u64, f: impl FnOnce(&mut [u8])) {
-    let mut b = get(dev, page);
+    let mut b = read_page(dev, page);
     f(&mut b);
     reseal(&mut b);
     set(dev, page, &b);
 }
 /// Flips one bit without re-sealing: what a bad medium does.
 fn flip(dev: &mut MemDevice, page: u64, bit: usize) {
-    let mut b = get(dev, page);
+    let mut b = read_page(dev, page);
     b[bit / 8] ^= 1 << (bit % 8);
     set(dev, page, &b);
 }
@@ -161,7 +138,7 @@ impl Info {
     fn newest_superblock(dev: &mut MemDevice) -> (u64, Vec<u8>) {
         let mut best: Option<(u64, Vec<u8>)> = None;
         for slot in 0..2 {
-            let b = get(dev, slot);
+            let b = read_page(dev, slot);
             let newer = best
                 .as_ref()
                 .map_or(true, |(_, o)| le64(&b, 24) > le64(o, 24));
@@ -203,7 +180,7 @@ impl Info {
                 if a == 0 {
                     continue;
                 }
-                let b = get(dev, a);
+                let b = read_page(dev, a);
                 assert!(crc_ok(&b) && le64(&b, OFF_ADDR) == a);
                 if lvl > 0 {
                     assert_eq!(b[OFF_KIND], K_RC_INDEX);
@@ -235,7 +212,7 @@ impl Info {
             if !seen.insert(a) {
                 continue;
             }
-            let b = get(dev, a);
+            let b = read_page(dev, a);
             assert!(crc_ok(&b) && b[OFF_KIND] == K_NODE && le64(&b, OFF_ADDR) == a);
             let n = Node {
                 addr: a,
@@ -327,21 +304,6 @@ struct Shape {
     nested_keys: u64,
 }
 
-/// SplitMix64.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn set_tree<D: BlockDevice>(e: &mut Engine<D>, slot: usize, t: Tree) {
     e.set_root(slot, Some(t)).unwrap();
 }
@@ -360,7 +322,7 @@ fn build(s: &Shape) -> Image {
         },
     )
     .unwrap();
-    let mut rng = Rng(42);
+    let mut rng = Rng::new(42);
     let mut main = e.create_tree(16, ValueKind::Opaque).unwrap();
     for i in 0..s.main_keys {
         let k = if i % 2 == 0 { i } else { rng.below(1 << 24) };
@@ -596,7 +558,7 @@ fn exercise(dev: MemDevice, mutate: bool) -> Report {
         return r;
     }
     // A few changes of every kind; stop at the first error (it poisons).
-    let mut rng = Rng(r.problems() as u64);
+    let mut rng = Rng::new(r.problems() as u64);
     let res = (|| -> Result<(), Error> {
         for s in 0..8 {
             let Some(mut t) = e.root(s)? else {
@@ -707,7 +669,7 @@ fn images_have_every_kind_of_block() {
     let mut dev = img.dev.clone();
     let mut kinds = BTreeSet::new();
     for p in 0..img.info.meta_end {
-        let b = get(&mut dev, p);
+        let b = read_page(&mut dev, p);
         if &b[..4] == b"LSNP" {
             kinds.insert(b[OFF_KIND]);
         }
@@ -742,7 +704,7 @@ fn images_have_every_kind_of_block() {
 fn one_flipped_bit_in_any_live_block_is_a_checksum_error() {
     let img = rich();
     let cats = img.info.categories();
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let mut cases = 0;
     for (cat, addrs) in &cats {
         let picks: BTreeSet<u64> = [0, addrs.len() / 2, addrs.len() - 1]
@@ -860,7 +822,7 @@ fn block_copied_over_another_is_misplaced() {
     ];
     for (src, dst, what) in pairs {
         let r = run_case(img, what, false, |d, _| {
-            let b = get(d, src);
+            let b = read_page(d, src);
             set(d, dst, &b);
         });
         assert!(
@@ -869,7 +831,7 @@ fn block_copied_over_another_is_misplaced() {
             r.summary()
         );
         run_case(img, what, true, |d, _| {
-            let b = get(d, src);
+            let b = read_page(d, src);
             set(d, dst, &b);
         });
     }
@@ -877,12 +839,12 @@ fn block_copied_over_another_is_misplaced() {
     // original opens.
     let (new, old) = (i.sb_new, i.sb_old);
     let mut dev = img.dev.clone();
-    let b = get(&mut dev, new);
+    let b = read_page(&mut dev, new);
     set(&mut dev, old, &b);
     let e = Engine::open(dev, &OpenOptions::default()).unwrap();
     assert_eq!(e.generation(), i.gen);
     let mut dev = img.dev.clone();
-    let b = get(&mut dev, old);
+    let b = read_page(&mut dev, old);
     set(&mut dev, new, &b);
     let e = Engine::open(dev, &OpenOptions::default()).unwrap();
     assert_eq!(e.generation(), i.gen - 1);
@@ -915,13 +877,13 @@ fn garbage_images_are_refused() {
     assert_eq!(open_err(dev, "ones"), Error::NotFormatted);
     // Random bytes, with and without the magic number in the superblock slots.
     for seed in 0..20u64 {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let mut dev = MemDevice::new(4096, 64).unwrap();
-        let bytes: Vec<u8> = (0..64 * PAGE).map(|_| rng.next() as u8).collect();
+        let bytes: Vec<u8> = (0..64 * PAGE).map(|_| rng.next_u64() as u8).collect();
         dev.write(0, &bytes).unwrap();
         if seed % 2 == 1 {
             for s in 0..2 {
-                let mut b = get(&mut dev, s);
+                let mut b = read_page(&mut dev, s);
                 b[..4].copy_from_slice(b"LSNP");
                 b[OFF_KIND] = K_SUPER;
                 if seed % 4 == 3 {
@@ -940,7 +902,7 @@ fn garbage_images_are_refused() {
         let mut dev = img.dev.clone();
         for p in img.info.meta_start..img.info.meta_end {
             if rng.below(4) == 0 {
-                let b: Vec<u8> = (0..PAGE).map(|_| rng.next() as u8).collect();
+                let b: Vec<u8> = (0..PAGE).map(|_| rng.next_u64() as u8).collect();
                 set(&mut dev, p, &b);
             }
         }
@@ -973,7 +935,7 @@ fn truncated_images_are_refused() {
         let mut src = img.dev.clone();
         let mut dev = MemDevice::new(4096, keep).unwrap();
         for p in 0..keep {
-            let b = get(&mut src, p);
+            let b = read_page(&mut src, p);
             set(&mut dev, p, &b);
         }
         let err = open_err(dev, &format!("truncated to {keep} pages"));
@@ -1117,7 +1079,7 @@ fn sb_edit(f: impl Fn(&mut [u8], &Info) + 'static) -> Damage {
 fn count_edit(map: &'static str, e: u64, v: u32) -> Damage {
     Box::new(move |d, i| {
         let idx = i.map_node(map, K_RC_INDEX);
-        let leaf = le64(&get(d, idx), 32 + 8 * (e / 1016) as usize);
+        let leaf = le64(&read_page(d, idx), 32 + 8 * (e / 1016) as usize);
         assert_ne!(leaf, 0);
         edit(d, leaf, |b| put32(b, 32 + 4 * (e % 1016) as usize, v));
     })
@@ -1190,7 +1152,7 @@ fn hostile_cases(i: &Info) -> Vec<(String, Damage)> {
     add(
         "two children share a node",
         Box::new(move |d, _| {
-            let c = le64(&get(d, root0), value_off(8, 0));
+            let c = le64(&read_page(d, root0), value_off(8, 0));
             set_child(d, root0, 1, c);
         }),
     );
@@ -1759,7 +1721,7 @@ fn random_damage(dev: &mut MemDevice, info: &Info, live: &[u64], rng: &mut Rng) 
             1 => info.meta_start + rng.below(info.meta_end - info.meta_start),
             _ => live[rng.below(live.len() as u64) as usize],
         };
-        let mut b = get(dev, page);
+        let mut b = read_page(dev, page);
         let interesting = [
             0,
             1,
@@ -1785,7 +1747,7 @@ fn random_damage(dev: &mut MemDevice, info: &Info, live: &[u64], rng: &mut Rng) 
             1 => {
                 // A header or node header field.
                 let off = rng.below(48) as usize;
-                b[off] = rng.next() as u8;
+                b[off] = rng.next_u64() as u8;
             }
             2 => {
                 let off = rng.below((PAGE - 8) as u64) as usize & !7;
@@ -1800,7 +1762,7 @@ fn random_damage(dev: &mut MemDevice, info: &Info, live: &[u64], rng: &mut Rng) 
             4 => {
                 // Body of another block (header kept).
                 let other = live[rng.below(live.len() as u64) as usize];
-                let o = get(dev, other);
+                let o = read_page(dev, other);
                 let from = 32 + rng.below((PAGE - 32) as u64) as usize;
                 b[from..].copy_from_slice(&o[from..]);
             }
@@ -1808,7 +1770,7 @@ fn random_damage(dev: &mut MemDevice, info: &Info, live: &[u64], rng: &mut Rng) 
                 let off = rng.below(PAGE as u64) as usize;
                 let len = (1 + rng.below(64) as usize).min(PAGE - off);
                 for x in &mut b[off..off + len] {
-                    *x = rng.next() as u8;
+                    *x = rng.next_u64() as u8;
                 }
             }
         }
@@ -1830,7 +1792,7 @@ fn fuzz(img: &'static Image, iterations: u64, salt: u64) {
         let mut detected = 0u64;
         for seed in 0..iterations {
             p2.store(seed, Ordering::Relaxed);
-            let mut rng = Rng(seed.wrapping_mul(0x1234_5678_9ABC_DEF1) ^ salt);
+            let mut rng = Rng::new(seed.wrapping_mul(0x1234_5678_9ABC_DEF1) ^ salt);
             let mut dev = img.dev.clone();
             random_damage(&mut dev, &img.info, &live, &mut rng);
             match std::panic::catch_unwind(AssertUnwindSafe(|| exercise(dev, true))) {

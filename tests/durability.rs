@@ -9,14 +9,16 @@
 //! * blocks the committed state uses are never overwritten before the next commit.
 #![cfg(all(feature = "std", feature = "testing"))]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 
+use common::{assert_audit_clean, crc_ok, le16, le64, read_page, PAGE};
 use lunsnap::engine::{Engine, Tree, ValueKind};
 use lunsnap::engine::{FormatOptions, OpenOptions};
-use lunsnap::testing::{CutOutcome, PowerCutDevice};
+use lunsnap::testing::{CutOutcome, PowerCutDevice, Rng};
 use lunsnap::{BlockDevice, Error, FileDevice, MemDevice};
 
-const PAGE: usize = 4096;
 /// The smallest cache the engine allows: dirty blocks are evicted (written) long
 /// before the commit.
 const SMALL_CACHE: usize = 16 * PAGE;
@@ -34,23 +36,6 @@ const AUX_VS: usize = 40;
 // ---------------------------------------------------------------------------------
 // Small helpers
 // ---------------------------------------------------------------------------------
-
-/// SplitMix64: a tiny deterministic generator for workloads.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// The content of one root slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,16 +98,6 @@ fn check_lookups<D: BlockDevice>(e: &mut Engine<D>, st: &State) {
     }
 }
 
-fn assert_audit_clean<D: BlockDevice>(e: &mut Engine<D>, what: &str) {
-    let v = e.audit();
-    assert!(
-        v.is_empty(),
-        "{what}: audit found {} violations, first: {:?}",
-        v.len(),
-        &v[..v.len().min(5)]
-    );
-}
-
 fn total_entries(st: &State) -> usize {
     st.iter().flatten().map(|s| s.entries.len()).sum()
 }
@@ -181,7 +156,7 @@ fn insert_main<D: BlockDevice>(
 /// Any existing key of `slot` near a random point (None if the slot is empty).
 fn pick_key(m: &State, slot: usize, rng: &mut Rng) -> Option<u64> {
     let entries = &m[slot].as_ref()?.entries;
-    let probe = rng.next();
+    let probe = rng.next_u64();
     entries
         .range(probe..)
         .next()
@@ -262,7 +237,7 @@ fn data_insert<D: BlockDevice>(e: &mut Engine<D>, m: &mut State, k: u64) -> luns
 fn step<D: BlockDevice>(e: &mut Engine<D>, m: &mut State, rng: &mut Rng) -> lunsnap::Result<()> {
     let r = rng.below(100);
     match r {
-        0..=44 => insert_main(e, m, rng.below(1 << 20), rng.next()),
+        0..=44 => insert_main(e, m, rng.below(1 << 20), rng.next_u64()),
         45..=59 => {
             let Some(k) = pick_key(m, MAIN, rng) else {
                 return Ok(());
@@ -326,32 +301,6 @@ fn step<D: BlockDevice>(e: &mut Engine<D>, m: &mut State, rng: &mut Rng) -> luns
 // ---------------------------------------------------------------------------------
 // Raw view of the device: which blocks the newest commit uses
 // ---------------------------------------------------------------------------------
-
-const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
-
-fn le64(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
-}
-fn le32(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
-}
-fn le16(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes(b[o..o + 2].try_into().unwrap())
-}
-
-fn crc_ok(b: &[u8]) -> bool {
-    let mut d = CRC.digest();
-    d.update(&b[..8]);
-    d.update(&b[12..PAGE]);
-    d.finalize() == le32(b, 8)
-}
-
-fn read_page<D: BlockDevice>(dev: &mut D, page: u64) -> Vec<u8> {
-    let per = PAGE as u64 / u64::from(dev.block_size());
-    let mut b = vec![0u8; PAGE];
-    dev.read(page * per, &mut b).unwrap();
-    b
-}
 
 /// Every metadata page the newest valid superblock reaches (space map nodes and tree
 /// nodes, nested trees included), with its bytes. Independent of the engine's code.
@@ -445,7 +394,7 @@ fn commit_reopen_cycle<D: BlockDevice>(
     mut e: Engine<D>,
     reopen: &mut dyn FnMut(Engine<D>) -> Engine<D>,
 ) -> (Engine<D>, State) {
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let mut m = empty_state();
     populate(&mut e, &mut m, &mut rng, 6000, 600).unwrap();
     e.commit().unwrap();
@@ -496,7 +445,7 @@ fn reopen_after_commit_mem_device() {
 fn reopen_after_commit_512_byte_blocks() {
     let dev = MemDevice::new(512, 8 << 14).unwrap();
     let mut e = Engine::format(dev, &fmt_opts(SMALL_CACHE, Some(1100))).unwrap();
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     let mut m = empty_state();
     populate(&mut e, &mut m, &mut rng, 3000, 300).unwrap();
     e.commit().unwrap();
@@ -552,7 +501,7 @@ fn reopen_after_commit_file_device() {
 
     // Change, commit, reopen through a fresh `std::fs::File` as well.
     let mut m2 = m.clone();
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     for _ in 0..500 {
         step(&mut e, &mut m2, &mut rng).unwrap();
     }
@@ -588,7 +537,7 @@ fn new_cut_dev(pages: u64) -> CutDev {
 fn state_a(cache: usize) -> (Engine<CutDev>, State) {
     let mut e = Engine::format(new_cut_dev(1 << 14), &fmt_opts(cache, Some(2048))).unwrap();
     let mut m = empty_state();
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     populate(&mut e, &mut m, &mut rng, 3000, 400).unwrap();
     e.commit().unwrap();
     for _ in 0..200 {
@@ -609,7 +558,7 @@ fn power_cut_before_commit_recovers_last_commit() {
 
     // Many uncommitted changes through a 16-block cache: dirty blocks get written.
     let mut m = a.clone();
-    let mut rng = Rng(2);
+    let mut rng = Rng::new(2);
     for _ in 0..3000 {
         step(&mut e, &mut m, &mut rng).unwrap();
     }
@@ -637,7 +586,7 @@ fn power_cut_before_commit_recovers_last_commit() {
             // The recovered engine goes on working (no stale allocation state).
             check_lookups(&mut e, &a);
             let mut m = a.clone();
-            let mut rng = Rng(3);
+            let mut rng = Rng::new(3);
             for _ in 0..1000 {
                 step(&mut e, &mut m, &mut rng).unwrap();
             }
@@ -706,7 +655,7 @@ fn freed_blocks_are_not_reused_before_commit() {
 fn prepare_b(base: &CutDev, cache: usize, a: &State) -> (Engine<CutDev>, State) {
     let mut e = open(base.clone(), cache);
     let mut m = a.clone();
-    let mut rng = Rng(77);
+    let mut rng = Rng::new(77);
     for _ in 0..400 {
         step(&mut e, &mut m, &mut rng).unwrap();
     }
@@ -822,7 +771,7 @@ fn sweep_run(base: &CutDev, a: &State, fail_after: Option<u64>) -> Run {
     let w0 = e.device_mut().writes();
     e.device_mut().fail_after_writes(fail_after);
     let mut m = a.clone();
-    let mut rng = Rng(0xC0FFEE);
+    let mut rng = Rng::new(0xC0FFEE);
     let mut run = Run {
         commits: vec![(e.generation(), a.clone())],
         commit_writes: Vec::new(),
@@ -865,7 +814,7 @@ fn crash_after_every_write_of_a_workload() {
         let mut e =
             Engine::format(new_cut_dev(1 << 13), &fmt_opts(SMALL_CACHE, Some(1100))).unwrap();
         let mut m = empty_state();
-        let mut rng = Rng(8);
+        let mut rng = Rng::new(8);
         populate(&mut e, &mut m, &mut rng, 1200, 150).unwrap();
         e.commit().unwrap();
         (e, m)
@@ -933,7 +882,7 @@ fn crash_after_every_write_of_a_workload() {
             if k % 16 == 0 {
                 // Recovery leaves a working engine.
                 let mut m = st.clone();
-                let mut rng = Rng(k);
+                let mut rng = Rng::new(k);
                 for _ in 0..50 {
                     step(&mut e, &mut m, &mut rng).unwrap();
                 }
@@ -988,7 +937,7 @@ fn crash_after_crash() {
     let (e, a) = state_a(SMALL_CACHE);
     let mut committed = (e.generation(), a);
     let mut dev = e.into_device();
-    let mut rng = Rng(4242);
+    let mut rng = Rng::new(4242);
     for round in 0..25u64 {
         let mut e = open(dev, SMALL_CACHE);
         assert_eq!(e.generation(), committed.0, "round {round}");

@@ -1,13 +1,12 @@
 //! What `Engine::format` makes of a device with its defaults, and which options it
 //! refuses (each bad option alone).
 
+mod common;
+
+use common::mem;
 use lunsnap::engine::Engine;
 use lunsnap::engine::{self, default_metadata_pages, DEFAULT_CACHE_BYTES, DEFAULT_EXTENT_SIZE};
-use lunsnap::{Error, MemDevice};
-
-fn mem(bytes: u64) -> MemDevice {
-    MemDevice::new(512, bytes / 512).expect("device")
-}
+use lunsnap::Error;
 
 #[test]
 fn defaults_are_64_kib_extents_a_4_mib_cache_and_48_bytes_of_metadata_per_extent() {

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use lunsnap::testing::layout::{self, PAGE_SIZE};
-use lunsnap::testing::{CutOutcome, PowerCutDevice};
+use lunsnap::testing::{mix, CutOutcome, PowerCutDevice};
 use lunsnap::{
     Access, Array, BlockDevice, Error, FormatOptions, LunKind, MemDevice, OpenOptions, SECTOR,
 };
@@ -523,12 +523,9 @@ const DEVICE_BYTES: u64 = 1 << 20;
 fn fill_sector(buf: &mut [u8], id: u32, sector: u64) {
     buf[..4].copy_from_slice(&id.to_le_bytes());
     buf[4..12].copy_from_slice(&sector.to_le_bytes());
-    let mut x = ((u64::from(id) << 40) ^ sector).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    for c in buf[12..].chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+    let seed = (u64::from(id) << 40) ^ sector;
+    for (i, c) in (1u64..).zip(buf[12..].chunks_mut(8)) {
+        c.copy_from_slice(&mix(seed.wrapping_add(i)).to_le_bytes()[..c.len()]);
     }
 }
 

@@ -2,16 +2,10 @@
 //! write (tag) and which LUN sector it was written for, so a mismatch message can say
 //! what the array returned instead of printing bytes.
 
+use lunsnap::testing::mix;
 use lunsnap::SECTOR;
 
 const S: usize = SECTOR as usize;
-
-/// The SplitMix64 finaliser.
-pub fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
 
 /// Fills one sector with the pattern of write `tag` at sector `sector` of LUN `lun`
 /// (tag 0: zeros).

@@ -17,12 +17,11 @@
 use std::time::Instant;
 
 use lunsnap::testing::Model;
-use lunsnap::testing::{CutOutcome, PowerCutDevice};
+use lunsnap::testing::{mix, CutOutcome, PowerCutDevice, Rng};
 use lunsnap::{Access, Array, BlockDevice, FormatOptions, OpenOptions, SECTOR};
 use lunsnap_proptests::harness::recover_with;
 use lunsnap_proptests::media::{Event, Medium, Tracer, View};
-use lunsnap_proptests::pattern::mix;
-use lunsnap_proptests::{env_count, Harness, Op, Rng};
+use lunsnap_proptests::{env_count, Harness, Op};
 
 const KIB: u64 = 1024;
 
@@ -322,7 +321,7 @@ fn access() -> Workload {
 /// A random mix of valid operations (a fixed seed).
 fn random() -> Workload {
     let es = 4 * KIB;
-    let mut rng = Rng(0x5eed_0005);
+    let mut rng = Rng::new(0x5eed_0005);
     let mut script = vec![lun(0, 48 * KIB), lun(1, 24 * KIB + 512)];
     // (lun, size, attached) of the LUNs the script creates, to keep the ops valid.
     let mut luns: Vec<(u32, u64, bool)> = vec![(0, 48 * KIB, true), (1, 24 * KIB + 512, true)];
