@@ -10,6 +10,7 @@ mod fail;
 mod image;
 mod json;
 mod progress;
+mod serve;
 mod size;
 mod transfer;
 
@@ -127,6 +128,32 @@ enum Cmd {
         /// Print a JSON object
         #[arg(long)]
         json: bool,
+    },
+    /// Serve the image's LUNs over NBD (each LUN and attached copy is the export
+    /// named by its number) until SIGINT or SIGTERM; other lunsnap commands on the
+    /// image run on the live array through the control socket
+    Serve {
+        image: PathBuf,
+        /// unix:PATH or tcp:HOST:PORT, optionally with ,host=HOST (its clients act for
+        /// that host); repeatable [default: unix:IMAGE.nbd]
+        #[arg(long, value_name = "ADDR", value_parser = lunsnap_server::parse_listen)]
+        listen: Vec<lunsnap_server::ListenSpec>,
+        /// The control socket [default: IMAGE.ctl]
+        #[arg(long, value_name = "PATH")]
+        control: Option<PathBuf>,
+        /// Most clients served at once
+        #[arg(long, value_name = "N", default_value_t = lunsnap_server::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
+        /// TLS for TCP listeners: the server's certificate (PEM)
+        #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+        tls_cert: Option<PathBuf>,
+        /// TLS: the server's private key (PEM)
+        #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_ca"])]
+        tls_key: Option<PathBuf>,
+        /// TLS: the CA that signs clients' certificates (PEM); a client certificate's
+        /// common name is the host it acts for (its id or registered name)
+        #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+        tls_ca: Option<PathBuf>,
     },
     /// Run the backup and restore cycle of HP's Business Copy VA guide end to end, narrating each step
     Demo {
@@ -321,6 +348,47 @@ fn run(cmd: Cmd, out: &mut String) -> fail::Result<u8> {
         Cmd::Security(SecurityCmd::Disable { image }) => access::security(&image, false, out),
         Cmd::Check { image, json } => cmd::check(&image, json, out),
         Cmd::Demo { dir } => demo::run(dir.as_deref()),
+        Cmd::Serve {
+            image,
+            listen,
+            control,
+            max_connections,
+            tls_cert,
+            tls_key,
+            tls_ca,
+        } => {
+            let tls = match (tls_cert, tls_key, tls_ca) {
+                (Some(cert), Some(key), Some(ca)) => {
+                    Some(lunsnap_server::TlsFiles { cert, key, ca })
+                }
+                _ => None,
+            };
+            let spec = serve::ServeSpec {
+                listen,
+                control,
+                max_connections,
+                tls,
+            };
+            serve::serve(&image, spec, std::sync::Arc::new(NoControl))
+        }
+    }
+}
+
+/// Until the commands run on a live array: the control socket answers every command
+/// with exit status 1.
+struct NoControl;
+
+impl lunsnap_server::ControlHandler for NoControl {
+    fn run(
+        &self,
+        _args: Vec<String>,
+        _shared: &std::sync::Arc<lunsnap_server::Shared>,
+        io: &mut lunsnap_server::ControlIo,
+    ) -> u8 {
+        let _ = io
+            .stderr()
+            .write_all(b"lunsnap: this server does not run commands yet\n");
+        1
     }
 }
 
