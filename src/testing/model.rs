@@ -1,7 +1,7 @@
 //! The reference model: every array operation's semantics and errors, on plain maps.
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -257,21 +257,20 @@ impl Model {
             }
         }
         Ok(LunInfo {
+            // What it is,
             lun: n,
-            size: l.size,
             kind: l.kind,
             parent: l.parent,
+            // the space it takes,
+            size: l.size,
+            reserved_bytes: self.reservation(l) * self.es,
+            exclusive_bytes: exclusive * self.es,
+            shared_bytes: shared * self.es,
+            // and its state.
             attached: l.attached,
             online: l.online,
             created_generation: l.created_gen,
             attached_generation: l.attached_gen,
-            reserved_bytes: if l.attached {
-                self.extents(l.size) * self.es
-            } else {
-                0
-            },
-            exclusive_bytes: exclusive * self.es,
-            shared_bytes: shared * self.es,
         })
     }
 
@@ -327,19 +326,19 @@ impl Model {
 
     /// As [`Array::create_lun`](crate::Array::create_lun).
     pub fn create_lun(&mut self, n: u32, size: u64) -> Result<()> {
-        self.check_free_number(n)?;
-        let why = if size == 0 {
-            Some("a LUN must not be empty")
-        } else if size % SECTOR != 0 {
-            Some("the size must be a multiple of 512 bytes")
-        } else if self.extents(size) > self.cap {
-            Some("larger than the pool's capacity")
-        } else {
-            None
-        };
-        if let Some(why) = why {
-            return Err(Error::InvalidLunSize { size, why });
-        }
+        self.unused(n)?;
+        let bad_size = |why| Error::InvalidLunSize { size, why };
+        first_refusal([
+            (size == 0, bad_size("a LUN must not be empty")),
+            (
+                size % SECTOR != 0,
+                bad_size("the size must be a multiple of 512 bytes"),
+            ),
+            (
+                self.extents(size) > self.cap,
+                bad_size("larger than the pool's capacity"),
+            ),
+        ])?;
         self.reserve(self.extents(size))?;
         let g = self.gen + 1;
         self.luns.insert(
@@ -363,15 +362,7 @@ impl Model {
 
     /// As [`Array::create_copy`](crate::Array::create_copy).
     pub fn create_copy(&mut self, parent: u32, n: u32, attached: bool) -> Result<()> {
-        self.check_number(n)?;
-        let p = self.get(parent)?;
-        self.check_free_number(n)?;
-        if attached && !p.attached {
-            return Err(Error::ParentDetached(n));
-        }
-        if attached {
-            self.reserve(self.extents(p.size))?;
-        }
+        self.reserve(self.copy_needs(parent, n, attached, &[])?)?;
         self.add_copy(parent, n, attached, self.gen + 1);
         self.commit();
         Ok(())
@@ -415,14 +406,23 @@ impl Model {
     /// As [`Array::delete`](crate::Array::delete).
     pub fn delete(&mut self, n: u32, orphan_copies: bool) -> Result<()> {
         self.get(n)?;
-        let copies = self.luns.values().filter(|l| l.parent == Some(n)).count() as u32;
-        if copies > 0 && !orphan_copies {
-            return Err(Error::HasCopies { lun: n, copies });
+        let copies = self.copies_of(n);
+        if !(copies.is_empty() || orphan_copies) {
+            return Err(Error::HasCopies {
+                lun: n,
+                copies: copies.len() as u32,
+            });
         }
-        for l in self.luns.values_mut().filter(|l| l.parent == Some(n)) {
-            l.parent = None;
-            if l.attached {
-                l.kind = LunKind::Lun;
+        // Orphaned: an attached copy stands alone as a plain LUN with its data, a
+        // detached one stays a detached copy, without a parent.
+        for c in copies {
+            if let Some(l) = self.luns.get_mut(&c) {
+                l.parent = None;
+                l.kind = if l.attached {
+                    LunKind::Lun
+                } else {
+                    LunKind::Copy
+                };
             }
         }
         if let Some(l) = self.luns.remove(&n) {
@@ -460,24 +460,11 @@ impl Model {
             return Err(Error::InvalidArgument("an empty consistency group"));
         }
         let copies: Vec<u32> = pairs.iter().map(|&(_, c)| c).collect();
-        distinct(&copies)?;
-        let mut need = 0;
-        for &(p, c) in pairs {
-            self.check_number(c)?;
-            let pl = self.get(p)?;
-            self.check_free_number(c)?;
-            if copies.contains(&p) {
-                return Err(Error::InvalidArgument(
-                    "a copy in the group is also a parent in the group",
-                ));
-            }
-            if attached && !pl.attached {
-                return Err(Error::ParentDetached(c));
-            }
-            if attached {
-                need += self.extents(pl.size);
-            }
-        }
+        each_once(&copies)?;
+        let need = pairs
+            .iter()
+            .map(|&(p, c)| self.copy_needs(p, c, attached, &copies))
+            .sum::<Result<u64>>()?;
         self.reserve(need)?;
         let g = self.gen + 1;
         for &(p, c) in pairs {
@@ -493,7 +480,7 @@ impl Model {
         if copies.is_empty() {
             return Err(Error::InvalidArgument("an empty consistency group"));
         }
-        distinct(copies)?;
+        each_once(copies)?;
         let mut need = 0;
         let mut images = Vec::with_capacity(copies.len());
         for &c in copies {
@@ -788,46 +775,88 @@ impl Model {
         size.div_ceil(self.es)
     }
 
-    fn reserved_extents(&self) -> u64 {
-        self.luns
-            .values()
-            .filter(|l| l.attached)
-            .map(|l| self.extents(l.size))
-            .sum()
-    }
-
-    fn reserve(&self, extra: u64) -> Result<()> {
-        let free = self.cap.saturating_sub(self.reserved_extents());
-        if extra > free {
-            return Err(Error::NoSpace {
-                needed: extra * self.es,
-                available: free * self.es,
-            });
+    /// Extents LUN `l` keeps reserved: ⌈size / extent⌉, none while it is a detached
+    /// copy (docs/DESIGN.md §2 Space).
+    fn reservation(&self, l: &MLun) -> u64 {
+        if l.attached {
+            self.extents(l.size)
+        } else {
+            0
         }
-        Ok(())
     }
 
-    fn check_number(&self, n: u32) -> Result<()> {
-        if n >= self.max_luns {
-            return Err(Error::LunOutOfRange {
+    /// Extents reserved by all the LUNs.
+    fn reserved_extents(&self) -> u64 {
+        self.luns.values().map(|l| self.reservation(l)).sum()
+    }
+
+    /// Whether `extra` more extents may be reserved: the reservations never add up to
+    /// more than the capacity, so beyond what is left the answer is `NoSpace` (what
+    /// was asked for and what is left, in bytes).
+    fn reserve(&self, extra: u64) -> Result<()> {
+        let left = self.cap.saturating_sub(self.reserved_extents());
+        let (needed, available) = (extra.saturating_mul(self.es), left * self.es);
+        if needed <= available {
+            Ok(())
+        } else {
+            Err(Error::NoSpace { needed, available })
+        }
+    }
+
+    /// LUN numbers run from 0 to `max_luns - 1`.
+    fn in_range(&self, n: u32) -> Result<()> {
+        (n < self.max_luns)
+            .then_some(())
+            .ok_or(Error::LunOutOfRange {
                 lun: n,
                 max_luns: self.max_luns,
-            });
-        }
-        Ok(())
+            })
     }
 
-    fn check_free_number(&self, n: u32) -> Result<()> {
-        self.check_number(n)?;
+    /// A number a new LUN or copy may take: in range and not in use.
+    fn unused(&self, n: u32) -> Result<()> {
+        self.in_range(n)?;
         if self.luns.contains_key(&n) {
-            return Err(Error::LunExists(n));
+            Err(Error::LunExists(n))
+        } else {
+            Ok(())
         }
-        Ok(())
     }
 
+    /// "The LUN must exist" (docs/DESIGN.md §2): out of range, or in range and missing.
     pub(crate) fn get(&self, n: u32) -> Result<&MLun> {
-        self.check_number(n)?;
+        self.in_range(n)?;
         self.luns.get(&n).ok_or(Error::NoSuchLun(n))
+    }
+
+    /// What creating copy `c` of `p` is refused with, before its reservation (docs/DESIGN.md
+    /// §2 `create_copy`; in a consistency group whose copies are `group`, the parent
+    /// must not be one of them); else the extents it reserves.
+    fn copy_needs(&self, p: u32, c: u32, attached: bool, group: &[u32]) -> Result<u64> {
+        self.in_range(c)?;
+        let parent = self.get(p)?;
+        self.unused(c)?;
+        first_refusal([
+            (
+                group.contains(&p),
+                Error::InvalidArgument("a copy in the group is also a parent in the group"),
+            ),
+            (attached && !parent.attached, Error::ParentDetached(c)),
+        ])?;
+        Ok(if attached {
+            self.extents(parent.size)
+        } else {
+            0
+        })
+    }
+
+    /// The LUNs that name `n` as their parent.
+    fn copies_of(&self, n: u32) -> Vec<u32> {
+        self.luns
+            .iter()
+            .filter(|(_, l)| l.parent == Some(n))
+            .map(|(&c, _)| c)
+            .collect()
     }
 
     /// The parent whose image copy `n` takes (attach, restore).
@@ -848,23 +877,21 @@ impl Model {
     /// return, if any (device errors and a poisoned handle aside).
     pub fn io_check(&self, n: u32, offset: u64, len: u64) -> Result<()> {
         let l = self.get(n)?;
-        if !l.attached {
-            return Err(Error::Detached(n));
-        }
-        if !l.online {
-            return Err(Error::Offline(n));
-        }
-        if offset % SECTOR != 0 || len % SECTOR != 0 {
-            return Err(Error::Misaligned { offset, len });
-        }
-        if offset.checked_add(len).map_or(true, |e| e > l.size) {
-            return Err(Error::OutOfRange {
-                offset,
-                len,
-                size: l.size,
-            });
-        }
-        Ok(())
+        let whole_sectors = offset % SECTOR == 0 && len % SECTOR == 0;
+        let inside = offset.checked_add(len).is_some_and(|end| end <= l.size);
+        first_refusal([
+            (!l.attached, Error::Detached(n)),
+            (!l.online, Error::Offline(n)),
+            (!whole_sectors, Error::Misaligned { offset, len }),
+            (
+                !inside,
+                Error::OutOfRange {
+                    offset,
+                    len,
+                    size: l.size,
+                },
+            ),
+        ])
     }
 
     /// Adds (or removes) one reference to each token of `map`.
@@ -968,16 +995,25 @@ impl Model {
     }
 }
 
-/// A consistency group names each LUN once.
-fn distinct(ns: &[u32]) -> Result<()> {
-    for (i, n) in ns.iter().enumerate() {
-        if ns[..i].contains(n) {
-            return Err(Error::InvalidArgument(
-                "a LUN number appears twice in the group",
-            ));
-        }
+/// The error of the first rule that refuses (its condition holds), in the order given:
+/// the order in which docs/DESIGN.md §2 lists an operation's refusals.
+fn first_refusal<const N: usize>(rules: [(bool, Error); N]) -> Result<()> {
+    match rules.into_iter().find(|(refused, _)| *refused) {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// A consistency group names each LUN once.
+fn each_once(ns: &[u32]) -> Result<()> {
+    let mut seen = BTreeSet::new();
+    if ns.iter().all(|&n| seen.insert(n)) {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(
+            "a LUN number appears twice in the group",
+        ))
+    }
 }
 
 /// Stores sector `s` (all zeros: removed).
