@@ -22,6 +22,8 @@ pub mod conn;
 pub mod control;
 pub mod exports;
 pub mod handshake;
+#[cfg(test)]
+mod hostile_tests;
 pub mod listen;
 pub mod log;
 pub mod ops;

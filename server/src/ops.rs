@@ -145,6 +145,9 @@ fn validate(req: &Request, s: &Session) -> Result<()> {
             format!("LUN {} is read-only to this host", s.lun),
         ));
     }
+    if matches!(req.kind, cmd::READ | cmd::WRITE) && req.length > proto::MAX_REQUEST {
+        return Err(fail(errno::EOVERFLOW, "request larger than 32 MiB"));
+    }
     let ranged = matches!(
         req.kind,
         cmd::READ | cmd::WRITE | cmd::WRITE_ZEROES | cmd::TRIM | cmd::BLOCK_STATUS
@@ -160,9 +163,6 @@ fn validate(req: &Request, s: &Session) -> Result<()> {
             errno,
             format!("request beyond the end of LUN {} ({} bytes)", s.lun, s.size),
         ));
-    }
-    if matches!(req.kind, cmd::READ | cmd::WRITE) && req.length > proto::MAX_REQUEST {
-        return Err(fail(errno::EOVERFLOW, "request larger than 32 MiB"));
     }
     Ok(())
 }
