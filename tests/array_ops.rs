@@ -3,26 +3,27 @@
 //! discard, reopen, exact space accounting, and `check()` after every step.
 //!
 //! The tests drive the array through a [`Harness`] that applies each operation to
-//! the array and to an independent model at the same time. The model keeps, per LUN,
-//! its bytes and a map from logical extent to a "physical extent token"; a write
-//! into an extent that another LUN also maps takes a fresh token (copy-on-write).
-//! From it follow the exact expectations: an extent is exclusive to a LUN iff no
-//! other LUN maps it, allocated bytes are the distinct tokens, reservations are the
-//! rounded-up sizes of the LUNs that are not detached, and each management
-//! operation is one commit (one generation). After every operation the harness
-//! compares `luns()` and `pool_info()` field by field, the content of the LUNs the
-//! operation touched (all of them in `verify_all`), and runs `check()`. When an
-//! operation is refused, it also asserts that nothing changed.
+//! the array and to the reference model, `lunsnap::testing::Model`, at the same time.
+//! The model keeps, per LUN, its sectors and a lineage token per mapped logical
+//! extent; a write into an extent that another LUN also maps takes a fresh token
+//! (copy-on-write). From it follow the exact expectations: an extent is exclusive to a
+//! LUN iff no other LUN maps it, allocated bytes are the distinct tokens, reservations
+//! are the rounded-up sizes of the LUNs that are not detached, each management
+//! operation is one commit (one generation), and every refusal is the contract's
+//! error. After every operation the harness compares `luns()` and `pool_info()` field
+//! by field, the content of the LUNs the operation touched (all of them in
+//! `verify_all`), and runs `check()`. When an operation is refused, it also asserts
+//! that nothing changed.
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
-use common::mem;
-use lunsnap::testing::Rng;
+use common::{assert_clean, mem};
+use lunsnap::testing::{Model, Rng};
 use lunsnap::{
     Array, ArrayViolation, BlockDevice, Error, FormatOptions, LunInfo, LunKind, MemDevice,
-    OpenOptions, PoolInfo, SECTOR,
+    OpenOptions, PoolInfo,
 };
 
 const KIB: u64 = 1 << 10;
@@ -73,7 +74,7 @@ fn lun_size_err(size: u64) -> Error {
 }
 
 // ---------------------------------------------------------------------------------
-// The model
+// The operations, for the array and for the model alike
 // ---------------------------------------------------------------------------------
 
 #[derive(Clone, Debug)]
@@ -98,6 +99,23 @@ enum Op {
 }
 
 impl Op {
+    /// The operation's name.
+    fn kind(&self) -> &'static str {
+        match self {
+            Op::CreateLun(..) => "create_lun",
+            Op::CreateCopy(..) => "create_copy",
+            Op::Attach(_) => "attach",
+            Op::Detach(_) => "detach",
+            Op::Delete(..) => "delete",
+            Op::Restore(_) => "restore",
+            Op::Write(..) => "write",
+            Op::Read(..) => "read",
+            Op::Discard(..) => "discard",
+            Op::Flush => "flush",
+            Op::Reopen => "reopen",
+        }
+    }
+
     /// LUNs whose content the operation may change or read.
     fn luns(&self, m: &Model) -> Vec<u32> {
         match *self {
@@ -111,366 +129,44 @@ impl Op {
             | Op::Discard(n, ..) => vec![n],
             Op::Restore(n) => {
                 let mut v = vec![n];
-                if let Some(p) = m.luns.get(&n).and_then(|l| l.parent) {
-                    v.push(p);
-                }
+                v.extend(m.lun_info(n).ok().and_then(|i| i.parent));
                 v
             }
-            Op::Flush | Op::Reopen => m.luns.keys().copied().collect(),
+            Op::Flush | Op::Reopen => m.lun_numbers(),
         }
     }
-}
 
-#[derive(Clone, Debug)]
-struct MLun {
-    size: u64,
-    kind: LunKind,
-    parent: Option<u32>,
-    attached: bool,
-    created_gen: u64,
-    attached_gen: u64,
-    /// The LUN's bytes (empty while detached).
-    data: Vec<u8>,
-    /// Logical extent → physical extent token.
-    map: BTreeMap<u64, u64>,
-}
-
-struct Model {
-    es: u64,
-    /// Extents the pool holds for LUNs.
-    cap: u64,
-    max_luns: u32,
-    luns: BTreeMap<u32, MLun>,
-    next_token: u64,
-    /// Generation of the newest commit.
-    gen: u64,
-    /// Uncommitted data writes exist.
-    dirty: bool,
-}
-
-impl Model {
-    fn ext(&self, size: u64) -> u64 {
-        size.div_ceil(self.es)
-    }
-
-    fn reserved_extents(&self) -> u64 {
-        self.luns
-            .values()
-            .filter(|l| l.attached)
-            .map(|l| self.ext(l.size))
-            .sum()
-    }
-
-    fn number(&self, n: u32) -> Result<(), Error> {
-        if n >= self.max_luns {
-            return Err(Error::LunOutOfRange {
-                lun: n,
-                max_luns: self.max_luns,
-            });
-        }
-        Ok(())
-    }
-
-    fn get(&self, n: u32) -> Result<&MLun, Error> {
-        self.number(n)?;
-        self.luns.get(&n).ok_or(Error::NoSuchLun(n))
-    }
-
-    fn reserve(&self, extra: u64) -> Result<(), Error> {
-        let free = self.cap - self.reserved_extents();
-        if extra > free {
-            return Err(Error::NoSpace {
-                needed: extra * self.es,
-                available: free * self.es,
-            });
-        }
-        Ok(())
-    }
-
-    /// The parent whose image copy `n` takes (attach, restore).
-    fn image_parent(&self, n: u32, c: &MLun) -> Result<u32, Error> {
-        if c.kind != LunKind::Copy {
-            return Err(Error::NotACopy(n));
-        }
-        let pn = c.parent.ok_or(Error::ParentGone(n))?;
-        let p = self.luns.get(&pn).ok_or(Error::ParentGone(n))?;
-        if !p.attached {
-            return Err(Error::ParentDetached(n));
-        }
-        Ok(pn)
-    }
-
-    fn io_check(&self, n: u32, offset: u64, len: u64) -> Result<(), Error> {
-        let l = self.get(n)?;
-        if !l.attached {
-            return Err(Error::Detached(n));
-        }
-        if offset % SECTOR != 0 || len % SECTOR != 0 {
-            return Err(Error::Misaligned { offset, len });
-        }
-        if offset.checked_add(len).map_or(true, |e| e > l.size) {
-            return Err(Error::OutOfRange {
-                offset,
-                len,
-                size: l.size,
-            });
-        }
-        Ok(())
-    }
-
-    /// What the contract says the operation returns.
-    fn predict(&self, op: &Op) -> Result<(), Error> {
-        match *op {
-            Op::CreateLun(n, size) => {
-                self.number(n)?;
-                if self.luns.contains_key(&n) {
-                    return Err(Error::LunExists(n));
-                }
-                if size == 0 || size % SECTOR != 0 || self.ext(size) > self.cap {
-                    return Err(lun_size_err(size));
-                }
-                self.reserve(self.ext(size))
-            }
-            Op::CreateCopy(parent, n, attached) => {
-                self.number(n)?;
-                let p = self.get(parent)?;
-                if self.luns.contains_key(&n) {
-                    return Err(Error::LunExists(n));
-                }
-                if attached && !p.attached {
-                    return Err(Error::ParentDetached(n));
-                }
-                if attached {
-                    self.reserve(self.ext(p.size))?;
-                }
-                Ok(())
-            }
-            Op::Attach(n) => {
-                let c = self.get(n)?;
-                self.image_parent(n, c)?;
-                if !c.attached {
-                    self.reserve(self.ext(c.size))?;
-                }
-                Ok(())
-            }
-            Op::Detach(n) => {
-                if self.get(n)?.kind != LunKind::Copy {
-                    return Err(Error::NotACopy(n));
-                }
-                Ok(())
-            }
-            Op::Delete(n, orphan) => {
-                self.get(n)?;
-                let copies = self.luns.values().filter(|l| l.parent == Some(n)).count() as u32;
-                if copies > 0 && !orphan {
-                    return Err(Error::HasCopies { lun: n, copies });
-                }
-                Ok(())
-            }
-            Op::Restore(n) => {
-                let c = self.get(n)?;
-                if c.kind == LunKind::Copy && !c.attached {
-                    return Err(Error::Detached(n));
-                }
-                self.image_parent(n, c).map(|_| ())
-            }
+    /// What the contract says the operation returns, from the model as it is now.
+    fn predict(&self, m: &Model) -> Result<(), Error> {
+        match *self {
             Op::Write(n, off, len, _) | Op::Read(n, off, len) | Op::Discard(n, off, len) => {
-                self.io_check(n, off, len)
+                m.io_check(n, off, len)
             }
-            Op::Flush | Op::Reopen => Ok(()),
+            _ => self.model(&mut m.clone(), 1),
         }
     }
 
-    fn fresh_token(&mut self) -> u64 {
-        self.next_token += 1;
-        self.next_token
-    }
-
-    /// Tokens mapped by LUNs other than `n`.
-    fn others(&self, n: u32) -> HashSet<u64> {
-        self.luns
-            .iter()
-            .filter(|(&o, _)| o != n)
-            .flat_map(|(_, l)| l.map.values().copied())
-            .collect()
-    }
-
-    /// Logical extent `le` of LUN `n` is written: it keeps its extent only if it
-    /// is mapped and no other LUN maps that extent.
-    fn touch(&mut self, n: u32, le: u64, others: &HashSet<u64>) {
-        let keep = self.luns[&n]
-            .map
-            .get(&le)
-            .is_some_and(|t| !others.contains(t));
-        if !keep {
-            let t = self.fresh_token();
-            self.luns.get_mut(&n).unwrap().map.insert(le, t);
-        }
-    }
-
-    fn commit(&mut self) {
-        self.gen += 1;
-        self.dirty = false;
-    }
-
-    /// Applies an operation that succeeded.
-    fn apply(&mut self, op: &Op) {
-        let next = self.gen + 1;
-        match *op {
-            Op::CreateLun(n, size) => {
-                self.luns.insert(
-                    n,
-                    MLun {
-                        size,
-                        kind: LunKind::Lun,
-                        parent: None,
-                        attached: true,
-                        created_gen: next,
-                        attached_gen: next,
-                        data: vec![0; size as usize],
-                        map: BTreeMap::new(),
-                    },
-                );
-                self.commit();
-            }
-            Op::CreateCopy(parent, n, attached) => {
-                let p = self.luns[&parent].clone();
-                self.luns.insert(
-                    n,
-                    MLun {
-                        size: p.size,
-                        kind: LunKind::Copy,
-                        parent: Some(parent),
-                        attached,
-                        created_gen: next,
-                        attached_gen: if attached { next } else { 0 },
-                        data: if attached { p.data } else { Vec::new() },
-                        map: if attached { p.map } else { BTreeMap::new() },
-                    },
-                );
-                self.commit();
-            }
-            Op::Attach(n) => {
-                let pn = self.luns[&n].parent.unwrap();
-                let p = self.luns[&pn].clone();
-                let c = self.luns.get_mut(&n).unwrap();
-                c.data = p.data;
-                c.map = p.map;
-                c.attached = true;
-                c.attached_gen = next;
-                self.commit();
-            }
-            Op::Detach(n) => {
-                let c = self.luns.get_mut(&n).unwrap();
-                if c.attached {
-                    c.attached = false;
-                    c.data = Vec::new();
-                    c.map.clear();
-                    self.commit();
-                }
-            }
-            Op::Delete(n, _) => {
-                for l in self.luns.values_mut().filter(|l| l.parent == Some(n)) {
-                    l.parent = None;
-                    if l.attached {
-                        l.kind = LunKind::Lun;
-                    }
-                }
-                self.luns.remove(&n);
-                self.commit();
-            }
-            Op::Restore(n) => {
-                let c = self.luns[&n].clone();
-                let p = self.luns.get_mut(&c.parent.unwrap()).unwrap();
-                p.data = c.data;
-                p.map = c.map;
-                self.commit();
-            }
+    /// Applies the operation to the model (which changes nothing when it refuses),
+    /// the array's generation having advanced by `commits` during it.
+    fn model(&self, m: &mut Model, commits: u64) -> Result<(), Error> {
+        match *self {
+            Op::CreateLun(n, size) => m.create_lun(n, size),
+            Op::CreateCopy(p, n, attached) => m.create_copy(p, n, attached),
+            Op::Attach(n) => m.attach(n),
+            Op::Detach(n) => m.detach(n),
+            Op::Delete(n, orphan) => m.delete(n, orphan),
+            Op::Restore(n) => m.restore(n),
             Op::Write(n, off, len, seed) => {
-                let buf = pattern(seed, len as usize);
-                let (o, l) = (off as usize, len as usize);
-                self.luns.get_mut(&n).unwrap().data[o..o + l].copy_from_slice(&buf);
-                let others = self.others(n);
-                if len > 0 {
-                    for le in off / self.es..=(off + len - 1) / self.es {
-                        self.touch(n, le, &others);
-                    }
-                    self.dirty = true;
-                }
+                m.write_with_commits(n, off, &pattern(seed, len as usize), commits)
             }
-            Op::Read(..) => {}
-            Op::Discard(_, _, 0) => {} // checks its arguments, changes nothing
-            Op::Discard(n, off, len) => {
-                let (o, l) = (off as usize, len as usize);
-                self.luns.get_mut(&n).unwrap().data[o..o + l].fill(0);
-                let others = self.others(n);
-                let end = off + len;
-                let mut pos = off;
-                while pos < end {
-                    let le = pos / self.es;
-                    let within = pos % self.es;
-                    let chunk = (self.es - within).min(end - pos);
-                    // A chunk reaching the end of the LUN covers its (partial) last
-                    // extent whole.
-                    let whole =
-                        within == 0 && (chunk == self.es || pos + chunk == self.luns[&n].size);
-                    if self.luns[&n].map.contains_key(&le) {
-                        if whole {
-                            self.luns.get_mut(&n).unwrap().map.remove(&le);
-                        } else {
-                            self.touch(n, le, &others);
-                        }
-                    }
-                    pos += chunk;
-                }
-                self.commit();
-            }
-            Op::Flush | Op::Reopen => {
-                if self.dirty {
-                    self.commit();
-                }
+            Op::Read(n, off, len) => m.read(n, off, &mut vec![0; len as usize]),
+            Op::Discard(n, off, len) => m.discard_with_commits(n, off, len, commits),
+            Op::Flush => m.flush(),
+            Op::Reopen => {
+                m.reopen();
+                Ok(())
             }
         }
-    }
-
-    /// Expected `luns()` and the expected pool figures (allocated, reserved).
-    fn expected_infos(&self) -> (Vec<LunInfo>, u64, u64) {
-        let mut count: HashMap<u64, u32> = HashMap::new();
-        for l in self.luns.values() {
-            for &t in l.map.values() {
-                *count.entry(t).or_default() += 1;
-            }
-        }
-        let infos = self
-            .luns
-            .iter()
-            .map(|(&n, l)| {
-                let shared = l.map.values().filter(|t| count[t] > 1).count() as u64;
-                let exclusive = l.map.len() as u64 - shared;
-                LunInfo {
-                    lun: n,
-                    size: l.size,
-                    kind: l.kind,
-                    parent: l.parent,
-                    attached: l.attached,
-                    online: true,
-                    created_generation: l.created_gen,
-                    attached_generation: l.attached_gen,
-                    reserved_bytes: if l.attached {
-                        self.ext(l.size) * self.es
-                    } else {
-                        0
-                    },
-                    exclusive_bytes: exclusive * self.es,
-                    shared_bytes: shared * self.es,
-                }
-            })
-            .collect();
-        (
-            infos,
-            count.len() as u64 * self.es,
-            self.reserved_extents() * self.es,
-        )
     }
 }
 
@@ -480,6 +176,7 @@ impl Model {
 
 struct Harness {
     a: Option<A>,
+    /// The reference model, `lunsnap::testing::Model`.
     m: Model,
     /// Commits the write path made on its own (to reuse freed extents).
     early_commits: u64,
@@ -492,7 +189,7 @@ impl Harness {
 
     fn on(dev: MemDevice, extent_size: u32, max_luns: u32) -> Harness {
         let dev_bytes = u64::from(dev.block_size()) * dev.block_count();
-        let mut a = Array::format(dev, &fopts(extent_size, max_luns)).expect("format");
+        let a = Array::format(dev, &fopts(extent_size, max_luns)).expect("format");
         let p = a.pool_info();
         assert_eq!(p.extent_size, extent_size);
         assert_eq!(p.max_luns, max_luns);
@@ -506,21 +203,13 @@ impl Harness {
             p.capacity_bytes > 0 && p.capacity_bytes < dev_bytes,
             "{p:?}"
         );
-        assert!(a.luns().unwrap().is_empty());
-        assert!(a.lun_numbers().is_empty());
         let mut h = Harness {
-            m: Model {
-                es: u64::from(extent_size),
-                cap: p.capacity_bytes / u64::from(extent_size),
-                max_luns,
-                luns: BTreeMap::new(),
-                next_token: 0,
-                gen: p.generation,
-                dirty: false,
-            },
+            m: Model::new(&p),
             a: Some(a),
             early_commits: 0,
         };
+        assert!(h.a().luns().unwrap().is_empty());
+        assert!(h.a().lun_numbers().is_empty());
         h.verify_all("after format");
         h
     }
@@ -530,11 +219,11 @@ impl Harness {
     }
 
     fn es(&self) -> u64 {
-        self.m.es
+        self.m.extent_size()
     }
 
     fn cap_bytes(&self) -> u64 {
-        self.m.cap * self.m.es
+        self.m.pool_info().capacity_bytes
     }
 
     fn info(&mut self, n: u32) -> LunInfo {
@@ -604,12 +293,18 @@ impl Harness {
     /// Runs `op` on both sides, asserts the array did what the model predicts and
     /// verifies accounting, the touched LUNs and `check()`.
     fn run(&mut self, op: &Op) -> Result<(), Error> {
-        let predicted = self.m.predict(op);
-        assert_eq!(
-            self.pool().generation,
-            self.m.gen,
-            "generation before {op:?}"
-        );
+        // A management operation goes to the model first (it changes nothing when it
+        // refuses); I/O after the array, which may commit on its own during it.
+        let io = matches!(op, Op::Write(..) | Op::Read(..) | Op::Discard(..));
+        let predicted = if io {
+            op.predict(&self.m)
+        } else {
+            op.model(&mut self.m, 0)
+        };
+        let g0 = self.pool().generation;
+        if io {
+            assert_eq!(g0, self.m.generation(), "generation before {op:?}");
+        }
         let before = predicted.is_err().then(|| self.snapshot());
         let got = self.exec(op);
         match (&got, &predicted) {
@@ -620,20 +315,25 @@ impl Harness {
         match &got {
             Ok(bytes) => {
                 if let (Op::Read(n, off, len), Some(b)) = (op, bytes) {
-                    let (o, l) = (*off as usize, *len as usize);
+                    let mut want = vec![0u8; *len as usize];
+                    self.m.read(*n, *off, &mut want).expect("the model reads");
                     assert!(
-                        b[..] == self.m.luns[n].data[o..o + l],
+                        b[..] == want[..],
                         "{op:?}: read returned other bytes than were written"
                     );
                 }
-                self.m.apply(op);
                 let actual = self.pool().generation;
-                if matches!(op, Op::Write(..) | Op::Discard(..)) && actual > self.m.gen {
-                    // The write path may commit early to reuse freed extents.
-                    self.early_commits += actual - self.m.gen;
-                    self.m.gen = actual;
+                if io {
+                    // The write path may commit early to reuse freed extents (a
+                    // discard, before it starts): every commit but a discard's own.
+                    let commits = actual - g0;
+                    let own = u64::from(matches!(op, Op::Discard(_, _, len) if *len > 0));
+                    self.early_commits += commits - own;
+                    if let Err(e) = op.model(&mut self.m, commits) {
+                        panic!("{op:?}: the model refuses what it predicted: {e:?}");
+                    }
                 }
-                assert_eq!(actual, self.m.gen, "generation after {op:?}");
+                assert_eq!(actual, self.m.generation(), "generation after {op:?}");
             }
             Err(_) => {
                 let after = self.snapshot();
@@ -660,7 +360,7 @@ impl Harness {
     /// `op` must fail with exactly `expected` and change nothing.
     #[track_caller]
     fn err(&mut self, op: Op, expected: Error) {
-        let predicted = self.m.predict(&op);
+        let predicted = op.predict(&self.m);
         assert!(
             predicted.as_ref().is_err_and(|p| same_err(p, &expected)),
             "test bug: the model predicts {predicted:?} for {op:?}, the test expects {expected:?}"
@@ -677,69 +377,27 @@ impl Harness {
         self.ok(Op::Write(n, off, len, seed));
     }
 
-    /// Accounting of every LUN and the pool, content of `luns`, `check()`.
+    /// LUN numbers, every `lun_info()` and `pool_info()` figure (the model's
+    /// `verify_records`: accounting, generations, metadata used within what was
+    /// provisioned), the content of `luns` (a detached copy must refuse reads) and
+    /// `check()`.
     fn verify(&mut self, ctx: &str, luns: &[u32]) {
-        let (infos, allocated, reserved) = self.m.expected_infos();
-        let expected_numbers: Vec<u32> = self.m.luns.keys().copied().collect();
-        let cap = self.cap_bytes();
-        let (es, max_luns, gen, count) = (
-            self.m.es as u32,
-            self.m.max_luns,
-            self.m.gen,
-            self.m.luns.len() as u32,
-        );
-        let a = self.a();
-        assert_eq!(a.lun_numbers(), expected_numbers, "{ctx}: lun_numbers()");
-        let got = a.luns().expect("luns()");
-        assert_eq!(got.len(), infos.len(), "{ctx}: luns() {got:#?}");
-        for (g, e) in got.iter().zip(&infos) {
-            assert_eq!(g, e, "{ctx}: lun_info({})", e.lun);
+        let a = self.a.as_mut().expect("array");
+        if let Err(e) = self.m.verify_records(a) {
+            panic!("{ctx}: {e}");
         }
-        let p = a.pool_info();
-        let expected_pool = PoolInfo {
-            capacity_bytes: cap,
-            allocated_bytes: allocated,
-            reserved_bytes: reserved,
-            unreserved_bytes: cap - reserved,
-            free_bytes: cap - allocated,
-            metadata_used_bytes: p.metadata_used_bytes,
-            metadata_provisioned_bytes: p.metadata_provisioned_bytes,
-            extent_size: es,
-            luns: count,
-            max_luns,
-            generation: gen,
-        };
-        assert_eq!(p, expected_pool, "{ctx}: pool_info()");
-        assert!(
-            p.metadata_used_bytes <= p.metadata_provisioned_bytes,
-            "{ctx}: {p:?}"
-        );
         for &n in luns {
-            let Some(l) = self.m.luns.get(&n) else {
-                continue;
-            };
-            if l.attached {
-                let want = l.data.clone();
-                let got = self.read_all(n);
-                assert!(
-                    got == want,
-                    "{ctx}: content of LUN {n} differs from the model"
-                );
-            } else {
-                let mut b = [0u8; 512];
-                assert_eq!(
-                    self.a().read(n, 0, &mut b),
-                    Err(Error::Detached(n)),
-                    "{ctx}: read of detached copy {n}"
-                );
+            if self.m.lun_info(n).is_ok() {
+                if let Err(e) = self.m.verify_lun(a, n) {
+                    panic!("{ctx}: {e}");
+                }
             }
         }
-        let v = self.a().check().expect("check()");
-        assert!(v.is_empty(), "{ctx}: check() reported {v:#?}");
+        assert_clean(a, ctx);
     }
 
     fn verify_all(&mut self, ctx: &str) {
-        let all: Vec<u32> = self.m.luns.keys().copied().collect();
+        let all = self.m.lun_numbers();
         self.verify(ctx, &all);
     }
 }
@@ -885,7 +543,7 @@ fn io_unaligned_to_extents_matches_a_byte_model() {
     let mut r = Rng::new(7);
     for i in 0..120 {
         let n = 1 + r.below(2) as u32;
-        let size = h.m.luns[&n].size;
+        let size = h.m.lun_info(n).unwrap().size;
         let sectors = size / 512;
         let off = r.below(sectors) * 512;
         let len = (1 + r.below((sectors - off / 512).min(3 * es / 512))) * 512;
@@ -1311,7 +969,7 @@ fn twenty_copies_of_one_parent() {
     }
     h.write(0, 0, es, 300);
     assert_eq!(h.pool().reserved_bytes, 21 * MIB);
-    let copies = h.m.luns.values().filter(|l| l.parent == Some(0)).count();
+    let copies = h.m.luns().iter().filter(|l| l.parent == Some(0)).count();
     assert_eq!(copies, 20);
     h.verify_all("after 20 copies");
     h.err(
@@ -1979,36 +1637,33 @@ fn check_reports_a_wrong_refcount() {
 // ---------------------------------------------------------------------------------
 
 fn random_op(r: &mut Rng, m: &Model) -> Op {
-    let es = m.es;
+    let es = m.extent_size();
+    let max_luns = m.pool_info().max_luns;
+    let luns = m.luns();
     // A LUN number: mostly one that satisfies `want`, else any number including
     // a few out of range.
-    let pick = |r: &mut Rng, want: &dyn Fn(&MLun) -> bool| -> u32 {
-        let ks: Vec<u32> = m
-            .luns
-            .iter()
-            .filter(|(_, l)| want(l))
-            .map(|(&n, _)| n)
-            .collect();
+    let pick = |r: &mut Rng, want: &dyn Fn(&LunInfo) -> bool| -> u32 {
+        let ks: Vec<u32> = luns.iter().filter(|l| want(l)).map(|l| l.lun).collect();
         if r.chance(85) && !ks.is_empty() {
             ks[r.below(ks.len() as u64) as usize]
         } else {
-            r.below(u64::from(m.max_luns) + 2) as u32
+            r.below(u64::from(max_luns) + 2) as u32
         }
     };
     // A number: mostly a free one.
     let free = |r: &mut Rng| -> u32 {
-        let ks: Vec<u32> = (0..m.max_luns)
-            .filter(|n| !m.luns.contains_key(n))
+        let ks: Vec<u32> = (0..max_luns)
+            .filter(|&n| luns.iter().all(|l| l.lun != n))
             .collect();
         if r.chance(85) && !ks.is_empty() {
             ks[r.below(ks.len() as u64) as usize]
         } else {
-            r.below(u64::from(m.max_luns) + 2) as u32
+            r.below(u64::from(max_luns) + 2) as u32
         }
     };
-    let any = |_: &MLun| true;
-    let attached = |l: &MLun| l.attached;
-    let copy = |l: &MLun| l.kind == LunKind::Copy;
+    let any = |_: &LunInfo| true;
+    let attached = |l: &LunInfo| l.attached;
+    let copy = |l: &LunInfo| l.kind == LunKind::Copy;
     let sizes = [
         512,
         es,
@@ -2025,7 +1680,7 @@ fn random_op(r: &mut Rng, m: &Model) -> Op {
     ];
     // An I/O range of LUN n: mostly valid, sometimes misaligned or out of range.
     let range = |r: &mut Rng, n: u32| -> (u64, u64) {
-        let size = m.luns.get(&n).map_or(MIB, |l| l.size);
+        let size = m.lun_info(n).map_or(MIB, |l| l.size);
         let sectors = size / 512;
         let off = r.below(sectors) * 512;
         let max = (sectors - off / 512).min(4 * es / 512);
@@ -2079,17 +1734,29 @@ fn random_sequence(seed: u64, steps: usize, dev: MemDevice, extent_size: u32) {
     let mut h = Harness::on(dev, extent_size, 8);
     let mut r = Rng::new(seed);
     let (mut oks, mut errs) = (0u32, 0u32);
+    // Per kind of operation: (succeeded, refused).
+    let mut kinds: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
     for step in 0..steps {
         let op = random_op(&mut r, &h.m);
+        let kind = kinds.entry(op.kind()).or_default();
         match h.run(&op) {
-            Ok(()) => oks += 1,
-            Err(_) => errs += 1,
+            Ok(()) => {
+                oks += 1;
+                kind.0 += 1;
+            }
+            Err(_) => {
+                errs += 1;
+                kind.1 += 1;
+            }
         }
         if step % 25 == 24 {
             h.verify_all(&format!("seed {seed} step {step}"));
         }
     }
     h.ok(Op::Reopen);
+    println!(
+        "seed {seed}: {oks} succeeded, {errs} refused; (succeeded, refused) by kind {kinds:?}"
+    );
     h.verify_all(&format!("seed {seed} end"));
     assert!(
         oks > steps as u32 / 3,

@@ -83,7 +83,9 @@ pub(crate) struct MLun {
 /// [`Array::discard`](crate::Array::discard) commits the writes made before it first
 /// when too few extents are free to zero the extents it only partly covers: if the
 /// generation advanced by two, call [`commit`](Self::commit) and then
-/// [`discard`](Self::discard).
+/// [`discard`](Self::discard). [`write_with_commits`](Self::write_with_commits) and
+/// [`discard_with_commits`](Self::discard_with_commits) do this given how far the
+/// generation advanced.
 ///
 /// # Example
 /// ```
@@ -765,6 +767,51 @@ impl Model {
             self.gen += count;
             self.exact = false;
         }
+    }
+
+    /// As [`write`](Self::write), for a write during which the array's generation
+    /// advanced by `commits`: commits it made on its own (see the type's
+    /// documentation). Within one extent they came before any of the write, so the
+    /// model commits, then writes, and stays exact; across extents they came at unknown
+    /// points, and the model notes them with
+    /// [`note_early_commits`](Self::note_early_commits).
+    pub fn write_with_commits(
+        &mut self,
+        n: u32,
+        offset: u64,
+        data: &[u8],
+        commits: u64,
+    ) -> Result<()> {
+        self.io_check(n, offset, data.len() as u64)?;
+        let end = offset + data.len() as u64;
+        if data.is_empty() || offset / self.es == (end - 1) / self.es {
+            for _ in 0..commits {
+                self.commit();
+            }
+            self.write(n, offset, data)
+        } else {
+            self.write(n, offset, data)?;
+            self.note_early_commits(commits);
+            Ok(())
+        }
+    }
+
+    /// As [`discard`](Self::discard), for a discard during which the array's
+    /// generation advanced by `commits`: by two when it first committed the writes
+    /// made before it (too few extents were free to zero those it covers in part), by
+    /// one otherwise.
+    pub fn discard_with_commits(
+        &mut self,
+        n: u32,
+        offset: u64,
+        len: u64,
+        commits: u64,
+    ) -> Result<()> {
+        self.io_check(n, offset, len)?;
+        if commits > 1 {
+            self.commit();
+        }
+        self.discard(n, offset, len)
     }
 
     // -----------------------------------------------------------------------------
