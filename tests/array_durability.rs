@@ -15,19 +15,22 @@
 //!
 //! Every data write fills each sector with a pattern naming the write (a unique tag)
 //! and the sector's offset in the LUN, so any sector read back tells which write it
-//! came from. A reference model keeps, per LUN and sector, the committed tag and the
-//! tags written since the last commit. `check()` must be empty after every reopen.
+//! came from. The reference model, `lunsnap::testing::Model`, follows every operation
+//! (results and generations must agree) and keeps the last commit and the values
+//! written to each sector since; after every cut and reopen its `recover` checks the
+//! rules above: the LUN records, accounting and generation of the last commit, every
+//! sector its committed content (or, after commits the array made on its own during a
+//! write, one of the values written to it since), and an empty `check()`.
 #![cfg(feature = "testing")]
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use common::{assert_clean, fill_sector, tag_of};
-use lunsnap::testing::{mix, CutOutcome, PowerCutDevice, Rng};
-use lunsnap::{
-    Array, DeviceErrorKind, Error, FormatOptions, LunInfo, LunKind, MemDevice, OpenOptions,
-};
+use common::{assert_clean, tag_of, tagged};
+use lunsnap::testing::{mix, CutOutcome, Model, PowerCutDevice, Rng};
+use lunsnap::{Array, DeviceErrorKind, Error, FormatOptions, LunInfo, MemDevice, OpenOptions};
 
 type Dev = PowerCutDevice<MemDevice>;
 type Arr = Array<Dev>;
@@ -39,95 +42,26 @@ const KIB: u64 = 1024;
 const SMALL_CACHE: usize = 64 * 1024;
 const BIG_CACHE: usize = 4 << 20;
 
+/// The data of a new write (a tag no other write of this test binary uses) of
+/// `sectors` sectors at byte `offset` of a LUN.
+fn new_write(offset: u64, sectors: u64) -> Vec<u8> {
+    static TAGS: AtomicU64 = AtomicU64::new(1);
+    tagged(TAGS.fetch_add(1, Ordering::Relaxed), offset, sectors)
+}
+
+/// The content of LUN `n` (attached and online) in the model.
+fn content(m: &Model, n: u32) -> Vec<u8> {
+    let size = m.lun_info(n).expect("a LUN of the model").size;
+    let mut buf = vec![0u8; size as usize];
+    m.read(n, 0, &mut buf).expect("the model reads it");
+    buf
+}
+
 // ---------------------------------------------------------------------------------
-// Reference model
+// Operations, on the array and on the model alike
 // ---------------------------------------------------------------------------------
 
-/// One LUN of the model. Detached copies hold no sectors.
-#[derive(Clone, Debug)]
-struct MLun {
-    size: u64,
-    kind: LunKind,
-    parent: Option<u32>,
-    attached: bool,
-    /// Tag of each sector now.
-    cur: Vec<u64>,
-    /// Tag of each sector at the last commit.
-    committed: Vec<u64>,
-    /// Tags written to each sector since the last commit.
-    since: Vec<Vec<u64>>,
-}
-
-impl MLun {
-    fn new(size: u64, kind: LunKind, parent: Option<u32>, attached: bool, cur: Vec<u64>) -> Self {
-        MLun {
-            size,
-            kind,
-            parent,
-            attached,
-            committed: cur.clone(),
-            since: vec![Vec::new(); cur.len()],
-            cur,
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-struct Model {
-    luns: BTreeMap<u32, MLun>,
-    next_tag: u64,
-}
-
-impl Model {
-    fn new() -> Self {
-        Model {
-            luns: BTreeMap::new(),
-            next_tag: 1,
-        }
-    }
-
-    /// Records a write of `sectors` sectors at `offset` of LUN `n` and returns the data.
-    fn write(&mut self, n: u32, offset: u64, sectors: u64) -> Vec<u8> {
-        let tag = self.next_tag;
-        self.next_tag += 1;
-        let l = self.luns.get_mut(&n).unwrap();
-        let first = offset / SECTOR;
-        let mut buf = vec![0u8; (sectors * SECTOR) as usize];
-        for (i, c) in buf.chunks_mut(SECTOR as usize).enumerate() {
-            let s = first + i as u64;
-            fill_sector(c, tag, s);
-            l.cur[s as usize] = tag;
-            l.since[s as usize].push(tag);
-        }
-        buf
-    }
-
-    /// Everything now is committed.
-    fn commit(&mut self) {
-        for l in self.luns.values_mut() {
-            l.committed = l.cur.clone();
-            l.since = vec![Vec::new(); l.cur.len()];
-        }
-    }
-
-    /// The model becomes what was read back after a crash (all committed).
-    fn reset_to(&mut self, actual: &BTreeMap<u32, Vec<u64>>) {
-        for (n, l) in self.luns.iter_mut() {
-            l.cur = actual.get(n).cloned().unwrap_or_default();
-        }
-        self.commit();
-    }
-
-    fn attached(&self) -> Vec<u32> {
-        self.luns
-            .iter()
-            .filter(|(_, l)| l.attached)
-            .map(|(&n, _)| n)
-            .collect()
-    }
-}
-
-/// A management operation (or a flush), applied alike to the array and the model.
+/// A management operation (or a flush).
 #[derive(Clone, Copy, Debug)]
 enum Op {
     CreateLun(u32, u64),
@@ -162,64 +96,22 @@ impl Op {
         }
     }
 
-    /// The operation's effect on the model (the caller then commits it).
-    fn apply(self, m: &mut Model) {
+    /// The operation on the model, the array's generation having advanced by
+    /// `commits` during it (a discard may commit the writes before it first).
+    fn model(self, m: &mut Model, commits: u64) -> lunsnap::Result<()> {
         match self {
-            Op::CreateLun(n, size) => {
-                let l = MLun::new(
-                    size,
-                    LunKind::Lun,
-                    None,
-                    true,
-                    vec![0; (size / SECTOR) as usize],
-                );
-                assert!(m.luns.insert(n, l).is_none());
-            }
+            Op::CreateLun(n, size) => m.create_lun(n, size),
             Op::CreateCopy {
                 parent,
                 lun,
                 attached,
-            } => {
-                let p = &m.luns[&parent];
-                let data = if attached { p.cur.clone() } else { Vec::new() };
-                let l = MLun::new(p.size, LunKind::Copy, Some(parent), attached, data);
-                assert!(m.luns.insert(lun, l).is_none());
-            }
-            Op::Attach(n) => {
-                let p = m.luns[&n].parent.unwrap();
-                let data = m.luns[&p].cur.clone();
-                let l = m.luns.get_mut(&n).unwrap();
-                l.since = vec![Vec::new(); data.len()];
-                l.cur = data;
-                l.attached = true;
-            }
-            Op::Detach(n) => {
-                let l = m.luns.get_mut(&n).unwrap();
-                l.attached = false;
-                l.cur.clear();
-                l.since.clear();
-            }
-            Op::Delete(n, _) => {
-                m.luns.remove(&n).unwrap();
-                for l in m.luns.values_mut().filter(|l| l.parent == Some(n)) {
-                    l.parent = None;
-                    if l.attached {
-                        l.kind = LunKind::Lun;
-                    }
-                }
-            }
-            Op::Restore(c) => {
-                let data = m.luns[&c].cur.clone();
-                let p = m.luns[&c].parent.unwrap();
-                m.luns.get_mut(&p).unwrap().cur = data;
-            }
-            Op::Discard(n, off, len) => {
-                let l = m.luns.get_mut(&n).unwrap();
-                for s in off / SECTOR..(off + len) / SECTOR {
-                    l.cur[s as usize] = 0;
-                }
-            }
-            Op::Flush => {}
+            } => m.create_copy(parent, lun, attached),
+            Op::Attach(n) => m.attach(n),
+            Op::Detach(n) => m.detach(n),
+            Op::Delete(n, orphan) => m.delete(n, orphan),
+            Op::Restore(n) => m.restore(n),
+            Op::Discard(n, off, len) => m.discard_with_commits(n, off, len, commits),
+            Op::Flush => m.flush(),
         }
     }
 }
@@ -248,19 +140,23 @@ impl H {
             cache_bytes,
             array_id: *b"durability-tests",
         };
-        H {
-            a: Array::format(dev, &opts).unwrap(),
-            m: Model::new(),
-        }
+        let a = Array::format(dev, &opts).unwrap();
+        let m = Model::new(&a.pool_info());
+        H { a, m }
     }
 
-    /// Runs `op` on the array and, if it succeeds, on the model (then commits the model).
+    fn generation(&self) -> u64 {
+        self.a.pool_info().generation
+    }
+
+    /// Runs `op` on the array and on the model: the same result, the same generation.
     fn op(&mut self, op: Op) -> lunsnap::Result<()> {
+        let g = self.generation();
         let r = op.run(&mut self.a);
-        if r.is_ok() {
-            op.apply(&mut self.m);
-            self.m.commit();
-        }
+        let commits = self.generation() - g;
+        let want = op.model(&mut self.m, commits);
+        assert_eq!(r, want, "{op:?}: the array's result and the model's");
+        assert_eq!(self.generation(), self.m.generation(), "{op:?}: generation");
         r
     }
 
@@ -271,31 +167,40 @@ impl H {
     }
 
     /// Writes `sectors` sectors at `offset` of LUN `n`; the pools in this file are big
-    /// enough that a write never commits early, which the model relies on.
+    /// enough that a write never commits early, which keeps the model exact.
     fn write(&mut self, n: u32, offset: u64, sectors: u64) {
         let early = self.write_any(n, offset, sectors);
         assert_eq!(early, 0, "a write committed early: make the pool bigger");
     }
 
     /// Writes like [`H::write`] but lets the array commit early; returns the number of
-    /// commits the write made. The model keeps its last explicit commit as
-    /// `committed`: what an early commit made durable is among the values written since.
+    /// commits the write made (the model takes them as `Model::write_with_commits`
+    /// says: a durable state from them is checked per sector, each its committed
+    /// content or a value written since).
     fn write_any(&mut self, n: u32, offset: u64, sectors: u64) -> u64 {
-        let buf = self.m.write(n, offset, sectors);
-        let g = self.a.pool_info().generation;
+        let buf = new_write(offset, sectors);
+        let g = self.generation();
         self.a.write(n, offset, &buf).unwrap();
-        self.a.pool_info().generation - g
+        let commits = self.generation() - g;
+        self.m.write_with_commits(n, offset, &buf, commits).unwrap();
+        commits
     }
 
     /// `count` writes of 1 to `max_sectors` sectors at random places of attached LUNs.
     fn scribble(&mut self, rng: &mut Rng, count: usize, max_sectors: u64) {
-        let targets = self.m.attached();
+        let targets: Vec<(u32, u64)> = self
+            .m
+            .luns()
+            .iter()
+            .filter(|l| l.attached)
+            .map(|l| (l.lun, l.size))
+            .collect();
         if targets.is_empty() {
             return;
         }
         for _ in 0..count {
-            let n = targets[rng.below(targets.len() as u64) as usize];
-            let total = self.m.luns[&n].size / SECTOR;
+            let (n, size) = targets[rng.below(targets.len() as u64) as usize];
+            let total = size / SECTOR;
             let len = 1 + rng.below(max_sectors.min(total));
             let first = rng.below(total - len + 1);
             self.write(n, first * SECTOR, len);
@@ -325,47 +230,28 @@ fn crash(dev: &Dev, outcome: CutOutcome, cache_bytes: usize) -> Arr {
         .unwrap_or_else(|e| panic!("reopen after {outcome:?} failed: {e:?}"))
 }
 
-/// Verifies a reopened array against the model: same LUN table, every sector of every
-/// attached LUN its committed tag or (unless `exact`) a tag written to it since, and
-/// `check()` clean. Returns the tags read.
-fn verify(a: &mut Arr, m: &Model, exact: bool, what: &str) -> BTreeMap<u32, Vec<u64>> {
-    let infos = a.luns().unwrap();
-    let numbers: Vec<u32> = infos.iter().map(|i| i.lun).collect();
-    let want: Vec<u32> = m.luns.keys().copied().collect();
-    assert_eq!(numbers, want, "{what}: LUN numbers");
-    for i in &infos {
-        let l = &m.luns[&i.lun];
-        assert_eq!(
-            (i.size, i.kind, i.parent, i.attached),
-            (l.size, l.kind, l.parent, l.attached),
-            "{what}: LUN {} record",
-            i.lun
+/// Checks a reopened array against `m`, the model when the power was cut (the model's
+/// `recover`: the last commit's LUN records, accounting and generation; every sector of
+/// every attached LUN its committed content, or after commits the array made on its
+/// own a value written to it since; `check()` clean). Returns the model of what
+/// survived.
+fn recover(a: &mut Arr, m: &Model, what: &str) -> Model {
+    m.recover(a, false)
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// `got` holds the sectors of `want` (a LUN from its first sector).
+#[track_caller]
+fn same_sectors(got: &[u8], want: &[u8], what: &str) {
+    let s = SECTOR as usize;
+    for (i, (c, w)) in (0u64..).zip(got.chunks(s).zip(want.chunks(s))) {
+        assert!(
+            c == w,
+            "{what}: sector {i} changed: reads {:?}, committed {:?}",
+            tag_of(c, i),
+            tag_of(w, i)
         );
     }
-    let mut actual = BTreeMap::new();
-    for (&n, l) in &m.luns {
-        if !l.attached {
-            let mut b = [0u8; 512];
-            assert_eq!(a.read(n, 0, &mut b), Err(Error::Detached(n)), "{what}");
-            continue;
-        }
-        let mut buf = vec![0u8; l.size as usize];
-        a.read(n, 0, &mut buf).unwrap();
-        let mut tags = Vec::with_capacity(l.cur.len());
-        for (s, c) in buf.chunks(SECTOR as usize).enumerate() {
-            let t = tag_of(c, s as u64).unwrap_or_else(|e| panic!("{what}: LUN {n}: {e}"));
-            let ok = t == l.committed[s] || (!exact && l.since[s].contains(&t));
-            assert!(
-                ok,
-                "{what}: LUN {n} sector {s} reads write {t}; committed {}, written since {:?}",
-                l.committed[s], l.since[s]
-            );
-            tags.push(t);
-        }
-        actual.insert(n, tags);
-    }
-    assert_clean(a, what);
-    actual
 }
 
 /// LUN records and pool accounting as the array reports them.
@@ -437,7 +323,7 @@ fn management_ops_are_committed_before_they_return() {
         for &cut in &cuts {
             let what = format!("step {step} {op:?}, cut {cut:?} right after");
             let mut a = crash(&dev, cut, SMALL_CACHE);
-            verify(&mut a, &h.m, true, &what);
+            recover(&mut a, &h.m, &what);
             assert_eq!(state(&mut a), want, "{what}: LUN records and pool");
             reopens += 1;
         }
@@ -448,7 +334,7 @@ fn management_ops_are_committed_before_they_return() {
         for &cut in &cuts {
             let what = format!("step {step} {op:?}, cut after later writes {cut:?}");
             let mut a = crash(&dev, cut, SMALL_CACHE);
-            verify(&mut a, &h.m, false, &what);
+            recover(&mut a, &h.m, &what);
             assert_eq!(a.pool_info().generation, want.1.generation, "{what}");
             reopens += 1;
         }
@@ -553,8 +439,9 @@ fn failed_op_takes_full_effect_or_none_and_poisons_the_handle() {
             let H { mut a, m } = h;
             let pre = m.clone();
             let mut post = m.clone();
-            op.apply(&mut post);
-            post.commit();
+            if let Err(e) = op.model(&mut post, 1) {
+                panic!("the model refuses {op:?}: {e:?}");
+            }
 
             a.device_mut().fail_after_writes(Some(n));
             let r = op.run(&mut a);
@@ -567,7 +454,7 @@ fn failed_op_takes_full_effect_or_none_and_poisons_the_handle() {
                     let dev = a.into_device();
                     for &cut in &cuts {
                         let mut b = crash(&dev, cut, BIG_CACHE);
-                        verify(&mut b, &post, true, &format!("{what}, Ok, {cut:?}"));
+                        recover(&mut b, &post, &format!("{what}, Ok, {cut:?}"));
                     }
                     break;
                 }
@@ -582,10 +469,10 @@ fn failed_op_takes_full_effect_or_none_and_poisons_the_handle() {
                         let g = b.pool_info().generation;
                         if g == base_gen {
                             saw_old += 1;
-                            verify(&mut b, &pre, false, &what);
+                            recover(&mut b, &pre, &what);
                         } else if g == base_gen + 1 {
                             saw_new += 1;
-                            verify(&mut b, &post, true, &what);
+                            recover(&mut b, &post, &what);
                         } else {
                             panic!("{what}: generation {g}, expected {base_gen} or +1");
                         }
@@ -634,16 +521,17 @@ fn unflushed_rounds(block_size: u32, extent_size: u32, cache_bytes: usize, salt:
     for round in 0..5 {
         h.scribble(&mut rng, 25, 40);
         h.must(Op::Flush);
+        let flushed = h.m.clone();
         // Right after the flush: exactly what was written.
         let dev = h.snapshot();
         for &cut in &cuts[..3] {
             let what = format!("round {round}, cut {cut:?} right after flush");
-            verify(&mut crash(&dev, cut, cache_bytes), &h.m, true, &what);
+            recover(&mut crash(&dev, cut, cache_bytes), &h.m, &what);
         }
         // Overwrites of flushed data, including whole LUNs, then cuts.
         h.scribble(&mut rng, 40, 40);
         if round % 2 == 1 {
-            let size = h.m.luns[&3].size;
+            let size = h.m.lun_info(3).unwrap().size;
             h.write(3, 0, size / SECTOR);
         }
         let dev = h.snapshot();
@@ -651,25 +539,30 @@ fn unflushed_rounds(block_size: u32, extent_size: u32, cache_bytes: usize, salt:
         for &cut in &cuts {
             let what = format!("round {round}, cut {cut:?} after unflushed writes");
             let mut a = crash(&dev, cut, cache_bytes);
-            let actual = verify(&mut a, &h.m, false, &what);
-            for (n, tags) in &actual {
-                for (s, t) in tags.iter().enumerate() {
-                    if h.m.luns[n].since[s].is_empty() {
+            let survived = recover(&mut a, &h.m, &what);
+            // Sectors written since the flush (every write has its own tag, so they
+            // are those whose content changed): read back old or new.
+            for n in h.m.lun_numbers() {
+                let (old, now) = (content(&flushed, n), content(&h.m, n));
+                let read = content(&survived, n);
+                let s = SECTOR as usize;
+                for ((o, w), r) in old.chunks(s).zip(now.chunks(s)).zip(read.chunks(s)) {
+                    if o == w {
                         continue;
                     }
-                    if *t == h.m.luns[n].committed[s] {
+                    if r == o {
                         old_reads += 1;
                     } else {
                         new_reads += 1;
                     }
                 }
             }
-            last = Some((a, actual));
+            last = Some((a, survived));
         }
         // Go on from the last reopened state.
-        let (a, actual) = last.unwrap();
+        let (a, survived) = last.unwrap();
         h.a = a;
-        h.m.reset_to(&actual);
+        h.m = survived;
     }
     println!(
         "blocks {block_size}, extent {extent_size}: sectors written since the commit read back old {old_reads}, new {new_reads} times"
@@ -703,10 +596,9 @@ fn committed_copy_never_changes_in_a_crash() {
             lun: 2,
             attached: true,
         });
-        let copies: BTreeMap<u32, Vec<u64>> = [1, 2]
-            .iter()
-            .map(|&n| (n, h.m.luns[&n].committed.clone()))
-            .collect();
+        // Committed: each copy's creation committed it.
+        let copies: BTreeMap<u32, Vec<u8>> =
+            [1, 2].iter().map(|&n| (n, content(&h.m, n))).collect();
         let cuts = outcomes(12, 4);
         for round in 0..4 {
             // Copy-on-write into the shared extents of parent and copies: partial
@@ -720,17 +612,11 @@ fn committed_copy_never_changes_in_a_crash() {
             for &cut in &cuts {
                 let what = format!("extent {extent_size}, round {round}, {cut:?}");
                 let mut a = crash(&dev, cut, cache);
-                verify(&mut a, &h.m, false, &what);
+                recover(&mut a, &h.m, &what);
                 for (&n, want) in &copies {
                     let mut buf = vec![0u8; (all * SECTOR) as usize];
                     a.read(n, 0, &mut buf).unwrap();
-                    for (s, c) in buf.chunks(SECTOR as usize).enumerate() {
-                        assert_eq!(
-                            tag_of(c, s as u64),
-                            Ok(want[s]),
-                            "{what}: copy {n} sector {s} changed"
-                        );
-                    }
+                    same_sectors(&buf, want, &format!("{what}: copy {n}"));
                 }
             }
         }
@@ -759,9 +645,9 @@ fn early_commits_keep_the_durability_rules() {
         attached: true,
     });
     assert!(h.a.pool_info().unreserved_bytes < 3 * es);
-    let untouched = h.m.luns[&2].committed.clone();
-    // LUN 0 and copy 1 stop sharing anything with copy 2: the pool is then full, and
-    // rewriting a committed extent needs the one it replaces freed by a commit.
+    let untouched = content(&h.m, 2); // committed by the copy's creation
+                                      // LUN 0 and copy 1 stop sharing anything with copy 2: the pool is then full, and
+                                      // rewriting a committed extent needs the one it replaces freed by a commit.
     h.write(0, 0, third / SECTOR);
     h.write(1, 0, third / SECTOR);
     h.must(Op::Flush);
@@ -789,12 +675,10 @@ fn early_commits_keep_the_durability_rules() {
             let what = format!("round {round}, {cut:?}");
             let mut a = crash(&dev, cut, SMALL_CACHE);
             assert!(a.pool_info().generation >= base_gen, "{what}");
-            verify(&mut a, &h.m, false, &what);
+            recover(&mut a, &h.m, &what);
             let mut buf = vec![0u8; third as usize];
             a.read(2, 0, &mut buf).unwrap();
-            for (s, c) in buf.chunks(SECTOR as usize).enumerate() {
-                assert_eq!(tag_of(c, s as u64), Ok(untouched[s]), "{what}: copy 2");
-            }
+            same_sectors(&buf, &untouched, &format!("{what}: copy 2"));
             cuts += 1;
         }
     }
@@ -802,10 +686,9 @@ fn early_commits_keep_the_durability_rules() {
     assert!(early > 0, "no early commit: the pool is not full enough");
     h.must(Op::Flush);
     let dev = h.snapshot();
-    verify(
+    recover(
         &mut crash(&dev, CutOutcome::Random { seed: 5 }, SMALL_CACHE),
         &h.m,
-        true,
         "flushed",
     );
 }
@@ -833,10 +716,7 @@ fn data_write_errors(tight: bool) {
     h.must(Op::Flush);
     let base = h.a.into_device();
     let base_m = h.m;
-    let base_gen = Array::open(base.clone(), &OpenOptions::default())
-        .unwrap()
-        .pool_info()
-        .generation;
+    let base_gen = base_m.generation();
     let sectors = lun_size / SECTOR;
     let plan: Vec<(u32, u64, u64)> = {
         let mut rng = Rng::new(51);
@@ -875,83 +755,106 @@ fn data_write_errors(tight: bool) {
             m: base_m.clone(),
         };
         h.a.device_mut().fail_after_writes(Some(n));
+        // The write that failed, its data, and the generation before it.
         let mut failed = None;
-        let mut prev = Vec::new();
         for (i, &(lun, off, len)) in plan.iter().enumerate() {
-            prev.clone_from(&h.m.luns[&lun].cur);
-            let buf = h.m.write(lun, off, len);
+            let buf = new_write(off, len);
+            let g = h.generation();
             match h.a.write(lun, off, &buf) {
-                Ok(()) => {}
+                Ok(()) => {
+                    let commits = h.generation() - g;
+                    h.m.write_with_commits(lun, off, &buf, commits).unwrap();
+                }
                 Err(e) => {
                     assert!(
                         matches!(e, Error::Device(DeviceErrorKind::Io) | Error::Poisoned),
                         "write {i} failing after {n} device writes: {e:?}"
                     );
-                    failed = Some(i);
+                    failed = Some((i, buf, g));
                     break;
                 }
             }
         }
         let what = format!("tight {tight}, failing after {n} device writes");
         h.a.device_mut().fail_after_writes(None);
-        let Some(i) = failed else {
+        let Some((i, buf, g)) = failed else {
             h.must(Op::Flush);
-            verify(&mut h.a, &h.m, true, &what);
+            if let Err(e) = h.m.verify(&mut h.a) {
+                panic!("{what}: {e}");
+            }
             break;
         };
         errors += 1;
+        let (lun, off, len) = plan[i];
+        // Commits the failed write made before it failed.
+        let commits = h.generation() - g;
         if h.a.is_poisoned() {
             // An early commit failed: everything refuses changes; a cut and a reopen
-            // recover the last commit (the base or an early commit of these writes).
+            // recover the last commit (the base or an early commit of these writes,
+            // the failed one's included: it may have reached the medium).
             poisoned += 1;
             assert_eq!(h.a.flush(), Err(Error::Poisoned), "{what}");
             assert_eq!(h.a.write(0, 0, &[1u8; 512]), Err(Error::Poisoned), "{what}");
+            h.m.write(lun, off, &buf).unwrap();
+            h.m.note_early_commits(commits + 1);
             let dev = h.a.into_device();
             for cut in outcomes(2, n) {
                 let mut b = crash(&dev, cut, SMALL_CACHE);
                 assert!(b.pool_info().generation >= base_gen, "{what}");
-                verify(&mut b, &h.m, false, &format!("{what}, {cut:?}"));
+                recover(&mut b, &h.m, &format!("{what}, {cut:?}"));
             }
         } else {
             // Not poisoned: the failed write left each sector old or new; the array
             // is consistent and keeps working once the device does.
             recovered += 1;
-            let mut actual = BTreeMap::new();
-            for &lun in &[0u32, 1] {
-                let mut buf = vec![0u8; lun_size as usize];
-                h.a.read(lun, 0, &mut buf).unwrap();
-                let l = &h.m.luns[&lun];
-                let (_, off, len) = plan[i];
-                let failed_tag = h.m.next_tag - 1;
-                let mut tags = Vec::new();
-                for (s, c) in buf.chunks(SECTOR as usize).enumerate() {
-                    let t = tag_of(c, s as u64).unwrap();
-                    let in_failed = plan[i].0 == lun
-                        && (off / SECTOR..off / SECTOR + len).contains(&(s as u64));
-                    if in_failed {
-                        assert!(
-                            t == failed_tag || t == prev[s],
-                            "{what}: LUN {lun} sector {s} reads {t} after the failed write"
-                        );
+            let failed_tag = tag_of(&buf[..SECTOR as usize], off / SECTOR).unwrap();
+            let mut landed = Vec::new();
+            for &l in &[0u32, 1] {
+                let mut got = vec![0u8; lun_size as usize];
+                h.a.read(l, 0, &mut got).unwrap();
+                let before = content(&h.m, l);
+                let chunks = got
+                    .chunks(SECTOR as usize)
+                    .zip(before.chunks(SECTOR as usize));
+                for (s, (c, was)) in (0u64..).zip(chunks) {
+                    let t = tag_of(c, s).unwrap();
+                    let in_failed = l == lun && (off / SECTOR..off / SECTOR + len).contains(&s);
+                    if in_failed && t == failed_tag {
+                        landed.push(s);
                     } else {
-                        assert_eq!(t, l.cur[s], "{what}: LUN {lun} sector {s}");
+                        assert!(
+                            c == was,
+                            "{what}: LUN {l} sector {s} reads write {t}, the model {:?}",
+                            tag_of(was, s)
+                        );
                     }
-                    tags.push(t);
                 }
-                actual.insert(lun, tags);
             }
             assert_clean(&mut h.a, &what);
-            // Rebase the model on what the array reads, flush, reopen.
-            for (lun, tags) in &actual {
-                h.m.luns.get_mut(lun).unwrap().cur = tags.clone();
+            // The model takes what landed: the commits the write made came before
+            // all of it within one extent, else at unknown points.
+            let es = h.m.extent_size();
+            let one_extent = off / es == (off + len * SECTOR - 1) / es;
+            for _ in 0..if one_extent { commits } else { 0 } {
+                h.m.commit();
             }
-            h.m.commit();
-            let buf = h.m.write(0, 0, 1);
-            h.a.write(0, 0, &buf).unwrap();
+            for s in landed {
+                let at = (s - off / SECTOR) * SECTOR;
+                let sector = &buf[at as usize..(at + SECTOR) as usize];
+                h.m.write(lun, s * SECTOR, sector).unwrap();
+            }
+            if !one_extent {
+                h.m.note_early_commits(commits);
+            }
+            if let Err(e) = h.m.verify_records(&mut h.a) {
+                panic!("{what}: after the failed write: {e}");
+            }
+            // Flush, cut and reopen: exactly that.
+            h.write_any(0, 0, 1);
             h.must(Op::Flush);
             let dev = h.a.into_device();
             let mut b = crash(&dev, CutOutcome::Random { seed: n }, SMALL_CACHE);
-            verify(&mut b, &h.m, true, &what);
+            recover(&mut b, &h.m, &what);
         }
         // Every failure point early on; then sampled (the tight plan makes thousands
         // of device writes).
@@ -999,16 +902,18 @@ fn failed_discard_poisons_and_is_never_committed() {
         let mut b = crash(&dev, cut, BIG_CACHE);
         let mut buf = vec![0u8; 64 * KIB as usize];
         b.read(0, 0, &mut buf).unwrap();
+        let want = content(&before, 0);
         let durable: Vec<usize> = buf
             .chunks(SECTOR as usize)
+            .zip(want.chunks(SECTOR as usize))
             .enumerate()
-            .filter(|(s, c)| tag_of(c, *s as u64) != Ok(before.luns[&0].cur[*s]))
+            .filter(|(_, (c, w))| c != w)
             .map(|(s, _)| s)
             .collect();
         assert!(
             durable.is_empty(),
             "{cut:?}: after the failed discard, sectors {durable:?} read changed"
         );
-        verify(&mut b, &before, true, "reopened after the failed discard");
+        recover(&mut b, &before, "reopened after the failed discard");
     }
 }
