@@ -105,7 +105,9 @@ pub struct ControlIo {
 }
 
 impl ControlIo {
-    fn new(sock: UnixStream) -> ControlIo {
+    /// The streams of the command whose client is at the other end of `sock` (the
+    /// server makes one per control connection; public for handlers' own tests).
+    pub fn new(sock: UnixStream) -> ControlIo {
         ControlIo {
             sock,
             pending: Vec::new(),
