@@ -7,10 +7,11 @@ use std::path::Path;
 
 use clap::ValueEnum;
 
-use crate::cmd::change;
+use crate::cmd::{change, change_exposed};
 use crate::fail::Result;
-use crate::image::{self, Access};
+use crate::image::Access;
 use crate::json::{self, host_id};
+use crate::target::{self, Place};
 
 /// Parses a HOST: exactly 16 hex digits (a 64-bit, WWN-like id), either case.
 pub fn parse_host(s: &str) -> Result<u64, String> {
@@ -41,8 +42,9 @@ impl From<Level> for lunsnap::Access {
 }
 
 /// `host add IMAGE HOST [--name NAME]`
-pub fn host_add(path: &Path, host: u64, name: &str, out: &mut String) -> Result<u8> {
+pub fn host_add(place: &Place, path: &Path, host: u64, name: &str, out: &mut String) -> Result<u8> {
     change(
+        place,
         path,
         |va| {
             va.add_host(host, name)?;
@@ -57,8 +59,9 @@ pub fn host_add(path: &Path, host: u64, name: &str, out: &mut String) -> Result<
 }
 
 /// `host remove IMAGE HOST`
-pub fn host_remove(path: &Path, host: u64, out: &mut String) -> Result<u8> {
+pub fn host_remove(place: &Place, path: &Path, host: u64, out: &mut String) -> Result<u8> {
     change(
+        place,
         path,
         |va| {
             va.remove_host(host)?;
@@ -69,9 +72,8 @@ pub fn host_remove(path: &Path, host: u64, out: &mut String) -> Result<u8> {
 }
 
 /// `host list IMAGE [--json]`
-pub fn host_list(path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
-    let va = image::open(path, Access::Read)?;
-    let hosts = va.hosts();
+pub fn host_list(place: &Place, path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
+    let hosts = place.open(path, Access::Read)?.with(|va| Ok(va.hosts()))?;
     if as_json {
         let v: Vec<json::Host> = hosts.iter().map(json::Host::from).collect();
         out.push_str(&json::render(&v));
@@ -86,8 +88,16 @@ pub fn host_list(path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
 }
 
 /// `grant IMAGE LUN HOST --access read|write`
-pub fn grant(path: &Path, lun: u32, host: u64, level: Level, out: &mut String) -> Result<u8> {
+pub fn grant(
+    place: &Place,
+    path: &Path,
+    lun: u32,
+    host: u64,
+    level: Level,
+    out: &mut String,
+) -> Result<u8> {
     change(
+        place,
         path,
         |va| {
             va.grant(lun, host, level.into())?;
@@ -110,8 +120,9 @@ pub fn grant(path: &Path, lun: u32, host: u64, level: Level, out: &mut String) -
 }
 
 /// `revoke IMAGE LUN HOST`
-pub fn revoke(path: &Path, lun: u32, host: u64, out: &mut String) -> Result<u8> {
+pub fn revoke(place: &Place, path: &Path, lun: u32, host: u64, out: &mut String) -> Result<u8> {
     change(
+        place,
         path,
         |va| {
             va.revoke(lun, host)?;
@@ -125,8 +136,9 @@ pub fn revoke(path: &Path, lun: u32, host: u64, out: &mut String) -> Result<u8> 
 }
 
 /// `security enable|disable IMAGE`
-pub fn security(path: &Path, enabled: bool, out: &mut String) -> Result<u8> {
+pub fn security(place: &Place, path: &Path, enabled: bool, out: &mut String) -> Result<u8> {
     change(
+        place,
         path,
         |va| {
             va.set_security(enabled)?;
@@ -140,10 +152,28 @@ pub fn security(path: &Path, enabled: bool, out: &mut String) -> Result<u8> {
     )
 }
 
-/// `lun offline|online IMAGE LUN`
-pub fn lun_online(path: &Path, lun: u32, online: bool, out: &mut String) -> Result<u8> {
-    change(
+/// `lun offline|online IMAGE LUN`; `--force` (offline only) ends the NBD connections
+/// that have the LUN open, which would otherwise refuse it.
+pub fn lun_online(
+    place: &Place,
+    path: &Path,
+    lun: u32,
+    online: bool,
+    force: bool,
+    out: &mut String,
+) -> Result<u8> {
+    change_exposed(
+        place,
         path,
+        force,
+        // Bringing a LUN online changes nothing its (absent) clients see.
+        |va| {
+            if online {
+                Vec::new()
+            } else {
+                target::existing(va, lun)
+            }
+        },
         |va| {
             va.set_online(lun, online)?;
             Ok(if online {

@@ -1,5 +1,6 @@
 //! The management commands: format, info, lun create/delete/list, copy, check. Each writes what it has
-//! to say into `out` (printed on stdout) and returns the exit status.
+//! to say into `out` (printed on stdout) and returns the exit status. Each runs on a
+//! cold image or on the served array alike ([`Place`]).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -10,9 +11,13 @@ use crate::fail::Result;
 use crate::image::{self, Access, FormatSpec, Va};
 use crate::json;
 use crate::size::human;
+use crate::target::{self, Place};
 
 /// `format IMAGE --size SIZE [--extent-size SIZE] [--max-luns N] [--force]`
-pub fn format(path: &Path, spec: &FormatSpec, out: &mut String) -> Result<u8> {
+pub fn format(place: &Place, path: &Path, spec: &FormatSpec, out: &mut String) -> Result<u8> {
+    place.cold_only(
+        "format cannot run on a served image: stop its `lunsnap serve` first, then format it",
+    )?;
     let p = image::format(path, spec)?;
     let _ = writeln!(
         out,
@@ -29,27 +34,23 @@ pub fn format(path: &Path, spec: &FormatSpec, out: &mut String) -> Result<u8> {
 }
 
 /// `info IMAGE [--json]`
-pub fn info(path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
-    let va = image::open(path, Access::Read)?;
-    let p = va.pool_info();
-    let security = if va.security_enabled() {
+pub fn info(place: &Place, path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
+    let mut t = place.open(path, Access::Read)?;
+    let (p, secure, hosts, len) = t.with(|va| {
+        let dev = va.device();
+        let len = dev.block_count() * u64::from(dev.block_size());
+        Ok((va.pool_info(), va.security_enabled(), va.hosts().len(), len))
+    })?;
+    let security = if secure {
         "enabled: hosts see only the LUNs they are granted"
     } else {
         "disabled: every host sees every LUN"
     };
-    let hosts = va.hosts().len();
-    let dev = va.device();
-    let len = dev.block_count() * u64::from(dev.block_size());
-    let disk = image::disk_usage(path);
+    let disk = image::disk_usage(t.file());
     if as_json {
         let shown = path.to_string_lossy().into_owned();
         out.push_str(&json::render(&json::Info::new(
-            shown,
-            len,
-            disk,
-            &p,
-            va.security_enabled(),
-            va.hosts().len(),
+            shown, len, disk, &p, secure, hosts,
         )));
         return Ok(0);
     }
@@ -90,21 +91,44 @@ pub fn info(path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
 /// Opens `path` for a change, applies `op`, and closes it (every operation has
 /// committed before it returns; close commits nothing more).
 pub fn change(
+    place: &Place,
     path: &Path,
     op: impl FnOnce(&mut Va) -> Result<String>,
     out: &mut String,
 ) -> Result<u8> {
-    let mut va = image::open(path, Access::Write)?;
-    let said = op(&mut va)?;
-    va.close()?;
+    let mut t = place.open(path, Access::Write)?;
+    let said = t.with(op)?;
+    t.commit()?;
     out.push_str(&said);
     out.push('\n');
     Ok(0)
 }
 
+/// A change that NBD clients of the LUNs `exposed` names would see (see
+/// [`Target::guarded`](crate::target::Target::guarded)): refused while they have one
+/// open, unless `force` ends their connections, which are then listed after `op`'s line.
+pub fn change_exposed(
+    place: &Place,
+    path: &Path,
+    force: bool,
+    exposed: impl FnOnce(&Va) -> Vec<u32>,
+    op: impl FnOnce(&mut Va) -> Result<String>,
+    out: &mut String,
+) -> Result<u8> {
+    let mut t = place.open(path, Access::Write)?;
+    let (said, ended) = t.guarded(force, exposed, op)?;
+    t.commit()?;
+    let _ = writeln!(out, "{said}");
+    for c in ended {
+        let _ = writeln!(out, "ended {c}");
+    }
+    Ok(0)
+}
+
 /// `lun create IMAGE LUN --size SIZE`
-pub fn lun_create(path: &Path, lun: u32, size: u64, out: &mut String) -> Result<u8> {
+pub fn lun_create(place: &Place, path: &Path, lun: u32, size: u64, out: &mut String) -> Result<u8> {
     change(
+        place,
         path,
         |va| {
             va.create_lun(lun, size)?;
@@ -114,10 +138,24 @@ pub fn lun_create(path: &Path, lun: u32, size: u64, out: &mut String) -> Result<
     )
 }
 
-/// `lun delete IMAGE LUN [--orphan-copies]`
-pub fn lun_delete(path: &Path, lun: u32, orphan: bool, out: &mut String) -> Result<u8> {
-    change(
+/// What `lun delete` is asked to do.
+pub struct Delete {
+    /// The LUN or copy.
+    pub lun: u32,
+    /// `--orphan-copies`
+    pub orphan: bool,
+    /// `--force`
+    pub force: bool,
+}
+
+/// `lun delete IMAGE LUN [--orphan-copies] [--force]`
+pub fn lun_delete(place: &Place, path: &Path, d: &Delete, out: &mut String) -> Result<u8> {
+    let Delete { lun, orphan, force } = *d;
+    change_exposed(
+        place,
         path,
+        force,
+        |va| target::deleted(va, lun, orphan),
         |va| {
             va.delete(lun, orphan)?;
             Ok(if orphan {
@@ -131,17 +169,26 @@ pub fn lun_delete(path: &Path, lun: u32, orphan: bool, out: &mut String) -> Resu
 }
 
 /// `lun list IMAGE [--json] [--as HOST]`: every LUN, or only those `host` may discover.
-pub fn lun_list(path: &Path, as_json: bool, host: Option<u64>, out: &mut String) -> Result<u8> {
-    let mut va = image::open(path, Access::Read)?;
-    let mut luns = va.luns()?;
-    if let Some(h) = host {
-        let visible = va.as_host(h).visible_luns();
-        luns.retain(|l| visible.contains(&l.lun));
-    }
-    let mut grants = Vec::with_capacity(luns.len());
-    for l in &luns {
-        grants.push(va.grants(l.lun)?);
-    }
+pub fn lun_list(
+    place: &Place,
+    path: &Path,
+    as_json: bool,
+    host: Option<u64>,
+    out: &mut String,
+) -> Result<u8> {
+    let mut t = place.open(path, Access::Read)?;
+    let (luns, grants) = t.with(|va| {
+        let mut luns = va.luns()?;
+        if let Some(h) = host {
+            let visible = va.as_host(h).visible_luns();
+            luns.retain(|l| visible.contains(&l.lun));
+        }
+        let mut grants = Vec::with_capacity(luns.len());
+        for l in &luns {
+            grants.push(va.grants(l.lun)?);
+        }
+        Ok((luns, grants))
+    })?;
     if as_json {
         let v: Vec<json::Lun> = luns
             .iter()
@@ -200,12 +247,14 @@ fn state(l: &LunInfo) -> &'static str {
 /// --detached)`: one copy with `create_copy`, several (a consistency group) with
 /// `create_copies`, at one point in time and all or nothing.
 pub fn copy_create(
+    place: &Place,
     path: &Path,
     pairs: &[(u32, u32)],
     attached: bool,
     out: &mut String,
 ) -> Result<u8> {
     change(
+        place,
         path,
         |va| {
             if let [(parent, copy)] = *pairs {
@@ -243,11 +292,20 @@ pub fn copy_create(
     )
 }
 
-/// `copy attach IMAGE C [C2 ...]`: one copy with `attach`, several (a consistency
-/// group) with `attach_many`, at one point in time and all or nothing.
-pub fn copy_attach(path: &Path, copies: &[u32], out: &mut String) -> Result<u8> {
-    change(
+/// `copy attach IMAGE C [C2 ...] [--force]`: one copy with `attach`, several (a
+/// consistency group) with `attach_many`, at one point in time and all or nothing.
+pub fn copy_attach(
+    place: &Place,
+    path: &Path,
+    copies: &[u32],
+    force: bool,
+    out: &mut String,
+) -> Result<u8> {
+    change_exposed(
+        place,
         path,
+        force,
+        |va| target::attached(va, copies),
         |va| {
             if let [copy] = *copies {
                 va.attach(copy)?;
@@ -266,10 +324,19 @@ pub fn copy_attach(path: &Path, copies: &[u32], out: &mut String) -> Result<u8> 
     )
 }
 
-/// `copy detach IMAGE C`
-pub fn copy_detach(path: &Path, copy: u32, out: &mut String) -> Result<u8> {
-    change(
+/// `copy detach IMAGE C [--force]`
+pub fn copy_detach(
+    place: &Place,
+    path: &Path,
+    copy: u32,
+    force: bool,
+    out: &mut String,
+) -> Result<u8> {
+    change_exposed(
+        place,
         path,
+        force,
+        |va| target::detached(va, copy),
         |va| {
             va.detach(copy)?;
             Ok(format!(
@@ -280,10 +347,19 @@ pub fn copy_detach(path: &Path, copy: u32, out: &mut String) -> Result<u8> {
     )
 }
 
-/// `copy restore IMAGE C`
-pub fn copy_restore(path: &Path, copy: u32, out: &mut String) -> Result<u8> {
-    change(
+/// `copy restore IMAGE C [--force]`
+pub fn copy_restore(
+    place: &Place,
+    path: &Path,
+    copy: u32,
+    force: bool,
+    out: &mut String,
+) -> Result<u8> {
+    change_exposed(
+        place,
         path,
+        force,
+        |va| target::restored(va, copy),
         |va| {
             va.restore(copy)?;
             Ok(format!(
@@ -295,9 +371,12 @@ pub fn copy_restore(path: &Path, copy: u32, out: &mut String) -> Result<u8> {
 }
 
 /// `check IMAGE [--json]`: 0 when clean, 1 with every violation on stdout otherwise.
-pub fn check(path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
-    let mut va = image::open(path, Access::Read)?;
-    let found: Vec<String> = va.check()?.iter().map(ToString::to_string).collect();
+pub fn check(place: &Place, path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
+    let mut t = place.open(path, Access::Read)?;
+    let (found, p) = t.with(|va| {
+        let found: Vec<String> = va.check()?.iter().map(ToString::to_string).collect();
+        Ok((found, va.pool_info()))
+    })?;
     let clean = found.is_empty();
     if as_json {
         out.push_str(&json::render(&json::Check {
@@ -305,7 +384,6 @@ pub fn check(path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
             violations: found,
         }));
     } else if clean {
-        let p = va.pool_info();
         let _ = writeln!(
             out,
             "{}: clean ({} LUNs, generation {})",

@@ -25,7 +25,16 @@ impl<D> From<lunsnap::CloseError<D>> for Fail {
     }
 }
 
+/// How the refusal of a locked image begins (`image in use: ...`).
+pub const IN_USE: &str = "image in use";
+
 impl Fail {
+    /// True for the refusal of an image another process holds locked (maybe a server:
+    /// see `forward`).
+    pub fn is_in_use(&self) -> bool {
+        self.0.starts_with(IN_USE)
+    }
+
     /// An I/O error on `path`, saying what was being done.
     pub fn io(what: &str, path: &Path, e: &std::io::Error) -> Self {
         Fail(format!("cannot {what} {}: {e}", path.display()))

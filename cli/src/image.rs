@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use lunsnap::DEFAULT_EXTENT_SIZE;
 use lunsnap::{Array, FileDevice, FormatOptions, PoolInfo};
 
-use crate::fail::{Fail, Result};
+use crate::fail::{Fail, Result, IN_USE};
 use crate::size::IMAGE_BLOCK;
 
 /// An open array over an image file.
@@ -61,7 +61,7 @@ pub fn lock(file: &File, path: &Path, access: Access) -> Result<()> {
     match r {
         Ok(()) => Ok(()),
         Err(TryLockError::WouldBlock) => Err(Fail(format!(
-            "image in use: another process holds a lock on {}",
+            "{IN_USE}: another process holds a lock on {}",
             path.display()
         ))),
         Err(TryLockError::Error(e)) => Err(Fail::io("lock", path, &e)),

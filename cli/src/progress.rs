@@ -1,16 +1,17 @@
 //! The progress bar of long transfers: on stderr, and only when stderr is a terminal.
 
-use std::io::IsTerminal;
-
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Transfers shorter than this finish too fast for a bar to help.
 const MIN_BYTES: u64 = 16 << 20;
 
 /// A bar for a transfer of `total` bytes (`None`: unknown, e.g. from a pipe), or a
-/// hidden one that draws nothing when stderr is not a terminal or the transfer is short.
-pub fn bar(total: Option<u64>, verb: &'static str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
+/// hidden one that draws nothing when `show` is false (see [`Streams::progress`]:
+/// stderr is not a terminal, or the command runs in a server) or the transfer is short.
+///
+/// [`Streams::progress`]: crate::target::Streams::progress
+pub fn bar(total: Option<u64>, verb: &'static str, show: bool) -> ProgressBar {
+    if !show {
         return ProgressBar::hidden();
     }
     match total {

@@ -4,17 +4,23 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use lunsnap_server::{Addr, Config, ControlHandler, ListenSpec, Server, TlsFiles};
+use lunsnap_server::{Addr, Config, ListenSpec, Server, TlsFiles};
 
+use crate::args::Cmd;
 use crate::fail::{Fail, Result};
 use crate::image::{self, Access};
+use crate::live::Handler;
+use crate::target::Place;
+
+/// The environment variable that names the control socket (below `--control`).
+pub const CONTROL_ENV: &str = "LUNSNAP_CONTROL";
 
 /// What `serve` was asked for.
 pub struct ServeSpec {
     /// Listeners; none: `unix:IMAGE.nbd`.
     pub listen: Vec<ListenSpec>,
-    /// The control socket; default `IMAGE.ctl`.
-    pub control: Option<PathBuf>,
+    /// The control socket.
+    pub control: PathBuf,
     /// Most clients at once.
     pub max_connections: usize,
     /// TLS files (all three or none).
@@ -28,9 +34,55 @@ pub fn beside(image: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// The control socket of the image at `image`: `--control` (`given`), else
+/// `$LUNSNAP_CONTROL`, else `IMAGE.ctl`.
+pub fn control_path(image: &Path, given: Option<&Path>) -> PathBuf {
+    match (given, std::env::var_os(CONTROL_ENV)) {
+        (Some(p), _) => p.to_path_buf(),
+        (None, Some(p)) if !p.is_empty() => PathBuf::from(p),
+        _ => beside(image, ".ctl"),
+    }
+}
+
+/// Runs `cmd`, a `serve` command, with the control socket `control` (`--control`).
+pub fn run(cmd: &Cmd, control: Option<&Path>, place: &Place) -> Result<u8> {
+    let Cmd::Serve {
+        image,
+        listen,
+        max_connections,
+        tls_cert,
+        tls_key,
+        tls_ca,
+    } = cmd
+    else {
+        return Err(Fail("not a serve command".into()));
+    };
+    place.cold_only(&format!(
+        "{} is already served, by the server this control socket belongs to",
+        image.display()
+    ))?;
+    let tls = match (tls_cert, tls_key, tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        }),
+        _ => None,
+    };
+    let spec = ServeSpec {
+        listen: listen.clone(),
+        control: control_path(image, control),
+        max_connections: *max_connections,
+        tls,
+    };
+    serve(image, spec)
+}
+
 /// `serve IMAGE ...`: serves until a signal, then commits and closes (exit 0).
-pub fn serve(path: &Path, spec: ServeSpec, handler: Arc<dyn ControlHandler>) -> Result<u8> {
+pub fn serve(path: &Path, spec: ServeSpec) -> Result<u8> {
     let va = image::open(path, Access::Write)?;
+    let served = std::fs::canonicalize(path).map_err(|e| Fail::io("resolve", path, &e))?;
+    let handler = Arc::new(Handler::new(served));
     let listen = if spec.listen.is_empty() {
         vec![ListenSpec {
             addr: Addr::Unix(beside(path, ".nbd")),
@@ -39,10 +91,9 @@ pub fn serve(path: &Path, spec: ServeSpec, handler: Arc<dyn ControlHandler>) -> 
     } else {
         spec.listen
     };
-    let control = spec.control.unwrap_or_else(|| beside(path, ".ctl"));
     let config = Config {
         listen,
-        control: Some((control, handler)),
+        control: Some((spec.control, handler)),
         tls: spec.tls,
         max_connections: spec.max_connections,
     };

@@ -6,6 +6,11 @@
 //! no grant on is "no such LUN" to it, and writing needs a read-write grant). `write` then
 //! moves the data in 1 MiB chunks and commits (flushes) once at the end; if it fails
 //! part way, it exits without committing, so the image keeps its last committed state.
+//!
+//! On a served image each chunk is one operation, the array locked for it alone, so
+//! NBD clients are served throughout. The served array has one open transaction for
+//! everyone, though: the chunks a failing `write` already wrote stay in it (as an NBD
+//! client's unflushed writes do), and are committed with the next flush.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -13,14 +18,18 @@ use std::path::Path;
 
 use lunsnap::{Error, SECTOR};
 
+use crate::args::{ReadArgs, WriteArgs};
 use crate::fail::{Fail, Result};
-use crate::image::{self, Access, Va};
+use crate::image::{Access, Va};
 use crate::progress;
 use crate::size::human;
+use crate::target::{Place, Streams, Target};
 
-const CHUNK: usize = 1 << 20;
+/// The unit of transfer: one array operation (one lock of a served array) each.
+pub const CHUNK: usize = 1 << 20;
 
-fn is_std(file: &Path) -> bool {
+/// True for `-` (stdin or stdout).
+pub fn is_std(file: &Path) -> bool {
     file.as_os_str() == "-"
 }
 
@@ -80,7 +89,8 @@ fn fill(input: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-fn unaligned_input(total: u64) -> Fail {
+/// The refusal of an input that is not whole sectors.
+pub fn unaligned_input(total: u64) -> Fail {
     Fail(format!(
         "the input is {total} bytes long, not a multiple of 512: LUNs are written in whole \
          512-byte sectors (pad it, e.g. with truncate -s %512); the image is unchanged"
@@ -89,21 +99,28 @@ fn unaligned_input(total: u64) -> Fail {
 
 /// `write IMAGE LUN FILE [--offset BYTES] [--as HOST]`
 pub fn write(
-    path: &Path,
-    lun: u32,
-    file: &Path,
-    offset: u64,
-    host: Option<u64>,
+    place: &Place,
+    io: &mut dyn Streams,
+    spec: &WriteArgs,
     out: &mut String,
 ) -> Result<u8> {
-    let mut va = image::open(path, Access::Write)?;
-    match host {
-        // An empty write: may the host write the LUN at all?
-        Some(h) => va.as_host(h).write(lun, offset, &[])?,
-        None => va.read(lun, offset, &mut [])?,
+    let (path, file) = (spec.image.as_path(), spec.file.as_path());
+    let (lun, offset, host) = (spec.lun, spec.offset, spec.as_host);
+    let mut t = place.open(path, Access::Write)?;
+    t.with(|va| {
+        match host {
+            // An empty write: may the host write the LUN at all?
+            Some(h) => va.as_host(h).write(lun, offset, &[])?,
+            None => va.read(lun, offset, &mut [])?,
+        }
+        Ok(())
+    })?;
+    if let Some(e) = &spec.file_error {
+        return Err(Fail(e.clone()));
     }
-    let (mut input, known): (Box<dyn Read>, Option<u64>) = if is_std(file) {
-        (Box::new(std::io::stdin().lock()), None)
+    let show = io.progress();
+    let (mut input, known): (Box<dyn Read + '_>, Option<u64>) = if is_std(file) {
+        (io.input(), spec.input_length)
     } else {
         let f = File::open(file).map_err(|e| Fail::io("open", file, &e))?;
         let m = f.metadata().map_err(|e| Fail::io("inspect", file, &e))?;
@@ -114,9 +131,9 @@ pub fn write(
         if !len.is_multiple_of(SECTOR) {
             return Err(unaligned_input(len));
         }
-        check_range(&mut va, host, lun, offset, len)?;
+        t.with(|va| check_range(va, host, lun, offset, len))?;
     }
-    let bar = progress::bar(known, "write");
+    let bar = progress::bar(known, "write", show);
     let mut buf = vec![0u8; CHUNK];
     let mut done = 0u64;
     loop {
@@ -125,15 +142,16 @@ pub fn write(
             break;
         }
         if !(n as u64).is_multiple_of(SECTOR) {
-            // Only an input of unknown length gets here; dropping `va` commits nothing.
+            // Only an input of unknown length gets here; dropping a cold image's array
+            // commits nothing.
             return Err(unaligned_input(done + n as u64));
         }
-        write_at(&mut va, host, lun, offset + done, &buf[..n])?;
+        t.with(|va| write_at(va, host, lun, offset + done, &buf[..n]))?;
         done += n as u64;
         bar.inc(n as u64);
     }
-    // close() commits, which flushes the data to the image file.
-    va.close()?;
+    // Commits: close() a cold image, flush() a served one.
+    t.commit()?;
     bar.finish_and_clear();
     out.push_str(&format!(
         "wrote {} ({done} bytes) to LUN {lun} at offset {offset}\n",
@@ -143,15 +161,32 @@ pub fn write(
 }
 
 /// Where `read` puts the data: stdout, or a file kept sparse where the LUN reads zeros.
-enum Output {
-    Stdout(std::io::StdoutLock<'static>),
-    File { f: File, sparse: bool },
+pub enum Output<'a> {
+    /// Standard output.
+    Stream(Box<dyn Write + 'a>),
+    /// A file; `sparse` for a regular file (zeros are skipped, not written).
+    File {
+        /// The file.
+        f: File,
+        /// Skip zeros.
+        sparse: bool,
+    },
 }
 
-impl Output {
-    fn put(&mut self, data: &[u8]) -> std::io::Result<()> {
+impl Output<'_> {
+    /// Creates (or truncates) `file` (the caller made sure it is not the image).
+    /// Returns it and whether it existed before.
+    pub fn create(file: &Path) -> Result<(Output<'static>, bool)> {
+        let existed = file.exists();
+        let f = File::create(file).map_err(|e| Fail::io("create", file, &e))?;
+        let sparse = f.metadata().map(|m| m.is_file()).unwrap_or(false);
+        Ok((Output::File { f, sparse }, existed))
+    }
+
+    /// Appends `data`.
+    pub fn put(&mut self, data: &[u8]) -> std::io::Result<()> {
         match self {
-            Output::Stdout(s) => s.write_all(data),
+            Output::Stream(s) => s.write_all(data),
             Output::File { f, sparse: false } => f.write_all(data),
             Output::File { f, sparse: true } => {
                 for piece in data.chunks(64 << 10) {
@@ -166,9 +201,10 @@ impl Output {
         }
     }
 
-    fn finish(&mut self, len: u64) -> std::io::Result<()> {
+    /// Ends the output, `len` bytes long.
+    pub fn finish(&mut self, len: u64) -> std::io::Result<()> {
         match self {
-            Output::Stdout(s) => s.flush(),
+            Output::Stream(s) => s.flush(),
             // Skipped zeros at the end still count: give the file its full length.
             Output::File { f, sparse } => {
                 if *sparse {
@@ -180,72 +216,82 @@ impl Output {
     }
 }
 
-/// What `read` reads: which LUN, from where, how much, and as which host.
-pub struct ReadSpec {
-    pub lun: u32,
-    pub offset: u64,
-    /// Bytes to read (default: to the end of the LUN).
-    pub length: Option<u64>,
-    /// Read on behalf of this host (`--as`).
-    pub host: Option<u64>,
-}
-
 /// `read IMAGE LUN FILE [--offset BYTES] [--length BYTES] [--as HOST]`
-pub fn read(path: &Path, spec: &ReadSpec, file: &Path, out: &mut String) -> Result<u8> {
-    let ReadSpec {
-        lun,
-        offset,
-        length,
-        host,
-    } = *spec;
-    let mut va = image::open(path, Access::Read)?;
-    read_at(&mut va, host, lun, offset, &mut [])?;
-    let len = match length {
-        Some(l) => l,
-        // Whole LUN from the offset (checked above to be within it).
-        None => match host {
-            Some(h) => va.as_host(h).lun_info(lun)?,
-            None => va.lun_info(lun)?,
-        }
-        .size
-        .saturating_sub(offset),
-    };
-    check_range(&mut va, host, lun, offset, len)?;
+pub fn read(place: &Place, io: &mut dyn Streams, spec: &ReadArgs, out: &mut String) -> Result<u8> {
+    let (path, file) = (spec.image.as_path(), spec.file.as_path());
+    let (lun, offset, host) = (spec.lun, spec.offset, spec.as_host);
+    let mut t = place.open(path, Access::Read)?;
+    let len = t.with(|va| {
+        read_at(va, host, lun, offset, &mut [])?;
+        let len = match spec.length {
+            Some(l) => l,
+            // Whole LUN from the offset (checked above to be within it).
+            None => match host {
+                Some(h) => va.as_host(h).lun_status(lun)?,
+                None => va.lun_status(lun)?,
+            }
+            .size
+            .saturating_sub(offset),
+        };
+        check_range(va, host, lun, offset, len)?;
+        Ok(len)
+    })?;
+    if let Some(e) = &spec.file_error {
+        return Err(Fail(e.clone()));
+    }
+    let show = io.progress();
     if is_std(file) {
-        let stdout = Output::Stdout(std::io::stdout().lock());
-        copy_out(&mut va, spec, len, stdout, Path::new("stdout"))?;
+        let stdout = Output::Stream(io.output());
+        copy_out(&mut t, spec, len, stdout, Path::new("stdout"), show)?;
         return Ok(0);
     }
     if same_file(path, file) {
-        return Err(Fail(format!(
-            "{} is the image itself: refusing to overwrite it",
-            file.display()
-        )));
+        return Err(Fail(same_file_refusal(file)));
     }
-    let existed = file.exists();
-    let f = File::create(file).map_err(|e| Fail::io("create", file, &e))?;
-    let sparse = f.metadata().map(|m| m.is_file()).unwrap_or(false);
-    let r = copy_out(&mut va, spec, len, Output::File { f, sparse }, file);
+    let (output, existed) = Output::create(file)?;
+    let r = copy_out(&mut t, spec, len, output, file, show);
     if r.is_err() && !existed {
         let _ = std::fs::remove_file(file);
     }
     r?;
-    out.push_str(&format!(
-        "read {} ({len} bytes) of LUN {lun} at offset {offset} into {}\n",
-        human(len),
-        file.display()
-    ));
+    out.push_str(&read_done(spec, len, file));
     Ok(0)
 }
 
-fn copy_out(va: &mut Va, spec: &ReadSpec, len: u64, mut output: Output, name: &Path) -> Result<()> {
-    let (lun, offset, host) = (spec.lun, spec.offset, spec.host);
-    let bar = progress::bar(Some(len), "read");
+/// The line `read` prints when it has read `len` bytes into `file`.
+pub fn read_done(spec: &ReadArgs, len: u64, file: &Path) -> String {
+    format!(
+        "read {} ({len} bytes) of LUN {} at offset {} into {}\n",
+        human(len),
+        spec.lun,
+        spec.offset,
+        file.display()
+    )
+}
+
+/// The refusal of a `read` into the image itself.
+pub fn same_file_refusal(file: &Path) -> String {
+    format!(
+        "{} is the image itself: refusing to overwrite it",
+        file.display()
+    )
+}
+
+fn copy_out(
+    t: &mut Target,
+    spec: &ReadArgs,
+    len: u64,
+    mut output: Output<'_>,
+    name: &Path,
+    show: bool,
+) -> Result<()> {
+    let (lun, offset, host) = (spec.lun, spec.offset, spec.as_host);
+    let bar = progress::bar(Some(len), "read", show);
     let mut buf = vec![0u8; CHUNK.min(usize::try_from(len).unwrap_or(CHUNK))];
     let mut done = 0u64;
     while done < len {
         let n = buf.len().min(usize::try_from(len - done).unwrap_or(CHUNK));
-        read_at(va, host, lun, offset + done, &mut buf[..n])?;
+        t.with(|va| read_at(va, host, lun, offset + done, &mut buf[..n]))?;
         output
             .put(&buf[..n])
             .map_err(|e| Fail::io("write", name, &e))?;
@@ -260,7 +306,7 @@ fn copy_out(va: &mut Va, spec: &ReadSpec, len: u64, mut output: Output, name: &P
 }
 
 /// True if `file` names the same file as the image at `image`.
-fn same_file(image: &Path, file: &Path) -> bool {
+pub fn same_file(image: &Path, file: &Path) -> bool {
     match (std::fs::canonicalize(image), std::fs::canonicalize(file)) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,

@@ -1,0 +1,375 @@
+//! The command line: every command and option (README.md documents them), parsed by
+//! clap the same way from the shell and from the control socket of `lunsnap serve`.
+
+use std::path::{Path, PathBuf};
+
+use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
+
+use crate::access::{parse_host, Level};
+use crate::size;
+
+/// LUNs and point-in-time business copies in a sparse array image file.
+#[derive(Parser, Debug)]
+#[command(name = "lunsnap", version, about, long_about = None)]
+#[command(after_help = "\
+SIZE: bytes, or a number with a K, M, G or T suffix (powers of 1024), e.g. 64M.
+HOST: a host id, exactly 16 hex digits (64 bits, like a WWN), e.g. 50060b0000c26204.
+While `lunsnap serve IMAGE` runs, every other command on IMAGE runs on the served array
+through its control socket, with the same output and exit status.
+Exit status: 0 success, 1 the operation failed (the image is unchanged), 2 usage error.")]
+pub struct Cli {
+    /// The control socket of `lunsnap serve IMAGE`, through which commands run on a
+    /// served image [default: $LUNSNAP_CONTROL, else IMAGE.ctl]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// (Sent by a command forwarded to `lunsnap serve`: its IMAGE, resolved where it
+    /// was typed, which the server compares with the image it serves.)
+    #[arg(long, global = true, hide = true, value_name = "PATH")]
+    pub resolved_image: Option<PathBuf>,
+    /// The command.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Create a sparse image file and format an empty array in it
+    Format {
+        /// The image file to create
+        image: PathBuf,
+        /// Image size (a multiple of 4K)
+        #[arg(long, value_name = "SIZE", value_parser = size::image_size)]
+        size: u64,
+        /// Data extent size, the unit of copy-on-write: a power of two from 4K to 1M
+        /// [default: 16K]
+        #[arg(long, value_name = "SIZE", value_parser = size::extent_size)]
+        extent_size: Option<u32>,
+        /// LUN numbers run from 0 to N-1 (1 to 1048576) [default: 1024]
+        #[arg(long, value_name = "N",
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(lunsnap::MAX_LUNS_LIMIT)))]
+        max_luns: Option<u32>,
+        /// Replace IMAGE if it exists (only once the new image is complete)
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the pool's figures: capacity, reserved, allocated, free, metadata
+    Info {
+        image: PathBuf,
+        /// Print a JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create, delete and list LUNs; take them offline and online
+    #[command(subcommand)]
+    Lun(LunCmd),
+    /// Create, attach, detach and restore business copies
+    #[command(subcommand)]
+    Copy(CopyCmd),
+    /// Write FILE (`-`: stdin) to a LUN; its length must be a multiple of 512
+    Write(WriteArgs),
+    /// Read a LUN (by default all of it from the offset) into FILE (`-`: stdout)
+    Read(ReadArgs),
+    /// Register, unregister and list the hosts that access control knows
+    #[command(subcommand)]
+    Host(HostCmd),
+    /// Let a host discover and read (read) or also write (write) a LUN
+    Grant {
+        image: PathBuf,
+        lun: u32,
+        #[arg(value_parser = parse_host)]
+        host: u64,
+        /// What the host may do: read, or write (read and write)
+        #[arg(long, value_enum)]
+        access: Level,
+    },
+    /// Remove a host's grant on a LUN
+    Revoke {
+        image: PathBuf,
+        lun: u32,
+        #[arg(value_parser = parse_host)]
+        host: u64,
+    },
+    /// Turn host access control on (hosts see only granted LUNs) or off
+    #[command(subcommand)]
+    Security(SecurityCmd),
+    /// Verify every invariant of the image's metadata (an fsck; exit 1 if any is broken)
+    Check {
+        image: PathBuf,
+        /// Print a JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the image's LUNs over NBD (each LUN and attached copy is the export
+    /// named by its number) until SIGINT or SIGTERM; other lunsnap commands on the
+    /// image run on the live array through the control socket (--control)
+    Serve {
+        image: PathBuf,
+        /// unix:PATH or tcp:HOST:PORT, optionally with ,host=HOST (its clients act for
+        /// that host); repeatable [default: unix:IMAGE.nbd]
+        #[arg(long, value_name = "ADDR", value_parser = lunsnap_server::parse_listen)]
+        listen: Vec<lunsnap_server::ListenSpec>,
+        /// Most clients served at once
+        #[arg(long, value_name = "N", default_value_t = lunsnap_server::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
+        /// TLS for TCP listeners: the server's certificate (PEM)
+        #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+        tls_cert: Option<PathBuf>,
+        /// TLS: the server's private key (PEM)
+        #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_ca"])]
+        tls_key: Option<PathBuf>,
+        /// TLS: the CA that signs clients' certificates (PEM); a client certificate's
+        /// common name is the host it acts for (its id or registered name)
+        #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+        tls_ca: Option<PathBuf>,
+    },
+    /// Run the backup and restore cycle of HP's Business Copy VA guide end to end, narrating each step
+    Demo {
+        /// Keep the image in this directory (default: a temporary directory, removed)
+        dir: Option<PathBuf>,
+    },
+}
+
+/// `write IMAGE LUN FILE [--offset BYTES] [--as HOST]`
+#[derive(Args, Debug, Clone)]
+pub struct WriteArgs {
+    pub image: PathBuf,
+    pub lun: u32,
+    /// The data to write; `-` reads stdin
+    pub file: PathBuf,
+    /// Byte offset in the LUN (a multiple of 512)
+    #[arg(long, value_name = "BYTES", value_parser = size::parse, default_value = "0")]
+    pub offset: u64,
+    /// Write as this host: with security enabled it needs a write grant on the LUN
+    #[arg(long = "as", value_name = "HOST", value_parser = parse_host)]
+    pub as_host: Option<u64>,
+    /// (The length of the input `-` stands for, when known: a forwarded `write`
+    /// sends its file's, so that a bad length is refused before anything is written.)
+    #[arg(long, hide = true, value_name = "BYTES")]
+    pub input_length: Option<u64>,
+    /// (A forwarded `write` could not open its FILE: fail with this message where
+    /// FILE would be opened.)
+    #[arg(long, hide = true, value_name = "MESSAGE")]
+    pub file_error: Option<String>,
+}
+
+/// `read IMAGE LUN FILE [--offset BYTES] [--length BYTES] [--as HOST]`
+#[derive(Args, Debug, Clone)]
+pub struct ReadArgs {
+    pub image: PathBuf,
+    pub lun: u32,
+    /// Where the data goes (created or truncated); `-` writes stdout
+    pub file: PathBuf,
+    /// Byte offset in the LUN (a multiple of 512)
+    #[arg(long, value_name = "BYTES", value_parser = size::parse, default_value = "0")]
+    pub offset: u64,
+    /// Bytes to read (a multiple of 512) [default: to the end of the LUN]
+    #[arg(long, value_name = "BYTES", value_parser = size::parse)]
+    pub length: Option<u64>,
+    /// Read as this host: with security enabled it needs a grant on the LUN
+    #[arg(long = "as", value_name = "HOST", value_parser = parse_host)]
+    pub as_host: Option<u64>,
+    /// (A forwarded `read` may not write its FILE: fail with this message where
+    /// FILE would be created.)
+    #[arg(long, hide = true, value_name = "MESSAGE")]
+    pub file_error: Option<String>,
+}
+
+/// `lun ...`
+#[derive(Subcommand, Debug)]
+pub enum LunCmd {
+    /// Create a LUN reading as zeros; it reserves its full size in the pool
+    Create {
+        image: PathBuf,
+        lun: u32,
+        /// LUN size (a multiple of 512)
+        #[arg(long, value_name = "SIZE", value_parser = size::parse)]
+        size: u64,
+    },
+    /// Delete a LUN (or a copy), freeing what only it used
+    Delete {
+        image: PathBuf,
+        lun: u32,
+        /// Delete a LUN that has copies: attached copies stand alone as plain LUNs,
+        /// detached ones stay without a parent
+        #[arg(long)]
+        orphan_copies: bool,
+        /// If the image is served and NBD clients have the LUN open, end their
+        /// connections (their acknowledged writes stay); without it the command is refused
+        #[arg(long)]
+        force: bool,
+    },
+    /// List the LUNs and copies with their space figures, state and grants
+    List {
+        image: PathBuf,
+        /// Print a JSON array
+        #[arg(long)]
+        json: bool,
+        /// Only the LUNs this host may discover
+        #[arg(long = "as", value_name = "HOST", value_parser = parse_host)]
+        as_host: Option<u64>,
+    },
+    /// Take a LUN offline: its I/O is refused, management operations still work
+    Offline {
+        image: PathBuf,
+        lun: u32,
+        /// If the image is served and NBD clients have the LUN open, end their
+        /// connections (their acknowledged writes stay); without it the command is refused
+        #[arg(long)]
+        force: bool,
+    },
+    /// Bring an offline LUN back online
+    Online { image: PathBuf, lun: u32 },
+}
+
+/// `host ...`
+#[derive(Subcommand, Debug)]
+pub enum HostCmd {
+    /// Register a host by its id, with an optional label
+    Add {
+        image: PathBuf,
+        #[arg(value_parser = parse_host)]
+        host: u64,
+        /// A label for people (at most 56 bytes)
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// Unregister a host, removing its grants
+    Remove {
+        image: PathBuf,
+        #[arg(value_parser = parse_host)]
+        host: u64,
+    },
+    /// List the registered hosts
+    List {
+        image: PathBuf,
+        /// Print a JSON array
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `security ...`
+#[derive(Subcommand, Debug)]
+pub enum SecurityCmd {
+    /// Each host sees, reads and writes only the LUNs it is granted
+    Enable { image: PathBuf },
+    /// Every host sees every LUN (grants are kept for the next `enable`)
+    Disable { image: PathBuf },
+}
+
+/// `copy ...`
+#[derive(Subcommand, Debug)]
+#[allow(clippy::enum_variant_names)]
+pub enum CopyCmd {
+    /// Define copy C of LUN P: attached (P's image now) or detached (no data yet).
+    /// Several --parent/--copy pairs make a consistency group: every copy at one
+    /// point in time, all or nothing
+    #[command(group(ArgGroup::new("state").required(true).args(["attached", "detached"])))]
+    Create {
+        image: PathBuf,
+        /// The parent LUN (repeat with --copy for a group: the Nth --parent goes with
+        /// the Nth --copy)
+        #[arg(long, value_name = "P", required = true)]
+        parent: Vec<u32>,
+        /// The copy's LUN number
+        #[arg(long, value_name = "C", required = true)]
+        copy: Vec<u32>,
+        /// Make the copy now (it reserves the parent's size)
+        #[arg(long)]
+        attached: bool,
+        /// Only define it (no data, no reservation, I/O refused until attached)
+        #[arg(long)]
+        detached: bool,
+    },
+    /// Make (or refresh) copy C: it becomes its parent's image now. Several copies
+    /// are attached as a consistency group: one point in time, all or nothing
+    Attach {
+        image: PathBuf,
+        #[arg(value_name = "COPY", required = true)]
+        copies: Vec<u32>,
+        /// If the image is served and NBD clients have a copy open, end their
+        /// connections (their acknowledged writes stay); without it the command is refused
+        #[arg(long)]
+        force: bool,
+    },
+    /// Discard copy C's data and reservation, keeping its number
+    Detach {
+        image: PathBuf,
+        copy: u32,
+        /// If the image is served and NBD clients have the copy open, end their
+        /// connections (their acknowledged writes stay); without it the command is refused
+        #[arg(long)]
+        force: bool,
+    },
+    /// Copy to parent: the parent's contents become copy C's (the copy is unchanged)
+    Restore {
+        image: PathBuf,
+        copy: u32,
+        /// If the image is served and NBD clients have the copy's parent open, end their
+        /// connections (their acknowledged writes stay); without it the command is refused
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// What clap cannot check: `copy create` pairs each --parent with a --copy.
+pub fn validate(cli: &Cli) -> Result<(), clap::Error> {
+    if let Cmd::Copy(CopyCmd::Create { parent, copy, .. }) = &cli.cmd {
+        if parent.len() != copy.len() {
+            let mut c = Cli::command();
+            c.build();
+            let sub = c
+                .find_subcommand_mut("copy")
+                .and_then(|c| c.find_subcommand_mut("create"));
+            let msg = format!(
+                "{} --parent and {} --copy: give one --copy for each --parent",
+                parent.len(),
+                copy.len()
+            );
+            return Err(match sub {
+                Some(s) => s.error(clap::error::ErrorKind::WrongNumberOfValues, msg),
+                None => c.error(clap::error::ErrorKind::WrongNumberOfValues, msg),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Cmd {
+    /// The image the command works on (none for `demo`).
+    pub fn image(&self) -> Option<&Path> {
+        match self {
+            Cmd::Format { image, .. }
+            | Cmd::Info { image, .. }
+            | Cmd::Grant { image, .. }
+            | Cmd::Revoke { image, .. }
+            | Cmd::Check { image, .. }
+            | Cmd::Serve { image, .. } => Some(image),
+            Cmd::Write(w) => Some(&w.image),
+            Cmd::Read(r) => Some(&r.image),
+            Cmd::Lun(c) => Some(match c {
+                LunCmd::Create { image, .. }
+                | LunCmd::Delete { image, .. }
+                | LunCmd::List { image, .. }
+                | LunCmd::Offline { image, .. }
+                | LunCmd::Online { image, .. } => image,
+            }),
+            Cmd::Copy(c) => Some(match c {
+                CopyCmd::Create { image, .. }
+                | CopyCmd::Attach { image, .. }
+                | CopyCmd::Detach { image, .. }
+                | CopyCmd::Restore { image, .. } => image,
+            }),
+            Cmd::Host(c) => Some(match c {
+                HostCmd::Add { image, .. }
+                | HostCmd::Remove { image, .. }
+                | HostCmd::List { image, .. } => image,
+            }),
+            Cmd::Security(SecurityCmd::Enable { image } | SecurityCmd::Disable { image }) => {
+                Some(image)
+            }
+            Cmd::Demo { .. } => None,
+        }
+    }
+}

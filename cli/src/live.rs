@@ -1,0 +1,240 @@
+//! The commands that arrive on the control socket of `lunsnap serve`, run on the live
+//! array: the server's [`ControlHandler`].
+//!
+//! A command line is parsed with the same [`Cli`] as in the shell and run by the same
+//! [`run`](crate::run), on the served array ([`Place::Live`]), with the socket as its
+//! standard streams; its output, its `lunsnap: ...` error line and its exit status
+//! are the ones the command gives on a cold image. Refused here: `format`, `serve` and
+//! `demo` (they need the image to themselves, or no image), an IMAGE that is not the
+//! served image, and a FILE other than `-` for `read` and `write` (the `lunsnap`
+//! client opens its files itself, where it runs and as whom it runs, and streams
+//! them).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+use lunsnap_server::{ControlHandler, ControlIo, Shared};
+
+use crate::args::{self, Cli, Cmd};
+use crate::fail::{Fail, Result};
+use crate::target::Place;
+use crate::transfer::is_std;
+
+/// Runs command lines on the served array of the image at one path.
+pub struct Handler {
+    /// The served image (canonical path).
+    image: PathBuf,
+}
+
+impl Handler {
+    /// The handler of the server of the image at `image` (its canonical path).
+    pub fn new(image: PathBuf) -> Handler {
+        Handler { image }
+    }
+
+    /// Refuses a command that names another image, or a FILE the server would open.
+    fn admit(&self, cli: &Cli) -> Result<()> {
+        let Some(given) = cli.cmd.image() else {
+            return Ok(());
+        };
+        // The client resolved IMAGE where it was typed; without that, resolve it here.
+        let resolved = match &cli.resolved_image {
+            Some(p) => p.clone(),
+            None => std::fs::canonicalize(given).map_err(|e| Fail::io("resolve", given, &e))?,
+        };
+        if resolved != self.image {
+            return Err(Fail(format!(
+                "{} is not the image this server serves ({}): check --control or ${}",
+                given.display(),
+                self.image.display(),
+                crate::serve::CONTROL_ENV
+            )));
+        }
+        let file = match &cli.cmd {
+            Cmd::Read(r) => Some(&r.file),
+            Cmd::Write(w) => Some(&w.file),
+            _ => None,
+        };
+        match file {
+            Some(f) if !is_std(f) => Err(Fail(format!(
+                "{}: over the control socket, read and write take `-` for FILE (the \
+                 lunsnap command opens its file itself and streams it)",
+                f.display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Parses `args` as the shell's `lunsnap` would; on a usage error (or `--help`),
+/// writes what clap says where it says it and returns the exit status.
+fn parse(args: Vec<String>, io: &mut ControlIo) -> std::result::Result<Cli, u8> {
+    let argv = std::iter::once(String::from("lunsnap")).chain(args);
+    let e = match Cli::try_parse_from(argv) {
+        Ok(cli) => match args::validate(&cli) {
+            Ok(()) => return Ok(cli),
+            Err(e) => e,
+        },
+        Err(e) => e,
+    };
+    let text = e.to_string();
+    let _ = if e.use_stderr() {
+        io.stderr().write_all(text.as_bytes())
+    } else {
+        io.stdout().write_all(text.as_bytes())
+    };
+    Err(u8::try_from(e.exit_code()).unwrap_or(2))
+}
+
+impl ControlHandler for Handler {
+    fn run(&self, args: Vec<String>, shared: &Arc<Shared>, io: &mut ControlIo) -> u8 {
+        let cli = match parse(args, io) {
+            Ok(cli) => cli,
+            Err(code) => return code,
+        };
+        let place = Place::Live {
+            shared: shared.clone(),
+            image: self.image.clone(),
+        };
+        let mut out = String::new();
+        let result = self
+            .admit(&cli)
+            .and_then(|()| crate::run(&cli.cmd, cli.control.as_deref(), &place, io, &mut out));
+        // As `main` does: what the command said, then its error line.
+        let printed = if out.is_empty() {
+            Ok(())
+        } else {
+            io.stdout().write_all(out.as_bytes())
+        };
+        match (result, printed) {
+            (Ok(code), Ok(())) => code,
+            (Err(e), _) => {
+                let _ = writeln!(io.stderr(), "lunsnap: {e}");
+                1
+            }
+            (Ok(_), Err(e)) => {
+                let _ = writeln!(io.stderr(), "lunsnap: cannot write to stdout: {e}");
+                1
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lunsnap::FormatOptions;
+    use lunsnap_server::control::{frame, read_frame};
+    use std::os::unix::net::UnixStream;
+    use std::path::Path;
+
+    /// A served array in a fresh image, and the handler of its server.
+    fn setup(dir: &Path) -> (Arc<Shared>, Handler) {
+        let img = dir.join("live.img");
+        let opts = FormatOptions {
+            max_luns: 16,
+            ..FormatOptions::default()
+        };
+        let va = crate::image::create_new(&img, &img, 16 << 20, &opts).expect("format");
+        let h = Handler::new(std::fs::canonicalize(&img).expect("canonical"));
+        (Shared::new(va), h)
+    }
+
+    /// Runs `args` through the handler: (status, stdout, stderr).
+    fn call(h: &Handler, shared: &Arc<Shared>, args: &[&str]) -> (u8, String, String) {
+        let (ours, theirs) = UnixStream::pair().expect("socketpair");
+        let mut io = ControlIo::new(ours);
+        let code = h.run(
+            args.iter().map(|s| s.to_string()).collect(),
+            shared,
+            &mut io,
+        );
+        drop(io);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut theirs = theirs;
+        while let Ok((kind, p)) = read_frame(&mut theirs) {
+            match kind {
+                frame::STDOUT => out.extend(p),
+                frame::STDERR => err.extend(p),
+                _ => {}
+            }
+        }
+        let s = |v: Vec<u8>| String::from_utf8(v).expect("utf-8");
+        (code, s(out), s(err))
+    }
+
+    fn temp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("lunsnap-live-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("temp dir");
+        d
+    }
+
+    #[test]
+    fn commands_run_on_the_served_array() {
+        let d = temp("run");
+        let (shared, h) = setup(&d);
+        let img = h.image.to_str().expect("utf-8").to_string();
+        let (code, out, err) = call(&h, &shared, &["lun", "create", &img, "3", "--size", "1M"]);
+        assert_eq!(
+            (code, out.as_str(), err.as_str()),
+            (0, "created LUN 3 (1 MiB)\n", "")
+        );
+        let (code, _, err) = call(&h, &shared, &["lun", "create", &img, "3", "--size", "1M"]);
+        assert_eq!(code, 1);
+        assert!(
+            err.starts_with("lunsnap: ") && err.contains("already in use"),
+            "{err}"
+        );
+        assert!(shared.lock().lun_status(3).is_ok());
+        // Usage errors are clap's, with exit status 2; --help goes to stdout.
+        let (code, _, err) = call(&h, &shared, &["lun", "create", &img]);
+        assert_eq!(code, 2, "{err}");
+        let (code, out, _) = call(&h, &shared, &["--help"]);
+        assert_eq!(code, 0);
+        assert!(out.contains("Usage"), "{out}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn format_demo_serve_and_foreign_images_are_refused() {
+        let d = temp("refuse");
+        let (shared, h) = setup(&d);
+        let img = h.image.to_str().expect("utf-8").to_string();
+        let refused = |args: &[&str], needle: &str| {
+            let (code, out, err) = call(&h, &shared, args);
+            assert_eq!(code, 1, "{args:?}: {out} {err}");
+            assert!(out.is_empty(), "{args:?}: {out}");
+            assert!(
+                err.starts_with("lunsnap: ") && err.lines().count() == 1 && err.contains(needle),
+                "{args:?}: {err}"
+            );
+        };
+        refused(
+            &["format", &img, "--size", "16M", "--force"],
+            "format cannot run on a served image",
+        );
+        refused(&["demo"], "demo cannot run over the control socket");
+        refused(&["serve", &img], "is already served");
+        let other = d.join("other.img");
+        std::fs::write(&other, b"").expect("other");
+        let other = other.to_str().expect("utf-8");
+        refused(&["info", other], "is not the image this server serves");
+        refused(
+            &["--resolved-image", other, "info", &img],
+            "is not the image this server serves",
+        );
+        refused(
+            &["info", &d.join("missing.img").to_string_lossy()],
+            "cannot resolve",
+        );
+        refused(&["read", &img, "0", "/tmp/x"], "take `-` for FILE");
+        refused(&["write", &img, "0", "/etc/passwd"], "take `-` for FILE");
+        let (code, out, _) = call(&h, &shared, &["info", &img]);
+        assert_eq!(code, 0);
+        assert!(out.contains("generation"), "{out}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
