@@ -13,11 +13,10 @@
 //!
 //! The input encodings are described at each function.
 
-use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use lunsnap::testing::layout::{self, PAGE_SIZE};
-use lunsnap::testing::{mix, CutOutcome, PowerCutDevice};
+use lunsnap::testing::{mix, CutOutcome, Model, PowerCutDevice};
 use lunsnap::{
     Access, Array, BlockDevice, Error, FormatOptions, LunKind, MemDevice, OpenOptions, SECTOR,
 };
@@ -647,7 +646,7 @@ impl Op {
     /// end: `OutOfRange`).
     fn fit(self, m: &Model) -> Op {
         let fit = |lun: u32, s: u64, n: u64| {
-            let size = m.luns.get(&lun).map_or(64, |l| l.sectors);
+            let size = m.lun_info(lun).map_or(64, |i| i.size / SECTOR);
             (s % (size + 1), 1 + n % 64)
         };
         match self {
@@ -691,229 +690,50 @@ impl Op {
         }
     }
 
-    /// Changes the array's structure and commits (when it succeeds).
-    fn is_management(&self) -> bool {
-        !matches!(
-            self,
-            Op::Write { .. }
-                | Op::Read { .. }
-                | Op::Flush
-                | Op::Reopen
-                | Op::ReopenDirty
-                | Op::Check
-        )
-    }
-}
-
-/// One LUN of the model: its record and, per sector, the id of the write it holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct MLun {
-    sectors: u64,
-    kind: LunKind,
-    parent: Option<u32>,
-    attached: bool,
-    online: bool,
-    /// Empty while detached.
-    data: Vec<u32>,
-}
-
-/// The reference model: the LUNs and their contents.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Model {
-    luns: BTreeMap<u32, MLun>,
-}
-
-impl Model {
-    fn get(&self, n: u32) -> Result<&MLun, &'static str> {
-        self.luns.get(&n).ok_or("no such LUN")
-    }
-
-    fn free(&self, n: u32) -> Result<(), &'static str> {
-        if n >= MAX_LUNS || self.luns.contains_key(&n) {
-            return Err("number out of range or in use");
-        }
-        Ok(())
-    }
-
-    /// The parent image copy `n` would take.
-    fn image(&self, n: u32) -> Result<Vec<u32>, &'static str> {
-        let c = self.get(n)?;
-        if c.kind != LunKind::Copy {
-            return Err("not a copy");
-        }
-        let p = self.get(c.parent.ok_or("parent gone")?)?;
-        if !p.attached {
-            return Err("parent detached");
-        }
-        Ok(p.data.clone())
-    }
-
-    fn io(&self, n: u32, sector: u64, sectors: u64) -> Result<(), &'static str> {
-        let l = self.get(n)?;
-        if !l.attached || !l.online {
-            return Err("detached or offline");
-        }
-        if sector + sectors > l.sectors {
-            return Err("out of range");
-        }
-        Ok(())
-    }
-
-    /// Applies `op` (fitted), with `id` for a write; refuses what the array must
-    /// refuse (except for lack of space, which the model does not track).
-    fn apply(&mut self, op: &Op, id: u32) -> Result<(), &'static str> {
-        match *op {
-            Op::CreateLun { lun, sectors } => {
-                self.free(lun)?;
-                if sectors > DEVICE_BYTES / SECTOR {
-                    return Err("larger than the pool");
-                }
-                self.luns.insert(
-                    lun,
-                    MLun {
-                        sectors,
-                        kind: LunKind::Lun,
-                        parent: None,
-                        attached: true,
-                        online: true,
-                        data: vec![0; sectors as usize],
-                    },
-                );
-            }
+    /// The operation on the model (which changes nothing when it refuses), with `id`
+    /// for a write; the array's generation advanced by `commits` during it.
+    fn model(self, m: &mut Model, id: u32, commits: u64) -> Result<(), Error> {
+        match self {
+            Op::CreateLun { lun, sectors } => m.create_lun(lun, sectors * SECTOR),
             Op::CreateCopy {
                 parent,
                 lun,
                 attached,
-            } => self.create_copies(&[(parent, lun)], attached)?,
-            Op::CreateCopies { pairs, attached } => self.create_copies(&pairs, attached)?,
-            Op::Attach(n) => self.attach_many(&[n])?,
-            Op::AttachMany(ns) => self.attach_many(&ns)?,
-            Op::Detach(n) => {
-                let c = self.luns.get_mut(&n).ok_or("no such LUN")?;
-                if c.kind != LunKind::Copy {
-                    return Err("not a copy");
-                }
-                c.attached = false;
-                c.data.clear();
-            }
-            Op::Delete { lun, orphan } => {
-                self.get(lun)?;
-                let copies = self.luns.values().any(|l| l.parent == Some(lun));
-                if copies && !orphan {
-                    return Err("has copies");
-                }
-                for l in self.luns.values_mut().filter(|l| l.parent == Some(lun)) {
-                    l.parent = None;
-                    if l.attached {
-                        l.kind = LunKind::Lun;
-                    }
-                }
-                self.luns.remove(&lun);
-            }
-            Op::Restore(n) => {
-                let c = self.get(n)?;
-                if c.kind == LunKind::Copy && !c.attached {
-                    return Err("detached");
-                }
-                self.image(n)?;
-                let data = c.data.clone();
-                let p = c.parent.ok_or("parent gone")?;
-                self.luns.get_mut(&p).ok_or("parent gone")?.data = data;
-            }
-            Op::SetOnline { lun, online } => {
-                self.luns.get_mut(&lun).ok_or("no such LUN")?.online = online;
-            }
+            } => m.create_copy(parent, lun, attached),
+            Op::CreateCopies { pairs, attached } => m.create_copies(&pairs, attached),
+            Op::Attach(n) => m.attach(n),
+            Op::AttachMany(ns) => m.attach_many(&ns),
+            Op::Detach(n) => m.detach(n),
+            Op::Delete { lun, orphan } => m.delete(lun, orphan),
+            Op::Restore(n) => m.restore(n),
+            Op::SetOnline { lun, online } => m.set_online(lun, online),
             Op::Write {
                 lun,
                 sector,
                 sectors,
-            }
-            | Op::Discard {
-                lun,
-                sector,
-                sectors,
             } => {
-                self.io(lun, sector, sectors)?;
-                let v = if matches!(op, Op::Write { .. }) {
-                    id
-                } else {
-                    0
-                };
-                let l = self.luns.get_mut(&lun).ok_or("no such LUN")?;
-                l.data[sector as usize..(sector + sectors) as usize].fill(v);
+                let data = write_data(id, sector, sectors);
+                m.write_with_commits(lun, sector * SECTOR, &data, commits)
             }
-            Op::Read {
+            Op::Discard {
                 lun,
                 sector,
                 sectors,
-            } => self.io(lun, sector, sectors)?,
-            Op::Flush | Op::Reopen | Op::ReopenDirty | Op::Check => {}
+            } => m.discard_with_commits(lun, sector * SECTOR, sectors * SECTOR, commits),
+            Op::Flush => m.flush(),
+            Op::Read { .. } | Op::Reopen | Op::ReopenDirty | Op::Check => Ok(()),
         }
-        Ok(())
-    }
-
-    fn create_copies(&mut self, pairs: &[(u32, u32)], attached: bool) -> Result<(), &'static str> {
-        let mut made = Vec::new();
-        for (i, &(p, c)) in pairs.iter().enumerate() {
-            if pairs[..i].iter().any(|&(_, d)| d == c) {
-                return Err("a copy twice in the group");
-            }
-            if pairs.iter().any(|&(_, d)| d == p) {
-                return Err("a copy of the group is a parent in it");
-            }
-            let pl = self.get(p)?;
-            self.free(c)?;
-            if attached && !pl.attached {
-                return Err("parent detached");
-            }
-            made.push((
-                c,
-                MLun {
-                    sectors: pl.sectors,
-                    kind: LunKind::Copy,
-                    parent: Some(p),
-                    attached,
-                    online: true,
-                    data: if attached {
-                        pl.data.clone()
-                    } else {
-                        Vec::new()
-                    },
-                },
-            ));
-        }
-        self.luns.extend(made);
-        Ok(())
-    }
-
-    fn attach_many(&mut self, copies: &[u32]) -> Result<(), &'static str> {
-        let mut images = Vec::new();
-        for (i, &c) in copies.iter().enumerate() {
-            if copies[..i].contains(&c) {
-                return Err("a copy twice in the group");
-            }
-            images.push(self.image(c)?);
-        }
-        for (&c, data) in copies.iter().zip(images) {
-            let l = self.luns.get_mut(&c).ok_or("no such LUN")?;
-            l.attached = true;
-            l.data = data;
-        }
-        Ok(())
-    }
-
-    /// Extents reserved by the LUNs that are not detached.
-    fn reserved_bytes(&self, es: u64) -> u64 {
-        self.luns
-            .values()
-            .filter(|l| l.attached)
-            .map(|l| (l.sectors * SECTOR).div_ceil(es) * es)
-            .sum()
     }
 }
 
-/// Per (LUN, sector): the ids written there since the last commit.
-type Since = BTreeMap<(u32, u64), Vec<u32>>;
+/// The data of write `id`: `n` sectors from LUN sector `sector`.
+fn write_data(id: u32, sector: u64, n: u64) -> Vec<u8> {
+    let mut buf = vec![0u8; n as usize * SECTOR_BYTES];
+    for (s, c) in (sector..).zip(buf.chunks_exact_mut(SECTOR_BYTES)) {
+        fill_sector(c, id, s);
+    }
+    buf
+}
 
 type Dev = PowerCutDevice<MemDevice>;
 
@@ -950,18 +770,18 @@ impl Setup {
 struct Run {
     setup: Setup,
     array: Option<Array<Dev>>,
-    /// The array as it is now (when no failure happened).
-    cur: Model,
-    /// The array as of the last commit the model knows of.
-    committed: Model,
-    since: Since,
+    /// The reference model of the array (`lunsnap::testing::Model`): the state now,
+    /// the last commit and the values written since.
+    m: Model,
     next_id: u32,
     /// Device writes when the countdown was armed.
     armed_at: u64,
-    /// The first operation that failed because the device failed, and the state its
-    /// commit would have made (for a management operation). After it the operations
-    /// run blind: any result but a panic is fine.
-    failed: Option<(usize, Op, Option<Model>)>,
+    /// The first operation that failed because the device failed. After it the
+    /// operations run blind: any result but a panic is fine.
+    failed: Option<(usize, Op)>,
+    /// Then: the models of the states a power cut may leave, oldest first (before that
+    /// operation, after each commit it may have made, after it).
+    candidates: Vec<Model>,
     /// The operations run so far, for messages.
     trail: Vec<Op>,
 }
@@ -976,15 +796,17 @@ fn open(dev: Dev) -> Result<Array<Dev>, Error> {
 }
 
 /// Fuzz target `ops_powercut`: a sequence of operations on a
-/// `PowerCutDevice<MemDevice>`, checked against a model as it runs (every read, every
-/// error that is not for lack of space), with a power-cut countdown: after
-/// `countdown` device writes every write and flush fails; the first operation that
-/// fails that way is the crash point, later ones run blind. At the end the power is
-/// cut with the chosen outcome, the array reopened: it must open, `check()` must be
-/// empty, and its state must be the last commit, each sector written since reading
-/// its committed content or one of the values written since — or, when a management
-/// operation was cut short, exactly the state it would have committed. Then it must
-/// still take a write and a flush.
+/// `PowerCutDevice<MemDevice>`, checked as it runs against the reference model,
+/// `lunsnap::testing::Model` (every result and error, `NoSpace` included, every read,
+/// the generation after each operation; after each reopen the model's `recover`), with
+/// a power-cut countdown: after `countdown` device writes every write and flush fails;
+/// the first operation that fails that way is the crash point, later ones run blind.
+/// At the end the power is cut with the chosen outcome, the array reopened: it must
+/// open and `Model::recover` must accept it (the LUN records, accounting and generation
+/// of the last commit, every sector its committed content or, after commits the array
+/// made on its own during a write, one of the values written since, an empty
+/// `check()`) — or, when the failed operation was cut short, the state of one of its
+/// commits. Then it must still take a write and a flush.
 ///
 /// Input: `[geometry][countdown: u16][outcome]` (+ a `u32` seed for a random
 /// outcome; see [`Setup::decode`]), then up to 64 operations of 9 bytes each
@@ -1014,23 +836,27 @@ impl Run {
             array_id: *b"lunsnap-fuzz-ops",
         };
         let mut a = Array::format(PowerCutDevice::new(mem), &opts).expect("format");
+        let m = Model::new(&a.pool_info());
         let armed_at = a.device_mut().writes();
         a.device_mut().fail_after_writes(setup.countdown);
         Run {
             setup,
             array: Some(a),
-            cur: Model::default(),
-            committed: Model::default(),
-            since: Since::new(),
+            m,
             next_id: 1,
             armed_at,
             failed: None,
+            candidates: Vec::new(),
             trail: Vec::new(),
         }
     }
 
     fn a(&mut self) -> &mut Array<Dev> {
         self.array.as_mut().expect("an open array")
+    }
+
+    fn generation(&mut self) -> u64 {
+        self.a().pool_info().generation
     }
 
     /// The device has reached the countdown: writes and flushes fail.
@@ -1046,29 +872,23 @@ impl Run {
         format!("setup {:?}, operations {:?}", self.setup, self.trail)
     }
 
-    fn commit_model(&mut self) {
-        self.committed = self.cur.clone();
-        self.since.clear();
-    }
-
-    fn record_since(&mut self, lun: u32, sector: u64, sectors: u64, id: u32) {
-        for s in sector..sector + sectors {
-            self.since.entry((lun, s)).or_default().push(id);
-        }
+    /// The last operation failed because the device failed: a power cut may leave the
+    /// state of one of `candidates`.
+    fn fail(&mut self, candidates: Vec<Model>) {
+        let i = self.trail.len() - 1;
+        self.failed = Some((i, self.trail[i]));
+        self.candidates = candidates;
     }
 
     fn step(&mut self, op: Op) {
-        let op = op.fit(&self.cur);
+        let op = op.fit(&self.m);
         self.trail.push(op);
         if self.failed.is_some() {
             self.blind(op);
             return;
         }
         let id = self.next_id;
-        if matches!(op, Op::Write { .. }) {
-            self.next_id += 1;
-        }
-        let r = match op {
+        match op {
             Op::Read {
                 lun,
                 sector,
@@ -1076,69 +896,29 @@ impl Run {
             } => return self.read(lun, sector, sectors),
             Op::Reopen => return self.reopen(true),
             Op::ReopenDirty => return self.reopen(false),
-            Op::Check => match self.a().check() {
-                Ok(v) => {
-                    assert!(v.is_empty(), "check(): {v:?}; {}", self.context());
-                    return;
-                }
-                // Checking writes changed blocks back through the cache, which may
-                // write to the device.
-                Err(e) if self.failing() => Err(e),
-                Err(e) => panic!("check(): {e:?}; {}", self.context()),
-            },
-            _ => self.run(op, id),
-        };
-        match r {
-            Ok(()) => {
-                let was_detached = matches!(op, Op::Detach(n)
-                    if self.cur.luns.get(&n).is_some_and(|l| !l.attached));
-                if let Err(why) = self.cur.apply(&op, id) {
-                    panic!(
-                        "the array accepted {op:?}, which it must refuse ({why}); {}",
-                        self.context()
-                    );
-                }
-                match op {
-                    Op::Write {
-                        lun,
-                        sector,
-                        sectors,
-                    } => self.record_since(lun, sector, sectors, id),
-                    // Detaching a detached copy changes nothing and commits nothing.
-                    Op::Detach(_) if was_detached => {}
-                    _ => self.commit_model(),
-                }
+            Op::Check => return self.check(),
+            Op::Write { .. } => self.next_id += 1,
+            _ => {}
+        }
+        let pre = self.m.clone();
+        let g = self.generation();
+        let r = self.run(op, id);
+        let commits = self.generation() - g;
+        let want = op.model(&mut self.m, id, commits);
+        match (&r, &want) {
+            (Ok(()), Ok(())) => {
+                let (g, w) = (self.generation(), self.m.generation());
+                assert_eq!(g, w, "generation after {op:?}; {}", self.context());
             }
-            Err(e) if !benign(&e) && self.failing() => {
-                let after = op.is_management().then(|| {
-                    let mut m = self.cur.clone();
-                    m.apply(&op, id).ok().map(|()| m)
-                });
-                if let Op::Write {
-                    lun,
-                    sector,
-                    sectors,
-                } = op
-                {
-                    self.record_since(lun, sector, sectors, id);
-                }
-                self.failed = Some((self.trail.len() - 1, op, after.flatten()));
+            (Err(a), Err(b)) if a == b => {}
+            (Err(e), _) if !benign(e) && self.failing() => {
+                let candidates = cut_short(&pre, op, id, commits, want.is_ok());
+                self.fail(candidates);
             }
-            Err(e) => {
-                assert!(
-                    benign(&e),
-                    "{op:?} failed with {e:?} while the device works; {}",
-                    self.context()
-                );
-                if !matches!(e, Error::NoSpace { .. }) {
-                    let mut m = self.cur.clone();
-                    assert!(
-                        m.apply(&op, id).is_err(),
-                        "{op:?} refused with {e:?}, which the model allows; {}",
-                        self.context()
-                    );
-                }
-            }
+            _ => panic!(
+                "{op:?}: the array returned {r:?}, the model {want:?}; {}",
+                self.context()
+            ),
         }
     }
 
@@ -1163,13 +943,7 @@ impl Run {
                 lun,
                 sector,
                 sectors,
-            } => {
-                let mut buf = vec![0u8; sectors as usize * SECTOR_BYTES];
-                for (i, s) in buf.chunks_exact_mut(SECTOR_BYTES).enumerate() {
-                    fill_sector(s, id, sector + i as u64);
-                }
-                a.write(lun, sector * SECTOR, &buf)
-            }
+            } => a.write(lun, sector * SECTOR, &write_data(id, sector, sectors)),
             Op::Discard {
                 lun,
                 sector,
@@ -1181,38 +955,50 @@ impl Run {
     }
 
     fn read(&mut self, lun: u32, sector: u64, sectors: u64) {
-        let mut buf = vec![0u8; sectors as usize * SECTOR_BYTES];
-        let r = self.a().read(lun, sector * SECTOR, &mut buf);
-        let valid = self.cur.io(lun, sector, sectors);
-        match (r, valid) {
+        let mut got = vec![0u8; sectors as usize * SECTOR_BYTES];
+        let r = self.a().read(lun, sector * SECTOR, &mut got);
+        let mut want = vec![0u8; got.len()];
+        let w = self.m.read(lun, sector * SECTOR, &mut want);
+        match (r, w) {
             (Ok(()), Ok(())) => {
-                let data = &self.cur.luns[&lun].data;
-                for (i, s) in buf.chunks_exact(SECTOR_BYTES).enumerate() {
-                    let at = sector + i as u64;
-                    let want = data[at as usize];
-                    let got = sector_id(s, at);
+                let pairs = got
+                    .chunks_exact(SECTOR_BYTES)
+                    .zip(want.chunks(SECTOR_BYTES));
+                for (at, (g, w)) in (sector..).zip(pairs) {
                     assert!(
-                        got == Some(want),
-                        "LUN {lun} sector {at} reads {got:?}, the model holds {want}; {}",
+                        g == w,
+                        "LUN {lun} sector {at} reads write {:?}, the model holds {:?}; {}",
+                        sector_id(g, at),
+                        sector_id(w, at),
                         self.context()
                     );
                 }
             }
-            (Err(e), Err(_)) if benign(&e) => {}
+            (Err(a), Err(b)) if a == b => {}
             // A read may write changed metadata pages back to make room in the cache.
-            (Err(e), _) if !benign(&e) && self.failing() => {
-                let i = self.trail.len() - 1;
-                self.failed = Some((i, self.trail[i], None));
-            }
-            (r, v) => panic!(
-                "read of LUN {lun} sectors {sector}+{sectors}: {r:?}, the model says {v:?}; {}",
+            (Err(e), _) if !benign(&e) && self.failing() => self.fail(vec![self.m.clone()]),
+            (r, w) => panic!(
+                "read of LUN {lun} sectors {sector}+{sectors}: {r:?}, the model says {w:?}; {}",
                 self.context()
             ),
         }
     }
 
+    fn check(&mut self) {
+        match self.a().check() {
+            Ok(v) => assert!(v.is_empty(), "check(): {v:?}; {}", self.context()),
+            // Checking writes changed records back through the cache, which may write
+            // to the device.
+            Err(e) if self.failing() => {
+                assert!(!benign(&e), "check(): {e:?}; {}", self.context());
+                self.fail(vec![self.m.clone()]);
+            }
+            Err(e) => panic!("check(): {e:?}; {}", self.context()),
+        }
+    }
+
     /// Reopens: after a flush (`flush`: exactly the model) or without (the last
-    /// commit, with what was written since).
+    /// commit, with what was written since); the model becomes what survived.
     fn reopen(&mut self, flush: bool) {
         if flush {
             if let Err(e) = self.a().flush() {
@@ -1221,26 +1007,21 @@ impl Run {
                     "flush failed with {e:?} while the device works; {}",
                     self.context()
                 );
-                let i = self.trail.len() - 1;
-                self.failed = Some((i, Op::Flush, None));
+                let mut after = self.m.clone();
+                let _ = after.flush();
+                self.fail(vec![self.m.clone(), after]);
                 self.blind_reopen();
                 return;
             }
-            self.commit_model();
+            let _ = self.m.flush();
         }
         let dev = self.array.take().expect("an open array").into_device();
         let mut a = open(dev).unwrap_or_else(|e| panic!("reopen: {e:?}; {}", self.context()));
-        let v = a.check();
-        assert!(
-            matches!(&v, Ok(v) if v.is_empty()),
-            "check() after a reopen: {v:?}; {}",
-            self.context()
-        );
-        let seen = verify(&mut a, &self.committed, &self.since, self.setup.extent_size)
+        self.m = self
+            .m
+            .recover(&mut a, false)
             .unwrap_or_else(|e| panic!("after a reopen: {e}; {}", self.context()));
         self.array = Some(a);
-        self.cur = seen;
-        self.commit_model();
     }
 
     fn blind_reopen(&mut self) {
@@ -1295,30 +1076,21 @@ impl Run {
             self.context(),
             self.failed
         );
-        let es = self.setup.extent_size;
-        let seen = match verify(&mut a, &self.committed, &self.since, es) {
-            Ok(m) => m,
-            Err(before) => match &self.failed {
-                Some((_, _, Some(after))) => verify(&mut a, after, &Since::new(), es)
-                    .unwrap_or_else(|e| {
-                        panic!(
-                            "after the cut, neither the state before ({before}) nor after ({e}) \
-                             the failed operation; {}, failed at {:?}",
-                            self.context(),
-                            self.failed
-                        )
-                    }),
-                _ => panic!(
-                    "after the cut: {before}; {}, failed at {:?}",
-                    self.context(),
-                    self.failed
-                ),
-            },
-        };
+        let seen = match self.failed {
+            None => self.m.recover(&mut a, false),
+            Some(_) => Model::recover_one_of(&self.candidates, &mut a, false),
+        }
+        .unwrap_or_else(|e| {
+            panic!(
+                "after the cut: {e}; {}, failed at {:?}",
+                self.context(),
+                self.failed
+            )
+        });
         // Still usable: a write to every accessible LUN, a flush, a clean check.
-        for (&n, l) in &seen.luns {
+        for l in seen.luns() {
             if l.attached && l.online {
-                a.write(n, 0, &sectors(u32::MAX, 0, 1))
+                a.write(l.lun, 0, &sectors(u32::MAX, 0, 1))
                     .unwrap_or_else(|e| panic!("write after the cut: {e:?}; {}", self.context()));
             }
         }
@@ -1333,53 +1105,41 @@ impl Run {
     }
 }
 
-/// Compares the array with `m`: the same LUNs and records, the same reservation,
-/// and every sector of every accessible LUN reading its value in `m` or one of
-/// `since`. Returns the model of what it read.
-fn verify(a: &mut Array<Dev>, m: &Model, since: &Since, es: u32) -> Result<Model, String> {
-    let nums = a.lun_numbers();
-    let want: Vec<u32> = m.luns.keys().copied().collect();
-    if nums != want {
-        return Err(format!("LUNs {nums:?}, expected {want:?}"));
+/// The models of the states a power cut may leave when `op`, run on the array whose
+/// model was `pre` (with `id` for a write), failed because the device failed, after
+/// `commits` commits of its own; `done` if the model accepts the operation.
+fn cut_short(pre: &Model, op: Op, id: u32, commits: u64, done: bool) -> Vec<Model> {
+    let mut v = vec![pre.clone()];
+    if !done {
+        return v;
     }
-    let pool = a.pool_info();
-    let es = u64::from(es);
-    if pool.reserved_bytes != m.reserved_bytes(es) {
-        return Err(format!(
-            "{} bytes reserved, expected {}",
-            pool.reserved_bytes,
-            m.reserved_bytes(es)
-        ));
-    }
-    let mut seen = m.clone();
-    for (&n, l) in &m.luns {
-        let i = a.lun_info(n).map_err(|e| format!("lun_info({n}): {e:?}"))?;
-        let got = (i.size, i.kind, i.parent, i.attached, i.online);
-        let exp = (l.sectors * SECTOR, l.kind, l.parent, l.attached, l.online);
-        if got != exp {
-            return Err(format!("LUN {n} is {got:?}, expected {exp:?}"));
+    match op {
+        // Part of it may have landed, and an early commit it tried (after those it
+        // made) may have reached the medium: each sector committed or a value written.
+        Op::Write {
+            lun,
+            sector,
+            sectors,
+        } => {
+            let mut m = pre.clone();
+            let _ = m.write(lun, sector * SECTOR, &write_data(id, sector, sectors));
+            m.note_early_commits(commits + 1);
+            v.push(m);
         }
-        if !(l.attached && l.online) {
-            continue;
-        }
-        let mut buf = vec![0u8; l.sectors as usize * SECTOR_BYTES];
-        a.read(n, 0, &mut buf)
-            .map_err(|e| format!("read of LUN {n}: {e:?}"))?;
-        let out = &mut seen.luns.get_mut(&n).expect("same LUNs").data;
-        for (s, chunk) in buf.chunks_exact(SECTOR_BYTES).enumerate() {
-            let at = s as u64;
-            let id = sector_id(chunk, at)
-                .ok_or_else(|| format!("LUN {n} sector {at} holds no value ever written"))?;
-            let allowed = id == l.data[s] || since.get(&(n, at)).is_some_and(|v| v.contains(&id));
-            if !allowed {
-                return Err(format!(
-                    "LUN {n} sector {at} reads write {id}, expected {} or one of {:?}",
-                    l.data[s],
-                    since.get(&(n, at))
-                ));
+        // Its commit may have reached the medium; a discard may first commit the
+        // writes before it.
+        op => {
+            if matches!(op, Op::Discard { .. }) && pre.is_dirty() {
+                let mut m = pre.clone();
+                m.commit();
+                v.push(m.clone());
+                let _ = op.model(&mut m, id, 1);
+                v.push(m);
             }
-            out[s] = id;
+            let mut m = pre.clone();
+            let _ = op.model(&mut m, id, 1);
+            v.push(m);
         }
     }
-    Ok(seen)
+    v
 }

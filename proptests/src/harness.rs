@@ -564,34 +564,3 @@ pub fn array_op<D: BlockDevice>(a: &mut Array<D>, op: &Op) -> Result<(), Error> 
         }
     }
 }
-
-/// Recovers `array`, reopened after a crash, with one of `candidates` whose committed
-/// generation is the array's (the last that fits); Err if none fits.
-pub fn recover_with<D: BlockDevice>(
-    candidates: &[Model],
-    array: &mut Array<D>,
-    garbled: bool,
-) -> Result<Model, String> {
-    let g = array.pool_info().generation;
-    let mut errors = Vec::new();
-    for m in candidates
-        .iter()
-        .rev()
-        .filter(|m| m.committed_generation() == g)
-    {
-        match m.recover(array, garbled) {
-            Ok(r) => return Ok(r),
-            Err(e) => errors.push(e.what),
-        }
-    }
-    if errors.is_empty() {
-        let gens: Vec<u64> = candidates
-            .iter()
-            .map(|m| m.committed_generation())
-            .collect();
-        return Err(format!(
-            "reopened at generation {g}, expected one of {gens:?}"
-        ));
-    }
-    Err(errors.join("; or "))
-}

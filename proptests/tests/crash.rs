@@ -19,7 +19,6 @@ use std::time::Instant;
 use lunsnap::testing::Model;
 use lunsnap::testing::{mix, CutOutcome, PowerCutDevice, Rng};
 use lunsnap::{Access, Array, BlockDevice, FormatOptions, OpenOptions, SECTOR};
-use lunsnap_proptests::harness::recover_with;
 use lunsnap_proptests::media::{Event, Medium, Tracer, View};
 use lunsnap_proptests::{env_count, Harness, Op};
 
@@ -442,7 +441,9 @@ fn crash(
     let mut a = Array::open(d.into_inner(), &OpenOptions { cache_bytes })
         .map_err(|e| format!("reopen failed: {e}"))?;
     let garbled = matches!(outcome, CutOutcome::Harsh { .. });
-    recover_with(candidates, &mut a, garbled).map(|_| ())
+    Model::recover_one_of(candidates, &mut a, garbled)
+        .map(|_| ())
+        .map_err(|e| e.what)
 }
 
 /// Replays the trace, cutting after every event; returns the scenarios tried.

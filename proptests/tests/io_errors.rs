@@ -14,7 +14,6 @@
 use lunsnap::testing::Model;
 use lunsnap::testing::{CutOutcome, ErrorDevice, Fault, FaultOp, PowerCutDevice};
 use lunsnap::{Access, Array, Error, FormatOptions, MemDevice, OpenOptions};
-use lunsnap_proptests::harness::recover_with;
 use lunsnap_proptests::{Harness, Op};
 
 const KIB: u64 = 1024;
@@ -213,7 +212,7 @@ fn crash_check(
         let mut a = Array::open(d.into_inner(), &OpenOptions { cache_bytes: cache })
             .unwrap_or_else(|e| panic!("{what}, {outcome}: reopen failed: {e}"));
         let garbled = matches!(outcome, CutOutcome::Harsh { .. });
-        if let Err(e) = recover_with(candidates, &mut a, garbled) {
+        if let Err(e) = Model::recover_one_of(candidates, &mut a, garbled) {
             panic!("{what}, {outcome}: {e}");
         }
     }

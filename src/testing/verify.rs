@@ -198,12 +198,7 @@ impl Model {
         garbled: bool,
     ) -> Result<Model, Mismatch> {
         let g = array.pool_info().generation;
-        let ok_gen = if self.exact {
-            g == self.committed_gen
-        } else {
-            (self.committed_gen..=self.gen).contains(&g)
-        };
-        if !ok_gen {
+        if !self.admits(g) {
             return err(format!(
                 "reopened at generation {g}; the last commit is {} (newest possible {})",
                 self.committed_gen, self.gen
@@ -248,6 +243,44 @@ impl Model {
         }
         check_clean(array)?;
         Ok(m)
+    }
+
+    /// [`recover`](Self::recover) after a cut whose state may be one of several:
+    /// `candidates` are the models of the states the array may have reached (for a cut
+    /// during an operation: before it, after each commit it makes, after it), oldest
+    /// first. Tries, newest first, those that admit the array's generation, and returns
+    /// what the first that fits recovers. Err: the generation no candidate admits, or
+    /// why each one failed.
+    pub fn recover_one_of<D: BlockDevice>(
+        candidates: &[Model],
+        array: &mut Array<D>,
+        garbled: bool,
+    ) -> Result<Model, Mismatch> {
+        let g = array.pool_info().generation;
+        let mut why = Vec::new();
+        for m in candidates.iter().rev().filter(|m| m.admits(g)) {
+            match m.recover(array, garbled) {
+                Ok(r) => return Ok(r),
+                Err(e) => why.push(e.what),
+            }
+        }
+        if why.is_empty() {
+            let gens: Vec<u64> = candidates.iter().map(|m| m.committed_gen).collect();
+            return err(format!(
+                "reopened at generation {g}; the candidates' last commits are {gens:?}"
+            ));
+        }
+        err(why.join("; or "))
+    }
+
+    /// Whether a power cut may leave generation `g`: the last commit, or after commits
+    /// at unknown points (noted early commits) any up to the newest.
+    fn admits(&self, g: u64) -> bool {
+        if self.exact {
+            g == self.committed_gen
+        } else {
+            (self.committed_gen..=self.gen).contains(&g)
+        }
     }
 
     /// Reads LUN `n` after a crash and checks each sector against the committed
