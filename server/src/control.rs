@@ -20,6 +20,9 @@ use crate::listen::Bound;
 use crate::log;
 use crate::shared::Shared;
 
+/// Most commands running at once over the control socket.
+pub const MAX_CONTROL_CLIENTS: usize = 16;
+
 /// Largest frame accepted.
 pub const MAX_FRAME: u32 = 4 << 20;
 
@@ -195,10 +198,18 @@ pub fn accept_loop(bound: Arc<Bound>, shared: Arc<Shared>, handler: Arc<dyn Cont
         if shared.is_shutting_down() {
             break;
         }
+        let Some(admission) = shared.admit_control(MAX_CONTROL_CLIENTS) else {
+            log::line("control: refused a client: too many commands are running");
+            drop(sock);
+            continue;
+        };
         let (sh, h) = (shared.clone(), handler.clone());
         let spawned = std::thread::Builder::new()
             .name("control".into())
-            .spawn(move || serve(sock, &sh, &*h));
+            .spawn(move || {
+                serve(sock, &sh, &*h);
+                drop(admission);
+            });
         if let Err(e) = spawned {
             log::line(&format!("control: cannot start a thread: {e}"));
         }
@@ -219,7 +230,16 @@ fn serve(mut sock: UnixStream, shared: &Arc<Shared>, handler: &dyn ControlHandle
         return log::line("control: cannot use the socket");
     };
     let mut io = ControlIo::new(sock);
-    let code = handler.run(args, shared, &mut io);
+    // A command that panics still answers: exit status 1, like any failure.
+    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handler.run(args, shared, &mut io)
+    }))
+    .unwrap_or_else(|_| {
+        let _ = io
+            .stderr()
+            .write_all(b"lunsnap: internal error (the command panicked)\n");
+        1
+    });
     let mut reply = reply;
     let sent = write_frame(&mut reply, frame::EXIT, &[code]);
     log::line(&format!(

@@ -37,16 +37,21 @@ pub struct Shared {
     shutting_down: AtomicBool,
     /// Clients accepted whose thread has not ended.
     admitted: AtomicUsize,
+    /// Control-socket commands running.
+    control_admitted: AtomicUsize,
 }
 
-/// A client counted against the connection limit until dropped.
+/// A client counted against a limit until dropped.
 pub struct Admission {
     shared: Arc<Shared>,
+    control: bool,
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.shared.admitted.fetch_sub(1, Ordering::AcqRel);
+        self.shared
+            .counter(self.control)
+            .fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -93,6 +98,7 @@ impl Shared {
             next_id: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             admitted: AtomicUsize::new(0),
+            control_admitted: AtomicUsize::new(0),
         })
     }
 
@@ -139,8 +145,9 @@ impl Shared {
     }
 
     /// Ends every connection that has LUN `lun` open (they get no further reply; what
-    /// was acknowledged stays). Call it with the array locked, before the change, so
-    /// that none of their requests runs after it. Returns how many were ended.
+    /// was acknowledged stays). Call it under the same array lock as the change (before
+    /// or after it), so that none of their requests runs after the change. Returns how
+    /// many were ended.
     pub fn disconnect(&self, _locked: &MutexGuard<'_, ServedArray>, lun: u32) -> usize {
         let reg = self.registry();
         let mut n = 0;
@@ -152,25 +159,41 @@ impl Shared {
         n
     }
 
-    /// Counts a new client unless `max` are already being served.
-    pub fn admit(self: &Arc<Self>, max: usize) -> Option<Admission> {
-        let mut n = self.admitted.load(Ordering::Acquire);
+    fn counter(&self, control: bool) -> &AtomicUsize {
+        if control {
+            &self.control_admitted
+        } else {
+            &self.admitted
+        }
+    }
+
+    fn admit_to(self: &Arc<Self>, control: bool, max: usize) -> Option<Admission> {
+        let c = self.counter(control);
+        let mut n = c.load(Ordering::Acquire);
         loop {
             if n >= max {
                 return None;
             }
-            match self
-                .admitted
-                .compare_exchange(n, n + 1, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match c.compare_exchange(n, n + 1, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
                     return Some(Admission {
                         shared: self.clone(),
+                        control,
                     })
                 }
                 Err(now) => n = now,
             }
         }
+    }
+
+    /// Counts a new NBD client unless `max` are already being served.
+    pub fn admit(self: &Arc<Self>, max: usize) -> Option<Admission> {
+        self.admit_to(false, max)
+    }
+
+    /// Counts a new control-socket command unless `max` are already running.
+    pub fn admit_control(self: &Arc<Self>, max: usize) -> Option<Admission> {
+        self.admit_to(true, max)
     }
 
     /// Clients being served (accepted, thread not ended).
