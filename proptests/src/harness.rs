@@ -85,6 +85,16 @@ pub enum Op {
     PowerCut(lunsnap::testing::CutOutcome),
 }
 
+/// `Op::Write` of `len` bytes at `offset` of LUN `lun`, with the pattern of `tag`.
+pub fn write(lun: u32, offset: u64, len: u64, tag: u64) -> Op {
+    Op::Write {
+        lun,
+        offset,
+        len,
+        tag,
+    }
+}
+
 impl Op {
     /// LUNs whose content the operation may change (all of them for flush and reopen).
     pub fn touched(&self, m: &Model) -> Vec<u32> {

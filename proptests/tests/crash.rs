@@ -19,6 +19,7 @@ use std::time::Instant;
 use lunsnap::testing::Model;
 use lunsnap::testing::{mix, CutOutcome, PowerCutDevice, Rng};
 use lunsnap::{Access, Array, BlockDevice, FormatOptions, OpenOptions, SECTOR};
+use lunsnap_proptests::harness::write;
 use lunsnap_proptests::media::{Event, Medium, Tracer, View};
 use lunsnap_proptests::{env_count, Harness, Op};
 
@@ -40,15 +41,6 @@ struct Record {
     op: Op,
     events: std::ops::Range<usize>,
     candidates: Vec<Model>,
-}
-
-fn write(lun: u32, offset: u64, len: u64, tag: u64) -> Op {
-    Op::Write {
-        lun,
-        offset,
-        len,
-        tag,
-    }
 }
 
 fn copy(parent: u32, lun: u32, attached: bool) -> Op {

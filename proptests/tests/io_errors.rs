@@ -14,20 +14,12 @@
 use lunsnap::testing::Model;
 use lunsnap::testing::{CutOutcome, ErrorDevice, Fault, FaultOp, PowerCutDevice};
 use lunsnap::{Access, Array, Error, FormatOptions, MemDevice, OpenOptions};
+use lunsnap_proptests::harness::write;
 use lunsnap_proptests::{Harness, Op};
 
 const KIB: u64 = 1024;
 
 type Dev = ErrorDevice<PowerCutDevice<MemDevice>>;
-
-fn write(lun: u32, offset: u64, len: u64, tag: u64) -> Op {
-    Op::Write {
-        lun,
-        offset,
-        len,
-        tag,
-    }
-}
 
 /// A committed array with LUNs, copies and data; returns the device and its model.
 fn base(block_size: u32, cache_bytes: usize) -> (PowerCutDevice<MemDevice>, Model) {
