@@ -47,15 +47,19 @@ clippy-no-features:
 	time $(CARGO) clippy --workspace --lib -- -D warnings
 	time $(CARGO) clippy -p lunsnap-ffi --lib --no-default-features --profile firmware -- -D warnings
 
-## cargo-test: unit, integration and doc tests with every feature; the tests of
-## `lunsnap serve` with real NBD clients (cli/tests/nbd_clients.rs) fail, rather than
-## skip, when a client tool is missing (`make tools` installs them)
+## cargo-test: a bare `cargo test` (what a new user types first: the core crate's
+## tests need no flags), then unit, integration and doc tests of the whole workspace
+## with every feature; the tests of `lunsnap serve` with real NBD clients
+## (cli/tests/nbd_*.rs) fail, rather than skip, when a client tool is missing
+## (`make tools` installs them)
 cargo-test:
 	@echo "==> cargo test"
+	time $(CARGO) test
 	time LUNSNAP_REQUIRE_CLIENTS=1 $(CARGO) test --workspace --all-features
 
 ## fuzz-build: the cargo-fuzz targets (own workspace in fuzz/) still compile on stable;
-## their stored corpus and crashes are replayed by `cargo test` (tests/fuzz_replay.rs)
+## their stored corpus and crashes are replayed by `cargo test` (tests/fuzz_replay.rs,
+## server/tests/fuzz_replay.rs)
 fuzz-build:
 	@echo "==> fuzz targets compile"
 	time $(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check

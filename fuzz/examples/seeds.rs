@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use lunsnap::block::{self, BLOCK_SIZE};
+use lunsnap::testing::layout::{PAGE_MAGIC, PAGE_SIZE};
 use lunsnap::{Array, BlockDevice, FormatOptions, MemDevice};
 
 fn save(target: &str, name: &str, data: &[u8]) {
@@ -33,14 +33,14 @@ fn raw_image(bs: u32, bytes: u64) -> Vec<u8> {
     a.add_host(5, "h").unwrap();
     a.grant(2, 5, lunsnap::Access::Read).unwrap();
     let mut dev = a.close().unwrap();
-    let per = (BLOCK_SIZE / bs as usize) as u64;
+    let per = (PAGE_SIZE / bs as usize) as u64;
     let mut out = Vec::new();
     let mut last = 0;
     for p in 0..32u64 {
-        let mut page = vec![0u8; BLOCK_SIZE];
+        let mut page = vec![0u8; PAGE_SIZE];
         dev.read(p * per, &mut page).unwrap();
-        if page[..4] == block::MAGIC.to_le_bytes() {
-            last = out.len() + BLOCK_SIZE;
+        if page[..4] == PAGE_MAGIC.to_le_bytes() {
+            last = out.len() + PAGE_SIZE;
         }
         out.extend_from_slice(&page);
     }
@@ -147,4 +147,95 @@ fn main() {
             &v,
         );
     }
+    nbd_seeds();
+}
+
+/// An option: IHAVEOPT, the option, its length, its data.
+fn option(out: &mut Vec<u8>, opt: u32, data: &[u8]) {
+    out.extend_from_slice(&0x4948_4156_454f_5054u64.to_be_bytes());
+    out.extend_from_slice(&opt.to_be_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(data);
+}
+
+/// A request header (and its payload for a write).
+fn request(out: &mut Vec<u8>, kind: u16, flags: u16, offset: u64, len: u32) {
+    out.extend_from_slice(&0x2560_9513u32.to_be_bytes());
+    out.extend_from_slice(&flags.to_be_bytes());
+    out.extend_from_slice(&kind.to_be_bytes());
+    out.extend_from_slice(&7u64.to_be_bytes());
+    out.extend_from_slice(&offset.to_be_bytes());
+    out.extend_from_slice(&len.to_be_bytes());
+    if kind == 1 {
+        out.extend(std::iter::repeat_n(0x5a, len as usize));
+    }
+}
+
+fn name_and_infos(name: &str, infos: &[u16]) -> Vec<u8> {
+    let mut d = (name.len() as u32).to_be_bytes().to_vec();
+    d.extend_from_slice(name.as_bytes());
+    d.extend_from_slice(&(infos.len() as u16).to_be_bytes());
+    for i in infos {
+        d.extend_from_slice(&i.to_be_bytes());
+    }
+    d
+}
+
+fn meta(name: &str, queries: &[&str]) -> Vec<u8> {
+    let mut d = (name.len() as u32).to_be_bytes().to_vec();
+    d.extend_from_slice(name.as_bytes());
+    d.extend_from_slice(&(queries.len() as u32).to_be_bytes());
+    for q in queries {
+        d.extend_from_slice(&(q.len() as u32).to_be_bytes());
+        d.extend_from_slice(q.as_bytes());
+    }
+    d
+}
+
+/// nbd_session: whole sessions as qemu, nbdinfo and old clients send them, as the
+/// administrator and as the host, on each export.
+fn nbd_seeds() {
+    for (who, export) in [
+        (0u8, "1"),
+        (0, "2"),
+        (1, "2"),
+        (1, "11"),
+        (0, "12"),
+        (0, "3"),
+    ] {
+        let mut v = vec![who, 0, 0, 0, 3];
+        option(&mut v, 8, &[]); // structured replies
+        option(&mut v, 3, &[]); // list
+        option(&mut v, 9, &meta(export, &[])); // list meta contexts
+        option(&mut v, 10, &meta(export, &["base:allocation"]));
+        option(&mut v, 6, &name_and_infos(export, &[1, 2, 3]));
+        option(&mut v, 7, &name_and_infos(export, &[3]));
+        request(&mut v, 0, 0, 0, 16384); // read
+        request(&mut v, 1, 1, 1000, 3000); // write, FUA, unaligned
+        request(&mut v, 7, 0, 0, 1 << 20); // block status
+        request(&mut v, 7, 8, 4096, 65536); // block status, REQ_ONE
+        request(&mut v, 6, 0, 8192, 8192); // write zeroes
+        request(&mut v, 6, 2, 16384, 4096); // write zeroes, NO_HOLE
+        request(&mut v, 4, 0, 512, 65536); // trim
+        request(&mut v, 3, 0, 0, 0); // flush
+        request(&mut v, 0, 4, 0, 4096); // read, DF
+        request(&mut v, 0, 0, (1 << 20) - 512, 1024); // past the end
+        request(&mut v, 2, 0, 0, 0); // disconnect
+        save("nbd_session", &format!("go-{who}-{export}"), &v);
+    }
+    // An old client: no structured replies, EXPORT_NAME, simple replies.
+    let mut v = vec![0u8, 0, 0, 0, 1];
+    option(&mut v, 1, b"1");
+    request(&mut v, 0, 0, 0, 4096);
+    request(&mut v, 1, 0, 4096, 512);
+    request(&mut v, 3, 0, 0, 0);
+    request(&mut v, 2, 0, 0, 0);
+    save("nbd_session", "export-name", &v);
+    // Refusals: unknown option, STARTTLS without TLS, unknown export, abort.
+    let mut v = vec![1u8, 0, 0, 0, 3];
+    option(&mut v, 99, b"junk");
+    option(&mut v, 5, &[]);
+    option(&mut v, 7, &name_and_infos("99", &[]));
+    option(&mut v, 2, &[]);
+    save("nbd_session", "refusals", &v);
 }

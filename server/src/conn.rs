@@ -103,6 +103,55 @@ fn negotiate(mut sock: Sock, ctx: &Context, reg: &Registration, name: &str) -> i
     }
 }
 
+/// Serves one client session given as the bytes the client sends, with no socket:
+/// the real handshake and transmission code on an in-memory stream (no TLS; the
+/// session ends where the bytes do). Returns how many bytes the server sent. For the
+/// protocol fuzz target and its replay test.
+pub fn session_from_bytes(shared: &Arc<Shared>, who: Identity, client: &[u8]) -> u64 {
+    let mut s = Replay {
+        input: client,
+        sent: 0,
+    };
+    let reg = shared.register("a replayed session".into(), Box::new(|| ()));
+    let ctx = Context {
+        shared: shared.clone(),
+        who,
+        listener: "replay".into(),
+        tls: None,
+    };
+    let mut st = State::new(who, false);
+    let r = handshake::greet(&mut s, &mut st).and_then(|()| handshake::haggle(&mut s, &mut st, shared));
+    if let Ok(Outcome::Go(n)) = r {
+        if let Ok(ses) = start(&ctx, &reg, &n, st.who, "replay") {
+            let _ = transmit(&mut s, &ses, &ctx, &reg);
+        }
+    }
+    s.sent
+}
+
+/// A client given as bytes: reads take them in order, writes are counted and dropped.
+struct Replay<'a> {
+    input: &'a [u8],
+    sent: u64,
+}
+
+impl Read for Replay<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.input.read(buf)
+    }
+}
+
+impl Write for Replay<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.sent += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The host a certificate's common name names: its 16-hex-digit id, or the name it
 /// was registered with.
 fn host_named(shared: &Shared, cn: &str) -> Option<u64> {

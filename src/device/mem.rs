@@ -44,7 +44,7 @@ pub(crate) fn check_geometry(block_size: u32, block_count: u64) -> Option<usize>
 ///
 /// Writes are durable as soon as they return (there is no power to lose), so
 /// [`flush`](BlockDevice::flush) does nothing; wrap it in
-/// `device::testing::PowerCutDevice` (feature `testing`) to
+/// `lunsnap::testing::PowerCutDevice` (feature `testing`) to
 /// simulate a volatile write cache.
 ///
 /// `Clone` copies the whole content, which makes it easy to snapshot a device in tests.

@@ -1,7 +1,8 @@
 //! Test support for users' own property and crash tests (feature `testing`): the
-//! reference [`Model`] of an [`Array`](crate::Array), and (re-exported from
-//! [`device::testing`](crate::testing)) the power-loss and error-injecting
-//! devices.
+//! reference [`Model`] of an [`Array`](crate::Array), the power-loss and
+//! error-injecting devices ([`PowerCutDevice`], [`ErrorDevice`]), the generator the
+//! tests share ([`Rng`]) and the on-disk [`layout`] facts that tests which forge
+//! images need.
 //!
 //! The model is what docs/DESIGN.md §2 promises, written as plainly as possible: a map of
 //! sectors per LUN, the copy relationships, the full-size reservations and, to predict
