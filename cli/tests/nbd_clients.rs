@@ -1128,7 +1128,6 @@ fn tcp_beyond_loopback_needs_tls() {
 /// `lunsnap copy create` on a served image while fio writes LUN 1 with verification:
 /// the copy is made (and becomes an export) without disturbing fio.
 #[test]
-#[ignore = "needs management over the control socket"]
 fn copy_create_while_fio_writes() {
     if !need("copy_create_while_fio_writes", &["fio-nbd", "nbdinfo"]) {
         return;
@@ -1186,7 +1185,6 @@ fn copy_create_while_fio_writes() {
 /// is a consistent filesystem: after journal replay on a scratch copy of its bytes
 /// e2fsck finds it clean, and every file fsynced before the copy command is in it.
 #[test]
-#[ignore = "needs management over the control socket"]
 fn copy_of_live_ext4_is_consistent() {
     if !need("copy_of_live_ext4_is_consistent", &FS_TOOLS) {
         return;

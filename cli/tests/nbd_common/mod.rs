@@ -642,3 +642,133 @@ pub fn json_in(text: &str, what: &str) -> serde_json::Value {
     serde_json::from_str(&text[start..])
         .unwrap_or_else(|e| panic!("{what}: bad JSON ({e}): {text}"))
 }
+
+// ---------------------------------------------------------------------------------
+// A raw NBD client
+
+/// A minimal NBD client over a Unix socket, for tests that must know exactly when
+/// each request was sent and its reply arrived: the fixed-newstyle handshake with
+/// `NBD_OPT_GO`, then one request at a time with simple replies.
+pub struct NbdClient {
+    sock: std::os::unix::net::UnixStream,
+    handle: u64,
+    /// The export's size, from the server's `NBD_INFO_EXPORT`.
+    pub size: u64,
+}
+
+const NBD_REQUEST_MAGIC: u32 = 0x2560_9513;
+const NBD_SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
+const NBD_OPT_REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
+
+impl NbdClient {
+    /// Opens export `name` on the server listening on the Unix socket `sock`.
+    #[track_caller]
+    pub fn connect(sock: &str, name: &str) -> NbdClient {
+        use std::io::Write;
+        let mut s = std::os::unix::net::UnixStream::connect(sock)
+            .unwrap_or_else(|e| panic!("cannot connect to {sock}: {e}"));
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut greeting = [0u8; 18];
+        s.read_exact(&mut greeting).expect("NBD greeting");
+        assert_eq!(&greeting[..16], b"NBDMAGICIHAVEOPT", "not an NBD server");
+        s.write_all(&3u32.to_be_bytes()).unwrap(); // FIXED_NEWSTYLE | NO_ZEROES
+        let mut data = (name.len() as u32).to_be_bytes().to_vec();
+        data.extend_from_slice(name.as_bytes());
+        data.extend_from_slice(&0u16.to_be_bytes()); // no information requests
+        let mut opt = b"IHAVEOPT".to_vec();
+        opt.extend_from_slice(&7u32.to_be_bytes()); // NBD_OPT_GO
+        opt.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        opt.extend_from_slice(&data);
+        s.write_all(&opt).unwrap();
+        let mut size = None;
+        loop {
+            let mut h = [0u8; 20];
+            s.read_exact(&mut h).expect("NBD option reply");
+            assert_eq!(
+                u64::from_be_bytes(h[..8].try_into().unwrap()),
+                NBD_OPT_REPLY_MAGIC
+            );
+            let kind = u32::from_be_bytes(h[12..16].try_into().unwrap());
+            let len = u32::from_be_bytes(h[16..20].try_into().unwrap());
+            let mut p = vec![0u8; len as usize];
+            s.read_exact(&mut p).expect("NBD option reply payload");
+            match kind {
+                1 => break, // NBD_REP_ACK
+                // NBD_REP_INFO; NBD_INFO_EXPORT: the size and transmission flags.
+                3 if p.len() >= 10 && p[..2] == [0, 0] => {
+                    size = Some(u64::from_be_bytes(p[2..10].try_into().unwrap()));
+                }
+                3 => {}
+                _ => panic!(
+                    "export {name} refused ({kind:#x}): {}",
+                    String::from_utf8_lossy(&p)
+                ),
+            }
+        }
+        NbdClient {
+            sock: s,
+            handle: 0,
+            size: size.expect("no NBD_INFO_EXPORT before NBD_REP_ACK"),
+        }
+    }
+
+    /// Sends one request and waits for its simple reply; `Err` carries a non-zero
+    /// NBD error.
+    fn request(&mut self, kind: u16, offset: u64, len: u32, payload: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        self.handle += 1;
+        let mut r = Vec::with_capacity(28 + payload.len());
+        r.extend_from_slice(&NBD_REQUEST_MAGIC.to_be_bytes());
+        r.extend_from_slice(&0u16.to_be_bytes()); // no command flags
+        r.extend_from_slice(&kind.to_be_bytes());
+        r.extend_from_slice(&self.handle.to_be_bytes());
+        r.extend_from_slice(&offset.to_be_bytes());
+        r.extend_from_slice(&len.to_be_bytes());
+        r.extend_from_slice(payload);
+        self.sock.write_all(&r)?;
+        let mut h = [0u8; 16];
+        self.sock.read_exact(&mut h)?;
+        let magic = u32::from_be_bytes(h[..4].try_into().unwrap());
+        let handle = u64::from_be_bytes(h[8..16].try_into().unwrap());
+        if magic != NBD_SIMPLE_REPLY_MAGIC || handle != self.handle {
+            return Err(std::io::Error::other(format!(
+                "bad reply: magic {magic:#x}, handle {handle} (sent {})",
+                self.handle
+            )));
+        }
+        match u32::from_be_bytes(h[4..8].try_into().unwrap()) {
+            0 => Ok(()),
+            e => Err(std::io::Error::other(format!("NBD error {e}"))),
+        }
+    }
+
+    /// `NBD_CMD_WRITE` of `data` at `offset`; returns once the reply arrived.
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.request(1, offset, data.len() as u32, data)
+    }
+
+    /// `NBD_CMD_READ` of `len` bytes at `offset`.
+    pub fn read(&mut self, offset: u64, len: u32) -> std::io::Result<Vec<u8>> {
+        self.request(0, offset, len, &[])?;
+        let mut data = vec![0u8; len as usize];
+        self.sock.read_exact(&mut data)?;
+        Ok(data)
+    }
+
+    /// `NBD_CMD_FLUSH`.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.request(3, 0, 0, &[])
+    }
+
+    /// `NBD_CMD_DISC` (no reply), then the socket is closed.
+    pub fn disconnect(mut self) {
+        use std::io::Write;
+        let mut r = Vec::with_capacity(28);
+        r.extend_from_slice(&NBD_REQUEST_MAGIC.to_be_bytes());
+        r.extend_from_slice(&0u16.to_be_bytes());
+        r.extend_from_slice(&2u16.to_be_bytes()); // NBD_CMD_DISC
+        r.extend_from_slice(&(self.handle + 1).to_be_bytes());
+        r.extend_from_slice(&[0u8; 12]);
+        let _ = self.sock.write_all(&r);
+    }
+}
