@@ -10,9 +10,8 @@
 //! completed flush promised. A missing client tool skips the test, or fails it when
 //! LUNSNAP_REQUIRE_CLIENTS=1 (`make test` sets it; `.ci/install-tools` installs them).
 //!
-//! Tests that need management while the image is served (commands forwarded over
-//! the control socket) are written against the CLI as it will be and ignored until
-//! that lands.
+//! Two tests also manage the array while it is served (commands forwarded over the
+//! control socket): a copy made while fio writes, and a copy of a live ext4.
 
 mod nbd_common;
 

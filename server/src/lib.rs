@@ -166,8 +166,19 @@ impl Server {
         for b in &self.bound {
             b.wake();
         }
+        // A listener is woken by connecting to it; one whose socket file was removed
+        // behind the server's back cannot be, and its thread is left blocked in accept
+        // (it ends with the process) rather than waited for.
+        let deadline = Instant::now() + Duration::from_secs(2);
         for t in self.threads {
-            let _ = t.join();
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                log::line("a listener did not stop (was its socket file removed?): left behind");
+            }
         }
         for b in &self.bound {
             b.remove();
