@@ -286,3 +286,66 @@ fn decode_root(b: &[u8], o: usize) -> Result<Option<Tree>> {
         _ => Err(Error::corrupt(0, "superblock root slot flag invalid")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geometry(data_extents: u64) -> Geometry {
+        Geometry {
+            device_block_size: 4096,
+            extent_size: MIN_EXTENT_SIZE,
+            device_pages: 2 + 16 + data_extents,
+            meta_start: 2,
+            meta_pages: 16,
+            data_start: 18,
+            data_extents,
+        }
+    }
+
+    #[test]
+    fn the_extent_limit_is_checked_at_every_open() {
+        let at_limit = geometry(MAX_DATA_EXTENTS);
+        assert_eq!(at_limit.validate(at_limit.device_pages), Ok(()));
+        // One more extent would not fit a mapping slot (stored as extent + 1 in 32 bits).
+        let over = geometry(MAX_DATA_EXTENTS + 1);
+        assert_eq!(
+            over.validate(over.device_pages),
+            Err(Error::corrupt(0, "more than 2^32 - 2 data extents"))
+        );
+    }
+
+    #[test]
+    fn the_extent_size_rule() {
+        for ok in [4096u32, 8192, 16384, 1 << 20] {
+            assert!(is_valid_extent_size(ok), "{ok}");
+        }
+        for bad in [0u32, 512, 2048, 4095, 12288, 2 << 20, u32::MAX] {
+            assert!(!is_valid_extent_size(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn encode_and_decode_use_one_layout() {
+        let sb = Superblock {
+            generation: 7,
+            geo: geometry(100),
+            array_id: [9; 16],
+            meta_map: MapRoot {
+                root: 3,
+                allocated: 4,
+                cursor: 5,
+            },
+            data_map: MapRoot {
+                root: 6,
+                allocated: 7,
+                cursor: 8,
+            },
+            roots: [None; ROOT_SLOTS],
+            client: [1; CLIENT_BYTES],
+        };
+        let mut b = alloc::vec![0u8; PAGE_SIZE];
+        sb.encode(&mut b, 1);
+        assert_eq!(Superblock::decode(&b), Ok(sb));
+    }
+}
