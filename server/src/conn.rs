@@ -120,7 +120,8 @@ pub fn session_from_bytes(shared: &Arc<Shared>, who: Identity, client: &[u8]) ->
         tls: None,
     };
     let mut st = State::new(who, false);
-    let r = handshake::greet(&mut s, &mut st).and_then(|()| handshake::haggle(&mut s, &mut st, shared));
+    let r =
+        handshake::greet(&mut s, &mut st).and_then(|()| handshake::haggle(&mut s, &mut st, shared));
     if let Ok(Outcome::Go(n)) = r {
         if let Ok(ses) = start(&ctx, &reg, &n, st.who, "replay") {
             let _ = transmit(&mut s, &ses, &ctx, &reg);

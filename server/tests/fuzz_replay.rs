@@ -16,11 +16,19 @@ fn nbd_session_inputs() {
     let mut files = Vec::new();
     for dir in ["corpus", "artifacts"] {
         if let Ok(entries) = std::fs::read_dir(root.join(dir).join("nbd_session")) {
-            files.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file()));
+            files.extend(
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.is_file()),
+            );
         }
     }
     files.sort();
-    assert!(!files.is_empty(), "no stored inputs under fuzz/corpus/nbd_session");
+    assert!(
+        !files.is_empty(),
+        "no stored inputs under fuzz/corpus/nbd_session"
+    );
     let start = Instant::now();
     let mut failed = Vec::new();
     for f in &files {
@@ -29,6 +37,10 @@ fn nbd_session_inputs() {
             failed.push(f.display().to_string());
         }
     }
-    println!("nbd_session: {} inputs replayed in {:.1?}", files.len(), start.elapsed());
+    println!(
+        "nbd_session: {} inputs replayed in {:.1?}",
+        files.len(),
+        start.elapsed()
+    );
     assert!(failed.is_empty(), "nbd_session fails on {failed:#?}");
 }
