@@ -19,8 +19,8 @@ use core::fmt::{self, Write};
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use lunsnap::engine::{FormatOptions, OpenOptions};
-use lunsnap::{Array, Engine, MemDevice, ValueKind};
+use lunsnap::engine::{Engine, FormatOptions, OpenOptions, ValueKind};
+use lunsnap::{Array, MemDevice};
 use lunsnap::{FormatOptions as ArrayFormat, OpenOptions as ArrayOpen};
 
 // --- The C library: the only outside code we call. ----------------------------------
