@@ -96,8 +96,8 @@ mod store;
 pub mod testing;
 
 pub use array::{
-    Access, Array, ArrayViolation, FormatOptions, HostInfo, HostView, LunInfo, LunKind, LunStatus,
-    MapRange, OpenOptions, PoolInfo, DEFAULT_EXTENT_SIZE, DEFAULT_MAX_LUNS, MAX_HOSTS,
+    Access, Array, ArrayViolation, DiffRange, FormatOptions, HostInfo, HostView, LunInfo, LunKind,
+    LunStatus, MapRange, OpenOptions, PoolInfo, DEFAULT_EXTENT_SIZE, DEFAULT_MAX_LUNS, MAX_HOSTS,
     MAX_HOST_NAME, MAX_LUNS_LIMIT, SECTOR,
 };
 pub use device::{BlockDevice, DeviceError, DeviceErrorKind, MemDevice};

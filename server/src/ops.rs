@@ -114,6 +114,9 @@ fn read_bytes(a: &mut ServedArray, s: &Session, offset: u64, buf: &mut [u8]) -> 
 
 /// Writes `data` at any byte `offset` (partial sectors are read, patched, written).
 fn write_bytes(a: &mut ServedArray, s: &Session, offset: u64, data: &[u8]) -> Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
     let (start, end) = sectors(offset, data.len() as u64);
     if start == offset && end == offset + data.len() as u64 {
         return write_at(a, s, offset, data);
@@ -320,54 +323,42 @@ fn hole_chunk(handle: u64, offset: u64, len: u32, last: bool, out: &mut Vec<u8>)
     out.extend_from_slice(&len.to_be_bytes());
 }
 
-/// Zeroes the range. Where it is already a hole nothing is written (it reads as
-/// zeros), unless the client asked for allocation (`NO_HOLE`).
+/// Zeroes the range: whole extents become holes (they read as zeros and occupy no
+/// space) unless the client asked for allocation (`NO_HOLE`), in which case zeros are
+/// written. Partial sectors at the ends are read, patched and written.
 fn write_zeroes(a: &mut ServedArray, s: &Session, req: &Request) -> Result<()> {
-    let (offset, len) = (req.offset, u64::from(req.length));
-    if len == 0 {
-        return Ok(());
+    let punch = req.flags & cflag::NO_HOLE == 0;
+    zero_range(a, s, req.offset, u64::from(req.length), punch)
+}
+
+/// Zeroes `len` bytes at any byte `offset`: the whole sectors inside through the
+/// array's `write_zeroes`, the partial sectors at the ends by read-modify-write.
+fn zero_range(a: &mut ServedArray, s: &Session, offset: u64, len: u64, punch: bool) -> Result<()> {
+    let end = offset + len;
+    let start = offset.div_ceil(SECTOR) * SECTOR;
+    let stop = end / SECTOR * SECTOR;
+    if stop <= start {
+        return write_bytes(a, s, offset, &vec![0u8; len as usize]);
     }
-    let ranges = if req.flags & cflag::NO_HOLE != 0 {
-        vec![(offset, offset + len)]
-    } else {
-        let (start, end) = sectors(offset, len);
-        map(a, s, start, end - start)?
-            .iter()
-            .filter(|r| r.data)
-            .map(|r| {
-                (
-                    r.offset.max(offset),
-                    (r.offset + r.length).min(offset + len),
-                )
-            })
-            .filter(|(a, b)| a < b)
-            .collect()
-    };
-    const CHUNK: u64 = 1 << 20;
-    let zeros = vec![0u8; CHUNK.min(len) as usize];
-    for (mut pos, end) in ranges {
-        while pos < end {
-            let n = (end - pos).min(CHUNK);
-            write_bytes(a, s, pos, &zeros[..n as usize])?;
-            pos += n;
-        }
+    write_bytes(a, s, offset, &vec![0u8; (start - offset) as usize])?;
+    match s.who {
+        Identity::Admin => a.write_zeroes(s.lun, start, stop - start, punch)?,
+        Identity::Host(h) => a
+            .as_host(h)
+            .write_zeroes(s.lun, start, stop - start, punch)?,
     }
-    Ok(())
+    write_bytes(a, s, stop, &vec![0u8; (end - stop) as usize])
 }
 
 /// Discards the whole sectors inside the range (a hint: partial sectors at its ends
-/// are left as they are). The array commits a discard.
+/// are left as they are). Like a write, it becomes durable at the next flush.
 fn trim(a: &mut ServedArray, s: &Session, req: &Request) -> Result<()> {
     let start = req.offset.div_ceil(SECTOR) * SECTOR;
     let end = (req.offset + u64::from(req.length)) / SECTOR * SECTOR;
     if end <= start {
         return Ok(());
     }
-    match s.who {
-        Identity::Admin => a.discard(s.lun, start, end - start)?,
-        Identity::Host(h) => a.as_host(h).discard(s.lun, start, end - start)?,
-    }
-    Ok(())
+    zero_range(a, s, start, end - start, true)
 }
 
 fn block_status(a: &mut ServedArray, s: &Session, req: &Request, out: &mut Vec<u8>) -> Result<()> {

@@ -334,6 +334,19 @@ impl<D: BlockDevice> HostView<'_, D> {
         self.array.discard(lun, offset, len)
     }
 
+    /// [`Array::write_zeroes`] on behalf of the host.
+    pub fn write_zeroes(&mut self, lun: u32, offset: u64, len: u64, punch: bool) -> Result<()> {
+        self.authorize(lun, true)?;
+        self.array.write_zeroes(lun, offset, len, punch)
+    }
+
+    /// [`Array::diff`] as the host sees it: both LUNs must be visible to it.
+    pub fn diff(&mut self, a: u32, b: u32, offset: u64, len: u64) -> Result<Vec<super::DiffRange>> {
+        self.authorize(a, false)?;
+        self.authorize(b, false)?;
+        self.array.diff(a, b, offset, len)
+    }
+
     /// The LUNs the host may discover (all of them with security disabled).
     pub fn visible_luns(&self) -> Vec<u32> {
         self.array

@@ -9,7 +9,7 @@
 
 use alloc::vec;
 
-use crate::device::{BlockDevice, DeviceError};
+use crate::device::{is_zero, BlockDevice, DeviceError};
 use crate::error::{Error, Result};
 
 use super::lun::{pack, unpack, EXTENTS_PER_ENTRY};
@@ -31,7 +31,13 @@ impl<D: BlockDevice> Array<D> {
     }
 
     /// Validates an I/O request on LUN `n`, refusing an offline LUN if `online`.
-    fn io_check_online(&self, n: u32, offset: u64, len: u64, online: bool) -> Result<()> {
+    pub(super) fn io_check_online(
+        &self,
+        n: u32,
+        offset: u64,
+        len: u64,
+        online: bool,
+    ) -> Result<()> {
         let l = self.get(n)?;
         if !l.attached {
             return Err(Error::Detached(n));
@@ -172,6 +178,11 @@ impl<D: BlockDevice> Array<D> {
     pub fn write(&mut self, n: u32, offset: u64, buf: &[u8]) -> Result<()> {
         self.live_io()?;
         self.io_check(n, offset, buf.len() as u64)?;
+        self.write_detecting(n, offset, buf, self.detect_zeros)
+    }
+
+    /// [`Array::write`], unmapping whole extents of zeros if `detect`.
+    fn write_detecting(&mut self, n: u32, offset: u64, buf: &[u8], detect: bool) -> Result<()> {
         let es = self.extent_size;
         let mut done = 0usize;
         while done < buf.len() {
@@ -179,8 +190,50 @@ impl<D: BlockDevice> Array<D> {
             let le = pos / es;
             let within = pos % es;
             let len = ((es - within) as usize).min(buf.len() - done);
-            self.write_in_extent(n, le, within, &buf[done..done + len])?;
+            let chunk = &buf[done..done + len];
+            if detect && len as u64 == es && is_zero(chunk) {
+                self.unmap(n, le)?;
+            } else {
+                self.write_in_extent(n, le, within, chunk)?;
+            }
             done += len;
+        }
+        Ok(())
+    }
+
+    /// Makes `len` bytes of LUN `n` from `offset` read as zeros, as a data write: it
+    /// becomes durable at the next [`Array::flush`] or management operation, and does
+    /// not commit (unlike [`Array::discard`]). With `punch`, whole extents in the range
+    /// are unmapped (they occupy no space and stop being shared) and the parts of
+    /// extents it covers in part are zeroed; without, the whole range is written with
+    /// zeros and stays allocated (for users who need allocation to follow writes,
+    /// such as NBD's `WRITE_ZEROES` with `NO_HOLE`).
+    ///
+    /// Errors: as [`Array::write`].
+    pub fn write_zeroes(&mut self, n: u32, offset: u64, len: u64, punch: bool) -> Result<()> {
+        self.live_io()?;
+        self.io_check(n, offset, len)?;
+        if punch {
+            return self.discard_range(n, offset, len);
+        }
+        const CHUNK: u64 = 1 << 20;
+        let zeros = vec![0u8; len.min(CHUNK) as usize];
+        let mut pos = offset;
+        while pos < offset + len {
+            let k = (offset + len - pos).min(CHUNK);
+            self.write_detecting(n, pos, &zeros[..k as usize], false)?;
+            pos += k;
+        }
+        Ok(())
+    }
+
+    /// Unmaps logical extent `le` of LUN `n` (nothing if it is a hole).
+    fn unmap(&mut self, n: u32, le: u64) -> Result<()> {
+        let (old, mut slots) = self.mapped(n, le)?;
+        if let Some(e) = old {
+            slots[(le % EXTENTS_PER_ENTRY) as usize] = 0;
+            self.set_entry(n, le / EXTENTS_PER_ENTRY, &slots)?;
+            self.eng.dec_data(e)?;
         }
         Ok(())
     }
@@ -342,19 +395,14 @@ impl<D: BlockDevice> Array<D> {
             let le = pos / es;
             let within = pos % es;
             let chunk = (es - within).min(end - pos);
-            let (old, mut slots) = self.mapped(n, le)?;
             // The last extent of a LUN whose size is not a multiple of the extent
             // size is whole once the range reaches the LUN's end.
             let whole = within == 0 && (chunk == es || pos + chunk == size);
-            if let Some(e) = old {
-                if whole {
-                    slots[(le % EXTENTS_PER_ENTRY) as usize] = 0;
-                    self.set_entry(n, le / EXTENTS_PER_ENTRY, &slots)?;
-                    self.eng.dec_data(e)?;
-                } else {
-                    let zeros = vec![0u8; chunk as usize];
-                    self.write_in_extent(n, le, within, &zeros)?;
-                }
+            if whole {
+                self.unmap(n, le)?;
+            } else if self.mapped(n, le)?.0.is_some() {
+                let zeros = vec![0u8; chunk as usize];
+                self.write_in_extent(n, le, within, &zeros)?;
             }
             pos += chunk;
         }

@@ -1,5 +1,7 @@
-//! `Array::map`: which ranges of a LUN hold data and which are holes, found by
-//! walking only the mapping entries inside the range.
+//! `Array::map` and `Array::diff`: which ranges of a LUN hold data (and whether
+//! another LUN shares them), and where two LUNs may differ, found by walking only
+//! the mapping entries inside the range, and for a diff only the parts of the two
+//! mappings that are not shared.
 
 use alloc::vec::Vec;
 
@@ -20,14 +22,48 @@ pub struct MapRange {
     /// True when the range is mapped to data extents; false for a hole, which reads
     /// as zeros and occupies no space.
     pub data: bool,
+    /// True when another LUN maps the same extents (a copy and its parent before
+    /// either wrote there): writing here copies the extent first. Always false for
+    /// holes.
+    pub shared: bool,
+}
+
+/// A range where two LUNs may differ, as [`Array::diff`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct DiffRange {
+    /// Byte offset (the same in both LUNs).
+    pub offset: u64,
+    /// Length in bytes (never 0).
+    pub length: u64,
+}
+
+/// Appends `[from, to)` to `out`, merging it with the last range when they touch and
+/// `same` says they are alike.
+fn push<T>(
+    out: &mut Vec<T>,
+    from: u64,
+    to: u64,
+    make: impl Fn(u64, u64) -> T,
+    merge: impl Fn(&mut T, u64, u64) -> bool,
+) {
+    if to <= from {
+        return;
+    }
+    if let Some(last) = out.last_mut() {
+        if merge(last, from, to) {
+            return;
+        }
+    }
+    out.push(make(from, to));
 }
 
 impl<D: BlockDevice> Array<D> {
     /// The ranges of LUN `n` from `offset` for `len` bytes, in order, each mapped to
-    /// data or a hole, adjacent ranges of the same kind merged. Mapping is per extent:
-    /// a range boundary inside the request falls on an extent boundary. The cost is
-    /// that of the mapping entries inside the range plus the tree's depth, whatever
-    /// the LUN's size.
+    /// data (shared with another LUN or not) or a hole, adjacent ranges of the same
+    /// kind merged. Mapping is per extent: a range boundary inside the request falls
+    /// on an extent boundary. The cost is that of the mapping entries inside the range
+    /// plus the tree's depth, whatever the LUN's size.
     ///
     /// Errors: as [`Array::read`].
     pub fn map(&mut self, n: u32, offset: u64, len: u64) -> Result<Vec<MapRange>> {
@@ -40,40 +76,122 @@ impl<D: BlockDevice> Array<D> {
         let end = offset + len;
         let (first, last) = (offset / es, (end - 1) / es);
         let mapping = self.get(n)?.mapping;
-        let lo = first / EXTENTS_PER_ENTRY;
-        let hi = last / EXTENTS_PER_ENTRY;
-        // Logical extents that hold data, in order (bounded by the request).
-        let mut mapped: Vec<u64> = Vec::new();
-        self.eng.range(&mapping, lo, hi, |key, v| {
+        // (logical extent, data extent, path shared), in order, inside the request.
+        let mut mapped: Vec<(u64, u64, bool)> = Vec::new();
+        let (lo, hi) = (first / EXTENTS_PER_ENTRY, last / EXTENTS_PER_ENTRY);
+        self.eng.range_shared(&mapping, lo, hi, |key, v, shared| {
             for (i, &s) in unpack(v).iter().enumerate() {
                 let le = key * EXTENTS_PER_ENTRY + i as u64;
                 if s != 0 && (first..=last).contains(&le) {
-                    mapped.push(le);
+                    mapped.push((le, u64::from(s) - 1, shared));
                 }
             }
-            true
         })?;
         let mut pos = offset;
-        let mut push = |out: &mut Vec<MapRange>, to: u64, data: bool| {
-            if to <= pos {
-                return;
-            }
-            match out.last_mut() {
-                Some(r) if r.data == data && r.offset + r.length == pos => r.length += to - pos,
-                _ => out.push(MapRange {
-                    offset: pos,
-                    length: to - pos,
-                    data,
-                }),
-            }
-            pos = to;
-        };
-        for le in mapped {
+        for (le, extent, path_shared) in mapped {
+            let shared = path_shared || self.eng.data_refcount(extent)? > 1;
             let start = (le * es).max(offset);
-            push(&mut out, start, false);
-            push(&mut out, ((le + 1) * es).min(end), true);
+            let stop = ((le + 1) * es).min(end);
+            for (from, to, data, shared) in
+                [(pos, start, false, false), (start, stop, true, shared)]
+            {
+                push(
+                    &mut out,
+                    from,
+                    to,
+                    |f, t| MapRange {
+                        offset: f,
+                        length: t - f,
+                        data,
+                        shared,
+                    },
+                    |r, f, t| {
+                        let glue = r.data == data && r.shared == shared && r.offset + r.length == f;
+                        if glue {
+                            r.length += t - f;
+                        }
+                        glue
+                    },
+                );
+            }
+            pos = stop;
         }
-        push(&mut out, end, false);
+        push(
+            &mut out,
+            pos,
+            end,
+            |f, t| MapRange {
+                offset: f,
+                length: t - f,
+                data: false,
+                shared: false,
+            },
+            |r, f, t| {
+                let glue = !r.data && r.offset + r.length == f;
+                if glue {
+                    r.length += t - f;
+                }
+                glue
+            },
+        );
+        Ok(out)
+    }
+
+    /// The ranges of LUNs `a` and `b` from `offset` for `len` bytes where their
+    /// contents may differ, in order, adjacent ranges merged: every extent one of them
+    /// maps and the other maps to a different extent or not at all. Exact at extent
+    /// granularity: an extent both wrote since they diverged is reported even if the
+    /// bytes happen to be equal, and a range not reported is equal. The two mappings
+    /// are walked together and every subtree they share is skipped, so for LUNs of one
+    /// lineage (a copy and its parent, two copies of one parent, copies taken at
+    /// different times) the cost grows with what changed, not with the LUNs' size;
+    /// for unrelated LUNs it compares their mappings in full, and is still exact.
+    ///
+    /// Errors: as [`Array::read`] for each LUN (the range must lie inside both; an
+    /// offline LUN may be compared).
+    pub fn diff(&mut self, a: u32, b: u32, offset: u64, len: u64) -> Result<Vec<DiffRange>> {
+        self.io_check_online(a, offset, len, false)?;
+        self.io_check_online(b, offset, len, false)?;
+        let mut out: Vec<DiffRange> = Vec::new();
+        if len == 0 {
+            return Ok(out);
+        }
+        let es = self.extent_size;
+        let end = offset + len;
+        let (first, last) = (offset / es, (end - 1) / es);
+        let (ta, tb) = (self.get(a)?.mapping, self.get(b)?.mapping);
+        let (lo, hi) = (first / EXTENTS_PER_ENTRY, last / EXTENTS_PER_ENTRY);
+        let mut changed: Vec<u64> = Vec::new();
+        self.eng.diff(&ta, &tb, lo, hi, |key, va, vb| {
+            let sa = va.map(unpack).unwrap_or_default();
+            let sb = vb.map(unpack).unwrap_or_default();
+            for i in 0..EXTENTS_PER_ENTRY as usize {
+                let le = key * EXTENTS_PER_ENTRY + i as u64;
+                if sa[i] != sb[i] && (first..=last).contains(&le) {
+                    changed.push(le);
+                }
+            }
+        })?;
+        for le in changed {
+            let from = (le * es).max(offset);
+            let to = ((le + 1) * es).min(end);
+            push(
+                &mut out,
+                from,
+                to,
+                |f, t| DiffRange {
+                    offset: f,
+                    length: t - f,
+                },
+                |r, f, t| {
+                    let glue = r.offset + r.length == f;
+                    if glue {
+                        r.length += t - f;
+                    }
+                    glue
+                },
+            );
+        }
         Ok(out)
     }
 }
@@ -82,15 +200,20 @@ impl<D: BlockDevice> Array<D> {
 mod tests {
     use crate::{Array, FormatOptions, MemDevice};
 
-    #[test]
-    fn holes_and_data_merge_and_clip() {
+    fn array() -> Array<MemDevice> {
         let opts = FormatOptions {
             extent_size: 4096,
             max_luns: 4,
             ..FormatOptions::default()
         };
-        let mut a = Array::format(MemDevice::new(4096, 1024).unwrap(), &opts).unwrap();
+        let mut a = Array::format(MemDevice::new(4096, 4096).unwrap(), &opts).unwrap();
         a.create_lun(0, 64 * 4096).unwrap();
+        a
+    }
+
+    #[test]
+    fn holes_and_data_merge_and_clip() {
+        let mut a = array();
         assert_eq!(a.map(0, 0, 0).unwrap(), []);
         let all = a.map(0, 0, 64 * 4096).unwrap();
         assert_eq!(all.len(), 1);
@@ -99,16 +222,18 @@ mod tests {
         a.write(0, 4096, &[1; 8192]).unwrap();
         a.write(0, 20 * 4096 + 512, &[1; 512]).unwrap();
         let r = a.map(0, 512, 30 * 4096).unwrap();
-        let got: alloc::vec::Vec<(u64, u64, bool)> =
-            r.iter().map(|r| (r.offset, r.length, r.data)).collect();
+        let got: alloc::vec::Vec<(u64, u64, bool, bool)> = r
+            .iter()
+            .map(|r| (r.offset, r.length, r.data, r.shared))
+            .collect();
         assert_eq!(
             got,
             [
-                (512, 4096 - 512, false),
-                (4096, 8192, true),
-                (3 * 4096, 17 * 4096, false),
-                (20 * 4096, 4096, true),
-                (21 * 4096, 9 * 4096 + 512, false),
+                (512, 4096 - 512, false, false),
+                (4096, 8192, true, false),
+                (3 * 4096, 17 * 4096, false, false),
+                (20 * 4096, 4096, true, false),
+                (21 * 4096, 9 * 4096 + 512, false, false),
             ]
         );
         // Inside one mapped extent: one data range, clipped to the request.
@@ -120,5 +245,33 @@ mod tests {
         assert!(a.map(0, 1, 512).is_err());
         assert!(a.map(0, 63 * 4096, 2 * 4096).is_err());
         assert!(a.map(1, 0, 512).is_err());
+    }
+
+    #[test]
+    fn sharing_and_diff_follow_copies() {
+        let mut a = array();
+        a.write(0, 0, &[1; 4 * 4096]).unwrap();
+        a.create_copy(0, 1, true).unwrap();
+        let r = a.map(1, 0, 4 * 4096).unwrap();
+        assert_eq!(r.len(), 1);
+        assert!(r[0].data && r[0].shared);
+        assert_eq!(a.diff(0, 1, 0, 64 * 4096).unwrap(), []);
+        // The parent writes extent 2: it is no longer shared, and the diff names it.
+        a.write(0, 2 * 4096, &[2; 512]).unwrap();
+        let d = a.diff(0, 1, 0, 64 * 4096).unwrap();
+        assert_eq!((d.len(), d[0].offset, d[0].length), (1, 2 * 4096, 4096));
+        let r = a.map(0, 0, 4 * 4096).unwrap();
+        let kinds: alloc::vec::Vec<(u64, bool)> = r.iter().map(|r| (r.length, r.shared)).collect();
+        assert_eq!(kinds, [(2 * 4096, true), (4096, false), (4096, true)]);
+        // An extent written with the bytes it already held is still reported (merged
+        // with extent 2 into one range).
+        a.write(1, 3 * 4096, &[1; 512]).unwrap();
+        let d = a.diff(1, 0, 0, 64 * 4096).unwrap();
+        assert_eq!((d.len(), d[0].offset, d[0].length), (1, 2 * 4096, 2 * 4096));
+        // A hole on one side, data on the other.
+        a.write(0, 40 * 4096, &[3; 512]).unwrap();
+        let d = a.diff(0, 1, 30 * 4096, 20 * 4096).unwrap();
+        assert_eq!((d.len(), d[0].offset, d[0].length), (1, 40 * 4096, 4096));
+        assert!(a.diff(0, 3, 0, 512).is_err());
     }
 }

@@ -35,7 +35,7 @@ pub use access::{Access, HostInfo, HostView, MAX_HOSTS, MAX_HOST_NAME};
 pub use check::ArrayViolation;
 use lun::{Lun, ENTRY_BYTES, EXTENTS_PER_ENTRY, RECORD_SIZE};
 pub use lun::{LunInfo, LunKind, LunStatus, PoolInfo};
-pub use map::MapRange;
+pub use map::{DiffRange, MapRange};
 
 /// The I/O unit: offsets and lengths of reads, writes and discards are multiples
 /// of it, and LUN sizes too.
@@ -189,6 +189,8 @@ pub struct Array<D: BlockDevice> {
     dirty: bool,
     /// One extent of scratch space for copy-on-write, allocated on first use.
     scratch: Vec<u8>,
+    /// Whole extents written with zeros are unmapped instead of stored.
+    detect_zeros: bool,
     /// Hosts, grants and the security switch.
     pub(crate) access: access::AccessTable,
 }
@@ -244,6 +246,7 @@ impl<D: BlockDevice> Array<D> {
             extent_size: u64::from(es),
             dirty: false,
             scratch: Vec::new(),
+            detect_zeros: true,
             access: access::AccessTable::new()?,
         })
     }
@@ -322,6 +325,7 @@ impl<D: BlockDevice> Array<D> {
             extent_size,
             dirty: false,
             scratch: Vec::new(),
+            detect_zeros: true,
             access,
         })
     }
@@ -371,6 +375,19 @@ impl<D: BlockDevice> Array<D> {
     /// True once a device error has made this handle refuse changes.
     pub fn is_poisoned(&self) -> bool {
         self.eng.is_poisoned()
+    }
+
+    /// Turns zero detection on (the default) or off. With it on, a write that covers
+    /// a whole extent with zeros unmaps that extent instead of storing the zeros: the
+    /// range reads as zeros either way, but occupies no space and stops being shared
+    /// with copies. Turn it off where allocation must follow writes.
+    pub fn set_detect_zeros(&mut self, on: bool) {
+        self.detect_zeros = on;
+    }
+
+    /// Whether zero detection is on (see [`Array::set_detect_zeros`]).
+    pub fn detect_zeros(&self) -> bool {
+        self.detect_zeros
     }
 
     /// Data extent size in bytes.

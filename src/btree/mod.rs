@@ -16,6 +16,7 @@
 //! third full.
 
 pub mod node;
+mod walk;
 
 use alloc::vec::Vec;
 

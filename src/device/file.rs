@@ -234,15 +234,40 @@ impl BlockDevice for FileDevice {
         self.file.sync_data().map_err(FileDeviceError::io)
     }
 
-    /// Checks the range ([`DeviceErrorKind::OutOfRange`] if it runs past the end) and
-    /// otherwise does nothing: the blocks keep their content.
+    /// Punches a hole in the file over the blocks (`fallocate` with `PUNCH_HOLE` and
+    /// `KEEP_SIZE`, on Linux): they read as zeros and stop occupying disk space; the
+    /// file keeps its length. Where the file system (or the system) cannot punch
+    /// holes the blocks simply keep their content, as a hint allows.
+    /// [`DeviceErrorKind::OutOfRange`] if the range runs past the end.
     fn discard(&mut self, lba: u64, count: u64) -> Result<(), Self::Error> {
+        let bs = u64::from(self.block_size);
         match lba.checked_add(count) {
-            Some(end) if end <= self.block_count => Ok(()),
+            Some(end) if end <= self.block_count => {
+                if count > 0 {
+                    punch_hole(&self.file, lba * bs, count * bs);
+                }
+                Ok(())
+            }
             _ => Err(FileDeviceError::out_of_range()),
         }
     }
 }
+
+/// Deallocates `len` bytes at `offset` of `file`, keeping its size (best effort).
+#[cfg(target_os = "linux")]
+fn punch_hole(file: &std::fs::File, offset: u64, len: u64) {
+    use rustix::fs::{fallocate, FallocateFlags};
+    // Unsupported (EOPNOTSUPP) or failed: the content stays, which is allowed.
+    let _ = fallocate(
+        file,
+        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+        offset,
+        len,
+    );
+}
+
+#[cfg(not(target_os = "linux"))]
+fn punch_hole(_file: &std::fs::File, _offset: u64, _len: u64) {}
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,7 @@ mod mem;
 
 #[cfg(feature = "std")]
 pub use file::{FileDevice, FileDeviceError};
+pub(crate) use mem::is_zero;
 pub use mem::MemDevice;
 
 use core::fmt;

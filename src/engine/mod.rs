@@ -350,7 +350,26 @@ impl<D: BlockDevice> Engine<D> {
         self.sm.committed();
         self.generation = gen;
         self.st.set_txid(gen + 1);
+        self.discard_freed();
         Ok(())
+    }
+
+    /// Tells the device that the data extents this commit freed hold nothing useful
+    /// (a hint: TRIM, or a hole punched in an image file). Only after the commit is
+    /// durable, and only extents the previous commit counted, which stayed pinned
+    /// (unallocatable) until now: so no extent that a durable commit maps is ever
+    /// discarded. A device error here changes nothing and is ignored.
+    fn discard_freed(&mut self) {
+        let lbas_per_page = PAGE_SIZE as u64 / u64::from(self.geo.device_block_size);
+        let lbas_per_extent = self.geo.extent_pages() * lbas_per_page;
+        for (start, len) in self.sm.freed.take() {
+            if let Ok(lba) = self.extent_lba(start) {
+                let _ = self
+                    .st
+                    .device_mut()
+                    .discard(lba, len.saturating_mul(lbas_per_extent));
+            }
+        }
     }
 
     fn live(&self) -> Result<()> {
@@ -556,6 +575,33 @@ impl<D: BlockDevice> Engine<D> {
         f: impl FnMut(u64, &[u8]) -> bool,
     ) -> Result<()> {
         self.read_ctx().range(tree, lo, hi, f)
+    }
+
+    /// Calls `f(key, value, shared)` for each entry of `tree` with `lo <= key <= hi`, in
+    /// order; `shared` is true when another tree reaches the entry too (a node on the
+    /// path to it is referenced more than once).
+    pub fn range_shared(
+        &mut self,
+        tree: &Tree,
+        lo: u64,
+        hi: u64,
+        mut f: impl FnMut(u64, &[u8], bool),
+    ) -> Result<()> {
+        self.read_ctx().range_shared(tree, lo, hi, &mut f)
+    }
+
+    /// Calls `f(key, a_value, b_value)` for each key in `[lo, hi]` where trees `a` and
+    /// `b` (of the same value shape) may differ, in key order, skipping every subtree
+    /// they share: cost grows with what changed between them, not with their size.
+    pub fn diff(
+        &mut self,
+        a: &Tree,
+        b: &Tree,
+        lo: u64,
+        hi: u64,
+        mut f: impl FnMut(u64, Option<&[u8]>, Option<&[u8]>),
+    ) -> Result<()> {
+        self.read_ctx().diff(a, b, lo, hi, &mut f)
     }
 
     /// A second reference to `tree`: an O(1) snapshot that shares every node.

@@ -118,6 +118,60 @@ pub struct SpaceMaps {
     pending: VecDeque<(u64, Op)>,
     reserved: Vec<u64>,
     draining: bool,
+    /// Data extents freed in this transaction that the last commit still counts:
+    /// the device may discard them once this transaction's commit is durable.
+    pub freed: FreedRuns,
+}
+
+/// Runs of data extents (start, length) freed in the current transaction, kept to
+/// be discarded on the device after the commit. Bounded: past [`FreedRuns::MAX_RUNS`]
+/// runs further frees are only counted (their extents stay on the device until
+/// reused; discarding is a hint).
+#[derive(Clone, Debug, Default)]
+pub struct FreedRuns {
+    runs: Vec<(u64, u64)>,
+    /// Extents freed but not recorded because the list was full.
+    pub untracked: u64,
+}
+
+impl FreedRuns {
+    /// Most runs kept per transaction (1 MiB of memory).
+    pub const MAX_RUNS: usize = 1 << 16;
+
+    /// Records that extent `e` was freed.
+    pub fn push(&mut self, e: u64) {
+        if let Some((start, len)) = self.runs.last_mut() {
+            if e == *start + *len {
+                *len += 1;
+                return;
+            }
+            if e + 1 == *start {
+                *start = e;
+                *len += 1;
+                return;
+            }
+        }
+        if self.runs.len() < Self::MAX_RUNS {
+            self.runs.push((e, 1));
+        } else {
+            self.untracked += 1;
+        }
+    }
+
+    /// The runs recorded, sorted and merged, leaving the list empty.
+    pub fn take(&mut self) -> Vec<(u64, u64)> {
+        let mut runs = core::mem::take(&mut self.runs);
+        self.untracked = 0;
+        runs.sort_unstable();
+        let mut out: Vec<(u64, u64)> = Vec::with_capacity(runs.len());
+        for (s, l) in runs {
+            match out.last_mut() {
+                Some((ps, pl)) if *ps + *pl >= s => *pl = (*pl).max(s + l - *ps),
+                _ => out.push((s, l)),
+            }
+        }
+        out
+    }
 }
 
 fn ptr_off(i: usize) -> usize {
@@ -171,6 +225,7 @@ impl SpaceMaps {
             pending: VecDeque::new(),
             reserved: Vec::new(),
             draining: false,
+            freed: FreedRuns::default(),
         }
     }
 
@@ -183,6 +238,7 @@ impl SpaceMaps {
             pending: VecDeque::new(),
             reserved: Vec::new(),
             draining: false,
+            freed: FreedRuns::default(),
         }
     }
 
@@ -343,6 +399,7 @@ impl SpaceMaps {
                 .ok_or(Error::corrupt(e, "space map allocated counter underflow"))?;
             if self.committed_count(store, MapId::Data, e)? > 0 {
                 self.data.pinned += 1;
+                self.freed.push(e);
             }
         }
         Ok(())
@@ -419,6 +476,11 @@ impl SpaceMaps {
                 .ok_or(Error::corrupt(e, "space map allocated counter underflow"))?;
             if self.committed_count(store, m, e)? > 0 {
                 self.arr_mut(m).pinned += 1;
+                if m == MapId::Data {
+                    // Pinned until the commit: it cannot be handed out again before
+                    // it is discarded.
+                    self.freed.push(e);
+                }
             } else if m == MapId::Meta {
                 // Born and died in this transaction: nothing needs its content.
                 store.forget(self.meta_start + e);

@@ -146,6 +146,8 @@ pub struct Model {
     pub(crate) exact: bool,
     /// Lineage tokens reflect the array's sharing.
     pub(crate) lineage_known: bool,
+    /// Whole extents written with zeros are unmapped (the array's default).
+    pub(crate) detect_zeros: bool,
 }
 
 impl fmt::Debug for Model {
@@ -204,6 +206,7 @@ impl Model {
             since: BTreeMap::new(),
             exact: true,
             lineage_known: true,
+            detect_zeros: true,
         }
     }
 
@@ -658,8 +661,30 @@ impl Model {
     // I/O
     // -----------------------------------------------------------------------------
 
-    /// As [`Array::write`](crate::Array::write) (`data.len()` a multiple of 512).
+    /// As [`Array::set_detect_zeros`](crate::Array::set_detect_zeros).
+    pub fn set_detect_zeros(&mut self, on: bool) {
+        self.detect_zeros = on;
+    }
+
+    /// As [`Array::write`](crate::Array::write) (`data.len()` a multiple of 512): with
+    /// zero detection on, an extent the write covers whole with zeros is unmapped.
     pub fn write(&mut self, n: u32, offset: u64, data: &[u8]) -> Result<()> {
+        self.write_detecting(n, offset, data, self.detect_zeros)
+    }
+
+    /// As [`Array::write_zeroes`](crate::Array::write_zeroes): with `punch`, like a
+    /// discard that does not commit; without, a write of zeros that stays allocated.
+    pub fn write_zeroes(&mut self, n: u32, offset: u64, len: u64, punch: bool) -> Result<()> {
+        self.io_check(n, offset, len)?;
+        if punch {
+            self.dirty |= self.unmap_range(n, offset, len)?;
+            return Ok(());
+        }
+        let zeros = alloc::vec![0u8; usize::try_from(len).unwrap_or(0)];
+        self.write_detecting(n, offset, &zeros, false)
+    }
+
+    fn write_detecting(&mut self, n: u32, offset: u64, data: &[u8], detect: bool) -> Result<()> {
         self.io_check(n, offset, data.len() as u64)?;
         if data.is_empty() {
             return Ok(());
@@ -674,12 +699,33 @@ impl Model {
                 }
             }
         }
-        let last = (offset + data.len() as u64 - 1) / self.es;
+        let end = offset + data.len() as u64;
+        let last = (end - 1) / self.es;
         for le in offset / self.es..=last {
-            self.touch(n, le);
+            let (lo, hi) = (le * self.es, (le + 1) * self.es);
+            let whole = offset <= lo && hi <= end;
+            let zero = || {
+                let (a, b) = ((lo - offset) as usize, (hi - offset) as usize);
+                data[a..b].iter().all(|&x| x == 0)
+            };
+            // Only a change makes the array dirty: zeros over a hole change nothing.
+            if detect && whole && zero() {
+                self.dirty |= self.unmap_extent(n, le);
+            } else {
+                self.touch(n, le);
+                self.dirty = true;
+            }
         }
-        self.dirty = true;
         Ok(())
+    }
+
+    /// Logical extent `le` of LUN `n` becomes a hole; true if it was mapped.
+    fn unmap_extent(&mut self, n: u32, le: u64) -> bool {
+        let t = self.luns.get_mut(&n).and_then(|l| l.map.remove(&le));
+        if let Some(t) = t {
+            self.uncount(t);
+        }
+        t.is_some()
     }
 
     /// As [`Array::discard`](crate::Array::discard): the range reads as zeros, whole
@@ -690,6 +736,15 @@ impl Model {
         if len == 0 {
             return Ok(());
         }
+        self.unmap_range(n, offset, len)?;
+        self.commit();
+        Ok(())
+    }
+
+    /// The range reads as zeros; whole extents are unmapped (a LUN's partial last
+    /// extent counts as whole when the range reaches the LUN's end), extents covered
+    /// in part are rewritten if mapped. True if a mapped extent changed.
+    fn unmap_range(&mut self, n: u32, offset: u64, len: u64) -> Result<bool> {
         let size = self.get(n)?.size;
         let end = offset + len;
         let mut touched = Vec::new();
@@ -702,6 +757,10 @@ impl Model {
                 .collect();
             for s in keys {
                 l.data.remove(&s);
+                let vals = self.since.entry((n, s)).or_default();
+                if !vals.iter().any(|v| v.iter().all(|&b| b == 0)) {
+                    vals.push(sector_of(&[0u8; SECTOR_BYTES]));
+                }
             }
             let mut pos = offset;
             while pos < end {
@@ -719,14 +778,14 @@ impl Model {
                 pos += chunk;
             }
         }
+        let changed = !unmapped.is_empty() || !touched.is_empty();
         for t in unmapped {
             self.uncount(t);
         }
         for le in touched {
             self.touch(n, le);
         }
-        self.commit();
-        Ok(())
+        Ok(changed)
     }
 
     /// As [`Array::flush`](crate::Array::flush): commits if anything was written.

@@ -432,9 +432,16 @@ impl<D: BlockDevice> BlockDevice for PowerCutDevice<D> {
         Ok(())
     }
 
+    /// Discards on the durable medium at once (the inner device's discard: a
+    /// [`MemDevice`](crate::MemDevice) then reads zeros), the harshest reading of the
+    /// hint: a discard that came too early, before the commit that frees the blocks
+    /// was durable, is then seen by the next reopen.
     fn discard(&mut self, lba: u64, count: u64) -> Result<(), Self::Error> {
         match lba.checked_add(count) {
-            Some(end) if end <= self.block_count => self.check_failing(),
+            Some(end) if end <= self.block_count => {
+                self.check_failing()?;
+                self.inner.discard(lba, count).map_err(|e| e.kind())
+            }
             _ => Err(DeviceErrorKind::OutOfRange),
         }
     }
