@@ -19,7 +19,11 @@
  *   5. power cuts inside commits: for a management operation and for a data write +
  *      flush, power is lost at the 1st, 2nd, ... write the operation issues, with the
  *      cache dropped, torn or kept; after each cut the array reopens at exactly the
- *      state before the operation, and lunsnap_check finds nothing wrong.
+ *      state before the operation, and lunsnap_check finds nothing wrong;
+ *   6. discard: the device calls of a LUN's delete are traced in order; the discard
+ *      callback comes only after the commit's last flush, in whole extents, once for
+ *      each extent the LUN held (each block still holding the LUN's data when it is
+ *      released), and a power cut right after it loses nothing committed.
  *
  * Every step verifies the LUNs' contents sector by sector. Exit status 1 on any
  * mismatch.
@@ -50,10 +54,98 @@ static uint8_t want_buf[LUN_SIZE], got_buf[LUN_SIZE];
 static uint32_t versions[MAX_LUNS][LUN_SIZE / SECTOR];
 static uint32_t source[MAX_LUNS] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
+/* ---- a trace of the device calls (step 6) -------------------------------------------- */
+
+typedef struct {
+    char kind;        /* 'w' write, 'f' flush, 'd' discard */
+    uint64_t lba, count; /* blocks */
+    uint64_t pending; /* blocks written but not yet flushed when the call came */
+} device_call;
+
+#define TRACE_MAX 4096
+static device_call trace[TRACE_MAX];
+static size_t ntrace;
+static bool tracing;
+/* What the discards must release: data of LUN `trace_lun`, in whole extents of
+ * `trace_bpe` blocks; `released[x]` counts the discards of its logical extent x. */
+static uint32_t trace_lun;
+static uint64_t trace_bpe;
+static uint64_t trace_bad_blocks;
+static unsigned released[LUN_SIZE / (16 * KIB)];
+
+static void trace_call(char kind, uint64_t lba, uint64_t count) {
+    if (tracing) {
+        ENSURE(ntrace < TRACE_MAX, "the trace is full");
+        device_call c = {kind, lba, count, dev.npending};
+        trace[ntrace++] = c;
+    }
+}
+
+static int32_t traced_write(void *ctx, uint64_t lba, const uint8_t *buf, size_t len) {
+    trace_call('w', lba, len / DEV_BLOCK);
+    return hostdev_write(ctx, lba, buf, len);
+}
+
+static int32_t traced_flush(void *ctx) {
+    trace_call('f', 0, 0);
+    return hostdev_flush(ctx);
+}
+
+static int32_t traced_discard(void *ctx, uint64_t lba, uint64_t count) {
+    trace_call('d', lba, count);
+    if (tracing) {
+        /* Each extent released must start at the start of one of the LUN's logical extents
+         * and hold that extent's sectors, in order. */
+        uint64_t first = 0;
+        for (uint64_t k = 0; k < count && lba + k < dev.block_count; k++) {
+            uint64_t b = lba + k;
+            const uint8_t *blk = (dev.dirty[b] ? dev.cache : dev.durable) + (size_t)b * DEV_BLOCK;
+            uint32_t hdr[4];
+            memcpy(hdr, blk, sizeof hdr);
+            uint64_t sector = hdr[3];
+            if (k % trace_bpe == 0) {
+                first = sector;
+                if (sector % trace_bpe == 0 && sector / trace_bpe < sizeof released / sizeof released[0]) {
+                    released[sector / trace_bpe]++;
+                } else {
+                    trace_bad_blocks++;
+                    continue;
+                }
+            }
+            if (sector != first + k % trace_bpe || sector_version(blk, trace_lun, sector) <= 0) {
+                trace_bad_blocks++;
+            }
+        }
+    }
+    return hostdev_discard(ctx, lba, count);
+}
+
+/* The trace as runs of calls, e.g. "w x2, f, w, f, d (512 blocks)". */
+static void describe_trace(char *out, size_t cap) {
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < ntrace && used < cap;) {
+        size_t j = i;
+        uint64_t blocks = 0;
+        while (j < ntrace && trace[j].kind == trace[i].kind) {
+            blocks += trace[j].count;
+            j++;
+        }
+        const char *sep = i ? ", " : "";
+        if (trace[i].kind == 'f') {
+            used += (size_t)snprintf(out + used, cap - used, "%sflush%s", sep, j - i > 1 ? " (several)" : "");
+        } else {
+            used += (size_t)snprintf(out + used, cap - used, "%s%zu %s%s (%" PRIu64 " blocks)", sep, j - i,
+                                     trace[i].kind == 'w' ? "write" : "discard", j - i > 1 ? "s" : "", blocks);
+        }
+        i = j;
+    }
+}
+
 static void stats(const char *what) {
-    printf("    device: %" PRIu64 " reads, %" PRIu64 " writes, %" PRIu64 " flushes, %" PRIu64
+    printf("    device: %" PRIu64 " reads, %" PRIu64 " writes, %" PRIu64 " flushes, %" PRIu64 " discards, %" PRIu64
            " injected faults, %" PRIu64 " blocks in the volatile cache%s%s\n",
-           dev.reads, dev.writes, dev.flushes, dev.injected, dev.npending, *what ? "; " : "", what);
+           dev.reads, dev.writes, dev.flushes, dev.discards, dev.injected, dev.npending, *what ? "; " : "", what);
 }
 
 /* Writes version `v` over sectors [first, first + count) of `lun` (no flush). */
@@ -169,6 +261,9 @@ int main(void) {
     printf("custom_device: lunsnap over a host-supplied block device with injected faults\n");
     ENSURE(hostdev_init(&dev, DEV_BLOCK, DEV_BLOCKS), "out of memory");
     lunsnap_device_callbacks cb = hostdev_callbacks(&dev);
+    cb.write = traced_write; /* the same callbacks, traced in step 6 */
+    cb.flush = traced_flush;
+    cb.discard = traced_discard;
     lunsnap_format_options fo = lunsnap_format_options_default();
     fo.extent_size = 16 * KIB;
     fo.max_luns = MAX_LUNS;
@@ -298,6 +393,58 @@ int main(void) {
     sweep(a, op_write_flush, two, 2, "write 32 KiB to LUN 2 + flush");
     note_version(2, 24, 64, 9);
     verify_state(a, two, 2, "after the write sweep");
+
+    /* ---- 6. discard after the commit ---------------------------------------------------- */
+    printf("6. discard: the extents a delete frees are released after its commit is durable\n");
+    TRY(lunsnap_create_lun(a, 4, LUN_SIZE));
+    TRY(write_version(a, 4, 0, LUN_SIZE / SECTOR, 1));
+    TRY(lunsnap_flush(a));
+    trace_lun = 4;
+    trace_bpe = fo.extent_size / DEV_BLOCK;
+    ntrace = 0;
+    tracing = true;
+    TRY(lunsnap_delete(a, 4, false));
+    tracing = false;
+    size_t first_discard = ntrace, last_write = ntrace, last_flush = ntrace;
+    uint64_t discarded = 0;
+    for (size_t i = 0; i < ntrace; i++) {
+        if (trace[i].kind == 'd') {
+            first_discard = first_discard == ntrace ? i : first_discard;
+            discarded += trace[i].count;
+            ENSURE(trace[i].count % trace_bpe == 0, "discard of %" PRIu64 " blocks: not whole extents of %" PRIu64,
+                   trace[i].count, trace_bpe);
+            ENSURE(trace[i].pending == 0, "discard with %" PRIu64 " written blocks not yet flushed",
+                   trace[i].pending);
+        } else if (first_discard == ntrace) {
+            if (trace[i].kind == 'w') {
+                last_write = i;
+            } else {
+                last_flush = i;
+            }
+        }
+    }
+    char calls[256];
+    describe_trace(calls, sizeof calls);
+    ENSURE(first_discard < ntrace, "delete(4) never called discard: %s", calls);
+    ENSURE(last_write < ntrace && last_flush < ntrace && last_write < last_flush && last_flush + 1 == first_discard,
+           "delete(4): a discard before the commit's final flush: %s", calls);
+    ENSURE(discarded == LUN_SIZE / DEV_BLOCK && trace_bad_blocks == 0,
+           "delete(4) discarded %" PRIu64 " blocks (LUN 4 held %" PRIu64 "), %" PRIu64 " of them not LUN 4's data",
+           discarded, LUN_SIZE / DEV_BLOCK, trace_bad_blocks);
+    for (size_t x = 0; x < sizeof released / sizeof released[0]; x++) {
+        ENSURE(released[x] == 1, "LUN 4's extent %zu was discarded %u times", x, released[x]);
+    }
+    printf("    delete(4): %s; the discards came after the final flush with nothing pending, in whole "
+           "extents of %" PRIu64 " blocks, each of LUN 4's %zu extents once\n",
+           calls, trace_bpe, sizeof released / sizeof released[0]);
+    verify_state(a, two, 2, "after the discards");
+    hostdev_power_cut(&dev, HOSTDEV_CUT_KEEP_ALL); /* the zeroed blocks reach the medium */
+    hostdev_power_on(&dev);
+    TRY(lunsnap_reopen(a));
+    verify_state(a, two, 2, "after the discards, a power cut and a reopen");
+    verify_clean(a, "after the discards");
+    printf("    power cut right after (the discarded blocks' zeros kept): the array reopens with LUNs 1 and 2 "
+           "intact, check clean\n");
 
     /* ---- the end ---------------------------------------------------------------------- */
     TRY(lunsnap_close(a));

@@ -8,7 +8,11 @@
  * missing a required callback, and each host callback failing. It checks the
  * documented contract: the exact result code, out-parameters written only on
  * success, lunsnap_free(NULL) and double free harmless, static error messages, the
- * version string, and that the data read back is what was written.
+ * version string, and that the data read back is what was written. For map, diff,
+ * write_zeroes and zero detection: the ranges reported (and that holes read as zeros),
+ * the capacity/count convention, host security through the *_as forms; and, through a
+ * recording host device, that the discard callback releases exactly the freed extents,
+ * in whole extents, only once the commit that freed them is durable.
  *
  * Prints one line per failed check, then, as its last line, "N passed, N failed";
  * the exit status is 1 if any check failed.
@@ -551,6 +555,21 @@ static void test_failing_io(void) {
     EXPECT(lunsnap_create_copy(a, 1, 4, true), LUNSNAP_RESULT_POISONED);
     EXPECT(lunsnap_delete(a, 2, false), LUNSNAP_RESULT_POISONED);
     EXPECT(lunsnap_discard(a, 1, 0, 512), LUNSNAP_RESULT_POISONED);
+    EXPECT(lunsnap_write_zeroes(a, 1, 0, 512, true), LUNSNAP_RESULT_POISONED);
+    EXPECT(lunsnap_write_zeroes_as(a, 0x10, 1, 0, 512, false), LUNSNAP_RESULT_POISONED);
+    {
+        /* Reading what is mapped and where LUNs differ still works, as reads do. */
+        lunsnap_map_range mr[4];
+        lunsnap_diff_range dr[4];
+        size_t nr = 0;
+        EXPECT_OK(lunsnap_map(a, 1, 0, LUN_SIZE, mr, 4, &nr));
+        CHECK(nr == 2 && mr[0].data && mr[0].length == sizeof v1 && !mr[1].data,
+              "map of a poisoned array: %zu ranges", nr);
+        EXPECT_OK(lunsnap_diff(a, 1, 2, 0, LUN_SIZE, dr, 4, &nr));
+        CHECK(nr == 1 && dr[0].offset == 0, "diff of a poisoned array: %zu ranges", nr);
+        EXPECT_OK(lunsnap_set_detect_zeros(a, false));
+        EXPECT_OK(lunsnap_set_detect_zeros(a, true));
+    }
     size_t nv = 77;
     EXPECT(lunsnap_check(a, &nv), LUNSNAP_RESULT_POISONED);
     CHECK(nv == 77, "failed check wrote *out_violations");
@@ -596,21 +615,24 @@ static void test_failing_io(void) {
         CHECK(nv == 0, "after failed %s and reopen: %zu violations", names[op], nv);
     }
 
-    /* The discard callback failing: lunsnap_discard either does not use it (OK) or
-     * reports DEVICE_IO; the array stays consistent. */
+    /* The discard callback failing: it is called after lunsnap_discard's commit (for
+     * LUN 2's extent, which no copy shares), and its failure is ignored (the commit has
+     * succeeded); the array stays consistent and usable. */
+    EXPECT_OK(lunsnap_write(a, 2, 0, v2, sizeof v2));
+    EXPECT_OK(lunsnap_flush(a));
     uint64_t discards_before = d.discards;
     d.fail_discards = true;
-    r = lunsnap_discard(a, 1, 4096, 4096);
-    CHECK(r == LUNSNAP_RESULT_OK || r == LUNSNAP_RESULT_DEVICE_IO, "discard with a failing callback: %u (%s)",
-          (unsigned)r, lunsnap_strerror(r));
-    if (r == LUNSNAP_RESULT_OK) {
-        memset(v1 + 4096, 0, 4096);
-    }
-    if (d.discards == discards_before) {
-        printf("  note: the library never called the discard callback\n");
-    }
+    EXPECT_OK(lunsnap_discard(a, 2, 4096, 4096));
+    memset(v2 + 4096, 0, 4096);
+    CHECK(d.discards > discards_before, "the discard callback was not called after lunsnap_discard's commit");
     hostdev_heal(&d);
+    EXPECT_OK(lunsnap_write(a, 2, 0, v2, 512));
+    EXPECT_OK(lunsnap_flush(a));
     EXPECT_OK(lunsnap_reopen(a));
+    EXPECT_OK(lunsnap_read(a, 2, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, v2, sizeof rd) == 0, "after a failing discard callback: LUN 2 differs");
+    EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, v1, sizeof rd) == 0, "after a failing discard callback: LUN 1 differs");
     nv = 77;
     EXPECT_OK(lunsnap_check(a, &nv));
     CHECK(nv == 0, "after a failing discard: %zu violations", nv);
@@ -746,6 +768,14 @@ static void all_calls_give(lunsnap_array *h, lunsnap_result want, const char *wh
     char msg[8] = "xxxxxxx", name[8] = "xxxxxxx";
     bool sec = true;
     const uint32_t parents[2] = {1, 2}, copies[2] = {3, 4};
+    lunsnap_map_range mr[2], mr0;
+    lunsnap_diff_range dr[2], dr0;
+    memset(mr, 0x5a, sizeof mr);
+    memset(dr, 0x5a, sizeof dr);
+    memcpy(&mr0, &mr[0], sizeof mr0);
+    memcpy(&dr0, &dr[0], sizeof dr0);
+    size_t nmap = 99, nmap_as = 99, ndiff = 99, ndiff_as = 99;
+    bool dz = true;
     struct {
         const char *name;
         lunsnap_result r;
@@ -780,6 +810,14 @@ static void all_calls_give(lunsnap_array *h, lunsnap_result want, const char *wh
         {"set_online", lunsnap_set_online(h, 1, false)},
         {"create_copies", lunsnap_create_copies(h, parents, copies, 2, true)},
         {"attach_many", lunsnap_attach_many(h, copies, 2)},
+        {"write_zeroes", lunsnap_write_zeroes(h, 1, 0, 512, true)},
+        {"write_zeroes_as", lunsnap_write_zeroes_as(h, 0x10, 1, 0, 512, false)},
+        {"map", lunsnap_map(h, 1, 0, 512, mr, 2, &nmap)},
+        {"map_as", lunsnap_map_as(h, 0x10, 1, 0, 512, mr, 2, &nmap_as)},
+        {"diff", lunsnap_diff(h, 1, 2, 0, 512, dr, 2, &ndiff)},
+        {"diff_as", lunsnap_diff_as(h, 0x10, 1, 2, 0, 512, dr, 2, &ndiff_as)},
+        {"set_detect_zeros", lunsnap_set_detect_zeros(h, false)},
+        {"detect_zeros", lunsnap_detect_zeros(h, &dz)},
         {"reopen", lunsnap_reopen(h)},
     };
     for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
@@ -793,6 +831,9 @@ static void all_calls_give(lunsnap_array *h, lunsnap_result want, const char *wh
     CHECK(ids[0] == 7 && nhosts == 99 && vis[0] == 7 && nvis == 99 && name_len == 99 && name[0] == 'x' && sec,
           "%s handle: access-control out-params written", what);
     CHECK(all_bytes(buf, sizeof buf, 0xaa), "%s handle: read buffer written", what);
+    CHECK(memcmp(&mr[0], &mr0, sizeof mr0) == 0 && memcmp(&dr[0], &dr0, sizeof dr0) == 0 && nmap == 99 &&
+              nmap_as == 99 && ndiff == 99 && ndiff_as == 99 && dz,
+          "%s handle: map/diff/detect_zeros out-params written", what);
 }
 
 /* A reopen that fails (the device cannot be read) leaves the handle unusable: every
@@ -1883,6 +1924,930 @@ static void test_failing_access_commits(void) {
     hostdev_destroy(&d);
 }
 
+/* ---- map, diff, write_zeroes, zero detection ------------------------------------------- */
+
+#define MAX_RANGES 64
+
+/* Compares what lunsnap_map (or lunsnap_map_as when `host` is not NULL) gives for `len`
+ * bytes of `lun` from `off` with `want`: the ranges in sectors, "OFF+LEN:K ..." with K
+ * h (hole), d (data) or s (shared data). Also checks that they cover the request
+ * exactly, in order, merged, and (plain map) that every hole reads as zeros. */
+static void map_is_at(lunsnap_array *a, const uint64_t *host, uint32_t lun, uint64_t off, uint64_t len,
+                      const char *want, int line) {
+    lunsnap_map_range r[MAX_RANGES];
+    size_t n = SIZE_MAX;
+    lunsnap_result rc = host ? lunsnap_map_as(a, *host, lun, off, len, r, MAX_RANGES, &n)
+                             : lunsnap_map(a, lun, off, len, r, MAX_RANGES, &n);
+    char got[1024] = "";
+    const char *bad = NULL;
+    if (rc != LUNSNAP_RESULT_OK) {
+        snprintf(got, sizeof got, "error %u", (unsigned)rc);
+    } else if (n > MAX_RANGES) {
+        snprintf(got, sizeof got, "%zu ranges", n);
+    } else {
+        size_t used = 0;
+        uint64_t pos = off;
+        for (size_t i = 0; i < n; i++) {
+            char k = !r[i].data ? 'h' : r[i].shared ? 's' : 'd';
+            used += (size_t)snprintf(got + used, sizeof got - used, "%s%llu+%llu:%c", i ? " " : "",
+                                     (unsigned long long)(r[i].offset / 512), (unsigned long long)(r[i].length / 512), k);
+            if (used >= sizeof got) {
+                used = sizeof got - 1;
+            }
+            if (r[i].offset != pos) {
+                bad = "not contiguous from the request's offset";
+            } else if (r[i].length == 0 || r[i].length % 512 != 0 || r[i].offset % 512 != 0) {
+                bad = "a range is empty or not whole sectors";
+            } else if (!r[i].data && r[i].shared) {
+                bad = "a hole is marked shared";
+            } else if (i > 0 && r[i].data == r[i - 1].data && r[i].shared == r[i - 1].shared) {
+                bad = "adjacent ranges of the same kind not merged";
+            }
+            pos = r[i].offset + r[i].length;
+            if (!host && !r[i].data && r[i].length <= LUN_SIZE) {
+                static uint8_t z[LUN_SIZE];
+                memset(z, 0xaa, sizeof z);
+                if (lunsnap_read(a, lun, r[i].offset, z, (size_t)r[i].length) != LUNSNAP_RESULT_OK ||
+                    !all_bytes(z, (size_t)r[i].length, 0)) {
+                    bad = "a hole does not read as zeros";
+                }
+            }
+        }
+        if (pos != off + len) {
+            bad = "the ranges do not end where the request does";
+        }
+    }
+    check_at(bad == NULL && strcmp(got, want) == 0, line, "map%s(lun %u, sectors %llu+%llu): got \"%s\"%s%s, want \"%s\"",
+             host ? "_as" : "", lun, (unsigned long long)(off / 512), (unsigned long long)(len / 512), got,
+             bad ? ": " : "", bad ? bad : "", want);
+}
+
+#define MAP_IS(a, lun, off, len, want) map_is_at((a), NULL, (lun), (off), (len), (want), __LINE__)
+#define MAP_AS_IS(a, host, lun, off, len, want)                                                                \
+    do {                                                                                                       \
+        uint64_t map_host_ = (host);                                                                           \
+        map_is_at((a), &map_host_, (lun), (off), (len), (want), __LINE__);                                     \
+    } while (0)
+
+/* The same for lunsnap_diff (_as): "OFF+LEN ..." in sectors; the ranges must lie in the
+ * request, in order, merged (never touching). */
+static void diff_is_at(lunsnap_array *a, const uint64_t *host, uint32_t la, uint32_t lb, uint64_t off, uint64_t len,
+                       const char *want, int line) {
+    lunsnap_diff_range r[MAX_RANGES];
+    size_t n = SIZE_MAX;
+    lunsnap_result rc = host ? lunsnap_diff_as(a, *host, la, lb, off, len, r, MAX_RANGES, &n)
+                             : lunsnap_diff(a, la, lb, off, len, r, MAX_RANGES, &n);
+    char got[1024] = "";
+    const char *bad = NULL;
+    if (rc != LUNSNAP_RESULT_OK) {
+        snprintf(got, sizeof got, "error %u", (unsigned)rc);
+    } else if (n > MAX_RANGES) {
+        snprintf(got, sizeof got, "%zu ranges", n);
+    } else {
+        size_t used = 0;
+        for (size_t i = 0; i < n; i++) {
+            used += (size_t)snprintf(got + used, sizeof got - used, "%s%llu+%llu", i ? " " : "",
+                                     (unsigned long long)(r[i].offset / 512), (unsigned long long)(r[i].length / 512));
+            if (used >= sizeof got) {
+                used = sizeof got - 1;
+            }
+            if (r[i].length == 0 || r[i].length % 512 != 0 || r[i].offset % 512 != 0) {
+                bad = "a range is empty or not whole sectors";
+            } else if (r[i].offset < off || r[i].offset + r[i].length > off + len) {
+                bad = "a range outside the request";
+            } else if (i > 0 && r[i].offset <= r[i - 1].offset + r[i - 1].length) {
+                bad = "ranges out of order, overlapping or not merged";
+            }
+        }
+    }
+    check_at(bad == NULL && strcmp(got, want) == 0, line, "diff%s(%u, %u, sectors %llu+%llu): got \"%s\"%s%s, want \"%s\"",
+             host ? "_as" : "", la, lb, (unsigned long long)(off / 512), (unsigned long long)(len / 512), got,
+             bad ? ": " : "", bad ? bad : "", want);
+}
+
+#define DIFF_IS(a, la, lb, off, len, want) diff_is_at((a), NULL, (la), (lb), (off), (len), (want), __LINE__)
+#define DIFF_AS_IS(a, host, la, lb, off, len, want)                                                            \
+    do {                                                                                                       \
+        uint64_t diff_host_ = (host);                                                                          \
+        diff_is_at((a), &diff_host_, (la), (lb), (off), (len), (want), __LINE__);                              \
+    } while (0)
+
+static bool map_range_eq(lunsnap_map_range r, uint64_t off, uint64_t len, bool data, bool shared) {
+    return r.offset == off && r.length == len && r.data == data && r.shared == shared;
+}
+
+static void test_map_and_diff(void) {
+    section = "map";
+    CHECK(sizeof(lunsnap_map_range) == 24 && offsetof(lunsnap_map_range, offset) == 0 &&
+              offsetof(lunsnap_map_range, length) == 8 && offsetof(lunsnap_map_range, data) == 16 &&
+              offsetof(lunsnap_map_range, shared) == 17 && sizeof(lunsnap_diff_range) == 16 &&
+              offsetof(lunsnap_diff_range, length) == 8,
+          "range struct layouts: map %zu bytes (data at %zu), diff %zu bytes", sizeof(lunsnap_map_range),
+          offsetof(lunsnap_map_range, data), sizeof(lunsnap_diff_range));
+    lunsnap_array *a = new_array(__LINE__);
+    if (!a) {
+        return;
+    }
+    EXPECT_OK(lunsnap_create_lun(a, 1, LUN_SIZE));
+    MAP_IS(a, 1, 0, LUN_SIZE, "0+512:h");
+    static uint8_t w[LUN_SIZE];
+    fill_bytes(w, sizeof w, 5);
+    /* Extents 1 and 2 written whole, one sector of extent 20. */
+    EXPECT_OK(lunsnap_write(a, 1, EXTENT, w, 2 * EXTENT));
+    EXPECT_OK(lunsnap_write(a, 1, 20 * EXTENT + 512, w, 512));
+    MAP_IS(a, 1, 0, LUN_SIZE, "0+8:h 8+16:d 24+136:h 160+8:d 168+344:h");
+    /* Clipped to the request; boundaries inside it fall on extent boundaries. */
+    MAP_IS(a, 1, 512, 30 * EXTENT, "1+7:h 8+16:d 24+136:h 160+8:d 168+73:h");
+    MAP_IS(a, 1, EXTENT + 512, 1024, "9+2:d");
+    MAP_IS(a, 1, 21 * EXTENT, LUN_SIZE - 21 * EXTENT, "168+344:h");
+    MAP_IS(a, 1, 0, 0, "");
+    MAP_IS(a, 1, LUN_SIZE, 0, "");
+
+    /* The capacity/count convention: ask for the count, too small a buffer, enough. */
+    lunsnap_map_range r[8], sent;
+    memset(&sent, 0x5a, sizeof sent);
+    for (size_t i = 0; i < 8; i++) {
+        r[i] = sent;
+    }
+    size_t n = 99;
+    EXPECT_OK(lunsnap_map(a, 1, 0, LUN_SIZE, NULL, 0, &n));
+    CHECK(n == 5, "map count query: %zu, want 5", n);
+    n = 99;
+    EXPECT_OK(lunsnap_map(a, 1, 0, LUN_SIZE, r, 0, &n));
+    CHECK(n == 5 && memcmp(&r[0], &sent, sizeof sent) == 0, "map(capacity 0): count %zu, buffer written", n);
+    n = 0;
+    EXPECT_OK(lunsnap_map(a, 1, 0, LUN_SIZE, r, 2, &n));
+    CHECK(n == 5 && map_range_eq(r[0], 0, EXTENT, false, false) &&
+              map_range_eq(r[1], EXTENT, 2 * EXTENT, true, false) && memcmp(&r[2], &sent, sizeof sent) == 0,
+          "map(capacity 2): count %zu, [%llu+%llu %d%d] [%llu+%llu %d%d], third %s", n,
+          (unsigned long long)r[0].offset, (unsigned long long)r[0].length, r[0].data, r[0].shared,
+          (unsigned long long)r[1].offset, (unsigned long long)r[1].length, r[1].data, r[1].shared,
+          memcmp(&r[2], &sent, sizeof sent) == 0 ? "untouched" : "written");
+    n = 0;
+    EXPECT_OK(lunsnap_map(a, 1, 0, LUN_SIZE, r, 5, &n));
+    CHECK(n == 5 && map_range_eq(r[2], 3 * EXTENT, 17 * EXTENT, false, false) &&
+              map_range_eq(r[3], 20 * EXTENT, EXTENT, true, false) &&
+              map_range_eq(r[4], 21 * EXTENT, LUN_SIZE - 21 * EXTENT, false, false) &&
+              memcmp(&r[5], &sent, sizeof sent) == 0,
+          "map(capacity 5): count %zu or ranges wrong", n);
+    n = 0;
+    EXPECT_OK(lunsnap_map(a, 1, 0, LUN_SIZE, r, 8, &n));
+    CHECK(n == 5 && map_range_eq(r[4], 21 * EXTENT, LUN_SIZE - 21 * EXTENT, false, false) &&
+              memcmp(&r[5], &sent, sizeof sent) == 0 && memcmp(&r[7], &sent, sizeof sent) == 0,
+          "map(capacity 8): count %zu, or written past the count", n);
+
+    /* Bad arguments: the exact code, nothing written. */
+    for (size_t i = 0; i < 8; i++) {
+        r[i] = sent;
+    }
+    n = 99;
+    EXPECT(lunsnap_map(a, 1, 1, 512, r, 8, &n), LUNSNAP_RESULT_MISALIGNED);
+    EXPECT(lunsnap_map(a, 1, 0, 100, r, 8, &n), LUNSNAP_RESULT_MISALIGNED);
+    EXPECT(lunsnap_map(a, 1, 0, 513, r, 8, &n), LUNSNAP_RESULT_MISALIGNED);
+    EXPECT(lunsnap_map(a, 1, 63 * EXTENT, 2 * EXTENT, r, 8, &n), LUNSNAP_RESULT_OUT_OF_RANGE);
+    EXPECT(lunsnap_map(a, 1, LUN_SIZE, 512, r, 8, &n), LUNSNAP_RESULT_OUT_OF_RANGE);
+    EXPECT(lunsnap_map(a, 1, LUN_SIZE + 512, 0, r, 8, &n), LUNSNAP_RESULT_OUT_OF_RANGE);
+    EXPECT(lunsnap_map(a, 1, UINT64_MAX - 511, 1024, r, 8, &n), LUNSNAP_RESULT_OUT_OF_RANGE); /* wraps */
+    EXPECT(lunsnap_map(a, 1, 512, UINT64_MAX - 511, r, 8, &n), LUNSNAP_RESULT_OUT_OF_RANGE);  /* wraps */
+    EXPECT(lunsnap_map(a, 2, 0, 512, r, 8, &n), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_map(a, MAX_LUNS, 0, 512, r, 8, &n), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT(lunsnap_map(a, UINT32_MAX, 0, 512, r, 8, &n), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT(lunsnap_map(a, 1, 0, 512, r, 8, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_map(a, 1, 0, 512, NULL, 8, &n), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_map(a, 1, 0, 512, NULL, 0, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_map(a, 1, 0, 512, r, SIZE_MAX, &n), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    EXPECT(lunsnap_map(a, 1, 0, 512, r, PTRDIFF_MAX / sizeof r[0] + 1, &n), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    /* The pointer checks come first: a bad request with bad pointers is a pointer error. */
+    EXPECT(lunsnap_map(a, 2, 1, 100, r, 8, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    bool untouched = n == 99;
+    for (size_t i = 0; i < 8; i++) {
+        untouched = untouched && memcmp(&r[i], &sent, sizeof sent) == 0;
+    }
+    CHECK(untouched, "a refused map wrote its out-parameters (count %zu)", n);
+    /* The other list functions follow the same capacity rule. */
+    uint32_t nums[2];
+    EXPECT(lunsnap_luns(a, nums, SIZE_MAX, &n), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    EXPECT(lunsnap_visible_luns(a, 1, nums, SIZE_MAX / 2, &n), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    CHECK(n == 99, "a refused list call wrote its count");
+
+    /* A copy shares every extent with its parent until one of them writes there. */
+    section = "map shared";
+    EXPECT_OK(lunsnap_create_copy(a, 1, 2, true));
+    MAP_IS(a, 2, 0, LUN_SIZE, "0+8:h 8+16:s 24+136:h 160+8:s 168+344:h");
+    MAP_IS(a, 1, 0, LUN_SIZE, "0+8:h 8+16:s 24+136:h 160+8:s 168+344:h");
+    uint8_t x[512];
+    memset(x, 0x11, sizeof x);
+    EXPECT_OK(lunsnap_write(a, 1, 2 * EXTENT, x, sizeof x)); /* the parent writes extent 2 */
+    MAP_IS(a, 1, 0, LUN_SIZE, "0+8:h 8+8:s 16+8:d 24+136:h 160+8:s 168+344:h");
+    MAP_IS(a, 2, 0, 4 * EXTENT, "0+8:h 8+8:s 16+8:d 24+8:h");
+
+    section = "diff";
+    DIFF_IS(a, 1, 2, 0, LUN_SIZE, "16+8");
+    DIFF_IS(a, 2, 1, 0, LUN_SIZE, "16+8");
+    DIFF_IS(a, 1, 1, 0, LUN_SIZE, "");
+    DIFF_IS(a, 1, 2, 0, 0, "");
+    DIFF_IS(a, 1, 2, LUN_SIZE, 0, "");
+    /* The copy writes extent 3 (a hole in both): merged with extent 2. */
+    EXPECT_OK(lunsnap_write(a, 2, 3 * EXTENT + 1024, x, sizeof x));
+    DIFF_IS(a, 1, 2, 0, LUN_SIZE, "16+16");
+    DIFF_IS(a, 1, 2, 2 * EXTENT + 512, 1024, "17+2"); /* clipped */
+    DIFF_IS(a, 1, 2, 3 * EXTENT, 4 * EXTENT, "24+8");
+    DIFF_IS(a, 1, 2, 4 * EXTENT, 16 * EXTENT, "");
+    /* The copy writes the bytes extent 20 already holds: still reported (extent granularity). */
+    uint8_t same[512];
+    EXPECT_OK(lunsnap_read(a, 2, 20 * EXTENT + 512, same, sizeof same));
+    EXPECT_OK(lunsnap_write(a, 2, 20 * EXTENT + 512, same, sizeof same));
+    DIFF_IS(a, 1, 2, 0, LUN_SIZE, "16+16 160+8");
+    /* Unrelated LUNs are compared in full (still exact). */
+    EXPECT_OK(lunsnap_create_lun(a, 3, LUN_SIZE));
+    DIFF_IS(a, 1, 3, 0, LUN_SIZE, "8+16 160+8");
+    DIFF_IS(a, 3, 2, 0, LUN_SIZE, "8+24 160+8");
+    /* Capacity: count query, too small, enough. */
+    lunsnap_diff_range d[4], dsent;
+    memset(&dsent, 0x5a, sizeof dsent);
+    for (size_t i = 0; i < 4; i++) {
+        d[i] = dsent;
+    }
+    n = 99;
+    EXPECT_OK(lunsnap_diff(a, 1, 2, 0, LUN_SIZE, NULL, 0, &n));
+    CHECK(n == 2, "diff count query: %zu, want 2", n);
+    n = 0;
+    EXPECT_OK(lunsnap_diff(a, 1, 2, 0, LUN_SIZE, d, 1, &n));
+    CHECK(n == 2 && d[0].offset == 2 * EXTENT && d[0].length == 2 * EXTENT &&
+              memcmp(&d[1], &dsent, sizeof dsent) == 0,
+          "diff(capacity 1): count %zu, [%llu+%llu], second %s", n, (unsigned long long)d[0].offset,
+          (unsigned long long)d[0].length, memcmp(&d[1], &dsent, sizeof dsent) == 0 ? "untouched" : "written");
+    n = 0;
+    EXPECT_OK(lunsnap_diff(a, 1, 2, 0, LUN_SIZE, d, 4, &n));
+    CHECK(n == 2 && d[1].offset == 20 * EXTENT && d[1].length == EXTENT && memcmp(&d[2], &dsent, sizeof dsent) == 0,
+          "diff(capacity 4): count %zu, second [%llu+%llu]", n, (unsigned long long)d[1].offset,
+          (unsigned long long)d[1].length);
+    /* LUNs of different sizes: the range must lie inside both. */
+    EXPECT_OK(lunsnap_create_lun(a, 4, 16 * EXTENT));
+    EXPECT_OK(lunsnap_write(a, 4, 15 * EXTENT, w, EXTENT));
+    DIFF_IS(a, 1, 4, 0, 16 * EXTENT, "8+16 120+8");
+    for (size_t i = 0; i < 4; i++) {
+        d[i] = dsent;
+    }
+    n = 99;
+    EXPECT(lunsnap_diff(a, 1, 4, 0, 17 * EXTENT, d, 4, &n), LUNSNAP_RESULT_OUT_OF_RANGE);
+    EXPECT(lunsnap_diff(a, 4, 1, 0, LUN_SIZE, d, 4, &n), LUNSNAP_RESULT_OUT_OF_RANGE);
+    EXPECT(lunsnap_diff(a, 1, 2, LUN_SIZE, 512, d, 4, &n), LUNSNAP_RESULT_OUT_OF_RANGE);
+    EXPECT(lunsnap_diff(a, 1, 2, UINT64_MAX - 511, 1024, d, 4, &n), LUNSNAP_RESULT_OUT_OF_RANGE);
+    EXPECT(lunsnap_diff(a, 1, 2, 512, UINT64_MAX - 511, d, 4, &n), LUNSNAP_RESULT_OUT_OF_RANGE);
+    EXPECT(lunsnap_diff(a, 1, 2, 256, 512, d, 4, &n), LUNSNAP_RESULT_MISALIGNED);
+    EXPECT(lunsnap_diff(a, 1, 2, 0, 1000, d, 4, &n), LUNSNAP_RESULT_MISALIGNED);
+    EXPECT(lunsnap_diff(a, 1, 9, 0, 512, d, 4, &n), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_diff(a, 9, 1, 0, 512, d, 4, &n), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_diff(a, 1, MAX_LUNS, 0, 512, d, 4, &n), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT(lunsnap_diff(a, UINT32_MAX, 1, 0, 512, d, 4, &n), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT(lunsnap_diff(a, 1, 2, 0, 512, d, 4, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_diff(a, 1, 2, 0, 512, NULL, 1, &n), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_diff(a, 1, 2, 0, 512, d, SIZE_MAX, &n), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    EXPECT(lunsnap_diff(a, 1, 2, 0, 512, d, PTRDIFF_MAX / sizeof d[0] + 1, &n), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    untouched = n == 99;
+    for (size_t i = 0; i < 4; i++) {
+        untouched = untouched && memcmp(&d[i], &dsent, sizeof dsent) == 0;
+    }
+    CHECK(untouched, "a refused diff wrote its out-parameters (count %zu)", n);
+
+    /* Detached copies have no data: refused; attached, they are their parent's image. */
+    section = "map/diff states";
+    EXPECT_OK(lunsnap_create_copy(a, 1, 5, false));
+    n = 99;
+    EXPECT(lunsnap_map(a, 5, 0, 512, r, 8, &n), LUNSNAP_RESULT_DETACHED);
+    EXPECT(lunsnap_diff(a, 1, 5, 0, 512, d, 4, &n), LUNSNAP_RESULT_DETACHED);
+    EXPECT(lunsnap_diff(a, 5, 1, 0, 512, d, 4, &n), LUNSNAP_RESULT_DETACHED);
+    EXPECT(lunsnap_write_zeroes(a, 5, 0, 512, true), LUNSNAP_RESULT_DETACHED);
+    EXPECT(lunsnap_write_zeroes(a, 5, 0, 512, false), LUNSNAP_RESULT_DETACHED);
+    CHECK(n == 99, "a refused map/diff of a detached copy wrote the count");
+    EXPECT_OK(lunsnap_attach(a, 5));
+    MAP_IS(a, 5, 0, LUN_SIZE, "0+8:h 8+16:s 24+136:h 160+8:s 168+344:h");
+    DIFF_IS(a, 1, 5, 0, LUN_SIZE, "");
+    DIFF_IS(a, 5, 2, 0, LUN_SIZE, "16+16 160+8");
+    /* Offline: map is refused as read is; an offline LUN may be compared. */
+    EXPECT_OK(lunsnap_set_online(a, 1, false));
+    EXPECT(lunsnap_map(a, 1, 0, 512, r, 8, &n), LUNSNAP_RESULT_OFFLINE);
+    EXPECT(lunsnap_write_zeroes(a, 1, 0, 512, true), LUNSNAP_RESULT_OFFLINE);
+    DIFF_IS(a, 1, 2, 0, LUN_SIZE, "16+16 160+8");
+    EXPECT_OK(lunsnap_set_online(a, 1, true));
+    MAP_IS(a, 1, 0, 4 * EXTENT, "0+8:h 8+16:s 24+8:h"); /* extent 2 now shared with copy 5 */
+    /* Committed and reopened: the same answers. */
+    EXPECT_OK(lunsnap_flush(a));
+    EXPECT_OK(lunsnap_reopen(a));
+    MAP_IS(a, 2, 0, LUN_SIZE, "0+8:h 8+8:s 16+16:d 32+128:h 160+8:d 168+344:h");
+    DIFF_IS(a, 1, 2, 0, LUN_SIZE, "16+16 160+8");
+    size_t nv = 99;
+    EXPECT_OK(lunsnap_check(a, &nv));
+    CHECK(nv == 0, "check after map/diff: %zu violations", nv);
+    lunsnap_free(a);
+}
+
+static void test_write_zeroes(void) {
+    section = "write_zeroes";
+    lunsnap_array *a = new_array(__LINE__);
+    if (!a) {
+        return;
+    }
+    static uint8_t w[LUN_SIZE], rd[LUN_SIZE];
+    fill_bytes(w, sizeof w, 41);
+    EXPECT_OK(lunsnap_create_lun(a, 1, LUN_SIZE));
+    EXPECT_OK(lunsnap_write(a, 1, 0, w, sizeof w));
+    EXPECT_OK(lunsnap_flush(a));
+    MAP_IS(a, 1, 0, LUN_SIZE, "0+512:d");
+    lunsnap_pool_info p0, p;
+    EXPECT_OK(lunsnap_get_pool_info(a, &p0));
+
+    /* A data write: no commit of its own, lost at a power cut unless flushed. */
+    EXPECT_OK(lunsnap_write_zeroes(a, 1, 2 * EXTENT, 3 * EXTENT, true));
+    EXPECT_OK(lunsnap_get_pool_info(a, &p));
+    CHECK(p.generation == p0.generation, "write_zeroes committed (generation %llu -> %llu)",
+          (unsigned long long)p0.generation, (unsigned long long)p.generation);
+    MAP_IS(a, 1, 0, LUN_SIZE, "0+16:d 16+24:h 40+472:d");
+    EXPECT_OK(lunsnap_reopen(a));
+    MAP_IS(a, 1, 0, LUN_SIZE, "0+512:d");
+    EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, w, sizeof rd) == 0, "unflushed write_zeroes survived a reopen");
+
+    /* punch: partial extents zeroed, whole ones unmapped; without: zeros written. */
+    EXPECT_OK(lunsnap_write_zeroes(a, 1, 512, 3 * 512, true));                  /* inside extent 0 */
+    EXPECT_OK(lunsnap_write_zeroes(a, 1, 2 * EXTENT, 3 * EXTENT, true));        /* extents 2-4 */
+    EXPECT_OK(lunsnap_write_zeroes(a, 1, 10 * EXTENT + 512, 2 * EXTENT, true)); /* part of 10, 11, part of 12 */
+    EXPECT_OK(lunsnap_write_zeroes(a, 1, 20 * EXTENT, 2 * EXTENT, false));      /* extents 20-21, kept */
+    memset(w + 512, 0, 3 * 512);
+    memset(w + 2 * EXTENT, 0, 3 * EXTENT);
+    memset(w + 10 * EXTENT + 512, 0, 2 * EXTENT);
+    memset(w + 20 * EXTENT, 0, 2 * EXTENT);
+    EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, w, sizeof rd) == 0, "write_zeroes: the LUN does not read as expected");
+    MAP_IS(a, 1, 0, LUN_SIZE, "0+16:d 16+24:h 40+48:d 88+8:h 96+416:d");
+    /* Zeros over a hole change nothing. */
+    EXPECT_OK(lunsnap_write_zeroes(a, 1, 2 * EXTENT, EXTENT, true));
+    EXPECT_OK(lunsnap_flush(a));
+    EXPECT_OK(lunsnap_get_pool_info(a, &p));
+    CHECK(p.allocated_bytes == p0.allocated_bytes - 4 * EXTENT && p.generation > p0.generation,
+          "after write_zeroes and flush: %llu bytes allocated, want %llu", (unsigned long long)p.allocated_bytes,
+          (unsigned long long)(p0.allocated_bytes - 4 * EXTENT));
+    EXPECT_OK(lunsnap_reopen(a));
+    EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, w, sizeof rd) == 0, "flushed write_zeroes: differs after reopen");
+    MAP_IS(a, 1, 0, LUN_SIZE, "0+16:d 16+24:h 40+48:d 88+8:h 96+416:d");
+
+    /* Bad arguments: refused, nothing changed. */
+    EXPECT(lunsnap_write_zeroes(a, 1, 1, 512, true), LUNSNAP_RESULT_MISALIGNED);
+    EXPECT(lunsnap_write_zeroes(a, 1, 0, 100, false), LUNSNAP_RESULT_MISALIGNED);
+    EXPECT(lunsnap_write_zeroes(a, 1, 512, 511, true), LUNSNAP_RESULT_MISALIGNED);
+    EXPECT(lunsnap_write_zeroes(a, 1, LUN_SIZE, 512, true), LUNSNAP_RESULT_OUT_OF_RANGE);
+    EXPECT(lunsnap_write_zeroes(a, 1, LUN_SIZE - 512, 1024, false), LUNSNAP_RESULT_OUT_OF_RANGE);
+    EXPECT(lunsnap_write_zeroes(a, 1, UINT64_MAX - 511, 1024, true), LUNSNAP_RESULT_OUT_OF_RANGE); /* wraps */
+    EXPECT(lunsnap_write_zeroes(a, 1, 512, UINT64_MAX - 511, false), LUNSNAP_RESULT_OUT_OF_RANGE); /* wraps */
+    EXPECT(lunsnap_write_zeroes(a, 1, LUN_SIZE + 512, 0, true), LUNSNAP_RESULT_OUT_OF_RANGE);
+    EXPECT(lunsnap_write_zeroes(a, 2, 0, 512, true), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_write_zeroes(a, MAX_LUNS, 0, 512, true), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT(lunsnap_write_zeroes(a, UINT32_MAX, 0, 512, false), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT_OK(lunsnap_write_zeroes(a, 1, 0, 0, true));
+    EXPECT_OK(lunsnap_write_zeroes(a, 1, LUN_SIZE, 0, false));
+    EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, w, sizeof rd) == 0, "refused write_zeroes changed the LUN");
+    EXPECT_OK(lunsnap_get_pool_info(a, &p0));
+
+    /* On a copy: its extents stop being shared; the parent keeps its data. */
+    section = "write_zeroes on copies";
+    EXPECT_OK(lunsnap_create_copy(a, 1, 2, true));
+    EXPECT_OK(lunsnap_write_zeroes(a, 2, 5 * EXTENT, EXTENT, true));       /* whole extent 5 */
+    EXPECT_OK(lunsnap_write_zeroes(a, 2, 6 * EXTENT + 512, 512, true));    /* one sector of extent 6 */
+    MAP_IS(a, 2, 5 * EXTENT, 3 * EXTENT, "40+8:h 48+8:d 56+8:s");
+    MAP_IS(a, 1, 5 * EXTENT, 3 * EXTENT, "40+16:d 56+8:s");
+    DIFF_IS(a, 1, 2, 0, LUN_SIZE, "40+16");
+    EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, w, sizeof rd) == 0, "write_zeroes on a copy changed its parent");
+    memset(w + 5 * EXTENT, 0, EXTENT);
+    memset(w + 6 * EXTENT + 512, 0, 512);
+    EXPECT_OK(lunsnap_read(a, 2, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, w, sizeof rd) == 0, "write_zeroes on a copy: the copy differs");
+    size_t nv = 99;
+    EXPECT_OK(lunsnap_check(a, &nv));
+    CHECK(nv == 0, "check after write_zeroes: %zu violations", nv);
+    lunsnap_free(a);
+}
+
+static void test_detect_zeros(void) {
+    section = "detect_zeros";
+    lunsnap_array *a = new_array(__LINE__);
+    if (!a) {
+        return;
+    }
+    bool on = false;
+    EXPECT_OK(lunsnap_detect_zeros(a, &on));
+    CHECK(on, "zero detection is off on a new handle");
+    EXPECT(lunsnap_detect_zeros(a, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT_OK(lunsnap_create_lun(a, 1, LUN_SIZE));
+    static uint8_t w[LUN_SIZE], z[LUN_SIZE], rd[LUN_SIZE];
+    fill_bytes(w, sizeof w, 51);
+    memset(z, 0, sizeof z);
+    EXPECT_OK(lunsnap_write(a, 1, 0, w, 8 * EXTENT));
+    EXPECT_OK(lunsnap_flush(a));
+    lunsnap_pool_info p0, p;
+    EXPECT_OK(lunsnap_get_pool_info(a, &p0));
+
+    /* On: whole extents of zeros are unmapped; parts of extents are stored. */
+    EXPECT_OK(lunsnap_write(a, 1, EXTENT, z, 2 * EXTENT));        /* extents 1-2 */
+    EXPECT_OK(lunsnap_write(a, 1, 4 * EXTENT + 512, z, EXTENT));  /* parts of 4 and 5 */
+    EXPECT_OK(lunsnap_write(a, 1, 30 * EXTENT, z, EXTENT));       /* over a hole */
+    MAP_IS(a, 1, 0, 8 * EXTENT, "0+8:d 8+16:h 24+40:d");
+    MAP_IS(a, 1, 30 * EXTENT, EXTENT, "240+8:h");
+    /* Also on behalf of a host. */
+    EXPECT_OK(lunsnap_write_as(a, HOST_A, 1, 6 * EXTENT, z, EXTENT));
+    MAP_IS(a, 1, 0, 8 * EXTENT, "0+8:d 8+16:h 24+24:d 48+8:h 56+8:d");
+    memset(w + EXTENT, 0, 2 * EXTENT);
+    memset(w + 4 * EXTENT + 512, 0, EXTENT);
+    memset(w + 6 * EXTENT, 0, EXTENT);
+    EXPECT_OK(lunsnap_flush(a));
+    EXPECT_OK(lunsnap_get_pool_info(a, &p));
+    CHECK(p.allocated_bytes == p0.allocated_bytes - 3 * EXTENT, "zero detection: %llu bytes allocated, want %llu",
+          (unsigned long long)p.allocated_bytes, (unsigned long long)(p0.allocated_bytes - 3 * EXTENT));
+
+    /* Off: the zeros are stored (over data and over a hole). */
+    EXPECT_OK(lunsnap_set_detect_zeros(a, false));
+    on = true;
+    EXPECT_OK(lunsnap_detect_zeros(a, &on));
+    CHECK(!on, "zero detection still on after set_detect_zeros(false)");
+    EXPECT_OK(lunsnap_write(a, 1, 0, z, EXTENT));
+    EXPECT_OK(lunsnap_write(a, 1, 10 * EXTENT, z, EXTENT));
+    memset(w, 0, EXTENT);
+    MAP_IS(a, 1, 0, 11 * EXTENT, "0+8:d 8+16:h 24+24:d 48+8:h 56+8:d 64+16:h 80+8:d");
+    EXPECT_OK(lunsnap_flush(a));
+
+    /* A setting of the handle: kept by reopen, and a handle is the only place it lives. */
+    EXPECT_OK(lunsnap_reopen(a));
+    on = true;
+    EXPECT_OK(lunsnap_detect_zeros(a, &on));
+    CHECK(!on, "lunsnap_reopen turned zero detection back on");
+    EXPECT_OK(lunsnap_write(a, 1, 12 * EXTENT, z, EXTENT));
+    MAP_IS(a, 1, 12 * EXTENT, EXTENT, "96+8:d");
+    EXPECT_OK(lunsnap_set_detect_zeros(a, true));
+    EXPECT_OK(lunsnap_set_detect_zeros(a, true));
+    on = false;
+    EXPECT_OK(lunsnap_detect_zeros(a, &on));
+    CHECK(on, "set_detect_zeros(true) did not turn it on");
+    EXPECT_OK(lunsnap_write(a, 1, 12 * EXTENT, z, EXTENT));
+    MAP_IS(a, 1, 12 * EXTENT, EXTENT, "96+8:h");
+    EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, w, 8 * EXTENT) == 0 && all_bytes(rd + 8 * EXTENT, sizeof rd - 8 * EXTENT, 0),
+          "zero detection: the LUN does not read as written");
+    size_t nv = 99;
+    EXPECT_OK(lunsnap_check(a, &nv));
+    CHECK(nv == 0, "check after zero detection: %zu violations", nv);
+    lunsnap_free(a);
+}
+
+/* map, diff and write_zeroes on behalf of hosts: the same filtering as read and write. */
+static void test_ranges_as_hosts(void) {
+    section = "map/diff/zeroes as hosts";
+    lunsnap_array *a = new_array(__LINE__);
+    if (!a) {
+        return;
+    }
+    static uint8_t w[4 * EXTENT], rd[4 * EXTENT];
+    fill_bytes(w, sizeof w, 61);
+    EXPECT_OK(lunsnap_create_lun(a, 1, LUN_SIZE));
+    EXPECT_OK(lunsnap_create_lun(a, 2, LUN_SIZE));
+    EXPECT_OK(lunsnap_write(a, 1, 0, w, sizeof w));
+    EXPECT_OK(lunsnap_create_copy(a, 1, 3, true));
+    EXPECT_OK(lunsnap_write(a, 1, EXTENT, w + EXTENT, EXTENT)); /* the same bytes, a new extent */
+    EXPECT_OK(lunsnap_add_host(a, HOST_A, "db-host"));
+    EXPECT_OK(lunsnap_add_host(a, HOST_B, "backup-host"));
+    EXPECT_OK(lunsnap_add_host(a, HOST_C, "other-host"));
+    EXPECT_OK(lunsnap_grant(a, 1, HOST_A, LUNSNAP_ACCESS_READ_WRITE));
+    EXPECT_OK(lunsnap_grant(a, 2, HOST_A, LUNSNAP_ACCESS_READ));
+    EXPECT_OK(lunsnap_grant(a, 1, HOST_B, LUNSNAP_ACCESS_READ));
+    EXPECT_OK(lunsnap_grant(a, 3, HOST_B, LUNSNAP_ACCESS_READ));
+    const char *map1 = "0+8:s 8+8:d 16+16:s 32+480:h";
+
+    /* Security off: every host, even an unknown one, sees and zeroes everything. */
+    MAP_AS_IS(a, HOST_X, 1, 0, LUN_SIZE, map1);
+    DIFF_AS_IS(a, HOST_X, 1, 3, 0, LUN_SIZE, "8+8");
+    EXPECT_OK(lunsnap_write_zeroes_as(a, HOST_C, 2, 0, EXTENT, true));
+
+    EXPECT_OK(lunsnap_set_security(a, true));
+    /* Read and read-write grants may map; nothing else may, whatever the request. */
+    MAP_AS_IS(a, HOST_A, 1, 0, LUN_SIZE, map1);
+    MAP_AS_IS(a, HOST_B, 1, 0, LUN_SIZE, map1);
+    MAP_AS_IS(a, HOST_C, 1, 0, LUN_SIZE, "error 31");
+    MAP_AS_IS(a, HOST_X, 1, 0, LUN_SIZE, "error 31");
+    MAP_AS_IS(a, HOST_B, 2, 0, LUN_SIZE, "error 31");
+    MAP_AS_IS(a, HOST_C, 1, 1, 512, "error 31");
+    MAP_AS_IS(a, HOST_C, 1, LUN_SIZE, 512, "error 31");
+    MAP_AS_IS(a, HOST_C, 9, 0, 512, "error 31");
+    MAP_AS_IS(a, HOST_A, MAX_LUNS, 0, 512, "error 30");
+    MAP_AS_IS(a, HOST_A, 1, 1, 512, "error 41");
+    MAP_AS_IS(a, HOST_A, 1, LUN_SIZE, 512, "error 40");
+    lunsnap_map_range mr[2];
+    lunsnap_diff_range dr[2];
+    memset(mr, 0x5a, sizeof mr);
+    memset(dr, 0x5a, sizeof dr);
+    size_t n = 99;
+    EXPECT(lunsnap_map_as(a, HOST_A, 1, 0, 512, NULL, 2, &n), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_map_as(a, HOST_A, 1, 0, 512, mr, 2, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_map_as(a, HOST_A, 1, 0, 512, mr, SIZE_MAX, &n), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    EXPECT(lunsnap_map_as(a, HOST_C, 1, 0, 512, mr, 2, &n), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_diff_as(a, HOST_A, 1, 2, 0, 512, NULL, 2, &n), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_diff_as(a, HOST_A, 1, 2, 0, 512, dr, 2, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_diff_as(a, HOST_A, 1, 2, 0, 512, dr, SIZE_MAX, &n), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    EXPECT(lunsnap_diff_as(a, HOST_C, 1, 3, 0, 512, dr, 2, &n), LUNSNAP_RESULT_NO_SUCH_LUN);
+    CHECK(n == 99 && all_bytes((const uint8_t *)mr, sizeof mr, 0x5a) && all_bytes((const uint8_t *)dr, sizeof dr, 0x5a),
+          "a refused map_as/diff_as wrote its out-parameters");
+    /* diff: both LUNs must be visible to the host. */
+    DIFF_AS_IS(a, HOST_B, 1, 3, 0, LUN_SIZE, "8+8");
+    DIFF_AS_IS(a, HOST_B, 3, 1, 0, LUN_SIZE, "8+8");
+    DIFF_AS_IS(a, HOST_A, 1, 2, 0, LUN_SIZE, "0+32");
+    DIFF_AS_IS(a, HOST_A, 1, 3, 0, LUN_SIZE, "error 31");
+    DIFF_AS_IS(a, HOST_A, 3, 1, 0, LUN_SIZE, "error 31");
+    DIFF_AS_IS(a, HOST_B, 1, 2, 0, LUN_SIZE, "error 31");
+    DIFF_AS_IS(a, HOST_C, 1, 3, 0, LUN_SIZE, "error 31");
+    DIFF_AS_IS(a, HOST_X, 1, 1, 0, LUN_SIZE, "error 31");
+    DIFF_AS_IS(a, HOST_B, 1, 3, 0, 100, "error 41");
+    DIFF_AS_IS(a, HOST_C, 1, 3, 0, 100, "error 31");
+    /* write_zeroes is a write: a read grant is refused, an invisible LUN is missing. */
+    EXPECT(lunsnap_write_zeroes_as(a, HOST_B, 1, 0, EXTENT, true), LUNSNAP_RESULT_READ_ONLY_ACCESS);
+    EXPECT(lunsnap_write_zeroes_as(a, HOST_B, 1, 0, EXTENT, false), LUNSNAP_RESULT_READ_ONLY_ACCESS);
+    EXPECT(lunsnap_write_zeroes_as(a, HOST_B, 1, 0, 0, true), LUNSNAP_RESULT_READ_ONLY_ACCESS);
+    EXPECT(lunsnap_write_zeroes_as(a, HOST_A, 2, 0, EXTENT, true), LUNSNAP_RESULT_READ_ONLY_ACCESS);
+    EXPECT(lunsnap_write_zeroes_as(a, HOST_C, 1, 0, EXTENT, true), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_write_zeroes_as(a, HOST_X, 1, 0, EXTENT, false), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_write_zeroes_as(a, HOST_C, 1, 1, 100, true), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_write_zeroes_as(a, HOST_A, MAX_LUNS, 0, EXTENT, true), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT(lunsnap_write_zeroes_as(a, HOST_A, 1, 1, 512, true), LUNSNAP_RESULT_MISALIGNED);
+    EXPECT(lunsnap_write_zeroes_as(a, HOST_A, 1, 512, UINT64_MAX - 511, true), LUNSNAP_RESULT_OUT_OF_RANGE);
+    MAP_IS(a, 1, 0, LUN_SIZE, map1);
+    EXPECT_OK(lunsnap_read(a, 1, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, w, sizeof rd) == 0, "refused write_zeroes_as changed LUN 1");
+    /* A read-write grant zeroes. */
+    EXPECT_OK(lunsnap_write_zeroes_as(a, HOST_A, 1, 0, EXTENT, true));
+    EXPECT_OK(lunsnap_write_zeroes_as(a, HOST_A, 1, 2 * EXTENT, 512, false));
+    MAP_AS_IS(a, HOST_A, 1, 0, 4 * EXTENT, "0+8:h 8+16:d 24+8:s");
+    DIFF_AS_IS(a, HOST_B, 1, 3, 0, LUN_SIZE, "0+24");
+    memset(w, 0, EXTENT);
+    memset(w + 2 * EXTENT, 0, 512);
+    EXPECT_OK(lunsnap_read_as(a, HOST_B, 1, 0, rd, sizeof rd));
+    CHECK(memcmp(rd, w, sizeof rd) == 0, "write_zeroes_as by A: LUN 1 differs");
+    /* Offline: refused as read and write are, but only to hosts that may see the LUN. */
+    EXPECT_OK(lunsnap_set_online(a, 1, false));
+    MAP_AS_IS(a, HOST_A, 1, 0, 512, "error 64");
+    MAP_AS_IS(a, HOST_C, 1, 0, 512, "error 31");
+    EXPECT(lunsnap_write_zeroes_as(a, HOST_A, 1, 0, 512, true), LUNSNAP_RESULT_OFFLINE);
+    EXPECT(lunsnap_write_zeroes_as(a, HOST_C, 1, 0, 512, true), LUNSNAP_RESULT_NO_SUCH_LUN);
+    DIFF_AS_IS(a, HOST_B, 1, 3, 0, LUN_SIZE, "0+24");
+    EXPECT_OK(lunsnap_set_online(a, 1, true));
+    EXPECT_OK(lunsnap_set_security(a, false));
+    MAP_AS_IS(a, HOST_C, 2, 0, LUN_SIZE, "0+512:h");
+    size_t nv = 99;
+    EXPECT_OK(lunsnap_check(a, &nv));
+    CHECK(nv == 0, "check after the host range tests: %zu violations", nv);
+    EXPECT_OK(lunsnap_close(a));
+}
+
+/* ---- the discard callback: when it is called, and on what -------------------------------- */
+
+/* Every sector a test writes starts with a tag (magic, LUN, version, sector), so that what
+ * a discarded block held can be told: data of which LUN, at which offset. */
+#define TAG_MAGIC 0x54414753u /* "TAGS" */
+
+static void tag_fill(uint8_t *buf, size_t len, uint32_t lun, uint32_t version, uint64_t off) {
+    for (size_t s = 0; s < len; s += 512) {
+        uint32_t h[4] = {TAG_MAGIC, lun, version, (uint32_t)((off + s) / 512)};
+        memcpy(buf + s, h, sizeof h);
+        fill_bytes(buf + s + sizeof h, 512 - sizeof h, (uint8_t)(lun * 7 + version + (off + s) / 512));
+    }
+}
+
+/* One device call: 'w' write, 'f' flush, 'd' discard (reads are not recorded). */
+typedef struct {
+    char kind;
+    uint64_t lba, count; /* blocks */
+    uint64_t pending;    /* blocks written but not yet flushed when the call came */
+} rec_event;
+
+#define REC_MAX 16384
+#define REC_EXTENTS 64
+
+/* A hostdev whose write, flush and discard calls are recorded in order. Each discard is
+ * also checked when it comes, against what the test expects it to release: blocks of
+ * data of LUN `want_lun` version `want_version`, in whole extents (`bpe` blocks, the
+ * first holding the first sector of a logical extent). */
+typedef struct {
+    hostdev *dev;
+    rec_event ev[REC_MAX];
+    size_t n;
+    bool overflow;
+    uint64_t bpe;
+    uint32_t want_lun, want_version;
+    uint64_t bad_blocks;             /* discarded blocks not holding the expected data */
+    unsigned seen[REC_EXTENTS];      /* times each logical extent was discarded */
+} recorder;
+
+static recorder rec;
+
+static void rec_start(recorder *r, uint32_t lun, uint32_t version) {
+    r->n = 0;
+    r->overflow = false;
+    r->want_lun = lun;
+    r->want_version = version;
+    r->bad_blocks = 0;
+    memset(r->seen, 0, sizeof r->seen);
+}
+
+static void rec_log(recorder *r, char kind, uint64_t lba, uint64_t count) {
+    if (r->n == REC_MAX) {
+        r->overflow = true;
+        return;
+    }
+    rec_event e = {kind, lba, count, r->dev->npending};
+    r->ev[r->n++] = e;
+}
+
+static int32_t rec_read(void *ctx, uint64_t lba, uint8_t *buf, size_t len) {
+    return hostdev_read(((recorder *)ctx)->dev, lba, buf, len);
+}
+
+static int32_t rec_write(void *ctx, uint64_t lba, const uint8_t *buf, size_t len) {
+    recorder *r = ctx;
+    rec_log(r, 'w', lba, len / r->dev->block_size);
+    return hostdev_write(r->dev, lba, buf, len);
+}
+
+static int32_t rec_flush(void *ctx) {
+    recorder *r = ctx;
+    rec_log(r, 'f', 0, 0);
+    return hostdev_flush(r->dev);
+}
+
+static int32_t rec_discard(void *ctx, uint64_t lba, uint64_t count) {
+    recorder *r = ctx;
+    hostdev *d = r->dev;
+    rec_log(r, 'd', lba, count);
+    /* What the blocks hold now, before the device forgets them. */
+    uint32_t first = 0;
+    bool first_ok = false;
+    for (uint64_t k = 0; k < count && lba + k < d->block_count; k++) {
+        uint64_t b = lba + k;
+        const uint8_t *blk = (d->dirty[b] ? d->cache : d->durable) + (size_t)b * d->block_size;
+        uint32_t h[4];
+        memcpy(h, blk, sizeof h);
+        bool ok = h[0] == TAG_MAGIC && h[1] == r->want_lun && h[2] == r->want_version;
+        if (k % r->bpe == 0) {
+            first_ok = ok && h[3] % r->bpe == 0;
+            first = h[3];
+            ok = first_ok;
+            if (ok && h[3] / r->bpe < REC_EXTENTS) {
+                r->seen[h[3] / r->bpe]++;
+            }
+        } else {
+            ok = ok && first_ok && h[3] == first + k % r->bpe;
+        }
+        if (!ok) {
+            r->bad_blocks++;
+        }
+    }
+    return hostdev_discard(d, lba, count);
+}
+
+static size_t rec_count(const recorder *r, char kind) {
+    size_t n = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        n += r->ev[i].kind == kind;
+    }
+    return n;
+}
+
+/* The discards recorded since rec_start must be: after a commit's final flush (every
+ * write flushed, the last call before them a flush that followed writes), in whole
+ * extents, exactly the logical extents `extents` (each once) of the expected data. */
+static void discards_are_at(const char *what, const unsigned *extents, size_t nextents, int line) {
+    const recorder *r = &rec;
+    size_t nd = 0;
+    uint64_t blocks = 0;
+    const char *order = NULL;
+    for (size_t i = 0; i < r->n; i++) {
+        const rec_event *e = &r->ev[i];
+        if (e->kind != 'd') {
+            continue;
+        }
+        nd++;
+        blocks += e->count;
+        if (e->count == 0 || e->count % r->bpe != 0) {
+            order = "a discard of a part of an extent";
+        }
+        if (e->pending != 0) {
+            order = "a discard while written blocks were not yet flushed";
+        }
+        size_t j = i;
+        while (j > 0 && r->ev[j - 1].kind == 'd') {
+            j--;
+        }
+        if (j == 0 || r->ev[j - 1].kind != 'f') {
+            order = "a discard not right after a flush";
+        } else {
+            bool wrote = false;
+            for (size_t k = j - 1; k > 0 && !wrote; k--) {
+                wrote = r->ev[k - 1].kind == 'w';
+            }
+            if (!wrote) {
+                order = "a discard after a flush that no commit's writes preceded";
+            }
+        }
+    }
+    bool set_ok = true;
+    for (unsigned x = 0; x < REC_EXTENTS; x++) {
+        bool want = false;
+        for (size_t i = 0; i < nextents; i++) {
+            want = want || extents[i] == x;
+        }
+        set_ok = set_ok && r->seen[x] == (want ? 1u : 0u);
+    }
+    check_at(!r->overflow && order == NULL && r->bad_blocks == 0 && set_ok && blocks == nextents * r->bpe &&
+                 (nextents == 0) == (nd == 0),
+             line,
+             "%s: %zu discard calls of %llu blocks in all (want %zu extents of %llu blocks), %llu blocks not "
+             "holding the released data, extents %s%s%s",
+             what, nd, (unsigned long long)blocks, nextents, (unsigned long long)r->bpe,
+             (unsigned long long)r->bad_blocks, set_ok ? "as expected" : "not the expected ones (or twice)",
+             order ? "; " : "", order ? order : "");
+}
+
+#define DISCARDS_ARE(what, ...)                                                                                \
+    do {                                                                                                       \
+        static const unsigned want_[] = {__VA_ARGS__};                                                         \
+        discards_are_at((what), want_, sizeof want_ / sizeof want_[0], __LINE__);                              \
+    } while (0)
+#define NO_DISCARDS(what) discards_are_at((what), NULL, 0, __LINE__)
+
+/* Writes version `v` of LUN `lun`'s tagged data over extents [first, first + count). */
+static lunsnap_result tag_write(lunsnap_array *a, uint32_t lun, uint32_t v, uint64_t extent, uint32_t first,
+                                uint32_t count) {
+    static uint8_t buf[LUN_SIZE];
+    size_t len = (size_t)count * extent;
+    tag_fill(buf, len, lun, v, (uint64_t)first * extent);
+    return lunsnap_write(a, lun, (uint64_t)first * extent, buf, len);
+}
+
+/* LUN `lun` must hold version versions[x] (0: zeros) of its tagged data in each extent x. */
+static void lun_holds_at(lunsnap_array *a, uint32_t lun, uint64_t extent, const uint32_t *versions, size_t nextents,
+                         const char *what, int line) {
+    static uint8_t got[LUN_SIZE], want[LUN_SIZE];
+    size_t len = nextents * extent;
+    for (size_t x = 0; x < nextents; x++) {
+        if (versions[x] == 0) {
+            memset(want + x * extent, 0, extent);
+        } else {
+            tag_fill(want + x * extent, extent, lun, versions[x], x * extent);
+        }
+    }
+    lunsnap_result r = lunsnap_read(a, lun, 0, got, len);
+    check_at(r == LUNSNAP_RESULT_OK && memcmp(got, want, len) == 0, line, "%s: LUN %u %s", what, lun,
+             r == LUNSNAP_RESULT_OK ? "does not hold its data (a discard released a live extent?)" : lunsnap_strerror(r));
+}
+
+#define LUN_HOLDS(a, lun, versions, what)                                                                      \
+    lun_holds_at((a), (lun), DEXTENT, (versions), sizeof(versions) / sizeof((versions)[0]), (what), __LINE__)
+
+#define DEXTENT 16384u /* 32 blocks of 512 bytes */
+#define DLUN (16 * DEXTENT)
+
+static void test_discard_callback(void) {
+    section = "discard callback";
+    hostdev d;
+    if (!hostdev_init(&d, 512, 16384)) {
+        CHECK(false, "out of memory");
+        return;
+    }
+    memset(&rec, 0, sizeof rec);
+    rec.dev = &d;
+    rec.bpe = DEXTENT / 512;
+    lunsnap_device_callbacks cb = hostdev_callbacks(&d);
+    cb.ctx = &rec;
+    cb.read = rec_read;
+    cb.write = rec_write;
+    cb.flush = rec_flush;
+    cb.discard = rec_discard;
+    lunsnap_format_options o = small_opts();
+    o.extent_size = DEXTENT;
+    lunsnap_array *a = NULL;
+    EXPECT_OK(lunsnap_format_callbacks(&cb, &o, &a));
+    if (!a) {
+        hostdev_destroy(&d);
+        return;
+    }
+    /* LUN 1: 16 extents of version 1; LUN 2: 4 extents of version 1 (the rest a hole). */
+    EXPECT_OK(lunsnap_create_lun(a, 1, DLUN));
+    EXPECT_OK(lunsnap_create_lun(a, 2, DLUN));
+    EXPECT_OK(tag_write(a, 1, 1, DEXTENT, 0, 16));
+    EXPECT_OK(tag_write(a, 2, 1, DEXTENT, 0, 4));
+    EXPECT_OK(lunsnap_flush(a));
+    uint32_t v2[] = {1, 1, 1, 1, 0, 0};
+
+    /* A deleted LUN: each of its extents, once, after the delete's commit is durable. */
+    rec_start(&rec, 1, 1);
+    EXPECT_OK(lunsnap_delete(a, 1, false));
+    DISCARDS_ARE("delete LUN 1", 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    LUN_HOLDS(a, 2, v2, "after LUN 1's delete");
+    /* The discards came after the commit: a power cut now loses nothing committed. */
+    hostdev_power_cut(&d, HOSTDEV_CUT_DROP_ALL);
+    hostdev_power_on(&d);
+    EXPECT_OK(lunsnap_reopen(a));
+    size_t n = 99;
+    EXPECT_OK(lunsnap_luns(a, NULL, 0, &n));
+    CHECK(n == 1, "after the delete, a cut and a reopen: %zu LUNs", n);
+    LUN_HOLDS(a, 2, v2, "after LUN 1's delete, a power cut and a reopen");
+
+    /* A copy shares its parent's extents: deleting it frees (and discards) none. */
+    EXPECT_OK(lunsnap_create_copy(a, 2, 3, true));
+    rec_start(&rec, 2, 1);
+    EXPECT_OK(lunsnap_delete(a, 3, false));
+    NO_DISCARDS("delete of a copy sharing everything");
+    CHECK(rec_count(&rec, 'f') > 0, "the delete of a copy did not commit");
+
+    /* Copy-on-write: the parent writes extent 0 (the copy keeps the old one): nothing is
+     * freed until the copy goes, then exactly that old extent. */
+    EXPECT_OK(lunsnap_create_copy(a, 2, 3, true));
+    rec_start(&rec, 2, 1);
+    EXPECT_OK(tag_write(a, 2, 2, DEXTENT, 0, 1));
+    EXPECT_OK(lunsnap_flush(a));
+    NO_DISCARDS("a write over an extent a copy shares");
+    v2[0] = 2;
+    rec_start(&rec, 2, 1);
+    EXPECT_OK(lunsnap_delete(a, 3, false));
+    DISCARDS_ARE("delete of the copy holding the parent's old extent 0", 0);
+    LUN_HOLDS(a, 2, v2, "after the copy's delete");
+
+    /* Overwriting a committed extent writes a new one: the old one is discarded after
+     * the commit (the flush), not at the write. */
+    rec_start(&rec, 2, 1);
+    EXPECT_OK(tag_write(a, 2, 3, DEXTENT, 1, 1));
+    CHECK(rec_count(&rec, 'd') == 0, "a data write discarded before any commit");
+    EXPECT_OK(lunsnap_flush(a));
+    DISCARDS_ARE("overwrite of extent 1 + flush", 1);
+    v2[1] = 3;
+    LUN_HOLDS(a, 2, v2, "after the overwrite");
+
+    /* write_zeroes and zero detection unmap; the extents go at the next commit. */
+    rec_start(&rec, 2, 1);
+    EXPECT_OK(lunsnap_write_zeroes(a, 2, 2 * DEXTENT, DEXTENT, true));
+    static uint8_t zeros[DEXTENT];
+    EXPECT_OK(lunsnap_write(a, 2, 3 * DEXTENT, zeros, sizeof zeros));
+    CHECK(rec_count(&rec, 'd') == 0, "write_zeroes or a write of zeros discarded before any commit");
+    EXPECT_OK(lunsnap_flush(a));
+    DISCARDS_ARE("write_zeroes of extent 2, zeros written over extent 3, flush", 2, 3);
+    v2[2] = v2[3] = 0;
+    LUN_HOLDS(a, 2, v2, "after write_zeroes");
+
+    /* lunsnap_discard commits itself. */
+    rec_start(&rec, 2, 2);
+    EXPECT_OK(lunsnap_discard(a, 2, 0, DEXTENT));
+    DISCARDS_ARE("lunsnap_discard of extent 0", 0);
+    v2[0] = 0;
+    LUN_HOLDS(a, 2, v2, "after lunsnap_discard");
+    size_t nv = 99;
+    EXPECT_OK(lunsnap_check(a, &nv));
+    CHECK(nv == 0, "check after the discards: %zu violations", nv);
+
+    /* A failing discard callback is ignored: the commit succeeded, the handle works. */
+    EXPECT_OK(tag_write(a, 2, 4, DEXTENT, 4, 2));
+    EXPECT_OK(lunsnap_flush(a));
+    uint64_t before = d.discards;
+    d.fail_discards = true;
+    EXPECT_OK(lunsnap_delete(a, 2, false));
+    d.fail_discards = false;
+    CHECK(d.discards > before, "the discard callback was not called for LUN 2's delete");
+    EXPECT_OK(lunsnap_create_lun(a, 4, DLUN));
+    EXPECT_OK(tag_write(a, 4, 1, DEXTENT, 0, 3));
+    EXPECT_OK(lunsnap_flush(a));
+    EXPECT_OK(lunsnap_reopen(a));
+    uint32_t v4[] = {1, 1, 1, 0};
+    LUN_HOLDS(a, 4, v4, "after a failing discard");
+    nv = 99;
+    EXPECT_OK(lunsnap_check(a, &nv));
+    CHECK(nv == 0, "check after a failing discard: %zu violations", nv);
+    lunsnap_free(a);
+
+    /* No discard callback (it is optional): frees work the same. */
+    lunsnap_device_callbacks nocb = cb;
+    nocb.discard = NULL;
+    a = NULL;
+    EXPECT_OK(lunsnap_open_callbacks(&nocb, NULL, &a));
+    if (a) {
+        rec_start(&rec, 4, 1);
+        EXPECT_OK(lunsnap_delete(a, 4, false));
+        CHECK(rec_count(&rec, 'd') == 0 && rec_count(&rec, 'f') > 0, "without a discard callback: %zu discards",
+              rec_count(&rec, 'd'));
+        nv = 99;
+        EXPECT_OK(lunsnap_check(a, &nv));
+        CHECK(nv == 0, "check without a discard callback: %zu violations", nv);
+        EXPECT_OK(lunsnap_close(a));
+    }
+    hostdev_destroy(&d);
+}
+
 /* ---- file devices ------------------------------------------------------------------------ */
 
 #if defined(LUNSNAP_FEATURE_STD)
@@ -2078,6 +3043,11 @@ int main(void) {
     test_online();
     test_groups();
     test_failing_access_commits();
+    test_map_and_diff();
+    test_write_zeroes();
+    test_detect_zeros();
+    test_ranges_as_hosts();
+    test_discard_callback();
 #if defined(LUNSNAP_FEATURE_STD)
     test_files();
 #endif

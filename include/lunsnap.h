@@ -219,8 +219,18 @@ typedef struct {
 // torn at sector granularity; `flush` returns only once every earlier write is
 // durable. The callbacks may be called from any thread that uses the array, one
 // call at a time. A callback must not call a `lunsnap_` function on the same array
-// (the array is locked during the call: it would wait for ever). `discard` is
-// currently never called; it is reserved for releasing freed extents.
+// (the array is locked during the call: it would wait for ever).
+//
+// `discard` tells the host that blocks hold nothing useful any more (TRIM, a hole
+// in an image file), so that it may forget them. It is called only right after a
+// commit is durable (after that commit's last successful `flush`, before any later
+// write), for the data extents the commit freed (a deleted LUN's, a detached
+// copy's, those unmapped by `lunsnap_discard`, `lunsnap_write_zeroes` or zero
+// detection, those replaced by copy-on-write), in runs of whole extents: `lba` is
+// the first block of an extent and `count` a multiple of the blocks per extent
+// (extent size / block size). No extent that a durable commit maps is ever
+// discarded, so the host may zero the blocks, or leave them unchanged. Its failure
+// is ignored (the commit has already succeeded).
 typedef struct {
   // Passed unchanged to every callback.
   void *ctx;
@@ -234,7 +244,8 @@ typedef struct {
   int32_t (*write)(void *ctx, uint64_t lba, const uint8_t *buf, size_t len);
   // Makes every earlier write durable.
   int32_t (*flush)(void *ctx);
-  // Optional (may be NULL): the host may forget `count` blocks from `lba` on.
+  // Optional (may be NULL): the host may forget `count` blocks from `lba` on (see
+  // above for when it is called).
   int32_t (*discard)(void *ctx, uint64_t lba, uint64_t count);
 } lunsnap_device_callbacks;
 
@@ -293,6 +304,31 @@ typedef struct {
   uint32_t max_luns;
 } lunsnap_pool_info;
 
+// One range of a LUN, as `lunsnap_map` reports it. New fields, if any, will be
+// added at the end, so that these keep their offsets.
+typedef struct {
+  // Byte offset in the LUN (a multiple of 512).
+  uint64_t offset;
+  // Length in bytes (a multiple of 512, never 0).
+  uint64_t length;
+  // True when the range is mapped to data extents; false for a hole, which reads
+  // as zeros and occupies no space.
+  bool data;
+  // True when another LUN maps the same extents (a copy and its parent before
+  // either wrote there): a write here copies the extent first. Always false for
+  // a hole.
+  bool shared;
+} lunsnap_map_range;
+
+// A range where two LUNs may differ, as `lunsnap_diff` reports it. New fields, if
+// any, will be added at the end, so that these keep their offsets.
+typedef struct {
+  // Byte offset (the same in both LUNs; a multiple of 512).
+  uint64_t offset;
+  // Length in bytes (a multiple of 512, never 0).
+  uint64_t length;
+} lunsnap_diff_range;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -348,9 +384,10 @@ lunsnap_result lunsnap_open_file(const char *path,
 #endif
 
 // Closes the array *without* committing and opens it again on the same device, as
-// after a power cut: what was committed comes back, with the cache budget the handle
-// was opened with. The handle stays the same; if the reopen fails, every later call
-// on it returns `LUNSNAP_RESULT_UNUSABLE` (free it and open the device again).
+// after a power cut: what was committed comes back, with the handle's settings (the
+// cache budget it was opened with, zero detection). The handle stays the same; if
+// the reopen fails, every later call on it returns `LUNSNAP_RESULT_UNUSABLE` (free
+// it and open the device again).
 lunsnap_result lunsnap_reopen(lunsnap_array *array);
 
 // Commits and frees the array. The handle is freed even when the commit fails
@@ -485,6 +522,8 @@ lunsnap_result lunsnap_write(lunsnap_array *array,
                              size_t len);
 
 // Unmaps `len` bytes of LUN `lun` from `offset` (they read as zeros) and commits.
+// The data extents this frees are then discarded on the device (a host device's
+// `discard` callback; see `lunsnap_device_callbacks`).
 lunsnap_result lunsnap_discard(lunsnap_array *array, uint32_t lun, uint64_t offset, uint64_t len);
 
 // `lunsnap_read` on behalf of host `host`. With security enabled, a LUN the host
@@ -523,6 +562,160 @@ lunsnap_result lunsnap_discard_as(lunsnap_array *array,
                                   uint32_t lun,
                                   uint64_t offset,
                                   uint64_t len);
+
+// Makes `len` bytes of LUN `lun` from byte `offset` read as zeros (offset and
+// length multiples of 512), as a data write: durable at the next `lunsnap_flush`
+// or management operation, and no commit of its own (unlike `lunsnap_discard`).
+//
+// With `punch` (NBD's TRIM and WRITE_ZEROES), every whole extent in the range is
+// unmapped: it then occupies no space and is no longer shared with copies; the
+// parts of extents the range covers only in part are written with zeros (an
+// extent shared with a copy is copied first). Without `punch` (NBD's WRITE_ZEROES
+// with NO_HOLE: allocation follows writes), the whole range is written with zeros
+// and stays allocated, whatever `lunsnap_set_detect_zeros` says.
+//
+// Cost: with `punch`, a mapping update per whole extent (no data written) and at
+// most two partial extents written; without, as `lunsnap_write` of `len` bytes
+// (through a zero buffer of at most 1 MiB, allocated per call). Extents this
+// frees are discarded on the device after the commit that makes the change
+// durable. `len` 0 checks the arguments and changes nothing.
+//
+// Errors: as `lunsnap_write`: `LUNSNAP_RESULT_MISALIGNED`,
+// `LUNSNAP_RESULT_OUT_OF_RANGE` (also when `offset + len` overflows),
+// `LUNSNAP_RESULT_NO_SUCH_LUN`, `LUNSNAP_RESULT_LUN_OUT_OF_RANGE`,
+// `LUNSNAP_RESULT_DETACHED`, `LUNSNAP_RESULT_OFFLINE`, `LUNSNAP_RESULT_POISONED`,
+// device errors.
+lunsnap_result lunsnap_write_zeroes(lunsnap_array *array,
+                                    uint32_t lun,
+                                    uint64_t offset,
+                                    uint64_t len,
+                                    bool punch);
+
+// `lunsnap_write_zeroes` on behalf of host `host` (a write: refused as
+// `lunsnap_write_as` refuses, with `LUNSNAP_RESULT_NO_SUCH_LUN` for a LUN the host
+// may not see and `LUNSNAP_RESULT_READ_ONLY_ACCESS` for one it may only read).
+lunsnap_result lunsnap_write_zeroes_as(lunsnap_array *array,
+                                       uint64_t host,
+                                       uint32_t lun,
+                                       uint64_t offset,
+                                       uint64_t len,
+                                       bool punch);
+
+// What LUN `lun` maps from byte `offset` for `len` bytes (multiples of 512): its
+// ranges in order, covering the request exactly, each data (`data` true; `shared`
+// true when another LUN maps the same extents) or a hole (reads as zeros, occupies
+// no space), adjacent ranges of the same kind merged. Mapping is per extent: a
+// boundary inside the request falls on an extent boundary. `len` 0 gives no
+// ranges.
+//
+// `*out_count` receives how many ranges there are, and the first
+// `min(capacity, count)` go to `items` (which may be NULL when `capacity` is 0, to
+// ask for the count); with too small a buffer, call again with a bigger one (or
+// ask for the rest of the LUN from the end of the last range received).
+//
+// Cost: reads the mapping entries inside the range plus the mapping tree's depth,
+// and one reference count per mapped extent, whatever the LUN's size; the whole
+// list is built (memory in proportion to the number of ranges) even when
+// `capacity` is smaller.
+//
+// Errors: as `lunsnap_read` (`LUNSNAP_RESULT_MISALIGNED`,
+// `LUNSNAP_RESULT_OUT_OF_RANGE`, `LUNSNAP_RESULT_NO_SUCH_LUN`,
+// `LUNSNAP_RESULT_LUN_OUT_OF_RANGE`, `LUNSNAP_RESULT_DETACHED`,
+// `LUNSNAP_RESULT_OFFLINE`, device errors); `LUNSNAP_RESULT_NULL_POINTER` for a
+// NULL `out_count`, or a NULL `items` with `capacity` > 0;
+// `LUNSNAP_RESULT_INVALID_ARGUMENT` for a `capacity` no buffer can have. Nothing
+// is written on error.
+//
+// # Safety
+//
+// Every non-NULL pointer must be valid for the access described (`items` for
+// `capacity` items) for the duration of the call.
+lunsnap_result lunsnap_map(lunsnap_array *array,
+                           uint32_t lun,
+                           uint64_t offset,
+                           uint64_t len,
+                           lunsnap_map_range *items,
+                           size_t capacity,
+                           size_t *out_count);
+
+// `lunsnap_map` on behalf of host `host`. With security enabled, a LUN the host
+// has no grant on gives `LUNSNAP_RESULT_NO_SUCH_LUN`, as a missing one does; a
+// read grant is enough.
+//
+// # Safety
+//
+// Every non-NULL pointer must be valid for the access described (`items` for
+// `capacity` items) for the duration of the call.
+lunsnap_result lunsnap_map_as(lunsnap_array *array,
+                              uint64_t host,
+                              uint32_t lun,
+                              uint64_t offset,
+                              uint64_t len,
+                              lunsnap_map_range *items,
+                              size_t capacity,
+                              size_t *out_count);
+
+// Where LUNs `lun_a` and `lun_b` may differ, from byte `offset` for `len` bytes
+// (multiples of 512, inside both LUNs): the ranges in order, adjacent ones merged.
+// Exact at extent granularity: every extent one of them maps and the other maps to
+// a different extent or not at all is reported (even if the bytes happen to be
+// equal), and a range not reported is equal in both. Same list convention as
+// `lunsnap_map`: `*out_count` receives how many ranges there are, the first
+// `min(capacity, count)` go to `items` (NULL allowed when `capacity` is 0).
+//
+// Cost: the two mappings are walked together and every subtree they share is
+// skipped, so for LUNs of one lineage (a copy and its parent, two copies of one
+// parent, copies taken at different times) it grows with what changed between
+// them times the tree's depth, not with their size; unrelated LUNs are compared
+// in full. The whole list is built even when `capacity` is smaller.
+//
+// Errors: as `lunsnap_read` for each LUN, except that an offline LUN may be
+// compared (`LUNSNAP_RESULT_MISALIGNED`, `LUNSNAP_RESULT_OUT_OF_RANGE` when the
+// range is not inside both, `LUNSNAP_RESULT_NO_SUCH_LUN`,
+// `LUNSNAP_RESULT_LUN_OUT_OF_RANGE`, `LUNSNAP_RESULT_DETACHED`, device errors);
+// the pointer and capacity errors of `lunsnap_map`. Nothing is written on error.
+//
+// # Safety
+//
+// Every non-NULL pointer must be valid for the access described (`items` for
+// `capacity` items) for the duration of the call.
+lunsnap_result lunsnap_diff(lunsnap_array *array,
+                            uint32_t lun_a,
+                            uint32_t lun_b,
+                            uint64_t offset,
+                            uint64_t len,
+                            lunsnap_diff_range *items,
+                            size_t capacity,
+                            size_t *out_count);
+
+// `lunsnap_diff` on behalf of host `host`: with security enabled, both LUNs must
+// be visible to it (a read grant is enough), else `LUNSNAP_RESULT_NO_SUCH_LUN`.
+//
+// # Safety
+//
+// Every non-NULL pointer must be valid for the access described (`items` for
+// `capacity` items) for the duration of the call.
+lunsnap_result lunsnap_diff_as(lunsnap_array *array,
+                               uint64_t host,
+                               uint32_t lun_a,
+                               uint32_t lun_b,
+                               uint64_t offset,
+                               uint64_t len,
+                               lunsnap_diff_range *items,
+                               size_t capacity,
+                               size_t *out_count);
+
+// Turns zero detection on (`on`; the default) or off. With it on, a write (plain
+// or `*_as`) that covers a whole extent with zeros unmaps that extent instead of
+// storing the zeros: the range reads as zeros either way, but occupies no space
+// and is no longer shared with copies (the cost: each whole extent a write covers
+// is scanned for zeros). Turn it off where allocation must follow writes.
+// A setting of this handle, not stored on the device: a newly formatted or opened
+// handle starts with it on; `lunsnap_reopen` keeps it.
+lunsnap_result lunsnap_set_detect_zeros(lunsnap_array *array, bool on);
+
+// `*out` receives whether zero detection is on (see `lunsnap_set_detect_zeros`).
+lunsnap_result lunsnap_detect_zeros(lunsnap_array *array, bool *out);
 
 // Registers host `host` (a 64-bit, WWN-like id) with the label `name` (UTF-8, at
 // most 56 bytes; NULL is the empty label). Committed before it returns.

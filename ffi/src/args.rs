@@ -61,11 +61,16 @@ fn slice_args<T>(null: bool, len: usize) -> Result<bool, lunsnap_result> {
         Ok(false)
     } else if null {
         Err(lunsnap_result::NullPointer)
-    } else if len > isize::MAX as usize / core::mem::size_of::<T>().max(1) {
+    } else if !fits::<T>(len) {
         Err(lunsnap_result::InvalidArgument)
     } else {
         Ok(true)
     }
+}
+
+/// Whether `len` items of `T` fit in `isize::MAX` bytes (what any buffer can hold).
+fn fits<T>(len: usize) -> bool {
+    len <= isize::MAX as usize / core::mem::size_of::<T>().max(1)
 }
 
 /// The `len` items at `p`, read-only (`p` may be NULL only when `len` is 0).
@@ -120,33 +125,45 @@ pub(crate) unsafe fn str_in<'a>(
     s.to_str().map(Some).map_err(|_| not_utf8)
 }
 
-/// Checks the pointers of a buffer out-parameter with its length out-parameter
-/// (a list, or a text): `buf` may be NULL only when `capacity` is 0, `out_len`
-/// never. Called before the work, so that a refused call does nothing.
+/// Checks a buffer out-parameter with its length out-parameter (a list, or a
+/// text): `buf` may be NULL only when `capacity` is 0, `out_len` never, and
+/// `capacity` items of `T` must fit in `isize::MAX` bytes
+/// (`LUNSNAP_RESULT_INVALID_ARGUMENT` otherwise, as for any buffer length). Called
+/// before the work, so that a refused call does nothing.
 pub(crate) fn buffer_args<T>(buf: *mut T, capacity: usize, out_len: *mut usize) -> R {
     if buf.is_null() && capacity > 0 {
         return Err(lunsnap_result::NullPointer);
     }
+    if !fits::<T>(capacity) {
+        return Err(lunsnap_result::InvalidArgument);
+    }
     out_arg(out_len)
 }
 
-/// Copies the first `min(capacity, list.len())` items of `list` to `items` and
-/// stores `list.len()` in `out_count` (pointers checked by [`buffer_args`]).
+/// Writes the first `min(capacity, list.len())` items of `list`, each converted to
+/// its C form, to `items`, and stores `list.len()` in `out_count` (arguments
+/// checked by [`buffer_args`]). The items are written through the pointer, never
+/// read or referenced, so the C buffer may be uninitialised.
 ///
 /// # Safety
 ///
-/// `items` must be valid for writing `capacity` items when `capacity` > 0.
-pub(crate) unsafe fn put_list<T: Copy>(
-    list: &[T],
+/// `items` must be valid for writing `capacity` items when `capacity` > 0, and not
+/// accessed otherwise during the call.
+pub(crate) unsafe fn put_list<S: Copy, T: From<S>>(
+    list: &[S],
     items: *mut T,
     capacity: usize,
     out_count: *mut usize,
 ) -> R {
     buffer_args(items, capacity, out_count)?;
-    let n = list.len().min(capacity);
-    // SAFETY: the caller passes room for `capacity` >= `n` items at `items`.
-    let dst = unsafe { slice_out(items, n)? };
-    dst.copy_from_slice(&list[..n]);
+    for (i, &s) in list.iter().take(capacity).enumerate() {
+        // SAFETY: `i < capacity`, `items` is not NULL when `capacity` > 0 and the
+        // buffer's byte length fits in isize (both checked above), and the caller
+        // passes room for `capacity` items at `items`: `items.add(i)` stays inside
+        // that buffer and may be written. `write_unaligned` neither reads nor drops
+        // the old contents and needs no alignment.
+        unsafe { items.add(i).write_unaligned(T::from(s)) };
+    }
     put(out_count, list.len())
 }
 
@@ -200,6 +217,46 @@ mod tests {
         // SAFETY: `x` holds 2 numbers.
         let s = unsafe { slice_out(x.as_mut_ptr(), 2) };
         assert_eq!(s.map(|s| s.len()), Ok(2));
+    }
+
+    #[test]
+    fn lists_report_the_full_count_and_fill_what_fits() {
+        let mut buf = [7u64; 4];
+        let mut n = 0;
+        // SAFETY: `buf` holds 4 numbers; 2 are asked for.
+        let r = unsafe { put_list(&[1u32, 2, 3], buf.as_mut_ptr(), 2, &mut n) };
+        assert_eq!((r, n, buf), (Ok(()), 3, [1, 2, 7, 7]));
+        // SAFETY: room for 4; the list has 3.
+        let r = unsafe { put_list(&[4u32, 5, 6], buf.as_mut_ptr(), 4, &mut n) };
+        assert_eq!((r, n, buf), (Ok(()), 3, [4, 5, 6, 7]));
+        // SAFETY: nothing is written with a capacity of 0 (NULL allowed).
+        let r = unsafe { put_list(&[1u32], core::ptr::null_mut::<u64>(), 0, &mut n) };
+        assert_eq!((r, n), (Ok(()), 1));
+    }
+
+    #[test]
+    fn bad_list_buffers_are_refused_before_any_write() {
+        let mut buf = [7u64; 2];
+        let mut n = 99;
+        let p = buf.as_mut_ptr();
+        let cases = [
+            (core::ptr::null_mut(), 1, lunsnap_result::NullPointer),
+            (p, usize::MAX, lunsnap_result::InvalidArgument),
+            (
+                p,
+                isize::MAX as usize / 8 + 1,
+                lunsnap_result::InvalidArgument,
+            ),
+        ];
+        for (items, capacity, want) in cases {
+            // SAFETY: refused before any write.
+            let r = unsafe { put_list(&[1u32], items, capacity, &mut n) };
+            assert_eq!(r, Err(want));
+        }
+        // SAFETY: refused before any write (no count pointer).
+        let r = unsafe { put_list(&[1u32], p, 2, core::ptr::null_mut()) };
+        assert_eq!(r, Err(lunsnap_result::NullPointer));
+        assert_eq!((n, buf), (99, [7, 7]));
     }
 
     #[test]

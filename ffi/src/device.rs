@@ -15,8 +15,18 @@ use lunsnap::{BlockDevice, DeviceError, DeviceErrorKind, MemDevice};
 /// torn at sector granularity; `flush` returns only once every earlier write is
 /// durable. The callbacks may be called from any thread that uses the array, one
 /// call at a time. A callback must not call a `lunsnap_` function on the same array
-/// (the array is locked during the call: it would wait for ever). `discard` is
-/// currently never called; it is reserved for releasing freed extents.
+/// (the array is locked during the call: it would wait for ever).
+///
+/// `discard` tells the host that blocks hold nothing useful any more (TRIM, a hole
+/// in an image file), so that it may forget them. It is called only right after a
+/// commit is durable (after that commit's last successful `flush`, before any later
+/// write), for the data extents the commit freed (a deleted LUN's, a detached
+/// copy's, those unmapped by `lunsnap_discard`, `lunsnap_write_zeroes` or zero
+/// detection, those replaced by copy-on-write), in runs of whole extents: `lba` is
+/// the first block of an extent and `count` a multiple of the blocks per extent
+/// (extent size / block size). No extent that a durable commit maps is ever
+/// discarded, so the host may zero the blocks, or leave them unchanged. Its failure
+/// is ignored (the commit has already succeeded).
 #[allow(non_camel_case_types)]
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -35,7 +45,8 @@ pub struct lunsnap_device_callbacks {
         Option<unsafe extern "C" fn(ctx: *mut c_void, lba: u64, buf: *const u8, len: usize) -> i32>,
     /// Makes every earlier write durable.
     pub flush: Option<unsafe extern "C" fn(ctx: *mut c_void) -> i32>,
-    /// Optional (may be NULL): the host may forget `count` blocks from `lba` on.
+    /// Optional (may be NULL): the host may forget `count` blocks from `lba` on (see
+    /// above for when it is called).
     pub discard: Option<unsafe extern "C" fn(ctx: *mut c_void, lba: u64, count: u64) -> i32>,
 }
 

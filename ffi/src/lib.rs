@@ -34,7 +34,7 @@ mod lifecycle; // version, messages, options, format, open, reopen, close, free,
 
 mod luns; // LUNs and copies, consistency groups, LUN and pool information, check
 
-mod io; // read, write, discard, as the array or on behalf of a host
+mod io; // read, write, discard, zeroes, map, diff, as the array or for a host; zero detection
 
 mod hosts; // hosts, grants, security, the LUNs a host may discover
 
@@ -42,8 +42,8 @@ pub use device::lunsnap_device_callbacks;
 pub use handle::lunsnap_array;
 pub use result::lunsnap_result;
 pub use types::{
-    lunsnap_access, lunsnap_format_options, lunsnap_lun_info, lunsnap_lun_kind,
-    lunsnap_open_options, lunsnap_pool_info,
+    lunsnap_access, lunsnap_diff_range, lunsnap_format_options, lunsnap_lun_info, lunsnap_lun_kind,
+    lunsnap_map_range, lunsnap_open_options, lunsnap_pool_info,
 };
 
 pub use hosts::*;

@@ -231,9 +231,10 @@ pub extern "C" fn lunsnap_open_file(
 }
 
 /// Closes the array *without* committing and opens it again on the same device, as
-/// after a power cut: what was committed comes back, with the cache budget the handle
-/// was opened with. The handle stays the same; if the reopen fails, every later call
-/// on it returns `LUNSNAP_RESULT_UNUSABLE` (free it and open the device again).
+/// after a power cut: what was committed comes back, with the handle's settings (the
+/// cache budget it was opened with, zero detection). The handle stays the same; if
+/// the reopen fails, every later call on it returns `LUNSNAP_RESULT_UNUSABLE` (free
+/// it and open the device again).
 #[no_mangle]
 pub extern "C" fn lunsnap_reopen(array: *mut lunsnap_array) -> lunsnap_result {
     run(|| {
@@ -247,7 +248,9 @@ pub extern "C" fn lunsnap_reopen(array: *mut lunsnap_array) -> lunsnap_result {
             }
         };
         let cache_bytes = o.cache_bytes;
-        let a = Array::open(o.array.into_device(), &OpenOptions { cache_bytes })?;
+        let detect_zeros = o.array.detect_zeros();
+        let mut a = Array::open(o.array.into_device(), &OpenOptions { cache_bytes })?;
+        a.set_detect_zeros(detect_zeros);
         *st = State::open(a, cache_bytes);
         Ok(())
     })

@@ -2,7 +2,7 @@
 
 #![allow(non_camel_case_types)]
 
-use lunsnap::{Access, LunInfo, LunKind, PoolInfo};
+use lunsnap::{Access, DiffRange, LunInfo, LunKind, MapRange, PoolInfo};
 
 /// Options for the `lunsnap_format_*` functions; start from
 /// `lunsnap_format_options_default()`.
@@ -159,6 +159,55 @@ impl From<PoolInfo> for lunsnap_pool_info {
     }
 }
 
+/// One range of a LUN, as `lunsnap_map` reports it. New fields, if any, will be
+/// added at the end, so that these keep their offsets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct lunsnap_map_range {
+    /// Byte offset in the LUN (a multiple of 512).
+    pub offset: u64,
+    /// Length in bytes (a multiple of 512, never 0).
+    pub length: u64,
+    /// True when the range is mapped to data extents; false for a hole, which reads
+    /// as zeros and occupies no space.
+    pub data: bool,
+    /// True when another LUN maps the same extents (a copy and its parent before
+    /// either wrote there): a write here copies the extent first. Always false for
+    /// a hole.
+    pub shared: bool,
+}
+
+impl From<MapRange> for lunsnap_map_range {
+    fn from(r: MapRange) -> Self {
+        lunsnap_map_range {
+            offset: r.offset,
+            length: r.length,
+            data: r.data,
+            shared: r.shared,
+        }
+    }
+}
+
+/// A range where two LUNs may differ, as `lunsnap_diff` reports it. New fields, if
+/// any, will be added at the end, so that these keep their offsets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct lunsnap_diff_range {
+    /// Byte offset (the same in both LUNs; a multiple of 512).
+    pub offset: u64,
+    /// Length in bytes (a multiple of 512, never 0).
+    pub length: u64,
+}
+
+impl From<DiffRange> for lunsnap_diff_range {
+    fn from(r: DiffRange) -> Self {
+        lunsnap_diff_range {
+            offset: r.offset,
+            length: r.length,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +219,23 @@ mod tests {
         for v in [0, 3, 4, 0x100, u32::MAX] {
             assert_eq!(lunsnap_access::from_c(v), None);
         }
+    }
+
+    #[test]
+    fn range_layouts_are_the_documented_c_ones() {
+        use core::mem::{align_of, offset_of, size_of};
+        assert_eq!(offset_of!(lunsnap_map_range, offset), 0);
+        assert_eq!(offset_of!(lunsnap_map_range, length), 8);
+        assert_eq!(offset_of!(lunsnap_map_range, data), 16);
+        assert_eq!(offset_of!(lunsnap_map_range, shared), 17);
+        assert_eq!(
+            (
+                size_of::<lunsnap_map_range>(),
+                align_of::<lunsnap_map_range>()
+            ),
+            (24, 8)
+        );
+        assert_eq!(offset_of!(lunsnap_diff_range, length), 8);
+        assert_eq!(size_of::<lunsnap_diff_range>(), 16);
     }
 }
