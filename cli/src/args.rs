@@ -70,6 +70,14 @@ pub enum Cmd {
     Write(WriteArgs),
     /// Read a LUN (by default all of it from the offset) into FILE (`-`: stdout)
     Read(ReadArgs),
+    /// Show which ranges of a LUN hold data (shared with another LUN or not) and which
+    /// are holes (read as zeros, occupy nothing)
+    Map(MapArgs),
+    /// Show the ranges where two LUNs may differ (exact at extent granularity: a range
+    /// not shown reads the same in both)
+    Diff(DiffArgs),
+    /// Unmap a range of a LUN: it reads as zeros and its space is freed (committed)
+    Discard(DiscardArgs),
     /// Register, unregister and list the hosts that access control knows
     #[command(subcommand)]
     Host(HostCmd),
@@ -143,6 +151,18 @@ pub struct WriteArgs {
     /// Write as this host: with security enabled it needs a write grant on the LUN
     #[arg(long = "as", value_name = "HOST", value_parser = parse_host)]
     pub as_host: Option<u64>,
+    /// Store zeros as data, so allocation follows writes (by default whole extents of
+    /// zeros are unmapped: they read as zeros and occupy nothing)
+    #[arg(long)]
+    pub allocate: bool,
+    /// Write only the ranges this file lists (the FILE.ranges of `read --changed-since`,
+    /// or what `diff --json` prints), each from FILE at its offset: applies an
+    /// incremental backup over a full one
+    #[arg(long, value_name = "RANGES")]
+    pub ranges: Option<PathBuf>,
+    /// (Sent by a forwarded `write --ranges`: stdin carries the ranges, then their data.)
+    #[arg(long, hide = true)]
+    pub records: bool,
     /// (The length of the input `-` stands for, when known: a forwarded `write`
     /// sends its file's, so that a bad length is refused before anything is written.)
     #[arg(long, hide = true, value_name = "BYTES")]
@@ -169,10 +189,78 @@ pub struct ReadArgs {
     /// Read as this host: with security enabled it needs a grant on the LUN
     #[arg(long = "as", value_name = "HOST", value_parser = parse_host)]
     pub as_host: Option<u64>,
+    /// An incremental backup: write into FILE only the ranges where the LUN differs
+    /// from LUN BASE (at their offsets; FILE keeps the full length and is sparse
+    /// elsewhere), and list them in FILE.ranges. Restore: `write IMAGE LUN FULL`, then
+    /// `write IMAGE LUN FILE --ranges FILE.ranges` for each incremental, oldest first
+    #[arg(long, value_name = "BASE")]
+    pub changed_since: Option<u32>,
+    /// (Sent by a forwarded `read` into a file: stdout carries records of the data
+    /// ranges, holes left out, instead of the bytes.)
+    #[arg(long, hide = true)]
+    pub records: bool,
     /// (A forwarded `read` may not write its FILE: fail with this message where
     /// FILE would be created.)
     #[arg(long, hide = true, value_name = "MESSAGE")]
     pub file_error: Option<String>,
+}
+
+/// `map IMAGE LUN [--offset BYTES] [--length BYTES] [--json] [--as HOST]`
+#[derive(Args, Debug, Clone)]
+pub struct MapArgs {
+    pub image: PathBuf,
+    pub lun: u32,
+    /// Byte offset in the LUN (a multiple of 512)
+    #[arg(long, value_name = "BYTES", value_parser = size::parse, default_value = "0")]
+    pub offset: u64,
+    /// Bytes to map (a multiple of 512) [default: to the end of the LUN]
+    #[arg(long, value_name = "BYTES", value_parser = size::parse)]
+    pub length: Option<u64>,
+    /// Print a JSON array, in the manner of `qemu-img map --output=json`
+    #[arg(long)]
+    pub json: bool,
+    /// Map as this host: with security enabled it needs a grant on the LUN
+    #[arg(long = "as", value_name = "HOST", value_parser = parse_host)]
+    pub as_host: Option<u64>,
+}
+
+/// `diff IMAGE A B [--offset BYTES] [--length BYTES] [--json] [--as HOST]`
+#[derive(Args, Debug, Clone)]
+pub struct DiffArgs {
+    pub image: PathBuf,
+    /// One LUN (e.g. yesterday's copy)
+    pub a: u32,
+    /// The other (e.g. today's copy)
+    pub b: u32,
+    /// Byte offset in both LUNs (a multiple of 512)
+    #[arg(long, value_name = "BYTES", value_parser = size::parse, default_value = "0")]
+    pub offset: u64,
+    /// Bytes to compare (a multiple of 512) [default: to the end of the LUNs, which
+    /// must then be of one size]
+    #[arg(long, value_name = "BYTES", value_parser = size::parse)]
+    pub length: Option<u64>,
+    /// Print a JSON object
+    #[arg(long)]
+    pub json: bool,
+    /// Compare as this host: with security enabled it needs a grant on both LUNs
+    #[arg(long = "as", value_name = "HOST", value_parser = parse_host)]
+    pub as_host: Option<u64>,
+}
+
+/// `discard IMAGE LUN --offset BYTES --length BYTES [--as HOST]`
+#[derive(Args, Debug, Clone)]
+pub struct DiscardArgs {
+    pub image: PathBuf,
+    pub lun: u32,
+    /// Byte offset in the LUN (a multiple of 512)
+    #[arg(long, value_name = "BYTES", value_parser = size::parse)]
+    pub offset: u64,
+    /// Bytes to discard (a multiple of 512)
+    #[arg(long, value_name = "BYTES", value_parser = size::parse)]
+    pub length: u64,
+    /// Discard as this host: with security enabled it needs a write grant on the LUN
+    #[arg(long = "as", value_name = "HOST", value_parser = parse_host)]
+    pub as_host: Option<u64>,
 }
 
 /// `lun ...`
@@ -313,27 +401,45 @@ pub enum CopyCmd {
     },
 }
 
-/// What clap cannot check: `copy create` pairs each --parent with a --copy.
+/// What clap cannot check: `copy create` pairs each --parent with a --copy, and
+/// `read --changed-since` needs a FILE (FILE.ranges goes beside it).
 pub fn validate(cli: &Cli) -> Result<(), clap::Error> {
-    if let Cmd::Copy(CopyCmd::Create { parent, copy, .. }) = &cli.cmd {
-        if parent.len() != copy.len() {
-            let mut c = Cli::command();
-            c.build();
-            let sub = c
-                .find_subcommand_mut("copy")
-                .and_then(|c| c.find_subcommand_mut("create"));
-            let msg = format!(
-                "{} --parent and {} --copy: give one --copy for each --parent",
-                parent.len(),
-                copy.len()
-            );
-            return Err(match sub {
-                Some(s) => s.error(clap::error::ErrorKind::WrongNumberOfValues, msg),
-                None => c.error(clap::error::ErrorKind::WrongNumberOfValues, msg),
-            });
+    match &cli.cmd {
+        Cmd::Copy(CopyCmd::Create { parent, copy, .. }) if parent.len() != copy.len() => {
+            Err(usage(
+                &["copy", "create"],
+                clap::error::ErrorKind::WrongNumberOfValues,
+                format!(
+                    "{} --parent and {} --copy: give one --copy for each --parent",
+                    parent.len(),
+                    copy.len()
+                ),
+            ))
         }
+        Cmd::Read(r) if r.changed_since.is_some() && r.file.as_os_str() == "-" && !r.records => {
+            Err(usage(
+                &["read"],
+                clap::error::ErrorKind::ArgumentConflict,
+                "--changed-since writes FILE and FILE.ranges beside it: give a file, not `-`"
+                    .to_string(),
+            ))
+        }
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+/// A usage error of the subcommand at `path`, as clap words its own.
+fn usage(path: &[&str], kind: clap::error::ErrorKind, msg: String) -> clap::Error {
+    let mut c = Cli::command();
+    c.build();
+    let mut sub = Some(&mut c);
+    for name in path {
+        sub = sub.and_then(|s| s.find_subcommand_mut(name));
+    }
+    match sub {
+        Some(s) => s.error(kind, msg),
+        None => Cli::command().error(kind, msg),
+    }
 }
 
 impl Cmd {
@@ -348,6 +454,9 @@ impl Cmd {
             | Cmd::Serve { image, .. } => Some(image),
             Cmd::Write(w) => Some(&w.image),
             Cmd::Read(r) => Some(&r.image),
+            Cmd::Map(m) => Some(&m.image),
+            Cmd::Diff(d) => Some(&d.image),
+            Cmd::Discard(d) => Some(&d.image),
             Cmd::Lun(c) => Some(match c {
                 LunCmd::Create { image, .. }
                 | LunCmd::Delete { image, .. }

@@ -8,9 +8,13 @@
 //! process's. `read` and `write` with a FILE open it here (the server may run
 //! elsewhere, or as another user) and go as `-`: `write` sends the file and, for a
 //! regular file, its length first (`--input-length`), so that the server refuses a bad
-//! length or range before it writes anything; `read` writes what arrives into FILE,
-//! sparse where it is zeros, created only once data (or success) arrives and removed
-//! again if the command fails, and prints the line the cold command prints.
+//! length or range before it writes anything; `write --ranges` reads its ranges file
+//! here too, and sends the ranges, then only their data (`--records`). `read` asks for
+//! records (`--records`): the server sends the data ranges only, never the holes, and
+//! the ranges of an incremental read; they are written into FILE at their offsets
+//! (sparse where it is zeros, FILE.ranges beside it for `--changed-since`), created
+//! only once the server has checked the read and removed again if the command fails,
+//! and the line the cold command prints is printed here.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -24,9 +28,12 @@ use lunsnap_server::control::{encode_args, frame, read_frame, write_frame};
 
 use crate::args::{Cli, Cmd, ReadArgs, WriteArgs};
 use crate::fail::{Fail, Result};
-use crate::json::host_id;
+use crate::json::{host_id, Span};
+use crate::ranges::{self, Source};
+use crate::readout;
 use crate::serve::control_path;
-use crate::transfer::{self, is_std, Output, CHUNK};
+use crate::sink::{Decoder, Local, Sink as _};
+use crate::transfer::{self, is_std, CHUNK};
 
 /// True for the commands that may run in a server: those that take an image.
 pub fn forwardable(cmd: &Cmd) -> bool {
@@ -68,6 +75,9 @@ enum Input {
     Stdin,
     /// A file, named for messages.
     File(File, PathBuf),
+    /// The ranges of a `write --ranges`, then their data out of FILE (`None`: stdin),
+    /// named for messages.
+    Records(Vec<Span>, Option<File>, PathBuf),
 }
 
 /// Where the server's standard output goes.
@@ -75,7 +85,7 @@ enum Sink {
     /// This process's standard output.
     Stdout,
     /// `read`'s FILE.
-    File(FileSink),
+    File(Box<FileSink>),
 }
 
 /// One command to forward.
@@ -91,7 +101,7 @@ fn request(cli: &Cli, image: &Path) -> Result<Request> {
     let mut args = vec!["--resolved-image".to_string(), utf8(resolved.as_os_str())?];
     let (rest, input, sink) = match &cli.cmd {
         Cmd::Read(r) if !is_std(&r.file) => read_request(r)?,
-        Cmd::Write(w) if !is_std(&w.file) => write_request(w)?,
+        Cmd::Write(w) if !is_std(&w.file) || w.ranges.is_some() => write_request(w)?,
         cmd => {
             let raw = std::env::args_os().skip(1);
             let rest = raw.map(|a| utf8(&a)).collect::<Result<Vec<_>>>()?;
@@ -114,13 +124,14 @@ fn utf8(s: &std::ffi::OsStr) -> Result<String> {
     })
 }
 
-/// `read IMAGE LUN FILE ...` as `read IMAGE LUN - ...`, FILE written here.
+/// `read IMAGE LUN FILE ...` as `read IMAGE LUN - --records ...`, FILE written here.
 fn read_request(r: &ReadArgs) -> Result<(Vec<String>, Input, Sink)> {
     let mut args = vec![
         "read".into(),
         utf8(r.image.as_os_str())?,
         r.lun.to_string(),
         "-".into(),
+        "--records".into(),
         "--offset".into(),
         r.offset.to_string(),
     ];
@@ -130,20 +141,31 @@ fn read_request(r: &ReadArgs) -> Result<(Vec<String>, Input, Sink)> {
     if let Some(h) = r.as_host {
         args.extend(["--as".into(), host_id(h)]);
     }
+    if let Some(b) = r.changed_since {
+        args.extend(["--changed-since".into(), b.to_string()]);
+    }
     // Refused where the cold command refuses it: after the LUN and range checks.
-    if transfer::same_file(&r.image, &r.file) {
-        args.extend(["--file-error".into(), transfer::same_file_refusal(&r.file)]);
+    let sidecar = r.changed_since.map(|_| ranges::sidecar(&r.file));
+    for f in std::iter::once(r.file.as_path()).chain(sidecar.as_deref()) {
+        if transfer::same_file(&r.image, f) {
+            args.extend(["--file-error".into(), transfer::same_file_refusal(f)]);
+            break;
+        }
     }
     let sink = FileSink {
-        spec: r.clone(),
-        out: None,
-        existed: true,
-        len: 0,
+        dec: Decoder::default(),
+        state: FileState {
+            spec: r.clone(),
+            local: None,
+            existed: true,
+            len: 0,
+        },
     };
-    Ok((args, Input::Nothing, Sink::File(sink)))
+    Ok((args, Input::Nothing, Sink::File(Box::new(sink))))
 }
 
-/// `write IMAGE LUN FILE ...` as `write IMAGE LUN - --input-length N ...`, FILE sent.
+/// `write IMAGE LUN FILE ...` as `write IMAGE LUN - --input-length N ...`, FILE sent;
+/// with `--ranges`, the ranges and their data (`--records`).
 fn write_request(w: &WriteArgs) -> Result<(Vec<String>, Input, Sink)> {
     let mut args = vec![
         "write".into(),
@@ -156,26 +178,48 @@ fn write_request(w: &WriteArgs) -> Result<(Vec<String>, Input, Sink)> {
     if let Some(h) = w.as_host {
         args.extend(["--as".into(), host_id(h)]);
     }
-    let opened = File::open(&w.file)
-        .map_err(|e| Fail::io("open", &w.file, &e))
-        .and_then(|f| {
-            let m = f.metadata().map_err(|e| Fail::io("inspect", &w.file, &e))?;
-            Ok((f, m.is_file().then_some(m.len())))
-        });
-    let input = match opened {
-        Ok((f, len)) => {
+    if w.allocate {
+        args.push("--allocate".into());
+    }
+    let opened = if is_std(&w.file) {
+        Ok((None, None))
+    } else {
+        File::open(&w.file)
+            .map_err(|e| Fail::io("open", &w.file, &e))
+            .and_then(|f| {
+                let m = f.metadata().map_err(|e| Fail::io("inspect", &w.file, &e))?;
+                Ok((Some(f), m.is_file().then_some(m.len())))
+            })
+    };
+    let spans = match (&opened, &w.ranges) {
+        (Ok(_), Some(r)) => Some(ranges::load(r)),
+        _ => None,
+    };
+    let input = match (opened, spans) {
+        (Ok((f, len)), spans) => {
             if let Some(len) = len {
                 args.extend(["--input-length".into(), len.to_string()]);
             }
-            Input::File(f, w.file.clone())
+            match (f, spans) {
+                (f, Some(Ok(spans))) => {
+                    args.push("--records".into());
+                    Input::Records(spans, f, w.file.clone())
+                }
+                (_, Some(Err(e))) => file_error(&mut args, e),
+                (Some(f), None) => Input::File(f, w.file.clone()),
+                (None, None) => Input::Stdin,
+            }
         }
         // The server fails with it where the cold command opens FILE.
-        Err(e) => {
-            args.extend(["--file-error".into(), e.0]);
-            Input::Nothing
-        }
+        (Err(e), _) => file_error(&mut args, e),
     };
     Ok((args, input, Sink::Stdout))
+}
+
+/// Has the server fail with `e` where the cold command opens its files.
+fn file_error(args: &mut Vec<String>, e: Fail) -> Input {
+    args.extend(["--file-error".into(), e.0]);
+    Input::Nothing
 }
 
 /// Sends the request, streams its input, prints its output; returns the exit status.
@@ -212,6 +256,7 @@ fn send_input(input: Input, mut sock: UnixStream) -> Result<()> {
         }
         Input::Stdin => (Box::new(std::io::stdin().lock()), PathBuf::from("-")),
         Input::File(f, name) => (Box::new(f), name),
+        Input::Records(spans, f, name) => return send_records(&spans, f, &name, sock),
     };
     let mut buf = vec![0u8; CHUNK];
     loop {
@@ -233,6 +278,52 @@ fn send_input(input: Input, mut sock: UnixStream) -> Result<()> {
             return Ok(());
         }
     }
+}
+
+/// Streams the ranges of a `write --ranges`, then their data read out of `file`
+/// (`None`: stdin), then `E`. An input that ends too soon ends the data there (the
+/// server reports it); one that cannot be read ends the socket's sending side instead
+/// (the server's command fails) and is reported.
+fn send_records(
+    spans: &[Span],
+    file: Option<File>,
+    name: &Path,
+    mut sock: UnixStream,
+) -> Result<()> {
+    let mut source = match file {
+        Some(f) => Source::File(f),
+        None => Source::Stream(Box::new(std::io::stdin().lock()), 0),
+    };
+    let head = ranges::encode_head(spans);
+    // A server that stopped reading has its answer on the way: stop quietly.
+    if write_frame(&mut sock, frame::STDIN, &head).is_err() {
+        return Ok(());
+    }
+    let mut buf = vec![0u8; CHUNK];
+    for s in spans {
+        let mut done = 0;
+        while done < s.length {
+            let n = (s.length - done).min(CHUNK as u64) as usize;
+            match source.fetch(s.start + done, &mut buf[..n]) {
+                Ok(()) => {}
+                // The server finds the data short, and says so as the cold command does.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    let _ = write_frame(&mut sock, frame::STDIN_END, &[]);
+                    return Ok(());
+                }
+                Err(e) => {
+                    let _ = sock.shutdown(Shutdown::Write);
+                    return Err(ranges::fetch_error(name, s.start + done, &e));
+                }
+            }
+            if write_frame(&mut sock, frame::STDIN, &buf[..n]).is_err() {
+                return Ok(());
+            }
+            done += n as u64;
+        }
+    }
+    let _ = write_frame(&mut sock, frame::STDIN_END, &[]);
+    Ok(())
 }
 
 /// Prints the server's frames until its exit status.
@@ -265,47 +356,72 @@ fn receive(sock: &mut UnixStream, sink: &mut Sink) -> Result<u8> {
     }
 }
 
-/// `read`'s FILE, created when the first data (or the success) arrives.
+/// `read`'s FILE: the server's records decoded into it.
 struct FileSink {
+    dec: Decoder,
+    state: FileState,
+}
+
+/// `read`'s FILE, created when the server has checked the read (its first record).
+struct FileState {
     spec: ReadArgs,
-    out: Option<Output<'static>>,
+    local: Option<Local<'static>>,
     /// The file existed before (it is kept if the command fails).
     existed: bool,
     len: u64,
 }
 
-impl FileSink {
-    fn file(&self) -> &Path {
-        &self.spec.file
-    }
-
-    fn open(&mut self) -> Result<&mut Output<'static>> {
-        if self.out.is_none() {
-            let (out, existed) = Output::create(self.file())?;
-            self.existed = existed;
-            self.out = Some(out);
-        }
-        self.out
+impl FileState {
+    fn local(&mut self) -> Result<&mut Local<'static>> {
+        self.local
             .as_mut()
-            .ok_or_else(|| Fail("the output file is not open".into()))
+            .ok_or_else(|| Fail("the server sent data before the read's length".into()))
+    }
+}
+
+impl crate::sink::Sink for FileState {
+    fn begin(&mut self, len: u64) -> Result<()> {
+        if self.local.is_some() {
+            return Err(Fail("the server sent the read's length twice".into()));
+        }
+        let sidecar = self
+            .spec
+            .changed_since
+            .map(|_| ranges::sidecar(&self.spec.file));
+        let (mut local, existed) = readout::create(&self.spec.file, sidecar)?;
+        self.existed = existed;
+        self.len = len;
+        local.begin(len)?;
+        self.local = Some(local);
+        Ok(())
     }
 
+    fn range(&mut self, start: u64, len: u64) -> Result<()> {
+        self.local()?.range(start, len)
+    }
+
+    fn data(&mut self, start: u64, data: &[u8]) -> Result<()> {
+        self.local()?.data(start, data)
+    }
+
+    fn end(&mut self) -> Result<()> {
+        self.local()?.end()
+    }
+}
+
+impl FileSink {
     fn put(&mut self, data: &[u8]) -> Result<()> {
-        let name = self.spec.file.clone();
-        let r = self
-            .open()
-            .and_then(|o| o.put(data).map_err(|e| Fail::io("write", &name, &e)));
+        let r = self.dec.feed(data, &mut self.state);
         if r.is_err() {
             self.discard();
         }
-        self.len += data.len() as u64;
         r
     }
 
     /// Removes the file if this command created it.
     fn discard(&mut self) {
-        if self.out.take().is_some() && !self.existed {
-            let _ = std::fs::remove_file(self.file());
+        if self.state.local.take().is_some() && !self.state.existed {
+            let _ = std::fs::remove_file(&self.state.spec.file);
         }
     }
 
@@ -316,15 +432,14 @@ impl FileSink {
             self.discard();
             return Ok(code);
         }
-        let (len, name) = (self.len, self.spec.file.clone());
-        let r = self
-            .open()
-            .and_then(|o| o.finish(len).map_err(|e| Fail::io("write", &name, &e)));
+        let r = self.dec.finish().and_then(|()| self.state.end());
         if let Err(e) = r {
             self.discard();
             return Err(e);
         }
-        let line = transfer::read_done(&self.spec, len, self.file());
+        let st = &self.state;
+        let listed = st.local.as_ref().and_then(Local::listed);
+        let line = readout::read_done(&st.spec, st.len, &st.spec.file, listed);
         let mut stdout = std::io::stdout().lock();
         stdout
             .write_all(line.as_bytes())

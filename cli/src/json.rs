@@ -1,7 +1,7 @@
 //! The `--json` output: the shapes scripts depend on (see README.md).
 
 use lunsnap::{Access, HostInfo, LunInfo, LunKind, PoolInfo};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One LUN of `lun list --json`.
 #[derive(Serialize)]
@@ -161,6 +161,57 @@ pub struct Check {
     pub clean: bool,
     /// Each violation, as `check` prints it without `--json`.
     pub violations: Vec<String>,
+}
+
+/// One range of `map --json`, in the manner of `qemu-img map --output=json`.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// Byte offset in the LUN.
+    pub start: u64,
+    pub length: u64,
+    /// True where the LUN maps data; false for a hole.
+    pub data: bool,
+    /// True for a hole: it reads as zeros (`!data`).
+    pub zero: bool,
+    /// True where another LUN maps the same data (a copy and its parent before either
+    /// wrote there); false for holes.
+    pub shared: bool,
+}
+
+/// One range of `diff --json` and of the FILE.ranges of `read --changed-since`.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// Byte offset: in the LUNs (`diff`), in FILE (FILE.ranges).
+    pub start: u64,
+    pub length: u64,
+}
+
+impl Span {
+    /// Where the range ends (exclusive); saturates rather than wraps.
+    pub fn end(&self) -> u64 {
+        self.start.saturating_add(self.length)
+    }
+}
+
+/// `diff --json`, and the FILE.ranges that `read --changed-since` writes and `write
+/// --ranges` reads.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Ranges {
+    /// In order, none overlapping, adjacent ones merged.
+    pub ranges: Vec<Span>,
+    /// The sum of their lengths.
+    pub total_bytes: u64,
+}
+
+impl Ranges {
+    /// The list of `spans`, with their total.
+    pub fn new(spans: Vec<Span>) -> Self {
+        let total_bytes = spans.iter().map(|s| s.length).sum();
+        Ranges {
+            ranges: spans,
+            total_bytes,
+        }
+    }
 }
 
 /// Pretty JSON followed by a newline.

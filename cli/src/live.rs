@@ -6,9 +6,9 @@
 //! standard streams; its output, its `lunsnap: ...` error line and its exit status
 //! are the ones the command gives on a cold image. Refused here: `format`, `serve` and
 //! `demo` (they need the image to themselves, or no image), an IMAGE that is not the
-//! served image, and a FILE other than `-` for `read` and `write` (the `lunsnap`
-//! client opens its files itself, where it runs and as whom it runs, and streams
-//! them).
+//! served image, and a FILE other than `-` for `read` and `write`, or a ranges file
+//! for `write --ranges` (the `lunsnap` client opens its files itself, where it runs
+//! and as whom it runs, and streams them).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -51,6 +51,15 @@ impl Handler {
                 self.image.display(),
                 crate::serve::CONTROL_ENV
             )));
+        }
+        if let Cmd::Write(w) = &cli.cmd {
+            if let (Some(r), false) = (&w.ranges, w.records) {
+                return Err(Fail(format!(
+                    "{}: over the control socket, write --ranges takes the ranges on \
+                     stdin (the lunsnap command reads its ranges file itself and sends them)",
+                    r.display()
+                )));
+            }
         }
         let file = match &cli.cmd {
             Cmd::Read(r) => Some(&r.file),
@@ -232,6 +241,10 @@ mod tests {
         );
         refused(&["read", &img, "0", "/tmp/x"], "take `-` for FILE");
         refused(&["write", &img, "0", "/etc/passwd"], "take `-` for FILE");
+        refused(
+            &["write", &img, "0", "-", "--ranges", "/etc/passwd"],
+            "takes the ranges on stdin",
+        );
         let (code, out, _) = call(&h, &shared, &["info", &img]);
         assert_eq!(code, 0);
         assert!(out.contains("generation"), "{out}");

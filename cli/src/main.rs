@@ -18,8 +18,12 @@ mod image;
 mod json;
 mod live;
 mod progress;
+mod ranges;
+mod readout;
 mod serve;
+mod sink;
 mod size;
+mod survey;
 mod target;
 mod transfer;
 
@@ -61,7 +65,10 @@ pub fn run(
         Cmd::Lun(c) => run_lun(c, place, out),
         Cmd::Copy(c) => run_copy(c, place, out),
         Cmd::Write(w) => transfer::write(place, io, w, out),
-        Cmd::Read(r) => transfer::read(place, io, r, out),
+        Cmd::Read(r) => readout::read(place, io, r, out),
+        Cmd::Map(m) => survey::map(place, m, out),
+        Cmd::Diff(d) => survey::diff(place, d, out),
+        Cmd::Discard(d) => survey::discard(place, d, out),
         Cmd::Host(c) => run_host(c, place, out),
         Cmd::Grant {
             image,

@@ -1,11 +1,13 @@
-//! `write` and `read`: data between a LUN and a file (or stdin / stdout for `-`).
+//! `write`: data from a file (or stdin for `-`) into a LUN, whole or only the ranges
+//! an incremental backup lists (`--ranges`); and what `read` shares with it.
 //!
 //! Both validate everything they can before they touch anything: the LUN exists and
 //! is attached and online, the offset and length are whole sectors inside it, and,
 //! with `--as HOST`, the host may reach the LUN (with security enabled, a LUN it has
 //! no grant on is "no such LUN" to it, and writing needs a read-write grant). `write` then
-//! moves the data in 1 MiB chunks and commits (flushes) once at the end; if it fails
-//! part way, it exits without committing, so the image keeps its last committed state.
+//! moves the data in 1 MiB chunks (aligned in the LUN, so that zero detection sees
+//! whole extents) and commits (flushes) once at the end; if it fails part way, it
+//! exits without committing, so the image keeps its last committed state.
 //!
 //! On a served image each chunk is one operation, the array locked for it alone, so
 //! NBD clients are served throughout. The served array has one open transaction for
@@ -13,15 +15,17 @@
 //! client's unflushed writes do), and are committed with the next flush.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Read;
 use std::path::Path;
 
 use lunsnap::{Error, SECTOR};
 
-use crate::args::{ReadArgs, WriteArgs};
+use crate::args::WriteArgs;
 use crate::fail::{Fail, Result};
 use crate::image::{Access, Va};
+use crate::json::Span;
 use crate::progress;
+use crate::ranges::{self, Source};
 use crate::size::human;
 use crate::target::{Place, Streams, Target};
 
@@ -34,7 +38,13 @@ pub fn is_std(file: &Path) -> bool {
 }
 
 /// Reads through the array's own access, or on behalf of `host`.
-fn read_at(va: &mut Va, host: Option<u64>, lun: u32, offset: u64, buf: &mut [u8]) -> Result<()> {
+pub fn read_at(
+    va: &mut Va,
+    host: Option<u64>,
+    lun: u32,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<()> {
     match host {
         Some(h) => va.as_host(h).read(lun, offset, buf)?,
         None => va.read(lun, offset, buf)?,
@@ -42,18 +52,41 @@ fn read_at(va: &mut Va, host: Option<u64>, lun: u32, offset: u64, buf: &mut [u8]
     Ok(())
 }
 
-/// Writes through the array's own access, or on behalf of `host`.
-fn write_at(va: &mut Va, host: Option<u64>, lun: u32, offset: u64, buf: &[u8]) -> Result<()> {
-    match host {
-        Some(h) => va.as_host(h).write(lun, offset, buf)?,
-        None => va.write(lun, offset, buf)?,
+/// How `write` writes: as whom, and whether zeros are stored as data.
+#[derive(Clone, Copy)]
+struct How {
+    host: Option<u64>,
+    lun: u32,
+    /// `--allocate`: zero detection off for this write's chunks.
+    allocate: bool,
+}
+
+/// Writes through the array's own access, or on behalf of `how.host`; with
+/// `how.allocate`, zero detection is off for this one operation (a served array's
+/// other users keep theirs: the array is locked for the operation).
+fn write_at(va: &mut Va, how: How, offset: u64, buf: &[u8]) -> Result<()> {
+    let detect = va.detect_zeros();
+    if how.allocate {
+        va.set_detect_zeros(false);
     }
-    Ok(())
+    let r = match how.host {
+        Some(h) => va.as_host(h).write(how.lun, offset, buf),
+        None => va.write(how.lun, offset, buf),
+    };
+    va.set_detect_zeros(detect);
+    Ok(r?)
+}
+
+/// The length of the chunk at LUN offset `pos` with `left` bytes to go: up to the
+/// next CHUNK boundary of the LUN, so that every extent lies inside one chunk.
+pub fn chunk_at(pos: u64, left: u64) -> usize {
+    let to_boundary = CHUNK as u64 - pos % CHUNK as u64;
+    to_boundary.min(left) as usize
 }
 
 /// Checks that `len` bytes at `offset` are whole sectors inside attached LUN `lun`,
 /// cheaply (a read of one sector, whatever the LUN's size).
-fn check_range(va: &mut Va, host: Option<u64>, lun: u32, offset: u64, len: u64) -> Result<()> {
+pub fn check_range(va: &mut Va, host: Option<u64>, lun: u32, offset: u64, len: u64) -> Result<()> {
     read_at(va, host, lun, offset, &mut [])?;
     if !len.is_multiple_of(SECTOR) {
         return Err(Error::Misaligned { offset, len }.into());
@@ -97,18 +130,22 @@ pub fn unaligned_input(total: u64) -> Fail {
     ))
 }
 
-/// `write IMAGE LUN FILE [--offset BYTES] [--as HOST]`
+/// `write IMAGE LUN FILE [--offset BYTES] [--as HOST] [--allocate] [--ranges RANGES]`
 pub fn write(
     place: &Place,
     io: &mut dyn Streams,
     spec: &WriteArgs,
     out: &mut String,
 ) -> Result<u8> {
-    let (path, file) = (spec.image.as_path(), spec.file.as_path());
-    let (lun, offset, host) = (spec.lun, spec.offset, spec.as_host);
-    let mut t = place.open(path, Access::Write)?;
+    let how = How {
+        host: spec.as_host,
+        lun: spec.lun,
+        allocate: spec.allocate,
+    };
+    let (lun, offset) = (spec.lun, spec.offset);
+    let mut t = place.open(&spec.image, Access::Write)?;
     t.with(|va| {
-        match host {
+        match how.host {
             // An empty write: may the host write the LUN at all?
             Some(h) => va.as_host(h).write(lun, offset, &[])?,
             None => va.read(lun, offset, &mut [])?,
@@ -119,25 +156,68 @@ pub fn write(
         return Err(Fail(e.clone()));
     }
     let show = io.progress();
-    let (mut input, known): (Box<dyn Read + '_>, Option<u64>) = if is_std(file) {
-        (io.input(), spec.input_length)
-    } else {
-        let f = File::open(file).map_err(|e| Fail::io("open", file, &e))?;
-        let m = f.metadata().map_err(|e| Fail::io("inspect", file, &e))?;
-        let len = m.is_file().then_some(m.len());
-        (Box::new(f), len)
+    let (input, known) = open_input(io, spec)?;
+    if !spec.records && spec.ranges.is_none() {
+        let input: Box<dyn Read + '_> = match input {
+            Source::File(f) => Box::new(f),
+            Source::Stream(s, _) | Source::Packed(s) => s,
+        };
+        return write_whole(t, spec, (input, known, show), out);
+    }
+    let (spans, source) = match (input, &spec.ranges) {
+        (Source::Stream(mut s, _), _) if spec.records => {
+            (ranges::decode_head(&mut s)?, Source::Packed(s))
+        }
+        (source, Some(r)) => (ranges::load(r)?, source),
+        (source, None) => (Vec::new(), source),
+    };
+    let r = Ranged {
+        how,
+        spans,
+        known,
+        show,
+    };
+    write_ranges(t, spec, r, source, out)
+}
+
+/// The input of `write`: FILE (and its length, if it is a regular file), or stdin
+/// (the length a forwarded `write` was given, if any).
+fn open_input<'a>(io: &'a mut dyn Streams, spec: &WriteArgs) -> Result<(Source<'a>, Option<u64>)> {
+    let file = spec.file.as_path();
+    if is_std(file) {
+        return Ok((Source::Stream(io.input(), 0), spec.input_length));
+    }
+    let f = File::open(file).map_err(|e| Fail::io("open", file, &e))?;
+    let m = f.metadata().map_err(|e| Fail::io("inspect", file, &e))?;
+    let len = m.is_file().then_some(m.len());
+    Ok((Source::File(f), len))
+}
+
+/// Writes all of the input at the offset.
+fn write_whole(
+    mut t: Target,
+    spec: &WriteArgs,
+    (mut input, known, show): (Box<dyn Read + '_>, Option<u64>, bool),
+    out: &mut String,
+) -> Result<u8> {
+    let (file, lun, offset) = (spec.file.as_path(), spec.lun, spec.offset);
+    let how = How {
+        host: spec.as_host,
+        lun,
+        allocate: spec.allocate,
     };
     if let Some(len) = known {
         if !len.is_multiple_of(SECTOR) {
             return Err(unaligned_input(len));
         }
-        t.with(|va| check_range(va, host, lun, offset, len))?;
+        t.with(|va| check_range(va, how.host, lun, offset, len))?;
     }
     let bar = progress::bar(known, "write", show);
     let mut buf = vec![0u8; CHUNK];
     let mut done = 0u64;
     loop {
-        let n = fill(&mut input, &mut buf).map_err(|e| Fail::io("read", file, &e))?;
+        let want = chunk_at(offset + done, CHUNK as u64);
+        let n = fill(&mut input, &mut buf[..want]).map_err(|e| Fail::io("read", file, &e))?;
         if n == 0 {
             break;
         }
@@ -146,7 +226,7 @@ pub fn write(
             // commits nothing.
             return Err(unaligned_input(done + n as u64));
         }
-        t.with(|va| write_at(va, host, lun, offset + done, &buf[..n]))?;
+        t.with(|va| write_at(va, how, offset + done, &buf[..n]))?;
         done += n as u64;
         bar.inc(n as u64);
     }
@@ -160,149 +240,60 @@ pub fn write(
     Ok(0)
 }
 
-/// Where `read` puts the data: stdout, or a file kept sparse where the LUN reads zeros.
-pub enum Output<'a> {
-    /// Standard output.
-    Stream(Box<dyn Write + 'a>),
-    /// A file; `sparse` for a regular file (zeros are skipped, not written).
-    File {
-        /// The file.
-        f: File,
-        /// Skip zeros.
-        sparse: bool,
-    },
-}
-
-impl Output<'_> {
-    /// Creates (or truncates) `file` (the caller made sure it is not the image).
-    /// Returns it and whether it existed before.
-    pub fn create(file: &Path) -> Result<(Output<'static>, bool)> {
-        let existed = file.exists();
-        let f = File::create(file).map_err(|e| Fail::io("create", file, &e))?;
-        let sparse = f.metadata().map(|m| m.is_file()).unwrap_or(false);
-        Ok((Output::File { f, sparse }, existed))
-    }
-
-    /// Appends `data`.
-    pub fn put(&mut self, data: &[u8]) -> std::io::Result<()> {
-        match self {
-            Output::Stream(s) => s.write_all(data),
-            Output::File { f, sparse: false } => f.write_all(data),
-            Output::File { f, sparse: true } => {
-                for piece in data.chunks(64 << 10) {
-                    if piece.iter().all(|&b| b == 0) {
-                        f.seek(SeekFrom::Current(piece.len() as i64))?;
-                    } else {
-                        f.write_all(piece)?;
-                    }
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// Ends the output, `len` bytes long.
-    pub fn finish(&mut self, len: u64) -> std::io::Result<()> {
-        match self {
-            Output::Stream(s) => s.flush(),
-            // Skipped zeros at the end still count: give the file its full length.
-            Output::File { f, sparse } => {
-                if *sparse {
-                    f.set_len(len)?;
-                }
-                f.flush()
-            }
-        }
-    }
-}
-
-/// `read IMAGE LUN FILE [--offset BYTES] [--length BYTES] [--as HOST]`
-pub fn read(place: &Place, io: &mut dyn Streams, spec: &ReadArgs, out: &mut String) -> Result<u8> {
-    let (path, file) = (spec.image.as_path(), spec.file.as_path());
-    let (lun, offset, host) = (spec.lun, spec.offset, spec.as_host);
-    let mut t = place.open(path, Access::Read)?;
-    let len = t.with(|va| {
-        read_at(va, host, lun, offset, &mut [])?;
-        let len = match spec.length {
-            Some(l) => l,
-            // Whole LUN from the offset (checked above to be within it).
-            None => match host {
-                Some(h) => va.as_host(h).lun_status(lun)?,
-                None => va.lun_status(lun)?,
-            }
-            .size
-            .saturating_sub(offset),
-        };
-        check_range(va, host, lun, offset, len)?;
-        Ok(len)
-    })?;
-    if let Some(e) = &spec.file_error {
-        return Err(Fail(e.clone()));
-    }
-    let show = io.progress();
-    if is_std(file) {
-        let stdout = Output::Stream(io.output());
-        copy_out(&mut t, spec, len, stdout, Path::new("stdout"), show)?;
-        return Ok(0);
-    }
-    if same_file(path, file) {
-        return Err(Fail(same_file_refusal(file)));
-    }
-    let (output, existed) = Output::create(file)?;
-    let r = copy_out(&mut t, spec, len, output, file, show);
-    if r.is_err() && !existed {
-        let _ = std::fs::remove_file(file);
-    }
-    r?;
-    out.push_str(&read_done(spec, len, file));
-    Ok(0)
-}
-
-/// The line `read` prints when it has read `len` bytes into `file`.
-pub fn read_done(spec: &ReadArgs, len: u64, file: &Path) -> String {
-    format!(
-        "read {} ({len} bytes) of LUN {} at offset {} into {}\n",
-        human(len),
-        spec.lun,
-        spec.offset,
-        file.display()
-    )
-}
-
-/// The refusal of a `read` into the image itself.
-pub fn same_file_refusal(file: &Path) -> String {
-    format!(
-        "{} is the image itself: refusing to overwrite it",
-        file.display()
-    )
-}
-
-fn copy_out(
-    t: &mut Target,
-    spec: &ReadArgs,
-    len: u64,
-    mut output: Output<'_>,
-    name: &Path,
+/// A `write --ranges`: the ranges, and what is known of FILE.
+struct Ranged {
+    how: How,
+    spans: Vec<Span>,
+    /// FILE's length, when known.
+    known: Option<u64>,
     show: bool,
-) -> Result<()> {
-    let (lun, offset, host) = (spec.lun, spec.offset, spec.as_host);
-    let bar = progress::bar(Some(len), "read", show);
-    let mut buf = vec![0u8; CHUNK.min(usize::try_from(len).unwrap_or(CHUNK))];
-    let mut done = 0u64;
-    while done < len {
-        let n = buf.len().min(usize::try_from(len - done).unwrap_or(CHUNK));
-        t.with(|va| read_at(va, host, lun, offset + done, &mut buf[..n]))?;
-        output
-            .put(&buf[..n])
-            .map_err(|e| Fail::io("write", name, &e))?;
-        done += n as u64;
-        bar.inc(n as u64);
+}
+
+/// Writes the bytes of `r.spans` from `source` into the LUN, each range at the
+/// write's offset plus its start in FILE; checks them all first.
+fn write_ranges(
+    mut t: Target,
+    spec: &WriteArgs,
+    r: Ranged,
+    mut source: Source<'_>,
+    out: &mut String,
+) -> Result<u8> {
+    let (file, offset, how) = (spec.file.as_path(), spec.offset, r.how);
+    let reach = r.spans.last().map_or(0, Span::end);
+    if let Some(len) = r.known.filter(|&len| len < reach) {
+        return Err(Fail(format!(
+            "{} is {len} bytes long, but its ranges reach byte {reach}: it is not the \
+             file they were read with",
+            file.display()
+        )));
     }
-    output
-        .finish(len)
-        .map_err(|e| Fail::io("write", name, &e))?;
+    t.with(|va| check_range(va, how.host, how.lun, offset, reach))?;
+    let total: u64 = r.spans.iter().map(|s| s.length).sum();
+    let bar = progress::bar(Some(total), "write", r.show);
+    let mut buf = vec![0u8; CHUNK];
+    for s in &r.spans {
+        let mut done = 0;
+        while done < s.length {
+            let n = chunk_at(offset + s.start + done, s.length - done);
+            let at = s.start + done;
+            source
+                .fetch(at, &mut buf[..n])
+                .map_err(|e| ranges::fetch_error(file, at, &e))?;
+            t.with(|va| write_at(va, how, offset + at, &buf[..n]))?;
+            done += n as u64;
+            bar.inc(n as u64);
+        }
+    }
+    t.commit()?;
     bar.finish_and_clear();
-    Ok(())
+    out.push_str(&format!(
+        "wrote {} ({total} bytes) to LUN {} at offset {offset}, in the {} range{} listed\n",
+        human(total),
+        how.lun,
+        r.spans.len(),
+        if r.spans.len() == 1 { "" } else { "s" }
+    ));
+    Ok(0)
 }
 
 /// True if `file` names the same file as the image at `image`.
@@ -311,4 +302,12 @@ pub fn same_file(image: &Path, file: &Path) -> bool {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     }
+}
+
+/// The refusal of a `read` into the image itself.
+pub fn same_file_refusal(file: &Path) -> String {
+    format!(
+        "{} is the image itself: refusing to overwrite it",
+        file.display()
+    )
 }

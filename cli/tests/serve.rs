@@ -205,6 +205,8 @@ fn prepare(dir: &Path) {
     std::fs::write(dir.join("d.bin"), pattern(1, 1 << 20)).unwrap();
     std::fs::write(dir.join("odd.bin"), pattern(2, 1000)).unwrap();
     std::fs::write(dir.join("big.bin"), pattern(3, 5 << 20)).unwrap();
+    std::fs::write(dir.join("zeros.bin"), vec![0u8; 256 << 10]).unwrap();
+    std::fs::write(dir.join("bad.ranges"), "[1, 2]").unwrap();
 }
 
 const HOST_B: &str = "50060b0000c26204";
@@ -290,6 +292,70 @@ fn script() -> Vec<Step> {
         &["copy", "restore", "va.img", "11"],
         &["copy", "restore", "va.img", "12"],
         &["copy", "restore", "va.img", "13", "--force"],
+        // Map, diff, discard, zeros and incremental backups.
+        &["map", "va.img", "1"],
+        &["map", "va.img", "1", "--json"],
+        &[
+            "map", "va.img", "11", "--offset", "512K", "--length", "1M", "--json",
+        ],
+        &["map", "va.img", "12"],
+        &["map", "va.img", "1", "--offset", "100"],
+        &["write", "va.img", "1", "d.bin", "--offset", "2M"],
+        &["diff", "va.img", "1", "11"],
+        &["diff", "va.img", "11", "1", "--json"],
+        &["diff", "va.img", "1", "2"],
+        &["diff", "va.img", "1", "2", "--length", "2M", "--json"],
+        &["read", "va.img", "1", "inc.bin", "--changed-since", "11"],
+        &["read", "va.img", "1", "-", "--changed-since", "11"],
+        &["read", "va.img", "1", "new.bin", "--changed-since", "2"],
+        &["read", "va.img", "1", "new.bin", "--changed-since", "12"],
+        &["read", "va.img", "1", "va.img", "--changed-since", "11"],
+        &[
+            "write",
+            "va.img",
+            "11",
+            "inc.bin",
+            "--ranges",
+            "inc.bin.ranges",
+        ],
+        &["diff", "va.img", "1", "11", "--json"],
+        &[
+            "write",
+            "va.img",
+            "2",
+            "inc.bin",
+            "--ranges",
+            "inc.bin.ranges",
+        ],
+        &["write", "va.img", "11", "inc.bin", "--ranges", "bad.ranges"],
+        &[
+            "write",
+            "va.img",
+            "11",
+            "inc.bin",
+            "--ranges",
+            "missing.ranges",
+        ],
+        &["write", "va.img", "13", "zeros.bin"],
+        &[
+            "write",
+            "va.img",
+            "13",
+            "zeros.bin",
+            "--offset",
+            "1M",
+            "--allocate",
+        ],
+        &["map", "va.img", "13", "--json"],
+        &[
+            "discard", "va.img", "1", "--offset", "2M", "--length", "64K",
+        ],
+        &[
+            "discard", "va.img", "1", "--offset", "100", "--length", "512",
+        ],
+        &["discard", "va.img", "1", "--offset", "0"],
+        &["map", "va.img", "1"],
+        &["info", "va.img", "--json"],
         &["host", "add", "va.img", HOST_B, "--name", "backup-host"],
         &["host", "add", "va.img", HOST_D],
         &["host", "add", "va.img", HOST_D],
@@ -305,6 +371,22 @@ fn script() -> Vec<Step> {
         ],
         &["write", "va.img", "11", "d.bin", "--as", HOST_B],
         &["read", "va.img", "1", "-", "--as", HOST_B],
+        &["map", "va.img", "11", "--as", HOST_B, "--length", "64K"],
+        &["map", "va.img", "1", "--as", HOST_B],
+        &["diff", "va.img", "11", "1", "--as", HOST_B],
+        &[
+            "read",
+            "va.img",
+            "11",
+            "new.bin",
+            "--changed-since",
+            "1",
+            "--as",
+            HOST_B,
+        ],
+        &[
+            "discard", "va.img", "11", "--offset", "0", "--length", "4K", "--as", HOST_B,
+        ],
         &["revoke", "va.img", "11", HOST_B],
         &["revoke", "va.img", "11", HOST_B],
         &["security", "disable", "va.img"],
@@ -346,6 +428,25 @@ fn script() -> Vec<Step> {
         Step(
             vec!["read", "va.img", "2", "-", "--length", "16K"],
             Vec::new(),
+        ),
+    );
+    // The ranges of an incremental applied from stdin: whole, then cut short.
+    let at = s
+        .iter()
+        .position(|Step(a, _)| a[..] == ["diff", "va.img", "1", "11", "--json"])
+        .expect("the script has the diff");
+    s.insert(
+        at + 1,
+        Step(
+            vec!["write", "va.img", "13", "-", "--ranges", "inc.bin.ranges"],
+            pattern(6, 4 << 20),
+        ),
+    );
+    s.insert(
+        at + 2,
+        Step(
+            vec!["write", "va.img", "13", "-", "--ranges", "inc.bin.ranges"],
+            pattern(6, 2 << 20),
         ),
     );
     s
@@ -398,7 +499,7 @@ fn every_command_prints_and_exits_the_same_on_a_served_image() {
     assert_eq!(log.matches("control: lunsnap").count(), forwarded, "{log}");
     server.stop();
     // Files read through the server are the cold command's, and failures left none.
-    for f in ["out1.bin", "out2.bin"] {
+    for f in ["out1.bin", "out2.bin", "inc.bin", "inc.bin.ranges"] {
         assert_eq!(
             read(&cold.join(f).to_string_lossy()),
             read(&live.join(f).to_string_lossy()),
@@ -411,6 +512,11 @@ fn every_command_prints_and_exits_the_same_on_a_served_image() {
         std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(live.join("out2.bin")).unwrap())
             * 512;
     assert!(used <= 1 << 20, "out2.bin occupies {used} bytes");
+    // An incremental holds only its ranges.
+    let used =
+        std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(live.join("inc.bin")).unwrap())
+            * 512;
+    assert!(used <= 1 << 20, "inc.bin occupies {used} bytes");
     // The images hold the same thing, and both are clean.
     for args in [
         &["lun", "list", "va.img", "--json"][..],
@@ -421,7 +527,7 @@ fn every_command_prints_and_exits_the_same_on_a_served_image() {
         assert_eq!(c.code, 0, "{c:?}");
     }
     let lun = |dir: &Path, n: &str| run_in(dir, &["read", "va.img", n, "-"], &[], &[]).stdout;
-    for n in ["2", "11", "13"] {
+    for n in ["2", "11", "12", "13"] {
         assert_eq!(lun(&cold, n), lun(&live, n), "LUN {n}");
     }
 }
