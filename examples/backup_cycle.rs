@@ -9,7 +9,8 @@
 //!
 //! The cycle itself is the scenario in `examples/scenario/`, which `lunsnap demo`
 //! runs too: configuration (the guide's steps 1c 2c 4c 5c 6c 7c 8c), backup (1c 3c 4c
-//! 6c 7c 9c), restore (1r to 4r) and maintenance (10c) on a 64 MiB image, with a toy
+//! 6c 7c 9c, and an incremental backup: `diff` of two copies, `map` of the changed
+//! ranges), restore (1r to 4r) and maintenance (10c) on a 64 MiB image, with a toy
 //! database standing in for the application, a power cut in between and a close and
 //! reopen at the end. The demo prints the `lunsnap` command of each step; this example
 //! prints the library calls (`Array::format`, `create_copy`, `attach_many`, `restore`,

@@ -1,4 +1,5 @@
-//! The backup process: steps 1c 3c 4c 6c 7c 9c, repeated on a schedule.
+//! The backup process: steps 1c 3c 4c 6c 7c 9c, repeated on a schedule, then an
+//! incremental backup (`incremental.rs`).
 
 use std::time::Instant;
 
@@ -47,6 +48,7 @@ pub(super) fn backup(c: &mut Cycle, va: &mut Va, export: &[Exported]) -> Result<
     );
     import_how(c);
     let catalog = to_tape(c, va, &images)?;
+    super::incremental::incremental(c, va, &images)?;
     Ok(Backup {
         catalog,
         images,

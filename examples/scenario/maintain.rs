@@ -165,7 +165,8 @@ pub(super) fn finish(c: &mut Cycle, va: Va, at_refresh: &Image, started: Instant
 fn summary(c: &Cycle, p: &PoolInfo, started: Instant) {
     say!();
     say!(
-        "summary: configuration, backup, restore, power cut and maintenance all verified; \
+        "summary: configuration, backup (full and incremental), restore, power cut and \
+         maintenance all verified; \
          the database wrote {} and {} were read back to check and back up; 0 mismatches",
         size(c.db.stats.written),
         size(c.db.stats.read)

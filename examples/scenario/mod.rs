@@ -8,6 +8,9 @@
 //! image with a toy database standing in for the application (volume group `vg_db`:
 //! LUNs 1 to 3; their business copies 11 to 13, made as one consistency group; the
 //! database host may reach only the parents, the backup host only reads the copies),
+//! adds an incremental backup to the backup process (today's copy of the redo log
+//! against yesterday's, which was backed up in full: only the ranges that differ are
+//! read, and the full backup plus the incremental restore today's copy exactly),
 //! cuts the power in between, and ends by closing and reopening the image.
 //!
 //! Each step prints the guide's step number, what it does, the guide's command where
@@ -39,6 +42,7 @@ mod backup;
 mod checks;
 mod configure;
 mod db;
+mod incremental;
 mod maintain;
 mod restore;
 mod tell;

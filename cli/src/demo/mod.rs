@@ -3,7 +3,8 @@
 //!
 //! The cycle is the scenario in `examples/scenario/` (included below with `#[path]`),
 //! which the library's `backup_cycle` example runs too: configuration (the guide's
-//! steps 1c 2c 4c 5c 6c 7c 8c), backup (1c 3c 4c 6c 7c 9c), restore (1r to 4r) and
+//! steps 1c 2c 4c 5c 6c 7c 8c), backup (1c 3c 4c 6c 7c 9c, then an incremental
+//! backup with `diff` and `read --changed-since`), restore (1r to 4r) and
 //! maintenance (10c) on a sparse 64 MiB image, with a toy database standing in for the
 //! application. Each step prints the guide's step number, the guide's command where it
 //! has one, and the `lunsnap` command that does the same; the array itself is driven
