@@ -393,13 +393,79 @@ fn delete_copy(c: &mut Criterion, ws: &mut [Written]) {
     g.finish();
 }
 
+/// `diff` of a fully written LUN and a copy of it that then wrote 100 extents spread
+/// over the LUN (what changed is constant, the LUN grows), beside a full comparison
+/// of the two mappings (a `map` of each, what a diff that cannot skip shared subtrees
+/// would at least walk).
+fn diff_lineage(c: &mut Criterion, w: &mut Written) {
+    let mut g = c.benchmark_group("array_map_diff");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    let label = size_label(w.size);
+    let es = META_EXTENT;
+    let extents = w.size / es;
+    let a = &mut w.array;
+    a.create_copy(PARENT, COPY, true).expect("create_copy");
+    let buf = pattern(es as usize, 11);
+    for k in 0..100 {
+        a.write(COPY, k * extents / 100 * es, &buf)
+            .expect("copy write");
+    }
+    a.flush().expect("flush");
+    let d = a.diff(PARENT, COPY, 0, w.size).expect("diff");
+    assert_eq!(d.iter().map(|r| r.length).sum::<u64>(), 100 * es);
+    g.bench_function(BenchmarkId::new("diff_100_changed", &label), |b| {
+        b.iter(|| a.diff(PARENT, black_box(COPY), 0, w.size).expect("diff"))
+    });
+    if w.size <= 64 * GIB {
+        g.sample_size(10);
+        g.bench_function(BenchmarkId::new("full_map_compare", &label), |b| {
+            b.iter(|| {
+                let x = a.map(PARENT, 0, w.size).expect("map");
+                let y = a.map(black_box(COPY), 0, w.size).expect("map");
+                (x.len(), y.len())
+            })
+        });
+    }
+    a.delete(COPY, false).expect("delete");
+    g.finish();
+}
+
+/// `map` of a 1 TiB LUN with 1,000 extents written, spread over it.
+fn map_sparse(c: &mut Criterion) {
+    let es = META_EXTENT;
+    let mut a = format(MetaOnlyDevice::new(device_pages(TIB, es)), es);
+    let ds = a.engine().geometry().data_start;
+    a.device_mut().keep_below = ds;
+    a.create_lun(PARENT, TIB).expect("create_lun");
+    let buf = pattern(es as usize, 5);
+    let extents = TIB / es;
+    for k in 0..1000 {
+        a.write(PARENT, k * extents / 1000 * es, &buf)
+            .expect("write");
+    }
+    a.flush().expect("flush");
+    let m = a.map(PARENT, 0, TIB).expect("map");
+    assert_eq!(m.iter().filter(|r| r.data).count(), 1000);
+    let mut g = c.benchmark_group("array_map_diff");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    g.bench_function(BenchmarkId::new("map_1000_extents", "1TiB"), |b| {
+        b.iter(|| a.map(black_box(PARENT), 0, TIB).expect("map"))
+    });
+    g.finish();
+}
+
 /// The benchmarks on [`MetaOnlyDevice`] arrays. Building the 1 GiB and 64 GiB arrays
 /// prints the metadata per mapped extent (a filter `array_metadata` runs just that).
 fn metadata_only(c: &mut Criterion) {
     let copy = selected("array_copy_ops");
     let delete = selected("array_delete_copy");
     let meta = selected("array_metadata");
-    if !(copy || delete || meta) {
+    let diff = selected("array_map_diff");
+    if !(copy || delete || meta || diff) {
         return;
     }
     let mut ws = vec![written_lun(GIB), written_lun(64 * GIB)];
@@ -407,13 +473,60 @@ fn metadata_only(c: &mut Criterion) {
         for w in ws.iter_mut() {
             copy_ops(c, w);
         }
+    }
+    if diff {
+        for w in ws.iter_mut() {
+            diff_lineage(c, w);
+        }
+        map_sparse(c);
+    }
+    if copy || diff {
         // 1 TiB, fully written too: 2^24 writes of 64 KiB (~11–15 s on the build machine).
         let mut tib = written_lun(TIB);
-        copy_ops(c, &mut tib);
+        if copy {
+            copy_ops(c, &mut tib);
+        }
+        if diff {
+            diff_lineage(c, &mut tib);
+        }
     }
     if delete {
         delete_copy(c, &mut ws);
     }
+}
+
+/// Writing 1 GiB of zeros (whole extents: unmapped by zero detection, nothing
+/// allocated) against writing 1 GiB of data, in 1 MiB writes, on a `MemDevice`.
+fn zero_writes(c: &mut Criterion) {
+    if !selected("array_zero_write") {
+        return;
+    }
+    let mut g = c.benchmark_group("array_zero_write");
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(100))
+        .measurement_time(Duration::from_secs(5))
+        .throughput(Throughput::Bytes(GIB));
+    let es = 16 * KIB;
+    let dev = MemDevice::new(PAGE as u32, device_pages(GIB, es)).expect("device");
+    let mut a = format(dev, es);
+    a.create_lun(PARENT, GIB).expect("create_lun");
+    let zeros = vec![0u8; MIB as usize];
+    let data = pattern(MIB as usize, 3);
+    for (name, buf) in [("zeros_1GiB", &zeros), ("data_1GiB", &data)] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for k in 0..GIB / MIB {
+                    a.write(PARENT, k * MIB, black_box(buf)).expect("write");
+                }
+            })
+        });
+        let allocated = a.pool_info().allocated_bytes;
+        println!("{name}: {allocated} bytes allocated after the writes");
+        a.write_zeroes(PARENT, 0, GIB, true).expect("clear");
+        a.flush().expect("flush");
+    }
+    g.finish();
 }
 
 // ---------------------------------------------------------------------------------
@@ -740,6 +853,7 @@ fn first_shared_write(c: &mut Criterion) {
 
 fn benches(c: &mut Criterion) {
     metadata_only(c);
+    zero_writes(c);
     random_io(c);
     first_shared_write(c);
 }

@@ -191,8 +191,13 @@ impl<D: BlockDevice> Array<D> {
             let within = pos % es;
             let len = ((es - within) as usize).min(buf.len() - done);
             let chunk = &buf[done..done + len];
-            if detect && len as u64 == es && is_zero(chunk) {
-                self.unmap(n, le)?;
+            if detect && is_zero(chunk) {
+                if len as u64 == es {
+                    self.unmap(n, le)?;
+                } else if self.mapped(n, le)?.0.is_some() {
+                    self.write_in_extent(n, le, within, chunk)?;
+                }
+                // Zeros into part of a hole: it reads as zeros already.
             } else {
                 self.write_in_extent(n, le, within, chunk)?;
             }

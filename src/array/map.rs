@@ -65,9 +65,10 @@ impl<D: BlockDevice> Array<D> {
     /// on an extent boundary. The cost is that of the mapping entries inside the range
     /// plus the tree's depth, whatever the LUN's size.
     ///
-    /// Errors: as [`Array::read`].
+    /// Errors: as [`Array::read`], but an offline LUN may be mapped (only its metadata
+    /// is read).
     pub fn map(&mut self, n: u32, offset: u64, len: u64) -> Result<Vec<MapRange>> {
-        self.io_check(n, offset, len)?;
+        self.io_check_online(n, offset, len, false)?;
         let mut out: Vec<MapRange> = Vec::new();
         if len == 0 {
             return Ok(out);

@@ -378,9 +378,10 @@ impl<D: BlockDevice> Array<D> {
     }
 
     /// Turns zero detection on (the default) or off. With it on, a write that covers
-    /// a whole extent with zeros unmaps that extent instead of storing the zeros: the
+    /// a whole extent with zeros unmaps that extent instead of storing the zeros (the
     /// range reads as zeros either way, but occupies no space and stops being shared
-    /// with copies. Turn it off where allocation must follow writes.
+    /// with copies), and zeros written into part of a hole are not stored at all. Turn
+    /// it off where allocation must follow writes.
     pub fn set_detect_zeros(&mut self, on: bool) {
         self.detect_zeros = on;
     }

@@ -15,7 +15,7 @@ use crate::device::BlockDevice;
 use crate::error::{Error, Result};
 
 use super::node::{self, Header};
-use super::{Block, Ctx, Tree};
+use super::{Ctx, Tree};
 
 /// What [`Ctx::diff`] calls for each key where the trees may differ.
 pub type DiffFn<'f> = dyn FnMut(u64, Option<&[u8]>, Option<&[u8]>) + 'f;
@@ -31,7 +31,7 @@ struct Span {
 
 /// The children of interior node `b`, with their key spans, preceded by an empty
 /// span for the keys below its first key.
-fn spans(b: &Block, h: &Header) -> Vec<Span> {
+fn spans(b: &[u8], h: &Header) -> Vec<Span> {
     let mut v = Vec::with_capacity(h.nr + 1);
     let first = node::key(b, 0);
     if first > 0 {
@@ -57,26 +57,40 @@ fn spans(b: &Block, h: &Header) -> Vec<Span> {
     v
 }
 
-/// One side of a diff: a node (read) or nothing.
-struct Side {
-    node: Option<(Block, Header)>,
+/// One side of a diff, as much of a node as the diff needs (read once, without
+/// keeping the page): nothing, a leaf's entries inside the range, or an interior
+/// node's level and children.
+enum Side {
+    Empty,
+    Leaf {
+        keys: Vec<u64>,
+        vals: Vec<u8>,
+        vs: usize,
+    },
+    Inner {
+        level: u8,
+        spans: Vec<Span>,
+    },
 }
 
 impl Side {
-    fn level(&self) -> Option<u8> {
-        self.node.as_ref().map(|(_, h)| h.level)
+    fn level(&self) -> u8 {
+        match self {
+            Side::Inner { level, .. } => *level,
+            _ => 0,
+        }
     }
 
-    /// Its entries with keys in `[lo, hi]` (a leaf, or nothing).
-    fn entries(&self, lo: u64, hi: u64) -> Vec<(u64, &[u8])> {
-        let Some((b, h)) = &self.node else {
-            return Vec::new();
-        };
-        let start = node::search(b, h.nr, lo).0;
-        (start..h.nr)
-            .map(|i| (node::key(b, i), node::value(b, h, i)))
-            .take_while(|&(k, _)| k <= hi)
-            .collect()
+    /// Its entries (a leaf's, or none).
+    fn entries(&self) -> Vec<(u64, &[u8])> {
+        match self {
+            Side::Leaf { keys, vals, vs } => keys
+                .iter()
+                .zip(vals.chunks_exact(*vs))
+                .map(|(&k, v)| (k, v))
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -168,19 +182,41 @@ impl<D: BlockDevice> Ctx<'_, D> {
         self.diff_walk(pair, (a.root, None), (b.root, None), lo, hi, &mut budget, f)
     }
 
+    /// Reads one side of a diff: for a leaf, its entries in `[lo, hi]`.
     fn side(
         &mut self,
         t: &Tree,
         addr: u64,
         level: Option<u8>,
+        (lo, hi): (u64, u64),
         budget: &mut Budget,
     ) -> Result<Side> {
         if addr == 0 {
-            return Ok(Side { node: None });
+            return Ok(Side::Empty);
         }
         budget.take(addr)?;
-        Ok(Side {
-            node: Some(self.copy_node(addr, level, t)?),
+        let (b, h) = self.node(addr, level, t)?;
+        if !h.is_leaf() {
+            return Ok(Side::Inner {
+                level: h.level,
+                spans: spans(b, &h),
+            });
+        }
+        let start = node::search(b, h.nr, lo).0;
+        let mut keys = Vec::new();
+        let mut vals = Vec::new();
+        for i in start..h.nr {
+            let k = node::key(b, i);
+            if k > hi {
+                break;
+            }
+            keys.push(k);
+            vals.extend_from_slice(node::value(b, &h, i));
+        }
+        Ok(Side::Leaf {
+            keys,
+            vals,
+            vs: h.vs,
         })
     }
 
@@ -199,41 +235,34 @@ impl<D: BlockDevice> Ctx<'_, D> {
             // The same subtree (or both empty) for the same keys: identical.
             return Ok(());
         }
-        let sa = self.side(trees.0, a.0, a.1, budget)?;
-        let sb = self.side(trees.1, b.0, b.1, budget)?;
-        let (la, lb) = (sa.level().unwrap_or(0), sb.level().unwrap_or(0));
+        let sa = self.side(trees.0, a.0, a.1, (lo, hi), budget)?;
+        let sb = self.side(trees.1, b.0, b.1, (lo, hi), budget)?;
+        let (la, lb) = (sa.level(), sb.level());
         if la == 0 && lb == 0 {
-            return diff_leaves(&sa, &sb, lo, hi, f);
+            return diff_leaves(&sa, &sb, f);
         }
         // Split the higher side (both, where their levels are equal) into its
         // children's spans, and pair them with the other side's.
-        let split = |s: &Side, level: u8, other: u8| -> Option<Vec<Span>> {
-            match &s.node {
-                Some((b, h)) if level > 0 && level >= other => Some(spans(b, h)),
-                _ => None,
-            }
+        let split = |s: Side, addr: u64, level: Option<u8>, other: u8| match s {
+            Side::Inner { level: l, spans } if l >= other => (spans, Some(l - 1)),
+            _ => (
+                alloc::vec![Span {
+                    lo: 0,
+                    hi: u64::MAX,
+                    addr
+                }],
+                level,
+            ),
         };
-        let whole = |addr: u64| {
-            alloc::vec![Span {
-                lo: 0,
-                hi: u64::MAX,
-                addr
-            }]
-        };
-        let (spans_a, next_a) = match split(&sa, la, lb) {
-            Some(v) => (v, Some(la - 1)),
-            None => (whole(a.0), a.1),
-        };
-        let (spans_b, next_b) = match split(&sb, lb, la) {
-            Some(v) => (v, Some(lb - 1)),
-            None => (whole(b.0), b.1),
-        };
+        let (spans_a, next_a) = split(sa, a.0, a.1, lb);
+        let (spans_b, next_b) = split(sb, b.0, b.1, la);
         // Sweep the two span lists over [lo, hi].
         let (mut i, mut j) = (0usize, 0usize);
         while i < spans_a.len() && j < spans_b.len() {
             let (x, y) = (spans_a[i], spans_b[j]);
             let (l, r) = (x.lo.max(y.lo).max(lo), x.hi.min(y.hi).min(hi));
-            if l <= r {
+            // Spans that lead to the same subtree are skipped here, without a call.
+            if l <= r && x.addr != y.addr {
                 let la = if x.addr == 0 { None } else { next_a };
                 let lb = if y.addr == 0 { None } else { next_b };
                 self.diff_walk(trees, (x.addr, la), (y.addr, lb), l, r, budget, f)?;
@@ -251,9 +280,9 @@ impl<D: BlockDevice> Ctx<'_, D> {
     }
 }
 
-/// Compares two leaves (or empty sides) over `[lo, hi]`.
-fn diff_leaves(a: &Side, b: &Side, lo: u64, hi: u64, f: &mut DiffFn<'_>) -> Result<()> {
-    let (ea, eb) = (a.entries(lo, hi), b.entries(lo, hi));
+/// Compares two leaves (or empty sides), read for the same range.
+fn diff_leaves(a: &Side, b: &Side, f: &mut DiffFn<'_>) -> Result<()> {
+    let (ea, eb) = (a.entries(), b.entries());
     let (mut i, mut j) = (0usize, 0usize);
     while i < ea.len() || j < eb.len() {
         match (ea.get(i), eb.get(j)) {
