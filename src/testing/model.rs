@@ -52,7 +52,9 @@ pub(crate) struct MLun {
 /// operations ([`create_lun`](Self::create_lun), [`create_copy`](Self::create_copy),
 /// [`attach`](Self::attach), [`detach`](Self::detach), [`delete`](Self::delete),
 /// [`restore`](Self::restore), [`write`](Self::write), [`read`](Self::read),
-/// [`discard`](Self::discard), [`flush`](Self::flush), [`reopen`](Self::reopen), the
+/// [`discard`](Self::discard), [`write_zeroes`](Self::write_zeroes) and zero
+/// detection ([`set_detect_zeros`](Self::set_detect_zeros)),
+/// [`flush`](Self::flush), [`reopen`](Self::reopen), the
 /// consistency groups [`create_copies`](Self::create_copies) and
 /// [`attach_many`](Self::attach_many), [`set_online`](Self::set_online), and host
 /// access control: [`add_host`](Self::add_host), [`remove_host`](Self::remove_host),
@@ -62,7 +64,11 @@ pub(crate) struct MLun {
 /// fail. [`lun_info`](Self::lun_info) and
 /// [`pool_info`](Self::pool_info) predict the array's accounting, exclusive and shared
 /// bytes included: each mapped logical extent carries a lineage token, shared by copies
-/// until one side writes into that extent, as the array's copy-on-write does.
+/// until one side writes into that extent, as the array's copy-on-write does. From the
+/// same tokens [`map`](Self::map) predicts [`Array::map`](crate::Array::map) (which
+/// extents hold data, and which of those another LUN shares) and
+/// [`diff`](Self::diff) predicts [`Array::diff`](crate::Array::diff) (the extents two
+/// LUNs map differently).
 ///
 /// For crash tests the model also keeps the state of the last commit and every value
 /// written to each sector since: [`recover`](Self::recover) checks an array reopened
@@ -642,6 +648,19 @@ impl Model {
         self.discard(n, offset, len)
     }
 
+    /// As [`HostView::write_zeroes`](crate::HostView::write_zeroes).
+    pub fn write_zeroes_as(
+        &mut self,
+        host: u64,
+        n: u32,
+        offset: u64,
+        len: u64,
+        punch: bool,
+    ) -> Result<()> {
+        self.authorize(host, n, true)?;
+        self.write_zeroes(n, offset, len, punch)
+    }
+
     /// What [`HostView::visible_luns`](crate::HostView::visible_luns) must return.
     pub fn visible_luns(&self, host: u64) -> Vec<u32> {
         self.luns
@@ -666,8 +685,16 @@ impl Model {
         self.detect_zeros = on;
     }
 
+    /// As [`Array::detect_zeros`](crate::Array::detect_zeros): on in a new model and
+    /// after [`reopen`](Self::reopen) or [`recover`](Self::recover), as in an array
+    /// just opened.
+    pub fn detect_zeros(&self) -> bool {
+        self.detect_zeros
+    }
+
     /// As [`Array::write`](crate::Array::write) (`data.len()` a multiple of 512): with
-    /// zero detection on, an extent the write covers whole with zeros is unmapped.
+    /// zero detection on, an extent the write covers whole with zeros is unmapped, and
+    /// zeros written into part of a hole are not stored (it stays a hole).
     pub fn write(&mut self, n: u32, offset: u64, data: &[u8]) -> Result<()> {
         self.write_detecting(n, offset, data, self.detect_zeros)
     }
@@ -704,12 +731,14 @@ impl Model {
         for le in offset / self.es..=last {
             let (lo, hi) = (le * self.es, (le + 1) * self.es);
             let whole = offset <= lo && hi <= end;
+            // The part of the write in this extent is all zeros.
             let zero = || {
-                let (a, b) = ((lo - offset) as usize, (hi - offset) as usize);
-                data[a..b].iter().all(|&x| x == 0)
+                let (a, b) = (lo.max(offset) - offset, hi.min(end) - offset);
+                data[a as usize..b as usize].iter().all(|&x| x == 0)
             };
+            let hole = self.luns.get(&n).is_some_and(|l| !l.map.contains_key(&le));
             // Only a change makes the array dirty: zeros over a hole change nothing.
-            if detect && whole && zero() {
+            if detect && (whole || hole) && zero() {
                 self.dirty |= self.unmap_extent(n, le);
             } else {
                 self.touch(n, le);
@@ -802,6 +831,8 @@ impl Model {
         if self.dirty {
             self.commit();
         }
+        // A setting of the handle, not of the array: an opened array detects zeros.
+        self.detect_zeros = true;
     }
 
     /// Records a commit made now: every write so far is durable. Call it for a commit
@@ -982,12 +1013,18 @@ impl Model {
     /// [`Array::read`](crate::Array::read) of `len` bytes at `offset` of LUN `n` must
     /// return, if any (device errors and a poisoned handle aside).
     pub fn io_check(&self, n: u32, offset: u64, len: u64) -> Result<()> {
+        self.range_check(n, offset, len, true)
+    }
+
+    /// The refusals of [`io_check`](Self::io_check), without `Offline` unless `online`:
+    /// [`Array::diff`](crate::Array::diff) compares offline LUNs too.
+    pub(crate) fn range_check(&self, n: u32, offset: u64, len: u64, online: bool) -> Result<()> {
         let l = self.get(n)?;
         let whole_sectors = offset % SECTOR == 0 && len % SECTOR == 0;
         let inside = offset.checked_add(len).is_some_and(|end| end <= l.size);
         first_refusal([
             (!l.attached, Error::Detached(n)),
-            (!l.online, Error::Offline(n)),
+            (online && !l.online, Error::Offline(n)),
             (!whole_sectors, Error::Misaligned { offset, len }),
             (
                 !inside,

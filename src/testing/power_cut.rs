@@ -127,12 +127,16 @@ pub struct CutStats {
 /// * [`power_cut`](Self::power_cut) decides what of the overlay reaches the inner
 ///   device (see [`CutOutcome`]), empties the overlay, and lets the device go on as if
 ///   the host had rebooted.
-/// * [`discard`](BlockDevice::discard) checks its range and otherwise does nothing
-///   (discarded blocks keep reading their content, which the trait allows).
+/// * [`discard`](BlockDevice::discard) goes to the inner device at once, past the
+///   cache, so it is durable as soon as it is made (over a
+///   [`MemDevice`](crate::MemDevice) the blocks then read as zeros): the harshest
+///   reading of the hint, under which a discard made before the commit that frees the
+///   blocks is durable shows after a power cut.
 ///
 /// Errors of the inner device are reported as their [`DeviceErrorKind`]. With
-/// [`fail_after_writes`](Self::fail_after_writes), writes and flushes start failing
-/// with [`DeviceErrorKind::Io`] after a chosen number of writes, to test error paths.
+/// [`fail_after_writes`](Self::fail_after_writes), writes, flushes and discards start
+/// failing with [`DeviceErrorKind::Io`] after a chosen number of writes, to test error
+/// paths.
 ///
 /// The overlay keeps every unflushed write (not only the latest per block), so memory
 /// grows with the data written between flushes.

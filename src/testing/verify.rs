@@ -40,13 +40,16 @@ const CHUNK: u64 = 64 * 1024;
 
 impl Model {
     /// Checks `array` against the model: [`verify_records`](Self::verify_records),
-    /// the content of every LUN ([`verify_lun`](Self::verify_lun)) and an empty
-    /// [`Array::check`]. Reads every LUN whole: its cost grows with the LUN sizes.
+    /// the content of every LUN ([`verify_lun`](Self::verify_lun)), every LUN's
+    /// [`Array::map`] and pairs' [`Array::diff`]
+    /// ([`verify_mappings`](Self::verify_mappings)) and an empty [`Array::check`].
+    /// Reads every LUN whole: its cost grows with the LUN sizes.
     pub fn verify<D: BlockDevice>(&self, array: &mut Array<D>) -> Result<(), Mismatch> {
         self.verify_records(array)?;
         for &n in self.luns.keys() {
             self.verify_lun(array, n)?;
         }
+        self.verify_mappings(array)?;
         check_clean(array)
     }
 
@@ -186,7 +189,8 @@ impl Model {
     /// of that commit, exactly, committed copies included; and after noted early
     /// commits, each sector its committed content or a value written to it since
     /// (anything, if `garbled`: a [`CutOutcome::Harsh`](crate::testing::CutOutcome::Harsh)
-    /// cut may garble unflushed sectors). Then [`verify_records`](Self::verify_records)
+    /// cut may garble unflushed sectors). Then [`verify_records`](Self::verify_records),
+    /// [`verify_mappings`](Self::verify_mappings) (every LUN's map and pairs' diffs)
     /// and an empty [`Array::check`].
     ///
     /// To check a cut in the middle of an operation, keep the models of before and after
@@ -214,6 +218,7 @@ impl Model {
         m.since.clear();
         m.exact = true;
         m.lineage_known = self.lineage_known && self.exact;
+        m.detect_zeros = true;
         m.recount();
         // Records first (without content), then content sector by sector.
         let numbers = array.lun_numbers();
@@ -241,6 +246,8 @@ impl Model {
                 m.verify_lun(array, n)?;
             }
         }
+        m.verify_mappings(array)
+            .map_err(|e| Mismatch::new(format!("after the crash: {e}")))?;
         check_clean(array)?;
         Ok(m)
     }
