@@ -1,4 +1,4 @@
-//! [`ErrorDevice`]: injects a device error at the Nth read, write or flush.
+//! [`ErrorDevice`]: injects a device error at the Nth read, write, flush or discard.
 
 use core::fmt;
 
@@ -13,6 +13,8 @@ pub enum FaultOp {
     Write,
     /// [`BlockDevice::flush`].
     Flush,
+    /// [`BlockDevice::discard`] (a hint: the array must ignore its failure).
+    Discard,
 }
 
 /// When an [`ErrorDevice`] fails: the call of kind `op` that has `nth` calls of that
@@ -59,6 +61,7 @@ impl fmt::Display for Fault {
             FaultOp::Read => "read",
             FaultOp::Write => "write",
             FaultOp::Flush => "flush",
+            FaultOp::Discard => "discard",
         };
         let how = if self.sticky {
             "and every later one"
@@ -74,8 +77,9 @@ impl fmt::Display for Fault {
 /// with garbage first, so code that uses the buffer despite the error is caught.
 ///
 /// Counting starts when the fault is armed ([`ErrorDevice::with_fault`],
-/// [`ErrorDevice::set_fault`]); [`reads`](Self::reads), [`writes`](Self::writes) and
-/// [`flushes`](Self::flushes) count every call since the device was made, so a test can
+/// [`ErrorDevice::set_fault`]); [`reads`](Self::reads), [`writes`](Self::writes),
+/// [`flushes`](Self::flushes) and [`discards`](Self::discards) count every call since
+/// the device was made, so a test can
 /// run a workload once without a fault to learn how many calls of each kind it makes,
 /// then fail each of them in turn:
 ///
@@ -101,6 +105,7 @@ pub struct ErrorDevice<D: BlockDevice> {
     reads: u64,
     writes: u64,
     flushes: u64,
+    discards: u64,
     failures: u64,
 }
 
@@ -114,6 +119,7 @@ impl<D: BlockDevice> ErrorDevice<D> {
             reads: 0,
             writes: 0,
             flushes: 0,
+            discards: 0,
             failures: 0,
         }
     }
@@ -154,6 +160,11 @@ impl<D: BlockDevice> ErrorDevice<D> {
     /// Flush calls so far, failed ones included.
     pub fn flushes(&self) -> u64 {
         self.flushes
+    }
+
+    /// Discard calls so far, failed ones included.
+    pub fn discards(&self) -> u64 {
+        self.discards
     }
 
     /// Calls that failed because of a fault.
@@ -226,6 +237,8 @@ impl<D: BlockDevice> BlockDevice for ErrorDevice<D> {
     }
 
     fn discard(&mut self, lba: u64, count: u64) -> Result<(), Self::Error> {
+        self.discards += 1;
+        self.hit(FaultOp::Discard)?;
         self.inner.discard(lba, count).map_err(|e| e.kind())
     }
 }
@@ -298,5 +311,17 @@ mod tests {
         assert!(format!("{}", Fault::sticky(FaultOp::Read, 3)).contains("every later"));
         d.inner_mut().write(0, &[1u8; 512]).unwrap();
         assert_eq!(d.inner().resident_blocks(), 1);
+    }
+
+    #[test]
+    fn a_failed_discard_does_not_reach_the_device() {
+        let mut d = dev(Fault::once(FaultOp::Discard, 1));
+        d.write(0, &[1u8; 1024]).unwrap();
+        d.discard(0, 1).unwrap();
+        assert_eq!(d.discard(1, 1), Err(DeviceErrorKind::Io));
+        assert_eq!(d.inner().resident_blocks(), 1, "block 1 kept its content");
+        d.discard(1, 1).unwrap();
+        assert_eq!((d.discards(), d.failures()), (3, 1));
+        assert!(format!("{}", Fault::once(FaultOp::Discard, 1)).contains("discard #1"));
     }
 }
