@@ -77,6 +77,31 @@ pub enum Op {
         offset: u64,
         len: u64,
     },
+    /// `write_zeroes(lun, offset, len, punch)`, on behalf of `host` if given.
+    WriteZeroes {
+        host: Option<u64>,
+        lun: u32,
+        offset: u64,
+        len: u64,
+        punch: bool,
+    },
+    /// `set_detect_zeros(on)` (a setting of the handle: a reopen turns it back on).
+    SetDetectZeros(bool),
+    /// `map(lun, offset, len)`, on behalf of `host` if given, compared with the model.
+    Map {
+        host: Option<u64>,
+        lun: u32,
+        offset: u64,
+        len: u64,
+    },
+    /// `diff(a, b, offset, len)`, on behalf of `host` if given, compared with the model.
+    Diff {
+        host: Option<u64>,
+        a: u32,
+        b: u32,
+        offset: u64,
+        len: u64,
+    },
     /// `flush()`.
     Flush,
     /// `close()` (or `flush()` and `into_device()` under faults) and `open()`.
@@ -107,7 +132,8 @@ impl Op {
             | Op::Write { lun, .. }
             | Op::WriteAs { lun, .. }
             | Op::Discard { lun, .. }
-            | Op::DiscardAs { lun, .. }) => vec![lun],
+            | Op::DiscardAs { lun, .. }
+            | Op::WriteZeroes { lun, .. }) => vec![lun],
             Op::CreateCopies { pairs, .. } => pairs.iter().map(|&(_, c)| c).collect(),
             Op::AttachMany(copies) => copies.clone(),
             &Op::Restore(lun) => {
@@ -122,7 +148,10 @@ impl Op {
             | Op::RemoveHost(_)
             | Op::Grant { .. }
             | Op::Revoke { .. }
-            | Op::SetSecurity(_) => Vec::new(),
+            | Op::SetSecurity(_)
+            | Op::SetDetectZeros(_)
+            | Op::Map { .. }
+            | Op::Diff { .. } => Vec::new(),
             Op::Flush | Op::Reopen | Op::PowerCut(_) => m.lun_numbers(),
         }
     }
@@ -131,7 +160,14 @@ impl Op {
     pub fn is_management(&self) -> bool {
         !matches!(
             self,
-            Op::Write { .. } | Op::WriteAs { .. } | Op::Read { .. } | Op::ReadAs { .. }
+            Op::Write { .. }
+                | Op::WriteAs { .. }
+                | Op::WriteZeroes { .. }
+                | Op::Read { .. }
+                | Op::ReadAs { .. }
+                | Op::Map { .. }
+                | Op::Diff { .. }
+                | Op::SetDetectZeros(_)
         )
     }
 }
@@ -226,14 +262,68 @@ impl<D: BlockDevice + Clone> Harness<D> {
                 offset,
                 len,
                 tag,
-            } => self.write(None, lun, offset, len, tag, faults, &mut candidates)?,
+            } => {
+                let kind = Data::Pattern(tag);
+                self.write(None, lun, offset, len, kind, faults, &mut candidates)?
+            }
             Op::WriteAs {
                 host,
                 lun,
                 offset,
                 len,
                 tag,
-            } => self.write(Some(host), lun, offset, len, tag, faults, &mut candidates)?,
+            } => {
+                let kind = Data::Pattern(tag);
+                self.write(Some(host), lun, offset, len, kind, faults, &mut candidates)?
+            }
+            Op::WriteZeroes {
+                host,
+                lun,
+                offset,
+                len,
+                punch,
+            } => {
+                let kind = Data::Zeroes { punch };
+                self.write(host, lun, offset, len, kind, faults, &mut candidates)?
+            }
+            Op::SetDetectZeros(on) => {
+                self.array().set_detect_zeros(on);
+                self.m.set_detect_zeros(on);
+                Ok(())
+            }
+            Op::Map {
+                host,
+                lun,
+                offset,
+                len,
+            } => {
+                let got = match host {
+                    Some(h) => self.array().as_host(h).map(lun, offset, len),
+                    None => self.array().map(lun, offset, len),
+                };
+                let want = match host {
+                    Some(h) => self.m.map_as(h, lun, offset, len),
+                    None => self.m.map(lun, offset, len),
+                };
+                self.compare_query(op, got, want, faults)?
+            }
+            Op::Diff {
+                host,
+                a,
+                b,
+                offset,
+                len,
+            } => {
+                let got = match host {
+                    Some(h) => self.array().as_host(h).diff(a, b, offset, len),
+                    None => self.array().diff(a, b, offset, len),
+                };
+                let want = match host {
+                    Some(h) => self.m.diff_as(h, a, b, offset, len),
+                    None => self.m.diff(a, b, offset, len),
+                };
+                self.compare_query(op, got, want, faults)?
+            }
             Op::Read { lun, offset, len }
             | Op::ReadAs {
                 lun, offset, len, ..
@@ -335,8 +425,31 @@ impl<D: BlockDevice + Clone> Harness<D> {
         Ok(Step { result, candidates })
     }
 
-    /// A write, one extent at a time when the pool is so full that the array may commit
-    /// on its own during it (or under faults, so that a failure is modelled exactly).
+    /// The result of a query (map, diff) compared with the model's: equal (the lists
+    /// too, while the model knows the lineage), or under faults a device error.
+    fn compare_query<T: PartialEq + std::fmt::Debug>(
+        &self,
+        op: &Op,
+        got: Result<T, Error>,
+        want: Result<T, Error>,
+        faults: bool,
+    ) -> Result<Result<(), Error>, String> {
+        match (&got, &want) {
+            (Ok(g), Ok(w)) if g != w && self.m.lineage_known() => {
+                Err(format!("{op:?}: the array returned {g:?}, the model {w:?}"))
+            }
+            (Ok(_), Ok(_)) => Ok(Ok(())),
+            (Err(a), Err(b)) if a == b => Ok(Err(a.clone())),
+            (Err(a), _) if faults && device_or_poisoned(a) => Ok(Err(a.clone())),
+            _ => Err(format!(
+                "{op:?}: the array returned {got:?}, the model {want:?}"
+            )),
+        }
+    }
+
+    /// A data write (a pattern, or zeroes), one extent at a time when the pool is so
+    /// full that the array may commit on its own during it (or under faults, so that a
+    /// failure is modelled exactly).
     #[allow(clippy::too_many_arguments)]
     fn write(
         &mut self,
@@ -344,23 +457,35 @@ impl<D: BlockDevice + Clone> Harness<D> {
         lun: u32,
         offset: u64,
         len: u64,
-        tag: u64,
+        kind: Data,
         faults: bool,
         candidates: &mut Vec<Model>,
     ) -> Result<Result<(), Error>, String> {
-        let data = pattern::data(tag, lun, offset, len);
-        let op = Op::Write {
-            lun,
-            offset,
-            len,
-            tag,
+        let data = match kind {
+            Data::Pattern(tag) => pattern::data(tag, lun, offset, len),
+            Data::Zeroes { .. } => Vec::new(),
+        };
+        let op = match kind {
+            Data::Pattern(tag) => Op::Write {
+                lun,
+                offset,
+                len,
+                tag,
+            },
+            Data::Zeroes { punch } => Op::WriteZeroes {
+                host,
+                lun,
+                offset,
+                len,
+                punch,
+            },
         };
         let allowed = match host {
             Some(h) => self.m.authorize(h, lun, true),
             None => Ok(()),
         };
         if let Err(e) = allowed.and_then(|()| self.m.io_check(lun, offset, len)) {
-            let got = self.array_write(host, lun, offset, &data);
+            let got = self.array_write(host, lun, offset, len, kind, &data);
             return match got {
                 Err(g) if g == e || (faults && g == Error::Poisoned) => Ok(Err(g)),
                 _ => Err(format!(
@@ -379,25 +504,26 @@ impl<D: BlockDevice + Clone> Harness<D> {
         let free = self.array().engine().data_free();
         if !faults && free >= pieces.len() as u64 {
             let g0 = self.generation();
-            let r = self.array_write(host, lun, offset, &data);
+            let r = self.array_write(host, lun, offset, len, kind, &data);
             if let Err(e) = r {
                 return Err(format!("{op:?}: failed with {e:?}"));
             }
             if self.generation() != g0 {
                 return Err(format!("{op:?}: committed with {free} extents free"));
             }
-            self.m
-                .write(lun, offset, &data)
-                .map_err(|e| format!("{e}"))?;
+            model_write(&mut self.m, lun, offset, len, kind, &data)?;
             return Ok(Ok(()));
         }
         if pieces.len() > 1 {
             self.split_writes += 1;
         }
         for (pos, n) in pieces {
-            let piece = &data[(pos - offset) as usize..(pos - offset + n) as usize];
+            let piece = match kind {
+                Data::Pattern(_) => &data[(pos - offset) as usize..(pos - offset + n) as usize],
+                Data::Zeroes { .. } => &[],
+            };
             let g0 = self.generation();
-            let r = self.array_write(host, lun, pos, piece);
+            let r = self.array_write(host, lun, pos, n, kind, piece);
             let g1 = self.generation();
             if g1 != g0 {
                 if g1 != g0 + 1 {
@@ -408,7 +534,7 @@ impl<D: BlockDevice + Clone> Harness<D> {
                 candidates.push(self.m.clone());
             }
             match r {
-                Ok(()) => self.m.write(lun, pos, piece).map_err(|e| format!("{e}"))?,
+                Ok(()) => model_write(&mut self.m, lun, pos, n, kind, piece)?,
                 Err(e) if faults && device_or_poisoned(&e) => {
                     if g1 == g0 {
                         // The early commit may have reached the medium and failed after.
@@ -424,17 +550,22 @@ impl<D: BlockDevice + Clone> Harness<D> {
         Ok(Ok(()))
     }
 
-    /// `write`, or `write_as` on behalf of `host`.
+    /// `write` of `data` or `write_zeroes` of `len` bytes, on behalf of `host` if given.
     fn array_write(
         &mut self,
         host: Option<u64>,
         lun: u32,
         pos: u64,
+        len: u64,
+        kind: Data,
         data: &[u8],
     ) -> Result<(), Error> {
-        match host {
-            Some(h) => self.array().as_host(h).write(lun, pos, data),
-            None => self.array().write(lun, pos, data),
+        let a = self.array();
+        match (host, kind) {
+            (Some(h), Data::Pattern(_)) => a.as_host(h).write(lun, pos, data),
+            (None, Data::Pattern(_)) => a.write(lun, pos, data),
+            (Some(h), Data::Zeroes { punch }) => a.as_host(h).write_zeroes(lun, pos, len, punch),
+            (None, Data::Zeroes { punch }) => a.write_zeroes(lun, pos, len, punch),
         }
     }
 
@@ -464,8 +595,8 @@ impl<D: BlockDevice + Clone> Harness<D> {
         }
     }
 
-    /// Checks LUN records, pool accounting, the content of `luns` (all when None) and
-    /// `check()`.
+    /// Checks LUN records, pool accounting, the content of `luns` (all when None),
+    /// every LUN's map and pairs' diffs, and `check()`.
     pub fn verify(&mut self, luns: Option<&[u32]>) -> Result<(), Mismatch> {
         let m = &self.m;
         let a = self.a.as_mut().expect("the array is open");
@@ -478,6 +609,7 @@ impl<D: BlockDevice + Clone> Harness<D> {
                         m.verify_lun(a, n)?;
                     }
                 }
+                m.verify_mappings(a)?;
                 match a.check() {
                     Ok(v) if v.is_empty() => Ok(()),
                     r => Err(Mismatch {
@@ -487,6 +619,32 @@ impl<D: BlockDevice + Clone> Harness<D> {
             }
         }
     }
+}
+
+/// What a data write writes.
+#[derive(Clone, Copy, Debug)]
+enum Data {
+    /// The pattern of a tag ([`pattern::data`]).
+    Pattern(u64),
+    /// `write_zeroes`, punching holes or not.
+    Zeroes { punch: bool },
+}
+
+/// A data write applied to the model, which accepted it before (its authorization and
+/// range were checked).
+fn model_write(
+    m: &mut Model,
+    lun: u32,
+    pos: u64,
+    len: u64,
+    kind: Data,
+    data: &[u8],
+) -> Result<(), String> {
+    let r = match kind {
+        Data::Pattern(_) => m.write(lun, pos, data),
+        Data::Zeroes { punch } => m.write_zeroes(lun, pos, len, punch),
+    };
+    r.map_err(|e| format!("{e}"))
 }
 
 /// Applies a management operation (or flush) to the model.
@@ -523,8 +681,12 @@ pub fn model_op(m: &mut Model, op: &Op) -> Result<(), Error> {
         Op::Flush => m.flush(),
         Op::Write { .. }
         | Op::WriteAs { .. }
+        | Op::WriteZeroes { .. }
+        | Op::SetDetectZeros(_)
         | Op::Read { .. }
         | Op::ReadAs { .. }
+        | Op::Map { .. }
+        | Op::Diff { .. }
         | Op::Reopen
         | Op::PowerCut(_) => {
             unreachable!("not a management operation: {op:?}")
@@ -566,8 +728,12 @@ pub fn array_op<D: BlockDevice>(a: &mut Array<D>, op: &Op) -> Result<(), Error> 
         Op::Flush => a.flush(),
         Op::Write { .. }
         | Op::WriteAs { .. }
+        | Op::WriteZeroes { .. }
+        | Op::SetDetectZeros(_)
         | Op::Read { .. }
         | Op::ReadAs { .. }
+        | Op::Map { .. }
+        | Op::Diff { .. }
         | Op::Reopen
         | Op::PowerCut(_) => {
             unreachable!("not a management operation: {op:?}")

@@ -1,11 +1,13 @@
 //! In-memory media for the exhaustive crash test.
 //!
-//! A workload runs once on a [`Tracer`], which records every device write and flush.
-//! The test then replays that trace: a [`Medium`] holds what was durable at the last
-//! flush, and each crash is tried on a [`View`] of it (a copy-on-write overlay, so a
-//! crash costs what it changes, not a copy of the device) behind a fresh
-//! [`PowerCutDevice`](lunsnap::testing::PowerCutDevice) that is handed the
-//! writes made since that flush, then cut.
+//! A workload runs once on a [`Tracer`], which records every device write, flush and
+//! discard. The test then replays that trace: a [`Medium`] holds what was durable at
+//! the last flush (discards included: like
+//! [`PowerCutDevice`](lunsnap::testing::PowerCutDevice), the harshest reading of the
+//! hint, a discard zeroes the durable blocks at once), and each crash is tried on a
+//! [`View`] of it (a copy-on-write overlay, so a crash costs what it changes, not a
+//! copy of the device) behind a fresh `PowerCutDevice` that is handed the writes made
+//! since that flush, then cut.
 
 use std::collections::HashMap;
 
@@ -18,6 +20,8 @@ pub enum Event {
     Write(u64, Box<[u8]>),
     /// A flush.
     Flush,
+    /// A discard of `count` blocks at an LBA: they read as zeros from then on, durably.
+    Discard(u64, u64),
 }
 
 /// Sparse blocks (absent: zeros).
@@ -69,6 +73,18 @@ impl Medium {
     pub fn apply(&mut self, lba: u64, data: &[u8]) {
         self.store(lba, data);
     }
+
+    /// Applies a traced discard: the blocks read as zeros.
+    pub fn discard(&mut self, lba: u64, count: u64) {
+        if count > self.blocks.len() as u64 {
+            let end = lba.saturating_add(count);
+            self.blocks.retain(|&a, _| a < lba || a >= end);
+        } else {
+            for a in lba..lba + count {
+                self.blocks.remove(&a);
+            }
+        }
+    }
 }
 
 impl BlockDevice for Medium {
@@ -92,14 +108,27 @@ impl BlockDevice for Medium {
     fn flush(&mut self) -> Result<(), DeviceErrorKind> {
         Ok(())
     }
+    fn discard(&mut self, lba: u64, count: u64) -> Result<(), DeviceErrorKind> {
+        check_blocks(self.count, lba, count)?;
+        Medium::discard(self, lba, count);
+        Ok(())
+    }
 }
 
-/// A [`Medium`] that records every write and flush made through it.
+/// `count` blocks at `lba` lie inside a device of `blocks` blocks.
+fn check_blocks(blocks: u64, lba: u64, count: u64) -> Result<(), DeviceErrorKind> {
+    match lba.checked_add(count) {
+        Some(end) if end <= blocks => Ok(()),
+        _ => Err(DeviceErrorKind::OutOfRange),
+    }
+}
+
+/// A [`Medium`] that records every write, flush and discard made through it.
 #[derive(Clone, Debug)]
 pub struct Tracer {
     /// The newest content (what reads see).
     pub medium: Medium,
-    /// Every write and flush so far.
+    /// Every write, flush and discard so far.
     pub events: Vec<Event>,
 }
 
@@ -131,6 +160,11 @@ impl BlockDevice for Tracer {
     }
     fn flush(&mut self) -> Result<(), DeviceErrorKind> {
         self.events.push(Event::Flush);
+        Ok(())
+    }
+    fn discard(&mut self, lba: u64, count: u64) -> Result<(), DeviceErrorKind> {
+        BlockDevice::discard(&mut self.medium, lba, count)?;
+        self.events.push(Event::Discard(lba, count));
         Ok(())
     }
 }
@@ -180,6 +214,13 @@ impl BlockDevice for View<'_> {
         Ok(())
     }
     fn flush(&mut self) -> Result<(), DeviceErrorKind> {
+        Ok(())
+    }
+    fn discard(&mut self, lba: u64, count: u64) -> Result<(), DeviceErrorKind> {
+        check_blocks(self.base.count, lba, count)?;
+        for a in lba..lba + count {
+            self.delta.insert(a, vec![0u8; self.base.bs].into());
+        }
         Ok(())
     }
 }

@@ -24,11 +24,24 @@ pub fn fill_sector(buf: &mut [u8], tag: u64, lun: u32, sector: u64) {
     }
 }
 
-/// The data of write `tag` of `len` bytes at byte `offset` of LUN `lun`.
+/// A tag with this bit writes zeros over some of the 4 KiB blocks it covers (blocks of
+/// the LUN's address space, so that zero detection sees whole extents of zeros).
+pub const ZERO_BLOCKS: u64 = 1 << 62;
+
+/// Whether write `tag` leaves LUN block `block` (4 KiB) zero.
+fn zero_block(tag: u64, block: u64) -> bool {
+    tag & ZERO_BLOCKS != 0 && mix(tag ^ block.rotate_left(40)) & 1 == 0
+}
+
+/// The data of write `tag` of `len` bytes at byte `offset` of LUN `lun` (all zeros for
+/// tag 0; with [`ZERO_BLOCKS`], zeros over about half of the 4 KiB blocks).
 pub fn data(tag: u64, lun: u32, offset: u64, len: u64) -> Vec<u8> {
     let mut v = vec![0u8; len as usize];
     for (i, c) in v.chunks_mut(S).enumerate() {
-        fill_sector(c, tag, lun, offset / SECTOR + i as u64);
+        let sector = offset / SECTOR + i as u64;
+        if !zero_block(tag, sector * SECTOR / 4096) {
+            fill_sector(c, tag, lun, sector);
+        }
     }
     v
 }

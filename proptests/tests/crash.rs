@@ -21,6 +21,7 @@ use lunsnap::testing::{mix, CutOutcome, PowerCutDevice, Rng};
 use lunsnap::{Access, Array, BlockDevice, FormatOptions, OpenOptions, SECTOR};
 use lunsnap_proptests::harness::write;
 use lunsnap_proptests::media::{Event, Medium, Tracer, View};
+use lunsnap_proptests::pattern::ZERO_BLOCKS;
 use lunsnap_proptests::{env_count, Harness, Op};
 
 const KIB: u64 = 1024;
@@ -33,6 +34,8 @@ struct Workload {
     extent_size: u32,
     cache_bytes: usize,
     script: Vec<Op>,
+    /// Every operation of the script must succeed (no refusals written in).
+    strict: bool,
 }
 
 /// An operation of the traced run, with the device events it made and the models a
@@ -119,6 +122,7 @@ fn basic() -> Workload {
         extent_size: 4096,
         cache_bytes: 64 * KIB as usize,
         script,
+        strict: false,
     }
 }
 
@@ -158,6 +162,7 @@ fn big_blocks() -> Workload {
         extent_size: 8192,
         cache_bytes: 1 << 20,
         script,
+        strict: false,
     }
 }
 
@@ -207,6 +212,7 @@ fn tight() -> Workload {
         extent_size: 4096,
         cache_bytes: 64 * KIB as usize,
         script,
+        strict: false,
     }
 }
 
@@ -306,6 +312,7 @@ fn access() -> Workload {
         extent_size: 4096,
         cache_bytes: 64 * KIB as usize,
         script,
+        strict: false,
     }
 }
 
@@ -366,6 +373,116 @@ fn random() -> Workload {
         extent_size: 4096,
         cache_bytes: 128 * KIB as usize,
         script,
+        strict: false,
+    }
+}
+
+fn zeroes(lun: u32, offset: u64, len: u64, punch: bool) -> Op {
+    Op::WriteZeroes {
+        host: None,
+        lun,
+        offset,
+        len,
+        punch,
+    }
+}
+
+/// Extents freed in every way, each freeing committed before the next operation, in a
+/// pool small enough that freed (and discarded) extents are handed out again: the
+/// delete of a written LUN, a detach, an attach over a copy that diverged, a restore
+/// over a parent that diverged, a discard, `write_zeroes` with and without holes,
+/// writes of zeros with zero detection on and off, a write with whole extents of
+/// zeros, rewrites of exclusive committed extents. The device discards freed extents
+/// right after each commit (durably at once: see `lunsnap_proptests::media`), so a
+/// discard that came too early, or hit an extent mapped again, reads as zeros in the
+/// trace or after a cut.
+fn frees() -> Workload {
+    let k = KIB;
+    // A pool of 38 extents: 8 for LUN 0, 6 for LUN 1 (a partial last extent).
+    let (s0, s1) = (32 * k, 20 * k + 1536);
+    let map = |lun, len| Op::Map {
+        host: None,
+        lun,
+        offset: 0,
+        len,
+    };
+    let diff = |a, b, len| Op::Diff {
+        host: None,
+        a,
+        b,
+        offset: 0,
+        len,
+    };
+    let script = vec![
+        lun(0, s0),
+        lun(1, s1),
+        write(0, 0, s0, 1),
+        write(1, 0, s1, 2),
+        Op::Flush,
+        copy(0, 2, true),
+        write(0, 0, 12 * k, 3), // the old extents are copy 2's alone
+        copy(1, 3, true),
+        write(3, 4 * k, 8 * k, 4),
+        Op::Flush,
+        delete(1, true), // its diverged extents are freed; copy 3 stands alone
+        write(0, 12 * k, 8 * k, 5),
+        Op::Flush,
+        Op::Detach(2), // frees the extents LUN 0 left to it
+        write(3, 0, s1, 6),
+        Op::Flush,
+        copy(0, 4, true),
+        write(4, 0, 16 * k, 7),
+        Op::Flush,
+        Op::Attach(4), // frees what copy 4 wrote
+        copy(0, 5, true),
+        write(0, 16 * k, 12 * k, 8),
+        Op::Flush,
+        Op::Restore(5), // frees what LUN 0 wrote since copy 5
+        diff(0, 5, s0),
+        zeroes(3, 8 * k, 4 * k, false), // copy-on-write of zeros: frees the old extent
+        Op::Flush,
+        discard(3, 2 * k, 6 * k), // one extent in part, one whole
+        zeroes(3, 12 * k, s1 - 12 * k, true), // whole extents and the partial last one
+        Op::Flush,
+        write(3, 8 * k, 4 * k, 0), // zeros, detected: unmapped
+        Op::Flush,
+        write(0, 0, s0, ZERO_BLOCKS | 9), // some whole extents of zeros
+        Op::Flush,
+        map(0, s0),
+        Op::SetDetectZeros(false),
+        write(0, 16 * k, 8 * k, 0), // zeros, stored
+        Op::SetDetectZeros(true),
+        Op::Flush,
+        delete(5, false),
+        write(0, 0, 12 * k, 10),
+        write(3, 4 * k, 12 * k, 11),
+        Op::Flush,
+        copy(3, 6, true),
+        zeroes(3, 0, s1, true), // only unmapped: copy 6 still holds the extents
+        Op::Flush,
+        delete(6, false), // now they are freed
+        Op::Reopen,
+        write(3, 0, s1, 12),
+        delete(3, false),
+        write(0, 0, s0, 13),
+        Op::Reopen,
+        lun(7, 20 * 4 * k),
+        write(7, 0, 20 * 4 * k, 14),
+        Op::Flush,
+        write(0, 0, 4 * k, 15),      // a fresh extent,
+        write(0, 0, 4 * k, 0),       // unmapped in the same transaction: free at once
+        write(7, 0, 20 * 4 * k, 16), // takes every free extent, that one too
+        Op::Flush,                   // which must not be discarded now
+        Op::Reopen,
+    ];
+    Workload {
+        name: "frees",
+        block_size: 512,
+        bytes: 1 << 20,
+        extent_size: 4096,
+        cache_bytes: 64 * KIB as usize,
+        script,
+        strict: true,
     }
 }
 
@@ -386,6 +503,11 @@ fn trace(w: &Workload) -> (Vec<Event>, usize, Vec<Record>) {
         let step = h
             .step(op, false)
             .unwrap_or_else(|e| panic!("{}: op {i}: {e}", w.name));
+        if w.strict {
+            if let Err(e) = &step.result {
+                panic!("{}: op {i} {op:?} was refused: {e}", w.name);
+            }
+        }
         let touched = op.touched(&h.m);
         if let Err(e) = h.verify(Some(&touched)) {
             panic!("{}: after op {i} {op:?}: {e}", w.name);
@@ -446,7 +568,7 @@ fn replay(w: &Workload, salt: u64, traced: &(Vec<Event>, usize, Vec<Record>), ro
     for e in &events[..*base] {
         advance(&mut medium, &mut pending, e);
     }
-    let (mut scenarios, mut writes, mut flushes) = (0u64, 0u64, 0u64);
+    let (mut scenarios, mut writes, mut flushes, mut discards) = (0u64, 0u64, 0u64, 0u64);
     for (i, r) in records.iter().enumerate() {
         for k in r.events.clone() {
             let e = &events[k];
@@ -454,6 +576,7 @@ fn replay(w: &Workload, salt: u64, traced: &(Vec<Event>, usize, Vec<Record>), ro
             match e {
                 Event::Write(..) => writes += 1,
                 Event::Flush => flushes += 1,
+                Event::Discard(..) => discards += 1,
             }
             let tries = if pending.is_empty() {
                 // Nothing volatile: every outcome gives the same medium.
@@ -468,8 +591,9 @@ fn replay(w: &Workload, salt: u64, traced: &(Vec<Event>, usize, Vec<Record>), ro
                 scenarios += 1;
                 if let Err(e) = crash(&medium, &pending, outcome, w.cache_bytes, &r.candidates) {
                     panic!(
-                        "{}: power cut during op {i} {:?}, after device write {writes} and \
-                         flush {flushes} of the workload ({} unflushed), outcome {outcome}: {e}",
+                        "{}: power cut during op {i} {:?}, after device write {writes}, \
+                         flush {flushes} and discard {discards} of the workload ({} \
+                         unflushed), outcome {outcome}: {e}",
                         w.name,
                         r.op,
                         pending.len()
@@ -481,10 +605,12 @@ fn replay(w: &Workload, salt: u64, traced: &(Vec<Event>, usize, Vec<Record>), ro
     scenarios
 }
 
-/// Applies an event to the durable medium: a write waits for the next flush.
+/// Applies an event to the durable medium: a write waits for the next flush, a
+/// discard is durable at once.
 fn advance<'e>(medium: &mut Medium, pending: &mut Vec<&'e Event>, e: &'e Event) {
     match e {
         Event::Write(..) => pending.push(e),
+        &Event::Discard(lba, count) => medium.discard(lba, count),
         Event::Flush => {
             for p in pending.drain(..) {
                 if let Event::Write(lba, data) = p {
@@ -498,7 +624,7 @@ fn advance<'e>(medium: &mut Medium, pending: &mut Vec<&'e Event>, e: &'e Event) 
 #[test]
 fn power_cut_after_every_device_write_and_flush() {
     let target = env_count("LUNSNAP_CRASH_SCENARIOS", 200_000);
-    let workloads = [basic(), big_blocks(), tight(), random(), access()];
+    let workloads = [basic(), big_blocks(), tight(), random(), access(), frees()];
     let share = target.div_ceil(workloads.len() as u64);
     let start = Instant::now();
     let total: u64 = std::thread::scope(|s| {
@@ -516,11 +642,17 @@ fn power_cut_after_every_device_write_and_flush() {
                         n += replay(w, salt, &traced, round);
                         round += 1;
                     }
+                    let events = &traced.0[traced.1..];
+                    let discards = events
+                        .iter()
+                        .filter(|e| matches!(e, Event::Discard(..)))
+                        .count();
                     println!(
-                        "{}: {} ops, {} device events, {round} rounds, {n} scenarios in {:.1?}",
+                        "{}: {} ops, {} device events ({discards} discards), {round} rounds, \
+                         {n} scenarios in {:.1?}",
                         w.name,
                         w.script.len(),
-                        traced.0.len() - traced.1,
+                        events.len(),
                         t.elapsed()
                     );
                     n

@@ -1,20 +1,24 @@
 //! I/O-error loops (docs/DESIGN.md §2, "a device error during a commit ..."): a workload of
-//! every operation (consistency groups, offline LUNs and host access included) runs on an `ErrorDevice` that fails the Nth read, write or flush —
-//! once (a transient error) or from then on (a dead device) — for every N until the
-//! workload completes without meeting the fault.
+//! every operation (consistency groups, offline LUNs, host access, `write_zeroes`, zero
+//! writes with detection on and off, map and diff included) runs on an `ErrorDevice`
+//! that fails the Nth read, write, flush or discard — once (a transient error) or from
+//! then on (a dead device) — for every N until the workload completes without meeting
+//! the fault.
 //!
-//! Each failure must surface as an error (a device error, or `Poisoned` once an earlier
-//! one poisoned the handle), never a panic and never an `Ok` that hides it. Then the
-//! power is cut (several outcomes) and the reopened array must hold the last committed
-//! state: the state before the failed operation, or — when its commit reached the
-//! medium before the error — the state after it; `check()` empty. A transient read
-//! error in a read leaves the handle working: the workload goes on and its end state
-//! is verified too.
+//! Each failed read, write or flush must surface as an error (a device error, or
+//! `Poisoned` once an earlier one poisoned the handle), never a panic and never an `Ok`
+//! that hides it. Then the power is cut (several outcomes) and the reopened array must
+//! hold the last committed state: the state before the failed operation, or — when its
+//! commit reached the medium before the error — the state after it; `check()` empty. A
+//! transient read error in a read, map or diff leaves the handle working: the workload
+//! goes on and its end state is verified too. A failed discard is a lost hint: every
+//! result and state must be as without it.
 
 use lunsnap::testing::Model;
 use lunsnap::testing::{CutOutcome, ErrorDevice, Fault, FaultOp, PowerCutDevice};
 use lunsnap::{Access, Array, Error, FormatOptions, MemDevice, OpenOptions};
 use lunsnap_proptests::harness::write;
+use lunsnap_proptests::pattern::ZERO_BLOCKS;
 use lunsnap_proptests::{Harness, Op};
 
 const KIB: u64 = 1024;
@@ -147,6 +151,28 @@ fn script() -> Vec<Op> {
         },
         write(2, 0, 4 * KIB, 20),
         Op::AttachMany(vec![0, 4]),
+        // Zeros: holes punched, zeros stored, zero detection on and off.
+        zeroes(None, 2, 2 * KIB, 8 * KIB, true),
+        zeroes(None, 2, 12 * KIB, 6 * KIB, false),
+        write(2, 16 * KIB, 8 * KIB, 0),
+        Op::SetDetectZeros(false),
+        write(2, 24 * KIB, 4 * KIB, 0),
+        Op::SetDetectZeros(true),
+        write(2, 0, 16 * KIB, ZERO_BLOCKS | 22),
+        Op::Map {
+            host: None,
+            lun: 2,
+            offset: 0,
+            len: 32 * KIB,
+        },
+        Op::Diff {
+            host: None,
+            a: 2,
+            b: 0,
+            offset: 0,
+            len: 32 * KIB,
+        },
+        Op::Flush,
         Op::AddHost {
             id: 7,
             name: "host-7".into(),
@@ -164,14 +190,38 @@ fn script() -> Vec<Op> {
             len: 4 * KIB,
             tag: 21,
         },
+        zeroes(Some(7), 2, 4 * KIB, 8 * KIB, true),
+        Op::Diff {
+            host: Some(7),
+            a: 2,
+            b: 0, // refused: not granted
+            offset: 0,
+            len: 512,
+        },
         Op::SetOnline {
             lun: 5,
             online: false,
+        },
+        Op::Map {
+            host: None,
+            lun: 5, // offline: its metadata may be read
+            offset: 0,
+            len: 8 * KIB,
         },
         Op::Revoke { lun: 2, host: 7 },
         Op::RemoveHost(7),
         Op::Reopen,
     ]
+}
+
+fn zeroes(host: Option<u64>, lun: u32, offset: u64, len: u64, punch: bool) -> Op {
+    Op::WriteZeroes {
+        host,
+        lun,
+        offset,
+        len,
+        punch,
+    }
 }
 
 #[derive(Default, Debug)]
@@ -182,6 +232,8 @@ struct Tally {
     continued: u64,
     open_failures: u64,
     crashes: u64,
+    /// Failed discards the array ignored, as it must.
+    hints_lost: u64,
 }
 
 /// Cuts the power of `dev` with several outcomes and checks each reopened array
@@ -242,18 +294,24 @@ fn run(
     for (i, op) in script().iter().enumerate() {
         let what = format!("{what}, op {i} {op:?}");
         let before = h.a.as_mut().map_or(0, |a| a.device_mut().failures());
-        let step = h.step(op, true).unwrap_or_else(|e| panic!("{what}: {e}"));
+        // A failed discard is a hint lost: nothing may show.
+        let hint = fault.op == FaultOp::Discard;
+        let step = h.step(op, !hint).unwrap_or_else(|e| panic!("{what}: {e}"));
         let after = match h.a.as_mut() {
             Some(a) => a.device_mut().failures(),
             None => h.dead.as_ref().map_or(0, |d| d.failures()),
         };
         let device_error = matches!(step.result, Err(Error::Device(_)) | Err(Error::Poisoned));
         if !device_error {
-            assert_eq!(
-                before, after,
-                "{what}: a device error was swallowed: {:?}",
-                step.result
-            );
+            if hint {
+                t.hints_lost += after - before;
+            } else {
+                assert_eq!(
+                    before, after,
+                    "{what}: a device error was swallowed: {:?}",
+                    step.result
+                );
+            }
             continue;
         }
         // (A failed reopen leaves a copy of the device taken before open.)
@@ -274,7 +332,8 @@ fn run(
             );
             assert_eq!(a.create_lun(7, 512), Err(Error::Poisoned), "{what}");
         }
-        if !fault.sticky && !poisoned && matches!(op, Op::Read { .. }) && h.a.is_some() {
+        let query = matches!(op, Op::Read { .. } | Op::Map { .. } | Op::Diff { .. });
+        if !fault.sticky && !poisoned && query && h.a.is_some() {
             // A transient read error changes nothing: go on.
             t.continued += 1;
             continue;
@@ -327,7 +386,7 @@ fn loops(op: FaultOp, block_size: u32, cache: usize) {
             if sticky { "sticky" } else { "once" },
             cache >> 10
         );
-        assert!(t.failures > 0);
+        assert!(t.failures + t.hints_lost > 0);
     }
 }
 
@@ -341,6 +400,13 @@ fn every_read_fails_in_turn() {
 fn every_write_fails_in_turn() {
     loops(FaultOp::Write, 512, 64 << 10);
     loops(FaultOp::Write, 4096, 1 << 20);
+}
+
+/// Discards are hints: each failing (once or for good) changes no result and no state.
+#[test]
+fn every_discard_fails_in_turn() {
+    loops(FaultOp::Discard, 512, 64 << 10);
+    loops(FaultOp::Discard, 4096, 1 << 20);
 }
 
 #[test]

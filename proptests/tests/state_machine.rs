@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 use lunsnap::testing::Model;
 use lunsnap::testing::{CutOutcome, PowerCutDevice};
 use lunsnap::{Access, Array, FormatOptions, MemDevice, PoolInfo, SECTOR};
+use lunsnap_proptests::pattern::ZERO_BLOCKS;
 use lunsnap_proptests::{env_count, Harness, Op};
 use proptest::prelude::*;
 use proptest::strategy::Union;
@@ -248,7 +249,17 @@ impl ReferenceStateMachine for Reference {
             ]
             .boxed()
         };
-        let tag = prop_oneof![1 => Just(0u64), 9 => 1..u64::MAX];
+        // Zeros, a pattern with zeros over some 4 KiB blocks (whole zero extents for
+        // zero detection), or a pattern.
+        let tag = prop_oneof![
+            1 => Just(0u64),
+            2 => (1..ZERO_BLOCKS).prop_map(|t| t | ZERO_BLOCKS),
+            7 => 1..ZERO_BLOCKS,
+        ];
+        let on_behalf = {
+            let host = host();
+            move || prop_oneof![4 => Just(None), 1 => host.clone().prop_map(Some)]
+        };
         let mut arms: Vec<(u32, BoxedStrategy<Op>)> = vec![
             (
                 6,
@@ -342,7 +353,7 @@ impl ReferenceStateMachine for Reference {
             // I/O on a LUN that may not exist or be detached.
             (
                 1,
-                (number, 0..64u64)
+                (number.clone(), 0..64u64)
                     .prop_map(|(lun, s)| Op::Read {
                         lun,
                         offset: s * SECTOR,
@@ -350,8 +361,52 @@ impl ReferenceStateMachine for Reference {
                     })
                     .boxed(),
             ),
+            (2, any::<bool>().prop_map(Op::SetDetectZeros).boxed()),
+            // Queries of LUNs that may not exist, be detached or offline.
+            (
+                1,
+                (on_behalf(), number.clone(), 0..64u64)
+                    .prop_map(|(host, lun, s)| Op::Map {
+                        host,
+                        lun,
+                        offset: s * SECTOR,
+                        len: SECTOR,
+                    })
+                    .boxed(),
+            ),
+            (
+                1,
+                (on_behalf(), number.clone(), number, 0..4u64)
+                    .prop_map(|(host, a, b, k)| Op::Diff {
+                        host,
+                        a,
+                        b,
+                        offset: 0,
+                        len: k * SECTOR,
+                    })
+                    .boxed(),
+            ),
         ];
         if !attached.is_empty() {
+            let pair = (
+                proptest::sample::select(attached.clone()),
+                proptest::sample::select(attached.clone()),
+            );
+            arms.push((
+                5,
+                (on_behalf(), pair)
+                    .prop_flat_map(move |(host, ((a, sa), (b, sb)))| {
+                        (Just((host, a, b)), io_range(sa.min(sb), es))
+                    })
+                    .prop_map(|((host, a, b), (offset, len))| Op::Diff {
+                        host,
+                        a,
+                        b,
+                        offset,
+                        len,
+                    })
+                    .boxed(),
+            ));
             let target = proptest::sample::select(attached);
             let io = move || {
                 target
@@ -403,6 +458,29 @@ impl ReferenceStateMachine for Reference {
                     .boxed(),
             ));
             arms.push((
+                6,
+                (on_behalf(), io(), any::<bool>())
+                    .prop_map(|(host, (lun, (offset, len)), punch)| Op::WriteZeroes {
+                        host,
+                        lun,
+                        offset,
+                        len,
+                        punch,
+                    })
+                    .boxed(),
+            ));
+            arms.push((
+                5,
+                (on_behalf(), io())
+                    .prop_map(|(host, (lun, (offset, len)))| Op::Map {
+                        host,
+                        lun,
+                        offset,
+                        len,
+                    })
+                    .boxed(),
+            ));
+            arms.push((
                 1,
                 (host(), io())
                     .prop_map(|(host, (lun, (offset, len)))| Op::DiscardAs {
@@ -421,8 +499,12 @@ impl ReferenceStateMachine for Reference {
         match op {
             Op::Write { .. }
             | Op::WriteAs { .. }
+            | Op::WriteZeroes { .. }
+            | Op::SetDetectZeros(_)
             | Op::Read { .. }
             | Op::ReadAs { .. }
+            | Op::Map { .. }
+            | Op::Diff { .. }
             | Op::Reopen
             | Op::PowerCut(_) => {}
             op => {
