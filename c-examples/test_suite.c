@@ -2225,9 +2225,12 @@ static void test_map_and_diff(void) {
     MAP_IS(a, 5, 0, LUN_SIZE, "0+8:h 8+16:s 24+136:h 160+8:s 168+344:h");
     DIFF_IS(a, 1, 5, 0, LUN_SIZE, "");
     DIFF_IS(a, 5, 2, 0, LUN_SIZE, "16+16 160+8");
-    /* Offline: map is refused as read is; an offline LUN may be compared. */
+    /* Offline: an offline LUN may be mapped and compared (metadata only); its data
+     * may not be written. */
     EXPECT_OK(lunsnap_set_online(a, 1, false));
-    EXPECT(lunsnap_map(a, 1, 0, 512, r, 8, &n), LUNSNAP_RESULT_OFFLINE);
+    EXPECT_OK(lunsnap_map(a, 1, 0, 512, r, 8, &n));
+    CHECK(n == 1 && r[0].offset == 0 && r[0].length == 512 && !r[0].data,
+          "map of an offline LUN: one hole of 512 bytes");
     EXPECT(lunsnap_write_zeroes(a, 1, 0, 512, true), LUNSNAP_RESULT_OFFLINE);
     DIFF_IS(a, 1, 2, 0, LUN_SIZE, "16+16 160+8");
     EXPECT_OK(lunsnap_set_online(a, 1, true));
@@ -2491,9 +2494,10 @@ static void test_ranges_as_hosts(void) {
     memset(w + 2 * EXTENT, 0, 512);
     EXPECT_OK(lunsnap_read_as(a, HOST_B, 1, 0, rd, sizeof rd));
     CHECK(memcmp(rd, w, sizeof rd) == 0, "write_zeroes_as by A: LUN 1 differs");
-    /* Offline: refused as read and write are, but only to hosts that may see the LUN. */
+    /* Offline: mapped (metadata only), zeroing refused as writes are, and only to
+     * hosts that may see the LUN. */
     EXPECT_OK(lunsnap_set_online(a, 1, false));
-    MAP_AS_IS(a, HOST_A, 1, 0, 512, "error 64");
+    MAP_AS_IS(a, HOST_A, 1, 0, 512, "0+1:h");
     MAP_AS_IS(a, HOST_C, 1, 0, 512, "error 31");
     EXPECT(lunsnap_write_zeroes_as(a, HOST_A, 1, 0, 512, true), LUNSNAP_RESULT_OFFLINE);
     EXPECT(lunsnap_write_zeroes_as(a, HOST_C, 1, 0, 512, true), LUNSNAP_RESULT_NO_SUCH_LUN);

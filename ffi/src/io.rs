@@ -327,8 +327,9 @@ pub extern "C" fn lunsnap_write_zeroes_as(
 ///
 /// Errors: as `lunsnap_read` (`LUNSNAP_RESULT_MISALIGNED`,
 /// `LUNSNAP_RESULT_OUT_OF_RANGE`, `LUNSNAP_RESULT_NO_SUCH_LUN`,
-/// `LUNSNAP_RESULT_LUN_OUT_OF_RANGE`, `LUNSNAP_RESULT_DETACHED`,
-/// `LUNSNAP_RESULT_OFFLINE`, device errors); `LUNSNAP_RESULT_NULL_POINTER` for a
+/// `LUNSNAP_RESULT_LUN_OUT_OF_RANGE`, `LUNSNAP_RESULT_DETACHED`, device errors),
+/// except that an offline LUN may be mapped (only its metadata is read);
+/// `LUNSNAP_RESULT_NULL_POINTER` for a
 /// NULL `out_count`, or a NULL `items` with `capacity` > 0;
 /// `LUNSNAP_RESULT_INVALID_ARGUMENT` for a `capacity` no buffer can have. Nothing
 /// is written on error.
