@@ -12,6 +12,14 @@ pub enum Error {
     Device(DeviceErrorKind),
     /// The device's block size is not a power of two between 512 and 4096 bytes.
     UnsupportedBlockSize(u32),
+    /// The device's block size is not the one the array was formatted with: open it
+    /// with that block size.
+    BlockSizeMismatch {
+        /// The block size recorded at format.
+        formatted: u32,
+        /// The block size the device was opened with.
+        device: u32,
+    },
     /// The device is too small for the requested layout.
     DeviceTooSmall {
         /// Bytes the layout needs.
@@ -157,6 +165,11 @@ impl fmt::Display for Error {
             Error::UnsupportedBlockSize(b) => write!(
                 f,
                 "unsupported device block size {b}: must be a power of two from 512 to 4096"
+            ),
+            Error::BlockSizeMismatch { formatted, device } => write!(
+                f,
+                "the array was formatted on {formatted}-byte blocks but the device was opened \
+                 with {device}-byte blocks: open it with a block size of {formatted}"
             ),
             Error::DeviceTooSmall { needed, available } => write!(
                 f,

@@ -209,9 +209,10 @@ fn metadata_provisioning_is_pinned() {
         a.engine().space().meta_pages,
         worst_case_metadata_pages(extents_bound, 16)
     );
+    // Provisioned: the metadata area and the two superblock slots.
     assert_eq!(
         a.pool_info().metadata_provisioned_bytes,
-        worst_case_metadata_pages(extents_bound, 16) * 4096
+        (worst_case_metadata_pages(extents_bound, 16) + 2) * 4096
     );
 }
 
@@ -327,7 +328,7 @@ fn a_lun_of_the_whole_capacity_reopens_and_one_larger_is_refused() {
     assert_eq!(a.pool_info().unreserved_bytes, 0);
     let used = a.engine().space().meta_allocated;
     assert!(used > 0);
-    assert_eq!(a.pool_info().metadata_used_bytes, used * 4096);
+    assert_eq!(a.pool_info().metadata_used_bytes, (used + 2) * 4096);
     let mut b = [0u8; 4096];
     a.read(0, cap - 4096, &mut b).expect("read");
     assert_eq!(b, [7; 4096]);
@@ -379,4 +380,76 @@ fn more_extents_than_32_bit_numbers_hold_are_refused() {
         Array::format(dev, &opts),
         Err(Error::InvalidOptions(_))
     ));
+}
+
+#[test]
+fn a_new_array_reports_its_superblocks_as_metadata_in_use() {
+    let a = format(64 << 20, &FormatOptions::default()).expect("format");
+    let p = a.pool_info();
+    assert_eq!(p.metadata_used_bytes, 2 * 4096, "the two superblock slots");
+    assert!(p.metadata_provisioned_bytes > p.metadata_used_bytes);
+}
+
+#[test]
+fn min_device_bytes_is_the_least_device_that_formats() {
+    for opts in [
+        FormatOptions::default(),
+        FormatOptions {
+            extent_size: 4096,
+            max_luns: 4,
+            ..Default::default()
+        },
+        FormatOptions {
+            extent_size: 1 << 20,
+            max_luns: 64,
+            ..Default::default()
+        },
+    ] {
+        let least = opts.min_device_bytes().expect("valid options");
+        format(least, &opts).expect("the least device formats");
+        match format(least - 4096, &opts) {
+            Err(Error::DeviceTooSmall { needed, .. }) => assert_eq!(needed, least),
+            other => panic!("4 KiB less: {:?}", other.map(|_| ())),
+        }
+    }
+    let bad = FormatOptions {
+        extent_size: 1000,
+        ..Default::default()
+    };
+    assert!(matches!(
+        bad.min_device_bytes(),
+        Err(Error::InvalidOptions(_))
+    ));
+}
+
+#[test]
+fn opening_with_another_block_size_says_so() {
+    let opts = FormatOptions {
+        max_luns: 4,
+        ..Default::default()
+    };
+    let a = Array::format(MemDevice::new(4096, 8192).expect("device"), &opts).expect("format");
+    let dev = a.close().expect("close");
+    // The same bytes seen as 512-byte blocks.
+    let mut small = MemDevice::new(512, 8 * 8192).expect("device");
+    let mut page = vec![0u8; 4096];
+    let mut big = dev;
+    for p in 0..8192u64 {
+        lunsnap::BlockDevice::read(&mut big, p, &mut page).expect("read");
+        lunsnap::BlockDevice::write(&mut small, p * 8, &page).expect("write");
+    }
+    match Array::open(small, &OpenOptions::default()) {
+        Err(
+            e @ Error::BlockSizeMismatch {
+                formatted: 4096,
+                device: 512,
+            },
+        ) => {
+            assert!(
+                e.to_string().contains("open it with a block size of 4096"),
+                "{e}"
+            )
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
 }

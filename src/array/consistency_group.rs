@@ -24,9 +24,15 @@ fn distinct(ns: &[u32]) -> Result<()> {
 impl<D: BlockDevice> Array<D> {
     /// Creates copy `c` of parent `p` for every `(p, c)` in `pairs`, all at one
     /// point in time, attached (each reserving its parent's size) or detached. All
-    /// or nothing: any error (as [`Array::create_copy`] gives, or
-    /// [`Error::InvalidArgument`] for an empty group, a copy number given twice, or
-    /// a copy number that is also a parent in the group) changes nothing.
+    /// or nothing: any error changes nothing.
+    ///
+    /// The checks come in this order, so that the error does not depend on the order
+    /// of the pairs where the group itself is wrong: first the group's shape
+    /// ([`Error::InvalidArgument`] for an empty group, a copy number given twice, or a
+    /// copy number that is also a parent in the group); then each pair in turn as
+    /// [`Array::create_copy`] checks it (the copy's number in range, the parent
+    /// existing, the copy's number free, an attached copy's parent attached); then the
+    /// reservation of the whole group ([`Error::NoSpace`]).
     pub fn create_copies(&mut self, pairs: &[(u32, u32)], attached: bool) -> Result<()> {
         self.live()?;
         if pairs.is_empty() {
@@ -34,17 +40,17 @@ impl<D: BlockDevice> Array<D> {
         }
         let copies: Vec<u32> = pairs.iter().map(|&(_, c)| c).collect();
         distinct(&copies)?;
+        if pairs.iter().any(|(p, _)| copies.contains(p)) {
+            return Err(Error::InvalidArgument(
+                "a copy in the group is also a parent in the group",
+            ));
+        }
         let mut need = 0u64;
         let mut parents = Vec::with_capacity(pairs.len());
         for &(p, c) in pairs {
             self.check_number(c)?;
             let pl = self.get(p)?.clone();
             self.check_free_number(c)?;
-            if copies.contains(&p) {
-                return Err(Error::InvalidArgument(
-                    "a copy in the group is also a parent in the group",
-                ));
-            }
             if attached && !pl.attached {
                 return Err(Error::ParentDetached(c));
             }

@@ -230,9 +230,10 @@ pub struct PoolInfo {
     pub unreserved_bytes: u64,
     /// Bytes of data extents not in use (`capacity_bytes - allocated_bytes`).
     pub free_bytes: u64,
-    /// Bytes of metadata pages in use.
+    /// Bytes of metadata pages in use, the two superblock slots included.
     pub metadata_used_bytes: u64,
-    /// Bytes of metadata provisioned at format (sized for the worst case).
+    /// Bytes of metadata provisioned at format (sized for the worst case), the two
+    /// superblock slots included.
     pub metadata_provisioned_bytes: u64,
     /// Data extent size in bytes.
     pub extent_size: u32,

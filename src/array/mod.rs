@@ -73,6 +73,8 @@ fn min_device_bytes(extent_size: u32, max_luns: u32) -> u64 {
 }
 
 const TABLE_SLOT: usize = 0;
+/// The superblock's two slots, before the metadata area.
+const SUPERBLOCK_PAGES: u64 = 2;
 
 /// Options for [`Array::format`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,6 +103,17 @@ impl Default for FormatOptions {
 }
 
 impl FormatOptions {
+    /// The smallest device, in bytes, that these options format on: the worst-case
+    /// metadata for that device (docs/DESIGN.md §2 "Space") and two data extents, one
+    /// of them kept spare. [`Array::format`] refuses a smaller device with
+    /// [`Error::DeviceTooSmall`] naming this figure.
+    ///
+    /// Errors: [`Error::InvalidOptions`], as [`FormatOptions::validate`].
+    pub fn min_device_bytes(&self) -> Result<u64> {
+        self.validate()?;
+        Ok(min_device_bytes(self.extent_size, self.max_luns))
+    }
+
     /// Checks the options without touching a device: what [`Array::format`] refuses
     /// before it writes anything (`InvalidOptions`).
     pub fn validate(&self) -> Result<()> {
@@ -564,8 +577,10 @@ impl<D: BlockDevice> Array<D> {
             reserved_bytes: reserved.saturating_mul(es),
             unreserved_bytes: cap.saturating_sub(reserved) * es,
             free_bytes: cap.saturating_sub(s.data_allocated) * es,
-            metadata_used_bytes: s.meta_allocated * PAGE_SIZE as u64,
-            metadata_provisioned_bytes: s.meta_pages * PAGE_SIZE as u64,
+            // The two superblock slots are metadata in use too (a new array has no
+            // other metadata page yet).
+            metadata_used_bytes: (s.meta_allocated + SUPERBLOCK_PAGES) * PAGE_SIZE as u64,
+            metadata_provisioned_bytes: (s.meta_pages + SUPERBLOCK_PAGES) * PAGE_SIZE as u64,
             extent_size: es as u32,
             luns: self.luns.len() as u32,
             max_luns: self.max_luns,

@@ -259,10 +259,10 @@ impl<D: BlockDevice> Engine<D> {
         };
         let geo = sb.geo;
         if geo.device_block_size != st.device().block_size() {
-            return Err(Error::corrupt(
-                0,
-                "device block size differs from the one at format",
-            ));
+            return Err(Error::BlockSizeMismatch {
+                formatted: geo.device_block_size,
+                device: st.device().block_size(),
+            });
         }
         geo.validate(st.device_pages())?;
         let meta_end = geo.meta_start + geo.meta_pages;

@@ -373,7 +373,7 @@ impl Model {
 
     /// As [`Array::create_copy`](crate::Array::create_copy).
     pub fn create_copy(&mut self, parent: u32, n: u32, attached: bool) -> Result<()> {
-        self.reserve(self.copy_needs(parent, n, attached, &[])?)?;
+        self.reserve(self.copy_needs(parent, n, attached)?)?;
         self.add_copy(parent, n, attached, self.gen + 1);
         self.commit();
         Ok(())
@@ -472,9 +472,15 @@ impl Model {
         }
         let copies: Vec<u32> = pairs.iter().map(|&(_, c)| c).collect();
         each_once(&copies)?;
+        // The group's shape is judged before any pair.
+        if pairs.iter().any(|(p, _)| copies.contains(p)) {
+            return Err(Error::InvalidArgument(
+                "a copy in the group is also a parent in the group",
+            ));
+        }
         let need = pairs
             .iter()
-            .map(|&(p, c)| self.copy_needs(p, c, attached, &copies))
+            .map(|&(p, c)| self.copy_needs(p, c, attached))
             .sum::<Result<u64>>()?;
         self.reserve(need)?;
         let g = self.gen + 1;
@@ -969,17 +975,11 @@ impl Model {
     /// What creating copy `c` of `p` is refused with, before its reservation (docs/DESIGN.md
     /// §2 `create_copy`; in a consistency group whose copies are `group`, the parent
     /// must not be one of them); else the extents it reserves.
-    fn copy_needs(&self, p: u32, c: u32, attached: bool, group: &[u32]) -> Result<u64> {
+    fn copy_needs(&self, p: u32, c: u32, attached: bool) -> Result<u64> {
         self.in_range(c)?;
         let parent = self.get(p)?;
         self.unused(c)?;
-        first_refusal([
-            (
-                group.contains(&p),
-                Error::InvalidArgument("a copy in the group is also a parent in the group"),
-            ),
-            (attached && !parent.attached, Error::ParentDetached(c)),
-        ])?;
+        first_refusal([(attached && !parent.attached, Error::ParentDetached(c))])?;
         Ok(if attached {
             self.extents(parent.size)
         } else {
