@@ -165,14 +165,14 @@ fn too_small_a_device_is_refused_with_the_least_size_that_formats() {
 #[test]
 fn metadata_provisioning_is_pinned() {
     let pinned = [
-        (0u64, 1u32, 178u64),
-        (1, 1, 182),
-        (2, 1, 182),
-        (1000, 8, 226),
-        (65_536, 1024, 6034),
+        (0u64, 1u32, 174u64),
+        (1, 1, 178),
+        (2, 1, 178),
+        (1000, 8, 212),
+        (65_536, 1024, 5082),
         (1 << 26, 1024, 777_538),
         (u64::from(u32::MAX - 1), 1 << 20, 62_098_886),
-        (4096, 1 << 20, 265_472),
+        (4096, 1 << 20, 258_186),
     ];
     for (extents, luns, blocks) in pinned {
         assert_eq!(
@@ -194,26 +194,34 @@ fn metadata_provisioning_is_pinned() {
         assert!(b >= last, "{l}");
         last = b;
     }
-    // And the array provisions exactly that.
-    let mut a = format(
-        64 << 20,
-        &FormatOptions {
-            extent_size: 4096,
-            max_luns: 16,
-            ..Default::default()
-        },
-    )
-    .expect("format");
-    let extents_bound = (64 << 20) / 4096;
-    assert_eq!(
-        a.engine().space().meta_pages,
-        worst_case_metadata_pages(extents_bound, 16)
-    );
-    // Provisioned: the metadata area and the two superblock slots.
-    assert_eq!(
-        a.pool_info().metadata_provisioned_bytes,
-        (worst_case_metadata_pages(extents_bound, 16) + 2) * 4096
-    );
+    // And the array provisions the least m that covers the worst case of the
+    // extents left beside m pages (4 KiB extents: the data area starts right after
+    // the metadata, at page m + 2).
+    for (bytes, luns) in [(64u64 << 20, 16u32), (32 << 20, 1024), (16 << 20, 1024)] {
+        let mut a = format(
+            bytes,
+            &FormatOptions {
+                extent_size: 4096,
+                max_luns: luns,
+                ..Default::default()
+            },
+        )
+        .expect("format");
+        let pages = bytes / 4096;
+        let m = a.engine().space().meta_pages;
+        let extents = a.engine().geometry().data_extents;
+        assert_eq!(extents, pages - m - 2);
+        assert!(
+            m >= worst_case_metadata_pages(extents, luns),
+            "{bytes}: covers"
+        );
+        assert!(
+            m - 1 < worst_case_metadata_pages(pages - (m - 1) - 2, luns),
+            "{bytes}: the least that covers"
+        );
+        // Provisioned: the metadata area and the two superblock slots.
+        assert_eq!(a.pool_info().metadata_provisioned_bytes, (m + 2) * 4096);
+    }
 }
 
 /// A formatted array with LUNs 0 and 1 (and security on), its header rewritten by

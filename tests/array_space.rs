@@ -630,3 +630,73 @@ fn rewrites_are_in_place_until_a_commit_or_a_copy() {
     assert_eq!(b, [4; 512]);
     assert!(a.check().unwrap().is_empty());
 }
+
+/// The worst cases the provisioning counts for many LUN numbers on a small pool (the
+/// default 1,024 on 32 MiB of 4 KiB extents): as many LUNs as the pool can reserve,
+/// each with its own mapping leaf, all rewritten in one transaction (every leaf
+/// shadowed beside its committed copy); then as many two-leaf trees as the pool can
+/// hold (each has an interior node), with copies written apart from their parents,
+/// again in one transaction. Metadata in use never exceeds what was provisioned.
+#[test]
+fn many_small_trees_never_run_out_of_metadata() {
+    let opts = FormatOptions {
+        extent_size: 4096,
+        ..Default::default()
+    };
+    let mut a = Array::format(mem(32 << 20), &opts).unwrap();
+    let p = a.pool_info();
+    let es = u64::from(p.extent_size);
+    let provisioned = a.engine().space().meta_pages;
+    let mut peak = 0u64;
+    // Pages in use or pinned (released in this transaction, kept for the last commit).
+    let mut note = |a: &mut Array<MemDevice>| {
+        let s = a.engine().space();
+        peak = peak.max(s.meta_allocated + s.meta_pinned);
+    };
+    // One extent per LUN, as many LUNs as numbers or extents allow.
+    let capacity = p.capacity_bytes / es;
+    let luns = capacity.min(u64::from(p.max_luns)) as u32;
+    for n in 0..luns {
+        a.create_lun(n, es).unwrap();
+        a.write(n, 0, &[n as u8 | 1; 512]).unwrap();
+    }
+    a.flush().unwrap();
+    note(&mut a);
+    for n in 0..luns {
+        a.write(n, 512, &[2; 512]).unwrap();
+        note(&mut a);
+    }
+    a.flush().unwrap();
+    note(&mut a);
+    assert!(a.check().unwrap().is_empty());
+    for n in 0..luns {
+        a.delete(n, false).unwrap();
+    }
+    // Two-leaf trees: 18 mapping entries (one extent each, 16 extents apart), and a
+    // copy of each written in every entry too.
+    let size = 18 * 16 * es;
+    let pairs = (a.pool_info().capacity_bytes / es / (2 * 18 * 16)) as u32;
+    assert!(pairs >= 2, "room for two-leaf trees");
+    for n in 0..pairs {
+        a.create_lun(n, size).unwrap();
+        for e in 0..18 {
+            a.write(n, e * 16 * es, &[3; 512]).unwrap();
+        }
+        a.create_copy(n, 512 + n, true).unwrap();
+    }
+    for n in 0..pairs {
+        for e in 0..18 {
+            a.write(512 + n, e * 16 * es + 512, &[4; 512]).unwrap();
+            a.write(n, e * 16 * es + 1024, &[5; 512]).unwrap();
+        }
+        note(&mut a);
+    }
+    a.flush().unwrap();
+    note(&mut a);
+    assert!(a.check().unwrap().is_empty());
+    println!(
+        "{luns} one-leaf LUNs, then {pairs} two-leaf LUNs with their copies: metadata pages \
+         in use or pinned at the peak {peak} of {provisioned} provisioned"
+    );
+    assert!(peak <= provisioned, "{peak} > {provisioned}");
+}

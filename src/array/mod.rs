@@ -62,14 +62,60 @@ fn spare_extents(data_extents: u64) -> u64 {
     (data_extents / 256).clamp(least, 256)
 }
 
+/// The metadata pages to provision on a device of `pages` 4 KiB pages, and the data
+/// extents that leave: the least `m` that covers the worst case of the extents left
+/// beside `m` pages (the metadata grows with the pool and the pool shrinks as the
+/// metadata grows, so this is the least fixed point, found by bisection).
+fn provision(pages: u64, extent_size: u32, max_luns: u32) -> (u64, u64) {
+    let ep = u64::from(extent_size) / PAGE_SIZE as u64;
+    let extents_with = |m: u64| {
+        let data_start = m
+            .saturating_add(SUPERBLOCK_PAGES)
+            .div_ceil(ep)
+            .saturating_mul(ep);
+        pages.saturating_sub(data_start) / ep
+    };
+    let covers = |m: u64| m >= worst_case_metadata_pages(extents_with(m), max_luns);
+    // `covers` is false below the fixed point and true from it on: the worst case
+    // only shrinks as m grows.
+    let (mut lo, mut hi) = (MIN_METADATA_PAGES, MIN_METADATA_PAGES);
+    while !covers(hi) {
+        lo = hi + 1;
+        hi = worst_case_metadata_pages(extents_with(lo), max_luns).max(lo);
+    }
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if covers(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    (hi, extents_with(hi))
+}
+
+/// The engine's floor on the metadata area.
+const MIN_METADATA_PAGES: u64 = 16;
+
 /// The smallest device, in bytes, that an array with `extent_size` and `max_luns`
-/// formats on: its worst-case metadata (which grows with the device) and two data
-/// extents, one of them spare.
+/// formats on: its worst-case metadata for that device and two data extents, one of
+/// them spare.
 fn min_device_bytes(extent_size: u32, max_luns: u32) -> u64 {
-    let es = u64::from(extent_size);
-    let ext_pages = es / PAGE_SIZE as u64;
-    let meta = |pages: u64| worst_case_metadata_pages(pages * PAGE_SIZE as u64 / es, max_luns);
-    engine::min_device_pages(meta, ext_pages, 2).saturating_mul(PAGE_SIZE as u64)
+    let formats = |pages: u64| provision(pages, extent_size, max_luns).1 >= 2;
+    let mut hi = 64u64;
+    while !formats(hi) {
+        hi = hi.saturating_mul(2);
+    }
+    let mut lo = 1u64;
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if formats(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    hi.saturating_mul(PAGE_SIZE as u64)
 }
 
 const TABLE_SLOT: usize = 0;
@@ -169,9 +215,12 @@ pub fn worst_case_metadata_pages(extents: u64, max_luns: u32) -> u64 {
         n = n.div_ceil(inner_min);
         depth += 1;
     }
-    // Interior levels shrink geometrically; add one underfull node per level per
-    // tree, but a tree never has more interior nodes than leaves.
-    let inner = leaves.div_ceil(inner_min - 1) + (trees * depth).min(leaves);
+    // Only a tree of two leaves or more has interior nodes, and its leaves but the
+    // last are at least a third full, so few trees can: at most entries / (leaf_min
+    // + 1) of them. Interior levels shrink geometrically; add one underfull node per
+    // level of each such tree, never more interior nodes than leaves.
+    let branching = trees.min(entries / (leaf_min + 1));
+    let inner = leaves.div_ceil(inner_min - 1) + (branching * depth).min(leaves);
     let table_min = (max_entries(RECORD_SIZE) / 3 - 1) as u64;
     let table = l.div_ceil(table_min) * 2 + depth;
     let counts = crate::store::space_map::COUNTS_PER_LEAF;
@@ -224,7 +273,7 @@ impl<D: BlockDevice> Array<D> {
                 "the device holds more than 2^32 - 2 extents: choose a larger extent size",
             ));
         }
-        let meta = worst_case_metadata_pages(extents_bound, opts.max_luns);
+        let meta = provision(bytes / PAGE_SIZE as u64, es, opts.max_luns).0;
         let eopts = engine::FormatOptions {
             extent_size: es,
             metadata_pages: Some(meta),
