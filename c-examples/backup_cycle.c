@@ -105,7 +105,7 @@ static void detail(const char *text) {
 }
 
 static void pool(const char *note) {
-    lunsnap_pool_info p;
+    lunsnap_pool_info p = {.struct_size = sizeof p};
     TRY(lunsnap_get_pool_info(va, &p));
     printf("        pool: capacity %" PRIu64 " KiB, reserved %" PRIu64 " KiB, allocated %" PRIu64
            " KiB, generation %" PRIu64 "%s%s\n",
@@ -114,7 +114,7 @@ static void pool(const char *note) {
 }
 
 static lunsnap_lun_info info(uint32_t lun) {
-    lunsnap_lun_info i;
+    lunsnap_lun_info i = {.struct_size = sizeof i};
     TRY(lunsnap_get_lun_info(va, lun, &i));
     return i;
 }
@@ -248,7 +248,8 @@ static void import_vg(const exported *e) {
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     printf("lunsnap backup_cycle (C): HP Business Copy VA's backup and restore processes\n");
-    lunsnap_format_options fo = lunsnap_format_options_default();
+    lunsnap_format_options fo;
+    TRY(lunsnap_format_options_init(&fo, sizeof fo));
     fo.max_luns = MAX_LUNS;
     memcpy(fo.array_id, "VA7100-demo-0001", 16);
 
@@ -303,7 +304,7 @@ int main(void) {
                 "lunsnap_create_copies({1, 2, 3}, {11, 12, 13}, false)");
     EXPECT_CODE(lunsnap_read(va, 11, 0, blk, BLOCK), LUNSNAP_RESULT_DETACHED);
     show_lun(11, "no data, no reservation; lunsnap_read -> LUNSNAP_RESULT_DETACHED");
-    lunsnap_pool_info before, after;
+    lunsnap_pool_info before = {.struct_size = sizeof before}, after = {.struct_size = sizeof after};
     TRY(lunsnap_get_pool_info(va, &before));
     TRY(lunsnap_attach_many(va, copies, NVOL));
     image at_copy = db;
@@ -465,7 +466,7 @@ int main(void) {
     printf("\ncrash safety: a power cut after the restore\n");
     n = transactions(50);
     TRY(lunsnap_flush(va));
-    lunsnap_pool_info committed_pool;
+    lunsnap_pool_info committed_pool = {.struct_size = sizeof committed_pool};
     TRY(lunsnap_get_pool_info(va, &committed_pool));
     image committed = db;
     uint32_t committed_redo = redo_head;
@@ -475,7 +476,7 @@ int main(void) {
            "app", n, lost);
     TRY(lunsnap_reopen(va));
     step("cut", "power cut before the next flush -> lunsnap_reopen (closes without committing, opens again)");
-    lunsnap_pool_info p;
+    lunsnap_pool_info p = {.struct_size = sizeof p};
     TRY(lunsnap_get_pool_info(va, &p));
     ENSURE(p.generation == committed_pool.generation, "reopened at generation %" PRIu64 ", the last commit is %" PRIu64,
            p.generation, committed_pool.generation);
@@ -525,7 +526,7 @@ int main(void) {
     TRY(lunsnap_get_pool_info(va, &before));
     TRY(lunsnap_delete(va, 13, false));
     TRY(lunsnap_get_pool_info(va, &after));
-    lunsnap_lun_info gone;
+    lunsnap_lun_info gone = {.struct_size = sizeof gone};
     EXPECT_CODE(lunsnap_get_lun_info(va, 13, &gone), LUNSNAP_RESULT_NO_SUCH_LUN);
     step("10c.", "option 1, create/delete: discard copy 13 for good -> lunsnap_delete(13, false)");
     printf("        lunsnap_get_lun_info(13) = LUNSNAP_RESULT_NO_SUCH_LUN; pool: reserved %" PRIu64 " -> %" PRIu64

@@ -264,7 +264,8 @@ int main(void) {
     cb.write = traced_write; /* the same callbacks, traced in step 6 */
     cb.flush = traced_flush;
     cb.discard = traced_discard;
-    lunsnap_format_options fo = lunsnap_format_options_default();
+    lunsnap_format_options fo;
+    TRY(lunsnap_format_options_init(&fo, sizeof fo));
     fo.extent_size = 16 * KIB;
     fo.max_luns = MAX_LUNS;
     memcpy(fo.array_id, "firmware-sim-001", 16);
@@ -335,7 +336,8 @@ int main(void) {
     printf("    create_copy(1, 3) with the 2nd write failing -> DEVICE_IO; create_lun -> POISONED\n");
     lunsnap_free(a);
     a = NULL;
-    lunsnap_open_options oo = lunsnap_open_options_default();
+    lunsnap_open_options oo;
+    TRY(lunsnap_open_options_init(&oo, sizeof oo));
     oo.cache_bytes = 256 * KIB;
     TRY(lunsnap_open_callbacks(&cb, &oo, &a));
     verify_state(a, two, 2, "after free + open_callbacks");

@@ -246,6 +246,7 @@ static inline int32_t hostdev_discard(void *ctx, uint64_t lba, uint64_t count) {
 static inline lunsnap_device_callbacks hostdev_callbacks(hostdev *d) {
     lunsnap_device_callbacks cb;
     memset(&cb, 0, sizeof cb);
+    cb.struct_size = sizeof cb;
     cb.ctx = d;
     cb.block_size = d->block_size;
     cb.block_count = d->block_count;

@@ -225,7 +225,8 @@ static void *copier(void *arg) {
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     printf("threads: %u writer threads, one LUN each, and a copier thread on one array\n", WRITERS);
-    lunsnap_format_options fo = lunsnap_format_options_default();
+    lunsnap_format_options fo;
+    TRY(lunsnap_format_options_init(&fo, sizeof fo));
     fo.extent_size = 4096;
     fo.max_luns = 16;
     TRY(lunsnap_format_mem(4096, 2048, &fo, &array)); /* 8 MiB, sparse */
@@ -273,7 +274,7 @@ int main(void) {
             ENSURE(sector_version(buf + s * SECTOR, i, s) == ROUNDS, "LUN %u sector %" PRIu64 " is not round %u", i,
                    s, ROUNDS);
         }
-        lunsnap_lun_info info;
+        lunsnap_lun_info info = {.struct_size = sizeof info};
         lunsnap_result r = lunsnap_get_lun_info(array, COPY_BASE + i, &info);
         if (r == LUNSNAP_RESULT_NO_SUCH_LUN) {
             TRY(lunsnap_create_copy(array, i, COPY_BASE + i, true));
@@ -291,7 +292,7 @@ int main(void) {
     size_t violations = 1;
     TRY(lunsnap_check(array, &violations));
     ENSURE(violations == 0, "lunsnap_check: %zu violations", violations);
-    lunsnap_pool_info p;
+    lunsnap_pool_info p = {.struct_size = sizeof p};
     TRY(lunsnap_get_pool_info(array, &p));
     printf("final: every LUN holds round %u exactly, refreshed copies equal their parents, check clean "
            "(%u LUNs, generation %" PRIu64 ")\n",

@@ -8,13 +8,40 @@
  * lunsnap_strerror(code) gives a static message). Out-parameters come last and
  * are written only on success. NULL pointers, bad lengths, out-of-range numbers
  * and overflowing sizes give an error code, never undefined behaviour.
- * lunsnap_free(NULL) does nothing; a freed handle gives
+ * lunsnap_free(NULL) does nothing; a NULL handle gives
+ * LUNSNAP_RESULT_NULL_POINTER, a freed (or forged) one
  * LUNSNAP_RESULT_INVALID_HANDLE.
  *
+ * Error messages: every failed call also leaves a full message (the function,
+ * which argument, how many bytes were needed and free, which LUN or host, what
+ * the device said), copied out by lunsnap_last_error_message(array, buf, len,
+ * &out_len): with a handle, the last failed call on that handle; with NULL, the
+ * calling thread's last failed call (also the calls without a usable handle:
+ * format, open, a NULL or freed handle). A message stays until the next failure
+ * replaces it. In the no_std build the NULL form is one slot for the library.
+ *
+ * Structs that may grow (lunsnap_format_options, lunsnap_open_options,
+ * lunsnap_device_callbacks, lunsnap_lun_info, lunsnap_pool_info) start with
+ * size_t struct_size: set it to sizeof the struct (lunsnap_*_options_init do it
+ * for options) before passing one, in or out. The library reads or writes only
+ * the fields inside the caller's struct_size, never past it, so a program built
+ * against an older header (shorter structs) keeps working when fields are
+ * appended; fields an input lacks take their defaults. List items
+ * (lunsnap_map_range, lunsnap_diff_range, lunsnap_host_grant) are frozen.
+ *
+ * ABI: 0.2.0 changed the ABI of 0.1 (struct_size first in those structs,
+ * lunsnap_*_options_init(&o, sizeof o) instead of lunsnap_*_options_default(),
+ * new codes and functions): rebuild programs built against 0.1. Before 1.0 each
+ * minor version may change the ABI, so the shared library's SONAME carries it:
+ * liblunsnap.so.0.2 (the file liblunsnap.so.0.2.0; `make install PREFIX=...`
+ * installs it, liblunsnap.a, this header and lunsnap.pc for pkg-config).
+ *
  * Threads: one lunsnap_array may be used from several threads at once; calls on
- * it are serialised inside (a spin lock), so they never run concurrently on the
+ * it are serialised inside by a lock, so they never run concurrently on the
  * same array, and a host device's callbacks are called one at a time, possibly
- * from different threads.
+ * from different threads. In the std build the lock sleeps (a thread waiting
+ * while another is in a slow device callback blocks without using the CPU);
+ * without std (firmware) it is a spin lock.
  *
  * Builds: with the std feature (the default) every function catches panics
  * (LUNSNAP_RESULT_PANIC) and the file device exists (LUNSNAP_FEATURE_STD is
@@ -37,11 +64,18 @@
 // Major version of this library (matches Cargo.toml).
 #define LUNSNAP_VERSION_MAJOR 0
 
-// Minor version of this library (matches Cargo.toml).
-#define LUNSNAP_VERSION_MINOR 1
+// Minor version of this library (matches Cargo.toml). 0.2 changed the ABI (growable
+// structs carry `struct_size`, `lunsnap_*_options_init` replaced
+// `lunsnap_*_options_default`): programs built against 0.1 must be rebuilt.
+#define LUNSNAP_VERSION_MINOR 2
 
 // Patch version of this library (matches Cargo.toml).
 #define LUNSNAP_VERSION_PATCH 0
+
+// The largest `struct_size` the library accepts in any struct (a larger value,
+// like one below `sizeof(size_t)`, is refused with
+// `LUNSNAP_RESULT_INVALID_ARGUMENT`: most likely the field was not set).
+#define LUNSNAP_STRUCT_SIZE_MAX 4096
 
 // The result of every fallible function. `LUNSNAP_RESULT_OK` (0) is success; the
 // numbers of the others are stable and never reused.
@@ -52,12 +86,14 @@ enum lunsnap_result
  {
   // Success.
   LUNSNAP_RESULT_OK = 0,
-  // A required pointer argument was NULL.
+  // A required pointer argument was NULL (the array handle too: a NULL handle
+  // gives this code, not `LUNSNAP_RESULT_INVALID_HANDLE`).
   LUNSNAP_RESULT_NULL_POINTER = 1,
   // The array handle is not a live handle (never returned by this library, or
   // already freed).
   LUNSNAP_RESULT_INVALID_HANDLE = 2,
-  // An argument is out of range (the message of the call's check says which).
+  // An argument is out of range (`lunsnap_last_error_message` says which, and
+  // why).
   LUNSNAP_RESULT_INVALID_ARGUMENT = 3,
   // A format or open option is invalid.
   LUNSNAP_RESULT_INVALID_OPTIONS = 4,
@@ -75,6 +111,10 @@ enum lunsnap_result
   LUNSNAP_RESULT_UNSUPPORTED_BLOCK_SIZE = 14,
   // The device is too small for the array.
   LUNSNAP_RESULT_DEVICE_TOO_SMALL = 15,
+  // The array was formatted with another device block size than the device was
+  // opened with (the message names both): open it with the block size it was
+  // formatted with.
+  LUNSNAP_RESULT_BLOCK_SIZE_MISMATCH = 16,
   // The device holds no lunsnap array (never formatted).
   LUNSNAP_RESULT_NOT_FORMATTED = 20,
   // The device holds lunsnap metadata but no array.
@@ -189,9 +229,13 @@ typedef uint32_t lunsnap_access;
 // Opaque array handle.
 typedef struct lunsnap_array lunsnap_array;
 
-// Options for the `lunsnap_format_*` functions; start from
-// `lunsnap_format_options_default()`.
+// Options for the `lunsnap_format_*` functions and `lunsnap_min_device_bytes`;
+// start from `lunsnap_format_options_init(&opts, sizeof opts)`. A field this
+// struct lacks (a program built against an older header) takes its default.
 typedef struct {
+  // `sizeof(lunsnap_format_options)` as the caller's program knows it (set by
+  // `lunsnap_format_options_init`).
+  size_t struct_size;
   // Data extent size in bytes: a power of two from 4096 to 1048576 (default 16384).
   uint32_t extent_size;
   // LUN numbers run from 0 to `max_luns - 1` (1 to 1048576; default 1024).
@@ -203,17 +247,28 @@ typedef struct {
 } lunsnap_format_options;
 
 // Options for the `lunsnap_open_*` functions; start from
-// `lunsnap_open_options_default()`.
+// `lunsnap_open_options_init(&opts, sizeof opts)`. A field this struct lacks takes
+// its default.
 typedef struct {
+  // `sizeof(lunsnap_open_options)` as the caller's program knows it (set by
+  // `lunsnap_open_options_init`).
+  size_t struct_size;
   // Metadata cache budget in bytes (default 4 MiB).
   uint64_t cache_bytes;
 } lunsnap_open_options;
 
-// A host-supplied block device: callbacks over the host's own storage.
+// A host-supplied block device: callbacks over the host's own storage. Set
+// `struct_size` to `sizeof(lunsnap_device_callbacks)` (a field this struct lacks,
+// in a program built against an older header, is taken as NULL or 0).
 //
 // Every callback returns 0 on success and any other value on failure (the array
 // then reports `LUNSNAP_RESULT_DEVICE_IO` and stays consistent: a failed commit
-// leaves the handle refusing changes until it is reopened). `buf` always holds a
+// leaves the handle refusing changes until it is reopened). Return a negative
+// errno (`-EIO`, `-ENOSPC`, ...) to say why: the failed call's message
+// (`lunsnap_last_error_message`) then names the callback, the blocks, the value
+// and, in the std build, the errno's text, e.g. "... (write of 8192 bytes at block
+// 40: the callback returned -28: No space left on device)"; any other non-zero
+// value is reported as is. `buf` always holds a
 // whole number of blocks (`len` bytes, `len / block_size` blocks from `lba`).
 // Power-loss contract: a write not followed by a successful `flush` may be lost or
 // torn at sector granularity; `flush` returns only once every earlier write is
@@ -232,6 +287,8 @@ typedef struct {
 // discarded, so the host may zero the blocks, or leave them unchanged. Its failure
 // is ignored (the commit has already succeeded).
 typedef struct {
+  // `sizeof(lunsnap_device_callbacks)` as the caller's program knows it.
+  size_t struct_size;
   // Passed unchanged to every callback.
   void *ctx;
   // Block size in bytes: a power of two from 512 to 4096.
@@ -249,8 +306,12 @@ typedef struct {
   int32_t (*discard)(void *ctx, uint64_t lba, uint64_t count);
 } lunsnap_device_callbacks;
 
-// Everything known about one LUN (`lunsnap_lun_info`).
+// Everything known about one LUN (`lunsnap_get_lun_info`). The caller sets
+// `struct_size`; the library fills the fields inside it.
 typedef struct {
+  // `sizeof(lunsnap_lun_info)` as the caller's program knows it: set it before
+  // the call (the library never writes past it, and leaves it unchanged).
+  size_t struct_size;
   // The LUN number.
   uint32_t lun;
   // Plain LUN or copy.
@@ -274,12 +335,16 @@ typedef struct {
   // Bytes of extents this LUN shares with another LUN.
   uint64_t shared_bytes;
   // 1 if the LUN is online, 0 if it is offline (I/O refused with
-  // `LUNSNAP_RESULT_OFFLINE`). Last, so that the earlier fields keep their offsets.
+  // `LUNSNAP_RESULT_OFFLINE`).
   uint8_t online;
 } lunsnap_lun_info;
 
-// Pool accounting (`lunsnap_pool_info`).
+// Pool accounting (`lunsnap_get_pool_info`). The caller sets `struct_size`; the
+// library fills the fields inside it.
 typedef struct {
+  // `sizeof(lunsnap_pool_info)` as the caller's program knows it: set it before
+  // the call (the library never writes past it, and leaves it unchanged).
+  size_t struct_size;
   // Bytes of data the pool can hold for LUNs.
   uint64_t capacity_bytes;
   // Bytes of data extents in use.
@@ -290,7 +355,7 @@ typedef struct {
   uint64_t unreserved_bytes;
   // Bytes of data extents not in use.
   uint64_t free_bytes;
-  // Bytes of metadata in use.
+  // Bytes of metadata in use (the two superblock slots count: never 0).
   uint64_t metadata_used_bytes;
   // Bytes of metadata provisioned at format.
   uint64_t metadata_provisioned_bytes;
@@ -304,8 +369,8 @@ typedef struct {
   uint32_t max_luns;
 } lunsnap_pool_info;
 
-// One range of a LUN, as `lunsnap_map` reports it. New fields, if any, will be
-// added at the end, so that these keep their offsets.
+// One range of a LUN, as `lunsnap_map` reports it. A list item: its layout is
+// frozen (24 bytes; richer ranges would come with a new type and new functions).
 typedef struct {
   // Byte offset in the LUN (a multiple of 512).
   uint64_t offset;
@@ -320,8 +385,8 @@ typedef struct {
   bool shared;
 } lunsnap_map_range;
 
-// A range where two LUNs may differ, as `lunsnap_diff` reports it. New fields, if
-// any, will be added at the end, so that these keep their offsets.
+// A range where two LUNs may differ, as `lunsnap_diff` reports it. A list item:
+// its layout is frozen (16 bytes).
 typedef struct {
   // Byte offset (the same in both LUNs; a multiple of 512).
   uint64_t offset;
@@ -329,22 +394,93 @@ typedef struct {
   uint64_t length;
 } lunsnap_diff_range;
 
+// One grant on a LUN, as `lunsnap_grants` reports it. A list item: its layout is
+// frozen (16 bytes).
+typedef struct {
+  // The host's id.
+  uint64_t host;
+  // What it may do (a `lunsnap_access` value).
+  lunsnap_access access;
+  // Always 0 (the layout's padding, made explicit).
+  uint32_t reserved;
+} lunsnap_host_grant;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
 
-// The library version, e.g. "0.1.0" (static, NUL-terminated).
+// The library version, e.g. "0.2.0" (static, NUL-terminated).
 const char *lunsnap_version(void);
 
 // A static, NUL-terminated message for `code` (any value; unknown codes get a
-// message saying so).
+// message saying so). `lunsnap_last_error_message` gives the full message of a
+// failed call.
 const char *lunsnap_strerror(uint32_t code);
 
-// Default format options: 16 KiB extents, 1024 LUNs, 4 MiB cache, zero array id.
-lunsnap_format_options lunsnap_format_options_default(void);
+// Copies the full message of the last failed call into `buf`, with the text
+// convention of `lunsnap_host_name` (NUL-terminated, truncated to `buf_len - 1`
+// bytes, `buf` NULL allowed when `buf_len` is 0; `*out_len` receives the full
+// length without the NUL): the function, then what exactly went wrong, e.g.
+// "lunsnap_create_lun: not enough space to reserve: 268435456 bytes needed,
+// 1048576 unreserved" or "lunsnap_read: `buf` is NULL but `len` is 4096".
+//
+// - `array` a live handle: the last failed call on that handle, from any thread;
+// - `array` NULL: the calling thread's last failed call, with or without a handle
+//   (the only place for the failures of calls that have no handle: a format or
+//   open, a NULL, forged or freed handle, `lunsnap_close`). In the no_std build
+//   there are no thread-local variables: this is then one slot for the whole
+//   library, the last failed call of any thread.
+//
+// A message stays until the next failed call replaces it: a successful call does
+// not clear it, so read it right after the failure (in a multi-threaded program,
+// from the thread that failed, with `array` NULL: the handle's message may be
+// another thread's by then). The empty string when no call has failed yet. The
+// text is copied: it stays valid however the library is used afterwards.
+//
+// This function records nothing (it never replaces a message). Errors:
+// `LUNSNAP_RESULT_INVALID_HANDLE` for an `array` that is not a live handle,
+// `LUNSNAP_RESULT_NULL_POINTER` for a NULL `out_len` or a NULL `buf` with
+// `buf_len` > 0.
+//
+// # Safety
+//
+// Every non-NULL pointer must be valid for the access described (`buf` for
+// `buf_len` bytes) for the duration of the call.
+lunsnap_result lunsnap_last_error_message(const lunsnap_array *array,
+                                          char *buf,
+                                          size_t buf_len,
+                                          size_t *out_len);
 
-// Default open options: 4 MiB cache.
-lunsnap_open_options lunsnap_open_options_default(void);
+// Fills `*opts` with the default format options (16 KiB extents, 1024 LUNs, 4 MiB
+// cache, zero array id) and sets `opts->struct_size` to `struct_size`, which must
+// be `sizeof *opts` (the library writes the fields that fit in it, and zeros the
+// rest): `lunsnap_format_options o; lunsnap_format_options_init(&o, sizeof o);`.
+//
+// Errors: `LUNSNAP_RESULT_NULL_POINTER`; `LUNSNAP_RESULT_INVALID_ARGUMENT` for a
+// `struct_size` below `sizeof(size_t)` or above `LUNSNAP_STRUCT_SIZE_MAX`.
+//
+// # Safety
+//
+// `opts`, when not NULL, must be valid for writing `struct_size` bytes.
+lunsnap_result lunsnap_format_options_init(lunsnap_format_options *opts, size_t struct_size);
+
+// Fills `*opts` with the default open options (4 MiB cache) and sets
+// `opts->struct_size` to `struct_size` (`sizeof *opts`), as
+// `lunsnap_format_options_init`.
+//
+// # Safety
+//
+// `opts`, when not NULL, must be valid for writing `struct_size` bytes.
+lunsnap_result lunsnap_open_options_init(lunsnap_open_options *opts, size_t struct_size);
+
+// `*out` receives the smallest device, in bytes, that `opts` (NULL: the defaults)
+// format on: the worst-case metadata for that device and two data extents. A
+// smaller device is refused by the `lunsnap_format_*` functions with
+// `LUNSNAP_RESULT_DEVICE_TOO_SMALL` (whose message names this figure).
+//
+// Errors: `LUNSNAP_RESULT_INVALID_OPTIONS` (the message says which option),
+// `LUNSNAP_RESULT_NULL_POINTER` for a NULL `out`, the `struct_size` errors.
+lunsnap_result lunsnap_min_device_bytes(const lunsnap_format_options *opts, uint64_t *out);
 
 // Formats an array on a new in-memory device of `block_count` blocks of
 // `block_size` bytes (sparse: untouched blocks cost no memory). `opts` may be NULL
@@ -360,7 +496,9 @@ lunsnap_result lunsnap_format_callbacks(const lunsnap_device_callbacks *dev,
                                         const lunsnap_format_options *opts,
                                         lunsnap_array **out);
 
-// Opens the array on the host's device `dev` at its newest commit.
+// Opens the array on the host's device `dev` at its newest commit. A device
+// whose `block_size` is not the one the array was formatted with gives
+// `LUNSNAP_RESULT_BLOCK_SIZE_MISMATCH` (the message names both).
 lunsnap_result lunsnap_open_callbacks(const lunsnap_device_callbacks *dev,
                                       const lunsnap_open_options *opts,
                                       lunsnap_array **out);
@@ -377,6 +515,9 @@ lunsnap_result lunsnap_format_file(const char *path,
 
 #if defined(LUNSNAP_FEATURE_STD)
 // Opens the array in the file at `path` (device blocks of `block_size` bytes).
+// Another block size than the array was formatted with gives
+// `LUNSNAP_RESULT_BLOCK_SIZE_MISMATCH` (the message names the right one), also
+// when the file's length is not a whole number of `block_size` blocks.
 lunsnap_result lunsnap_open_file(const char *path,
                                  uint32_t block_size,
                                  const lunsnap_open_options *opts,
@@ -391,7 +532,10 @@ lunsnap_result lunsnap_open_file(const char *path,
 lunsnap_result lunsnap_reopen(lunsnap_array *array);
 
 // Commits and frees the array. The handle is freed even when the commit fails
-// (the result then says why; the device keeps the previous commit).
+// (the result then says why, and the calling thread's message,
+// `lunsnap_last_error_message(NULL, ...)`, how; the device keeps the previous
+// commit). A NULL handle gives `LUNSNAP_RESULT_NULL_POINTER`, one already freed
+// `LUNSNAP_RESULT_INVALID_HANDLE`.
 lunsnap_result lunsnap_close(lunsnap_array *array);
 
 // Frees the array without committing (uncommitted writes are lost, as at a power
@@ -401,11 +545,19 @@ void lunsnap_free(lunsnap_array *array);
 // Makes every write so far durable.
 lunsnap_result lunsnap_flush(lunsnap_array *array);
 
-// Creates LUN `lun` of `size` bytes (reads as zeros; reserves `size`).
+// Creates LUN `lun` of `size` bytes (reads as zeros). It reserves its size rounded
+// up to whole extents: a LUN of 1 KiB on an array of 16 KiB extents reserves
+// 16 KiB of the pool (`lunsnap_lun_info.reserved_bytes`).
 lunsnap_result lunsnap_create_lun(lunsnap_array *array, uint32_t lun, uint64_t size);
 
-// Creates copy `lun` of `parent`: attached (non-zero) = the parent's image now,
-// reserving its size; detached (0) = the relationship only.
+// Creates copy `lun` of `parent`: attached (true) = the parent's image now,
+// reserving its size (rounded up to whole extents); detached (false) = the
+// relationship only, reserving nothing.
+//
+// Errors, in the order checked: `LUNSNAP_RESULT_LUN_OUT_OF_RANGE` (`lun` or
+// `parent`), `LUNSNAP_RESULT_NO_SUCH_LUN` (`parent`), `LUNSNAP_RESULT_LUN_EXISTS`,
+// `LUNSNAP_RESULT_PARENT_DETACHED` (attached copy of a detached copy),
+// `LUNSNAP_RESULT_NO_SPACE`.
 lunsnap_result lunsnap_create_copy(lunsnap_array *array,
                                    uint32_t parent,
                                    uint32_t lun,
@@ -417,18 +569,60 @@ lunsnap_result lunsnap_attach(lunsnap_array *array, uint32_t lun);
 // Discards copy `lun`'s data and reservation; the number stays a detached copy.
 lunsnap_result lunsnap_detach(lunsnap_array *array, uint32_t lun);
 
-// Deletes LUN `lun`. A LUN with copies is refused unless `orphan_copies`.
+// Deletes LUN `lun`. A LUN with copies is refused (`LUNSNAP_RESULT_HAS_COPIES`)
+// unless `orphan_copies`: its attached copies then become plain LUNs
+// (`LUNSNAP_LUN_KIND_LUN`, no parent) that keep their data, and its detached copies
+// stay detached copies without a parent (they can only be deleted).
 lunsnap_result lunsnap_delete(lunsnap_array *array, uint32_t lun, bool orphan_copies);
 
 // Makes the parent of copy `lun` read the copy's current contents.
 lunsnap_result lunsnap_restore(lunsnap_array *array, uint32_t lun);
 
 // Information about LUN `lun` (exclusive and shared bytes are computed by walking
-// its mapping).
+// its mapping), as the array sees it (host security does not apply). Set
+// `out->struct_size` to `sizeof *out` first: the library fills the fields inside
+// it and never writes past it.
+//
+// Errors: `LUNSNAP_RESULT_LUN_OUT_OF_RANGE`, `LUNSNAP_RESULT_NO_SUCH_LUN`, device
+// errors; `LUNSNAP_RESULT_NULL_POINTER` for a NULL `out`,
+// `LUNSNAP_RESULT_INVALID_ARGUMENT` for a `struct_size` below `sizeof(size_t)` or
+// above `LUNSNAP_STRUCT_SIZE_MAX`.
+//
+// # Safety
+//
+// `out`, when not NULL, must be valid for writing its `struct_size` bytes.
 lunsnap_result lunsnap_get_lun_info(lunsnap_array *array, uint32_t lun, lunsnap_lun_info *out);
 
-// Pool accounting.
+// `lunsnap_get_lun_info` on behalf of host `host`: with security enabled, a LUN
+// the host has no grant on gives `LUNSNAP_RESULT_NO_SUCH_LUN`, as a missing one
+// does (a read grant is enough).
+//
+// # Safety
+//
+// `out`, when not NULL, must be valid for writing its `struct_size` bytes.
+lunsnap_result lunsnap_get_lun_info_as(lunsnap_array *array,
+                                       uint64_t host,
+                                       uint32_t lun,
+                                       lunsnap_lun_info *out);
+
+// Pool accounting. Set `out->struct_size` to `sizeof *out` first: the library
+// fills the fields inside it and never writes past it.
+//
+// Errors: `LUNSNAP_RESULT_NULL_POINTER` for a NULL `out`,
+// `LUNSNAP_RESULT_INVALID_ARGUMENT` for a bad `struct_size` (as
+// `lunsnap_get_lun_info`).
+//
+// # Safety
+//
+// `out`, when not NULL, must be valid for writing its `struct_size` bytes.
 lunsnap_result lunsnap_get_pool_info(lunsnap_array *array, lunsnap_pool_info *out);
+
+// `*out` receives whether the handle is poisoned: an earlier device error (a
+// failed commit or write) left it refusing changes with `LUNSNAP_RESULT_POISONED`
+// until `lunsnap_reopen` (reads still work). A handle broken by a caught panic or
+// a failed reopen is not poisoned but refuses every call, this one included, with
+// `LUNSNAP_RESULT_PANIC` or `LUNSNAP_RESULT_UNUSABLE`.
+lunsnap_result lunsnap_is_poisoned(lunsnap_array *array, bool *out);
 
 // The LUN numbers in use, in order: `*out_count` receives how many there are, and
 // the first `min(capacity, count)` go to `numbers` (which may be NULL when
@@ -468,10 +662,21 @@ lunsnap_result lunsnap_set_online(lunsnap_array *array, uint32_t lun, bool onlin
 
 // A consistency group: creates copy `copies[i]` of `parents[i]` for every `i` below
 // `count`, all at one point in time, attached or detached (as
-// `lunsnap_create_copy`). All or nothing: any error changes nothing. `count` 0, a
-// copy number given twice, or a copy number that is also a parent in the group
-// give `LUNSNAP_RESULT_INVALID_ARGUMENT`. The arrays may be NULL only when `count`
-// is 0.
+// `lunsnap_create_copy`). All or nothing: any error changes nothing. The arrays
+// may be NULL only when `count` is 0.
+//
+// The checks come in this order, so that the code does not depend on the order
+// of the pairs: first the arguments (`LUNSNAP_RESULT_NULL_POINTER`, and
+// `LUNSNAP_RESULT_INVALID_ARGUMENT` for a `count` no array can have); then the
+// group's shape, `LUNSNAP_RESULT_INVALID_ARGUMENT` for `count` 0, a copy number
+// given twice, or a copy number that is also a parent in the group (so
+// `{0,10},{10,11}` and `{10,11},{0,10}` both give it, whether LUN 10 exists or
+// not); then each pair in turn as `lunsnap_create_copy` checks it (the copy's
+// number in range, `LUNSNAP_RESULT_LUN_OUT_OF_RANGE`; the parent existing,
+// `LUNSNAP_RESULT_NO_SUCH_LUN` or `LUNSNAP_RESULT_LUN_OUT_OF_RANGE`; the copy's
+// number free, `LUNSNAP_RESULT_LUN_EXISTS`; an attached copy's parent attached,
+// `LUNSNAP_RESULT_PARENT_DETACHED`); then the reservation of the whole group,
+// `LUNSNAP_RESULT_NO_SPACE`.
 //
 // # Safety
 //
@@ -496,7 +701,8 @@ lunsnap_result lunsnap_create_copies(lunsnap_array *array,
 lunsnap_result lunsnap_attach_many(lunsnap_array *array, const uint32_t *copies, size_t count);
 
 // Reads `len` bytes of LUN `lun` at byte `offset` into `buf` (offset and length
-// multiples of 512). `buf` may be NULL only when `len` is 0.
+// multiples of 512). `buf` may be NULL only when `len` is 0. As the array itself:
+// host security does not apply (`lunsnap_read_as` reads on behalf of a host).
 //
 // # Safety
 //
@@ -509,7 +715,9 @@ lunsnap_result lunsnap_read(lunsnap_array *array,
                             size_t len);
 
 // Writes `len` bytes from `buf` to LUN `lun` at byte `offset` (multiples of 512).
-// Durable at the next `lunsnap_flush` or management operation.
+// Durable at the next `lunsnap_flush` or management operation. As the array
+// itself: host security does not apply, whatever the grants (`lunsnap_write_as`
+// writes on behalf of a host).
 //
 // # Safety
 //
@@ -721,8 +929,9 @@ lunsnap_result lunsnap_detect_zeros(lunsnap_array *array, bool *out);
 // Registers host `host` (a 64-bit, WWN-like id) with the label `name` (UTF-8, at
 // most 56 bytes; NULL is the empty label). Committed before it returns.
 //
-// Errors: `LUNSNAP_RESULT_HOST_EXISTS`; `LUNSNAP_RESULT_INVALID_ARGUMENT` for a
-// name that is not UTF-8 or is longer than 56 bytes.
+// Errors: `LUNSNAP_RESULT_HOST_EXISTS`; `LUNSNAP_RESULT_TOO_MANY_HOSTS` when the
+// array already has 64 hosts; `LUNSNAP_RESULT_INVALID_ARGUMENT` for a name that is
+// not UTF-8 or is longer than 56 bytes; `LUNSNAP_RESULT_POISONED`, device errors.
 //
 // # Safety
 //
@@ -779,7 +988,9 @@ lunsnap_result lunsnap_grant(lunsnap_array *array, uint32_t lun, uint64_t host, 
 lunsnap_result lunsnap_revoke(lunsnap_array *array, uint32_t lun, uint64_t host);
 
 // Turns host access control on (`enabled`) or off (every host sees every LUN).
-// Committed before it returns.
+// Committed before it returns. It governs the `*_as` calls only: the plain calls
+// (`lunsnap_read`, `lunsnap_write`, ...) act as the array itself and bypass host
+// security.
 lunsnap_result lunsnap_set_security(lunsnap_array *array, bool enabled);
 
 // `*out` receives whether host access control is on.
@@ -799,6 +1010,24 @@ lunsnap_result lunsnap_visible_luns(lunsnap_array *array,
                                     uint32_t *numbers,
                                     size_t capacity,
                                     size_t *out_count);
+
+// The grants on LUN `lun`, by increasing host id: each a host and its access (a
+// `lunsnap_access` value), whether security is enabled or not. Same list
+// convention as `lunsnap_luns`: `*out_count` receives how many there are, the
+// first `min(capacity, count)` go to `items` (NULL allowed when `capacity` is 0).
+//
+// Errors: `LUNSNAP_RESULT_LUN_OUT_OF_RANGE`, `LUNSNAP_RESULT_NO_SUCH_LUN`; the
+// pointer and capacity errors of `lunsnap_luns`. Nothing is written on error.
+//
+// # Safety
+//
+// Every non-NULL pointer must be valid for the access described (`items` for
+// `capacity` items) for the duration of the call.
+lunsnap_result lunsnap_grants(lunsnap_array *array,
+                              uint32_t lun,
+                              lunsnap_host_grant *items,
+                              size_t capacity,
+                              size_t *out_count);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -1,15 +1,32 @@
 //! The devices a C host can put an array on: memory, a file (with `std`), or its
-//! own storage through callbacks.
+//! own storage through callbacks. Every device failure leaves a detail (which
+//! operation, where, and what the device said: a callback's errno, the file's I/O
+//! error) that the failed call's message carries.
 
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
 use core::ffi::c_void;
+use core::mem::size_of;
 
 use lunsnap::{BlockDevice, DeviceError, DeviceErrorKind, MemDevice};
 
-/// A host-supplied block device: callbacks over the host's own storage.
+use crate::fail::Fail;
+use crate::lock::Lock;
+use crate::sized::sized_struct;
+
+/// A host-supplied block device: callbacks over the host's own storage. Set
+/// `struct_size` to `sizeof(lunsnap_device_callbacks)` (a field this struct lacks,
+/// in a program built against an older header, is taken as NULL or 0).
 ///
 /// Every callback returns 0 on success and any other value on failure (the array
 /// then reports `LUNSNAP_RESULT_DEVICE_IO` and stays consistent: a failed commit
-/// leaves the handle refusing changes until it is reopened). `buf` always holds a
+/// leaves the handle refusing changes until it is reopened). Return a negative
+/// errno (`-EIO`, `-ENOSPC`, ...) to say why: the failed call's message
+/// (`lunsnap_last_error_message`) then names the callback, the blocks, the value
+/// and, in the std build, the errno's text, e.g. "... (write of 8192 bytes at block
+/// 40: the callback returned -28: No space left on device)"; any other non-zero
+/// value is reported as is. `buf` always holds a
 /// whole number of blocks (`len` bytes, `len / block_size` blocks from `lba`).
 /// Power-loss contract: a write not followed by a successful `flush` may be lost or
 /// torn at sector granularity; `flush` returns only once every earlier write is
@@ -31,6 +48,8 @@ use lunsnap::{BlockDevice, DeviceError, DeviceErrorKind, MemDevice};
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct lunsnap_device_callbacks {
+    /// `sizeof(lunsnap_device_callbacks)` as the caller's program knows it.
+    pub struct_size: usize,
     /// Passed unchanged to every callback.
     pub ctx: *mut c_void,
     /// Block size in bytes: a power of two from 512 to 4096.
@@ -50,6 +69,32 @@ pub struct lunsnap_device_callbacks {
     pub discard: Option<unsafe extern "C" fn(ctx: *mut c_void, lba: u64, count: u64) -> i32>,
 }
 
+sized_struct!(input lunsnap_device_callbacks {
+    ctx,
+    block_size,
+    block_count,
+    read,
+    write,
+    flush,
+    discard
+});
+
+impl lunsnap_device_callbacks {
+    /// Nothing set: what a field the caller's struct lacks reads as.
+    pub(crate) fn empty() -> Self {
+        lunsnap_device_callbacks {
+            struct_size: size_of::<Self>(),
+            ctx: core::ptr::null_mut(),
+            block_size: 0,
+            block_count: 0,
+            read: None,
+            write: None,
+            flush: None,
+            discard: None,
+        }
+    }
+}
+
 /// A callback device with its required callbacks checked present.
 pub(crate) struct CallbackDevice {
     cb: lunsnap_device_callbacks,
@@ -63,28 +108,47 @@ pub(crate) struct CallbackDevice {
 unsafe impl Send for CallbackDevice {}
 
 impl CallbackDevice {
-    /// None if a required callback is missing.
-    pub(crate) fn new(cb: lunsnap_device_callbacks) -> Option<Self> {
-        Some(CallbackDevice {
-            read: cb.read?,
-            write: cb.write?,
-            flush: cb.flush?,
+    /// The device, or the name of the first required callback that is missing.
+    pub(crate) fn new(cb: lunsnap_device_callbacks) -> Result<Self, Fail> {
+        let missing = |what: &'static str| Fail::null(what);
+        Ok(CallbackDevice {
+            read: cb.read.ok_or_else(|| missing("dev->read"))?,
+            write: cb.write.ok_or_else(|| missing("dev->write"))?,
+            flush: cb.flush.ok_or_else(|| missing("dev->flush"))?,
             cb,
         })
     }
 }
 
-fn status(rc: i32) -> Result<(), DeviceErrorKind> {
-    if rc == 0 {
-        Ok(())
+/// What a callback's non-zero return value says.
+fn callback_says(rc: i32) -> String {
+    if (-4095..0).contains(&rc) {
+        #[cfg(feature = "std")]
+        {
+            let text = std::io::Error::from_raw_os_error(-rc).to_string();
+            let suffix = format!(" (os error {})", -rc);
+            let text = text.strip_suffix(suffix.as_str()).unwrap_or(&text);
+            format!("the callback returned {rc}: {text}")
+        }
+        #[cfg(not(feature = "std"))]
+        {
+            format!("the callback returned {rc} (errno {})", -rc)
+        }
     } else {
-        Err(DeviceErrorKind::Io)
+        format!("the callback returned {rc}")
     }
 }
 
-impl BlockDevice for CallbackDevice {
-    type Error = DeviceErrorKind;
+/// A callback's status: 0 is success, anything else an I/O error with its text.
+fn status(rc: i32) -> Result<(), (DeviceErrorKind, String)> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err((DeviceErrorKind::Io, callback_says(rc)))
+    }
+}
 
+impl CallbackDevice {
     fn block_size(&self) -> u32 {
         self.cb.block_size
     }
@@ -93,24 +157,24 @@ impl BlockDevice for CallbackDevice {
         self.cb.block_count
     }
 
-    fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), DeviceErrorKind> {
+    fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), (DeviceErrorKind, String)> {
         // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the duration of
         // the call; the host promised `read` is a valid callback for `ctx`.
         status(unsafe { (self.read)(self.cb.ctx, lba, buf.as_mut_ptr(), buf.len()) })
     }
 
-    fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), DeviceErrorKind> {
+    fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), (DeviceErrorKind, String)> {
         // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the duration of
         // the call; the host promised `write` is a valid callback for `ctx`.
         status(unsafe { (self.write)(self.cb.ctx, lba, buf.as_ptr(), buf.len()) })
     }
 
-    fn flush(&mut self) -> Result<(), DeviceErrorKind> {
+    fn flush(&mut self) -> Result<(), (DeviceErrorKind, String)> {
         // SAFETY: the host promised `flush` is a valid callback for `ctx`.
         status(unsafe { (self.flush)(self.cb.ctx) })
     }
 
-    fn discard(&mut self, lba: u64, count: u64) -> Result<(), DeviceErrorKind> {
+    fn discard(&mut self, lba: u64, count: u64) -> Result<(), (DeviceErrorKind, String)> {
         match self.cb.discard {
             // SAFETY: the host promised `discard`, when set, is a valid callback.
             Some(d) => status(unsafe { d(self.cb.ctx, lba, count) }),
@@ -119,68 +183,207 @@ impl BlockDevice for CallbackDevice {
     }
 }
 
-/// Any device an array handle can hold.
-pub(crate) enum AnyDevice {
+/// The last device failure's detail, shared by a device and whoever reports its
+/// errors (the handle, or a format or open that consumed the device).
+pub(crate) type Detail = Arc<Lock<Option<String>>>;
+
+/// The devices an array handle can hold.
+pub(crate) enum Inner {
     Mem(MemDevice),
     #[cfg(feature = "std")]
     File(lunsnap::FileDevice),
     Callbacks(CallbackDevice),
 }
 
+/// Any device an array handle can hold, with the detail of its last failure.
+pub(crate) struct AnyDevice {
+    inner: Inner,
+    detail: Detail,
+}
+
+/// The result of one operation of an inner device, its failure with a text.
+type Op = Result<(), (DeviceErrorKind, String)>;
+
+/// An inner device's error as a kind and a text (the file device's I/O error).
+fn plain<E: DeviceError + DisplayIfStd>(e: E) -> (DeviceErrorKind, String) {
+    (e.kind(), e.text())
+}
+
+/// A device error's text: its `Display` where it has one.
+trait DisplayIfStd {
+    fn text(&self) -> String;
+}
+
+impl DisplayIfStd for DeviceErrorKind {
+    fn text(&self) -> String {
+        format!("{self}")
+    }
+}
+
+#[cfg(feature = "std")]
+impl DisplayIfStd for lunsnap::FileDeviceError {
+    fn text(&self) -> String {
+        format!("the file device: {self}")
+    }
+}
+
+impl AnyDevice {
+    fn new(inner: Inner) -> Self {
+        AnyDevice {
+            inner,
+            detail: Arc::new(Lock::new(None)),
+        }
+    }
+
+    /// A memory device.
+    pub(crate) fn mem(d: MemDevice) -> Self {
+        AnyDevice::new(Inner::Mem(d))
+    }
+
+    /// A file device.
+    #[cfg(feature = "std")]
+    pub(crate) fn file(d: lunsnap::FileDevice) -> Self {
+        AnyDevice::new(Inner::File(d))
+    }
+
+    /// The host's callback device.
+    pub(crate) fn callbacks(d: CallbackDevice) -> Self {
+        AnyDevice::new(Inner::Callbacks(d))
+    }
+
+    /// Where this device leaves the detail of its last failure.
+    pub(crate) fn detail(&self) -> Detail {
+        Arc::clone(&self.detail)
+    }
+
+    /// Keeps the detail of a failed operation and returns its kind.
+    fn note(&self, what: impl FnOnce() -> String, r: Op) -> Result<(), DeviceErrorKind> {
+        r.map_err(|(kind, text)| {
+            *self.detail.lock() = Some(format!("{}: {text}", what()));
+            kind
+        })
+    }
+}
+
+/// Forgets the detail of an earlier failure (at the start of a call).
+pub(crate) fn clear(detail: &Detail) {
+    *detail.lock() = None;
+}
+
+/// `fail` with the device's detail appended, when the device failed and left one.
+pub(crate) fn explain(fail: Fail, detail: &Detail) -> Fail {
+    if !fail.is_device() {
+        return fail;
+    }
+    match detail.lock().clone() {
+        Some(d) => fail.with_detail(&d),
+        None => fail,
+    }
+}
+
+/// "read of 4096 bytes at block 12".
+fn at(op: &str, len: usize, lba: u64) -> impl FnOnce() -> String + '_ {
+    move || format!("{op} of {len} bytes at block {lba}")
+}
+
 impl BlockDevice for AnyDevice {
     type Error = DeviceErrorKind;
 
     fn block_size(&self) -> u32 {
-        match self {
-            AnyDevice::Mem(d) => d.block_size(),
+        match &self.inner {
+            Inner::Mem(d) => d.block_size(),
             #[cfg(feature = "std")]
-            AnyDevice::File(d) => d.block_size(),
-            AnyDevice::Callbacks(d) => d.block_size(),
+            Inner::File(d) => d.block_size(),
+            Inner::Callbacks(d) => d.block_size(),
         }
     }
 
     fn block_count(&self) -> u64 {
-        match self {
-            AnyDevice::Mem(d) => d.block_count(),
+        match &self.inner {
+            Inner::Mem(d) => d.block_count(),
             #[cfg(feature = "std")]
-            AnyDevice::File(d) => d.block_count(),
-            AnyDevice::Callbacks(d) => d.block_count(),
+            Inner::File(d) => d.block_count(),
+            Inner::Callbacks(d) => d.block_count(),
         }
     }
 
     fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), DeviceErrorKind> {
-        match self {
-            AnyDevice::Mem(d) => d.read(lba, buf).map_err(|e| e.kind()),
+        let len = buf.len();
+        let r = match &mut self.inner {
+            Inner::Mem(d) => d.read(lba, buf).map_err(plain),
             #[cfg(feature = "std")]
-            AnyDevice::File(d) => d.read(lba, buf).map_err(|e| e.kind()),
-            AnyDevice::Callbacks(d) => d.read(lba, buf),
-        }
+            Inner::File(d) => d.read(lba, buf).map_err(plain),
+            Inner::Callbacks(d) => d.read(lba, buf),
+        };
+        self.note(at("read", len, lba), r)
     }
 
     fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), DeviceErrorKind> {
-        match self {
-            AnyDevice::Mem(d) => d.write(lba, buf).map_err(|e| e.kind()),
+        let r = match &mut self.inner {
+            Inner::Mem(d) => d.write(lba, buf).map_err(plain),
             #[cfg(feature = "std")]
-            AnyDevice::File(d) => d.write(lba, buf).map_err(|e| e.kind()),
-            AnyDevice::Callbacks(d) => d.write(lba, buf),
-        }
+            Inner::File(d) => d.write(lba, buf).map_err(plain),
+            Inner::Callbacks(d) => d.write(lba, buf),
+        };
+        self.note(at("write", buf.len(), lba), r)
     }
 
     fn flush(&mut self) -> Result<(), DeviceErrorKind> {
-        match self {
-            AnyDevice::Mem(d) => d.flush().map_err(|e| e.kind()),
+        let r = match &mut self.inner {
+            Inner::Mem(d) => d.flush().map_err(plain),
             #[cfg(feature = "std")]
-            AnyDevice::File(d) => d.flush().map_err(|e| e.kind()),
-            AnyDevice::Callbacks(d) => d.flush(),
-        }
+            Inner::File(d) => d.flush().map_err(plain),
+            Inner::Callbacks(d) => d.flush(),
+        };
+        self.note(|| String::from("flush"), r)
     }
 
     fn discard(&mut self, lba: u64, count: u64) -> Result<(), DeviceErrorKind> {
-        match self {
-            AnyDevice::Mem(d) => d.discard(lba, count).map_err(|e| e.kind()),
+        let r = match &mut self.inner {
+            Inner::Mem(d) => d.discard(lba, count).map_err(plain),
             #[cfg(feature = "std")]
-            AnyDevice::File(d) => d.discard(lba, count).map_err(|e| e.kind()),
-            AnyDevice::Callbacks(d) => d.discard(lba, count),
-        }
+            Inner::File(d) => d.discard(lba, count).map_err(plain),
+            Inner::Callbacks(d) => d.discard(lba, count),
+        };
+        self.note(|| format!("discard of {count} blocks at block {lba}"), r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negative_errnos_are_named() {
+        let s = callback_says(-5);
+        assert_eq!(s, "the callback returned -5: Input/output error");
+        assert_eq!(callback_says(7), "the callback returned 7");
+        assert_eq!(
+            callback_says(i32::MIN),
+            format!("the callback returned {}", i32::MIN)
+        );
+    }
+
+    #[test]
+    fn a_failure_leaves_its_detail_for_device_errors_only() {
+        let mut d = AnyDevice::mem(MemDevice::new(512, 8).unwrap());
+        let detail = d.detail();
+        let mut buf = [0u8; 512];
+        assert_eq!(d.read(8, &mut buf), Err(DeviceErrorKind::OutOfRange));
+        let f = explain(Fail::from(lunsnap_result_device_out_of_range()), &detail);
+        assert!(
+            f.text.contains("(read of 512 bytes at block 8: "),
+            "{}",
+            f.text
+        );
+        let g = explain(Fail::from(crate::lunsnap_result::NoSuchLun), &detail);
+        assert_eq!(g.text, "no such LUN");
+        clear(&detail);
+        let h = explain(Fail::from(lunsnap_result_device_out_of_range()), &detail);
+        assert!(!h.text.contains("block 8"));
+    }
+
+    fn lunsnap_result_device_out_of_range() -> crate::lunsnap_result {
+        crate::lunsnap_result::DeviceOutOfRange
     }
 }

@@ -2,16 +2,19 @@
 //! under `catch_unwind`; without `std` the library is built with `panic = "abort"`
 //! (profile `firmware`) and the panic handler aborts through the host's C `abort`.
 
-/// Runs `f`; `None` if it panicked.
+use crate::fail::Fail;
+
+/// Runs `f`; `LUNSNAP_RESULT_PANIC` (with the panic's message) if it panicked.
 #[cfg(feature = "std")]
-pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> Option<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
+pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Fail> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|p| crate::fail::panic_fail(&*p))
 }
 
 /// Runs `f` (a panic aborts the process: nothing can unwind without `std`).
 #[cfg(not(feature = "std"))]
-pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> Option<T> {
-    Some(f())
+pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Fail> {
+    Ok(f())
 }
 
 #[cfg(not(feature = "std"))]

@@ -1,17 +1,21 @@
 //! Array handles: the pointer a C host holds is only a key into a registry of live
 //! handles, never dereferenced, so a freed or forged handle is detected
 //! (`LUNSNAP_RESULT_INVALID_HANDLE`) instead of being undefined behaviour. Each
-//! handle serialises its users with a spin lock, so one handle may be shared by
-//! several threads.
+//! handle serialises its users with a lock (sleeping with `std`, spinning without:
+//! see [`crate::lock`]), so one handle may be shared by several threads. Each handle
+//! also keeps the message of its last failed call.
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
+use alloc::format;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use lunsnap::Array;
 
-use crate::device::AnyDevice;
+use crate::device::{self, AnyDevice, Detail};
+use crate::fail::{Fail, Message};
+use crate::lock::Lock;
 use crate::result::lunsnap_result;
 
 /// Opaque array handle.
@@ -48,7 +52,12 @@ impl State {
 }
 
 pub(crate) struct Handle {
-    pub(crate) state: spin::Mutex<State>,
+    pub(crate) state: Lock<State>,
+    /// The message of the last failed call on this handle (its own lock, so that
+    /// reading it never waits for another thread's device I/O).
+    pub(crate) last_error: Lock<Option<Message>>,
+    /// Where the device leaves the detail of its last failure.
+    pub(crate) detail: Detail,
 }
 
 /// Live handles by key, and the next key to hand out.
@@ -57,7 +66,7 @@ struct Registry {
     next: usize,
 }
 
-static REGISTRY: spin::Mutex<Registry> = spin::Mutex::new(Registry {
+static REGISTRY: Lock<Registry> = Lock::new(Registry {
     live: BTreeMap::new(),
     next: KEY_STEP,
 });
@@ -70,7 +79,9 @@ const KEY_STEP: usize = 16;
 /// invalid however many handles are made after it.
 pub(crate) fn register(array: Array<AnyDevice>, cache_bytes: usize) -> *mut lunsnap_array {
     let h = Arc::new(Handle {
-        state: spin::Mutex::new(State::open(array, cache_bytes)),
+        detail: array.device().detail(),
+        state: Lock::new(State::open(array, cache_bytes)),
+        last_error: Lock::new(None),
     });
     let mut reg = REGISTRY.lock();
     let mut key = reg.next;
@@ -83,16 +94,27 @@ pub(crate) fn register(array: Array<AnyDevice>, cache_bytes: usize) -> *mut luns
 }
 
 /// The live handle with key `a`.
-pub(crate) fn lookup(a: *const lunsnap_array) -> Result<Arc<Handle>, lunsnap_result> {
+pub(crate) fn lookup(a: *const lunsnap_array) -> Result<Arc<Handle>, Fail> {
     if a.is_null() {
-        return Err(lunsnap_result::NullPointer);
+        return Err(Fail::null("array"));
     }
-    REGISTRY
-        .lock()
-        .live
-        .get(&(a as usize))
-        .cloned()
-        .ok_or(lunsnap_result::InvalidHandle)
+    let h = REGISTRY.lock().live.get(&(a as usize)).cloned();
+    h.ok_or_else(|| not_live(a))
+}
+
+/// `LUNSNAP_RESULT_INVALID_HANDLE` for `a`.
+pub(crate) fn not_live(a: *const lunsnap_array) -> Fail {
+    Fail::new(
+        lunsnap_result::InvalidHandle,
+        format!("`array` ({a:p}) is not a live array handle: never returned by this library, or already freed"),
+    )
+}
+
+/// Keeps `m` as the last failure of the live handle `a` (nothing if it is not one).
+pub(crate) fn set_message(a: *const lunsnap_array, m: Message) {
+    if let Ok(h) = lookup(a) {
+        *h.last_error.lock() = Some(m);
+    }
 }
 
 /// Removes the handle with key `a`; it is dropped once no call still uses it.
@@ -102,27 +124,32 @@ pub(crate) fn unregister(a: *const lunsnap_array) -> Option<Arc<Handle>> {
 
 /// Runs `f` on the open array behind `a`, holding its lock. With `std`, a panic
 /// in `f` is caught, marks the handle broken and becomes `LUNSNAP_RESULT_PANIC`.
+/// A device failure's detail is added to the error's text.
 pub(crate) fn with_open<T>(
     a: *const lunsnap_array,
-    f: impl FnOnce(&mut Open) -> Result<T, lunsnap_result>,
-) -> Result<T, lunsnap_result> {
+    f: impl FnOnce(&mut Open) -> Result<T, Fail>,
+) -> Result<T, Fail> {
     let h = lookup(a)?;
     let mut st = h.state.lock();
     let open = match &mut *st {
         State::Open(o) => o,
-        State::Broken(why) => return Err(*why),
+        State::Broken(why) => return Err(Fail::from(*why)),
     };
+    device::clear(&h.detail);
     let r = crate::guard::catch(|| f(open));
-    if r.is_none() {
-        *st = State::Broken(lunsnap_result::Panic);
+    match r {
+        Ok(r) => r.map_err(|e| device::explain(e, &h.detail)),
+        Err(panic) => {
+            *st = State::Broken(lunsnap_result::Panic);
+            Err(panic)
+        }
     }
-    r.unwrap_or(Err(lunsnap_result::Panic))
 }
 
 /// [`with_open`] for functions that only need the array.
 pub(crate) fn with_array<T>(
     a: *const lunsnap_array,
-    f: impl FnOnce(&mut Array<AnyDevice>) -> Result<T, lunsnap_result>,
-) -> Result<T, lunsnap_result> {
+    f: impl FnOnce(&mut Array<AnyDevice>) -> Result<T, Fail>,
+) -> Result<T, Fail> {
     with_open(a, |o| f(&mut o.array))
 }

@@ -5,7 +5,7 @@
 //! exports shares one function, given the host as an `Option` (`None`: the array
 //! itself).
 
-use crate::args::{buffer_args, out_arg, put, put_list, run, run_on, slice_in, slice_out};
+use crate::args::{buffer_args, out_arg, put, put_list, run_h, run_on, slice_in, slice_out, LIST};
 use crate::handle::with_array;
 use crate::{lunsnap_array, lunsnap_diff_range, lunsnap_map_range, lunsnap_result};
 
@@ -24,10 +24,15 @@ unsafe fn read(
     buf: *mut u8,
     len: usize,
 ) -> lunsnap_result {
-    run(|| {
+    let func = if host.is_some() {
+        "lunsnap_read_as"
+    } else {
+        "lunsnap_read"
+    };
+    run_h(array, func, || {
         // SAFETY: the caller passes `len` writable bytes at `buf`, not aliased
         // during the call.
-        let b = unsafe { slice_out(buf, len)? };
+        let b = unsafe { slice_out(buf, len, ("buf", "len"))? };
         with_array(array, |a| match host {
             None => Ok(a.read(lun, offset, b)?),
             Some(h) => Ok(a.as_host(h).read(lun, offset, b)?),
@@ -50,9 +55,14 @@ unsafe fn write(
     buf: *const u8,
     len: usize,
 ) -> lunsnap_result {
-    run(|| {
+    let func = if host.is_some() {
+        "lunsnap_write_as"
+    } else {
+        "lunsnap_write"
+    };
+    run_h(array, func, || {
         // SAFETY: the caller passes `len` readable bytes at `buf`.
-        let b = unsafe { slice_in(buf, len)? };
+        let b = unsafe { slice_in(buf, len, ("buf", "len"))? };
         with_array(array, |a| match host {
             None => Ok(a.write(lun, offset, b)?),
             Some(h) => Ok(a.as_host(h).write(lun, offset, b)?),
@@ -69,7 +79,12 @@ fn discard(
     offset: u64,
     len: u64,
 ) -> lunsnap_result {
-    run_on(array, |a| match host {
+    let func = if host.is_some() {
+        "lunsnap_discard_as"
+    } else {
+        "lunsnap_discard"
+    };
+    run_on(array, func, |a| match host {
         None => a.discard(lun, offset, len),
         Some(h) => a.as_host(h).discard(lun, offset, len),
     })
@@ -85,7 +100,12 @@ fn write_zeroes(
     len: u64,
     punch: bool,
 ) -> lunsnap_result {
-    run_on(array, |a| match host {
+    let func = if host.is_some() {
+        "lunsnap_write_zeroes_as"
+    } else {
+        "lunsnap_write_zeroes"
+    };
+    run_on(array, func, |a| match host {
         None => a.write_zeroes(lun, offset, len, punch),
         Some(h) => a.as_host(h).write_zeroes(lun, offset, len, punch),
     })
@@ -109,8 +129,13 @@ unsafe fn map(
     capacity: usize,
     out_count: *mut usize,
 ) -> lunsnap_result {
-    run(|| {
-        buffer_args(items, capacity, out_count)?;
+    let func = if host.is_some() {
+        "lunsnap_map_as"
+    } else {
+        "lunsnap_map"
+    };
+    run_h(array, func, || {
+        buffer_args(items, capacity, out_count, LIST)?;
         let ranges = with_array(array, |a| {
             Ok(match host {
                 None => a.map(lun, offset, len)?,
@@ -118,7 +143,7 @@ unsafe fn map(
             })
         })?;
         // SAFETY: the caller passes room for `capacity` items at `items`.
-        unsafe { put_list(&ranges, items, capacity, out_count) }
+        unsafe { put_list(&ranges, items, capacity, out_count, LIST) }
     })
 }
 
@@ -142,8 +167,13 @@ unsafe fn diff(
     capacity: usize,
     out_count: *mut usize,
 ) -> lunsnap_result {
-    run(|| {
-        buffer_args(items, capacity, out_count)?;
+    let func = if host.is_some() {
+        "lunsnap_diff_as"
+    } else {
+        "lunsnap_diff"
+    };
+    run_h(array, func, || {
+        buffer_args(items, capacity, out_count, LIST)?;
         let ranges = with_array(array, |a| {
             Ok(match host {
                 None => a.diff(lun_a, lun_b, offset, len)?,
@@ -151,12 +181,13 @@ unsafe fn diff(
             })
         })?;
         // SAFETY: the caller passes room for `capacity` items at `items`.
-        unsafe { put_list(&ranges, items, capacity, out_count) }
+        unsafe { put_list(&ranges, items, capacity, out_count, LIST) }
     })
 }
 
 /// Reads `len` bytes of LUN `lun` at byte `offset` into `buf` (offset and length
-/// multiples of 512). `buf` may be NULL only when `len` is 0.
+/// multiples of 512). `buf` may be NULL only when `len` is 0. As the array itself:
+/// host security does not apply (`lunsnap_read_as` reads on behalf of a host).
 ///
 /// # Safety
 ///
@@ -175,7 +206,9 @@ pub unsafe extern "C" fn lunsnap_read(
 }
 
 /// Writes `len` bytes from `buf` to LUN `lun` at byte `offset` (multiples of 512).
-/// Durable at the next `lunsnap_flush` or management operation.
+/// Durable at the next `lunsnap_flush` or management operation. As the array
+/// itself: host security does not apply, whatever the grants (`lunsnap_write_as`
+/// writes on behalf of a host).
 ///
 /// # Safety
 ///
@@ -474,7 +507,7 @@ pub unsafe extern "C" fn lunsnap_diff_as(
 /// handle starts with it on; `lunsnap_reopen` keeps it.
 #[no_mangle]
 pub extern "C" fn lunsnap_set_detect_zeros(array: *mut lunsnap_array, on: bool) -> lunsnap_result {
-    run(|| {
+    run_h(array, "lunsnap_set_detect_zeros", || {
         with_array(array, |a| {
             a.set_detect_zeros(on);
             Ok(())
@@ -488,9 +521,9 @@ pub extern "C" fn lunsnap_detect_zeros(
     array: *mut lunsnap_array,
     out: *mut bool,
 ) -> lunsnap_result {
-    run(|| {
-        out_arg(out)?;
+    run_h(array, "lunsnap_detect_zeros", || {
+        out_arg(out, "out")?;
         let on = with_array(array, |a| Ok(a.detect_zeros()))?;
-        put(out, on)
+        put(out, on, "out")
     })
 }

@@ -11,8 +11,12 @@
 //!   an error code, never undefined behaviour; `lunsnap_free(NULL)` does nothing;
 //! - array handles are keys into a registry, checked on every call, so a freed
 //!   handle gives `LUNSNAP_RESULT_INVALID_HANDLE`;
+//! - every failure has a full message, kept per handle and per thread for
+//!   `lunsnap_last_error_message` (module `fail`);
+//! - the structs that may grow start with `size_t struct_size`, and the library
+//!   reads and writes only the fields inside the caller's size (module `sized`);
 //! - one handle may be used by several threads at once: calls on it are serialised
-//!   by a lock inside;
+//!   by a lock inside (sleeping with `std`, spinning without);
 //! - no panic crosses the boundary: with the `std` feature every export catches
 //!   them (`LUNSNAP_RESULT_PANIC`); without it the library is built with
 //!   `panic = "abort"`.
@@ -22,9 +26,12 @@ extern crate alloc;
 // Shared by the exports.
 mod args;
 mod device;
+mod fail;
 mod guard;
 mod handle;
+mod lock;
 mod result;
+mod sized;
 mod types;
 
 // The exports, by domain. The header lists the functions in this order (cbindgen
@@ -42,8 +49,8 @@ pub use device::lunsnap_device_callbacks;
 pub use handle::lunsnap_array;
 pub use result::lunsnap_result;
 pub use types::{
-    lunsnap_access, lunsnap_diff_range, lunsnap_format_options, lunsnap_lun_info, lunsnap_lun_kind,
-    lunsnap_map_range, lunsnap_open_options, lunsnap_pool_info,
+    lunsnap_access, lunsnap_diff_range, lunsnap_format_options, lunsnap_host_grant,
+    lunsnap_lun_info, lunsnap_lun_kind, lunsnap_map_range, lunsnap_open_options, lunsnap_pool_info,
 };
 
 pub use hosts::*;

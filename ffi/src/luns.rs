@@ -6,22 +6,32 @@ use alloc::format;
 use alloc::vec::Vec;
 use core::ffi::c_char;
 
-use crate::args::{buffer_args, out_arg, put, put_list, put_text, run, run_on, slice_in};
+use crate::args::{buffer_args, out_arg, put, put_list, put_text, run_h, run_on, slice_in, TEXT};
+use crate::fail::Fail;
 use crate::handle::{with_array, with_open};
+use crate::sized::{caller_size, write_out};
 use crate::{lunsnap_array, lunsnap_lun_info, lunsnap_pool_info, lunsnap_result};
 
-/// Creates LUN `lun` of `size` bytes (reads as zeros; reserves `size`).
+/// Creates LUN `lun` of `size` bytes (reads as zeros). It reserves its size rounded
+/// up to whole extents: a LUN of 1 KiB on an array of 16 KiB extents reserves
+/// 16 KiB of the pool (`lunsnap_lun_info.reserved_bytes`).
 #[no_mangle]
 pub extern "C" fn lunsnap_create_lun(
     array: *mut lunsnap_array,
     lun: u32,
     size: u64,
 ) -> lunsnap_result {
-    run_on(array, |a| a.create_lun(lun, size))
+    run_on(array, "lunsnap_create_lun", |a| a.create_lun(lun, size))
 }
 
-/// Creates copy `lun` of `parent`: attached (non-zero) = the parent's image now,
-/// reserving its size; detached (0) = the relationship only.
+/// Creates copy `lun` of `parent`: attached (true) = the parent's image now,
+/// reserving its size (rounded up to whole extents); detached (false) = the
+/// relationship only, reserving nothing.
+///
+/// Errors, in the order checked: `LUNSNAP_RESULT_LUN_OUT_OF_RANGE` (`lun` or
+/// `parent`), `LUNSNAP_RESULT_NO_SUCH_LUN` (`parent`), `LUNSNAP_RESULT_LUN_EXISTS`,
+/// `LUNSNAP_RESULT_PARENT_DETACHED` (attached copy of a detached copy),
+/// `LUNSNAP_RESULT_NO_SPACE`.
 #[no_mangle]
 pub extern "C" fn lunsnap_create_copy(
     array: *mut lunsnap_array,
@@ -29,62 +39,147 @@ pub extern "C" fn lunsnap_create_copy(
     lun: u32,
     attached: bool,
 ) -> lunsnap_result {
-    run_on(array, |a| a.create_copy(parent, lun, attached))
+    run_on(array, "lunsnap_create_copy", |a| {
+        a.create_copy(parent, lun, attached)
+    })
 }
 
 /// Makes (or refreshes) copy `lun` as its parent's image now.
 #[no_mangle]
 pub extern "C" fn lunsnap_attach(array: *mut lunsnap_array, lun: u32) -> lunsnap_result {
-    run_on(array, |a| a.attach(lun))
+    run_on(array, "lunsnap_attach", |a| a.attach(lun))
 }
 
 /// Discards copy `lun`'s data and reservation; the number stays a detached copy.
 #[no_mangle]
 pub extern "C" fn lunsnap_detach(array: *mut lunsnap_array, lun: u32) -> lunsnap_result {
-    run_on(array, |a| a.detach(lun))
+    run_on(array, "lunsnap_detach", |a| a.detach(lun))
 }
 
-/// Deletes LUN `lun`. A LUN with copies is refused unless `orphan_copies`.
+/// Deletes LUN `lun`. A LUN with copies is refused (`LUNSNAP_RESULT_HAS_COPIES`)
+/// unless `orphan_copies`: its attached copies then become plain LUNs
+/// (`LUNSNAP_LUN_KIND_LUN`, no parent) that keep their data, and its detached copies
+/// stay detached copies without a parent (they can only be deleted).
 #[no_mangle]
 pub extern "C" fn lunsnap_delete(
     array: *mut lunsnap_array,
     lun: u32,
     orphan_copies: bool,
 ) -> lunsnap_result {
-    run_on(array, |a| a.delete(lun, orphan_copies))
+    run_on(array, "lunsnap_delete", |a| a.delete(lun, orphan_copies))
 }
 
 /// Makes the parent of copy `lun` read the copy's current contents.
 #[no_mangle]
 pub extern "C" fn lunsnap_restore(array: *mut lunsnap_array, lun: u32) -> lunsnap_result {
-    run_on(array, |a| a.restore(lun))
+    run_on(array, "lunsnap_restore", |a| a.restore(lun))
 }
 
 /// Information about LUN `lun` (exclusive and shared bytes are computed by walking
-/// its mapping).
+/// its mapping), as the array sees it (host security does not apply). Set
+/// `out->struct_size` to `sizeof *out` first: the library fills the fields inside
+/// it and never writes past it.
+///
+/// Errors: `LUNSNAP_RESULT_LUN_OUT_OF_RANGE`, `LUNSNAP_RESULT_NO_SUCH_LUN`, device
+/// errors; `LUNSNAP_RESULT_NULL_POINTER` for a NULL `out`,
+/// `LUNSNAP_RESULT_INVALID_ARGUMENT` for a `struct_size` below `sizeof(size_t)` or
+/// above `LUNSNAP_STRUCT_SIZE_MAX`.
+///
+/// # Safety
+///
+/// `out`, when not NULL, must be valid for writing its `struct_size` bytes.
 #[no_mangle]
-pub extern "C" fn lunsnap_get_lun_info(
+pub unsafe extern "C" fn lunsnap_get_lun_info(
     array: *mut lunsnap_array,
     lun: u32,
     out: *mut lunsnap_lun_info,
 ) -> lunsnap_result {
-    run(|| {
-        out_arg(out)?;
-        let i = with_array(array, |a| Ok(a.lun_info(lun)?))?;
-        put(out, i.into())
+    // SAFETY: the caller's contract is `lun_info`'s.
+    unsafe { lun_info(array, None, lun, out, "lunsnap_get_lun_info") }
+}
+
+/// `lunsnap_get_lun_info` on behalf of host `host`: with security enabled, a LUN
+/// the host has no grant on gives `LUNSNAP_RESULT_NO_SUCH_LUN`, as a missing one
+/// does (a read grant is enough).
+///
+/// # Safety
+///
+/// `out`, when not NULL, must be valid for writing its `struct_size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn lunsnap_get_lun_info_as(
+    array: *mut lunsnap_array,
+    host: u64,
+    lun: u32,
+    out: *mut lunsnap_lun_info,
+) -> lunsnap_result {
+    // SAFETY: the caller's contract is `lun_info`'s.
+    unsafe { lun_info(array, Some(host), lun, out, "lunsnap_get_lun_info_as") }
+}
+
+/// LUN `lun`'s information into `out`, as the array itself (`host` None) or as
+/// `host`.
+///
+/// # Safety
+///
+/// `out`, when not NULL, must be valid for writing its `struct_size` bytes.
+unsafe fn lun_info(
+    array: *mut lunsnap_array,
+    host: Option<u64>,
+    lun: u32,
+    out: *mut lunsnap_lun_info,
+    func: &'static str,
+) -> lunsnap_result {
+    run_h(array, func, || {
+        // SAFETY: the caller passes NULL or a struct that starts with its size.
+        let n = unsafe { caller_size(out, "out")? };
+        let i = with_array(array, |a| {
+            Ok(match host {
+                None => a.lun_info(lun)?,
+                Some(h) => a.as_host(h).lun_info(lun)?,
+            })
+        })?;
+        // SAFETY: `n` checked, and the caller passes `n` writable bytes at `out`.
+        unsafe { write_out(out, n, &lunsnap_lun_info::from(i)) };
+        Ok(())
     })
 }
 
-/// Pool accounting.
+/// Pool accounting. Set `out->struct_size` to `sizeof *out` first: the library
+/// fills the fields inside it and never writes past it.
+///
+/// Errors: `LUNSNAP_RESULT_NULL_POINTER` for a NULL `out`,
+/// `LUNSNAP_RESULT_INVALID_ARGUMENT` for a bad `struct_size` (as
+/// `lunsnap_get_lun_info`).
+///
+/// # Safety
+///
+/// `out`, when not NULL, must be valid for writing its `struct_size` bytes.
 #[no_mangle]
-pub extern "C" fn lunsnap_get_pool_info(
+pub unsafe extern "C" fn lunsnap_get_pool_info(
     array: *mut lunsnap_array,
     out: *mut lunsnap_pool_info,
 ) -> lunsnap_result {
-    run(|| {
-        out_arg(out)?;
+    run_h(array, "lunsnap_get_pool_info", || {
+        // SAFETY: the caller passes NULL or a struct that starts with its size.
+        let n = unsafe { caller_size(out, "out")? };
         let p = with_array(array, |a| Ok(a.pool_info()))?;
-        put(out, p.into())
+        // SAFETY: `n` checked, and the caller passes `n` writable bytes at `out`.
+        unsafe { write_out(out, n, &lunsnap_pool_info::from(p)) };
+        Ok(())
+    })
+}
+
+/// `*out` receives whether the handle is poisoned: an earlier device error (a
+/// failed commit or write) left it refusing changes with `LUNSNAP_RESULT_POISONED`
+/// until `lunsnap_reopen` (reads still work). A handle broken by a caught panic or
+/// a failed reopen is not poisoned but refuses every call, this one included, with
+/// `LUNSNAP_RESULT_PANIC` or `LUNSNAP_RESULT_UNUSABLE`.
+#[no_mangle]
+pub extern "C" fn lunsnap_is_poisoned(array: *mut lunsnap_array, out: *mut bool) -> lunsnap_result {
+    run_h(array, "lunsnap_is_poisoned", || {
+        out_arg(out, "out")?;
+        let p = with_array(array, |a| Ok(a.is_poisoned()))?;
+        put(out, p, "out")
     })
 }
 
@@ -103,11 +198,12 @@ pub unsafe extern "C" fn lunsnap_luns(
     capacity: usize,
     out_count: *mut usize,
 ) -> lunsnap_result {
-    run(|| {
-        buffer_args(numbers, capacity, out_count)?;
+    const NAMES: crate::args::BufNames = ("numbers", "capacity", "out_count");
+    run_h(array, "lunsnap_luns", || {
+        buffer_args(numbers, capacity, out_count, NAMES)?;
         let ns = with_array(array, |a| Ok(a.lun_numbers()))?;
         // SAFETY: the caller passes room for `capacity` numbers at `numbers`.
-        unsafe { put_list(&ns, numbers, capacity, out_count) }
+        unsafe { put_list(&ns, numbers, capacity, out_count, NAMES) }
     })
 }
 
@@ -118,14 +214,14 @@ pub extern "C" fn lunsnap_check(
     array: *mut lunsnap_array,
     out_violations: *mut usize,
 ) -> lunsnap_result {
-    run(|| {
-        out_arg(out_violations)?;
+    run_h(array, "lunsnap_check", || {
+        out_arg(out_violations, "out_violations")?;
         let n = with_open(array, |o| {
             let v = o.array.check()?;
             o.report = v.iter().map(report_line).collect();
             Ok(o.report.len())
         })?;
-        put(out_violations, n)
+        put(out_violations, n, "out_violations")
     })
 }
 
@@ -153,13 +249,15 @@ pub unsafe extern "C" fn lunsnap_check_message(
     buf_len: usize,
     out_len: *mut usize,
 ) -> lunsnap_result {
-    run(|| {
-        buffer_args(buf, buf_len, out_len)?;
+    run_h(array, "lunsnap_check_message", || {
+        buffer_args(buf, buf_len, out_len, TEXT)?;
         let msg = with_open(array, |o| {
-            o.report
-                .get(index)
-                .cloned()
-                .ok_or(lunsnap_result::InvalidArgument)
+            let n = o.report.len();
+            o.report.get(index).cloned().ok_or_else(|| {
+                Fail::arg(format!(
+                    "`index` is {index}: the last lunsnap_check on this handle found {n} violations"
+                ))
+            })
         })?;
         // SAFETY: the caller passes `buf_len` writable bytes at `buf`.
         unsafe { put_text(&msg[..msg.len() - 1], buf, buf_len, out_len) }
@@ -175,15 +273,26 @@ pub extern "C" fn lunsnap_set_online(
     lun: u32,
     online: bool,
 ) -> lunsnap_result {
-    run_on(array, |a| a.set_online(lun, online))
+    run_on(array, "lunsnap_set_online", |a| a.set_online(lun, online))
 }
 
 /// A consistency group: creates copy `copies[i]` of `parents[i]` for every `i` below
 /// `count`, all at one point in time, attached or detached (as
-/// `lunsnap_create_copy`). All or nothing: any error changes nothing. `count` 0, a
-/// copy number given twice, or a copy number that is also a parent in the group
-/// give `LUNSNAP_RESULT_INVALID_ARGUMENT`. The arrays may be NULL only when `count`
-/// is 0.
+/// `lunsnap_create_copy`). All or nothing: any error changes nothing. The arrays
+/// may be NULL only when `count` is 0.
+///
+/// The checks come in this order, so that the code does not depend on the order
+/// of the pairs: first the arguments (`LUNSNAP_RESULT_NULL_POINTER`, and
+/// `LUNSNAP_RESULT_INVALID_ARGUMENT` for a `count` no array can have); then the
+/// group's shape, `LUNSNAP_RESULT_INVALID_ARGUMENT` for `count` 0, a copy number
+/// given twice, or a copy number that is also a parent in the group (so
+/// `{0,10},{10,11}` and `{10,11},{0,10}` both give it, whether LUN 10 exists or
+/// not); then each pair in turn as `lunsnap_create_copy` checks it (the copy's
+/// number in range, `LUNSNAP_RESULT_LUN_OUT_OF_RANGE`; the parent existing,
+/// `LUNSNAP_RESULT_NO_SUCH_LUN` or `LUNSNAP_RESULT_LUN_OUT_OF_RANGE`; the copy's
+/// number free, `LUNSNAP_RESULT_LUN_EXISTS`; an attached copy's parent attached,
+/// `LUNSNAP_RESULT_PARENT_DETACHED`); then the reservation of the whole group,
+/// `LUNSNAP_RESULT_NO_SPACE`.
 ///
 /// # Safety
 ///
@@ -197,9 +306,14 @@ pub unsafe extern "C" fn lunsnap_create_copies(
     count: usize,
     attached: bool,
 ) -> lunsnap_result {
-    run(|| {
+    run_h(array, "lunsnap_create_copies", || {
         // SAFETY: the caller passes `count` readable numbers at each pointer.
-        let (ps, cs) = unsafe { (slice_in(parents, count)?, slice_in(copies, count)?) };
+        let (ps, cs) = unsafe {
+            (
+                slice_in(parents, count, ("parents", "count"))?,
+                slice_in(copies, count, ("copies", "count"))?,
+            )
+        };
         let pairs: Vec<(u32, u32)> = ps.iter().copied().zip(cs.iter().copied()).collect();
         with_array(array, |a| Ok(a.create_copies(&pairs, attached)?))
     })
@@ -221,9 +335,9 @@ pub unsafe extern "C" fn lunsnap_attach_many(
     copies: *const u32,
     count: usize,
 ) -> lunsnap_result {
-    run(|| {
+    run_h(array, "lunsnap_attach_many", || {
         // SAFETY: the caller passes `count` readable numbers at `copies`.
-        let cs = unsafe { slice_in(copies, count)? };
+        let cs = unsafe { slice_in(copies, count, ("copies", "count"))? };
         with_array(array, |a| Ok(a.attach_many(cs)?))
     })
 }

@@ -10,12 +10,14 @@ use lunsnap::{DeviceErrorKind, Error};
 pub enum lunsnap_result {
     /// Success.
     Ok = 0,
-    /// A required pointer argument was NULL.
+    /// A required pointer argument was NULL (the array handle too: a NULL handle
+    /// gives this code, not `LUNSNAP_RESULT_INVALID_HANDLE`).
     NullPointer = 1,
     /// The array handle is not a live handle (never returned by this library, or
     /// already freed).
     InvalidHandle = 2,
-    /// An argument is out of range (the message of the call's check says which).
+    /// An argument is out of range (`lunsnap_last_error_message` says which, and
+    /// why).
     InvalidArgument = 3,
     /// A format or open option is invalid.
     InvalidOptions = 4,
@@ -33,6 +35,10 @@ pub enum lunsnap_result {
     UnsupportedBlockSize = 14,
     /// The device is too small for the array.
     DeviceTooSmall = 15,
+    /// The array was formatted with another device block size than the device was
+    /// opened with (the message names both): open it with the block size it was
+    /// formatted with.
+    BlockSizeMismatch = 16,
     /// The device holds no lunsnap array (never formatted).
     NotFormatted = 20,
     /// The device holds lunsnap metadata but no array.
@@ -109,6 +115,7 @@ impl From<&Error> for lunsnap_result {
             },
             Error::UnsupportedBlockSize(_) => R::UnsupportedBlockSize,
             Error::DeviceTooSmall { .. } => R::DeviceTooSmall,
+            Error::BlockSizeMismatch { .. } => R::BlockSizeMismatch,
             Error::InvalidOptions(_) => R::InvalidOptions,
             Error::InvalidArgument(_) => R::InvalidArgument,
             Error::NotFormatted => R::NotFormatted,
@@ -177,6 +184,10 @@ pub(crate) const MESSAGES: &[(lunsnap_result, &[u8])] = &[
         b"unsupported device block size: must be a power of two from 512 to 4096\0",
     ),
     (R::DeviceTooSmall, b"the device is too small for an array\0"),
+    (
+        R::BlockSizeMismatch,
+        b"the array was formatted with another device block size: open it with that one\0",
+    ),
     (
         R::NotFormatted,
         b"not a lunsnap device: no valid superblock found\0",
@@ -289,6 +300,14 @@ mod tests {
                 63,
             ),
             (Error::Offline(1), lunsnap_result::Offline, 64),
+            (
+                Error::BlockSizeMismatch {
+                    formatted: 4096,
+                    device: 512,
+                },
+                lunsnap_result::BlockSizeMismatch,
+                16,
+            ),
         ];
         for (e, want, code) in cases {
             assert_eq!(lunsnap_result::from(&e), want, "{e}");

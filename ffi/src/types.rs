@@ -1,14 +1,27 @@
 //! Plain C structs: options in, information out.
+//!
+//! The structs that may grow (options, device callbacks, LUN and pool information)
+//! start with `size_t struct_size` (see [`crate::sized`]); the list items (map and
+//! diff ranges, grants) are frozen: arrays of them cannot grow without breaking
+//! their stride, so richer items would come with new types and functions.
 
 #![allow(non_camel_case_types)]
 
+use core::mem::size_of;
+
 use lunsnap::{Access, DiffRange, LunInfo, LunKind, MapRange, PoolInfo};
 
-/// Options for the `lunsnap_format_*` functions; start from
-/// `lunsnap_format_options_default()`.
+use crate::sized::sized_struct;
+
+/// Options for the `lunsnap_format_*` functions and `lunsnap_min_device_bytes`;
+/// start from `lunsnap_format_options_init(&opts, sizeof opts)`. A field this
+/// struct lacks (a program built against an older header) takes its default.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct lunsnap_format_options {
+    /// `sizeof(lunsnap_format_options)` as the caller's program knows it (set by
+    /// `lunsnap_format_options_init`).
+    pub struct_size: usize,
     /// Data extent size in bytes: a power of two from 4096 to 1048576 (default 16384).
     pub extent_size: u32,
     /// LUN numbers run from 0 to `max_luns - 1` (1 to 1048576; default 1024).
@@ -19,14 +32,34 @@ pub struct lunsnap_format_options {
     pub array_id: [u8; 16],
 }
 
+sized_struct!(input lunsnap_format_options {
+    extent_size,
+    max_luns,
+    cache_bytes,
+    array_id
+});
+sized_struct!(output lunsnap_format_options {
+    extent_size,
+    max_luns,
+    cache_bytes,
+    array_id
+});
+
 /// Options for the `lunsnap_open_*` functions; start from
-/// `lunsnap_open_options_default()`.
+/// `lunsnap_open_options_init(&opts, sizeof opts)`. A field this struct lacks takes
+/// its default.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct lunsnap_open_options {
+    /// `sizeof(lunsnap_open_options)` as the caller's program knows it (set by
+    /// `lunsnap_open_options_init`).
+    pub struct_size: usize,
     /// Metadata cache budget in bytes (default 4 MiB).
     pub cache_bytes: u64,
 }
+
+sized_struct!(input lunsnap_open_options { cache_bytes });
+sized_struct!(output lunsnap_open_options { cache_bytes });
 
 /// What a LUN is.
 #[repr(u32)]
@@ -60,10 +93,14 @@ impl lunsnap_access {
     }
 }
 
-/// Everything known about one LUN (`lunsnap_lun_info`).
+/// Everything known about one LUN (`lunsnap_get_lun_info`). The caller sets
+/// `struct_size`; the library fills the fields inside it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct lunsnap_lun_info {
+    /// `sizeof(lunsnap_lun_info)` as the caller's program knows it: set it before
+    /// the call (the library never writes past it, and leaves it unchanged).
+    pub struct_size: usize,
     /// The LUN number.
     pub lun: u32,
     /// Plain LUN or copy.
@@ -87,13 +124,29 @@ pub struct lunsnap_lun_info {
     /// Bytes of extents this LUN shares with another LUN.
     pub shared_bytes: u64,
     /// 1 if the LUN is online, 0 if it is offline (I/O refused with
-    /// `LUNSNAP_RESULT_OFFLINE`). Last, so that the earlier fields keep their offsets.
+    /// `LUNSNAP_RESULT_OFFLINE`).
     pub online: u8,
 }
+
+sized_struct!(output lunsnap_lun_info {
+    lun,
+    kind,
+    size,
+    has_parent,
+    attached,
+    parent,
+    created_generation,
+    attached_generation,
+    reserved_bytes,
+    exclusive_bytes,
+    shared_bytes,
+    online
+});
 
 impl From<LunInfo> for lunsnap_lun_info {
     fn from(i: LunInfo) -> Self {
         lunsnap_lun_info {
+            struct_size: size_of::<lunsnap_lun_info>(),
             lun: i.lun,
             kind: match i.kind {
                 LunKind::Lun => lunsnap_lun_kind::Lun,
@@ -113,10 +166,14 @@ impl From<LunInfo> for lunsnap_lun_info {
     }
 }
 
-/// Pool accounting (`lunsnap_pool_info`).
+/// Pool accounting (`lunsnap_get_pool_info`). The caller sets `struct_size`; the
+/// library fills the fields inside it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct lunsnap_pool_info {
+    /// `sizeof(lunsnap_pool_info)` as the caller's program knows it: set it before
+    /// the call (the library never writes past it, and leaves it unchanged).
+    pub struct_size: usize,
     /// Bytes of data the pool can hold for LUNs.
     pub capacity_bytes: u64,
     /// Bytes of data extents in use.
@@ -127,7 +184,7 @@ pub struct lunsnap_pool_info {
     pub unreserved_bytes: u64,
     /// Bytes of data extents not in use.
     pub free_bytes: u64,
-    /// Bytes of metadata in use.
+    /// Bytes of metadata in use (the two superblock slots count: never 0).
     pub metadata_used_bytes: u64,
     /// Bytes of metadata provisioned at format.
     pub metadata_provisioned_bytes: u64,
@@ -141,9 +198,24 @@ pub struct lunsnap_pool_info {
     pub max_luns: u32,
 }
 
+sized_struct!(output lunsnap_pool_info {
+    capacity_bytes,
+    allocated_bytes,
+    reserved_bytes,
+    unreserved_bytes,
+    free_bytes,
+    metadata_used_bytes,
+    metadata_provisioned_bytes,
+    generation,
+    extent_size,
+    luns,
+    max_luns
+});
+
 impl From<PoolInfo> for lunsnap_pool_info {
     fn from(p: PoolInfo) -> Self {
         lunsnap_pool_info {
+            struct_size: size_of::<lunsnap_pool_info>(),
             capacity_bytes: p.capacity_bytes,
             allocated_bytes: p.allocated_bytes,
             reserved_bytes: p.reserved_bytes,
@@ -159,8 +231,8 @@ impl From<PoolInfo> for lunsnap_pool_info {
     }
 }
 
-/// One range of a LUN, as `lunsnap_map` reports it. New fields, if any, will be
-/// added at the end, so that these keep their offsets.
+/// One range of a LUN, as `lunsnap_map` reports it. A list item: its layout is
+/// frozen (24 bytes; richer ranges would come with a new type and new functions).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct lunsnap_map_range {
@@ -188,8 +260,8 @@ impl From<MapRange> for lunsnap_map_range {
     }
 }
 
-/// A range where two LUNs may differ, as `lunsnap_diff` reports it. New fields, if
-/// any, will be added at the end, so that these keep their offsets.
+/// A range where two LUNs may differ, as `lunsnap_diff` reports it. A list item:
+/// its layout is frozen (16 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct lunsnap_diff_range {
@@ -204,6 +276,32 @@ impl From<DiffRange> for lunsnap_diff_range {
         lunsnap_diff_range {
             offset: r.offset,
             length: r.length,
+        }
+    }
+}
+
+/// One grant on a LUN, as `lunsnap_grants` reports it. A list item: its layout is
+/// frozen (16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct lunsnap_host_grant {
+    /// The host's id.
+    pub host: u64,
+    /// What it may do (a `lunsnap_access` value).
+    pub access: lunsnap_access,
+    /// Always 0 (the layout's padding, made explicit).
+    pub reserved: u32,
+}
+
+impl From<(u64, Access)> for lunsnap_host_grant {
+    fn from((host, a): (u64, Access)) -> Self {
+        lunsnap_host_grant {
+            host,
+            access: match a {
+                Access::Read => lunsnap_access::Read,
+                Access::ReadWrite => lunsnap_access::ReadWrite,
+            },
+            reserved: 0,
         }
     }
 }
@@ -237,5 +335,17 @@ mod tests {
         );
         assert_eq!(offset_of!(lunsnap_diff_range, length), 8);
         assert_eq!(size_of::<lunsnap_diff_range>(), 16);
+        assert_eq!(offset_of!(lunsnap_host_grant, access), 8);
+        assert_eq!(size_of::<lunsnap_host_grant>(), 16);
+    }
+
+    #[test]
+    fn growable_structs_start_with_their_size() {
+        use core::mem::offset_of;
+        assert_eq!(offset_of!(lunsnap_format_options, struct_size), 0);
+        assert_eq!(offset_of!(lunsnap_open_options, struct_size), 0);
+        assert_eq!(offset_of!(lunsnap_lun_info, struct_size), 0);
+        assert_eq!(offset_of!(lunsnap_pool_info, struct_size), 0);
+        assert_eq!(offset_of!(crate::lunsnap_device_callbacks, struct_size), 0);
     }
 }
