@@ -13,14 +13,24 @@
 
 #include "lunsnap.h"
 
-/* Runs a lunsnap call; on failure prints where, the call and the result code's
- * message, and exits with status 1. */
+/* The full message of this thread's last failed lunsnap call (a static buffer). */
+static inline const char *last_error(void) {
+    static char msg[512];
+    size_t len = 0;
+    if (lunsnap_last_error_message(NULL, msg, sizeof msg, &len) != LUNSNAP_RESULT_OK) {
+        msg[0] = '\0';
+    }
+    return msg;
+}
+
+/* Runs a lunsnap call; on failure prints where, the call, the result code and the
+ * call's full message, and exits with status 1. */
 #define TRY(call)                                                                      \
     do {                                                                               \
         lunsnap_result try_r_ = (call);                                                \
         if (try_r_ != LUNSNAP_RESULT_OK) {                                             \
             fprintf(stderr, "%s:%d: %s failed: %s (code %u)\n", __FILE__, __LINE__,    \
-                    #call, lunsnap_strerror(try_r_), (unsigned)try_r_);                \
+                    #call, last_error(), (unsigned)try_r_);                            \
             exit(1);                                                                   \
         }                                                                              \
     } while (0)

@@ -314,8 +314,14 @@ int main(void) {
     printf("2. a failing flush inside a commit\n");
     TRY(write_version(a, 1, 0, 64, 3)); /* not committed: lost at the reopen */
     dev.fail_flush_at = 1;
+    dev.fail_code = -121; /* -EREMOTEIO: the callback says why, and the message carries it */
     EXPECT_CODE(lunsnap_flush(a), LUNSNAP_RESULT_DEVICE_IO);
-    printf("    lunsnap_flush with the device's flush failing -> DEVICE_IO\n");
+    printf("    lunsnap_flush with the device's flush failing -> DEVICE_IO: \"%s\"\n", last_error());
+    ENSURE(strstr(last_error(), "the callback returned -121") != NULL, "the message lacks the callback's errno");
+    dev.fail_code = 0;
+    bool poisoned = false;
+    TRY(lunsnap_is_poisoned(a, &poisoned));
+    ENSURE(poisoned, "a failed commit did not poison the handle");
     EXPECT_CODE(write_version(a, 2, 0, 8, 3), LUNSNAP_RESULT_POISONED);
     EXPECT_CODE(lunsnap_create_lun(a, 4, LUN_SIZE), LUNSNAP_RESULT_POISONED);
     EXPECT_CODE(lunsnap_flush(a), LUNSNAP_RESULT_POISONED);
@@ -323,6 +329,8 @@ int main(void) {
     printf("    then write, create_lun and flush -> POISONED (%s); reads still work\n",
            lunsnap_strerror(LUNSNAP_RESULT_POISONED));
     TRY(lunsnap_reopen(a));
+    TRY(lunsnap_is_poisoned(a, &poisoned));
+    ENSURE(!poisoned, "still poisoned after lunsnap_reopen");
     verify_state(a, two, 2, "after reopen");
     verify_clean(a, "after reopen");
     printf("    lunsnap_reopen -> OK: the last commit is back (the uncommitted write is gone), check clean\n");

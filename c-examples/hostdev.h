@@ -21,7 +21,8 @@
 
 #include "lunsnap.h"
 
-/* What a callback returns on failure (any non-zero value means failure). */
+/* What a callback returns on failure by default (any non-zero value means failure;
+ * a negative errno also says why, in the failed call's message). */
 #define HOSTDEV_EIO (-5)
 
 /* What a power cut does to the writes still in the volatile cache. */
@@ -50,6 +51,7 @@ typedef struct {
     uint64_t fail_read_at, fail_write_at, fail_flush_at, fail_discard_at;
     bool fail_reads, fail_writes, fail_flushes, fail_discards;
     uint64_t injected; /* how many calls failed on purpose */
+    int32_t fail_code; /* what an injected fault returns (0: HOSTDEV_EIO) */
 
     /* Power: `cut_at_write` = N > 0 loses power at the Nth write from now (that
      * write is lost with the cache); while `powered` is false every call fails. */
@@ -90,6 +92,12 @@ static inline void hostdev_destroy(hostdev *d) {
     free(d->dirty);
     free(d->pending);
     memset(d, 0, sizeof *d);
+}
+
+/* What an injected fault returns. */
+static inline int32_t hostdev_fault(hostdev *d) {
+    d->injected++;
+    return d->fail_code != 0 ? d->fail_code : HOSTDEV_EIO;
 }
 
 /* Counts down a one-shot fault; true when this call must fail. */
@@ -149,6 +157,7 @@ static inline void hostdev_heal(hostdev *d) {
     d->fail_read_at = d->fail_write_at = d->fail_flush_at = d->fail_discard_at = 0;
     d->fail_reads = d->fail_writes = d->fail_flushes = d->fail_discards = false;
     d->cut_at_write = 0;
+    d->fail_code = 0;
 }
 
 /* ---- the callbacks ---------------------------------------------------------- */
@@ -157,8 +166,7 @@ static inline int32_t hostdev_read(void *ctx, uint64_t lba, uint8_t *buf, size_t
     hostdev *d = ctx;
     d->reads++;
     if (!d->powered || d->fail_reads || hostdev_shot(&d->fail_read_at)) {
-        d->injected++;
-        return HOSTDEV_EIO;
+        return hostdev_fault(d);
     }
     if (!hostdev_range_ok(d, lba, len)) {
         return HOSTDEV_EIO;
@@ -176,17 +184,14 @@ static inline int32_t hostdev_write(void *ctx, uint64_t lba, const uint8_t *buf,
     hostdev *d = ctx;
     d->writes++;
     if (!d->powered) {
-        d->injected++;
-        return HOSTDEV_EIO;
+        return hostdev_fault(d);
     }
     if (hostdev_shot(&d->cut_at_write)) {
-        d->injected++;
         hostdev_power_cut(d, d->cut_mode);
-        return HOSTDEV_EIO;
+        return hostdev_fault(d);
     }
     if (d->fail_writes || hostdev_shot(&d->fail_write_at)) {
-        d->injected++;
-        return HOSTDEV_EIO;
+        return hostdev_fault(d);
     }
     if (!hostdev_range_ok(d, lba, len)) {
         return HOSTDEV_EIO;
@@ -212,8 +217,7 @@ static inline int32_t hostdev_flush(void *ctx) {
     hostdev *d = ctx;
     d->flushes++;
     if (!d->powered || d->fail_flushes || hostdev_shot(&d->fail_flush_at)) {
-        d->injected++;
-        return HOSTDEV_EIO;
+        return hostdev_fault(d);
     }
     hostdev_write_back(d);
     return 0;
@@ -225,8 +229,7 @@ static inline int32_t hostdev_discard(void *ctx, uint64_t lba, uint64_t count) {
     hostdev *d = ctx;
     d->discards++;
     if (!d->powered || d->fail_discards || hostdev_shot(&d->fail_discard_at)) {
-        d->injected++;
-        return HOSTDEV_EIO;
+        return hostdev_fault(d);
     }
     if (lba > d->block_count || count > d->block_count - lba) {
         return HOSTDEV_EIO;

@@ -12,7 +12,13 @@
  * write_zeroes and zero detection: the ranges reported (and that holes read as zeros),
  * the capacity/count convention, host security through the *_as forms; and, through a
  * recording host device, that the discard callback releases exactly the freed extents,
- * in whole extents, only once the commit that freed them is durable.
+ * in whole extents, only once the commit that freed them is durable. For the C ABI of
+ * issue 16: the full message of each failure (lunsnap_last_error_message: per handle, per
+ * thread, which argument, which sizes and LUNs, a callback's errno), struct_size (refused
+ * sizes, a prefix written and nothing past it, a bigger struct's unknown tail zeroed,
+ * shorter inputs taking defaults), lunsnap_grants, lunsnap_get_lun_info_as,
+ * lunsnap_is_poisoned, lunsnap_min_device_bytes, and BLOCK_SIZE_MISMATCH from the
+ * callback and file openers; create_copies' documented order of checks.
  *
  * Prints one line per failed check, then, as its last line, "N passed, N failed";
  * the exit status is 1 if any check failed.
@@ -20,6 +26,7 @@
 
 #define _POSIX_C_SOURCE 200809L
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -827,7 +834,11 @@ static void all_calls_give(lunsnap_array *h, lunsnap_result want, const char *wh
     uint64_t ids[4] = {7, 7, 7, 7};
     size_t count = 99, nv = 99, len = 99, nhosts = 99, nvis = 99, name_len = 99;
     char msg[8] = "xxxxxxx", name[8] = "xxxxxxx";
-    bool sec = true;
+    bool sec = true, poisoned = true;
+    lunsnap_host_grant hg[2], hg0;
+    memset(hg, 0x5a, sizeof hg);
+    hg0 = hg[0];
+    size_t ngrants = 99;
     const uint32_t parents[2] = {1, 2}, copies[2] = {3, 4};
     lunsnap_map_range mr[2], mr0;
     lunsnap_diff_range dr[2], dr0;
@@ -879,6 +890,9 @@ static void all_calls_give(lunsnap_array *h, lunsnap_result want, const char *wh
         {"diff_as", lunsnap_diff_as(h, 0x10, 1, 2, 0, 512, dr, 2, &ndiff_as)},
         {"set_detect_zeros", lunsnap_set_detect_zeros(h, false)},
         {"detect_zeros", lunsnap_detect_zeros(h, &dz)},
+        {"get_lun_info_as", lunsnap_get_lun_info_as(h, 0x10, 1, &li)},
+        {"grants", lunsnap_grants(h, 1, hg, 2, &ngrants)},
+        {"is_poisoned", lunsnap_is_poisoned(h, &poisoned)},
         {"reopen", lunsnap_reopen(h)},
     };
     for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
@@ -895,6 +909,27 @@ static void all_calls_give(lunsnap_array *h, lunsnap_result want, const char *wh
     CHECK(memcmp(&mr[0], &mr0, sizeof mr0) == 0 && memcmp(&dr[0], &dr0, sizeof dr0) == 0 && nmap == 99 &&
               nmap_as == 99 && ndiff == 99 && ndiff_as == 99 && dz,
           "%s handle: map/diff/detect_zeros out-params written", what);
+    CHECK(memcmp(&hg[0], &hg0, sizeof hg0) == 0 && ngrants == 99 && poisoned,
+          "%s handle: grants/is_poisoned out-params written", what);
+    /* The message of the last call (reopen) names it and the handle's trouble; it is
+     * the calling thread's, and the handle's when the handle is live. */
+    char m[512];
+    snprintf(m, sizeof m, "%s", last_message(NULL));
+    const char *want_text = want == LUNSNAP_RESULT_NULL_POINTER    ? "lunsnap_reopen: `array` is NULL"
+                            : want == LUNSNAP_RESULT_INVALID_HANDLE ? "is not a live array handle"
+                                                                    : lunsnap_strerror(want);
+    CHECK(strncmp(m, "lunsnap_reopen: ", 16) == 0 && strstr(m, want_text) != NULL,
+          "%s handle: thread message \"%s\", want \"%s\"", what, m, want_text);
+    char hb[8];
+    size_t hl = 99;
+    lunsnap_result hr = lunsnap_last_error_message(h, hb, sizeof hb, &hl);
+    if (want == LUNSNAP_RESULT_INVALID_HANDLE) {
+        CHECK(hr == LUNSNAP_RESULT_INVALID_HANDLE && hl == 99,
+              "%s handle: lunsnap_last_error_message gave %u", what, (unsigned)hr);
+    } else if (h != NULL) {
+        CHECK(hr == LUNSNAP_RESULT_OK && strcmp(last_message(h), m) == 0,
+              "%s handle: its message \"%s\" is not the thread's \"%s\"", what, last_message(h), m);
+    }
 }
 
 /* A reopen that fails (the device cannot be read) leaves the handle unusable: every
@@ -3113,11 +3148,499 @@ static void test_files(void) {
         CHECK(p.max_luns == 1024 && p.extent_size == 16384, "format_file with NULL options: not the defaults");
         EXPECT_OK(lunsnap_close(a));
     }
+    /* A 512-byte-block image whose length is not a whole number of 4096-byte blocks,
+     * opened with 4096: no file device can be made, but the library looks and still
+     * says BLOCK_SIZE_MISMATCH, naming the right size. */
+    a = NULL;
+    EXPECT_OK(lunsnap_format_file(path, 512, 16385, &o, &a));
+    if (a) {
+        EXPECT_OK(lunsnap_close(a));
+    }
+    a = sentinel;
+    EXPECT_MSG(lunsnap_open_file(path, 4096, &oo, &a), LUNSNAP_RESULT_BLOCK_SIZE_MISMATCH,
+               "lunsnap_open_file: the array was formatted on 512-byte blocks but the device was opened with "
+               "4096-byte blocks: open it with a block size of 512");
+    CHECK(a == sentinel, "a refused open_file wrote *out");
+    a = NULL;
+    EXPECT_OK(lunsnap_open_file(path, 512, &oo, &a));
+    lunsnap_free(a);
+    /* No array, and a length that is no whole number of blocks: the file's fault. */
+    CHECK(truncate(blank, 256 * 4096 + 512) == 0, "cannot resize %s", blank);
+    EXPECT_MSG(lunsnap_open_file(blank, 4096, &oo, &a), LUNSNAP_RESULT_INVALID_PATH,
+               "file length is not a whole number of blocks");
+    EXPECT_MSG(lunsnap_open_file(blank, 512, &oo, &a), LUNSNAP_RESULT_NOT_FORMATTED,
+               "lunsnap_open_file: not a lunsnap device");
+    EXPECT_MSG(lunsnap_open_file(missing, BS, &oo, &a), LUNSNAP_RESULT_INVALID_PATH, "lunsnap_open_file: cannot open \"");
+    CHECK(last_message_has(NULL, "No such file or directory"), "open of a missing file: \"%s\"", last_message(NULL));
     CHECK(unlink(path) == 0, "cannot remove %s", path);
     CHECK(unlink(blank) == 0, "cannot remove %s", blank);
     CHECK(rmdir(dir) == 0, "cannot remove %s", dir);
 }
 #endif
+
+/* ---- issue 16: error messages, struct_size, new queries, device detail ---------------------- */
+
+/* The thread's message, copied (last_message's buffer is reused). */
+static void copy_message(char *dst, size_t n, lunsnap_array *a) {
+    snprintf(dst, n, "%s", last_message(a));
+}
+
+typedef struct {
+    lunsnap_array *a;
+    char own[256];
+} other_thread;
+
+/* Fails on `a` in another thread and keeps that thread's message. */
+static void *fail_elsewhere(void *arg) {
+    other_thread *t = arg;
+    (void)lunsnap_detach(t->a, 9);
+    copy_message(t->own, sizeof t->own, NULL);
+    return NULL;
+}
+
+static void test_error_messages(void) {
+    section = "last_error_message";
+    char buf[256];
+    size_t len = 99;
+    /* Its own arguments (it records nothing). */
+    EXPECT(lunsnap_last_error_message(NULL, buf, sizeof buf, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_last_error_message(NULL, NULL, 8, &len), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_last_error_message(forged(), buf, sizeof buf, &len), LUNSNAP_RESULT_INVALID_HANDLE);
+    CHECK(len == 99, "failed lunsnap_last_error_message wrote *out_len");
+
+    /* A call without a handle: only the thread keeps its message. */
+    lunsnap_array *a = NULL;
+    lunsnap_format_options o = small_opts();
+    o.extent_size = 6000;
+    EXPECT_MSG(lunsnap_format_mem(BS, BLOCKS, &o, &a), LUNSNAP_RESULT_INVALID_OPTIONS,
+               "lunsnap_format_mem: invalid options: extent");
+    o = small_opts();
+    o.max_luns = 0;
+    EXPECT_MSG(lunsnap_min_device_bytes(&o, &(uint64_t){0}), LUNSNAP_RESULT_INVALID_OPTIONS,
+               "lunsnap_min_device_bytes: invalid options: max_luns must be from 1");
+    EXPECT_MSG(lunsnap_format_mem(1000, BLOCKS, NULL, &a), LUNSNAP_RESULT_UNSUPPORTED_BLOCK_SIZE,
+               "unsupported device block size 1000");
+    EXPECT_MSG(lunsnap_format_mem(BS, 0, NULL, &a), LUNSNAP_RESULT_DEVICE_TOO_SMALL, "`block_count` is 0");
+    EXPECT_MSG(lunsnap_format_mem(BS, BLOCKS, NULL, NULL), LUNSNAP_RESULT_NULL_POINTER,
+               "lunsnap_format_mem: `out` is NULL");
+    EXPECT_MSG(lunsnap_create_lun(NULL, 1, 4096), LUNSNAP_RESULT_NULL_POINTER, "lunsnap_create_lun: `array` is NULL");
+    EXPECT_MSG(lunsnap_close(forged()), LUNSNAP_RESULT_INVALID_HANDLE,
+               "lunsnap_close: `array` (0x");
+    EXPECT_MSG(lunsnap_close(NULL), LUNSNAP_RESULT_NULL_POINTER, "lunsnap_close: `array` is NULL");
+
+    /* A message stays until the next failure: successes, and the library's own
+     * message calls, leave it. */
+    char keep[256];
+    copy_message(keep, sizeof keep, NULL);
+    a = new_array(__LINE__);
+    if (!a) {
+        return;
+    }
+    EXPECT(lunsnap_last_error_message(forged(), buf, sizeof buf, &len), LUNSNAP_RESULT_INVALID_HANDLE);
+    CHECK(strcmp(last_message(NULL), keep) == 0, "a success replaced the message \"%s\" with \"%s\"", keep,
+          last_message(NULL));
+    /* A handle that never failed has no message. */
+    len = 99;
+    memset(buf, 'x', sizeof buf);
+    EXPECT_OK(lunsnap_last_error_message(a, buf, sizeof buf, &len));
+    CHECK(len == 0 && buf[0] == '\0', "a fresh handle's message: %zu bytes", len);
+
+    /* Which argument, which LUN, how many bytes: the core's full message. */
+    static uint8_t io[LUN_SIZE];
+    EXPECT_OK(lunsnap_create_lun(a, 1, LUN_SIZE));
+    lunsnap_pool_info p = {.struct_size = sizeof p};
+    EXPECT_OK(lunsnap_get_pool_info(a, &p));
+    uint64_t big = p.unreserved_bytes + EXTENT;
+    char want[160];
+    snprintf(want, sizeof want,
+             "lunsnap_create_lun: not enough space to reserve: %llu bytes needed, %llu unreserved",
+             (unsigned long long)big, (unsigned long long)p.unreserved_bytes);
+    EXPECT_MSG(lunsnap_create_lun(a, 2, big), LUNSNAP_RESULT_NO_SPACE, want);
+    CHECK(strcmp(last_message(a), want) == 0, "the handle's message \"%s\", want \"%s\"", last_message(a), want);
+    EXPECT_MSG(lunsnap_read(a, 1, 0, NULL, 4096), LUNSNAP_RESULT_NULL_POINTER,
+               "lunsnap_read: `buf` is NULL but `len` is 4096");
+    EXPECT_MSG(lunsnap_write(a, 1, 100, io, 512), LUNSNAP_RESULT_MISALIGNED,
+               "lunsnap_write: I/O of 512 bytes at offset 100 is not aligned to 512-byte sectors");
+    snprintf(want, sizeof want, "lunsnap_read: I/O of 512 bytes at offset %u is beyond the end of the LUN (%u bytes)",
+             LUN_SIZE, LUN_SIZE);
+    EXPECT_MSG(lunsnap_read(a, 1, LUN_SIZE, io, 512), LUNSNAP_RESULT_OUT_OF_RANGE, want);
+    lunsnap_lun_info li = {.struct_size = sizeof li};
+    EXPECT_MSG(lunsnap_get_lun_info(a, 7, &li), LUNSNAP_RESULT_NO_SUCH_LUN, "lunsnap_get_lun_info: no such LUN: 7");
+    EXPECT_MSG(lunsnap_get_lun_info(a, 99, &li), LUNSNAP_RESULT_LUN_OUT_OF_RANGE,
+               "LUN number 99 is out of range: this array has LUNs 0 to 15");
+    EXPECT_MSG(lunsnap_get_pool_info(a, NULL), LUNSNAP_RESULT_NULL_POINTER, "lunsnap_get_pool_info: `out` is NULL");
+    EXPECT_MSG(lunsnap_luns(a, NULL, 3, &len), LUNSNAP_RESULT_NULL_POINTER,
+               "lunsnap_luns: `numbers` is NULL but `capacity` is 3");
+    EXPECT_MSG(lunsnap_map(a, 1, 0, 512, NULL, 0, NULL), LUNSNAP_RESULT_NULL_POINTER, "`out_count` is NULL");
+    EXPECT_MSG(lunsnap_grant(a, 1, 5, 7), LUNSNAP_RESULT_INVALID_ARGUMENT, "lunsnap_grant: `access` is 7");
+    EXPECT_MSG(lunsnap_grant(a, 1, 0x5eed, LUNSNAP_ACCESS_READ), LUNSNAP_RESULT_NO_SUCH_HOST,
+               "no such host: 0000000000005eed");
+    EXPECT_MSG(lunsnap_add_host(a, 5, "this host name is longer than fifty-six bytes, so it is refused"),
+               LUNSNAP_RESULT_INVALID_ARGUMENT, "lunsnap_add_host: invalid argument: host name longer than 56 bytes");
+    EXPECT_MSG(lunsnap_add_host(a, 5, "\xff"), LUNSNAP_RESULT_INVALID_ARGUMENT, "`name` is not valid UTF-8");
+    EXPECT_OK(lunsnap_create_copy(a, 1, 3, false));
+    EXPECT_MSG(lunsnap_delete(a, 1, false), LUNSNAP_RESULT_HAS_COPIES, "LUN 1 has 1 copies");
+    EXPECT_MSG(lunsnap_read(a, 3, 0, io, 512), LUNSNAP_RESULT_DETACHED, "LUN 3 is a detached copy");
+    EXPECT_MSG(lunsnap_check_message(a, 5, buf, sizeof buf, &len), LUNSNAP_RESULT_INVALID_ARGUMENT,
+               "lunsnap_check_message: `index` is 5");
+    const uint32_t cp[1] = {1};
+    EXPECT_MSG(lunsnap_create_copies(a, cp, NULL, 1, true), LUNSNAP_RESULT_NULL_POINTER,
+               "`copies` is NULL but `count` is 1");
+    EXPECT_MSG(lunsnap_attach_many(a, cp, SIZE_MAX), LUNSNAP_RESULT_INVALID_ARGUMENT,
+               "`count` is 18446744073709551615: more than any buffer can hold");
+
+    /* The text convention: truncated and NUL-terminated, the full length reported. */
+    char full[256];
+    copy_message(full, sizeof full, NULL);
+    size_t flen = strlen(full);
+    char small[8];
+    memset(small, 'x', sizeof small);
+    EXPECT_OK(lunsnap_last_error_message(NULL, small, sizeof small, &len));
+    CHECK(len == flen && small[7] == '\0' && strncmp(small, full, 7) == 0, "truncated message \"%s\" (%zu of %zu)",
+          small, len, flen);
+    EXPECT_OK(lunsnap_last_error_message(NULL, NULL, 0, &len));
+    CHECK(len == flen, "length query: %zu, want %zu", len, flen);
+    small[0] = 'x';
+    EXPECT_OK(lunsnap_last_error_message(NULL, small, 1, &len));
+    CHECK(small[0] == '\0' && len == flen, "a 1-byte buffer gets just the NUL");
+
+    /* A handle's message is its own: failures elsewhere do not replace it. */
+    char mine[256];
+    copy_message(mine, sizeof mine, a);
+    lunsnap_array *b = new_array(__LINE__);
+    if (b) {
+        EXPECT_MSG(lunsnap_attach(b, 3), LUNSNAP_RESULT_NO_SUCH_LUN, "lunsnap_attach: no such LUN: 3");
+        CHECK(strcmp(last_message(b), "lunsnap_attach: no such LUN: 3") == 0, "b's message: \"%s\"",
+              last_message(b));
+        EXPECT(lunsnap_create_lun(NULL, 1, 512), LUNSNAP_RESULT_NULL_POINTER);
+        CHECK(strcmp(last_message(a), mine) == 0, "a's message replaced by another handle's failure: \"%s\"",
+              last_message(a));
+
+        /* Each thread has its own (std); without std one slot holds the last of any. */
+        char before[256];
+        copy_message(before, sizeof before, NULL);
+        other_thread t = {.a = b};
+        pthread_t th;
+        if (pthread_create(&th, NULL, fail_elsewhere, &t) == 0) {
+            pthread_join(th, NULL);
+            CHECK(strcmp(t.own, "lunsnap_detach: no such LUN: 9") == 0, "the other thread's message: \"%s\"", t.own);
+            CHECK(strcmp(last_message(b), "lunsnap_detach: no such LUN: 9") == 0,
+                  "the handle keeps the other thread's failure: \"%s\"", last_message(b));
+#if defined(LUNSNAP_FEATURE_STD)
+            CHECK(strcmp(last_message(NULL), before) == 0, "another thread's failure replaced this thread's: \"%s\"",
+                  last_message(NULL));
+#else
+            CHECK(strcmp(last_message(NULL), t.own) == 0, "no_std: one slot, the last failure of any thread: \"%s\"",
+                  last_message(NULL));
+#endif
+        } else {
+            CHECK(false, "pthread_create failed");
+        }
+        lunsnap_free(b);
+    }
+    lunsnap_free(a);
+}
+
+/* ---- struct_size: the library reads and writes only the caller's prefix ------------------------ */
+
+static void test_struct_size(void) {
+    section = "struct_size";
+    lunsnap_array *a = new_array(__LINE__);
+    if (!a) {
+        return;
+    }
+    EXPECT_OK(lunsnap_create_lun(a, 1, LUN_SIZE));
+
+    /* Refused sizes: nothing written. */
+    lunsnap_lun_info li, li0;
+    memset(&li, 0x33, sizeof li);
+    li.struct_size = 0;
+    li0 = li;
+    EXPECT_MSG(lunsnap_get_lun_info(a, 1, &li), LUNSNAP_RESULT_INVALID_ARGUMENT,
+               "lunsnap_get_lun_info: `out->struct_size` is 0: set it to sizeof the struct");
+    li.struct_size = sizeof(size_t) - 1;
+    EXPECT(lunsnap_get_lun_info(a, 1, &li), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    li.struct_size = LUNSNAP_STRUCT_SIZE_MAX + 1;
+    EXPECT(lunsnap_get_lun_info(a, 1, &li), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    li.struct_size = 0;
+    CHECK(memcmp(&li, &li0, sizeof li) == 0, "refused struct_size: *out written");
+    lunsnap_pool_info pi;
+    memset(&pi, 0, sizeof pi);
+    EXPECT(lunsnap_get_pool_info(a, &pi), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    EXPECT(lunsnap_get_lun_info_as(a, 7, 1, &li), LUNSNAP_RESULT_INVALID_ARGUMENT);
+
+    /* Just the size: nothing else is written. */
+    li.struct_size = sizeof(size_t);
+    EXPECT_OK(lunsnap_get_lun_info(a, 1, &li));
+    CHECK(li.lun == li0.lun && li.size == li0.size && li.online == li0.online, "a struct_size of sizeof(size_t): "
+                                                                                 "fields written");
+    /* Part of the struct: the fields inside it, not one byte more. */
+    memset(&li, 0x33, sizeof li);
+    li.struct_size = offsetof(lunsnap_lun_info, has_parent);
+    EXPECT_OK(lunsnap_get_lun_info(a, 1, &li));
+    CHECK(li.lun == 1 && li.kind == LUNSNAP_LUN_KIND_LUN && li.size == LUN_SIZE, "prefix fields wrong");
+    CHECK(all_bytes((const uint8_t *)&li + offsetof(lunsnap_lun_info, has_parent),
+                    sizeof li - offsetof(lunsnap_lun_info, has_parent), 0x33),
+          "get_lun_info wrote past struct_size");
+
+    /* A newer program's bigger struct: the fields the library does not know read 0. */
+    struct {
+        lunsnap_pool_info p;
+        uint64_t future[3];
+    } newer;
+    memset(&newer, 0xaa, sizeof newer);
+    newer.p.struct_size = sizeof newer;
+    EXPECT_OK(lunsnap_get_pool_info(a, &newer.p));
+    CHECK(newer.p.luns == 1 && newer.p.max_luns == MAX_LUNS && newer.p.extent_size == EXTENT &&
+              newer.future[0] == 0 && newer.future[1] == 0 && newer.future[2] == 0,
+          "bigger pool_info: luns %u, future %llx", newer.p.luns, (unsigned long long)newer.future[0]);
+    CHECK(newer.p.struct_size == sizeof newer, "the library changed struct_size");
+    CHECK(newer.p.metadata_used_bytes > 0 && newer.p.metadata_used_bytes <= newer.p.metadata_provisioned_bytes,
+          "metadata used %llu of %llu", (unsigned long long)newer.p.metadata_used_bytes,
+          (unsigned long long)newer.p.metadata_provisioned_bytes);
+
+    /* Options: init writes the size and the defaults, within the size given. */
+    lunsnap_format_options fo;
+    EXPECT(lunsnap_format_options_init(NULL, sizeof fo), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_format_options_init(&fo, 0), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    EXPECT(lunsnap_open_options_init(NULL, sizeof(lunsnap_open_options)), LUNSNAP_RESULT_NULL_POINTER);
+    memset(&fo, 0x44, sizeof fo);
+    EXPECT_OK(lunsnap_format_options_init(&fo, offsetof(lunsnap_format_options, cache_bytes)));
+    CHECK(fo.struct_size == offsetof(lunsnap_format_options, cache_bytes) && fo.extent_size == 16384 &&
+              fo.max_luns == 1024 && all_bytes((const uint8_t *)&fo.cache_bytes, sizeof fo - offsetof(lunsnap_format_options, cache_bytes), 0x44),
+          "init with a short struct_size");
+    /* An input shorter than the library's: the fields it lacks take their defaults. */
+    fo.extent_size = EXTENT;
+    fo.max_luns = MAX_LUNS;
+    lunsnap_array *s = NULL;
+    EXPECT_OK(lunsnap_format_mem(BS, BLOCKS, &fo, &s));
+    if (s) {
+        lunsnap_pool_info q = {.struct_size = sizeof q};
+        EXPECT_OK(lunsnap_get_pool_info(s, &q));
+        CHECK(q.extent_size == EXTENT && q.max_luns == MAX_LUNS, "short options: extent %u, max_luns %u",
+              q.extent_size, q.max_luns);
+        lunsnap_free(s);
+    }
+    fo.struct_size = 0;
+    EXPECT_MSG(lunsnap_format_mem(BS, BLOCKS, &fo, &s), LUNSNAP_RESULT_INVALID_ARGUMENT, "`opts->struct_size` is 0");
+    EXPECT(lunsnap_min_device_bytes(&fo, &(uint64_t){0}), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    lunsnap_open_options oo;
+    memset(&oo, 0, sizeof oo);
+    hostdev d;
+    if (hostdev_init(&d, 512, 16384)) {
+        lunsnap_device_callbacks cb = hostdev_callbacks(&d);
+        EXPECT(lunsnap_open_callbacks(&cb, &oo, &s), LUNSNAP_RESULT_INVALID_ARGUMENT);
+        cb.struct_size = 0;
+        EXPECT_MSG(lunsnap_format_callbacks(&cb, NULL, &s), LUNSNAP_RESULT_INVALID_ARGUMENT,
+                   "`dev->struct_size` is 0");
+        /* Callbacks from an older header without `discard`: none is called. */
+        cb.struct_size = offsetof(lunsnap_device_callbacks, discard);
+        lunsnap_format_options so = small_opts();
+        s = NULL;
+        EXPECT_OK(lunsnap_format_callbacks(&cb, &so, &s));
+        if (s) {
+            EXPECT_OK(lunsnap_create_lun(s, 1, LUN_SIZE));
+            static uint8_t w[LUN_SIZE];
+            fill_bytes(w, sizeof w, 3);
+            EXPECT_OK(lunsnap_write(s, 1, 0, w, sizeof w));
+            EXPECT_OK(lunsnap_delete(s, 1, false));
+            CHECK(d.discards == 0, "a callbacks struct without discard: %llu discards",
+                  (unsigned long long)d.discards);
+            EXPECT_OK(lunsnap_close(s));
+        }
+        /* ... and one without `flush` (a required callback) is refused. */
+        cb.struct_size = offsetof(lunsnap_device_callbacks, flush);
+        EXPECT_MSG(lunsnap_open_callbacks(&cb, NULL, &s), LUNSNAP_RESULT_NULL_POINTER, "`dev->flush` is NULL");
+        hostdev_destroy(&d);
+    }
+    lunsnap_free(a);
+}
+
+/* ---- grants, LUN info as a host, poisoned, the least device --------------------------------- */
+
+static void test_new_queries(void) {
+    section = "grants list";
+    lunsnap_array *a = new_array(__LINE__);
+    if (!a) {
+        return;
+    }
+    EXPECT_OK(lunsnap_create_lun(a, 1, LUN_SIZE));
+    EXPECT_OK(lunsnap_create_lun(a, 2, 1024)); /* reserves a whole extent */
+    EXPECT_OK(lunsnap_add_host(a, 0x30, "c"));
+    EXPECT_OK(lunsnap_add_host(a, 0x10, "a"));
+    EXPECT_OK(lunsnap_add_host(a, 0x20, "b"));
+    EXPECT_OK(lunsnap_grant(a, 1, 0x30, LUNSNAP_ACCESS_READ_WRITE));
+    EXPECT_OK(lunsnap_grant(a, 1, 0x10, LUNSNAP_ACCESS_READ));
+    size_t n = 99;
+    EXPECT_OK(lunsnap_grants(a, 1, NULL, 0, &n));
+    CHECK(n == 2, "grants on LUN 1: %zu", n);
+    lunsnap_host_grant g[4];
+    memset(g, 0x5a, sizeof g);
+    EXPECT_OK(lunsnap_grants(a, 1, g, 4, &n));
+    CHECK(n == 2 && g[0].host == 0x10 && g[0].access == LUNSNAP_ACCESS_READ && g[0].reserved == 0 &&
+              g[1].host == 0x30 && g[1].access == LUNSNAP_ACCESS_READ_WRITE,
+          "grants on LUN 1: %zu: %llx/%u %llx/%u", n, (unsigned long long)g[0].host, (unsigned)g[0].access,
+          (unsigned long long)g[1].host, (unsigned)g[1].access);
+    memset(g, 0x5a, sizeof g);
+    EXPECT_OK(lunsnap_grants(a, 1, g, 1, &n));
+    CHECK(n == 2 && g[0].host == 0x10 && all_bytes((const uint8_t *)&g[1], sizeof g[1], 0x5a),
+          "grants with capacity 1");
+    EXPECT_OK(lunsnap_grants(a, 2, g, 4, &n));
+    CHECK(n == 0, "grants on LUN 2: %zu", n);
+    n = 99;
+    EXPECT(lunsnap_grants(a, 7, g, 4, &n), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_grants(a, MAX_LUNS, g, 4, &n), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT(lunsnap_grants(a, 1, NULL, 2, &n), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_grants(a, 1, g, SIZE_MAX, &n), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    EXPECT(lunsnap_grants(a, 1, g, 4, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    CHECK(n == 99, "failed grants wrote *out_count");
+    EXPECT_OK(lunsnap_set_security(a, true));
+    EXPECT_OK(lunsnap_revoke(a, 1, 0x10));
+    EXPECT_OK(lunsnap_grants(a, 1, g, 4, &n));
+    CHECK(n == 1 && g[0].host == 0x30, "after revoke: %zu grants", n);
+    EXPECT_OK(lunsnap_remove_host(a, 0x30));
+    EXPECT_OK(lunsnap_grants(a, 1, g, 4, &n));
+    CHECK(n == 0, "after remove_host: %zu grants", n);
+
+    section = "lun_info_as";
+    lunsnap_lun_info want = {.struct_size = sizeof want}, got = {.struct_size = sizeof got};
+    EXPECT_OK(lunsnap_get_lun_info(a, 1, &want));
+    EXPECT(lunsnap_get_lun_info_as(a, 0x10, 1, &got), LUNSNAP_RESULT_NO_SUCH_LUN); /* no grant */
+    EXPECT(lunsnap_get_lun_info_as(a, 0x99, 1, &got), LUNSNAP_RESULT_NO_SUCH_LUN); /* no such host */
+    EXPECT(lunsnap_get_lun_info_as(a, 0x10, 7, &got), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_get_lun_info_as(a, 0x10, MAX_LUNS, &got), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT(lunsnap_get_lun_info_as(a, 0x10, 1, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT_OK(lunsnap_grant(a, 1, 0x10, LUNSNAP_ACCESS_READ));
+    EXPECT_OK(lunsnap_get_lun_info_as(a, 0x10, 1, &got));
+    CHECK(got.lun == 1 && got.size == want.size && got.reserved_bytes == want.reserved_bytes &&
+              got.created_generation == want.created_generation,
+          "lun_info_as differs from lun_info");
+    EXPECT_OK(lunsnap_set_security(a, false));
+    EXPECT_OK(lunsnap_get_lun_info_as(a, 0x99, 2, &got));
+    /* A reservation is whole extents: LUN 2 of 1 KiB reserves one extent. */
+    CHECK(got.lun == 2 && got.size == 1024 && got.reserved_bytes == EXTENT,
+          "LUN 2 of 1 KiB: size %llu, reserved %llu", (unsigned long long)got.size,
+          (unsigned long long)got.reserved_bytes);
+
+    section = "is_poisoned";
+    bool poisoned = true;
+    EXPECT_OK(lunsnap_is_poisoned(a, &poisoned));
+    CHECK(!poisoned, "a fresh array is poisoned");
+    EXPECT(lunsnap_is_poisoned(a, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    lunsnap_free(a);
+
+    section = "min_device_bytes";
+    uint64_t min_def = 0, min_small = 0;
+    EXPECT_OK(lunsnap_min_device_bytes(NULL, &min_def));
+    lunsnap_format_options o = small_opts();
+    EXPECT_OK(lunsnap_min_device_bytes(&o, &min_small));
+    CHECK(min_small > 0 && min_small < min_def && min_small <= (uint64_t)BS * BLOCKS,
+          "least devices: %llu (defaults), %llu (16 LUNs)", (unsigned long long)min_def,
+          (unsigned long long)min_small);
+    EXPECT(lunsnap_min_device_bytes(&o, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    lunsnap_array *b = NULL;
+    EXPECT_OK(lunsnap_format_mem(512, (min_small + 511) / 512, &o, &b));
+    lunsnap_free(b);
+    b = NULL;
+    EXPECT(lunsnap_format_mem(512, (min_small - 1) / 512, &o, &b), LUNSNAP_RESULT_DEVICE_TOO_SMALL);
+    CHECK(b == NULL, "a refused format wrote *out");
+}
+
+/* ---- the device's detail in the message; poisoned handles ------------------------------------ */
+
+static void test_device_detail(void) {
+    section = "device detail";
+    hostdev d;
+    if (!hostdev_init(&d, 512, 16384)) {
+        CHECK(false, "out of memory");
+        return;
+    }
+    lunsnap_device_callbacks cb = hostdev_callbacks(&d);
+    lunsnap_format_options o = small_opts();
+    lunsnap_array *a = NULL;
+
+    /* Format and open report what the callback said. */
+    d.fail_writes = true;
+    d.fail_code = -30; /* EROFS */
+    EXPECT_MSG(lunsnap_format_callbacks(&cb, &o, &a), LUNSNAP_RESULT_DEVICE_IO,
+               "lunsnap_format_callbacks: device error: input/output error (write of ");
+#if defined(LUNSNAP_FEATURE_STD)
+    CHECK(last_message_has(NULL, "the callback returned -30: Read-only file system)"), "format: \"%s\"",
+          last_message(NULL));
+#else
+    CHECK(last_message_has(NULL, "the callback returned -30 (errno 30))"), "format: \"%s\"", last_message(NULL));
+#endif
+    hostdev_heal(&d);
+    EXPECT_OK(lunsnap_format_callbacks(&cb, &o, &a));
+    if (!a) {
+        hostdev_destroy(&d);
+        return;
+    }
+    EXPECT_OK(lunsnap_create_lun(a, 1, LUN_SIZE));
+    static uint8_t w[4096];
+    fill_bytes(w, sizeof w, 9);
+    EXPECT_OK(lunsnap_write(a, 1, 0, w, sizeof w));
+    EXPECT_OK(lunsnap_flush(a));
+
+    /* A read that fails: which blocks, and the errno. */
+    EXPECT_OK(lunsnap_reopen(a)); /* nothing cached: the next read reaches the device */
+    d.fail_reads = true;
+    d.fail_code = -5;
+    EXPECT_MSG(lunsnap_read(a, 1, 0, w, sizeof w), LUNSNAP_RESULT_DEVICE_IO, "(read of ");
+#if defined(LUNSNAP_FEATURE_STD)
+    CHECK(last_message_has(a, "bytes at block ") && last_message_has(a, "the callback returned -5: Input/output error)"),
+          "read: \"%s\"", last_message(a));
+#endif
+    hostdev_heal(&d);
+
+    /* Any other non-zero value is reported as is. */
+    d.fail_flush_at = 1;
+    d.fail_code = 7;
+    EXPECT_OK(lunsnap_write(a, 1, 0, w, sizeof w));
+    EXPECT_MSG(lunsnap_flush(a), LUNSNAP_RESULT_DEVICE_IO,
+               "lunsnap_flush: device error: input/output error (flush: the callback returned 7)");
+    hostdev_heal(&d);
+
+    /* The failed commit poisoned the handle: changes are refused until a reopen. */
+    bool poisoned = false;
+    EXPECT_OK(lunsnap_is_poisoned(a, &poisoned));
+    CHECK(poisoned, "a failed commit did not poison the handle");
+    EXPECT_MSG(lunsnap_create_lun(a, 2, 4096), LUNSNAP_RESULT_POISONED,
+               "lunsnap_create_lun: an earlier device error left this handle read-only");
+    CHECK(!last_message_has(NULL, "callback"), "a later, non-device failure carries an old device detail: \"%s\"",
+          last_message(NULL));
+    EXPECT_OK(lunsnap_reopen(a));
+    EXPECT_OK(lunsnap_is_poisoned(a, &poisoned));
+    CHECK(!poisoned, "still poisoned after reopen");
+
+    /* A discard that fails is ignored, and leaves nothing in a later message. */
+    d.fail_discards = true;
+    d.fail_code = -95;
+    EXPECT_OK(lunsnap_delete(a, 1, false));
+    EXPECT_MSG(lunsnap_delete(a, 1, false), LUNSNAP_RESULT_NO_SUCH_LUN, "lunsnap_delete: no such LUN: 1");
+    CHECK(!last_message_has(NULL, "callback"), "NO_SUCH_LUN carries a device detail: \"%s\"", last_message(NULL));
+    hostdev_heal(&d);
+    EXPECT_OK(lunsnap_close(a));
+
+    /* Opening with another block size than at format: its own code, on a copy of
+     * the medium seen as 4096-byte blocks. */
+    section = "block size mismatch";
+    hostdev big;
+    if (hostdev_init(&big, 4096, 2048)) {
+        memcpy(big.durable, d.durable, (size_t)512 * 16384);
+        lunsnap_device_callbacks bcb = hostdev_callbacks(&big);
+        a = forged();
+        EXPECT_MSG(lunsnap_open_callbacks(&bcb, NULL, &a), LUNSNAP_RESULT_BLOCK_SIZE_MISMATCH,
+                   "lunsnap_open_callbacks: the array was formatted on 512-byte blocks but the device was opened "
+                   "with 4096-byte blocks: open it with a block size of 512");
+        CHECK(a == forged(), "a refused open wrote *out");
+        hostdev_destroy(&big);
+    }
+    a = NULL;
+    EXPECT_OK(lunsnap_open_callbacks(&cb, NULL, &a));
+    lunsnap_free(a);
+    hostdev_destroy(&d);
+}
 
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -3139,6 +3662,10 @@ int main(void) {
     test_detect_zeros();
     test_ranges_as_hosts();
     test_discard_callback();
+    test_error_messages();
+    test_struct_size();
+    test_new_queries();
+    test_device_detail();
 #if defined(LUNSNAP_FEATURE_STD)
     test_files();
 #endif
