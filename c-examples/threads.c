@@ -20,7 +20,14 @@
  *   - a later copy of the same LUN is never older than an earlier one;
  *   - the copy stays frozen: read again after the writers moved on, it is unchanged.
  * At the end every LUN must hold its last round exactly, refreshed copies must equal
- * their parents, and lunsnap_check must find nothing wrong. Exit status 1 otherwise.
+ * their parents, and lunsnap_check must find nothing wrong.
+ *
+ * Then contention: one thread holds a handle through a slow device flush (the
+ * callback sleeps), and WAITERS threads call it meanwhile. Each must wait for the
+ * holder, get the right answer, and, in the std build, sleep while it waits (the
+ * handle's lock is a mutex): the CPU time it uses is checked against the time it
+ * waited. The no_std build spins (no operating system to sleep in): its figures are
+ * printed, not checked. Exit status 1 otherwise.
  */
 
 #define _POSIX_C_SOURCE 200809L
@@ -38,6 +45,7 @@
 #include <time.h>
 
 #include "common.h"
+#include "hostdev.h"
 
 #define WRITERS 4u
 #define ROUNDS 64u
@@ -222,6 +230,120 @@ static void *copier(void *arg) {
     return NULL;
 }
 
+/* ---- contention: waiters sleep while the holder is in device I/O ---------------- */
+
+#define WAITERS 3u
+#define SLOW_MS 150 /* each flush callback of the slow phase sleeps this long */
+
+typedef struct {
+    hostdev d; /* first: the hostdev callbacks take the same context */
+    atomic_bool slow;
+    atomic_uint in_flush;
+} slowdev;
+
+static int32_t slow_flush(void *ctx) {
+    slowdev *s = ctx;
+    if (atomic_load(&s->slow)) {
+        atomic_fetch_add(&s->in_flush, 1);
+        struct timespec t = {0, SLOW_MS * 1000000L};
+        nanosleep(&t, NULL);
+    }
+    return hostdev_flush(&s->d);
+}
+
+static double seconds(clockid_t clock) {
+    struct timespec t;
+    clock_gettime(clock, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static lunsnap_array *slow_array;
+
+typedef struct {
+    double waited, cpu;
+    uint32_t luns;
+    lunsnap_result r;
+} waiter_result;
+
+static void *holder(void *arg) {
+    (void)arg;
+    static uint8_t buf[CHUNK];
+    fill(buf, CHUNK, 0, 2, 0);
+    lunsnap_result r = lunsnap_write(slow_array, 0, 0, buf, CHUNK);
+    if (r == LUNSNAP_RESULT_OK) {
+        r = lunsnap_flush(slow_array); /* the slow callbacks run here, the handle held */
+    }
+    ok(r, "slow flush", 0);
+    return NULL;
+}
+
+static void *waiter(void *arg) {
+    waiter_result *w = arg;
+    double wall = seconds(CLOCK_MONOTONIC), cpu = seconds(CLOCK_THREAD_CPUTIME_ID);
+    lunsnap_pool_info p = {.struct_size = sizeof p};
+    w->r = lunsnap_get_pool_info(slow_array, &p);
+    w->cpu = seconds(CLOCK_THREAD_CPUTIME_ID) - cpu;
+    w->waited = seconds(CLOCK_MONOTONIC) - wall;
+    w->luns = p.luns;
+    return NULL;
+}
+
+static void contention(void) {
+    static slowdev s;
+    ENSURE(hostdev_init(&s.d, 4096, 2048), "out of memory");
+    lunsnap_device_callbacks cb = hostdev_callbacks(&s.d);
+    cb.ctx = &s;
+    cb.flush = slow_flush;
+    lunsnap_format_options fo;
+    TRY(lunsnap_format_options_init(&fo, sizeof fo));
+    fo.extent_size = 4096;
+    fo.max_luns = 16;
+    TRY(lunsnap_format_callbacks(&cb, &fo, &slow_array));
+    TRY(lunsnap_create_lun(slow_array, 0, LUN_SIZE));
+    atomic_store(&s.slow, true);
+    pthread_t h, w[WAITERS];
+    waiter_result res[WAITERS];
+    memset(res, 0, sizeof res);
+    ENSURE(pthread_create(&h, NULL, holder, NULL) == 0, "pthread_create failed");
+    while (atomic_load(&s.in_flush) == 0) {
+        struct timespec t = {0, 1000000L};
+        nanosleep(&t, NULL);
+    }
+    for (unsigned i = 0; i < WAITERS; i++) {
+        ENSURE(pthread_create(&w[i], NULL, waiter, &res[i]) == 0, "pthread_create failed");
+    }
+    pthread_join(h, NULL);
+    for (unsigned i = 0; i < WAITERS; i++) {
+        pthread_join(w[i], NULL);
+    }
+    atomic_store(&s.slow, false);
+    double waited = 0, cpu = 0;
+    for (unsigned i = 0; i < WAITERS; i++) {
+        ENSURE(res[i].r == LUNSNAP_RESULT_OK && res[i].luns == 1, "waiter %u: %s, %u LUNs", i,
+               lunsnap_strerror(res[i].r), res[i].luns);
+        waited += res[i].waited;
+        cpu += res[i].cpu;
+    }
+    ENSURE(atomic_load(&failures) == 0, "the holder failed");
+    ENSURE(waited / WAITERS >= SLOW_MS / 3 / 1000.0, "the waiters did not wait for the holder (%.0f ms each)",
+           waited / WAITERS * 1000);
+#if defined(LUNSNAP_FEATURE_STD)
+    /* Sleeping: a waiter's CPU time is a small part of its wait (generous bound: CI
+     * machines are noisy; a spinning lock uses about all of it). */
+    ENSURE(cpu <= 0.25 * waited + 0.010 * WAITERS,
+           "waiters used %.0f ms of CPU while waiting %.0f ms: they spin instead of sleeping", cpu * 1000,
+           waited * 1000);
+    printf("contention: %u threads waited %.0f ms each for a handle held through %u slow flushes, using %.1f ms of "
+           "CPU in all: they slept\n",
+           WAITERS, waited / WAITERS * 1000, atomic_load(&s.in_flush), cpu * 1000);
+#else
+    printf("contention (no_std, spin lock): %u threads waited %.0f ms each, using %.0f ms of CPU in all\n", WAITERS,
+           waited / WAITERS * 1000, cpu * 1000);
+#endif
+    TRY(lunsnap_close(slow_array));
+    hostdev_destroy(&s.d);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     printf("threads: %u writer threads, one LUN each, and a copier thread on one array\n", WRITERS);
@@ -298,6 +420,7 @@ int main(void) {
            "(%u LUNs, generation %" PRIu64 ")\n",
            ROUNDS, p.luns, p.generation);
     TRY(lunsnap_close(array));
+    contention();
     printf("threads: all checks passed\n");
     return 0;
 }
