@@ -3502,6 +3502,18 @@ static void test_new_queries(void) {
     EXPECT_OK(lunsnap_grants(a, 1, g, 4, &n));
     CHECK(n == 0, "after remove_host: %zu grants", n);
 
+    /* The most hosts an array registers: 64 (lunsnap_add_host's TOO_MANY_HOSTS). */
+    section = "too many hosts";
+    size_t have = 0;
+    EXPECT_OK(lunsnap_hosts(a, NULL, 0, &have));
+    for (uint64_t id = 0x1000; have < 64; id++, have++) {
+        EXPECT_OK(lunsnap_add_host(a, id, NULL));
+    }
+    EXPECT_MSG(lunsnap_add_host(a, 0x9999, "one more"), LUNSNAP_RESULT_TOO_MANY_HOSTS,
+               "lunsnap_add_host: the array already has 64 hosts: remove one first");
+    EXPECT_OK(lunsnap_remove_host(a, 0x1000));
+    EXPECT_OK(lunsnap_add_host(a, 0x9999, "one more"));
+
     section = "lun_info_as";
     lunsnap_lun_info want = {.struct_size = sizeof want}, got = {.struct_size = sizeof got};
     EXPECT_OK(lunsnap_get_lun_info(a, 1, &want));

@@ -268,13 +268,13 @@ typedef struct {
 // (`lunsnap_last_error_message`) then names the callback, the blocks, the value
 // and, in the std build, the errno's text, e.g. "... (write of 8192 bytes at block
 // 40: the callback returned -28: No space left on device)"; any other non-zero
-// value is reported as is. `buf` always holds a
-// whole number of blocks (`len` bytes, `len / block_size` blocks from `lba`).
+// value is reported as is. `buf` always holds a whole number of blocks (`len`
+// bytes, `len / block_size` blocks from `lba`).
 // Power-loss contract: a write not followed by a successful `flush` may be lost or
 // torn at sector granularity; `flush` returns only once every earlier write is
 // durable. The callbacks may be called from any thread that uses the array, one
 // call at a time. A callback must not call a `lunsnap_` function on the same array
-// (the array is locked during the call: it would wait for ever).
+// (the array is locked during the call: it would deadlock).
 //
 // `discard` tells the host that blocks hold nothing useful any more (TRIM, a hole
 // in an image file), so that it may forget them. It is called only right after a

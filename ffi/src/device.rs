@@ -26,13 +26,13 @@ use crate::sized::sized_struct;
 /// (`lunsnap_last_error_message`) then names the callback, the blocks, the value
 /// and, in the std build, the errno's text, e.g. "... (write of 8192 bytes at block
 /// 40: the callback returned -28: No space left on device)"; any other non-zero
-/// value is reported as is. `buf` always holds a
-/// whole number of blocks (`len` bytes, `len / block_size` blocks from `lba`).
+/// value is reported as is. `buf` always holds a whole number of blocks (`len`
+/// bytes, `len / block_size` blocks from `lba`).
 /// Power-loss contract: a write not followed by a successful `flush` may be lost or
 /// torn at sector granularity; `flush` returns only once every earlier write is
 /// durable. The callbacks may be called from any thread that uses the array, one
 /// call at a time. A callback must not call a `lunsnap_` function on the same array
-/// (the array is locked during the call: it would wait for ever).
+/// (the array is locked during the call: it would deadlock).
 ///
 /// `discard` tells the host that blocks hold nothing useful any more (TRIM, a hole
 /// in an image file), so that it may forget them. It is called only right after a
@@ -205,23 +205,23 @@ pub(crate) struct AnyDevice {
 type Op = Result<(), (DeviceErrorKind, String)>;
 
 /// An inner device's error as a kind and a text (the file device's I/O error).
-fn plain<E: DeviceError + DisplayIfStd>(e: E) -> (DeviceErrorKind, String) {
+fn plain<E: DeviceError + ErrorText>(e: E) -> (DeviceErrorKind, String) {
     (e.kind(), e.text())
 }
 
-/// A device error's text: its `Display` where it has one.
-trait DisplayIfStd {
+/// What a device's error says, for the failed call's message.
+trait ErrorText {
     fn text(&self) -> String;
 }
 
-impl DisplayIfStd for DeviceErrorKind {
+impl ErrorText for DeviceErrorKind {
     fn text(&self) -> String {
         format!("{self}")
     }
 }
 
 #[cfg(feature = "std")]
-impl DisplayIfStd for lunsnap::FileDeviceError {
+impl ErrorText for lunsnap::FileDeviceError {
     fn text(&self) -> String {
         format!("the file device: {self}")
     }

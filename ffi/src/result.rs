@@ -285,7 +285,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn access_control_errors_have_their_own_codes() {
+    fn errors_have_their_own_codes() {
         let cases = [
             (Error::NoSuchHost(7), lunsnap_result::NoSuchHost, 60),
             (Error::HostExists(7), lunsnap_result::HostExists, 61),
