@@ -7,9 +7,11 @@ use std::path::Path;
 
 use clap::ValueEnum;
 
-use crate::cmd::{change, change_exposed};
+use serde_json::json;
+
+use crate::cmd::{change, change_exposed, Done};
 use crate::fail::Result;
-use crate::image::Access;
+use crate::image::{Access, Va};
 use crate::json::{self, host_id};
 use crate::target::{self, Place};
 
@@ -21,6 +23,18 @@ pub fn parse_host(s: &str) -> Result<u64, String> {
         ));
     }
     u64::from_str_radix(s, 16).map_err(|e| format!("{s:?} is not a host id: {e}"))
+}
+
+/// Parses a host's label: at most [`lunsnap::MAX_HOST_NAME`] bytes.
+pub fn parse_host_name(s: &str) -> Result<String, String> {
+    if s.len() > lunsnap::MAX_HOST_NAME {
+        return Err(format!(
+            "the name is {} bytes long: a host's name is at most {} bytes",
+            s.len(),
+            lunsnap::MAX_HOST_NAME
+        ));
+    }
+    Ok(s.to_string())
 }
 
 /// `--access`: what a grant allows.
@@ -41,34 +55,41 @@ impl From<Level> for lunsnap::Access {
     }
 }
 
-/// `host add IMAGE HOST [--name NAME]`
-pub fn host_add(place: &Place, path: &Path, host: u64, name: &str, out: &mut String) -> Result<u8> {
-    change(
-        place,
-        path,
-        |va| {
-            va.add_host(host, name)?;
-            Ok(if name.is_empty() {
-                format!("registered host {}", host_id(host))
-            } else {
-                format!("registered host {} ({name})", host_id(host))
-            })
-        },
-        out,
-    )
+/// `host add IMAGE HOST [--name NAME] [--json]`
+pub fn host_add(
+    place: &Place,
+    how: (&Path, bool),
+    host: u64,
+    name: &str,
+    out: &mut String,
+) -> Result<u8> {
+    let op = |va: &mut Va| {
+        va.add_host(host, name)?;
+        let text = if name.is_empty() {
+            format!("registered host {}", host_id(host))
+        } else {
+            format!("registered host {} ({name})", host_id(host))
+        };
+        Ok(Done::new(
+            text,
+            "registered",
+            json!({"host": host_id(host), "name": name}),
+        ))
+    };
+    change(place, how, op, out)
 }
 
-/// `host remove IMAGE HOST`
-pub fn host_remove(place: &Place, path: &Path, host: u64, out: &mut String) -> Result<u8> {
-    change(
-        place,
-        path,
-        |va| {
-            va.remove_host(host)?;
-            Ok(format!("removed host {} and its grants", host_id(host)))
-        },
-        out,
-    )
+/// `host remove IMAGE HOST [--json]`
+pub fn host_remove(place: &Place, how: (&Path, bool), host: u64, out: &mut String) -> Result<u8> {
+    let op = |va: &mut Va| {
+        va.remove_host(host)?;
+        Ok(Done::new(
+            format!("removed host {} and its grants", host_id(host)),
+            "removed",
+            json!({"host": host_id(host)}),
+        ))
+    };
+    change(place, how, op, out)
 }
 
 /// `host list IMAGE [--json]`
@@ -87,103 +108,102 @@ pub fn host_list(place: &Place, path: &Path, as_json: bool, out: &mut String) ->
     Ok(0)
 }
 
-/// `grant IMAGE LUN HOST --access read|write`
+/// `grant IMAGE LUN HOST --access read|write [--json]`
 pub fn grant(
     place: &Place,
-    path: &Path,
-    lun: u32,
-    host: u64,
+    how: (&Path, bool),
+    (lun, host): (u32, u64),
     level: Level,
     out: &mut String,
 ) -> Result<u8> {
-    change(
-        place,
-        path,
-        |va| {
-            va.grant(lun, host, level.into())?;
-            let what = match level {
-                Level::Read => "read",
-                Level::Write => "read-write",
-            };
-            let note = if va.security_enabled() {
-                ""
-            } else {
-                " (security is disabled: it takes effect with `security enable`)"
-            };
-            Ok(format!(
+    let op = |va: &mut Va| {
+        va.grant(lun, host, level.into())?;
+        let what = match level {
+            Level::Read => "read",
+            Level::Write => "read-write",
+        };
+        let note = if va.security_enabled() {
+            ""
+        } else {
+            " (security is disabled: it takes effect with `security enable`)"
+        };
+        Ok(Done::new(
+            format!(
                 "granted host {} {what} access to LUN {lun}{note}",
                 host_id(host)
-            ))
-        },
-        out,
-    )
+            ),
+            "granted",
+            json!({
+                "lun": lun,
+                "host": host_id(host),
+                "access": json::access(level.into()),
+                "security": va.security_enabled(),
+            }),
+        ))
+    };
+    change(place, how, op, out)
 }
 
-/// `revoke IMAGE LUN HOST`
-pub fn revoke(place: &Place, path: &Path, lun: u32, host: u64, out: &mut String) -> Result<u8> {
-    change(
-        place,
-        path,
-        |va| {
-            va.revoke(lun, host)?;
-            Ok(format!(
-                "revoked host {}'s access to LUN {lun}",
-                host_id(host)
-            ))
-        },
-        out,
-    )
-}
-
-/// `security enable|disable IMAGE`
-pub fn security(place: &Place, path: &Path, enabled: bool, out: &mut String) -> Result<u8> {
-    change(
-        place,
-        path,
-        |va| {
-            va.set_security(enabled)?;
-            Ok(if enabled {
-                String::from("security enabled: each host sees only the LUNs it is granted")
-            } else {
-                String::from("security disabled: every host sees every LUN")
-            })
-        },
-        out,
-    )
-}
-
-/// `lun offline|online IMAGE LUN`; `--force` (offline only) ends the NBD connections
-/// that have the LUN open, which would otherwise refuse it.
-pub fn lun_online(
+/// `revoke IMAGE LUN HOST [--json]`
+pub fn revoke(
     place: &Place,
-    path: &Path,
-    lun: u32,
-    online: bool,
-    force: bool,
+    how: (&Path, bool),
+    (lun, host): (u32, u64),
     out: &mut String,
 ) -> Result<u8> {
-    change_exposed(
-        place,
-        path,
-        force,
-        // Bringing a LUN online changes nothing its (absent) clients see.
-        |va| {
-            if online {
-                Vec::new()
-            } else {
-                target::existing(va, lun)
-            }
-        },
-        |va| {
-            va.set_online(lun, online)?;
-            Ok(if online {
-                format!("LUN {lun} is online")
-            } else {
-                format!("LUN {lun} is offline: I/O is refused until `lun online`")
-            })
-        },
-        out,
-    )
+    let op = |va: &mut Va| {
+        va.revoke(lun, host)?;
+        Ok(Done::new(
+            format!("revoked host {}'s access to LUN {lun}", host_id(host)),
+            "revoked",
+            json!({"lun": lun, "host": host_id(host)}),
+        ))
+    };
+    change(place, how, op, out)
+}
+
+/// `security enable|disable IMAGE [--json]`
+pub fn security(place: &Place, how: (&Path, bool), enabled: bool, out: &mut String) -> Result<u8> {
+    let op = |va: &mut Va| {
+        va.set_security(enabled)?;
+        let text = if enabled {
+            String::from("security enabled: each host sees only the LUNs it is granted")
+        } else {
+            String::from("security disabled: every host sees every LUN")
+        };
+        Ok(Done::new(text, "security", json!({"enabled": enabled})))
+    };
+    change(place, how, op, out)
+}
+
+/// `lun offline|online IMAGE LUN [--json]`; `--force` (offline only) ends the NBD
+/// connections that have the LUN open, which would otherwise refuse it.
+pub fn lun_online(
+    place: &Place,
+    how: (&Path, bool, bool),
+    lun: u32,
+    online: bool,
+    out: &mut String,
+) -> Result<u8> {
+    let op = |va: &mut Va| {
+        va.set_online(lun, online)?;
+        let text = if online {
+            format!("LUN {lun} is online")
+        } else {
+            format!("LUN {lun} is offline: I/O is refused until `lun online`")
+        };
+        let verb = if online { "online" } else { "offline" };
+        Ok(Done::new(text, verb, json!({"lun": lun})))
+    };
+    // Bringing a LUN online changes nothing its (absent) clients see.
+    let exposed = |va: &Va| {
+        if online {
+            Vec::new()
+        } else {
+            target::existing(va, lun)
+        }
+    };
+    change_exposed(place, how, exposed, op, out)
 }
 
 #[cfg(test)]

@@ -1,32 +1,78 @@
-//! The management commands: format, info, lun create/delete/list, copy, check. Each writes what it has
-//! to say into `out` (printed on stdout) and returns the exit status. Each runs on a
-//! cold image or on the served array alike ([`Place`]).
+//! The management commands: format, info, lun create/delete, copy, check. Each writes
+//! what it has to say into `out` (printed on stdout) and returns the exit status. Each
+//! runs on a cold image or on the served array alike ([`Place`]). A command that
+//! changes the image says what it did in a line, or with `--json` in an object
+//! ([`Done`]).
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-use lunsnap::{BlockDevice, LunInfo, LunKind};
+use lunsnap::{BlockDevice, Error};
+use serde_json::{json, Value};
 
-use crate::fail::Result;
+use crate::fail::{Fail, Result};
 use crate::image::{self, Access, FormatSpec, Va};
 use crate::json;
-use crate::size::human;
+use crate::size::{both, human};
 use crate::target::{self, Place};
 
-/// `format IMAGE --size SIZE [--extent-size SIZE] [--max-luns N] [--force]`
-pub fn format(place: &Place, path: &Path, spec: &FormatSpec, out: &mut String) -> Result<u8> {
-    place.cold_only(
+/// What a change did: the line it prints, and the JSON object `--json` prints instead.
+pub struct Done {
+    /// The line (without its newline).
+    pub text: String,
+    /// `{"<what was done>": {...}}`
+    pub json: Value,
+}
+
+impl Done {
+    /// `text`, or with `--json` the object `{verb: details}`.
+    pub fn new(text: String, verb: &str, details: Value) -> Done {
+        let mut m = serde_json::Map::new();
+        m.insert(verb.to_string(), details);
+        Done {
+            text,
+            json: Value::Object(m),
+        }
+    }
+}
+
+/// `format IMAGE [--size SIZE] [--extent-size SIZE] [--max-luns N] [--force] [--json]`
+pub fn format(
+    place: &Place,
+    path: &Path,
+    spec: &FormatSpec,
+    as_json: bool,
+    out: &mut String,
+) -> Result<u8> {
+    let wait = place.cold_only(
         "format cannot run on a served image: stop its `lunsnap serve` first, then format it",
     )?;
-    let p = image::format(path, spec)?;
+    let made = image::format(path, spec, &wait)?;
+    let p = &made.info;
+    if as_json {
+        out.push_str(&json::render(&json!({"formatted": {
+            "image": path.to_string_lossy(),
+            "image_bytes": made.bytes,
+            "block_device": made.device,
+            "extent_size": p.extent_size,
+            "max_luns": p.max_luns,
+            "capacity_bytes": p.capacity_bytes,
+            "metadata_provisioned_bytes": p.metadata_provisioned_bytes,
+        }})));
+        return Ok(0);
+    }
+    let numbers = match p.max_luns {
+        0 | 1 => String::from("LUN number 0"),
+        n => format!("LUN numbers 0 to {}", n - 1),
+    };
     let _ = writeln!(
         out,
-        "formatted {}: {} image, extent size {}, LUN numbers 0 to {}; capacity {} for \
-         LUNs, metadata provisioned {}",
+        "formatted {}: {} {}, extent size {}, {numbers}; capacity {} for LUNs, metadata \
+         provisioned {}",
         path.display(),
-        human(spec.size),
+        human(made.bytes),
+        if made.device { "block device" } else { "image" },
         human(u64::from(p.extent_size)),
-        p.max_luns.saturating_sub(1),
         human(p.capacity_bytes),
         human(p.metadata_provisioned_bytes)
     );
@@ -88,54 +134,84 @@ pub fn info(place: &Place, path: &Path, as_json: bool, out: &mut String) -> Resu
     Ok(0)
 }
 
+/// Prints what a change did: its line, or its JSON object with `as_json`;
+/// `ended` lists the NBD connections it ended (`Some` for commands that can end them).
+fn said(done: Done, ended: Option<Vec<String>>, as_json: bool, out: &mut String) {
+    if as_json {
+        let mut v = done.json;
+        if let (Some(ended), Value::Object(m)) = (&ended, &mut v) {
+            m.insert("ended_connections".into(), json!(ended));
+        }
+        out.push_str(&json::render(&v));
+        return;
+    }
+    let _ = writeln!(out, "{}", done.text);
+    for c in ended.unwrap_or_default() {
+        let _ = writeln!(out, "ended {c}");
+    }
+}
+
 /// Opens `path` for a change, applies `op`, and closes it (every operation has
 /// committed before it returns; close commits nothing more).
 pub fn change(
     place: &Place,
-    path: &Path,
-    op: impl FnOnce(&mut Va) -> Result<String>,
+    (path, as_json): (&Path, bool),
+    op: impl FnOnce(&mut Va) -> Result<Done>,
     out: &mut String,
 ) -> Result<u8> {
     let mut t = place.open(path, Access::Write)?;
-    let said = t.with(op)?;
+    let done = t.with(op)?;
     t.commit()?;
-    out.push_str(&said);
-    out.push('\n');
+    said(done, None, as_json, out);
     Ok(0)
 }
 
 /// A change that NBD clients of the LUNs `exposed` names would see (see
 /// [`Target::guarded`](crate::target::Target::guarded)): refused while they have one
-/// open, unless `force` ends their connections, which are then listed after `op`'s line.
+/// open, unless `force` ends their connections, which are then listed after `op`'s
+/// line (in `ended_connections` with `--json`).
 pub fn change_exposed(
     place: &Place,
-    path: &Path,
-    force: bool,
+    (path, as_json, force): (&Path, bool, bool),
     exposed: impl FnOnce(&Va) -> Vec<u32>,
-    op: impl FnOnce(&mut Va) -> Result<String>,
+    op: impl FnOnce(&mut Va) -> Result<Done>,
     out: &mut String,
 ) -> Result<u8> {
     let mut t = place.open(path, Access::Write)?;
-    let (said, ended) = t.guarded(force, exposed, op)?;
+    let (done, ended) = t.guarded(force, exposed, op)?;
     t.commit()?;
-    let _ = writeln!(out, "{said}");
-    for c in ended {
-        let _ = writeln!(out, "ended {c}");
-    }
+    said(done, Some(ended), as_json, out);
     Ok(0)
 }
 
-/// `lun create IMAGE LUN --size SIZE`
-pub fn lun_create(place: &Place, path: &Path, lun: u32, size: u64, out: &mut String) -> Result<u8> {
-    change(
-        place,
-        path,
-        |va| {
-            va.create_lun(lun, size)?;
-            Ok(format!("created LUN {lun} ({})", human(size)))
-        },
-        out,
-    )
+/// `lun create IMAGE LUN --size SIZE [--json]`
+pub fn lun_create(
+    place: &Place,
+    (path, as_json): (&Path, bool),
+    lun: u32,
+    size: u64,
+    out: &mut String,
+) -> Result<u8> {
+    let op = |va: &mut Va| {
+        va.create_lun(lun, size).map_err(|e| match e {
+            Error::InvalidLunSize { why, .. }
+                if size > 0 && size.is_multiple_of(lunsnap::SECTOR) =>
+            {
+                Fail::new(format!(
+                    "invalid LUN size {}: {why}, {}",
+                    both(size),
+                    both(va.pool_info().capacity_bytes)
+                ))
+            }
+            e => Fail::from(e),
+        })?;
+        Ok(Done::new(
+            format!("created LUN {lun} ({})", human(size)),
+            "created",
+            json!({"lun": lun, "size": size}),
+        ))
+    };
+    change(place, (path, as_json), op, out)
 }
 
 /// What `lun delete` is asked to do.
@@ -146,228 +222,186 @@ pub struct Delete {
     pub orphan: bool,
     /// `--force`
     pub force: bool,
+    /// `--json`
+    pub json: bool,
 }
 
-/// `lun delete IMAGE LUN [--orphan-copies] [--force]`
+/// The copies of `lun` (those that name it as their parent), in number order.
+pub fn copies_of(va: &Va, lun: u32) -> Vec<u32> {
+    va.lun_numbers()
+        .into_iter()
+        .filter(|&n| va.lun_status(n).is_ok_and(|s| s.parent == Some(lun)))
+        .collect()
+}
+
+/// A list of LUN numbers for people: `11, 12 and 13`.
+pub fn listed(ns: &[u32]) -> String {
+    let s: Vec<String> = ns.iter().map(ToString::to_string).collect();
+    match s.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => s.join(""),
+    }
+}
+
+/// `lun delete IMAGE LUN [--orphan-copies] [--force] [--json]`
 pub fn lun_delete(place: &Place, path: &Path, d: &Delete, out: &mut String) -> Result<u8> {
-    let Delete { lun, orphan, force } = *d;
+    let Delete {
+        lun,
+        orphan,
+        force,
+        json,
+    } = *d;
+    let op = |va: &mut Va| {
+        let copies = copies_of(va, lun);
+        va.delete(lun, orphan).map_err(|e| match e {
+            Error::HasCopies { .. } if !copies.is_empty() => {
+                let (n, them) = match copies.len() {
+                    1 => (String::from("1 copy"), "it"),
+                    k => (format!("{k} copies"), "them"),
+                };
+                Fail::new(format!(
+                    "LUN {lun} has {n} ({}): delete {them} first, or use --orphan-copies to \
+                     delete LUN {lun} and leave {them} standing alone",
+                    listed(&copies)
+                ))
+            }
+            e => Fail::from(e),
+        })?;
+        let text = if copies.is_empty() {
+            format!("deleted LUN {lun}")
+        } else {
+            format!(
+                "deleted LUN {lun}; its copies {} stand alone",
+                listed(&copies)
+            )
+        };
+        Ok(Done::new(
+            text,
+            "deleted",
+            json!({"lun": lun, "orphaned_copies": copies}),
+        ))
+    };
     change_exposed(
         place,
-        path,
-        force,
+        (path, json, force),
         |va| target::deleted(va, lun, orphan),
-        |va| {
-            va.delete(lun, orphan)?;
-            Ok(if orphan {
-                format!("deleted LUN {lun}; its copies, if any, stand alone")
-            } else {
-                format!("deleted LUN {lun}")
-            })
-        },
+        op,
         out,
     )
 }
 
-/// `lun list IMAGE [--json] [--as HOST]`: every LUN, or only those `host` may discover.
-pub fn lun_list(
-    place: &Place,
-    path: &Path,
-    as_json: bool,
-    host: Option<u64>,
-    out: &mut String,
-) -> Result<u8> {
-    let mut t = place.open(path, Access::Read)?;
-    let (luns, grants) = t.with(|va| {
-        let mut luns = va.luns()?;
-        if let Some(h) = host {
-            let visible = va.as_host(h).visible_luns();
-            luns.retain(|l| visible.contains(&l.lun));
-        }
-        let mut grants = Vec::with_capacity(luns.len());
-        for l in &luns {
-            grants.push(va.grants(l.lun)?);
-        }
-        Ok((luns, grants))
-    })?;
-    if as_json {
-        let v: Vec<json::Lun> = luns
-            .iter()
-            .zip(&grants)
-            .map(|(l, g)| json::Lun::new(l, g))
-            .collect();
-        out.push_str(&json::render(&v));
-        return Ok(0);
-    }
-    let _ = writeln!(
-        out,
-        "{:>7}  {:<4}  {:>10}  {:>6}  {:<8}  {:>10}  {:>10}  {:>10}  {:<6}  GRANTS",
-        "LUN", "KIND", "SIZE", "PARENT", "STATE", "RESERVED", "EXCLUSIVE", "SHARED", "ONLINE"
-    );
-    for (l, g) in luns.iter().zip(&grants) {
-        let _ = writeln!(
-            out,
-            "{:>7}  {:<4}  {:>10}  {:>6}  {:<8}  {:>10}  {:>10}  {:>10}  {:<6}  {}",
-            l.lun,
-            json::kind(l.kind),
-            human(l.size),
-            l.parent
-                .map_or_else(|| String::from("-"), |p| p.to_string()),
-            state(l),
-            human(l.reserved_bytes),
-            human(l.exclusive_bytes),
-            human(l.shared_bytes),
-            if l.online { "yes" } else { "no" },
-            grant_list(g)
-        );
-    }
-    Ok(0)
-}
-
-/// The GRANTS column: `HOST:read HOST:write ...`, or `-`.
-fn grant_list(grants: &[(u64, lunsnap::Access)]) -> String {
-    if grants.is_empty() {
-        return String::from("-");
-    }
-    let shown: Vec<String> = grants
-        .iter()
-        .map(|&(h, a)| format!("{}:{}", json::host_id(h), json::access(a)))
-        .collect();
-    shown.join(" ")
-}
-
-fn state(l: &LunInfo) -> &'static str {
-    match (l.kind, l.attached) {
-        (LunKind::Lun, _) => "-",
-        (LunKind::Copy, true) => "attached",
-        (LunKind::Copy, false) => "detached",
-    }
-}
-
 /// `copy create IMAGE --parent P --copy C [--parent P2 --copy C2 ...] (--attached |
-/// --detached)`: one copy with `create_copy`, several (a consistency group) with
-/// `create_copies`, at one point in time and all or nothing.
+/// --detached) [--json]`: one copy with `create_copy`, several (a consistency group)
+/// with `create_copies`, at one point in time and all or nothing.
 pub fn copy_create(
     place: &Place,
-    path: &Path,
+    (path, as_json): (&Path, bool),
     pairs: &[(u32, u32)],
     attached: bool,
     out: &mut String,
 ) -> Result<u8> {
-    change(
-        place,
-        path,
-        |va| {
-            if let [(parent, copy)] = *pairs {
-                va.create_copy(parent, copy, attached)?;
-                return Ok(if attached {
-                    format!(
-                        "created copy {copy} of LUN {parent}, attached: LUN {parent}'s image \
-                         as of now"
-                    )
-                } else {
-                    format!(
-                        "created copy {copy} of LUN {parent}, detached: no data until `copy \
-                         attach`"
-                    )
-                });
-            }
-            va.create_copies(pairs, attached)?;
-            let list: Vec<String> = pairs
-                .iter()
-                .map(|(p, c)| format!("{c} of LUN {p}"))
-                .collect();
-            Ok(if attached {
-                format!(
-                    "created copies {}, attached: their parents' images at one point in time",
-                    list.join(", ")
-                )
-            } else {
-                format!(
-                    "created copies {}, detached: no data until `copy attach`",
-                    list.join(", ")
-                )
+    let op = |va: &mut Va| {
+        match *pairs {
+            [(parent, copy)] => va.create_copy(parent, copy, attached)?,
+            _ => va.create_copies(pairs, attached)?,
+        }
+        let state = if attached { "attached" } else { "detached" };
+        let made: Vec<Value> = pairs
+            .iter()
+            .map(|&(p, c)| {
+                let size = va.lun_status(c).map_or(0, |s| s.size);
+                json!({"lun": c, "parent": p, "size": size})
             })
-        },
-        out,
-    )
+            .collect();
+        let details = json!({"copies": made, "attached": attached});
+        let text = match *pairs {
+            [(parent, copy)] if attached => format!(
+                "created copy {copy} of LUN {parent}, attached: LUN {parent}'s image as of now"
+            ),
+            [(parent, copy)] => format!(
+                "created copy {copy} of LUN {parent}, detached: no data until `copy attach`"
+            ),
+            _ => {
+                let list: Vec<String> = pairs
+                    .iter()
+                    .map(|(p, c)| format!("{c} of LUN {p}"))
+                    .collect();
+                let how = if attached {
+                    "their parents' images at one point in time"
+                } else {
+                    "no data until `copy attach`"
+                };
+                format!("created copies {}, {state}: {how}", list.join(", "))
+            }
+        };
+        Ok(Done::new(text, "created", details))
+    };
+    change(place, (path, as_json), op, out)
 }
 
-/// `copy attach IMAGE C [C2 ...] [--force]`: one copy with `attach`, several (a
-/// consistency group) with `attach_many`, at one point in time and all or nothing.
+/// `copy attach IMAGE C [C2 ...] [--force] [--json]`: one copy with `attach`, several
+/// (a consistency group) with `attach_many`, at one point in time and all or nothing.
 pub fn copy_attach(
     place: &Place,
-    path: &Path,
+    how: (&Path, bool, bool),
     copies: &[u32],
-    force: bool,
     out: &mut String,
 ) -> Result<u8> {
-    change_exposed(
-        place,
-        path,
-        force,
-        |va| target::attached(va, copies),
-        |va| {
-            if let [copy] = *copies {
-                va.attach(copy)?;
-                return Ok(format!(
-                    "attached copy {copy}: it holds its parent's image as of now"
-                ));
-            }
+    let op = |va: &mut Va| {
+        let text = if let [copy] = *copies {
+            va.attach(copy)?;
+            format!("attached copy {copy}: it holds its parent's image as of now")
+        } else {
             va.attach_many(copies)?;
-            let list: Vec<String> = copies.iter().map(ToString::to_string).collect();
-            Ok(format!(
+            format!(
                 "attached copies {}: each holds its parent's image, all at one point in time",
-                list.join(", ")
-            ))
-        },
-        out,
-    )
+                listed(copies)
+            )
+        };
+        Ok(Done::new(text, "attached", json!({"copies": copies})))
+    };
+    change_exposed(place, how, |va| target::attached(va, copies), op, out)
 }
 
-/// `copy detach IMAGE C [--force]`
+/// `copy detach IMAGE C [--force] [--json]`
 pub fn copy_detach(
     place: &Place,
-    path: &Path,
+    how: (&Path, bool, bool),
     copy: u32,
-    force: bool,
     out: &mut String,
 ) -> Result<u8> {
-    change_exposed(
-        place,
-        path,
-        force,
-        |va| target::detached(va, copy),
-        |va| {
-            va.detach(copy)?;
-            Ok(format!(
-                "detached copy {copy}: its data and reservation are released"
-            ))
-        },
-        out,
-    )
+    let op = |va: &mut Va| {
+        va.detach(copy)?;
+        Ok(Done::new(
+            format!("detached copy {copy}: its data and reservation are released"),
+            "detached",
+            json!({"copy": copy}),
+        ))
+    };
+    change_exposed(place, how, |va| target::detached(va, copy), op, out)
 }
 
-/// `copy restore IMAGE C [--force]`
+/// `copy restore IMAGE C [--force] [--json]`
 pub fn copy_restore(
     place: &Place,
-    path: &Path,
+    how: (&Path, bool, bool),
     copy: u32,
-    force: bool,
     out: &mut String,
 ) -> Result<u8> {
-    change_exposed(
-        place,
-        path,
-        force,
-        |va| target::restored(va, copy),
-        |va| {
-            va.restore(copy)?;
-            Ok(format!(
-                "restored from copy {copy}: its parent holds the copy's contents"
-            ))
-        },
-        out,
-    )
+    let op = |va: &mut Va| {
+        va.restore(copy)?;
+        let parent = va.lun_status(copy).ok().and_then(|s| s.parent);
+        let text = match parent {
+            Some(p) => format!("restored LUN {p} from copy {copy}: it holds the copy's contents"),
+            None => format!("restored from copy {copy}: its parent holds the copy's contents"),
+        };
+        Ok(Done::new(
+            text,
+            "restored",
+            json!({"lun": parent, "from_copy": copy}),
+        ))
+    };
+    change_exposed(place, how, |va| target::restored(va, copy), op, out)
 }
 
 /// `check IMAGE [--json]`: 0 when clean, 1 with every violation on stdout otherwise.
@@ -386,9 +420,10 @@ pub fn check(place: &Place, path: &Path, as_json: bool, out: &mut String) -> Res
     } else if clean {
         let _ = writeln!(
             out,
-            "{}: clean ({} LUNs, generation {})",
+            "{}: clean ({} LUN{}, generation {})",
             path.display(),
             p.luns,
+            if p.luns == 1 { "" } else { "s" },
             p.generation
         );
     } else {

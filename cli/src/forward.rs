@@ -17,7 +17,7 @@
 //! and the line the cold command prints is printed here.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -50,7 +50,7 @@ pub fn run(cli: &Cli, refused: &Fail) -> ExitCode {
     let sock = match UnixStream::connect(&ctl) {
         Ok(s) => s,
         Err(e) => {
-            return fail(&Fail(format!(
+            return fail(&Fail::new(format!(
                 "{refused} (and no lunsnap serve answers on the control socket {}: {e})",
                 ctl.display()
             )))
@@ -63,8 +63,7 @@ pub fn run(cli: &Cli, refused: &Fail) -> ExitCode {
 }
 
 fn fail(e: &Fail) -> ExitCode {
-    let _ = writeln!(std::io::stderr(), "lunsnap: {e}");
-    ExitCode::from(1)
+    ExitCode::from(e.report(&mut std::io::stderr()))
 }
 
 /// What the client sends.
@@ -109,16 +108,44 @@ fn request(cli: &Cli, image: &Path) -> Result<Request> {
                 Cmd::Write(_) => Input::Stdin,
                 _ => Input::Nothing,
             };
-            (rest, input, Sink::Stdout)
+            // As typed, with its --progress or --no-progress.
+            args.extend(rest);
+            return Ok(Request {
+                args: with_progress(args, cli, false),
+                input,
+                sink: Sink::Stdout,
+            });
         }
     };
     args.extend(rest);
-    Ok(Request { args, input, sink })
+    Ok(Request {
+        args: with_progress(args, cli, true),
+        input,
+        sink,
+    })
+}
+
+/// `args` with the progress options the server needs: those given (when the command
+/// line was rebuilt), and `--progress-tty` if the progress is for this terminal (the
+/// server then draws it as one line, sent back as stderr).
+fn with_progress(mut args: Vec<String>, cli: &Cli, rebuilt: bool) -> Vec<String> {
+    if rebuilt && cli.progress {
+        args.push("--progress".into());
+    }
+    if rebuilt && cli.no_progress {
+        args.push("--no-progress".into());
+    }
+    let tty = cli.progress_tty || (!cli.no_progress && std::io::stderr().is_terminal());
+    // (Typed, it is in the command line as sent already.)
+    if tty && (rebuilt || !cli.progress_tty) {
+        args.push("--progress-tty".into());
+    }
+    args
 }
 
 fn utf8(s: &std::ffi::OsStr) -> Result<String> {
     s.to_str().map(String::from).ok_or_else(|| {
-        Fail(format!(
+        Fail::new(format!(
             "{s:?} is not UTF-8: it cannot be sent over the control socket"
         ))
     })
@@ -181,6 +208,9 @@ fn write_request(w: &WriteArgs) -> Result<(Vec<String>, Input, Sink)> {
     if w.allocate {
         args.push("--allocate".into());
     }
+    if w.json {
+        args.push("--json".into());
+    }
     let opened = if is_std(&w.file) {
         Ok((None, None))
     } else {
@@ -218,13 +248,13 @@ fn write_request(w: &WriteArgs) -> Result<(Vec<String>, Input, Sink)> {
 
 /// Has the server fail with `e` where the cold command opens its files.
 fn file_error(args: &mut Vec<String>, e: Fail) -> Input {
-    args.extend(["--file-error".into(), e.0]);
+    args.extend(["--file-error".into(), e.msg]);
     Input::Nothing
 }
 
 /// Sends the request, streams its input, prints its output; returns the exit status.
 fn session(req: Request, mut sock: UnixStream) -> Result<u8> {
-    let lost = |e: std::io::Error| Fail(format!("lost the control socket: {e}"));
+    let lost = |e: std::io::Error| Fail::new(format!("lost the control socket: {e}"));
     write_frame(&mut sock, frame::ARGS, &encode_args(&req.args)).map_err(lost)?;
     let feed = sock.try_clone().map_err(lost)?;
     let (tx, feeder) = mpsc::channel();
@@ -331,27 +361,23 @@ fn receive(sock: &mut UnixStream, sink: &mut Sink) -> Result<u8> {
     let mut stdout = std::io::stdout().lock();
     loop {
         let (kind, p) = read_frame(sock).map_err(|e| {
-            Fail(format!(
+            Fail::new(format!(
                 "the server ended the command without its exit status: {e}"
             ))
         })?;
         match kind {
             frame::STDOUT => match sink {
-                Sink::Stdout => stdout
-                    .write_all(&p)
-                    .map_err(|e| Fail::io("write", Path::new("stdout"), &e))?,
+                Sink::Stdout => stdout.write_all(&p).map_err(|e| Fail::stdout(&e))?,
                 Sink::File(f) => f.put(&p)?,
             },
             frame::STDERR => {
                 let _ = std::io::stderr().write_all(&p);
             }
             frame::EXIT => {
-                stdout
-                    .flush()
-                    .map_err(|e| Fail::io("write", Path::new("stdout"), &e))?;
+                stdout.flush().map_err(|e| Fail::stdout(&e))?;
                 return Ok(p.first().copied().unwrap_or(1));
             }
-            _ => return Err(Fail("the server sent an unknown control frame".into())),
+            _ => return Err(Fail::new("the server sent an unknown control frame")),
         }
     }
 }
@@ -375,14 +401,14 @@ impl FileState {
     fn local(&mut self) -> Result<&mut Local<'static>> {
         self.local
             .as_mut()
-            .ok_or_else(|| Fail("the server sent data before the read's length".into()))
+            .ok_or_else(|| Fail::new("the server sent data before the read's length"))
     }
 }
 
 impl crate::sink::Sink for FileState {
     fn begin(&mut self, len: u64) -> Result<()> {
         if self.local.is_some() {
-            return Err(Fail("the server sent the read's length twice".into()));
+            return Err(Fail::new("the server sent the read's length twice"));
         }
         let sidecar = self
             .spec
@@ -444,7 +470,7 @@ impl FileSink {
         stdout
             .write_all(line.as_bytes())
             .and_then(|()| stdout.flush())
-            .map_err(|e| Fail(format!("cannot write to stdout: {e}")))?;
+            .map_err(|e| Fail::stdout(&e))?;
         Ok(0)
     }
 }

@@ -10,8 +10,10 @@
 //! for `write --ranges` (the `lunsnap` client opens its files itself, where it runs
 //! and as whom it runs, and streams them).
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use clap::Parser;
@@ -19,7 +21,8 @@ use lunsnap_server::{ControlHandler, ControlIo, Shared};
 
 use crate::args::{self, Cli, Cmd};
 use crate::fail::{Fail, Result};
-use crate::target::Place;
+use crate::progress::Show;
+use crate::target::{Place, Socket};
 use crate::transfer::is_std;
 
 /// Runs command lines on the served array of the image at one path.
@@ -45,7 +48,7 @@ impl Handler {
             None => std::fs::canonicalize(given).map_err(|e| Fail::io("resolve", given, &e))?,
         };
         if resolved != self.image {
-            return Err(Fail(format!(
+            return Err(Fail::new(format!(
                 "{} is not the image this server serves ({}): check --control or ${}",
                 given.display(),
                 self.image.display(),
@@ -54,7 +57,7 @@ impl Handler {
         }
         if let Cmd::Write(w) = &cli.cmd {
             if let (Some(r), false) = (&w.ranges, w.records) {
-                return Err(Fail(format!(
+                return Err(Fail::new(format!(
                     "{}: over the control socket, write --ranges takes the ranges on \
                      stdin (the lunsnap command reads its ranges file itself and sends them)",
                     r.display()
@@ -67,7 +70,7 @@ impl Handler {
             _ => None,
         };
         match file {
-            Some(f) if !is_std(f) => Err(Fail(format!(
+            Some(f) if !is_std(f) => Err(Fail::new(format!(
                 "{}: over the control socket, read and write take `-` for FILE (the \
                  lunsnap command opens its file itself and streams it)",
                 f.display()
@@ -108,10 +111,24 @@ impl ControlHandler for Handler {
             image: self.image.clone(),
         };
         let mut out = String::new();
-        let result = self
-            .admit(&cli)
-            .and_then(|()| crate::run(&cli.cmd, cli.control.as_deref(), &place, io, &mut out));
-        // As `main` does: what the command said, then its error line.
+        let pending = Rc::new(RefCell::new(Vec::new()));
+        let mut streams = Socket {
+            io,
+            // The server's stderr is not a terminal; the client says if the user's is.
+            show: Show::new(cli.progress, cli.no_progress, cli.progress_tty, false),
+            pending: pending.clone(),
+        };
+        let result = self.admit(&cli).and_then(|()| {
+            crate::run(
+                &cli.cmd,
+                cli.control.as_deref(),
+                &place,
+                &mut streams,
+                &mut out,
+            )
+        });
+        // As `main` does: its progress, what the command said, then its error line.
+        let _ = Socket::send_pending(io, &pending);
         let printed = if out.is_empty() {
             Ok(())
         } else {
@@ -119,14 +136,8 @@ impl ControlHandler for Handler {
         };
         match (result, printed) {
             (Ok(code), Ok(())) => code,
-            (Err(e), _) => {
-                let _ = writeln!(io.stderr(), "lunsnap: {e}");
-                1
-            }
-            (Ok(_), Err(e)) => {
-                let _ = writeln!(io.stderr(), "lunsnap: cannot write to stdout: {e}");
-                1
-            }
+            (Err(e), _) => e.report(&mut io.stderr()),
+            (Ok(_), Err(e)) => Fail::stdout(&e).report(&mut io.stderr()),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! `lunsnap`: LUNs and business copies in array image files, from the command line.
 //!
-//! Exit status: 0 success, 1 the operation failed (one line on stderr says why; the
-//! image is unchanged), 2 usage error. README.md documents every command.
+//! Exit status: 0 success (also when the reader of stdout goes away: `| head`), 1 the
+//! operation failed (one line on stderr says why; the image is unchanged), 2 usage
+//! error. README.md documents every command.
 //!
 //! Every command runs the same code on a cold image and on the array `lunsnap serve`
 //! holds open ([`target`]): a command that finds its image locked by a server sends
@@ -16,25 +17,29 @@ mod fail;
 mod forward;
 mod image;
 mod json;
+mod list;
 mod live;
 mod progress;
 mod ranges;
 mod readout;
 mod serve;
+mod signature;
 mod sink;
 mod size;
 mod survey;
 mod target;
 mod transfer;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
 
 use crate::args::{Cli, Cmd, CopyCmd, HostCmd, LunCmd, SecurityCmd};
-use crate::image::FormatSpec;
-use crate::target::{Place, Streams};
+use crate::fail::Fail;
+use crate::image::{FormatSpec, Wait};
+use crate::progress::Show;
+use crate::target::{Place, Std, Streams};
 
 /// Runs `cmd` on its image at `place`, with `io` as its standard streams; what it has
 /// to say goes into `out` (printed on stdout), and it returns the exit status.
@@ -52,6 +57,7 @@ pub fn run(
             extent_size,
             max_luns,
             force,
+            json,
         } => {
             let spec = FormatSpec {
                 size: *size,
@@ -59,7 +65,7 @@ pub fn run(
                 max_luns: *max_luns,
                 force: *force,
             };
-            cmd::format(place, image, &spec, out)
+            cmd::format(place, image, &spec, *json, out)
         }
         Cmd::Info { image, json } => cmd::info(place, image, *json, out),
         Cmd::Lun(c) => run_lun(c, place, out),
@@ -75,10 +81,20 @@ pub fn run(
             lun,
             host,
             access,
-        } => access::grant(place, image, *lun, *host, *access, out),
-        Cmd::Revoke { image, lun, host } => access::revoke(place, image, *lun, *host, out),
-        Cmd::Security(SecurityCmd::Enable { image }) => access::security(place, image, true, out),
-        Cmd::Security(SecurityCmd::Disable { image }) => access::security(place, image, false, out),
+            json,
+        } => access::grant(place, (image, *json), (*lun, *host), *access, out),
+        Cmd::Revoke {
+            image,
+            lun,
+            host,
+            json,
+        } => access::revoke(place, (image, *json), (*lun, *host), out),
+        Cmd::Security(SecurityCmd::Enable { image, json }) => {
+            access::security(place, (image, *json), true, out)
+        }
+        Cmd::Security(SecurityCmd::Disable { image, json }) => {
+            access::security(place, (image, *json), false, out)
+        }
         Cmd::Check { image, json } => cmd::check(place, image, *json, out),
         Cmd::Demo { dir } => {
             place.cold_only(
@@ -93,17 +109,24 @@ pub fn run(
 
 fn run_lun(c: &LunCmd, place: &Place, out: &mut String) -> fail::Result<u8> {
     match c {
-        LunCmd::Create { image, lun, size } => cmd::lun_create(place, image, *lun, *size, out),
+        LunCmd::Create {
+            image,
+            lun,
+            size,
+            json,
+        } => cmd::lun_create(place, (image, *json), *lun, *size, out),
         LunCmd::Delete {
             image,
             lun,
             orphan_copies,
             force,
+            json,
         } => {
             let d = cmd::Delete {
                 lun: *lun,
                 orphan: *orphan_copies,
                 force: *force,
+                json: *json,
             };
             cmd::lun_delete(place, image, &d, out)
         }
@@ -111,11 +134,26 @@ fn run_lun(c: &LunCmd, place: &Place, out: &mut String) -> fail::Result<u8> {
             image,
             json,
             as_host,
-        } => cmd::lun_list(place, image, *json, *as_host, out),
-        LunCmd::Offline { image, lun, force } => {
-            access::lun_online(place, image, *lun, false, *force, out)
+            copies_of,
+            tree,
+        } => {
+            let spec = list::ListSpec {
+                json: *json,
+                host: *as_host,
+                copies_of: *copies_of,
+                tree: *tree,
+            };
+            list::lun_list(place, image, &spec, out)
         }
-        LunCmd::Online { image, lun } => access::lun_online(place, image, *lun, true, false, out),
+        LunCmd::Offline {
+            image,
+            lun,
+            force,
+            json,
+        } => access::lun_online(place, (image, *json, *force), *lun, false, out),
+        LunCmd::Online { image, lun, json } => {
+            access::lun_online(place, (image, *json, false), *lun, true, out)
+        }
     }
 }
 
@@ -127,28 +165,43 @@ fn run_copy(c: &CopyCmd, place: &Place, out: &mut String) -> fail::Result<u8> {
             copy,
             attached,
             detached: _,
+            json,
         } => {
             let pairs: Vec<(u32, u32)> = parent.iter().copied().zip(copy.iter().copied()).collect();
-            cmd::copy_create(place, image, &pairs, *attached, out)
+            cmd::copy_create(place, (image, *json), &pairs, *attached, out)
         }
         CopyCmd::Attach {
             image,
             copies,
             force,
-        } => cmd::copy_attach(place, image, copies, *force, out),
-        CopyCmd::Detach { image, copy, force } => {
-            cmd::copy_detach(place, image, *copy, *force, out)
-        }
-        CopyCmd::Restore { image, copy, force } => {
-            cmd::copy_restore(place, image, *copy, *force, out)
-        }
+            json,
+        } => cmd::copy_attach(place, (image, *json, *force), copies, out),
+        CopyCmd::Detach {
+            image,
+            copy,
+            force,
+            json,
+        } => cmd::copy_detach(place, (image, *json, *force), *copy, out),
+        CopyCmd::Restore {
+            image,
+            copy,
+            force,
+            json,
+        } => cmd::copy_restore(place, (image, *json, *force), *copy, out),
     }
 }
 
 fn run_host(c: &HostCmd, place: &Place, out: &mut String) -> fail::Result<u8> {
     match c {
-        HostCmd::Add { image, host, name } => access::host_add(place, image, *host, name, out),
-        HostCmd::Remove { image, host } => access::host_remove(place, image, *host, out),
+        HostCmd::Add {
+            image,
+            host,
+            name,
+            json,
+        } => access::host_add(place, (image, *json), *host, name, out),
+        HostCmd::Remove { image, host, json } => {
+            access::host_remove(place, (image, *json), *host, out)
+        }
         HostCmd::List { image, json } => access::host_list(place, image, *json, out),
     }
 }
@@ -160,13 +213,19 @@ fn main() -> ExitCode {
         e.exit();
     }
     let mut out = String::new();
-    let result = run(
-        &cli.cmd,
-        cli.control.as_deref(),
-        &Place::Cold,
-        &mut target::Std,
-        &mut out,
-    );
+    let place = Place::Cold(Wait {
+        limit: cli.wait,
+        control: cli.control.clone(),
+    });
+    let mut io = Std {
+        show: Show::new(
+            cli.progress,
+            cli.no_progress,
+            false,
+            std::io::stderr().is_terminal(),
+        ),
+    };
+    let result = run(&cli.cmd, cli.control.as_deref(), &place, &mut io, &mut out);
     // The image is served: the server runs the command (nothing was touched here).
     if let Err(e) = &result {
         if e.is_in_use() && forward::forwardable(&cli.cmd) {
@@ -182,17 +241,12 @@ fn main() -> ExitCode {
             .write_all(out.as_bytes())
             .and_then(|()| stdout.flush())
     };
-    match (result, printed) {
-        (Ok(code), Ok(())) => ExitCode::from(code),
-        (Err(e), _) => {
-            let _ = writeln!(std::io::stderr(), "lunsnap: {e}");
-            ExitCode::from(1)
-        }
-        (Ok(_), Err(e)) => {
-            let _ = writeln!(std::io::stderr(), "lunsnap: cannot write to stdout: {e}");
-            ExitCode::from(1)
-        }
-    }
+    let code = match (result, printed) {
+        (Ok(code), Ok(())) => code,
+        (Err(e), _) => e.report(&mut std::io::stderr()),
+        (Ok(_), Err(e)) => Fail::stdout(&e).report(&mut std::io::stderr()),
+    };
+    ExitCode::from(code)
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ pub fn sidecar(file: &Path) -> PathBuf {
 pub fn load(path: &Path) -> Result<Vec<Span>> {
     let text = std::fs::read_to_string(path).map_err(|e| Fail::io("read", path, &e))?;
     let r: Ranges = serde_json::from_str(&text).map_err(|e| {
-        Fail(format!(
+        Fail::new(format!(
             "{} is not a ranges file (the JSON that `read --changed-since` writes and \
              `diff --json` prints): {e}",
             path.display()
@@ -32,7 +32,7 @@ pub fn load(path: &Path) -> Result<Vec<Span>> {
     check(&r.ranges, &path.display().to_string())?;
     let sum: u64 = r.ranges.iter().map(|s| s.length).sum();
     if sum != r.total_bytes {
-        return Err(Fail(format!(
+        return Err(Fail::new(format!(
             "{}: total_bytes is {}, but its ranges add up to {sum}",
             path.display(),
             r.total_bytes
@@ -46,13 +46,13 @@ pub fn check(spans: &[Span], name: &str) -> Result<()> {
     let mut end = 0u64;
     for (i, s) in spans.iter().enumerate() {
         if s.length == 0 || !s.start.is_multiple_of(SECTOR) || !s.length.is_multiple_of(SECTOR) {
-            return Err(Fail(format!(
+            return Err(Fail::new(format!(
                 "{name}: range {i} (start {}, length {}) is not whole 512-byte sectors",
                 s.start, s.length
             )));
         }
         if s.start < end || s.start.checked_add(s.length).is_none() {
-            return Err(Fail(format!(
+            return Err(Fail::new(format!(
                 "{name}: range {i} (start {}) overlaps the one before, or is out of order",
                 s.start
             )));
@@ -103,7 +103,7 @@ pub fn fetch_error(file: &Path, start: u64, e: &std::io::Error) -> Fail {
         } else {
             file.display().to_string()
         };
-        Fail(format!(
+        Fail::new(format!(
             "{name} ends before the ranges do (at byte {start}); the ranges written so far \
              are not committed"
         ))
@@ -127,7 +127,7 @@ pub fn encode_head(spans: &[Span]) -> Vec<u8> {
 /// Reads the head [`encode_head`] wrote (memory grows with what arrives, whatever
 /// count it claims).
 pub fn decode_head(input: &mut dyn Read) -> Result<Vec<Span>> {
-    let broken = |e: std::io::Error| Fail(format!("the ranges did not arrive whole: {e}"));
+    let broken = |e: std::io::Error| Fail::new(format!("the ranges did not arrive whole: {e}"));
     let mut word = [0u8; 8];
     let mut next = |input: &mut dyn Read| -> Result<u64> {
         input.read_exact(&mut word).map_err(broken)?;

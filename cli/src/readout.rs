@@ -16,7 +16,7 @@ use lunsnap::{DiffRange, MapRange};
 use crate::args::ReadArgs;
 use crate::fail::{Fail, Result};
 use crate::image::{Access, Va};
-use crate::progress;
+use crate::progress::{self, Show, Text};
 use crate::ranges;
 use crate::sink::{Encoder, Local, Out, Sink};
 use crate::size::human;
@@ -70,15 +70,22 @@ pub fn lun_size(va: &mut Va, host: Option<u64>, lun: u32) -> Result<u64> {
 /// [--changed-since BASE]`
 pub fn read(place: &Place, io: &mut dyn Streams, spec: &ReadArgs, out: &mut String) -> Result<u8> {
     let (path, file) = (spec.image.as_path(), spec.file.as_path());
+    // Before anything else, so that a served image is never asked (its server's
+    // stdout is a socket: the client checks its own here).
+    if is_std(file) && !spec.records && !spec.force && io.output_is_terminal() {
+        return Err(Fail::new(
+            "refusing to write binary data to a terminal; redirect it or use --force",
+        ));
+    }
     let mut t = place.open(path, Access::Read)?;
     let len = t.with(|va| checked_length(va, spec))?;
     if let Some(e) = &spec.file_error {
-        return Err(Fail(e.clone()));
+        return Err(Fail::new(e.clone()));
     }
     let show = io.progress();
     if spec.records {
         let mut sink = Encoder(Box::new(BufWriter::with_capacity(CHUNK + 64, io.output())));
-        return produce(&mut t, spec, len, &mut sink, false).map(|()| 0);
+        return produce(&mut t, spec, len, &mut sink, show).map(|()| 0);
     }
     if is_std(file) {
         let mut sink = Local::new(Out::Stream(io.output()), Path::new("stdout"), None);
@@ -87,7 +94,7 @@ pub fn read(place: &Place, io: &mut dyn Streams, spec: &ReadArgs, out: &mut Stri
     let sidecar = spec.changed_since.map(|_| ranges::sidecar(file));
     for f in std::iter::once(file).chain(sidecar.as_deref()) {
         if same_file(path, f) {
-            return Err(Fail(same_file_refusal(f)));
+            return Err(Fail::new(same_file_refusal(f)));
         }
     }
     let (mut sink, existed) = create(file, sidecar)?;
@@ -131,7 +138,7 @@ fn checked_length(va: &mut Va, spec: &ReadArgs) -> Result<u64> {
         // Attached, and the offset within it.
         diff_at(va, host, (base, lun), offset.min(size), 0)?;
         if offset.saturating_add(len) > size {
-            return Err(Fail(format!(
+            return Err(Fail::new(format!(
                 "LUN {base} is {} ({size} bytes): it does not hold the {len} bytes at offset \
                  {offset} read of LUN {lun}; an incremental backup compares copies of one LUN",
                 human(size)
@@ -148,10 +155,10 @@ fn produce(
     spec: &ReadArgs,
     len: u64,
     sink: &mut dyn Sink,
-    show: bool,
+    (show, text): (Show, Text),
 ) -> Result<()> {
     let (lun, offset, host) = (spec.lun, spec.offset, spec.as_host);
-    let bar = progress::bar(Some(len), "read", show);
+    let mut bar = progress::meter(Some(len), "read", show, text);
     sink.begin(len)?;
     let mut buf = vec![0u8; CHUNK];
     let mut pos = 0;
@@ -192,7 +199,7 @@ fn produce(
         bar.set_position(pos);
     }
     sink.end()?;
-    bar.finish_and_clear();
+    bar.finish();
     Ok(())
 }
 

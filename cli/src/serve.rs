@@ -55,9 +55,9 @@ pub fn run(cmd: &Cmd, control: Option<&Path>, place: &Place) -> Result<u8> {
         tls_ca,
     } = cmd
     else {
-        return Err(Fail("not a serve command".into()));
+        return Err(Fail::new("not a serve command"));
     };
-    place.cold_only(&format!(
+    let wait = place.cold_only(&format!(
         "{} is already served, by the server this control socket belongs to",
         image.display()
     ))?;
@@ -75,12 +75,12 @@ pub fn run(cmd: &Cmd, control: Option<&Path>, place: &Place) -> Result<u8> {
         max_connections: *max_connections,
         tls,
     };
-    serve(image, spec)
+    serve(image, spec, &wait)
 }
 
 /// `serve IMAGE ...`: serves until a signal, then commits and closes (exit 0).
-pub fn serve(path: &Path, spec: ServeSpec) -> Result<u8> {
-    let va = image::open(path, Access::Write)?;
+pub fn serve(path: &Path, spec: ServeSpec, wait: &image::Wait) -> Result<u8> {
+    let va = image::open(path, Access::Write, wait)?;
     let served = std::fs::canonicalize(path).map_err(|e| Fail::io("resolve", path, &e))?;
     let handler = Arc::new(Handler::new(served));
     let listen = if spec.listen.is_empty() {
@@ -101,8 +101,8 @@ pub fn serve(path: &Path, spec: ServeSpec) -> Result<u8> {
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
     ])
-    .map_err(|e| Fail(format!("cannot handle signals: {e}")))?;
-    let server = Server::start(va, config).map_err(Fail)?;
+    .map_err(|e| Fail::new(format!("cannot handle signals: {e}")))?;
+    let server = Server::start(va, config).map_err(Fail::new)?;
     lunsnap_server::log::line(&format!(
         "serving {} (stop with SIGINT or SIGTERM)",
         path.display()
@@ -111,7 +111,7 @@ pub fn serve(path: &Path, spec: ServeSpec) -> Result<u8> {
     if let Some(sig) = signals.forever().next() {
         lunsnap_server::log::line(&format!("signal {sig}: stopping"));
     }
-    server.shutdown().map_err(Fail)?;
+    server.shutdown().map_err(Fail::new)?;
     lunsnap_server::log::line("stopped: every acknowledged write is committed");
     Ok(0)
 }

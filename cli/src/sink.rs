@@ -144,8 +144,13 @@ impl<'a> Local<'a> {
             .map(|(v, _)| (v.len(), v.iter().map(|s| s.length).sum()))
     }
 
+    /// A failed write: a closed pipe (`| head`) ends the command quietly.
     fn io(&self, e: &std::io::Error) -> Fail {
-        Fail::io("write", &self.name, e)
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Fail::closed()
+        } else {
+            Fail::io("write", &self.name, e)
+        }
     }
 }
 
@@ -168,7 +173,7 @@ impl Sink for Local<'_> {
     fn data(&mut self, start: u64, data: &[u8]) -> Result<()> {
         let end = start.saturating_add(data.len() as u64);
         if start < self.at || end > self.len {
-            return Err(Fail(format!(
+            return Err(Fail::new(format!(
                 "{}: data for bytes {start} to {end} arrived out of order",
                 self.name.display()
             )));
@@ -218,7 +223,7 @@ impl Encoder<'_> {
         self.0
             .write_all(&head)
             .and_then(|()| self.0.write_all(data))
-            .map_err(|e| Fail(format!("cannot write to the control socket: {e}")))
+            .map_err(|e| Fail::new(format!("cannot write to the control socket: {e}")))
     }
 }
 
@@ -243,7 +248,7 @@ impl Sink for Encoder<'_> {
     fn end(&mut self) -> Result<()> {
         self.0
             .flush()
-            .map_err(|e| Fail(format!("cannot write to the control socket: {e}")))
+            .map_err(|e| Fail::new(format!("cannot write to the control socket: {e}")))
     }
 }
 
@@ -304,5 +309,5 @@ impl Decoder {
 }
 
 fn bad(what: &str) -> Fail {
-    Fail(format!("the server sent a broken read: {what}"))
+    Fail::new(format!("the server sent a broken read: {what}"))
 }

@@ -56,6 +56,64 @@ pub fn extent_size(s: &str) -> Result<u32, String> {
     u32::try_from(n).map_err(|_| format!("{s:?}: extent size too large"))
 }
 
+/// A LUN size: a SIZE that is a positive multiple of 512 bytes.
+pub fn lun_size(s: &str) -> Result<u64, String> {
+    let n = parse(s)?;
+    if n == 0 || !n.is_multiple_of(lunsnap::SECTOR) {
+        return Err(format!(
+            "{s:?}: a LUN size must be a positive multiple of 512 bytes (whole sectors)"
+        ));
+    }
+    Ok(n)
+}
+
+/// An offset or length in a LUN: a SIZE that is a multiple of 512 bytes.
+pub fn sectors(s: &str) -> Result<u64, String> {
+    let n = parse(s)?;
+    if !n.is_multiple_of(lunsnap::SECTOR) {
+        return Err(format!(
+            "{s:?} is not a multiple of 512: LUNs are read and written in whole 512-byte \
+             sectors"
+        ));
+    }
+    Ok(n)
+}
+
+/// A LUN number: 0 to 4294967295 (the image decides how many it has).
+pub fn lun(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    if t.starts_with('-') && t.len() > 1 && t[1..].bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{s:?} is not a LUN number: LUN numbers are 0 or more"
+        ));
+    }
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{s:?} is not a LUN number: give a number, e.g. 1"));
+    }
+    t.parse()
+        .map_err(|_| format!("{s:?} is not a LUN number: at most 4294967295"))
+}
+
+/// Seconds to wait: a number, with decimals if need be (`5`, `0.5`), at most a day.
+pub fn seconds(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let valid = !t.is_empty()
+        && t.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && t.bytes().filter(|&b| b == b'.').count() <= 1;
+    let n: f64 = match t.parse() {
+        Ok(n) if valid => n,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a number of seconds: give e.g. 10 or 0.5"
+            ))
+        }
+    };
+    if n > 86_400.0 {
+        return Err(format!("{s:?}: wait at most 86400 seconds (a day)"));
+    }
+    Ok(std::time::Duration::from_secs_f64(n))
+}
+
 /// A size for people: exact in the largest binary unit that divides it, else one decimal.
 pub fn human(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -71,6 +129,15 @@ pub fn human(n: u64) -> String {
         format!("{} {}", n / unit, UNITS[i])
     } else {
         format!("{:.1} {}", n as f64 / unit as f64, UNITS[i])
+    }
+}
+
+/// A size for people with its exact bytes: `256 MiB (268435456 bytes)`, `512 bytes`.
+pub fn both(n: u64) -> String {
+    if n < 1024 {
+        format!("{n} byte{}", if n == 1 { "" } else { "s" })
+    } else {
+        format!("{} ({n} bytes)", human(n))
     }
 }
 
@@ -118,6 +185,29 @@ mod tests {
     }
 
     #[test]
+    fn lun_numbers_sectors_and_seconds() {
+        assert_eq!(lun("0"), Ok(0));
+        assert_eq!(lun("4294967295"), Ok(u32::MAX));
+        assert!(lun("-1").unwrap_err().contains("0 or more"));
+        assert!(lun("x").unwrap_err().contains("give a number"));
+        assert!(lun("4294967296").is_err());
+        assert!(lun("").is_err());
+        assert_eq!(sectors("1M"), Ok(1 << 20));
+        assert_eq!(sectors("0"), Ok(0));
+        assert!(sectors("100")
+            .unwrap_err()
+            .contains("not a multiple of 512"));
+        assert_eq!(lun_size("4M"), Ok(4 << 20));
+        assert!(lun_size("0").is_err());
+        assert!(lun_size("1000").is_err());
+        assert_eq!(seconds("2"), Ok(std::time::Duration::from_secs(2)));
+        assert_eq!(seconds("0.5"), Ok(std::time::Duration::from_millis(500)));
+        for bad in ["", "-1", "1e3", "1.2.3", "x", "100000"] {
+            assert!(seconds(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
     fn human_sizes() {
         assert_eq!(human(0), "0 B");
         assert_eq!(human(512), "512 B");
@@ -126,5 +216,8 @@ mod tests {
         assert_eq!(human(1 << 40), "1 TiB");
         assert_eq!(human(1536 << 20), "1.5 GiB");
         assert_eq!(human(u64::MAX), "16777216.0 TiB");
+        assert_eq!(both(256 << 20), "256 MiB (268435456 bytes)");
+        assert_eq!(both(512), "512 bytes");
+        assert_eq!(both(1), "1 byte");
     }
 }

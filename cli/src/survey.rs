@@ -94,7 +94,7 @@ pub fn diff(place: &Place, spec: &DiffArgs, out: &mut String) -> Result<u8> {
         match spec.length {
             Some(l) => Ok(l),
             None if sa == sb => Ok(sa.saturating_sub(offset)),
-            None => Err(Fail(format!(
+            None => Err(Fail::new(format!(
                 "LUN {a} ({}) and LUN {b} ({}) differ in size: compare a range inside both \
                  with --offset and --length",
                 human(sa),
@@ -153,6 +153,11 @@ pub fn discard(place: &Place, spec: &DiscardArgs, out: &mut String) -> Result<u8
         Ok(())
     })?;
     t.commit()?;
+    if spec.json {
+        let v = serde_json::json!({"discarded": {"lun": lun, "offset": offset, "length": len}});
+        out.push_str(&json::render(&v));
+        return Ok(0);
+    }
     let _ = writeln!(
         out,
         "discarded {} ({len} bytes) of LUN {lun} at offset {offset}: it reads as zeros, \

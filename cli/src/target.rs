@@ -7,21 +7,25 @@
 //! [`Target::commit`] when it changed anything. So a command prints the same, and exits
 //! the same, whether the image is served or not.
 
+use std::cell::RefCell;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use lunsnap::LunKind;
 use lunsnap_server::{ControlIo, Shared};
 
 use crate::fail::{Fail, Result};
-use crate::image::{self, Access, Va};
+use crate::image::{self, Access, Va, Wait};
+use crate::progress::{Show, Text};
 
 /// Where the commands of one run find their arrays.
 #[derive(Clone)]
 pub enum Place {
-    /// Each command opens (and locks) its image file itself.
-    Cold,
+    /// Each command opens (and locks) its image file itself, waiting for the lock as
+    /// `--wait` says.
+    Cold(Wait),
     /// The served array, and the image file it is in (its canonical path).
     Live {
         /// The array and the connections of the server.
@@ -56,8 +60,8 @@ impl Place {
     /// served array (the caller checked that `path` is its image) when live.
     pub fn open(&self, path: &Path, access: Access) -> Result<Target> {
         Ok(match self {
-            Place::Cold => Target::Cold {
-                va: Box::new(image::open(path, access)?),
+            Place::Cold(wait) => Target::Cold {
+                va: Box::new(image::open(path, access, wait)?),
                 path: path.to_path_buf(),
             },
             Place::Live { shared, image } => Target::Live {
@@ -68,11 +72,12 @@ impl Place {
         })
     }
 
-    /// Refuses a command that cannot run on a served image (`format`, `serve`, `demo`).
-    pub fn cold_only(&self, why: &str) -> Result<()> {
+    /// Refuses a command that cannot run on a served image (`format`, `serve`,
+    /// `demo`); on a cold one, returns how long to wait for its lock.
+    pub fn cold_only(&self, why: &str) -> Result<Wait> {
         match self {
-            Place::Cold => Ok(()),
-            Place::Live { .. } => Err(Fail(why.to_string())),
+            Place::Cold(wait) => Ok(wait.clone()),
+            Place::Live { .. } => Err(Fail::new(why.to_string())),
         }
     }
 }
@@ -159,7 +164,7 @@ fn in_use(used: &[(u32, Vec<String>)]) -> Fail {
             "the clients first, or use --force to end the connections",
         )
     };
-    Fail(format!(
+    Fail::new(format!(
         "{}: this would change what {whose}; disconnect {them} (acknowledged writes stay)",
         which.join("; ")
     ))
@@ -230,12 +235,17 @@ pub trait Streams {
     fn input(&mut self) -> Box<dyn Read + '_>;
     /// Standard output.
     fn output(&mut self) -> Box<dyn Write + '_>;
-    /// May long transfers draw a progress bar (on this process's stderr)?
-    fn progress(&self) -> bool;
+    /// Is standard output a terminal (where binary data is not written unasked)?
+    fn output_is_terminal(&self) -> bool;
+    /// How long transfers show their progress, and where its text goes.
+    fn progress(&self) -> (Show, Text);
 }
 
 /// The process's own standard streams.
-pub struct Std;
+pub struct Std {
+    /// How progress is shown (`--progress`, `--no-progress`, stderr a terminal).
+    pub show: Show,
+}
 
 impl Streams for Std {
     fn input(&mut self) -> Box<dyn Read + '_> {
@@ -246,23 +256,83 @@ impl Streams for Std {
         Box::new(std::io::stdout().lock())
     }
 
-    fn progress(&self) -> bool {
-        std::io::stderr().is_terminal()
+    fn output_is_terminal(&self) -> bool {
+        std::io::stdout().is_terminal()
+    }
+
+    fn progress(&self) -> (Show, Text) {
+        (self.show, Text::Stderr)
     }
 }
 
-/// A forwarded command's streams: the control socket (no progress bar: the server's
-/// stderr is not the user's).
-impl Streams for ControlIo {
+/// A forwarded command's streams: the control socket. Its progress text (the
+/// server's stderr is not the user's) waits in `pending` and goes out as the command's
+/// stderr whenever its input is read or its output written, and when it ends.
+pub struct Socket<'a> {
+    /// The socket.
+    pub io: &'a mut ControlIo,
+    /// How progress is shown (never as a bar: see [`Show::new`]).
+    pub show: Show,
+    /// Progress text not sent yet.
+    pub pending: Rc<RefCell<Vec<u8>>>,
+}
+
+impl Socket<'_> {
+    /// Sends the pending progress text.
+    pub fn send_pending(io: &mut ControlIo, pending: &RefCell<Vec<u8>>) -> std::io::Result<()> {
+        let text = pending.take();
+        if text.is_empty() {
+            return Ok(());
+        }
+        io.stderr().write_all(&text)
+    }
+}
+
+/// The socket's stdin or stdout, passing on pending progress text as it goes.
+struct Relay<'a> {
+    io: &'a mut ControlIo,
+    pending: Rc<RefCell<Vec<u8>>>,
+}
+
+impl Read for Relay<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        Socket::send_pending(self.io, &self.pending)?;
+        self.io.read(buf)
+    }
+}
+
+impl Write for Relay<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Socket::send_pending(self.io, &self.pending)?;
+        self.io.stdout().write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Socket::send_pending(self.io, &self.pending)
+    }
+}
+
+impl Streams for Socket<'_> {
     fn input(&mut self) -> Box<dyn Read + '_> {
-        Box::new(self)
+        Box::new(Relay {
+            io: self.io,
+            pending: self.pending.clone(),
+        })
     }
 
     fn output(&mut self) -> Box<dyn Write + '_> {
-        Box::new(self.stdout())
+        Box::new(Relay {
+            io: self.io,
+            pending: self.pending.clone(),
+        })
     }
 
-    fn progress(&self) -> bool {
+    /// The client checked its own stdout before it sent the command.
+    fn output_is_terminal(&self) -> bool {
         false
+    }
+
+    fn progress(&self) -> (Show, Text) {
+        (self.show, Text::Pending(self.pending.clone()))
     }
 }

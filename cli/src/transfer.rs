@@ -24,7 +24,7 @@ use crate::args::WriteArgs;
 use crate::fail::{Fail, Result};
 use crate::image::{Access, Va};
 use crate::json::Span;
-use crate::progress;
+use crate::progress::{self, Show, Text};
 use crate::ranges::{self, Source};
 use crate::size::human;
 use crate::target::{Place, Streams, Target};
@@ -124,7 +124,7 @@ fn fill(input: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// The refusal of an input that is not whole sectors.
 pub fn unaligned_input(total: u64) -> Fail {
-    Fail(format!(
+    Fail::new(format!(
         "the input is {total} bytes long, not a multiple of 512: LUNs are written in whole \
          512-byte sectors (pad it, e.g. with truncate -s %512); the image is unchanged"
     ))
@@ -153,7 +153,7 @@ pub fn write(
         Ok(())
     })?;
     if let Some(e) = &spec.file_error {
-        return Err(Fail(e.clone()));
+        return Err(Fail::new(e.clone()));
     }
     let show = io.progress();
     let (input, known) = open_input(io, spec)?;
@@ -197,7 +197,7 @@ fn open_input<'a>(io: &'a mut dyn Streams, spec: &WriteArgs) -> Result<(Source<'
 fn write_whole(
     mut t: Target,
     spec: &WriteArgs,
-    (mut input, known, show): (Box<dyn Read + '_>, Option<u64>, bool),
+    (mut input, known, show): (Box<dyn Read + '_>, Option<u64>, (Show, Text)),
     out: &mut String,
 ) -> Result<u8> {
     let (file, lun, offset) = (spec.file.as_path(), spec.lun, spec.offset);
@@ -212,7 +212,7 @@ fn write_whole(
         }
         t.with(|va| check_range(va, how.host, lun, offset, len))?;
     }
-    let bar = progress::bar(known, "write", show);
+    let mut bar = progress::meter(known, "write", show.0, show.1);
     let mut buf = vec![0u8; CHUNK];
     let mut done = 0u64;
     loop {
@@ -232,11 +232,8 @@ fn write_whole(
     }
     // Commits: close() a cold image, flush() a served one.
     t.commit()?;
-    bar.finish_and_clear();
-    out.push_str(&format!(
-        "wrote {} ({done} bytes) to LUN {lun} at offset {offset}\n",
-        human(done)
-    ));
+    bar.finish();
+    wrote(spec, done, None, out);
     Ok(0)
 }
 
@@ -246,7 +243,7 @@ struct Ranged {
     spans: Vec<Span>,
     /// FILE's length, when known.
     known: Option<u64>,
-    show: bool,
+    show: (Show, Text),
 }
 
 /// Writes the bytes of `r.spans` from `source` into the LUN, each range at the
@@ -261,7 +258,7 @@ fn write_ranges(
     let (file, offset, how) = (spec.file.as_path(), spec.offset, r.how);
     let reach = r.spans.last().map_or(0, Span::end);
     if let Some(len) = r.known.filter(|&len| len < reach) {
-        return Err(Fail(format!(
+        return Err(Fail::new(format!(
             "{} is {len} bytes long, but its ranges reach byte {reach}: it is not the \
              file they were read with",
             file.display()
@@ -269,7 +266,7 @@ fn write_ranges(
     }
     t.with(|va| check_range(va, how.host, how.lun, offset, reach))?;
     let total: u64 = r.spans.iter().map(|s| s.length).sum();
-    let bar = progress::bar(Some(total), "write", r.show);
+    let mut bar = progress::meter(Some(total), "write", r.show.0, r.show.1);
     let mut buf = vec![0u8; CHUNK];
     for s in &r.spans {
         let mut done = 0;
@@ -285,15 +282,29 @@ fn write_ranges(
         }
     }
     t.commit()?;
-    bar.finish_and_clear();
-    out.push_str(&format!(
-        "wrote {} ({total} bytes) to LUN {} at offset {offset}, in the {} range{} listed\n",
-        human(total),
-        how.lun,
-        r.spans.len(),
-        if r.spans.len() == 1 { "" } else { "s" }
-    ));
+    bar.finish();
+    wrote(spec, total, Some(r.spans.len()), out);
     Ok(0)
+}
+
+/// What `write` says once it has written `bytes` (in `ranges` ranges, for `--ranges`).
+fn wrote(spec: &WriteArgs, bytes: u64, ranges: Option<usize>, out: &mut String) {
+    let (lun, offset) = (spec.lun, spec.offset);
+    if spec.json {
+        let v = serde_json::json!({"wrote": {
+            "lun": lun, "offset": offset, "bytes": bytes, "ranges": ranges,
+        }});
+        out.push_str(&crate::json::render(&v));
+        return;
+    }
+    let listed = match ranges {
+        Some(n) => format!(", in the {n} range{} listed", if n == 1 { "" } else { "s" }),
+        None => String::new(),
+    };
+    out.push_str(&format!(
+        "wrote {} ({bytes} bytes) to LUN {lun} at offset {offset}{listed}\n",
+        human(bytes)
+    ));
 }
 
 /// True if `file` names the same file as the image at `image`.

@@ -95,11 +95,20 @@ fn hosts_are_added_listed_and_removed() {
         &format!("host {BACKUP} is already registered"),
     );
     let long = "x".repeat(57);
-    fails_unchanged(
-        &img,
+    // A name too long is a usage error (exit 2), as every error of the command line.
+    usage_says(
         &["host", "add", &img, "0000000000000003", "--name", &long],
-        "host name longer than 56 bytes",
+        "a host's name is at most 56 bytes",
     );
+    ok(&[
+        "host",
+        "add",
+        &img,
+        "0000000000000003",
+        "--name",
+        &long[..56],
+    ]);
+    ok(&["host", "remove", &img, "0000000000000003"]);
     fails_unchanged(
         &img,
         &["host", "remove", &img, STRANGER],
@@ -445,12 +454,25 @@ fn consistency_groups_are_one_point_in_time_and_all_or_nothing() {
     for (pairs, needle) in [
         (vec![("1", "11"), ("5", "12")], "no such LUN: 5"),
         (vec![("1", "11"), ("1", "2")], "already in use"),
-        (vec![("1", "11"), ("2", "1")], "also a parent"),
-        (vec![("1", "11"), ("2", "11")], "appears twice"),
         (vec![("1", "11"), ("2", "16")], "out of range"),
     ] {
         fails_unchanged(&img, &create_args(&img, &pairs, "--attached"), needle);
     }
+    // A group the command line alone makes wrong is a usage error (exit 2).
+    for (pairs, needle) in [
+        (
+            vec![("1", "11"), ("2", "1")],
+            "1 is both a --copy and a --parent",
+        ),
+        (
+            vec![("2", "1"), ("1", "11")],
+            "1 is both a --copy and a --parent",
+        ),
+        (vec![("1", "11"), ("2", "11")], "--copy 11 is given twice"),
+    ] {
+        usage_says(&create_args(&img, &pairs, "--attached"), needle);
+    }
+    assert!(read(&img) == before);
     // Not enough space for both reservations: the first alone would fit.
     let unreserved = json(&ok(&["info", &img, "--json"]))["unreserved_bytes"]
         .as_u64()
@@ -506,16 +528,15 @@ fn consistency_groups_are_one_point_in_time_and_all_or_nothing() {
         &["copy", "attach", &img, "13", "15"],
         "no such LUN: 15",
     );
-    fails_unchanged(
-        &img,
+    usage_says(
         &["copy", "attach", &img, "13", "14", "13"],
-        "appears twice",
+        "copy 13 is given twice",
     );
     assert_eq!(lun(&lun_json(&img, &[]), 13)["attached"], false);
 
     let out = ok(&["copy", "attach", &img, "13", "14", "11"]);
     assert!(
-        out.contains("13, 14, 11") && out.contains("one point in time"),
+        out.contains("13, 14 and 11") && out.contains("one point in time"),
         "{out}"
     );
     let luns = lun_json(&img, &[]);

@@ -7,6 +7,17 @@ use std::fs::File;
 
 use common::*;
 
+/// Runs a command that must be refused as a usage error (exit 2) saying `needle`,
+/// and checks that the image's bytes did not change.
+fn usage_unchanged(img: &str, args: &[&str], needle: &str) {
+    let before = read(img);
+    usage_says(args, needle);
+    assert!(
+        read(img) == before,
+        "lunsnap {args:?} was refused but changed the image"
+    );
+}
+
 /// Runs a command that must fail with `needle`, and checks that the image's bytes
 /// did not change.
 fn fails_unchanged(img: &str, args: &[&str], needle: &str) {
@@ -127,16 +138,22 @@ fn operation_errors_exit_1_and_change_nothing() {
         "not enough space to reserve",
     );
     ok(&["lun", "delete", &img, "3"]);
-    // Invalid LUN sizes.
-    fails_unchanged(
+    // Invalid LUN sizes are usage errors (exit 2), as for `format`.
+    usage_unchanged(
         &img,
         &["lun", "create", &img, "3", "--size", "1000"],
         "multiple of 512",
     );
-    fails_unchanged(
+    usage_unchanged(
         &img,
         &["lun", "create", &img, "3", "--size", "0"],
-        "invalid LUN size",
+        "multiple of 512",
+    );
+    // Too large for the pool: the operation fails (exit 1), in human units.
+    fails_unchanged(
+        &img,
+        &["lun", "create", &img, "3", "--size", "1G"],
+        "invalid LUN size 1 GiB (1073741824 bytes): larger than the pool's capacity, ",
     );
     // Detached copy: no I/O, no restore.
     fails_unchanged(&img, &["write", &img, "2", &data], "detached");
@@ -145,17 +162,21 @@ fn operation_errors_exit_1_and_change_nothing() {
     // Not a copy; has copies.
     fails_unchanged(&img, &["copy", "attach", &img, "1"], "not a copy");
     fails_unchanged(&img, &["copy", "restore", &img, "1"], "not a copy");
-    fails_unchanged(&img, &["lun", "delete", &img, "1"], "has 1 copies");
+    let r = fails(
+        &["lun", "delete", &img, "1"],
+        "LUN 1 has 1 copy (2): delete it first",
+    );
+    assert!(r.stderr.contains("use --orphan-copies"), "{r:?}");
     // I/O outside the LUN or not in whole sectors.
     fails_unchanged(
         &img,
         &["write", &img, "1", &data, "--offset", "4092K"],
         "beyond the end",
     );
-    fails_unchanged(
+    usage_unchanged(
         &img,
         &["write", &img, "1", &data, "--offset", "100"],
-        "aligned",
+        "\"100\" is not a multiple of 512",
     );
     fails(
         &["read", &img, "1", &out, "--offset", "4M", "--length", "512"],
@@ -165,7 +186,10 @@ fn operation_errors_exit_1_and_change_nothing() {
         &["read", &img, "1", &out, "--offset", "5M"],
         "beyond the end",
     );
-    fails(&["read", &img, "1", &out, "--length", "100"], "aligned");
+    usage_says(
+        &["read", &img, "1", &out, "--length", "100"],
+        "\"100\" is not a multiple of 512",
+    );
     assert!(!std::path::Path::new(&out).exists());
     // Input length not a multiple of 512, from a file or a pipe.
     let odd = d.file("odd.bin");
@@ -220,12 +244,13 @@ fn format_errors() {
     std::fs::write(&other, b"keep me").unwrap();
     fails(&["format", &other, "--size", "16M"], "already exists");
     assert_eq!(read(&other), b"keep me");
-    // Too small for an array: refused, and no file is left behind.
+    // Too small for an array: a usage error naming the least size, and no file is
+    // left behind.
     let tiny = d.file("tiny.img");
-    fails(&["format", &tiny, "--size", "64K"], "too small");
+    usage_says(&["format", &tiny, "--size", "64K"], "too small");
     assert!(!std::path::Path::new(&tiny).exists());
     // --force over an image that is too small for the layout keeps the old image.
-    fails_unchanged(
+    usage_unchanged(
         &img,
         &["format", &img, "--size", "64K", "--force"],
         "too small",

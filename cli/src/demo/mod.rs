@@ -36,22 +36,23 @@ impl Narrator for Cli {
     fn format(&self, path: &Path, bytes: u64, opts: &FormatOptions) -> scenario::Result<Va> {
         // The demo's own image: replaced if an earlier run left it (unless it is in use).
         if path.exists() {
-            let f = File::open(path).map_err(|e| Fail::io("open", path, &e).0)?;
-            image::lock(&f, path, image::Access::Write).map_err(|e| e.0)?;
-            std::fs::remove_file(path).map_err(|e| Fail::io("remove", path, &e).0)?;
+            let f = File::open(path).map_err(|e| Fail::io("open", path, &e).msg)?;
+            image::lock(&f, path, image::Access::Write, &image::Wait::default())
+                .map_err(|e| e.msg)?;
+            std::fs::remove_file(path).map_err(|e| Fail::io("remove", path, &e).msg)?;
         }
-        Ok(image::create_new(path, path, bytes, opts).map_err(|e| e.0)?)
+        Ok(image::create_new(path, path, bytes, opts).map_err(|e| e.msg)?)
     }
 
     fn reopen(&self, file: File, path: &Path) -> scenario::Result<Va> {
         // The file keeps its lock across the reopen.
-        Ok(image::reopen(file, path).map_err(|e| e.0)?)
+        Ok(image::reopen(file, path).map_err(|e| e.msg)?)
     }
 }
 
 /// Runs the demo in `dir` (kept) or in a new temporary directory (removed).
 pub fn run(dir: Option<&Path>) -> Result<u8> {
-    let fail = |e: Box<dyn std::error::Error>| Fail(format!("demo: {e}"));
+    let fail = |e: Box<dyn std::error::Error>| Fail::new(format!("demo: {e}"));
     match dir {
         Some(d) => {
             std::fs::create_dir_all(d).map_err(|e| Fail::io("create directory", d, &e))?;

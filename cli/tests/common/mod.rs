@@ -123,6 +123,18 @@ pub fn usage_error(args: &[&str]) -> Run {
     r
 }
 
+/// Runs `lunsnap args`, which must be refused as a usage error (exit status 2) whose
+/// message contains `needle`.
+pub fn usage_says(args: &[&str], needle: &str) -> Run {
+    let r = usage_error(args);
+    assert!(
+        r.stderr.contains(needle),
+        "lunsnap {args:?}: stderr {:?} lacks {needle:?}",
+        r.stderr
+    );
+    r
+}
+
 /// A small image with LUN 1 (4 MiB): 16 MiB, 16 LUN numbers.
 pub fn small_image(dir: &Dir) -> String {
     let img = dir.file("small.img");
