@@ -383,3 +383,225 @@ fn demo_in_a_temporary_directory_removes_it() {
     let dir = std::path::Path::new(path).parent().unwrap();
     assert!(!dir.exists(), "{} was left behind", dir.display());
 }
+
+/// An image with LUNs 1 and 2, copies 11 (attached) and 12 (detached) of LUN 1, copy
+/// 14 of copy 11, and copy 13 of LUN 2.
+fn lineage_image(d: &Dir) -> String {
+    let img = small_image(d); // LUN 1, 4 MiB
+    ok(&["lun", "create", &img, "2", "--size", "1M"]);
+    for (p, c, state) in [
+        ("1", "11", "--attached"),
+        ("1", "12", "--detached"),
+        ("11", "14", "--attached"),
+        ("2", "13", "--attached"),
+    ] {
+        ok(&["copy", "create", &img, "--parent", p, "--copy", c, state]);
+    }
+    img
+}
+
+/// The LUN numbers of a `lun list --json` array.
+fn numbers(v: &serde_json::Value) -> Vec<u64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["lun"].as_u64().unwrap())
+        .collect()
+}
+
+/// `lun list IMAGE extra... --json`
+fn listed(img: &str, extra: &[&str]) -> serde_json::Value {
+    let mut a = vec!["lun", "list", img, "--json"];
+    a.extend_from_slice(extra);
+    json(&ok(&a))
+}
+
+#[test]
+fn lun_list_copies_of_lists_the_copies_of_one_lun() {
+    let d = Dir::new("copies-of");
+    let img = lineage_image(&d);
+    // The copies that name N as their parent, as `lun list` shows them.
+    let v = listed(&img, &["--copies-of", "1"]);
+    assert_eq!(numbers(&v), [11, 12]);
+    assert_eq!(v[0]["parent"], 1);
+    assert_eq!(numbers(&listed(&img, &["--copies-of", "11"])), [14]);
+    assert_eq!(
+        numbers(&listed(&img, &["--copies-of", "14"])),
+        Vec::<u64>::new()
+    );
+    let out = ok(&["lun", "list", &img, "--copies-of", "1"]);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    fails(&["lun", "list", &img, "--copies-of", "5"], "no such LUN: 5");
+    usage_says(
+        &["lun", "list", &img, "--copies-of", "-1"],
+        "not a LUN number",
+    );
+    // Only those a host may discover.
+    let host = "50060b0000c26204";
+    ok(&["host", "add", &img, host]);
+    ok(&["grant", &img, "12", host, "--access", "read"]);
+    ok(&["grant", &img, "1", host, "--access", "read"]);
+    ok(&["security", "enable", &img]);
+    let v = listed(&img, &["--copies-of", "1", "--as", host]);
+    assert_eq!(numbers(&v), [12]);
+    fails(
+        &["lun", "list", &img, "--copies-of", "2", "--as", host],
+        "no such LUN: 2",
+    );
+}
+
+#[test]
+fn lun_list_tree_shows_the_lineage() {
+    let d = Dir::new("tree");
+    let img = lineage_image(&d);
+    // Each LUN, then its copies indented, copies of copies deeper.
+    let out = ok(&["lun", "list", &img, "--tree"]);
+    let firsts: Vec<&str> = out
+        .lines()
+        .map(|l| l.split("  ").find(|s| !s.is_empty()).unwrap_or(""))
+        .collect();
+    let lead: Vec<usize> = out
+        .lines()
+        .map(|l| l.len() - l.trim_start().len())
+        .collect();
+    assert_eq!(firsts, ["LUN", "1", "11", "14", "12", "2", "13"], "{out}");
+    assert_eq!(lead, [0, 0, 2, 4, 2, 0, 2], "{out}");
+    // With --json: each object carries its copies, nested.
+    let v = listed(&img, &["--tree"]);
+    assert_eq!(numbers(&v), [1, 2]);
+    assert_eq!(numbers(&v[0]["copies"]), [11, 12]);
+    assert_eq!(numbers(&v[0]["copies"][0]["copies"]), [14]);
+    assert_eq!(
+        v[0]["copies"][0]["copies"][0]["copies"],
+        serde_json::json!([])
+    );
+    assert_eq!(numbers(&v[1]["copies"]), [13]);
+    assert_eq!(v[0]["copies"][1]["attached"], false);
+    // The subtree of one LUN.
+    let v = listed(&img, &["--tree", "--copies-of", "1"]);
+    assert_eq!(numbers(&v), [11, 12]);
+    assert_eq!(numbers(&v[0]["copies"]), [14]);
+    // A copy whose parent was deleted heads its own line of descent.
+    ok(&["lun", "delete", &img, "1", "--orphan-copies"]);
+    let v = listed(&img, &["--tree"]);
+    assert_eq!(numbers(&v), [2, 11, 12]);
+    assert_eq!(numbers(&v[1]["copies"]), [14]);
+    ok(&["check", &img]);
+}
+
+/// Runs `lunsnap args --json`, which must succeed; returns its JSON.
+fn said(args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    json(&ok(&a))
+}
+
+#[test]
+fn lun_and_copy_changes_say_what_they_did_in_json() {
+    use serde_json::json;
+    let d = Dir::new("change-json");
+    let img = d.file("a.img");
+    let v = said(&["format", &img, "--size", "32M", "--max-luns", "64"]);
+    assert_eq!(v["formatted"]["image_bytes"], 32 << 20);
+    assert_eq!(v["formatted"]["max_luns"], 64);
+    assert_eq!(v["formatted"]["block_device"], false);
+    assert!(v["formatted"]["capacity_bytes"].as_u64().unwrap() > 16 << 20);
+    let v = said(&["lun", "create", &img, "1", "--size", "4M"]);
+    assert_eq!(v, json!({"created": {"lun": 1, "size": 4 << 20}}));
+    let v = said(&create(&img, &[("1", "11")], "--attached"));
+    let made = json!([{"lun": 11, "parent": 1, "size": 4 << 20}]);
+    assert_eq!(v, json!({"created": {"copies": made, "attached": true}}));
+    let v = said(&create(&img, &[("1", "12"), ("11", "21")], "--detached"));
+    let made = json!([
+        {"lun": 12, "parent": 1, "size": 4 << 20},
+        {"lun": 21, "parent": 11, "size": 4 << 20},
+    ]);
+    assert_eq!(v, json!({"created": {"copies": made, "attached": false}}));
+    // Commands that may end NBD connections list them (none on a cold image).
+    let none = json!([]);
+    let v = said(&["copy", "attach", &img, "12", "21"]);
+    assert_eq!(
+        v,
+        json!({"attached": {"copies": [12, 21]}, "ended_connections": none})
+    );
+    let v = said(&["copy", "detach", &img, "21"]);
+    assert_eq!(
+        v,
+        json!({"detached": {"copy": 21}, "ended_connections": none})
+    );
+    let v = said(&["copy", "restore", &img, "11"]);
+    assert_eq!(
+        v,
+        json!({"restored": {"lun": 1, "from_copy": 11}, "ended_connections": none})
+    );
+    let v = said(&["lun", "offline", &img, "12"]);
+    assert_eq!(
+        v,
+        json!({"offline": {"lun": 12}, "ended_connections": none})
+    );
+    let v = said(&["lun", "online", &img, "12"]);
+    assert_eq!(v, json!({"online": {"lun": 12}, "ended_connections": none}));
+    let v = said(&["lun", "delete", &img, "1", "--orphan-copies"]);
+    let gone = json!({"lun": 1, "orphaned_copies": [11, 12]});
+    assert_eq!(v, json!({"deleted": gone, "ended_connections": none}));
+    let v = said(&["lun", "delete", &img, "21"]);
+    let gone = json!({"lun": 21, "orphaned_copies": []});
+    assert_eq!(v, json!({"deleted": gone, "ended_connections": none}));
+    // A failure prints no JSON: its message goes to stderr, exit 1.
+    let r = fails(
+        &["lun", "create", &img, "11", "--size", "1M", "--json"],
+        "already in use",
+    );
+    assert!(r.stdout.is_empty());
+    ok(&["check", &img]);
+}
+
+/// `copy create IMAGE --parent P --copy C ... STATE`
+fn create<'a>(img: &'a str, pairs: &[(&'a str, &'a str)], state: &'a str) -> Vec<&'a str> {
+    let mut a = vec!["copy", "create", img];
+    for &(p, c) in pairs {
+        a.extend_from_slice(&["--parent", p, "--copy", c]);
+    }
+    a.push(state);
+    a
+}
+
+#[test]
+fn io_and_access_changes_say_what_they_did_in_json() {
+    use serde_json::json;
+    let d = Dir::new("change-json-io");
+    let img = small_image(&d); // LUN 1, 4 MiB
+    let data = d.file("d.bin");
+    std::fs::write(&data, pattern(1, 64 << 10)).unwrap();
+    let host = "50060b0000c26204";
+    let v = said(&["write", &img, "1", &data, "--offset", "1M"]);
+    let wrote = json!({"lun": 1, "offset": 1 << 20, "bytes": 64 << 10, "ranges": null});
+    assert_eq!(v, json!({ "wrote": wrote }));
+    let r = run_with(&["write", &img, "1", "-", "--json"], &pattern(2, 4096));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(json(&r.out())["wrote"]["bytes"], 4096);
+    // An incremental applied with --ranges reports its ranges.
+    let ranges = d.file("r.json");
+    let list = r#"{"ranges": [{"start": 0, "length": 4096}], "total_bytes": 4096}"#;
+    std::fs::write(&ranges, list).unwrap();
+    let v = said(&["write", &img, "1", &data, "--ranges", &ranges]);
+    let wrote = json!({"lun": 1, "offset": 0, "bytes": 4096, "ranges": 1});
+    assert_eq!(v, json!({ "wrote": wrote }));
+    let v = said(&["discard", &img, "1", "--offset", "0", "--length", "64K"]);
+    let gone = json!({"lun": 1, "offset": 0, "length": 64 << 10});
+    assert_eq!(v, json!({ "discarded": gone }));
+    let v = said(&["host", "add", &img, host, "--name", "backup"]);
+    assert_eq!(v, json!({"registered": {"host": host, "name": "backup"}}));
+    let v = said(&["grant", &img, "1", host, "--access", "read"]);
+    let granted = json!({"lun": 1, "host": host, "access": "read", "security": false});
+    assert_eq!(v, json!({ "granted": granted }));
+    let v = said(&["security", "enable", &img]);
+    assert_eq!(v, json!({"security": {"enabled": true}}));
+    let v = said(&["revoke", &img, "1", host]);
+    assert_eq!(v, json!({"revoked": {"lun": 1, "host": host}}));
+    let v = said(&["host", "remove", &img, host]);
+    assert_eq!(v, json!({"removed": {"host": host}}));
+    let v = said(&["security", "disable", &img]);
+    assert_eq!(v, json!({"security": {"enabled": false}}));
+    ok(&["check", &img]);
+}

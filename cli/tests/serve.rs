@@ -223,6 +223,22 @@ fn script() -> Vec<Step> {
         &["lun", "create", "va.img", "99", "--size", "1M"],
         &["lun", "create", "va.img", "3", "--size", "1000"],
         &["lun", "create", "va.img", "3"],
+        &["lun", "create", "va.img", "-1", "--size", "1M"],
+        &["lun", "create", "va.img", "3", "--size", "1G"],
+        &["lun", "create", "va.img", "3", "--size", "60M"],
+        &["lun", "create", "va.img", "5", "--size", "1M", "--json"],
+        &["lun", "list", "va.img", "--wait", "30"],
+        &["write", "va.img", "2", "d.bin", "--progress"],
+        &[
+            "write",
+            "va.img",
+            "2",
+            "d.bin",
+            "--offset",
+            "1M",
+            "--json",
+            "--no-progress",
+        ],
         &["write", "va.img", "1", "d.bin", "--offset", "512K"],
         &["write", "va.img", "1", "odd.bin"],
         &["write", "va.img", "1", "big.bin"],
@@ -236,6 +252,17 @@ fn script() -> Vec<Step> {
             "read", "va.img", "1", "-", "--offset", "512K", "--length", "64K",
         ],
         &["read", "va.img", "1", "out2.bin"],
+        &["read", "va.img", "1", "out3.bin", "--progress"],
+        &["--progress", "read", "va.img", "1", "-", "--length", "1M"],
+        &[
+            "read",
+            "va.img",
+            "1",
+            "out4.bin",
+            "--progress",
+            "--no-progress",
+        ],
+        &["read", "va.img", "-1", "-"],
         &["read", "va.img", "1", "va.img"],
         &["read", "va.img", "9", "new.bin"],
         &["read", "va.img", "1", "new.bin", "--offset", "100"],
@@ -292,6 +319,54 @@ fn script() -> Vec<Step> {
         &["copy", "restore", "va.img", "11"],
         &["copy", "restore", "va.img", "12"],
         &["copy", "restore", "va.img", "13", "--force"],
+        &[
+            "copy",
+            "create",
+            "va.img",
+            "--parent",
+            "11",
+            "--copy",
+            "21",
+            "--parent",
+            "5",
+            "--copy",
+            "15",
+            "--attached",
+            "--json",
+        ],
+        &[
+            "copy",
+            "create",
+            "va.img",
+            "--parent",
+            "5",
+            "--copy",
+            "16",
+            "--parent",
+            "2",
+            "--copy",
+            "16",
+            "--attached",
+        ],
+        &["copy", "attach", "va.img", "15", "21", "--json"],
+        &["copy", "attach", "va.img", "15", "15"],
+        &["copy", "detach", "va.img", "21", "--json"],
+        &["copy", "restore", "va.img", "15", "--json"],
+        &["lun", "list", "va.img", "--tree"],
+        &["lun", "list", "va.img", "--tree", "--json"],
+        &["lun", "list", "va.img", "--copies-of", "1"],
+        &[
+            "lun",
+            "list",
+            "va.img",
+            "--copies-of",
+            "11",
+            "--tree",
+            "--json",
+        ],
+        &["lun", "list", "va.img", "--copies-of", "9"],
+        &["lun", "delete", "va.img", "5"],
+        &["lun", "delete", "va.img", "5", "--orphan-copies", "--json"],
         // Map, diff, discard, zeros and incremental backups.
         &["map", "va.img", "1"],
         &["map", "va.img", "1", "--json"],
@@ -300,6 +375,7 @@ fn script() -> Vec<Step> {
         ],
         &["map", "va.img", "12"],
         &["map", "va.img", "1", "--offset", "100"],
+        &["map", "va.img", "-1"],
         &["write", "va.img", "1", "d.bin", "--offset", "2M"],
         &["diff", "va.img", "1", "11"],
         &["diff", "va.img", "11", "1", "--json"],
@@ -351,6 +427,9 @@ fn script() -> Vec<Step> {
             "discard", "va.img", "1", "--offset", "2M", "--length", "64K",
         ],
         &[
+            "discard", "va.img", "1", "--offset", "3M", "--length", "64K", "--json",
+        ],
+        &[
             "discard", "va.img", "1", "--offset", "100", "--length", "512",
         ],
         &["discard", "va.img", "1", "--offset", "0"],
@@ -359,12 +438,32 @@ fn script() -> Vec<Step> {
         &["host", "add", "va.img", HOST_B, "--name", "backup-host"],
         &["host", "add", "va.img", HOST_D],
         &["host", "add", "va.img", HOST_D],
+        &[
+            "host",
+            "add",
+            "va.img",
+            "0000000000000007",
+            "--name",
+            "x",
+            "--json",
+        ],
+        &[
+            "host",
+            "add",
+            "va.img",
+            "0000000000000008",
+            "--name",
+            "a-name-that-is-longer-than-fifty-six-bytes-which-is-the-limit",
+        ],
+        &["host", "remove", "va.img", "0000000000000007", "--json"],
         &["host", "list", "va.img"],
         &["host", "list", "va.img", "--json"],
         &["grant", "va.img", "11", HOST_B, "--access", "read"],
         &["grant", "va.img", "1", HOST_D, "--access", "write"],
         &["grant", "va.img", "1", HOST_D, "--access", "everything"],
-        &["security", "enable", "va.img"],
+        &["grant", "va.img", "2", HOST_D, "--access", "read", "--json"],
+        &["revoke", "va.img", "2", HOST_D, "--json"],
+        &["security", "enable", "va.img", "--json"],
         &["lun", "list", "va.img", "--as", HOST_B],
         &[
             "read", "va.img", "11", "-", "--as", HOST_B, "--length", "4K",
@@ -390,9 +489,9 @@ fn script() -> Vec<Step> {
         &["revoke", "va.img", "11", HOST_B],
         &["revoke", "va.img", "11", HOST_B],
         &["security", "disable", "va.img"],
-        &["lun", "offline", "va.img", "2"],
+        &["lun", "offline", "va.img", "2", "--json"],
         &["read", "va.img", "2", "-"],
-        &["lun", "online", "va.img", "2"],
+        &["lun", "online", "va.img", "2", "--json"],
         &["lun", "delete", "va.img", "1"],
         &["lun", "delete", "va.img", "14", "--force"],
         &["lun", "delete", "va.img", "1", "--orphan-copies"],
@@ -425,6 +524,13 @@ fn script() -> Vec<Step> {
     );
     s.insert(
         16,
+        Step(
+            vec!["write", "va.img", "2", "-", "--progress", "--json"],
+            pattern(5, 4096),
+        ),
+    );
+    s.insert(
+        17,
         Step(
             vec!["read", "va.img", "2", "-", "--length", "16K"],
             Vec::new(),
@@ -499,7 +605,14 @@ fn every_command_prints_and_exits_the_same_on_a_served_image() {
     assert_eq!(log.matches("control: lunsnap").count(), forwarded, "{log}");
     server.stop();
     // Files read through the server are the cold command's, and failures left none.
-    for f in ["out1.bin", "out2.bin", "inc.bin", "inc.bin.ranges"] {
+    for f in [
+        "out1.bin",
+        "out2.bin",
+        "out3.bin",
+        "out4.bin",
+        "inc.bin",
+        "inc.bin.ranges",
+    ] {
         assert_eq!(
             read(&cold.join(f).to_string_lossy()),
             read(&live.join(f).to_string_lossy()),
@@ -743,4 +856,83 @@ fn the_control_socket_is_found_refuses_what_cannot_run_and_says_what_was_tried()
     );
     assert_eq!(r.stdout, pattern(7, 64 << 10));
     ok(&["check", &dir.join("va.img").to_string_lossy()]);
+}
+
+#[test]
+fn a_served_image_keeps_the_shell_conventions() {
+    let d = Dir::new("serve-shell");
+    let dir = &d.0;
+    prepare(dir);
+    let r = run_in(
+        dir,
+        &["write", "va.img", "1", "big.bin", "--offset", "0"],
+        &[],
+        &[],
+    );
+    assert_eq!(r.code, 1, "{r:?}"); // 5 MiB does not fit in LUN 1
+    let r = run_in(dir, &["write", "va.img", "1", "d.bin"], &[], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let server = Server::start(dir, "va.img", &[], "va.img.ctl");
+    // A closed pipe ends a forwarded read quietly: `lunsnap read va.img 1 - | head -c 100`.
+    let mut child = Command::new(bin())
+        .current_dir(dir)
+        .args(["read", "va.img", "1", "-"])
+        .env_remove("LUNSNAP_CONTROL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 100];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(&head[..], &pattern(1, 100)[..]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    // --wait does not wait for a served image: the server runs the command at once.
+    let t = Instant::now();
+    let r = run_in(
+        dir,
+        &[
+            "lun", "create", "va.img", "2", "--size", "1M", "--wait", "60",
+        ],
+        &[],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    // For a user on a terminal, the server draws the progress on one line, redrawn.
+    let r = run_in(
+        dir,
+        &[
+            "read",
+            "va.img",
+            "1",
+            "out.bin",
+            "--progress",
+            "--progress-tty",
+        ],
+        &[],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.starts_with('\r') && r.stderr.ends_with('\n') && r.stderr.lines().count() == 1,
+        "{r:?}"
+    );
+    assert!(
+        r.stderr.contains("lunsnap: read 4 MiB of 4 MiB (100%)"),
+        "{r:?}"
+    );
+    // Short transfers draw nothing unless --progress.
+    let r = run_in(
+        dir,
+        &["read", "va.img", "1", "out.bin", "--progress-tty"],
+        &[],
+        &[],
+    );
+    assert!(r.code == 0 && r.stderr.is_empty(), "{r:?}");
+    // A usage error exits 2 without reaching the server.
+    let r = run_in(dir, &["copy", "attach", "va.img", "1", "1"], &[], &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    server.stop();
 }
