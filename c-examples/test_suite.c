@@ -3260,7 +3260,7 @@ static void test_error_messages(void) {
     EXPECT_MSG(lunsnap_read(a, 1, 0, NULL, 4096), LUNSNAP_RESULT_NULL_POINTER,
                "lunsnap_read: `buf` is NULL but `len` is 4096");
     EXPECT_MSG(lunsnap_write(a, 1, 100, io, 512), LUNSNAP_RESULT_MISALIGNED,
-               "lunsnap_write: I/O of 512 bytes at offset 100 is not aligned to 512-byte sectors");
+               "lunsnap_write: the offset 100 is not a multiple of 512: LUNs are read and written in whole 512-byte sectors");
     snprintf(want, sizeof want, "lunsnap_read: I/O of 512 bytes at offset %u is beyond the end of the LUN (%u bytes)",
              LUN_SIZE, LUN_SIZE);
     EXPECT_MSG(lunsnap_read(a, 1, LUN_SIZE, io, 512), LUNSNAP_RESULT_OUT_OF_RANGE, want);
@@ -3279,7 +3279,7 @@ static void test_error_messages(void) {
                LUNSNAP_RESULT_INVALID_ARGUMENT, "lunsnap_add_host: invalid argument: host name longer than 56 bytes");
     EXPECT_MSG(lunsnap_add_host(a, 5, "\xff"), LUNSNAP_RESULT_INVALID_ARGUMENT, "`name` is not valid UTF-8");
     EXPECT_OK(lunsnap_create_copy(a, 1, 3, false));
-    EXPECT_MSG(lunsnap_delete(a, 1, false), LUNSNAP_RESULT_HAS_COPIES, "LUN 1 has 1 copies");
+    EXPECT_MSG(lunsnap_delete(a, 1, false), LUNSNAP_RESULT_HAS_COPIES, "LUN 1 has 1 copy: delete it first");
     EXPECT_MSG(lunsnap_read(a, 3, 0, io, 512), LUNSNAP_RESULT_DETACHED, "LUN 3 is a detached copy");
     EXPECT_MSG(lunsnap_check_message(a, 5, buf, sizeof buf, &len), LUNSNAP_RESULT_INVALID_ARGUMENT,
                "lunsnap_check_message: `index` is 5");

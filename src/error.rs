@@ -238,7 +238,14 @@ impl fmt::Display for Error {
             ),
             Error::HasCopies { lun, copies } => write!(
                 f,
-                "LUN {lun} has {copies} copies: delete them first, or delete it orphaning them"
+                "LUN {lun} has {copies} {}: delete {} first, or delete LUN {lun} orphaning {}",
+                if *copies == 1 { "copy" } else { "copies" },
+                if *copies == 1 { "it" } else { "them" },
+                if *copies == 1 {
+                    "its copy"
+                } else {
+                    "its copies"
+                },
             ),
             Error::OutOfRange { offset, len, size } => write!(
                 f,
@@ -257,9 +264,15 @@ impl fmt::Display for Error {
                 "host {host:016x} may only read LUN {lun}: writing needs a read-write grant"
             ),
             Error::Offline(l) => write!(f, "LUN {l} is offline: bring it online first"),
-            Error::Misaligned { offset, len } => write!(
+            Error::Misaligned { offset, len } if offset % 512 != 0 => write!(
                 f,
-                "I/O of {len} bytes at offset {offset} is not aligned to 512-byte sectors"
+                "the offset {offset} is not a multiple of 512: LUNs are read and written in \
+                 whole 512-byte sectors"
+            ),
+            Error::Misaligned { len, .. } => write!(
+                f,
+                "the length {len} is not a multiple of 512: LUNs are read and written in \
+                 whole 512-byte sectors"
             ),
         }
     }
@@ -315,5 +328,37 @@ impl<D> core::error::Error for CloseError<D> {}
 impl<D> From<CloseError<D>> for Error {
     fn from(e: CloseError<D>) -> Error {
         e.error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    #[test]
+    fn messages_name_what_is_wrong() {
+        let one = Error::HasCopies { lun: 1, copies: 1 }.to_string();
+        assert!(one.contains("has 1 copy: delete it first"), "{one}");
+        let two = Error::HasCopies { lun: 1, copies: 2 }.to_string();
+        assert!(two.contains("has 2 copies: delete them first"), "{two}");
+        let m = Error::Misaligned {
+            offset: 100,
+            len: 0,
+        }
+        .to_string();
+        assert!(
+            m.starts_with("the offset 100 is not a multiple of 512"),
+            "{m}"
+        );
+        let m = Error::Misaligned {
+            offset: 0,
+            len: 100,
+        }
+        .to_string();
+        assert!(
+            m.starts_with("the length 100 is not a multiple of 512"),
+            "{m}"
+        );
     }
 }
