@@ -38,24 +38,34 @@ pub struct DiffRange {
     pub length: u64,
 }
 
-/// Appends `[from, to)` to `out`, merging it with the last range when they touch and
-/// `same` says they are alike.
-fn push<T>(
-    out: &mut Vec<T>,
-    from: u64,
-    to: u64,
-    make: impl Fn(u64, u64) -> T,
-    merge: impl Fn(&mut T, u64, u64) -> bool,
-) {
+/// Appends `[from, to)` (if not empty) to a map, extending the last range instead
+/// when it ends at `from` and is of the same kind.
+fn add_map(out: &mut Vec<MapRange>, from: u64, to: u64, data: bool, shared: bool) {
     if to <= from {
         return;
     }
-    if let Some(last) = out.last_mut() {
-        if merge(last, from, to) {
-            return;
+    match out.last_mut() {
+        Some(r) if r.data == data && r.shared == shared && r.offset + r.length == from => {
+            r.length += to - from;
         }
+        _ => out.push(MapRange {
+            offset: from,
+            length: to - from,
+            data,
+            shared,
+        }),
     }
-    out.push(make(from, to));
+}
+
+/// Appends `[from, to)` to a diff, extending the last range when it ends at `from`.
+fn add_diff(out: &mut Vec<DiffRange>, from: u64, to: u64) {
+    match out.last_mut() {
+        Some(r) if r.offset + r.length == from => r.length += to - from,
+        _ => out.push(DiffRange {
+            offset: from,
+            length: to - from,
+        }),
+    }
 }
 
 impl<D: BlockDevice> Array<D> {
@@ -93,48 +103,11 @@ impl<D: BlockDevice> Array<D> {
             let shared = path_shared || self.eng.data_refcount(extent)? > 1;
             let start = (le * es).max(offset);
             let stop = ((le + 1) * es).min(end);
-            for (from, to, data, shared) in
-                [(pos, start, false, false), (start, stop, true, shared)]
-            {
-                push(
-                    &mut out,
-                    from,
-                    to,
-                    |f, t| MapRange {
-                        offset: f,
-                        length: t - f,
-                        data,
-                        shared,
-                    },
-                    |r, f, t| {
-                        let glue = r.data == data && r.shared == shared && r.offset + r.length == f;
-                        if glue {
-                            r.length += t - f;
-                        }
-                        glue
-                    },
-                );
-            }
+            add_map(&mut out, pos, start, false, false);
+            add_map(&mut out, start, stop, true, shared);
             pos = stop;
         }
-        push(
-            &mut out,
-            pos,
-            end,
-            |f, t| MapRange {
-                offset: f,
-                length: t - f,
-                data: false,
-                shared: false,
-            },
-            |r, f, t| {
-                let glue = !r.data && r.offset + r.length == f;
-                if glue {
-                    r.length += t - f;
-                }
-                glue
-            },
-        );
+        add_map(&mut out, pos, end, false, false);
         Ok(out)
     }
 
@@ -174,24 +147,7 @@ impl<D: BlockDevice> Array<D> {
             }
         })?;
         for le in changed {
-            let from = (le * es).max(offset);
-            let to = ((le + 1) * es).min(end);
-            push(
-                &mut out,
-                from,
-                to,
-                |f, t| DiffRange {
-                    offset: f,
-                    length: t - f,
-                },
-                |r, f, t| {
-                    let glue = r.offset + r.length == f;
-                    if glue {
-                        r.length += t - f;
-                    }
-                    glue
-                },
-            );
+            add_diff(&mut out, (le * es).max(offset), ((le + 1) * es).min(end));
         }
         Ok(out)
     }

@@ -125,13 +125,11 @@ pub struct SpaceMaps {
 
 /// Runs of data extents (start, length) freed in the current transaction, kept to
 /// be discarded on the device after the commit. Bounded: past [`FreedRuns::MAX_RUNS`]
-/// runs further frees are only counted (their extents stay on the device until
+/// runs further frees are not recorded (their extents stay on the device until
 /// reused; discarding is a hint).
 #[derive(Clone, Debug, Default)]
 pub struct FreedRuns {
     runs: Vec<(u64, u64)>,
-    /// Extents freed but not recorded because the list was full.
-    pub untracked: u64,
 }
 
 impl FreedRuns {
@@ -153,15 +151,12 @@ impl FreedRuns {
         }
         if self.runs.len() < Self::MAX_RUNS {
             self.runs.push((e, 1));
-        } else {
-            self.untracked += 1;
         }
     }
 
     /// The runs recorded, sorted and merged, leaving the list empty.
     pub fn take(&mut self) -> Vec<(u64, u64)> {
         let mut runs = core::mem::take(&mut self.runs);
-        self.untracked = 0;
         runs.sort_unstable();
         let mut out: Vec<(u64, u64)> = Vec::with_capacity(runs.len());
         for (s, l) in runs {
