@@ -33,8 +33,21 @@ pub enum Error {
     InvalidArgument(&'static str),
     /// Neither superblock slot holds a lunsnap superblock: the device was never formatted.
     NotFormatted,
-    /// The superblock was written by a newer, unknown on-disk format version.
+    /// The superblock was written in another on-disk format version than this
+    /// build's.
     UnsupportedVersion(u32),
+    /// Both copies of the superblock slot that may hold the newest commit are
+    /// damaged: opening would roll the array back. Opening with `allow_rollback`
+    /// accepts that (the rollback is recorded and reported).
+    CommitLost {
+        /// The generation that cannot be read.
+        lost: u64,
+        /// The newest generation that can: what a rollback would open.
+        kept: u64,
+        /// True when a damaged copy still names the lost generation; false when it
+        /// may have held an older one instead.
+        certain: bool,
+    },
     /// The superblock requires features this build does not know (bit mask of them).
     IncompatibleFeatures(u64),
     /// A metadata page failed its checksum: the medium corrupted it.
@@ -178,9 +191,28 @@ impl fmt::Display for Error {
             Error::InvalidOptions(w) => write!(f, "invalid options: {w}"),
             Error::InvalidArgument(w) => write!(f, "invalid argument: {w}"),
             Error::NotFormatted => f.write_str("not a lunsnap device: no valid superblock found"),
+            Error::UnsupportedVersion(v) if *v < crate::engine::superblock::FORMAT_VERSION => {
+                write!(
+                    f,
+                    "on-disk format version {v} is older than this build's ({}): open it with \
+                     the lunsnap that wrote it and copy the LUNs' data out",
+                    crate::engine::superblock::FORMAT_VERSION
+                )
+            }
             Error::UnsupportedVersion(v) => write!(
                 f,
                 "unsupported on-disk format version {v}: upgrade lunsnap to open this device"
+            ),
+            Error::CommitLost {
+                lost,
+                kept,
+                certain,
+            } => write!(
+                f,
+                "both copies of the superblock of generation {lost} are damaged: that commit \
+                 {} lost and opening would roll the array back to generation {kept}; open \
+                 allowing the rollback (--allow-rollback) to accept that",
+                if *certain { "is" } else { "may be" }
             ),
             Error::IncompatibleFeatures(m) => write!(
                 f,
@@ -291,7 +323,10 @@ impl Error {
     pub fn is_corruption(&self) -> bool {
         matches!(
             self,
-            Error::Checksum { .. } | Error::Misplaced { .. } | Error::Corrupt { .. }
+            Error::Checksum { .. }
+                | Error::Misplaced { .. }
+                | Error::Corrupt { .. }
+                | Error::CommitLost { .. }
         )
     }
 

@@ -97,11 +97,12 @@ pub mod testing;
 
 pub use array::{
     Access, Array, ArrayViolation, DiffRange, FormatOptions, HostInfo, HostView, LunInfo, LunKind,
-    LunStatus, MapRange, OpenOptions, PoolInfo, DEFAULT_EXTENT_SIZE, DEFAULT_MAX_LUNS, MAX_HOSTS,
-    MAX_HOST_NAME, MAX_LUNS_LIMIT, SECTOR,
+    LunStatus, MapRange, OpenOptions, PoolInfo, Severity, DEFAULT_EXTENT_SIZE, DEFAULT_MAX_LUNS,
+    MAX_HOSTS, MAX_HOST_NAME, MAX_LUNS_LIMIT, SECTOR,
 };
 pub use device::{BlockDevice, DeviceError, DeviceErrorKind, MemDevice};
 #[cfg(feature = "std")]
 pub use device::{FileDevice, FileDeviceError};
 pub use engine::{is_valid_extent_size, MAX_EXTENT_SIZE, MIN_EXTENT_SIZE};
+pub use engine::{ScrubProblem, ScrubReport};
 pub use error::{CloseError, Error, Result};

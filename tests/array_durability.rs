@@ -139,6 +139,7 @@ impl H {
             max_luns: 16,
             cache_bytes,
             array_id: *b"durability-tests",
+            ..FormatOptions::default()
         };
         let a = Array::format(dev, &opts).unwrap();
         let m = Model::new(&a.pool_info());
@@ -226,7 +227,7 @@ fn crash(dev: &Dev, outcome: CutOutcome, cache_bytes: usize) -> Arr {
     let mut d = dev.clone();
     d.power_cut(outcome).unwrap();
     let medium = d.into_inner();
-    Array::open(PowerCutDevice::new(medium), &OpenOptions { cache_bytes })
+    Array::open(PowerCutDevice::new(medium), &OpenOptions { cache_bytes, ..OpenOptions::default() })
         .unwrap_or_else(|e| panic!("reopen after {outcome:?} failed: {e:?}"))
 }
 
@@ -431,7 +432,7 @@ fn failed_op_takes_full_effect_or_none_and_poisons_the_handle() {
             // written (evicted) during the operation, before its commit.
             let cache_bytes = if k % 2 == 0 { SMALL_CACHE } else { BIG_CACHE };
             let mut h = H {
-                a: Array::open(base.clone(), &OpenOptions { cache_bytes }).unwrap(),
+                a: Array::open(base.clone(), &OpenOptions { cache_bytes, ..OpenOptions::default() }).unwrap(),
                 m: base_m.clone(),
             };
             // Unflushed writes that the operation's commit makes durable.

@@ -196,31 +196,39 @@ fn metadata_provisioning_is_pinned() {
     }
     // And the array provisions the least m that covers the worst case of the
     // extents left beside m pages (4 KiB extents: the data area starts right after
-    // the metadata, at page m + 2).
-    for (bytes, luns) in [(64u64 << 20, 16u32), (32 << 20, 1024), (16 << 20, 1024)] {
-        let mut a = format(
-            bytes,
-            &FormatOptions {
-                extent_size: 4096,
-                max_luns: luns,
-                ..Default::default()
-            },
-        )
-        .expect("format");
-        let pages = bytes / 4096;
-        let m = a.engine().space().meta_pages;
-        let extents = a.engine().geometry().data_extents;
-        assert_eq!(extents, pages - m - 2);
-        assert!(
-            m >= worst_case_metadata_pages(extents, luns),
-            "{bytes}: covers"
-        );
-        assert!(
-            m - 1 < worst_case_metadata_pages(pages - (m - 1) - 2, luns),
-            "{bytes}: the least that covers"
-        );
-        // Provisioned: the metadata area and the two superblock slots.
-        assert_eq!(a.pool_info().metadata_provisioned_bytes, (m + 2) * 4096);
+    // the metadata, at page m + 2, and ends before the second copies: the
+    // superblocks' two pages, and the metadata area's m with two copies).
+    for copies in [1u32, 2] {
+        for (bytes, luns) in [(64u64 << 20, 16u32), (32 << 20, 1024), (16 << 20, 1024)] {
+            let mut a = format(
+                bytes,
+                &FormatOptions {
+                    extent_size: 4096,
+                    max_luns: luns,
+                    metadata_copies: copies,
+                    ..Default::default()
+                },
+            )
+            .expect("format");
+            let pages = bytes / 4096;
+            let m = a.engine().space().meta_pages;
+            let mirror = |m: u64| 2 + if copies == 2 { m } else { 0 };
+            let extents = a.engine().geometry().data_extents;
+            assert_eq!(extents, pages - m - 2 - mirror(m));
+            assert!(
+                m >= worst_case_metadata_pages(extents, luns),
+                "{bytes}: covers"
+            );
+            assert!(
+                m - 1 < worst_case_metadata_pages(pages - (m - 1) - 2 - mirror(m - 1), luns),
+                "{bytes}: the least that covers"
+            );
+            // Provisioned: every copy of the metadata area and of the superblocks.
+            assert_eq!(
+                a.pool_info().metadata_provisioned_bytes,
+                (m * u64::from(copies) + 4) * 4096
+            );
+        }
     }
 }
 
@@ -336,7 +344,8 @@ fn a_lun_of_the_whole_capacity_reopens_and_one_larger_is_refused() {
     assert_eq!(a.pool_info().unreserved_bytes, 0);
     let used = a.engine().space().meta_allocated;
     assert!(used > 0);
-    assert_eq!(a.pool_info().metadata_used_bytes, (used + 2) * 4096);
+    // Two copies of each page in use, and of each superblock slot.
+    assert_eq!(a.pool_info().metadata_used_bytes, (2 * used + 4) * 4096);
     let mut b = [0u8; 4096];
     a.read(0, cap - 4096, &mut b).expect("read");
     assert_eq!(b, [7; 4096]);
@@ -394,7 +403,11 @@ fn more_extents_than_32_bit_numbers_hold_are_refused() {
 fn a_new_array_reports_its_superblocks_as_metadata_in_use() {
     let a = format(64 << 20, &FormatOptions::default()).expect("format");
     let p = a.pool_info();
-    assert_eq!(p.metadata_used_bytes, 2 * 4096, "the two superblock slots");
+    assert_eq!(
+        p.metadata_used_bytes,
+        4 * 4096,
+        "the two superblock slots, two copies each"
+    );
     assert!(p.metadata_provisioned_bytes > p.metadata_used_bytes);
 }
 

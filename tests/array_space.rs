@@ -53,6 +53,7 @@ impl H {
             max_luns: 16,
             cache_bytes,
             array_id: *b"space-tests-0001",
+            ..FormatOptions::default()
         };
         let a = Array::format(dev, &opts).unwrap();
         H {
@@ -179,7 +180,7 @@ impl H {
     fn reopen(self, cache_bytes: usize) -> H {
         let dev = self.a.close().unwrap();
         H {
-            a: Array::open(dev, &OpenOptions { cache_bytes }).unwrap(),
+            a: Array::open(dev, &OpenOptions { cache_bytes, ..OpenOptions::default() }).unwrap(),
             ..self
         }
     }

@@ -17,7 +17,7 @@ fn engine() -> Engine<MemDevice> {
         cache_bytes: 256 << 10,
         ..Default::default()
     };
-    Engine::format(MemDevice::new(4096, 16384).expect("device"), &opts).expect("format")
+    Engine::format(MemDevice::new(4096, 32768).expect("device"), &opts).expect("format")
 }
 
 fn all(e: &mut Engine<MemDevice>, t: &Tree) -> BTreeMap<u64, Vec<u8>> {

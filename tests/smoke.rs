@@ -66,6 +66,7 @@ fn insert_lookup_remove_many() {
         dev,
         &OpenOptions {
             cache_bytes: 64 * 4096,
+            ..OpenOptions::default()
         },
     )
     .unwrap();

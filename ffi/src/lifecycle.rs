@@ -74,6 +74,7 @@ fn format_opts(opts: *const lunsnap_format_options) -> Result<FormatOptions, Fai
         max_luns: o.max_luns,
         cache_bytes: cache_bytes(o.cache_bytes)?,
         array_id: o.array_id,
+        ..FormatOptions::default()
     })
 }
 
@@ -84,6 +85,7 @@ fn open_opts(opts: *const lunsnap_open_options) -> Result<OpenOptions, Fail> {
     let o = unsafe { read_in(opts, open_defaults(), "opts")? }.unwrap_or_else(open_defaults);
     Ok(OpenOptions {
         cache_bytes: cache_bytes(o.cache_bytes)?,
+        ..OpenOptions::default()
     })
 }
 
@@ -391,7 +393,10 @@ fn file_device(path: *const c_char, block_size: u32) -> Result<AnyDevice, Fail> 
 #[cfg(feature = "std")]
 fn probe_block_size(path: &str, block_size: u32) -> Option<Fail> {
     let dev = lunsnap::FileDevice::open(path, 512).ok()?;
-    let opts = lunsnap::engine::OpenOptions { cache_bytes: 0 };
+    let opts = lunsnap::engine::OpenOptions {
+        cache_bytes: 0,
+        ..lunsnap::engine::OpenOptions::default()
+    };
     let formatted = match lunsnap::engine::Engine::open(dev, &opts) {
         Ok(_) => 512,
         Err(Error::BlockSizeMismatch { formatted, .. }) => formatted,
@@ -465,8 +470,14 @@ pub extern "C" fn lunsnap_reopen(array: *mut lunsnap_array) -> lunsnap_result {
         let cache_bytes = o.cache_bytes;
         let detect_zeros = o.array.detect_zeros();
         device::clear(&h.detail);
-        let mut a = Array::open(o.array.into_device(), &OpenOptions { cache_bytes })
-            .map_err(|e| device::explain(e.into(), &h.detail))?;
+        let mut a = Array::open(
+            o.array.into_device(),
+            &OpenOptions {
+                cache_bytes,
+                ..OpenOptions::default()
+            },
+        )
+        .map_err(|e| device::explain(e.into(), &h.detail))?;
         a.set_detect_zeros(detect_zeros);
         *st = State::open(a, cache_bytes);
         Ok(())

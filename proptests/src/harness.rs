@@ -214,6 +214,7 @@ impl<D: BlockDevice + Clone> Harness<D> {
             m,
             open: OpenOptions {
                 cache_bytes: opts.cache_bytes,
+                ..OpenOptions::default()
             },
             early_commits: 0,
             split_writes: 0,

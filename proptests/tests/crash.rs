@@ -33,6 +33,8 @@ struct Workload {
     bytes: u64,
     extent_size: u32,
     cache_bytes: usize,
+    /// Copies of every metadata page (the tight pool has room for one only).
+    copies: u32,
     script: Vec<Op>,
     /// Every operation of the script must succeed (no refusals written in).
     strict: bool,
@@ -121,6 +123,7 @@ fn basic() -> Workload {
         bytes: 2 << 20,
         extent_size: 4096,
         cache_bytes: 64 * KIB as usize,
+        copies: 2,
         script,
         strict: false,
     }
@@ -161,6 +164,7 @@ fn big_blocks() -> Workload {
         bytes: 3 << 20,
         extent_size: 8192,
         cache_bytes: 1 << 20,
+        copies: 2,
         script,
         strict: false,
     }
@@ -178,6 +182,8 @@ fn tight() -> Workload {
             max_luns: 8,
             cache_bytes: 64 * 1024,
             array_id: [0; 16],
+            metadata_copies: 1,
+            ..FormatOptions::default()
         },
     )
     .expect("format")
@@ -211,6 +217,7 @@ fn tight() -> Workload {
         bytes: 1 << 20,
         extent_size: 4096,
         cache_bytes: 64 * KIB as usize,
+        copies: 1,
         script,
         strict: false,
     }
@@ -311,6 +318,7 @@ fn access() -> Workload {
         bytes: 2 << 20,
         extent_size: 4096,
         cache_bytes: 64 * KIB as usize,
+        copies: 2,
         script,
         strict: false,
     }
@@ -372,6 +380,7 @@ fn random() -> Workload {
         bytes: 2 << 20,
         extent_size: 4096,
         cache_bytes: 128 * KIB as usize,
+        copies: 2,
         script,
         strict: false,
     }
@@ -481,6 +490,7 @@ fn frees() -> Workload {
         bytes: 1 << 20,
         extent_size: 4096,
         cache_bytes: 64 * KIB as usize,
+        copies: 1,
         script,
         strict: true,
     }
@@ -493,7 +503,9 @@ fn trace(w: &Workload) -> (Vec<Event>, usize, Vec<Record>) {
         extent_size: w.extent_size,
         max_luns: 8,
         cache_bytes: w.cache_bytes,
+        metadata_copies: w.copies,
         array_id: *b"crash-test-array",
+        ..FormatOptions::default()
     };
     let mut h = Harness::format(dev, &opts);
     let base = h.array().device_mut().events.len();
@@ -552,8 +564,14 @@ fn crash(
         }
     }
     d.power_cut(outcome).map_err(|e| format!("{e:?}"))?;
-    let mut a = Array::open(d.into_inner(), &OpenOptions { cache_bytes })
-        .map_err(|e| format!("reopen failed: {e}"))?;
+    let mut a = Array::open(
+        d.into_inner(),
+        &OpenOptions {
+            cache_bytes,
+            ..OpenOptions::default()
+        },
+    )
+    .map_err(|e| format!("reopen failed: {e}"))?;
     let garbled = matches!(outcome, CutOutcome::Harsh { .. });
     Model::recover_one_of(candidates, &mut a, garbled)
         .map(|_| ())

@@ -36,6 +36,8 @@ struct Geometry {
     extent_size: u32,
     cache_bytes: usize,
     max_luns: u32,
+    /// Copies of every metadata page.
+    copies: u32,
 }
 
 const GEOMETRIES: [Geometry; 3] = [
@@ -46,6 +48,7 @@ const GEOMETRIES: [Geometry; 3] = [
         extent_size: 4096,
         cache_bytes: 64 << 10,
         max_luns: 6,
+        copies: 2,
     },
     // Device blocks larger than a sector: sector I/O read-modify-writes blocks.
     Geometry {
@@ -54,6 +57,7 @@ const GEOMETRIES: [Geometry; 3] = [
         extent_size: 8192,
         cache_bytes: 256 << 10,
         max_luns: 5,
+        copies: 2,
     },
     // A small pool that fills up: copy-on-write commits early, discards commit first.
     Geometry {
@@ -62,6 +66,8 @@ const GEOMETRIES: [Geometry; 3] = [
         extent_size: 4096,
         cache_bytes: 64 << 10,
         max_luns: 4,
+        // The pool of a 1 MiB device has room for one copy of the metadata.
+        copies: 1,
     },
 ];
 
@@ -72,6 +78,8 @@ impl Geometry {
             max_luns: self.max_luns,
             cache_bytes: self.cache_bytes,
             array_id: *b"lunsnap-proptest",
+            metadata_copies: self.copies,
+            ..FormatOptions::default()
         }
     }
 

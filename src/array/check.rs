@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::device::BlockDevice;
-use crate::engine::Violation;
+use crate::engine::{ScrubReport, Violation};
 use crate::error::{Error, Result};
 
 use super::lun::{unpack, Lun, EXTENTS_PER_ENTRY, RECORD_SIZE};
@@ -83,6 +83,44 @@ pub enum ArrayViolation {
         /// Why.
         error: Error,
     },
+    /// A notice, not damage: an open that allowed it rolled the array back
+    /// because the newest commit could not be read ([`crate::OpenOptions::allow_rollback`]).
+    RolledBack {
+        /// The generation lost.
+        lost: u64,
+        /// The generation opened instead.
+        kept: u64,
+    },
+}
+
+/// How much a violation matters, as `qemu-img check` ranks what it finds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Worth knowing, nothing to repair (a past rollback).
+    Notice,
+    /// Space counted as used that nothing references: wasted, never wrong data.
+    Leak,
+    /// Anything else: structures that are unreadable or disagree.
+    Damage,
+}
+
+impl ArrayViolation {
+    /// How much this violation matters.
+    pub fn severity(&self) -> Severity {
+        match self {
+            ArrayViolation::RolledBack { .. } => Severity::Notice,
+            ArrayViolation::Engine(
+                Violation::MetaRefcount { stored, found, .. }
+                | Violation::DataRefcount { stored, found, .. },
+            ) if stored > found => Severity::Leak,
+            ArrayViolation::Engine(Violation::AllocatedCounter { stored, found, .. })
+                if stored > found =>
+            {
+                Severity::Leak
+            }
+            _ => Severity::Damage,
+        }
+    }
 }
 
 impl fmt::Display for ArrayViolation {
@@ -131,11 +169,35 @@ impl fmt::Display for ArrayViolation {
             ArrayViolation::UnreadableMapping { lun, error } => {
                 write!(f, "LUN {lun}: mapping unreadable: {error}")
             }
+            ArrayViolation::RolledBack { lost, kept } => write!(
+                f,
+                "note: generation {lost} was lost to damage and the array was rolled back \
+                 to generation {kept} by an open that allowed it"
+            ),
         }
     }
 }
 
 impl<D: BlockDevice> Array<D> {
+    /// Commits, then reads both copies of every metadata page the array uses
+    /// (superblocks, space maps, the LUN table, every mapping, the hosts) and
+    /// rewrites each bad copy from its good one, durably, before it returns. Pages
+    /// with no good copy left are listed in the report ([`ScrubReport::lost`]);
+    /// `repair` is the next step for those. `progress(done, total)` is called as
+    /// pages are read. Memory: a bit per metadata page.
+    ///
+    /// With one metadata copy nothing can be healed, and a scrub tells which pages
+    /// are damaged. Errors: [`Error::Poisoned`]; a device error (which poisons).
+    pub fn scrub(&mut self, progress: impl FnMut(u64, u64)) -> Result<ScrubReport> {
+        if self.eng.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        self.write_back()?;
+        let r = self.eng.scrub(progress)?;
+        self.dirty = false;
+        Ok(r)
+    }
+
     /// Verifies every invariant of the metadata (an fsck) and returns each violation
     /// found; an empty list means the array is consistent. Changed LUN records are
     /// written to the table first (not committed), so what is checked is what the
@@ -217,8 +279,16 @@ impl<D: BlockDevice> Array<D> {
         if reserved > capacity {
             out.push(ArrayViolation::OverReserved { reserved, capacity });
         }
+        // A block the audit found unreadable is reported there, once.
+        let unreadable: alloc::collections::BTreeSet<u64> = out
+            .iter()
+            .filter_map(|v| match v {
+                ArrayViolation::Engine(Violation::Unreadable { addr, .. }) => Some(*addr),
+                _ => None,
+            })
+            .collect();
         for (n, l) in &stored {
-            self.check_mapping(*n, l, &mut out);
+            self.check_mapping(*n, l, &mut out, &unreadable);
         }
         let hosts = self.access.index_mask();
         for (n, l) in &stored {
@@ -230,11 +300,20 @@ impl<D: BlockDevice> Array<D> {
                 });
             }
         }
+        if let Some((lost, kept)) = self.eng.rollback() {
+            out.push(ArrayViolation::RolledBack { lost, kept });
+        }
         Ok(out)
     }
 
     /// No slot of `l`'s mapping lies beyond its size; no entry is all holes.
-    fn check_mapping(&mut self, n: u32, l: &Lun, out: &mut Vec<ArrayViolation>) {
+    fn check_mapping(
+        &mut self,
+        n: u32,
+        l: &Lun,
+        out: &mut Vec<ArrayViolation>,
+        unreadable: &alloc::collections::BTreeSet<u64>,
+    ) {
         let extents = self.extents_for(l.size);
         let mut found = Vec::new();
         let r = self.eng.range(&l.mapping, 0, u64::MAX, |k, v| {
@@ -255,8 +334,11 @@ impl<D: BlockDevice> Array<D> {
             found.len() < 64
         });
         out.append(&mut found);
-        if let Err(error) = r {
-            out.push(ArrayViolation::UnreadableMapping { lun: n, error });
+        match r {
+            Err(Error::Checksum { addr } | Error::Misplaced { addr, .. })
+                if unreadable.contains(&addr) => {}
+            Err(error) => out.push(ArrayViolation::UnreadableMapping { lun: n, error }),
+            Ok(()) => {}
         }
     }
 }

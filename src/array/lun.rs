@@ -230,11 +230,22 @@ pub struct PoolInfo {
     pub unreserved_bytes: u64,
     /// Bytes of data extents not in use (`capacity_bytes - allocated_bytes`).
     pub free_bytes: u64,
-    /// Bytes of metadata pages in use, the two superblock slots included.
+    /// Bytes of metadata pages in use on the device, every copy and the
+    /// superblocks' four pages included.
     pub metadata_used_bytes: u64,
-    /// Bytes of metadata provisioned at format (sized for the worst case), the two
-    /// superblock slots included.
+    /// Bytes of metadata provisioned at format (sized for the worst case), every
+    /// copy and the superblocks' four pages included.
     pub metadata_provisioned_bytes: u64,
+    /// Copies of every metadata page: 1 or 2.
+    pub metadata_copies: u32,
+    /// Metadata page copies found bad and rewritten from their good copy, over
+    /// the array's life (kept in the superblock, as of the last commit).
+    pub healed_pages: u64,
+    /// Bad copies found since the last commit, which the next commit rewrites.
+    pub pending_heals: u64,
+    /// The last rollback an open allowed: (generation lost, generation opened
+    /// instead); `None` if the array never lost a commit.
+    pub rollback: Option<(u64, u64)>,
     /// Data extent size in bytes.
     pub extent_size: u32,
     /// Number of LUNs (plain and copies, attached or not).

@@ -32,7 +32,7 @@ use crate::store::page::PAGE_SIZE;
 use header::ArrayHeader;
 
 pub use access::{Access, HostInfo, HostView, MAX_HOSTS, MAX_HOST_NAME};
-pub use check::ArrayViolation;
+pub use check::{ArrayViolation, Severity};
 use lun::{Lun, ENTRY_BYTES, EXTENTS_PER_ENTRY, RECORD_SIZE};
 pub use lun::{LunInfo, LunKind, LunStatus, PoolInfo};
 pub use map::{DiffRange, MapRange};
@@ -66,14 +66,17 @@ fn spare_extents(data_extents: u64) -> u64 {
 /// extents that leave: the least `m` that covers the worst case of the extents left
 /// beside `m` pages (the metadata grows with the pool and the pool shrinks as the
 /// metadata grows, so this is the least fixed point, found by bisection).
-fn provision(pages: u64, extent_size: u32, max_luns: u32) -> (u64, u64) {
+fn provision(pages: u64, extent_size: u32, max_luns: u32, copies: u32) -> (u64, u64) {
     let ep = u64::from(extent_size) / PAGE_SIZE as u64;
     let extents_with = |m: u64| {
         let data_start = m
             .saturating_add(SUPERBLOCK_PAGES)
             .div_ceil(ep)
             .saturating_mul(ep);
-        pages.saturating_sub(data_start) / ep
+        pages
+            .saturating_sub(data_start)
+            .saturating_sub(engine::mirror_pages(m, copies))
+            / ep
     };
     let covers = |m: u64| m >= worst_case_metadata_pages(extents_with(m), max_luns);
     // `covers` is false below the fixed point and true from it on: the worst case
@@ -94,14 +97,20 @@ fn provision(pages: u64, extent_size: u32, max_luns: u32) -> (u64, u64) {
     (hi, extents_with(hi))
 }
 
+/// Bytes on the device of `pages` metadata pages in `copies` copies, with the
+/// superblocks' four pages.
+fn metadata_bytes(pages: u64, copies: u32) -> u64 {
+    (pages * u64::from(copies) + 2 * SUPERBLOCK_PAGES) * PAGE_SIZE as u64
+}
+
 /// The engine's floor on the metadata area.
 const MIN_METADATA_PAGES: u64 = 16;
 
 /// The smallest device, in bytes, that an array with `extent_size` and `max_luns`
 /// formats on: its worst-case metadata for that device and two data extents, one of
 /// them spare.
-fn min_device_bytes(extent_size: u32, max_luns: u32) -> u64 {
-    let formats = |pages: u64| provision(pages, extent_size, max_luns).1 >= 2;
+fn min_device_bytes(extent_size: u32, max_luns: u32, copies: u32) -> u64 {
+    let formats = |pages: u64| provision(pages, extent_size, max_luns, copies).1 >= 2;
     let mut hi = 64u64;
     while !formats(hi) {
         hi = hi.saturating_mul(2);
@@ -119,8 +128,7 @@ fn min_device_bytes(extent_size: u32, max_luns: u32) -> u64 {
 }
 
 const TABLE_SLOT: usize = 0;
-/// The superblock's two slots, before the metadata area.
-const SUPERBLOCK_PAGES: u64 = 2;
+use engine::SUPERBLOCK_PAGES;
 
 /// Options for [`Array::format`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,6 +143,10 @@ pub struct FormatOptions {
     pub cache_bytes: usize,
     /// An id stored in the superblock (the array-id of HP's Business Copy VA guide).
     pub array_id: [u8; 16],
+    /// Copies of every metadata page, 1 or 2 (default 2): with two, a page whose
+    /// copy is damaged is read from the other and healed (docs/FORMAT.md says
+    /// where the copies live). The superblock always has two copies.
+    pub metadata_copies: u32,
 }
 
 impl Default for FormatOptions {
@@ -144,6 +156,7 @@ impl Default for FormatOptions {
             max_luns: DEFAULT_MAX_LUNS,
             cache_bytes: engine::DEFAULT_CACHE_BYTES,
             array_id: [0; 16],
+            metadata_copies: engine::DEFAULT_METADATA_COPIES,
         }
     }
 }
@@ -157,7 +170,11 @@ impl FormatOptions {
     /// Errors: [`Error::InvalidOptions`], as [`FormatOptions::validate`].
     pub fn min_device_bytes(&self) -> Result<u64> {
         self.validate()?;
-        Ok(min_device_bytes(self.extent_size, self.max_luns))
+        Ok(min_device_bytes(
+            self.extent_size,
+            self.max_luns,
+            self.metadata_copies,
+        ))
     }
 
     /// Checks the options without touching a device: what [`Array::format`] refuses
@@ -170,6 +187,9 @@ impl FormatOptions {
         if !engine::is_valid_extent_size(es) {
             return Err(Error::InvalidOptions(engine::EXTENT_SIZE_RULE));
         }
+        if !matches!(self.metadata_copies, 1 | 2) {
+            return Err(Error::InvalidOptions("metadata_copies must be 1 or 2"));
+        }
         Ok(())
     }
 }
@@ -179,12 +199,18 @@ impl FormatOptions {
 pub struct OpenOptions {
     /// Cache budget in bytes for metadata pages.
     pub cache_bytes: usize,
+    /// When both copies of the newest commit's superblock are damaged, open the
+    /// newest readable commit instead of failing with [`Error::CommitLost`]. The
+    /// rollback is recorded in the array and reported by [`Array::pool_info`] and
+    /// [`Array::check`] from then on.
+    pub allow_rollback: bool,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions {
             cache_bytes: engine::DEFAULT_CACHE_BYTES,
+            allow_rollback: false,
         }
     }
 }
@@ -273,15 +299,17 @@ impl<D: BlockDevice> Array<D> {
                 "the device holds more than 2^32 - 2 extents: choose a larger extent size",
             ));
         }
-        let meta = provision(bytes / PAGE_SIZE as u64, es, opts.max_luns).0;
+        let copies = opts.metadata_copies;
+        let meta = provision(bytes / PAGE_SIZE as u64, es, opts.max_luns, copies).0;
         let eopts = engine::FormatOptions {
             extent_size: es,
             metadata_pages: Some(meta),
             cache_bytes: opts.cache_bytes,
             array_id: opts.array_id,
+            metadata_copies: copies,
         };
         let too_small = Error::DeviceTooSmall {
-            needed: min_device_bytes(es, opts.max_luns),
+            needed: min_device_bytes(es, opts.max_luns, copies),
             available: bytes,
         };
         let mut eng = Engine::format(dev, &eopts).map_err(|e| match e {
@@ -319,6 +347,7 @@ impl<D: BlockDevice> Array<D> {
             dev,
             &engine::OpenOptions {
                 cache_bytes: opts.cache_bytes,
+                allow_rollback: opts.allow_rollback,
             },
         )?;
         let header = ArrayHeader::decode(eng.client_bytes())?;
@@ -422,12 +451,13 @@ impl<D: BlockDevice> Array<D> {
         self.eng.device_mut()
     }
 
-    /// Makes every data write so far durable (a commit when anything changed).
+    /// Makes every data write so far durable (a commit when anything changed, or
+    /// when reads found bad metadata copies to rewrite: [`PoolInfo::pending_heals`]).
     pub fn flush(&mut self) -> Result<()> {
         if self.eng.is_poisoned() {
             return Err(Error::Poisoned);
         }
-        if self.dirty {
+        if self.dirty || self.eng.pending_heals() > 0 {
             self.commit()
         } else {
             Ok(())
@@ -615,6 +645,7 @@ impl<D: BlockDevice> Array<D> {
     /// Pool accounting.
     pub fn pool_info(&self) -> PoolInfo {
         let s = self.eng.space();
+        let copies = self.eng.geometry().metadata_copies;
         let es = self.extent_size;
         let cap = self.capacity_extents();
         let reserved = self.reserved_extents();
@@ -626,10 +657,14 @@ impl<D: BlockDevice> Array<D> {
             reserved_bytes: reserved.saturating_mul(es),
             unreserved_bytes: cap.saturating_sub(reserved) * es,
             free_bytes: cap.saturating_sub(s.data_allocated) * es,
-            // The two superblock slots are metadata in use too (a new array has no
-            // other metadata page yet).
-            metadata_used_bytes: (s.meta_allocated + SUPERBLOCK_PAGES) * PAGE_SIZE as u64,
-            metadata_provisioned_bytes: (s.meta_pages + SUPERBLOCK_PAGES) * PAGE_SIZE as u64,
+            // Every copy counts, the superblocks' (two slots, two copies each)
+            // included: a new array has no other metadata page yet.
+            metadata_used_bytes: metadata_bytes(s.meta_allocated, copies),
+            metadata_provisioned_bytes: metadata_bytes(s.meta_pages, copies),
+            metadata_copies: copies,
+            healed_pages: self.eng.healed(),
+            pending_heals: self.eng.pending_heals(),
+            rollback: self.eng.rollback(),
             extent_size: es as u32,
             luns: self.luns.len() as u32,
             max_luns: self.max_luns,

@@ -23,7 +23,7 @@ use crate::store::page::PageKind;
 use crate::store::space_map::{MapId, COUNTS_PER_LEAF};
 
 /// The block an error names, or 0.
-fn error_addr(e: &Error) -> u64 {
+pub(super) fn error_addr(e: &Error) -> u64 {
     match e {
         Error::Checksum { addr } | Error::Misplaced { addr, .. } | Error::Corrupt { addr, .. } => {
             *addr
@@ -235,6 +235,13 @@ impl<D: BlockDevice> Engine<D> {
         }
         w.report = true;
         self.compare_meta(&mut w);
+        // A block that cannot be read is found by every walk that reaches it
+        // (the space map listing, the counts, the trees): report it once.
+        let mut seen = alloc::collections::BTreeSet::new();
+        w.out.retain(|v| match v {
+            Violation::Unreadable { addr, .. } => seen.insert(*addr),
+            _ => true,
+        });
         w.out
     }
 

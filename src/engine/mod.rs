@@ -8,12 +8,14 @@
 //! recovers the previous commit; after it, the new one.
 
 mod audit;
+mod scrub;
+mod slots;
 pub(crate) mod superblock;
 
 use crate::btree::Ctx;
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
-use crate::store::page::{self, PageKind, PAGE_SIZE};
+use crate::store::page::PAGE_SIZE;
 use crate::store::page_store::PageStore;
 use crate::store::space_map::{MapId, RcArray, SpaceMaps};
 use superblock::{MapRoot, Superblock};
@@ -21,8 +23,9 @@ use superblock::{MapRoot, Superblock};
 pub use crate::btree::node::ValueKind;
 pub use crate::btree::Tree;
 pub use crate::store::page_store::CacheStats;
+pub use scrub::{ScrubProblem, ScrubReport};
 pub use superblock::{is_valid_extent_size, Geometry, CLIENT_BYTES, ROOT_SLOTS};
-pub use superblock::{MAX_DATA_EXTENTS, MAX_EXTENT_SIZE, MIN_EXTENT_SIZE};
+pub use superblock::{MAX_DATA_EXTENTS, MAX_EXTENT_SIZE, MIN_EXTENT_SIZE, SUPERBLOCK_PAGES};
 
 /// What [`is_valid_extent_size`] requires, as an error message.
 pub(crate) const EXTENT_SIZE_RULE: &str = "extent size must be a power of two from 4 KiB to 1 MiB";
@@ -44,7 +47,13 @@ pub struct FormatOptions {
     pub cache_bytes: usize,
     /// An id stored in the superblock.
     pub array_id: [u8; 16],
+    /// Copies of every metadata page: 2 (the default: a bad copy is healed from
+    /// the other) or 1. The superblock always has two.
+    pub metadata_copies: u32,
 }
+
+/// Default number of copies of every metadata page.
+pub const DEFAULT_METADATA_COPIES: u32 = 2;
 
 impl Default for FormatOptions {
     fn default() -> Self {
@@ -53,6 +62,7 @@ impl Default for FormatOptions {
             metadata_pages: None,
             cache_bytes: DEFAULT_CACHE_BYTES,
             array_id: [0; 16],
+            metadata_copies: DEFAULT_METADATA_COPIES,
         }
     }
 }
@@ -62,12 +72,17 @@ impl Default for FormatOptions {
 pub struct OpenOptions {
     /// Cache budget in bytes (at least 16 blocks are always cached).
     pub cache_bytes: usize,
+    /// When the newest commit cannot be read (both copies of its superblock are
+    /// bad), open the newest readable one instead of failing with
+    /// [`Error::CommitLost`]; the rollback is recorded and reported.
+    pub allow_rollback: bool,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions {
             cache_bytes: DEFAULT_CACHE_BYTES,
+            allow_rollback: false,
         }
     }
 }
@@ -80,20 +95,33 @@ pub fn default_metadata_pages(pages: u64, extent_pages: u64) -> u64 {
     (extents.saturating_mul(48)).div_ceil(PAGE_SIZE as u64) + 64
 }
 
+/// Pages at the device's end for second copies: the superblocks' always, the
+/// metadata area's with two copies.
+pub(crate) fn mirror_pages(meta_pages: u64, copies: u32) -> u64 {
+    SUPERBLOCK_PAGES.saturating_add(if copies == 2 { meta_pages } else { 0 })
+}
+
 /// The smallest device, in pages, that holds the superblocks, `meta(pages)`
-/// metadata pages (aligned to an extent of `ext_pages` pages) and `extents` data
-/// extents. The metadata may grow with the device (`meta` is non-decreasing), so
-/// this is the least fixed point of that sum: a few rounds, as it grows by about a
-/// block per hundred extents.
-pub(crate) fn min_device_pages(meta: impl Fn(u64) -> u64, ext_pages: u64, extents: u64) -> u64 {
+/// metadata pages (aligned to an extent of `ext_pages` pages) in `copies` copies
+/// and `extents` data extents. The metadata may grow with the device (`meta` is
+/// non-decreasing), so this is the least fixed point of that sum: a few rounds, as
+/// it grows by about a block per hundred extents.
+pub(crate) fn min_device_pages(
+    meta: impl Fn(u64) -> u64,
+    copies: u32,
+    ext_pages: u64,
+    extents: u64,
+) -> u64 {
     let ext_pages = ext_pages.max(1);
     let mut pages = 0u64;
     for _ in 0..64 {
-        let need = meta(pages)
-            .saturating_add(2)
+        let m = meta(pages);
+        let need = m
+            .saturating_add(SUPERBLOCK_PAGES)
             .div_ceil(ext_pages)
             .saturating_mul(ext_pages)
-            .saturating_add(extents.saturating_mul(ext_pages));
+            .saturating_add(extents.saturating_mul(ext_pages))
+            .saturating_add(mirror_pages(m, copies));
         if need <= pages {
             break;
         }
@@ -135,6 +163,12 @@ pub struct Engine<D: BlockDevice> {
     pub(crate) roots: [Option<Tree>; ROOT_SLOTS],
     client: [u8; CLIENT_BYTES],
     poisoned: bool,
+    /// Metadata page copies healed, up to the last commit.
+    healed: u64,
+    /// The last rollback an open allowed: (generation lost, generation kept).
+    rollback: Option<(u64, u64)>,
+    /// Superblock copies found bad or stale at open: (page, bytes to write there).
+    superblock_heals: alloc::vec::Vec<(u64, alloc::boxed::Box<[u8]>)>,
 }
 
 impl<D: BlockDevice> Engine<D> {
@@ -159,23 +193,31 @@ impl<D: BlockDevice> Engine<D> {
                 "at least 16 metadata pages are needed",
             ));
         }
+        let copies = opts.metadata_copies;
+        if !matches!(copies, 1 | 2) {
+            return Err(Error::InvalidOptions("metadata copies must be 1 or 2"));
+        }
         let too_small = Error::DeviceTooSmall {
             needed: min_device_pages(
                 |p| {
                     opts.metadata_pages
                         .unwrap_or_else(|| default_metadata_pages(p, ext_pages))
                 },
+                copies,
                 ext_pages,
                 1,
             )
             .saturating_mul(PAGE_SIZE as u64),
             available: pages.saturating_mul(PAGE_SIZE as u64),
         };
-        let meta_end = 2u64
+        let meta_end = SUPERBLOCK_PAGES
             .checked_add(meta_pages)
             .ok_or(Error::InvalidOptions("too many metadata pages"))?;
         let data_start = meta_end.div_ceil(ext_pages) * ext_pages;
-        let data_extents = pages.saturating_sub(data_start) / ext_pages;
+        let data_extents = pages
+            .saturating_sub(data_start)
+            .saturating_sub(mirror_pages(meta_pages, copies))
+            / ext_pages;
         if data_extents == 0 {
             return Err(too_small);
         }
@@ -183,18 +225,25 @@ impl<D: BlockDevice> Engine<D> {
             device_block_size: st.device().block_size(),
             extent_size: es,
             device_pages: pages,
-            meta_start: 2,
+            meta_start: SUPERBLOCK_PAGES,
             meta_pages,
             data_start,
             data_extents,
+            metadata_copies: copies,
         };
         geo.validate(pages)?;
-        // Invalidate both slots first so no older superblock can win at open.
-        let zero = [0u8; PAGE_SIZE];
-        st.write_page(0, &zero)?;
-        st.write_page(1, &zero)?;
+        // Wipe every superblock copy first so no older one can win at open; a
+        // wiped copy says "no commit here", so a format cut short is not mistaken
+        // for damage (docs/FORMAT.md).
+        let mut wiped = [0u8; PAGE_SIZE];
+        for slot in 0..SUPERBLOCK_PAGES {
+            slots::wiped_page(&mut wiped, slot);
+            st.write_page(slot, &wiped)?;
+            st.write_page(geo.superblock_copy(slot), &wiped)?;
+        }
         st.flush_device()?;
         st.set_meta_range(geo.meta_start, meta_end);
+        st.set_mirror(geo.mirror_offset());
         st.set_txid(1);
         let mut e = Engine {
             st,
@@ -205,6 +254,9 @@ impl<D: BlockDevice> Engine<D> {
             roots: [None; ROOT_SLOTS],
             client: [0; CLIENT_BYTES],
             poisoned: false,
+            healed: 0,
+            rollback: None,
+            superblock_heals: alloc::vec::Vec::new(),
         };
         e.commit()?;
         Ok(e)
@@ -213,50 +265,8 @@ impl<D: BlockDevice> Engine<D> {
     /// Opens the engine on `dev` at its newest committed state.
     pub fn open(dev: D, opts: &OpenOptions) -> Result<Self> {
         let mut st = PageStore::new(dev, opts.cache_bytes, 0, 0)?;
-        let mut best: Option<Superblock> = None;
-        let mut first_err: Option<Error> = None;
-        let mut any_magic = false;
-        let mut buf = [0u8; PAGE_SIZE];
-        for slot in 0..2u64 {
-            st.read_page(slot, &mut buf)?;
-            if page::get_u32(&buf, 0) == page::MAGIC {
-                any_magic = true;
-            }
-            let sb = page::verify(&buf, slot, PageKind::Superblock, u64::MAX - 1)
-                .and_then(|()| Superblock::decode(&buf))
-                .and_then(|sb| {
-                    // Generation g lives in slot g % 2; anything else was misdirected.
-                    if sb.generation == 0 || sb.generation % 2 != slot {
-                        Err(Error::Misplaced {
-                            addr: slot,
-                            what: "superblock generation does not belong in this slot",
-                        })
-                    } else {
-                        Ok(sb)
-                    }
-                });
-            match sb {
-                Ok(sb) if best.as_ref().map_or(true, |b| sb.generation > b.generation) => {
-                    best = Some(sb)
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    // A slot of a newer version must not silently lose to an older one.
-                    if matches!(
-                        e,
-                        Error::UnsupportedVersion(_) | Error::IncompatibleFeatures(_)
-                    ) {
-                        return Err(e);
-                    }
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        let sb = match best {
-            Some(sb) => sb,
-            None if !any_magic => return Err(Error::NotFormatted),
-            None => return Err(first_err.unwrap_or(Error::NotFormatted)),
-        };
+        let chosen = slots::choose(&mut st, opts.allow_rollback)?;
+        let sb = chosen.sb;
         let geo = sb.geo;
         if geo.device_block_size != st.device().block_size() {
             return Err(Error::BlockSizeMismatch {
@@ -294,6 +304,7 @@ impl<D: BlockDevice> Engine<D> {
             }
         }
         st.set_meta_range(geo.meta_start, meta_end);
+        st.set_mirror(geo.mirror_offset());
         st.set_txid(sb.generation + 1);
         Ok(Engine {
             st,
@@ -304,14 +315,19 @@ impl<D: BlockDevice> Engine<D> {
             roots: sb.roots,
             client: sb.client,
             poisoned: false,
+            healed: sb.healed,
+            rollback: chosen.rollback.or(sb.rollback),
+            superblock_heals: chosen.heal,
         })
     }
 
     /// Makes every change since the last commit durable and atomic.
     ///
-    /// Steps: write dirty metadata pages; flush; write the superblock slot of the
-    /// new generation; flush. Any device error poisons the engine: it refuses further
-    /// changes until reopened, which recovers the newest committed state.
+    /// Steps: write dirty metadata pages (both copies), and rewrite the bad copies
+    /// that reads found since the last commit; flush; write the first copy of the
+    /// superblock slot of the new generation; flush; write its second copy; flush.
+    /// Any device error poisons the engine: it refuses further changes until
+    /// reopened, which recovers the newest committed state.
     pub fn commit(&mut self) -> Result<()> {
         self.live()?;
         let r = self.commit_inner();
@@ -324,6 +340,11 @@ impl<D: BlockDevice> Engine<D> {
     fn commit_inner(&mut self) -> Result<()> {
         let gen = self.st.txid();
         self.st.write_dirty()?;
+        let mut healed = self.st.heal()?;
+        for (page, bytes) in core::mem::take(&mut self.superblock_heals) {
+            self.st.write_page(page, &bytes)?;
+            healed += 1;
+        }
         self.st.flush_device()?;
         let sb = Superblock {
             generation: gen,
@@ -341,12 +362,18 @@ impl<D: BlockDevice> Engine<D> {
             },
             roots: self.roots,
             client: self.client,
+            healed: self.healed + healed,
+            rollback: self.rollback,
         };
         let mut buf = [0u8; PAGE_SIZE];
         let slot = gen % 2;
         sb.encode(&mut buf, slot);
+        // One copy at a time: a power cut tears at most one of them.
         self.st.write_page(slot, &buf)?;
         self.st.flush_device()?;
+        self.st.write_page(self.geo.superblock_copy(slot), &buf)?;
+        self.st.flush_device()?;
+        self.healed += healed;
         self.sm.committed();
         self.generation = gen;
         self.st.set_txid(gen + 1);
@@ -407,6 +434,27 @@ impl<D: BlockDevice> Engine<D> {
     /// Generation of the newest commit.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Metadata page copies healed (rewritten from their good copy) over the
+    /// engine's life, up to the last commit.
+    pub fn healed(&self) -> u64 {
+        self.healed
+    }
+
+    fn add_healed(&mut self, n: u64) {
+        self.healed += n;
+    }
+
+    /// Bad copies found since the last commit, to be rewritten by the next one.
+    pub fn pending_heals(&self) -> u64 {
+        (self.st.pending_heals() + self.superblock_heals.len()) as u64
+    }
+
+    /// The last rollback an open allowed ([`OpenOptions::allow_rollback`]):
+    /// (generation lost, generation opened instead). Kept in the superblock.
+    pub fn rollback(&self) -> Option<(u64, u64)> {
+        self.rollback
     }
 
     /// Makes this handle refuse changes until reopened: for a layer above whose

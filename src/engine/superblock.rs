@@ -1,8 +1,11 @@
-//! Layer 5a: the superblock — the root of everything, written to one of two slots.
+//! Layer 5a: the superblock — the root of everything, written to one of two slots,
+//! each kept in two copies.
 //!
-//! Pages 0 and 1 of the device hold the two superblock slots. A commit of
-//! generation `g` writes slot `g % 2`, so the previous commit's slot is never
-//! touched while a new one is written; open takes the valid slot with the highest
+//! Pages 0 and 1 of the device hold the first copies of the two superblock slots,
+//! and the last two pages of the device (as formatted) the second copies. A commit of
+//! generation `g` writes slot `g % 2`, first copy then (after a flush) second copy,
+//! so the previous commit's slot is never touched while a new one is written, and a
+//! power cut tears at most one copy; open takes the valid copy with the highest
 //! generation. Byte layout (after the 32-byte common page header, whose
 //! transaction id is the generation):
 //!
@@ -25,7 +28,12 @@
 //! | 152 | 24 | data space map: root, allocated, cursor |
 //! | 176 | 128 | 8 tree root slots: root u64, value size u16, value kind u8, 5 reserved |
 //! | 304 | 64 | client bytes (owned by the layer above the engine) |
-//! | 368 | .. | zero |
+//! | 368 | 4 | metadata copies: 1 or 2 |
+//! | 372 | 4 | reserved, zero |
+//! | 376 | 8 | metadata page copies healed so far (a running count) |
+//! | 384 | 8 | generation lost by an open that allowed a rollback (0: never) |
+//! | 392 | 8 | generation that open rolled back to |
+//! | 400 | .. | zero |
 
 use bitflags::bitflags;
 
@@ -36,7 +44,9 @@ use crate::store::page::{self, get_u16, get_u32, get_u64, put_u16, put_u32, put_
 use crate::store::page::{PageKind, PAGE_SIZE};
 
 /// The on-disk format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// Pages at each end of the device that hold the superblock slots.
+pub const SUPERBLOCK_PAGES: u64 = 2;
 /// Number of tree root slots in the superblock.
 pub const ROOT_SLOTS: usize = 8;
 /// Bytes of the superblock reserved for the engine's client.
@@ -79,6 +89,9 @@ pub struct Geometry {
     pub data_start: u64,
     /// Number of data extents.
     pub data_extents: u64,
+    /// Copies of every metadata page: 1, or 2 (the second copies in a mirror
+    /// region just before the superblocks' second copies at the device's end).
+    pub metadata_copies: u32,
 }
 
 impl Geometry {
@@ -87,11 +100,38 @@ impl Geometry {
         u64::from(self.extent_size) / PAGE_SIZE as u64
     }
 
+    /// Page of the second copy of superblock slot `slot`.
+    pub fn superblock_copy(&self, slot: u64) -> u64 {
+        second_superblock(self.device_pages, slot)
+    }
+
+    /// Pages at the device's end that hold second copies: the superblocks', and
+    /// the metadata area's when there are two copies.
+    pub fn mirror_pages(&self) -> u64 {
+        SUPERBLOCK_PAGES
+            + if self.metadata_copies == 2 {
+                self.meta_pages
+            } else {
+                0
+            }
+    }
+
+    /// With two copies, the offset from a metadata page to its second copy.
+    pub fn mirror_offset(&self) -> Option<u64> {
+        (self.metadata_copies == 2).then(|| {
+            self.device_pages
+                .saturating_sub(SUPERBLOCK_PAGES + self.meta_pages + self.meta_start)
+        })
+    }
+
     /// Checks that the layout is self-consistent and fits `device_pages` pages.
     pub fn validate(&self, actual_pages: u64) -> Result<()> {
         let bad = |w| Err(Error::corrupt(0, w));
         if !is_valid_extent_size(self.extent_size) {
             return bad("extent size out of range");
+        }
+        if !matches!(self.metadata_copies, 1 | 2) {
+            return bad("metadata copies must be 1 or 2");
         }
         if self.meta_start != 2 || self.meta_pages == 0 || self.data_extents == 0 {
             return bad("impossible layout");
@@ -104,8 +144,14 @@ impl Geometry {
             .data_extents
             .checked_mul(self.extent_pages())
             .and_then(|n| n.checked_add(self.data_start));
-        match (meta_end, data_end) {
-            (Some(m), Some(d)) if m <= self.data_start && d <= self.device_pages => {}
+        let mirror = self
+            .meta_pages
+            .checked_add(SUPERBLOCK_PAGES)
+            .filter(|_| self.metadata_copies == 2)
+            .unwrap_or(SUPERBLOCK_PAGES);
+        let usable = self.device_pages.checked_sub(mirror);
+        match (meta_end, data_end, usable) {
+            (Some(m), Some(d), Some(u)) if m <= self.data_start && d <= u => {}
             _ => return bad("layout regions overlap or overflow"),
         }
         if self.device_pages > actual_pages {
@@ -116,6 +162,11 @@ impl Geometry {
         }
         Ok(())
     }
+}
+
+/// Page of the second copy of superblock slot `slot` on a device of `device_pages`.
+pub fn second_superblock(device_pages: u64, slot: u64) -> u64 {
+    device_pages.saturating_sub(SUPERBLOCK_PAGES) + slot
 }
 
 /// Persisted state of one space map.
@@ -146,6 +197,10 @@ pub struct Superblock {
     pub roots: [Option<Tree>; ROOT_SLOTS],
     /// Client bytes.
     pub client: [u8; CLIENT_BYTES],
+    /// Metadata page copies healed so far.
+    pub healed: u64,
+    /// The last rollback an open allowed: (generation lost, generation kept).
+    pub rollback: Option<(u64, u64)>,
 }
 
 /// Byte offsets of the superblock's fields (the table in the module docs), used by
@@ -176,6 +231,10 @@ mod off {
     pub const ROOT_KIND: usize = 10;
     pub const ROOT_IN_USE: usize = 11;
     pub const CLIENT: usize = 304;
+    pub const METADATA_COPIES: usize = 368;
+    pub const HEALED: usize = 376;
+    pub const ROLLBACK_LOST: usize = 384;
+    pub const ROLLBACK_TO: usize = 392;
 }
 
 impl Superblock {
@@ -214,6 +273,11 @@ impl Superblock {
             }
         }
         b[off::CLIENT..off::CLIENT + CLIENT_BYTES].copy_from_slice(&self.client);
+        put_u32(b, off::METADATA_COPIES, g.metadata_copies);
+        put_u64(b, off::HEALED, self.healed);
+        let (lost, to) = self.rollback.unwrap_or((0, 0));
+        put_u64(b, off::ROLLBACK_LOST, lost);
+        put_u64(b, off::ROLLBACK_TO, to);
         page::seal(b);
     }
 
@@ -242,6 +306,7 @@ impl Superblock {
             meta_pages: get_u64(b, off::META_PAGES),
             data_start: get_u64(b, off::DATA_START),
             data_extents: get_u64(b, off::DATA_EXTENTS),
+            metadata_copies: get_u32(b, off::METADATA_COPIES),
         };
         let mut array_id = [0u8; 16];
         array_id.copy_from_slice(&b[off::ARRAY_ID..off::ARRAY_ID + 16]);
@@ -264,6 +329,11 @@ impl Superblock {
             data_map: map(off::DATA_MAP),
             roots,
             client,
+            healed: get_u64(b, off::HEALED),
+            rollback: match get_u64(b, off::ROLLBACK_LOST) {
+                0 => None,
+                lost => Some((lost, get_u64(b, off::ROLLBACK_TO))),
+            },
         })
     }
 }
@@ -295,11 +365,12 @@ mod tests {
         Geometry {
             device_block_size: 4096,
             extent_size: MIN_EXTENT_SIZE,
-            device_pages: 2 + 16 + data_extents,
+            device_pages: 2 + 16 + data_extents + 2,
             meta_start: 2,
             meta_pages: 16,
             data_start: 18,
             data_extents,
+            metadata_copies: 1,
         }
     }
 
@@ -343,6 +414,8 @@ mod tests {
             },
             roots: [None; ROOT_SLOTS],
             client: [1; CLIENT_BYTES],
+            healed: 3,
+            rollback: Some((9, 8)),
         };
         let mut b = alloc::vec![0u8; PAGE_SIZE];
         sb.encode(&mut b, 1);

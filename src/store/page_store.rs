@@ -7,6 +7,14 @@
 //! budget divided by [`PAGE_SIZE`]); least-recently-used blocks are evicted, dirty
 //! ones written out first. Writing a dirty block early is always safe: dirty blocks
 //! live at addresses that are free in the committed state (copy-on-write).
+//!
+//! With two metadata copies ([`PageStore::set_mirror`]) every page is written to its
+//! address and to the same offset in the mirror region, byte for byte the same (both
+//! record the page's own address, so either proves where it belongs). A read that
+//! finds its first copy bad (unreadable, wrong checksum, misplaced) takes the second,
+//! and notes the page for healing: [`PageStore::heal`] rewrites the bad copy from the
+//! good one, during the next commit. That is safe at any time, because a page of the
+//! committed state never changes: the rewrite puts back the bytes it held.
 
 use alloc::boxed::Box;
 use alloc::vec;
@@ -19,6 +27,8 @@ use crate::store::page::{self, PageKind, PAGE_SIZE};
 
 /// Fewest blocks a cache may hold, whatever the budget.
 pub const MIN_CACHE_PAGES: usize = 16;
+/// Most pages noted for healing between two commits; more are left to `scrub`.
+const MAX_PENDING_HEALS: usize = 4096;
 
 const NIL: u32 = u32::MAX;
 
@@ -43,6 +53,27 @@ pub struct CacheStats {
     pub resident: usize,
     /// Most blocks the cache may hold.
     pub capacity: usize,
+    /// Reads that found the first copy of a page bad and used the second.
+    pub second_copy_reads: u64,
+}
+
+/// What [`PageStore::scrub_page`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScrubOutcome {
+    /// Every copy verified and they agree.
+    Healthy,
+    /// One copy was bad (or stale) and was rewritten from the other.
+    Healed,
+    /// No copy verifies: the error of the first.
+    Lost(Error),
+}
+
+/// A page whose copy `bad` failed to verify while the other did.
+#[derive(Clone, Copy)]
+struct Heal {
+    addr: u64,
+    kind: PageKind,
+    bad: u8,
 }
 
 /// Device plus block cache; see the module docs.
@@ -51,6 +82,10 @@ pub struct PageStore<D> {
     lbas_per_block: u64,
     meta_start: u64,
     meta_end: u64,
+    /// First page of the second copies: page `a` has its copy at `mirror + a`
+    /// (`None`: one copy).
+    mirror: Option<u64>,
+    heals: Vec<Heal>,
     txid: u64,
     map: FastMap<u64, u32>,
     slots: Vec<Slot>,
@@ -77,6 +112,8 @@ impl<D: BlockDevice> PageStore<D> {
             lbas_per_block: (PAGE_SIZE as u64) / u64::from(bs),
             meta_start,
             meta_end,
+            mirror: None,
+            heals: Vec::new(),
             txid: 0,
             map: FastMap::default(),
             slots: Vec::new(),
@@ -114,6 +151,32 @@ impl<D: BlockDevice> PageStore<D> {
     pub fn set_meta_range(&mut self, start: u64, end: u64) {
         self.meta_start = start;
         self.meta_end = end;
+    }
+
+    /// Keeps a second copy of every metadata page `a` at page `mirror + a`
+    /// (`None`: one copy).
+    pub fn set_mirror(&mut self, mirror: Option<u64>) {
+        self.mirror = mirror;
+    }
+
+    /// Device block (LBA) of copy `copy` (0 or 1) of page `addr`.
+    fn copy_lba(&self, addr: u64, copy: u8) -> Result<u64> {
+        let page = match (copy, self.mirror) {
+            (0, _) => Some(addr),
+            (_, Some(m)) => m.checked_add(addr),
+            (_, None) => None,
+        };
+        page.and_then(|p| p.checked_mul(self.lbas_per_block))
+            .ok_or(Error::corrupt(addr, "page number overflows"))
+    }
+
+    /// Copies each page has: 1 or 2.
+    fn copies(&self) -> u8 {
+        if self.mirror.is_some() {
+            2
+        } else {
+            1
+        }
     }
 
     /// The transaction now being built; blocks stamped with it may change in place.
@@ -202,14 +265,22 @@ impl<D: BlockDevice> PageStore<D> {
         }
     }
 
-    fn write_slot(&mut self, i: u32) -> Result<()> {
-        let lpb = self.lbas_per_block;
+    /// Seals slot `i` and writes copy `copy` of it.
+    fn write_copy(&mut self, i: u32, copy: u8) -> Result<()> {
+        let addr = self.slots[i as usize].addr;
+        let lba = self.copy_lba(addr, copy)?;
         let s = &mut self.slots[i as usize];
         page::seal(&mut s.buf);
-        let lba = s.addr * lpb;
         self.dev.write(lba, &s.buf).map_err(dev_err)?;
-        s.dirty = false;
         self.stats.writes += 1;
+        Ok(())
+    }
+
+    fn write_slot(&mut self, i: u32) -> Result<()> {
+        for copy in 0..self.copies() {
+            self.write_copy(i, copy)?;
+        }
+        self.slots[i as usize].dirty = false;
         Ok(())
     }
 
@@ -277,16 +348,119 @@ impl<D: BlockDevice> PageStore<D> {
         self.check_addr(addr)?;
         self.stats.misses += 1;
         let i = self.take_slot(addr)?;
-        let lba = addr * self.lbas_per_block;
-        let res = match self.dev.read(lba, &mut self.slots[i as usize].buf) {
-            Ok(()) => page::verify(&self.slots[i as usize].buf, addr, kind, self.txid),
-            Err(e) => Err(dev_err(e)),
-        };
+        let mut res = self.read_copy(i, addr, kind, 0);
+        if res.is_err() && self.mirror.is_some() && self.read_copy(i, addr, kind, 1).is_ok() {
+            self.stats.second_copy_reads += 1;
+            self.note_heal(addr, kind, 0);
+            res = Ok(());
+        }
         if let Err(e) = res {
             self.release_slot(i);
             return Err(e);
         }
         Ok(i)
+    }
+
+    /// Reads copy `copy` of page `addr` into slot `i` and verifies it.
+    fn read_copy(&mut self, i: u32, addr: u64, kind: PageKind, copy: u8) -> Result<()> {
+        let lba = self.copy_lba(addr, copy)?;
+        let buf = &mut self.slots[i as usize].buf;
+        self.dev.read(lba, buf).map_err(dev_err)?;
+        page::verify(buf, addr, kind, self.txid)
+    }
+
+    fn note_heal(&mut self, addr: u64, kind: PageKind, bad: u8) {
+        if self.heals.len() < MAX_PENDING_HEALS && !self.heals.iter().any(|h| h.addr == addr) {
+            self.heals.push(Heal { addr, kind, bad });
+        }
+    }
+
+    /// Pages whose bad copy waits for [`PageStore::heal`].
+    pub fn pending_heals(&self) -> usize {
+        self.heals.len()
+    }
+
+    /// Rewrites the bad copy of every page a read found bad, from its good copy
+    /// (read and verified again), and returns how many were rewritten. Part of a
+    /// commit, before its flush; a page that no longer verifies in its good copy is
+    /// left to `scrub`.
+    pub fn heal(&mut self) -> Result<u64> {
+        let heals = core::mem::take(&mut self.heals);
+        let mut healed = 0;
+        let mut buf = vec![0u8; PAGE_SIZE];
+        for h in heals {
+            let good = self.copy_lba(h.addr, 1 - h.bad)?;
+            let bad = self.copy_lba(h.addr, h.bad)?;
+            self.dev.read(good, &mut buf).map_err(dev_err)?;
+            if page::verify(&buf, h.addr, h.kind, self.txid).is_ok() {
+                self.dev.write(bad, &buf).map_err(dev_err)?;
+                self.stats.writes += 1;
+                healed += 1;
+            }
+        }
+        Ok(healed)
+    }
+
+    /// Reads every copy of committed page `addr` straight from the device, and
+    /// rewrites a copy that does not verify, or that is older than the other (a
+    /// write the device lost), from the good one. The rewrite is durable at the
+    /// next device flush.
+    pub fn scrub_page(&mut self, addr: u64, kind: PageKind) -> Result<ScrubOutcome> {
+        self.check_addr(addr)?;
+        let mut bufs = [vec![0u8; PAGE_SIZE], vec![0u8; PAGE_SIZE]];
+        let mut ok = [false; 2];
+        let mut first_err = None;
+        for copy in 0..self.copies() {
+            let lba = self.copy_lba(addr, copy)?;
+            let b = &mut bufs[copy as usize];
+            let r = self
+                .dev
+                .read(lba, b)
+                .map_err(dev_err)
+                .and_then(|()| page::verify(b, addr, kind, self.txid));
+            match r {
+                Ok(()) => ok[copy as usize] = true,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if self.mirror.is_none() {
+            return Ok(match first_err {
+                None => ScrubOutcome::Healthy,
+                Some(e) => ScrubOutcome::Lost(e),
+            });
+        }
+        let good = match ok {
+            [true, true] if bufs[0] == bufs[1] => return Ok(ScrubOutcome::Healthy),
+            [true, true] if page::txid(&bufs[1]) > page::txid(&bufs[0]) => 1,
+            [true, _] => 0,
+            [false, true] => 1,
+            [false, false] => {
+                return Ok(ScrubOutcome::Lost(
+                    first_err.unwrap_or(Error::corrupt(addr, "unreadable")),
+                ))
+            }
+        };
+        let bad = 1 - good;
+        let lba = self.copy_lba(addr, bad as u8)?;
+        self.dev.write(lba, &bufs[good]).map_err(dev_err)?;
+        self.stats.writes += 1;
+        // A cached copy read before the damage is the good content; one read from
+        // a stale copy is dropped, to be read again.
+        if bad == 0 {
+            self.forget_clean(addr);
+        }
+        Ok(ScrubOutcome::Healed)
+    }
+
+    /// Drops `addr` from the cache unless it is dirty.
+    fn forget_clean(&mut self, addr: u64) {
+        if let Some(&i) = self.map.get(&addr) {
+            if !self.slots[i as usize].dirty {
+                self.release_slot(i);
+            }
+        }
     }
 
     /// Returns the verified content of metadata page `addr`, which must be of `kind`.
@@ -314,6 +488,8 @@ impl<D: BlockDevice> PageStore<D> {
     /// Creates block `addr` with a fresh header of `kind` and an all-zero body.
     pub fn create(&mut self, addr: u64, kind: PageKind) -> Result<&mut [u8]> {
         self.check_addr(addr)?;
+        // A page written anew is healed by that write (both copies).
+        self.heals.retain(|h| h.addr != addr);
         let i = match self.map.get(&addr) {
             Some(&i) => {
                 self.touch(i);
@@ -356,8 +532,14 @@ impl<D: BlockDevice> PageStore<D> {
             .map(|(i, s)| (s.addr, i as u32))
             .collect();
         dirty.sort_unstable();
+        // All first copies, then all second ones: two sequential runs.
+        for copy in 0..self.copies() {
+            for &(_, i) in &dirty {
+                self.write_copy(i, copy)?;
+            }
+        }
         for (_, i) in dirty {
-            self.write_slot(i)?;
+            self.slots[i as usize].dirty = false;
         }
         Ok(())
     }

@@ -293,8 +293,9 @@ impl Model {
             .collect()
     }
 
-    /// What [`Array::pool_info`](crate::Array::pool_info) must return, except the two
-    /// metadata figures, which the model does not know (0 here).
+    /// What [`Array::pool_info`](crate::Array::pool_info) must return, except the
+    /// metadata figures (bytes, copies, heals), which the model does not know (0
+    /// here).
     pub fn pool_info(&self) -> PoolInfo {
         let reserved = self.reserved_extents();
         let allocated = if self.lineage_known {
@@ -310,6 +311,10 @@ impl Model {
             free_bytes: self.cap.saturating_sub(allocated) * self.es,
             metadata_used_bytes: 0,
             metadata_provisioned_bytes: 0,
+            metadata_copies: 0,
+            healed_pages: 0,
+            pending_heals: 0,
+            rollback: None,
             extent_size: self.es as u32,
             luns: self.luns.len() as u32,
             max_luns: self.max_luns,

@@ -88,6 +88,11 @@ impl Model {
         let mut w = self.pool_info();
         w.metadata_used_bytes = p.metadata_used_bytes;
         w.metadata_provisioned_bytes = p.metadata_provisioned_bytes;
+        // Healing follows from damage and torn superblock copies, which the model
+        // does not know; no rollback is ever expected.
+        w.metadata_copies = p.metadata_copies;
+        w.healed_pages = p.healed_pages;
+        w.pending_heals = p.pending_heals;
         if !self.lineage_known {
             p.allocated_bytes = 0;
             p.free_bytes = w.free_bytes;
