@@ -83,7 +83,14 @@ fn build_device() -> MemDevice {
 }
 
 fn open(base: &MemDevice, cache_bytes: usize) -> Engine<MemDevice> {
-    Engine::open(base.clone(), &OpenOptions { cache_bytes, ..OpenOptions::default() }).expect("open")
+    Engine::open(
+        base.clone(),
+        &OpenOptions {
+            cache_bytes,
+            ..OpenOptions::default()
+        },
+    )
+    .expect("open")
 }
 
 fn tree(e: &Engine<MemDevice>, slot: usize) -> Tree {

@@ -227,8 +227,14 @@ fn crash(dev: &Dev, outcome: CutOutcome, cache_bytes: usize) -> Arr {
     let mut d = dev.clone();
     d.power_cut(outcome).unwrap();
     let medium = d.into_inner();
-    Array::open(PowerCutDevice::new(medium), &OpenOptions { cache_bytes, ..OpenOptions::default() })
-        .unwrap_or_else(|e| panic!("reopen after {outcome:?} failed: {e:?}"))
+    Array::open(
+        PowerCutDevice::new(medium),
+        &OpenOptions {
+            cache_bytes,
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("reopen after {outcome:?} failed: {e:?}"))
 }
 
 /// Checks a reopened array against `m`, the model when the power was cut (the model's
@@ -432,7 +438,14 @@ fn failed_op_takes_full_effect_or_none_and_poisons_the_handle() {
             // written (evicted) during the operation, before its commit.
             let cache_bytes = if k % 2 == 0 { SMALL_CACHE } else { BIG_CACHE };
             let mut h = H {
-                a: Array::open(base.clone(), &OpenOptions { cache_bytes, ..OpenOptions::default() }).unwrap(),
+                a: Array::open(
+                    base.clone(),
+                    &OpenOptions {
+                        cache_bytes,
+                        ..OpenOptions::default()
+                    },
+                )
+                .unwrap(),
                 m: base_m.clone(),
             };
             // Unflushed writes that the operation's commit makes durable.

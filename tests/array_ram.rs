@@ -289,7 +289,14 @@ fn one_tebibyte_lun_in_a_few_mib_of_heap() {
     reset_peak();
     let t = Instant::now();
     let dev = a.close().unwrap();
-    let mut a = Array::open(dev, &OpenOptions { cache_bytes: CACHE, ..OpenOptions::default() }).unwrap();
+    let mut a = Array::open(
+        dev,
+        &OpenOptions {
+            cache_bytes: CACHE,
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap();
     let p = peak() - m.base;
     m.record("close and reopen", p, p - before, t.elapsed().as_secs_f64());
     m.each("500 writes after reopen", &mut a, &reopened, |a, &o| {

@@ -180,7 +180,14 @@ impl H {
     fn reopen(self, cache_bytes: usize) -> H {
         let dev = self.a.close().unwrap();
         H {
-            a: Array::open(dev, &OpenOptions { cache_bytes, ..OpenOptions::default() }).unwrap(),
+            a: Array::open(
+                dev,
+                &OpenOptions {
+                    cache_bytes,
+                    ..OpenOptions::default()
+                },
+            )
+            .unwrap(),
             ..self
         }
     }

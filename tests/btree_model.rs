@@ -351,7 +351,14 @@ fn format(p: Params, cache: usize) -> Engine<MemDevice> {
 }
 
 fn open(dev: MemDevice, cache: usize) -> Engine<MemDevice> {
-    Engine::open(dev, &OpenOptions { cache_bytes: cache, ..OpenOptions::default() }).unwrap()
+    Engine::open(
+        dev,
+        &OpenOptions {
+            cache_bytes: cache,
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap()
 }
 
 impl Harness {
