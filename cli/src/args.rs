@@ -22,7 +22,10 @@ HOST: a host id, exactly 16 hex digits (64 bits, like a WWN), e.g. 50060b0000c26
 While `lunsnap serve IMAGE` runs, every other command on IMAGE runs on the served array
 through its control socket, with the same output and exit status.
 Exit status: 0 success (also when a reader of stdout goes away), 1 the operation failed
-(the image is unchanged), 2 usage error.")]
+(the image is unchanged), 2 usage error. `check` (as qemu-img check): 0 clean (notes
+only), 1 could not check, 2 damage found, 3 only leaked space found. `scrub`: 0 every
+metadata page has a good copy (bad copies were healed), 1 could not scrub, 2 some page
+has no good copy left.")]
 pub struct Cli {
     /// The control socket of `lunsnap serve IMAGE`, through which commands run on a
     /// served image [default: $LUNSNAP_CONTROL, else IMAGE.ctl]
@@ -32,8 +35,8 @@ pub struct Cli {
     /// was typed, which the server compares with the image it serves.)
     #[arg(long, global = true, hide = true, value_name = "PATH")]
     pub resolved_image: Option<PathBuf>,
-    /// Show the progress of `read` and `write`, even when stderr is not a terminal
-    /// (then as a line per tenth done) [default: on a terminal, 16 MiB or more]
+    /// Show the progress of `read`, `write` and `scrub`, even when stderr is not a
+    /// terminal (then as a line per tenth done) [default: on a terminal, 16 MiB or more]
     #[arg(long, global = true, overrides_with = "no_progress")]
     pub progress: bool,
     /// Never show progress
@@ -48,6 +51,13 @@ pub struct Cli {
     /// the command runs in its server at once [default: 0, no waiting]
     #[arg(long, global = true, value_name = "SECONDS", value_parser = size::seconds)]
     pub wait: Option<Duration>,
+    /// Open an image whose newest commit is unreadable (both copies of its superblock
+    /// damaged) at the commit before it, losing the newest one; without it such an
+    /// image is refused, naming the generation. The rollback is recorded at the next
+    /// change (e.g. `scrub`) and noted by `info` and `check`. A served image was
+    /// opened by its server (`serve --allow-rollback`): the option does nothing there
+    #[arg(long, global = true)]
+    pub allow_rollback: bool,
     /// The command.
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -74,6 +84,10 @@ pub enum Cmd {
         #[arg(long, value_name = "N",
               value_parser = clap::value_parser!(u32).range(1..=i64::from(lunsnap::MAX_LUNS_LIMIT)))]
         max_luns: Option<u32>,
+        /// Copies of every metadata page, 1 or 2: with 2, a damaged page is read from
+        /// its other copy and rewritten (healed) [default: 2]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=2))]
+        metadata_copies: Option<u32>,
         /// Replace IMAGE if it exists (a file: only once the new image is complete), or
         /// format a block device that holds a file system or an array (its data is lost)
         #[arg(long)]
@@ -145,11 +159,21 @@ pub enum Cmd {
     /// Turn host access control on (hosts see only granted LUNs) or off
     #[command(subcommand)]
     Security(SecurityCmd),
-    /// Verify every invariant of the image's metadata (an fsck; exit 1 if any is broken)
+    /// Verify every invariant of the image's metadata (an fsck): exit 0 clean, 2 damage
+    /// found, 3 only leaked space found, 1 could not check
     Check {
         /// The image file (or block device) holding the array
         image: PathBuf,
         /// Print a JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read both copies of every metadata page in use and rewrite each bad copy from
+    /// its good one: exit 0 when every page has a good copy, 2 when some page has none
+    Scrub {
+        /// The image file (or block device) holding the array
+        image: PathBuf,
+        /// Print what was done as a JSON object
         #[arg(long)]
         json: bool,
     },
@@ -588,9 +612,10 @@ pub fn validate(cli: &Cli) -> Result<(), clap::Error> {
             size,
             extent_size,
             max_luns,
+            metadata_copies,
             ..
         } => {
-            let opts = crate::image::format_options(*extent_size, *max_luns);
+            let opts = crate::image::format_options(*extent_size, *max_luns, *metadata_copies);
             format_size(image, *size, &opts).map_err(|(k, m)| usage(&["format"], k, m))
         }
         _ => Ok(()),
@@ -694,6 +719,7 @@ impl Cmd {
             | Cmd::Grant { image, .. }
             | Cmd::Revoke { image, .. }
             | Cmd::Check { image, .. }
+            | Cmd::Scrub { image, .. }
             | Cmd::Serve { image, .. } => Some(image),
             Cmd::Write(w) => Some(&w.image),
             Cmd::Read(r) => Some(&r.image),

@@ -1,4 +1,4 @@
-//! The management commands: format, info, lun create/delete, copy, check. Each writes
+//! The management commands: format, info, lun create/delete, copy. Each writes
 //! what it has to say into `out` (printed on stdout) and returns the exit status. Each
 //! runs on a cold image or on the served array alike ([`Place`]). A command that
 //! changes the image says what it did in a line, or with `--json` in an object
@@ -56,6 +56,7 @@ pub fn format(
             "block_device": made.device,
             "extent_size": p.extent_size,
             "max_luns": p.max_luns,
+            "metadata_copies": p.metadata_copies,
             "capacity_bytes": p.capacity_bytes,
             "metadata_provisioned_bytes": p.metadata_provisioned_bytes,
         }})));
@@ -68,13 +69,14 @@ pub fn format(
     let _ = writeln!(
         out,
         "formatted {}: {} {}, extent size {}, {numbers}; capacity {} for LUNs, metadata \
-         provisioned {}",
+         provisioned {} ({})",
         path.display(),
         human(made.bytes),
         if made.device { "block device" } else { "image" },
         human(u64::from(p.extent_size)),
         human(p.capacity_bytes),
-        human(p.metadata_provisioned_bytes)
+        human(p.metadata_provisioned_bytes),
+        copies(p.metadata_copies)
     );
     Ok(0)
 }
@@ -124,14 +126,68 @@ pub fn info(place: &Place, path: &Path, as_json: bool, out: &mut String) -> Resu
                 human(p.metadata_provisioned_bytes)
             ),
         ),
+        (
+            "metadata copies",
+            match p.metadata_copies {
+                1 => String::from("1 (a damaged page cannot be healed)"),
+                n => format!("{n} (a damaged page is read from its good copy, and healed)"),
+            },
+        ),
+        ("healed", healed(&p)),
+    ];
+    let rollback = p.rollback.map(|(lost, kept)| {
+        // Not committed since: the image itself does not say so yet.
+        let pending = if p.generation == kept {
+            "; the next change records it (until then, open it with --allow-rollback)"
+        } else {
+            ""
+        };
+        (
+            "rollback",
+            format!(
+                "generation {lost} was lost to damage: an open that allowed it \
+                 (--allow-rollback) went back to generation {kept}{pending}"
+            ),
+        )
+    });
+    let rest = [
         ("generation", p.generation.to_string()),
         ("hosts", hosts.to_string()),
         ("security", String::from(security)),
     ];
-    for (k, v) in rows {
-        let _ = writeln!(out, "{:<12} {v}", format!("{k}:"));
+    for (k, v) in rows.into_iter().chain(rollback).chain(rest) {
+        let _ = writeln!(out, "{:<16} {v}", format!("{k}:"));
     }
     Ok(0)
+}
+
+/// `2 copies of every page`, as `format` and `info` say it.
+fn copies(n: u32) -> String {
+    match n {
+        1 => String::from("1 copy of every page"),
+        n => format!("{n} copies of every page"),
+    }
+}
+
+/// `info`'s line on healing: the copies rewritten so far, and those found bad that
+/// the next commit rewrites.
+fn healed(p: &lunsnap::PoolInfo) -> String {
+    let n = |k: u64| {
+        if k == 1 {
+            String::from("1 bad copy")
+        } else {
+            format!("{k} bad copies")
+        }
+    };
+    let mut s = format!("{} rewritten so far", n(p.healed_pages));
+    if p.pending_heals > 0 {
+        let _ = write!(
+            s,
+            "; {} found since the last commit, rewritten at the next",
+            n(p.pending_heals)
+        );
+    }
+    s
 }
 
 /// Prints what a change did: its line, or its JSON object with `as_json`;
@@ -402,34 +458,4 @@ pub fn copy_restore(
         ))
     };
     change_exposed(place, how, |va| target::restored(va, copy), op, out)
-}
-
-/// `check IMAGE [--json]`: 0 when clean, 1 with every violation on stdout otherwise.
-pub fn check(place: &Place, path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
-    let mut t = place.open(path, Access::Read)?;
-    let (found, p) = t.with(|va| {
-        let found: Vec<String> = va.check()?.iter().map(ToString::to_string).collect();
-        Ok((found, va.pool_info()))
-    })?;
-    let clean = found.is_empty();
-    if as_json {
-        out.push_str(&json::render(&json::Check {
-            clean,
-            violations: found,
-        }));
-    } else if clean {
-        let _ = writeln!(
-            out,
-            "{}: clean ({} LUN{}, generation {})",
-            path.display(),
-            p.luns,
-            if p.luns == 1 { "" } else { "s" },
-            p.generation
-        );
-    } else {
-        for v in &found {
-            let _ = writeln!(out, "{v}");
-        }
-    }
-    Ok(if clean { 0 } else { 1 })
 }

@@ -5,7 +5,11 @@
 //! changes an image holds an exclusive lock on it ([`std::fs::File::try_lock`]); one
 //! that only reads holds a shared lock. A second process that cannot get its lock
 //! fails with "image in use" rather than corrupting anything: at once, or after
-//! retrying for the time `--wait` gives ([`Wait`]).
+//! retrying for the time `--wait` gives ([`Opening`]).
+//!
+//! An image whose newest commit cannot be read (both copies of its superblock
+//! damaged) is refused with the core's message, naming the generation lost, unless
+//! `--allow-rollback`: it then opens at the commit before.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Seek, SeekFrom};
@@ -31,18 +35,24 @@ pub enum Access {
     Write,
 }
 
-/// How long to retry taking a lock that another process holds (`--wait`).
+/// How a command opens its image: how long it retries taking a lock that another
+/// process holds (`--wait`), and whether it accepts a rollback (`--allow-rollback`).
 #[derive(Clone, Debug, Default)]
-pub struct Wait {
+pub struct Opening {
     /// The longest wait (none: fail at once).
     pub limit: Option<Duration>,
     /// The control socket of a server that may hold the image (`--control`): a served
     /// image is not waited for (the command runs in the server instead).
     pub control: Option<PathBuf>,
+    /// Open at the newest readable commit when the newest one is lost to damage
+    /// (`--allow-rollback`); without it such an image is refused.
+    pub allow_rollback: bool,
 }
 
 /// Opens the array in the image at `path`, locked for `access` (waiting as `wait` says).
-pub fn open(path: &Path, access: Access, wait: &Wait) -> Result<Va> {
+/// With [`Access::Read`] nothing is written to the image: bad metadata copies found
+/// on the way are read from their good copy, and left for the next change to rewrite.
+pub fn open(path: &Path, access: Access, wait: &Opening) -> Result<Va> {
     let file = OpenOptions::new()
         .read(true)
         .write(access == Access::Write)
@@ -56,13 +66,18 @@ pub fn open(path: &Path, access: Access, wait: &Wait) -> Result<Va> {
         )));
     }
     lock(&file, path, access, wait)?;
-    reopen(file, path)
+    reopen(file, path, wait.allow_rollback)
 }
 
-/// Opens the array in an already open and locked image file.
-pub fn reopen(file: File, path: &Path) -> Result<Va> {
+/// Opens the array in an already open and locked image file; `allow_rollback`: see
+/// [`Opening::allow_rollback`].
+pub fn reopen(file: File, path: &Path, allow_rollback: bool) -> Result<Va> {
     let dev = device(file, path)?;
-    Array::open(dev, &lunsnap::OpenOptions::default()).map_err(|e| match e {
+    let opts = lunsnap::OpenOptions {
+        allow_rollback,
+        ..lunsnap::OpenOptions::default()
+    };
+    Array::open(dev, &opts).map_err(|e| match e {
         Error::BlockSizeMismatch { formatted, device } => Fail::new(format!(
             "cannot open {}: its array was formatted on {formatted}-byte blocks, but lunsnap \
              opens images of {device}-byte blocks (as it formats them); use the library \
@@ -74,8 +89,8 @@ pub fn reopen(file: File, path: &Path) -> Result<Va> {
 }
 
 /// Takes the lock `access` needs on `file`: at once, or retrying for as long as `wait`
-/// allows while another process holds it (not when a server holds it: see [`Wait`]).
-pub fn lock(file: &File, path: &Path, access: Access, wait: &Wait) -> Result<()> {
+/// allows while another process holds it (not when a server holds it: see [`Opening`]).
+pub fn lock(file: &File, path: &Path, access: Access, wait: &Opening) -> Result<()> {
     let start = Instant::now();
     loop {
         let r = match access {
@@ -101,7 +116,7 @@ pub fn lock(file: &File, path: &Path, access: Access, wait: &Wait) -> Result<()>
 }
 
 /// The refusal of an image that another process holds locked.
-fn in_use(path: &Path, wait: &Wait) -> Fail {
+fn in_use(path: &Path, wait: &Opening) -> Fail {
     let waited = match wait.limit {
         Some(l) if !l.is_zero() && !served(path, wait) => {
             format!(" (still, after waiting {} s)", l.as_secs_f64())
@@ -115,7 +130,7 @@ fn in_use(path: &Path, wait: &Wait) -> Fail {
 }
 
 /// True if a server answers on the control socket of the image at `path`.
-fn served(path: &Path, wait: &Wait) -> bool {
+fn served(path: &Path, wait: &Opening) -> bool {
     let ctl = crate::serve::control_path(path, wait.control.as_deref());
     ctl.exists() && std::os::unix::net::UnixStream::connect(&ctl).is_ok()
 }
@@ -145,6 +160,8 @@ pub struct FormatSpec {
     pub extent_size: Option<u32>,
     /// Maximum number of LUNs (default: the library's).
     pub max_luns: Option<u32>,
+    /// Copies of every metadata page, 1 or 2 (default: the library's, 2).
+    pub metadata_copies: Option<u32>,
     /// Replace an existing file, or format over a device's contents.
     pub force: bool,
 }
@@ -159,12 +176,18 @@ pub struct Made {
     pub device: bool,
 }
 
-/// The format options of `--extent-size` and `--max-luns` (defaults: the library's).
-pub fn format_options(extent_size: Option<u32>, max_luns: Option<u32>) -> FormatOptions {
+/// The format options of `--extent-size`, `--max-luns` and `--metadata-copies`
+/// (defaults: the library's).
+pub fn format_options(
+    extent_size: Option<u32>,
+    max_luns: Option<u32>,
+    metadata_copies: Option<u32>,
+) -> FormatOptions {
     let defaults = FormatOptions::default();
     FormatOptions {
         extent_size: extent_size.unwrap_or(DEFAULT_EXTENT_SIZE),
         max_luns: max_luns.unwrap_or(defaults.max_luns),
+        metadata_copies: metadata_copies.unwrap_or(defaults.metadata_copies),
         ..defaults
     }
 }
@@ -196,9 +219,13 @@ pub fn too_small(what: &str, size: u64, opts: &FormatOptions, file: bool) -> Opt
     } else {
         String::from("use a larger device")
     };
+    let copies = match opts.metadata_copies {
+        1 => String::from("1 copy"),
+        n => format!("{n} copies"),
+    };
     let mut msg = format!(
-        "{what} is too small: with LUN numbers 0 to {} (--max-luns) and {} extents, an \
-         array needs at least {}; {larger}",
+        "{what} is too small: with LUN numbers 0 to {} (--max-luns), {} extents and {copies} \
+         of the metadata (--metadata-copies), an array needs at least {}; {larger}",
         opts.max_luns.saturating_sub(1),
         human(u64::from(opts.extent_size)),
         both(least),
@@ -227,8 +254,8 @@ pub fn too_small(what: &str, size: u64, opts: &FormatOptions, file: bool) -> Opt
 /// then replaced only once the new image is complete (formatted beside it, then
 /// renamed over it), so a failure leaves it as it was. A block device is refused if it
 /// holds a file system or an array (a known signature), unless `spec.force`.
-pub fn format(path: &Path, spec: &FormatSpec, wait: &Wait) -> Result<Made> {
-    let opts = format_options(spec.extent_size, spec.max_luns);
+pub fn format(path: &Path, spec: &FormatSpec, wait: &Opening) -> Result<Made> {
+    let opts = format_options(spec.extent_size, spec.max_luns, spec.metadata_copies);
     if is_block_device(path) {
         return format_device(path, spec.force, &opts, wait);
     }
@@ -265,7 +292,7 @@ fn exists(path: &Path) -> Fail {
 }
 
 /// Formats the whole of the block device at `path` in place.
-fn format_device(path: &Path, force: bool, opts: &FormatOptions, wait: &Wait) -> Result<Made> {
+fn format_device(path: &Path, force: bool, opts: &FormatOptions, wait: &Opening) -> Result<Made> {
     let mut file = open_device(path)?;
     lock(&file, path, Access::Write, wait)?;
     let len = file
@@ -330,7 +357,7 @@ pub fn create_new(path: &Path, shown: &Path, size: u64, opts: &FormatOptions) ->
             _ => Fail::io("create", shown, &e),
         })?;
     // The lock goes with the file into the device, and lasts as long as the array.
-    let r = lock(&file, shown, Access::Write, &Wait::default())
+    let r = lock(&file, shown, Access::Write, &Opening::default())
         .and_then(|()| write_array(file, shown, size, opts));
     if r.is_err() {
         let _ = std::fs::remove_file(path);
@@ -346,7 +373,7 @@ fn create(path: &Path, size: u64, opts: &FormatOptions) -> Result<PoolInfo> {
 }
 
 /// Formats a temporary file beside the existing image, then renames it over it.
-fn replace(path: &Path, size: u64, opts: &FormatOptions, wait: &Wait) -> Result<PoolInfo> {
+fn replace(path: &Path, size: u64, opts: &FormatOptions, wait: &Opening) -> Result<PoolInfo> {
     let target = std::fs::canonicalize(path).map_err(|e| Fail::io("resolve", path, &e))?;
     let meta = std::fs::metadata(&target).map_err(|e| Fail::io("inspect", path, &e))?;
     if !meta.is_file() {

@@ -112,6 +112,15 @@ pub struct Info {
     pub free_bytes: u64,
     pub metadata_used_bytes: u64,
     pub metadata_provisioned_bytes: u64,
+    /// Copies of every metadata page: 1 or 2.
+    pub metadata_copies: u32,
+    /// Bad metadata page copies rewritten from their good copy, over the image's life
+    /// (as of its last commit).
+    pub healed_pages: u64,
+    /// Bad copies found since the last commit, which the next commit rewrites.
+    pub pending_heals: u64,
+    /// The last rollback an open allowed (`--allow-rollback`); null if none.
+    pub rollback: Option<Rollback>,
     pub extent_size: u32,
     /// Number of LUNs (plain and copies).
     pub luns: u32,
@@ -145,6 +154,13 @@ impl Info {
             free_bytes: p.free_bytes,
             metadata_used_bytes: p.metadata_used_bytes,
             metadata_provisioned_bytes: p.metadata_provisioned_bytes,
+            metadata_copies: p.metadata_copies,
+            healed_pages: p.healed_pages,
+            pending_heals: p.pending_heals,
+            rollback: p.rollback.map(|(lost, kept)| Rollback {
+                lost_generation: lost,
+                kept_generation: kept,
+            }),
             extent_size: p.extent_size,
             luns: p.luns,
             max_luns: p.max_luns,
@@ -155,12 +171,54 @@ impl Info {
     }
 }
 
+/// A rollback in `info --json`: the newest commit was lost to damage, and an open
+/// allowed the array to go back to the one before.
+#[derive(Serialize)]
+pub struct Rollback {
+    /// The generation lost.
+    pub lost_generation: u64,
+    /// The generation opened instead.
+    pub kept_generation: u64,
+}
+
 /// `check --json`.
 #[derive(Serialize)]
 pub struct Check {
+    /// No damage and no leak (notes do not count): exit status 0.
     pub clean: bool,
-    /// Each violation, as `check` prints it without `--json`.
-    pub violations: Vec<String>,
+    /// `"clean"`, `"leaks"` (only leaks: exit status 3) or `"damage"` (exit status 2).
+    pub status: &'static str,
+    /// Each violation once, in the order found.
+    pub violations: Vec<Violation>,
+    /// How many of each severity.
+    pub summary: CheckSummary,
+}
+
+/// One violation of `check --json`.
+#[derive(Serialize)]
+pub struct Violation {
+    /// `"note"` (worth knowing, nothing wrong), `"leak"` (space counted as in use
+    /// that nothing references) or `"damage"`.
+    pub severity: &'static str,
+    /// What is wrong, as `check` prints it after its severity.
+    pub message: String,
+}
+
+/// The counts of `check --json`.
+#[derive(Serialize)]
+pub struct CheckSummary {
+    pub notes: usize,
+    pub leaks: usize,
+    pub damage: usize,
+}
+
+/// A metadata page with no good copy left, in `scrub --json`.
+#[derive(Serialize)]
+pub struct LostPage {
+    /// Its address, in 4 KiB pages from the start of the image.
+    pub page: u64,
+    /// Why its copy is bad.
+    pub error: String,
 }
 
 /// One range of `map --json`, in the manner of `qemu-img map --output=json`.

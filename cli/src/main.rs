@@ -2,7 +2,8 @@
 //!
 //! Exit status: 0 success (also when the reader of stdout goes away: `| head`), 1 the
 //! operation failed (one line on stderr says why; the image is unchanged), 2 usage
-//! error. README.md documents every command.
+//! error; `check` exits 2 on damage and 3 on leaks only, `scrub` 2 when a metadata
+//! page has no good copy left. README.md documents every command.
 //!
 //! Every command runs the same code on a cold image and on the array `lunsnap serve`
 //! holds open ([`target`]): a command that finds its image locked by a server sends
@@ -16,6 +17,7 @@ mod demo;
 mod fail;
 mod forward;
 mod image;
+mod integrity;
 mod json;
 mod list;
 mod live;
@@ -37,7 +39,7 @@ use clap::Parser;
 
 use crate::args::{Cli, Cmd, CopyCmd, HostCmd, LunCmd, SecurityCmd};
 use crate::fail::Fail;
-use crate::image::{FormatSpec, Wait};
+use crate::image::{FormatSpec, Opening};
 use crate::progress::Show;
 use crate::target::{Place, Std, Streams};
 
@@ -56,6 +58,7 @@ pub fn run(
             size,
             extent_size,
             max_luns,
+            metadata_copies,
             force,
             json,
         } => {
@@ -63,6 +66,7 @@ pub fn run(
                 size: *size,
                 extent_size: *extent_size,
                 max_luns: *max_luns,
+                metadata_copies: *metadata_copies,
                 force: *force,
             };
             cmd::format(place, image, &spec, *json, out)
@@ -95,7 +99,8 @@ pub fn run(
         Cmd::Security(SecurityCmd::Disable { image, json }) => {
             access::security(place, (image, *json), false, out)
         }
-        Cmd::Check { image, json } => cmd::check(place, image, *json, out),
+        Cmd::Check { image, json } => integrity::check(place, image, *json, out),
+        Cmd::Scrub { image, json } => integrity::scrub(place, io, image, *json, out),
         Cmd::Demo { dir } => {
             place.cold_only(
                 "demo cannot run over the control socket: it makes an image of its own; run \
@@ -213,9 +218,10 @@ fn main() -> ExitCode {
         e.exit();
     }
     let mut out = String::new();
-    let place = Place::Cold(Wait {
+    let place = Place::Cold(Opening {
         limit: cli.wait,
         control: cli.control.clone(),
+        allow_rollback: cli.allow_rollback,
     });
     let mut io = Std {
         show: Show::new(

@@ -79,7 +79,7 @@ pub fn run(cmd: &Cmd, control: Option<&Path>, place: &Place) -> Result<u8> {
 }
 
 /// `serve IMAGE ...`: serves until a signal, then commits and closes (exit 0).
-pub fn serve(path: &Path, spec: ServeSpec, wait: &image::Wait) -> Result<u8> {
+pub fn serve(path: &Path, spec: ServeSpec, wait: &image::Opening) -> Result<u8> {
     let va = image::open(path, Access::Write, wait)?;
     let served = std::fs::canonicalize(path).map_err(|e| Fail::io("resolve", path, &e))?;
     let handler = Arc::new(Handler::new(served));

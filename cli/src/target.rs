@@ -17,7 +17,7 @@ use lunsnap::LunKind;
 use lunsnap_server::{ControlIo, Shared};
 
 use crate::fail::{Fail, Result};
-use crate::image::{self, Access, Va, Wait};
+use crate::image::{self, Access, Opening, Va};
 use crate::progress::{Show, Text};
 
 /// Where the commands of one run find their arrays.
@@ -25,7 +25,7 @@ use crate::progress::{Show, Text};
 pub enum Place {
     /// Each command opens (and locks) its image file itself, waiting for the lock as
     /// `--wait` says.
-    Cold(Wait),
+    Cold(Opening),
     /// The served array, and the image file it is in (its canonical path).
     Live {
         /// The array and the connections of the server.
@@ -74,7 +74,7 @@ impl Place {
 
     /// Refuses a command that cannot run on a served image (`format`, `serve`,
     /// `demo`); on a cold one, returns how long to wait for its lock.
-    pub fn cold_only(&self, why: &str) -> Result<Wait> {
+    pub fn cold_only(&self, why: &str) -> Result<Opening> {
         match self {
             Place::Cold(wait) => Ok(wait.clone()),
             Place::Live { .. } => Err(Fail::new(why.to_string())),
@@ -138,10 +138,14 @@ impl Target {
     }
 
     /// Makes what the command changed durable: a cold image is committed and closed
-    /// (its lock released); a live array is flushed (a commit, as an NBD flush).
+    /// (its lock released); a live array is flushed (a commit, as an NBD flush). Either
+    /// way, bad metadata copies that reads found are rewritten from their good copy.
     pub fn commit(self) -> Result<()> {
         match self {
-            Target::Cold { va, .. } => va.close().map(drop).map_err(Fail::from),
+            Target::Cold { mut va, .. } => {
+                va.flush()?;
+                va.close().map(drop).map_err(Fail::from)
+            }
             Target::Live { shared, .. } => shared.lock().flush().map_err(Fail::from),
         }
     }

@@ -19,9 +19,13 @@ fn format_info_and_the_lun_and_copy_lifecycle() {
         "free:",
         "metadata:",
         "extent size:",
+        "metadata copies: 2 (",
+        "healed:          0 bad copies",
     ] {
         assert!(out.contains(k), "info lacks {k}: {out}");
     }
+    // Nothing pending, no rollback: no such lines.
+    assert!(!out.contains("rollback") && !out.contains("next commit"), "{out}");
 
     ok(&["lun", "create", &img, "1", "--size", "8M"]);
     ok(&["lun", "create", &img, "2", "--size", "1048576"]);
@@ -252,11 +256,18 @@ fn json_shapes() {
         "free_bytes",
         "metadata_used_bytes",
         "metadata_provisioned_bytes",
+        "metadata_copies",
+        "healed_pages",
+        "pending_heals",
         "extent_size",
         "luns",
     ] {
         assert!(v[k].is_u64(), "info --json: {k} is not a number: {v}");
     }
+    assert_eq!(v["metadata_copies"], 2);
+    assert_eq!(v["healed_pages"], 0);
+    assert_eq!(v["pending_heals"], 0);
+    assert!(v["rollback"].is_null(), "{v}");
     assert_eq!(v["extent_size"], 64 << 10);
     assert_eq!(v["luns"], 3);
     assert_eq!(v["max_luns"], 32);
@@ -270,7 +281,20 @@ fn json_shapes() {
 
     let v = json(&ok(&["check", &img, "--json"]));
     assert_eq!(v["clean"], true);
+    assert_eq!(v["status"], "clean");
     assert_eq!(v["violations"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        v["summary"],
+        serde_json::json!({"notes": 0, "leaks": 0, "damage": 0})
+    );
+    let v = json(&ok(&["scrub", &img, "--json"]));
+    let s = &v["scrubbed"];
+    assert_eq!(s["healthy"], true, "{v}");
+    assert_eq!(s["healed"], 0, "{v}");
+    assert_eq!(s["lost_count"], 0, "{v}");
+    assert_eq!(s["lost"], serde_json::json!([]), "{v}");
+    assert_eq!(s["metadata_copies"], 2, "{v}");
+    assert!(s["pages"].as_u64().unwrap() >= 4, "{v}");
 
     // An empty image lists no LUNs.
     let empty = d.file("empty.img");
@@ -301,7 +325,7 @@ fn format_force_replaces_an_image() {
 fn help_and_version() {
     let out = ok(&["--help"]);
     for c in [
-        "format", "info", "lun", "copy", "write", "read", "check", "demo",
+        "format", "info", "lun", "copy", "write", "read", "check", "scrub", "demo",
     ] {
         assert!(out.contains(c), "--help lacks {c}");
     }
@@ -506,6 +530,7 @@ fn lun_and_copy_changes_say_what_they_did_in_json() {
     assert_eq!(v["formatted"]["max_luns"], 64);
     assert_eq!(v["formatted"]["block_device"], false);
     assert!(v["formatted"]["capacity_bytes"].as_u64().unwrap() > 16 << 20);
+    assert_eq!(v["formatted"]["metadata_copies"], 2);
     let v = said(&["lun", "create", &img, "1", "--size", "4M"]);
     assert_eq!(v, json!({"created": {"lun": 1, "size": 4 << 20}}));
     let v = said(&create(&img, &[("1", "11")], "--attached"));

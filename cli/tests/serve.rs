@@ -504,6 +504,11 @@ fn script() -> Vec<Step> {
         &["lun", "list", "va.img", "--json"],
         &["check", "va.img"],
         &["check", "va.img", "--json"],
+        &["scrub", "va.img"],
+        &["scrub", "va.img", "--json", "--progress"],
+        &["scrub", "va.img", "--allow-rollback"],
+        &["scrub", "va.img", "--metadata-copies", "1"],
+        &["--allow-rollback", "check", "va.img"],
         &["info", "va.img"],
         &["info", "va.img", "--json"],
     ]

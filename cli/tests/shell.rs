@@ -172,10 +172,11 @@ fn messages_give_sizes_in_human_units_and_name_the_option() {
 fn format_too_small_names_the_least_size_and_max_luns() {
     let d = Dir::new("too-small");
     // `format --size` too small names the least size, and --max-luns when fewer LUN
-    // numbers would fit.
+    // numbers would fit (two copies of the metadata by default, which it names).
     let r = usage_says(
-        &["format", &d.file("b.img"), "--size", "1M"],
-        "--size 1 MiB (1048576 bytes) is too small: with LUN numbers 0 to 1023 (--max-luns)",
+        &["format", &d.file("b.img"), "--size", "2M"],
+        "--size 2 MiB (2097152 bytes) is too small: with LUN numbers 0 to 1023 (--max-luns), \
+         16 KiB extents and 2 copies of the metadata (--metadata-copies), an array needs",
     );
     assert!(r.stderr.contains("an array needs at least "), "{r:?}");
     assert!(
@@ -191,19 +192,57 @@ fn format_too_small_names_the_least_size_and_max_luns() {
         .take_while(char::is_ascii_digit)
         .collect();
     // The suggestion works.
-    ok(&["format", &d.file("b.img"), "--size", "1M", "--max-luns", &n]);
+    ok(&["format", &d.file("b.img"), "--size", "2M", "--max-luns", &n]);
     let more = (n.parse::<u32>().unwrap() + 1).to_string();
     usage_says(
         &[
             "format",
             &d.file("c.img"),
             "--size",
-            "1M",
+            "2M",
             "--max-luns",
             &more,
         ],
         "too small",
     );
+    // With one copy of the metadata, less is needed: 1 MiB holds an array of fewer
+    // LUN numbers, and the message counts that copy.
+    let r = usage_says(
+        &[
+            "format",
+            &d.file("d.img"),
+            "--size",
+            "1M",
+            "--metadata-copies",
+            "1",
+        ],
+        "16 KiB extents and 1 copy of the metadata (--metadata-copies)",
+    );
+    let one: String = r
+        .stderr
+        .split("--max-luns ")
+        .nth(1)
+        .unwrap_or("")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    assert!(!one.is_empty(), "{r:?}");
+    ok(&[
+        "format",
+        &d.file("d.img"),
+        "--size",
+        "1M",
+        "--metadata-copies",
+        "1",
+        "--max-luns",
+        &one,
+    ]);
+    // Two copies need more than 1 MiB, whatever the LUN numbers: only the size is named.
+    let r = usage_says(
+        &["format", &d.file("e.img"), "--size", "1M", "--max-luns", "1"],
+        "give --size 2M or more",
+    );
+    assert!(!r.stderr.contains("fewer LUNs"), "{r:?}");
     // Already as few LUN numbers as can be: only the size is named.
     let r = usage_says(
         &[
@@ -338,6 +377,10 @@ fn every_usage_error_exits_2_in_every_command() {
             "copy create IMG --parent 1 --copy 3 --parent 3 --copy 4 --attached",
             "copy attach IMG 2 2",
             "lun list IMG --wait soon",
+            "format IMG.new --size 16M --metadata-copies 3",
+            "format IMG.new --size 16M --metadata-copies 0",
+            "format IMG.new --size 16M --metadata-copies two",
+            "info IMG --allow-rollback=yes",
         ],
     );
     assert!(read(&img) == before, "a usage error changed the image");

@@ -37,7 +37,7 @@ impl Narrator for Cli {
         // The demo's own image: replaced if an earlier run left it (unless it is in use).
         if path.exists() {
             let f = File::open(path).map_err(|e| Fail::io("open", path, &e).msg)?;
-            image::lock(&f, path, image::Access::Write, &image::Wait::default())
+            image::lock(&f, path, image::Access::Write, &image::Opening::default())
                 .map_err(|e| e.msg)?;
             std::fs::remove_file(path).map_err(|e| Fail::io("remove", path, &e).msg)?;
         }
@@ -46,7 +46,7 @@ impl Narrator for Cli {
 
     fn reopen(&self, file: File, path: &Path) -> scenario::Result<Va> {
         // The file keeps its lock across the reopen.
-        Ok(image::reopen(file, path).map_err(|e| e.msg)?)
+        Ok(image::reopen(file, path, false).map_err(|e| e.msg)?)
     }
 }
 
