@@ -48,13 +48,15 @@ const COW_LUN: u64 = GIB;
 /// always land in different leaves.
 const LEAF_SPAN: u64 = 16 * max_entries(64) as u64;
 
-/// A [`MemDevice`] that stores only the blocks below `keep_below` (the superblocks and
-/// the metadata area) and silently drops writes at or above it; dropped blocks read as
-/// zeros. Requests are checked against the whole geometry like a real device.
+/// A [`MemDevice`] that stores only the blocks outside the data area (the superblocks,
+/// the metadata area and its second copies at the device's end) and silently drops
+/// writes inside it; dropped blocks read as zeros. Requests are checked against the
+/// whole geometry like a real device.
 struct MetaOnlyDevice {
     inner: MemDevice,
-    keep_below: u64,
-    /// Blocks written below `keep_below` (metadata and superblock writes).
+    /// The data area's blocks (empty until [`MetaOnlyDevice::drop_data_of`]).
+    data: std::ops::Range<u64>,
+    /// Blocks written outside the data area (metadata and superblock writes).
     meta_writes: u64,
 }
 
@@ -62,13 +64,21 @@ impl MetaOnlyDevice {
     fn new(block_count: u64) -> Self {
         MetaOnlyDevice {
             inner: MemDevice::new(PAGE as u32, block_count).expect("device geometry"),
-            keep_below: u64::MAX,
+            data: 0..0,
             meta_writes: 0,
         }
     }
 
-    /// Validates a request and returns how many of its blocks lie below `keep_below`.
-    fn kept_blocks(&self, lba: u64, len: usize) -> Result<usize, DeviceErrorKind> {
+    /// Drops the data area of `a`'s geometry from now on.
+    fn drop_data_of(a: &mut Array<MetaOnlyDevice>) {
+        let g = a.engine().geometry();
+        let end = g.data_start + g.data_extents * g.extent_pages();
+        a.device_mut().data = g.data_start..end;
+    }
+
+    /// Validates a request and tells whether it is kept (outside the data area:
+    /// metadata requests are single pages, data requests lie inside extents).
+    fn kept(&self, lba: u64, len: usize) -> Result<bool, DeviceErrorKind> {
         let bs = PAGE as usize;
         if len % bs != 0 {
             return Err(DeviceErrorKind::OutOfRange);
@@ -78,7 +88,7 @@ impl MetaOnlyDevice {
             Some(end) if end <= self.inner.block_count() => {}
             _ => return Err(DeviceErrorKind::OutOfRange),
         }
-        Ok(self.keep_below.saturating_sub(lba).min(blocks) as usize)
+        Ok(!self.data.contains(&lba))
     }
 }
 
@@ -94,20 +104,18 @@ impl BlockDevice for MetaOnlyDevice {
     }
 
     fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), Self::Error> {
-        let kept = self.kept_blocks(lba, buf.len())? * PAGE as usize;
-        let (meta, data) = buf.split_at_mut(kept);
-        if !meta.is_empty() {
-            self.inner.read(lba, meta)?;
+        if self.kept(lba, buf.len())? {
+            self.inner.read(lba, buf)
+        } else {
+            buf.fill(0);
+            Ok(())
         }
-        data.fill(0);
-        Ok(())
     }
 
     fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), Self::Error> {
-        let kept = self.kept_blocks(lba, buf.len())?;
-        if kept > 0 {
-            self.inner.write(lba, &buf[..kept * PAGE as usize])?;
-            self.meta_writes += kept as u64;
+        if self.kept(lba, buf.len())? {
+            self.inner.write(lba, buf)?;
+            self.meta_writes += (buf.len() / PAGE as usize) as u64;
         }
         Ok(())
     }
@@ -117,29 +125,26 @@ impl BlockDevice for MetaOnlyDevice {
     }
 
     fn discard(&mut self, lba: u64, count: u64) -> Result<(), Self::Error> {
-        let end = lba
-            .checked_add(count)
+        lba.checked_add(count)
             .filter(|&e| e <= self.inner.block_count())
             .ok_or(DeviceErrorKind::OutOfRange)?;
-        let kept_end = end.min(self.keep_below);
-        if lba < kept_end {
-            self.inner.discard(lba, kept_end - lba)?;
+        if !self.data.contains(&lba) {
+            self.inner.discard(lba, count)?;
         }
         Ok(())
     }
 }
 
 /// Device pages for a pool of at least `pool` bytes of `extent`-sized extents: the
-/// superblocks, the worst-case metadata area the array provisions (over-estimated: the
-/// array sizes it for the whole device, metadata area included), the spare extents it
-/// keeps out of the capacity (at most 1/256 of the pool, 1 to 256) and alignment. The
-/// caller checks the resulting capacity.
+/// superblocks and the worst-case metadata area the array provisions, each in two
+/// copies (over-estimated: the array sizes it for the whole device, metadata area
+/// included), the spare extents it keeps out of the capacity (at most 1/256 of the
+/// pool, 1 to 256) and alignment. The caller checks the resulting capacity.
 fn device_pages(pool: u64, extent: u64) -> u64 {
     let extents = pool / extent;
     let spare = extents.div_ceil(255).min(256) + 4;
     (extents + spare) * extent / PAGE
-        + worst_case_metadata_pages(2 * extents + 64, DEFAULT_MAX_LUNS)
-        + 2
+        + 2 * (worst_case_metadata_pages(2 * extents + 64, DEFAULT_MAX_LUNS) + 2)
 }
 
 fn format<D: BlockDevice>(dev: D, extent: u64) -> Array<D> {
@@ -232,8 +237,7 @@ fn written_lun(size: u64) -> Written {
     let es = META_EXTENT;
     // Room for the LUN and one attached copy of it (full-size reservation).
     let mut a = format(MetaOnlyDevice::new(device_pages(2 * size, es)), es);
-    let ds = a.engine().geometry().data_start;
-    a.device_mut().keep_below = ds;
+    MetaOnlyDevice::drop_data_of(&mut a);
     assert!(a.pool_info().capacity_bytes >= 2 * size, "pool too small");
     a.create_lun(PARENT, size).expect("create_lun");
     let before = a.pool_info().metadata_used_bytes;
@@ -253,10 +257,12 @@ fn written_lun(size: u64) -> Written {
         t0.elapsed()
     );
     println!(
-        "metadata per mapped extent, {} LUN fully written, {} KiB extents: {:.2} B ({} B in use / {} extents; {:.2} B of it added by the fill; {} MiB provisioned)",
+        "metadata per mapped extent, {} LUN fully written, {} KiB extents, {} copies: {:.2} B ({:.2} B per copy; {} B in use / {} extents; {:.2} B of it added by the fill; {} MiB provisioned)",
         size_label(size),
         es / KIB,
+        p.metadata_copies,
         p.metadata_used_bytes as f64 / extents as f64,
+        p.metadata_used_bytes as f64 / extents as f64 / f64::from(p.metadata_copies),
         p.metadata_used_bytes,
         extents,
         (p.metadata_used_bytes - before) as f64 / extents as f64,
@@ -436,8 +442,7 @@ fn diff_lineage(c: &mut Criterion, w: &mut Written) {
 fn map_sparse(c: &mut Criterion) {
     let es = META_EXTENT;
     let mut a = format(MetaOnlyDevice::new(device_pages(TIB, es)), es);
-    let ds = a.engine().geometry().data_start;
-    a.device_mut().keep_below = ds;
+    MetaOnlyDevice::drop_data_of(&mut a);
     a.create_lun(PARENT, TIB).expect("create_lun");
     let buf = pattern(es as usize, 5);
     let extents = TIB / es;

@@ -23,7 +23,7 @@ use superblock::{MapRoot, Superblock};
 pub use crate::btree::node::ValueKind;
 pub use crate::btree::Tree;
 pub use crate::store::page_store::CacheStats;
-pub use scrub::{ScrubProblem, ScrubReport};
+pub use scrub::{ScrubProblem, ScrubReport, MAX_PROBLEMS};
 pub use superblock::{is_valid_extent_size, Geometry, CLIENT_BYTES, ROOT_SLOTS};
 pub use superblock::{MAX_DATA_EXTENTS, MAX_EXTENT_SIZE, MIN_EXTENT_SIZE, SUPERBLOCK_PAGES};
 
@@ -339,6 +339,10 @@ impl<D: BlockDevice> Engine<D> {
 
     fn commit_inner(&mut self) -> Result<()> {
         let gen = self.st.txid();
+        // Only a forged superblock gets here: 2^64 commits never happen.
+        if gen >= u64::MAX - 1 {
+            return Err(Error::corrupt(0, "the generation counter is exhausted"));
+        }
         self.st.write_dirty()?;
         let mut healed = self.st.heal()?;
         for (page, bytes) in core::mem::take(&mut self.superblock_heals) {

@@ -92,10 +92,18 @@ fn generation(c: &Copy) -> Option<u64> {
 
 /// The copy with the newest valid generation.
 fn newest(copies: &[Copy]) -> Option<&Copy> {
+    newest_of(copies.iter())
+}
+
+/// The first of `copies` with the highest valid generation (first copies come
+/// before second ones, so a first copy wins a tie).
+fn newest_of<'a>(copies: impl Iterator<Item = &'a Copy>) -> Option<&'a Copy> {
     copies
-        .iter()
         .filter(|c| c.parsed.is_ok())
-        .max_by_key(|c| generation(c))
+        .fold(None, |best, c| match best {
+            Some(b) if generation(b) >= generation(c) => Some(b),
+            _ => Some(c),
+        })
 }
 
 /// Reads the second copies of both slots for a device of `device_pages` pages.
@@ -150,14 +158,13 @@ pub(crate) fn choose<D: BlockDevice>(
     // twin: the older slot is what open falls back to, so it must stay whole too.
     let mut heal: Vec<(u64, Box<[u8]>)> = Vec::new();
     for slot in 0..SUPERBLOCK_PAGES {
-        let newest_here = copies
-            .iter()
-            .filter(|c| c.slot == slot && c.parsed.is_ok())
-            .max_by_key(|c| generation(c));
+        let newest_here = newest_of(copies.iter().filter(|c| c.slot == slot));
         if let Some(good) = newest_here {
             let want = generation(good);
             for c in copies.iter().filter(|c| c.slot == slot) {
-                if generation(c) != want {
+                // Two valid copies of one generation that differ: only a forged or
+                // buggy image has them; the one open uses is written over the other.
+                if generation(c) != want || c.bytes != good.bytes {
                     heal.push((c.page, good.bytes.clone()));
                 }
             }
@@ -174,7 +181,8 @@ pub(crate) fn choose<D: BlockDevice>(
         }
         rollback = Some((lost.0, g));
     }
-    let sb = match copies.into_iter().find(|c| generation(c) == Some(g)) {
+    let best_page = best.page;
+    let sb = match copies.into_iter().find(|c| c.page == best_page) {
         Some(Copy { parsed: Ok(sb), .. }) => sb,
         _ => return Err(Error::NotFormatted),
     };
@@ -186,7 +194,9 @@ pub(crate) fn choose<D: BlockDevice>(
 /// (a damaged copy still names it); `None` when nothing can have been lost.
 fn lost_generation(copies: &[Copy], g: u64) -> Option<(u64, bool)> {
     let other: Vec<&Copy> = copies.iter().filter(|c| c.slot != g % 2).collect();
-    if other.iter().any(|c| c.parsed.is_ok() || c.wiped) {
+    // Claim a loss only from copies actually read (a device too small to hold
+    // them fails its geometry check instead).
+    if other.len() < 2 || other.iter().any(|c| c.parsed.is_ok() || c.wiped) {
         return None;
     }
     let raw = |c: &&Copy| page::txid(&c.bytes);
