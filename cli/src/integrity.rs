@@ -211,14 +211,15 @@ pub fn scrub(
     if more > 0 {
         let _ = writeln!(
             out,
-            "... and {} more with no good copy left",
-            count(more as usize, "page", "pages")
+            "... and {more} more {} with no good copy left (the first {} are listed)",
+            if more == 1 { "page" } else { "pages" },
+            lost.len()
         );
     }
     let read = if p.metadata_copies >= 2 {
         "both copies of each"
     } else {
-        "one copy of each, so nothing could be healed"
+        "one copy of each, two of the superblocks: a damaged page cannot be healed"
     };
     let end = if lost_count == 0 {
         String::from("every page has a good copy")

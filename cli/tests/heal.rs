@@ -375,8 +375,9 @@ fn a_page_with_no_good_copy_is_named_by_scrub_and_check() {
                 "{r:?}"
             );
             assert!(
-                r.out()
-                    .contains("(one copy of each, so nothing could be healed)"),
+                r.out().contains(
+                    "(one copy of each, two of the superblocks: a damaged page cannot be healed)"
+                ),
                 "{r:?}"
             );
         }
