@@ -277,6 +277,13 @@ fn both_copies_of_the_newest_superblock_bad_is_never_a_silent_rollback() {
             allow_rollback: true,
             ..OpenOptions::default()
         };
+        // A flush records the rollback even with nothing else to commit.
+        let mut a = Array::open(dev.clone(), &allow).expect("rollback allowed");
+        assert_eq!(a.pool_info().pending_heals, 1, "the rollback, to record");
+        a.flush().expect("flush");
+        let b = Array::open(a.close().expect("close"), &OpenOptions::default())
+            .expect("a recorded rollback opens without allow_rollback");
+        assert_eq!(b.pool_info().rollback, Some((gen, gen - 1)));
         let mut a = Array::open(dev, &allow).expect("rollback allowed");
         assert_eq!(a.pool_info().generation, gen - 1);
         assert_eq!(a.pool_info().rollback, Some((gen, gen - 1)));

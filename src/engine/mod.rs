@@ -169,6 +169,10 @@ pub struct Engine<D: BlockDevice> {
     rollback: Option<(u64, u64)>,
     /// Superblock copies found bad or stale at open: (page, bytes to write there).
     superblock_heals: alloc::vec::Vec<(u64, alloc::boxed::Box<[u8]>)>,
+    /// An allowed rollback that no commit has recorded yet.
+    rollback_unrecorded: bool,
+    /// Changes since the last commit (trees, roots, client bytes).
+    changed: bool,
 }
 
 impl<D: BlockDevice> Engine<D> {
@@ -257,6 +261,8 @@ impl<D: BlockDevice> Engine<D> {
             healed: 0,
             rollback: None,
             superblock_heals: alloc::vec::Vec::new(),
+            rollback_unrecorded: false,
+            changed: true,
         };
         e.commit()?;
         Ok(e)
@@ -318,6 +324,8 @@ impl<D: BlockDevice> Engine<D> {
             healed: sb.healed,
             rollback: chosen.rollback.or(sb.rollback),
             superblock_heals: chosen.heal,
+            rollback_unrecorded: chosen.rollback.is_some(),
+            changed: false,
         })
     }
 
@@ -378,6 +386,8 @@ impl<D: BlockDevice> Engine<D> {
         self.st.write_page(self.geo.superblock_copy(slot), &buf)?;
         self.st.flush_device()?;
         self.healed += healed;
+        self.rollback_unrecorded = false;
+        self.changed = false;
         self.sm.committed();
         self.generation = gen;
         self.st.set_txid(gen + 1);
@@ -415,6 +425,7 @@ impl<D: BlockDevice> Engine<D> {
     /// because the change may have been half applied in memory.
     fn change<T>(&mut self, f: impl FnOnce(&mut Ctx<'_, D>) -> Result<T>) -> Result<T> {
         self.live()?;
+        self.changed = true;
         let mut cx = Ctx {
             st: &mut self.st,
             sm: &mut self.sm,
@@ -450,9 +461,17 @@ impl<D: BlockDevice> Engine<D> {
         self.healed += n;
     }
 
-    /// Bad copies found since the last commit, to be rewritten by the next one.
+    /// Bad copies found since the last commit, to be rewritten by the next one (an
+    /// allowed rollback not yet recorded counts as one: the next commit records it).
     pub fn pending_heals(&self) -> u64 {
         (self.st.pending_heals() + self.superblock_heals.len()) as u64
+            + u64::from(self.rollback_unrecorded)
+    }
+
+    /// True when something changed since the last commit (trees, root slots, the
+    /// client bytes), so that a commit would write a new state.
+    pub fn has_changes(&self) -> bool {
+        self.changed
     }
 
     /// The last rollback an open allowed ([`OpenOptions::allow_rollback`]):
@@ -522,6 +541,7 @@ impl<D: BlockDevice> Engine<D> {
     /// Replaces the client bytes (committed with the next commit).
     pub fn set_client_bytes(&mut self, b: &[u8; CLIENT_BYTES]) -> Result<()> {
         self.live()?;
+        self.changed |= *b != self.client;
         self.client = *b;
         Ok(())
     }
@@ -548,7 +568,9 @@ impl<D: BlockDevice> Engine<D> {
             .roots
             .get_mut(slot)
             .ok_or(Error::InvalidArgument("root slot out of range (0..8)"))?;
-        Ok(core::mem::replace(s, tree))
+        let old = core::mem::replace(s, tree);
+        self.changed |= old != tree;
+        Ok(old)
     }
 
     /// A new empty tree with values of `value_size` bytes of `kind`.

@@ -69,29 +69,36 @@ impl ScrubReport {
 }
 
 impl<D: BlockDevice> Engine<D> {
-    /// Commits, then reads both copies of every metadata page the commit reaches
-    /// (superblocks, space maps, every tree node), rewrites each bad or stale copy
-    /// from the good one, flushes, and commits again when it healed anything (so
-    /// the healed count is kept). Pages with no good copy are listed; `scrub` does
-    /// not descend below them. `progress(done, total)` is called as pages are
-    /// scrubbed (`total` is the number of metadata pages in use).
+    /// Commits when there is anything to commit (changes, or bad copies that reads
+    /// found), then reads both copies of every metadata page the last commit
+    /// reaches (superblocks, space maps, every tree node), rewrites each bad or
+    /// stale copy from the good one, flushes, and commits again when it healed
+    /// anything (so the healed count is kept). Pages with no good copy are listed;
+    /// `scrub` does not descend below them. `progress(done, total)` is called as
+    /// pages are scrubbed (`total` is the number of metadata pages in use). The
+    /// report's `healed` counts every copy rewritten, by the first commit too.
     ///
     /// Errors: a device error (the engine is then poisoned, as for any commit).
     pub fn scrub(&mut self, mut progress: impl FnMut(u64, u64)) -> Result<ScrubReport> {
-        self.commit()?;
+        self.live()?;
+        let before = self.healed();
+        if self.has_changes() || self.pending_heals() > 0 {
+            self.commit()?;
+        }
         let r = self.scrub_committed(&mut progress);
         if r.is_err() {
             self.poison();
         }
         let mut report = r?;
         self.commit_healed(report.healed)?;
+        report.healed = self.healed() - before;
         report.pages += SUPERBLOCK_PAGES * 2;
         Ok(report)
     }
 
     fn scrub_committed(&mut self, progress: &mut impl FnMut(u64, u64)) -> Result<ScrubReport> {
         let mut report = ScrubReport::default();
-        report.healed += self.scrub_superblocks()?;
+        report.healed += self.scrub_superblocks(&mut report)?;
         let total = self.sm.meta.allocated;
         let mut done = 0u64;
         for map in [MapId::Meta, MapId::Data] {
@@ -186,8 +193,9 @@ impl<D: BlockDevice> Engine<D> {
     }
 
     /// Both copies of both superblock slots: a copy that is bad or older than its
-    /// twin is rewritten from the twin. The newest slot was just committed.
-    fn scrub_superblocks(&mut self) -> Result<u64> {
+    /// twin is rewritten from the twin; a slot with no good copy is listed (the
+    /// older slot, after a rollback: the next commit rewrites it).
+    fn scrub_superblocks(&mut self, report: &mut ScrubReport) -> Result<u64> {
         let mut healed = 0;
         for slot in 0..SUPERBLOCK_PAGES {
             let pages = [slot, self.geo.superblock_copy(slot)];
@@ -203,7 +211,11 @@ impl<D: BlockDevice> Engine<D> {
                 [Some(a), Some(b)] if a > b => (0, 1),
                 [Some(_), None] => (0, 1),
                 [_, Some(_)] => (1, 0),
-                [None, None] => continue,
+                [None, None] => {
+                    let e = page::verify(&bufs[0], slot, PageKind::Superblock, self.generation);
+                    report.lose(slot, e.err().unwrap_or(Error::NotFormatted));
+                    continue;
+                }
             };
             self.st.write_page(pages[bad], &bufs[good])?;
             healed += 1;
