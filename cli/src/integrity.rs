@@ -83,7 +83,7 @@ pub fn check(place: &Place, path: &Path, as_json: bool, out: &mut String) -> Res
         _ => (DAMAGE, "damage"),
     };
     if as_json {
-        let violations: Vec<json::Violation> = found
+        let findings: Vec<json::Violation> = found
             .iter()
             .map(|(s, m)| json::Violation {
                 severity: severity(*s),
@@ -93,7 +93,8 @@ pub fn check(place: &Place, path: &Path, as_json: bool, out: &mut String) -> Res
         out.push_str(&json::render(&json::Check {
             clean: code == 0,
             status,
-            violations,
+            violations: found.iter().map(|(_, m)| m.clone()).collect(),
+            findings,
             summary: json::CheckSummary {
                 notes,
                 leaks,

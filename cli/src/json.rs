@@ -188,8 +188,11 @@ pub struct Check {
     pub clean: bool,
     /// `"clean"`, `"leaks"` (only leaks: exit status 3) or `"damage"` (exit status 2).
     pub status: &'static str,
-    /// Each violation once, in the order found.
-    pub violations: Vec<Violation>,
+    /// Each violation's message once, in the order found (as before severities
+    /// were added: kept for scripts that read it).
+    pub violations: Vec<String>,
+    /// The same violations with their severity.
+    pub findings: Vec<Violation>,
     /// How many of each severity.
     pub summary: CheckSummary,
 }

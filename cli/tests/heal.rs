@@ -341,7 +341,7 @@ fn a_page_with_no_good_copy_is_named_by_scrub_and_check() {
                 assert_eq!(v["status"], "damage");
                 assert_eq!(v["clean"], false);
                 assert!(v["summary"]["damage"].as_u64().unwrap() >= 1, "{v}");
-                let v = &v["violations"][0];
+                let v = &v["findings"][0];
                 assert_eq!(v["severity"], "damage");
                 assert!(v["message"].as_str().unwrap().contains("unreadable"), "{v}");
                 // Scrub again, in JSON: the page, still lost.
@@ -473,9 +473,9 @@ fn a_lost_newest_commit_is_refused_unless_the_rollback_is_allowed() {
     assert_eq!(v["clean"], true);
     assert_eq!(v["status"], "clean");
     assert_eq!(v["summary"]["notes"], 1);
-    assert_eq!(v["violations"][0]["severity"], "note");
+    assert_eq!(v["findings"][0]["severity"], "note");
     assert!(
-        !v["violations"][0]["message"]
+        !v["findings"][0]["message"]
             .as_str()
             .unwrap()
             .starts_with("note:"),
@@ -582,7 +582,7 @@ fn check_exits_3_when_it_finds_only_leaks() {
             v["summary"],
             serde_json::json!({"notes": 0, "leaks": 1, "damage": 0})
         );
-        assert_eq!(v["violations"][0]["severity"], "leak");
+        assert_eq!(v["findings"][0]["severity"], "leak");
         // A leak wastes space; everything still reads and scrubs.
         ok(&["lun", "list", &img]);
         assert_eq!(run(&["scrub", &img]).code, 0);
