@@ -19,7 +19,10 @@
  *   5. power cuts inside commits: for a management operation and for a data write +
  *      flush, power is lost at the 1st, 2nd, ... write the operation issues, with the
  *      cache dropped, torn or kept; after each cut the array reopens at exactly the
- *      state before the operation, and lunsnap_check finds nothing wrong;
+ *      state before the operation, or, once the commit point has passed (the first
+ *      copy of the new superblock written and flushed: only its second copy was
+ *      left to write), at exactly the state after it, and lunsnap_check finds
+ *      nothing wrong;
  *   6. discard: the device calls of a LUN's delete are traced in order; the discard
  *      callback comes only after the commit's last flush, in whole extents, once for
  *      each extent the LUN held (each block still holding the LUN's data when it is
@@ -81,14 +84,29 @@ static void trace_call(char kind, uint64_t lba, uint64_t count) {
     }
 }
 
+/* Step 5: where a commit stands. The first copies of the two superblock slots are
+ * the device's first two 4 KiB pages (docs/FORMAT.md); a commit is durable once the
+ * new superblock's first copy is written and flushed (its second copy comes after). */
+#define SUPERBLOCK_FIRST_COPIES_END (2 * 4096 / DEV_BLOCK)
+static bool watching_commit;
+static enum { NO_SUPERBLOCK, SUPERBLOCK_WRITTEN, COMMITTED } commit_point;
+
 static int32_t traced_write(void *ctx, uint64_t lba, const uint8_t *buf, size_t len) {
     trace_call('w', lba, len / DEV_BLOCK);
-    return hostdev_write(ctx, lba, buf, len);
+    int32_t r = hostdev_write(ctx, lba, buf, len);
+    if (watching_commit && r == 0 && lba < SUPERBLOCK_FIRST_COPIES_END && commit_point == NO_SUPERBLOCK) {
+        commit_point = SUPERBLOCK_WRITTEN;
+    }
+    return r;
 }
 
 static int32_t traced_flush(void *ctx) {
     trace_call('f', 0, 0);
-    return hostdev_flush(ctx);
+    int32_t r = hostdev_flush(ctx);
+    if (watching_commit && r == 0 && commit_point == SUPERBLOCK_WRITTEN) {
+        commit_point = COMMITTED;
+    }
+    return r;
 }
 
 static int32_t traced_discard(void *ctx, uint64_t lba, uint64_t count) {
@@ -199,24 +217,42 @@ static const char *cut_name(hostdev_cut m) {
     return m == HOSTDEV_CUT_DROP_ALL ? "cache dropped" : m == HOSTDEV_CUT_KEEP_ALL ? "cache kept" : "cache torn";
 }
 
-/* Cuts power at the 1st, 2nd, ... device write of `op` until `op` completes without
- * reaching the cut; after each cut, reopens and requires the state `before`. Returns
- * the number of cuts. */
+/* An operation, the LUNs before and after it, and what it does to their contents
+ * (`apply` updates versions[]). */
 typedef lunsnap_result (*operation)(lunsnap_array *a);
+typedef struct {
+    operation op;
+    const char *name;
+    const uint32_t *before;
+    size_t nbefore;
+    const uint32_t *after;
+    size_t nafter;
+    void (*apply)(void);
+} sweep_case;
 
-static unsigned sweep(lunsnap_array *a, operation op, const uint32_t *before, size_t nbefore, const char *name) {
+/* Cuts power at the 1st, 2nd, ... device write of the operation until it completes
+ * without reaching the cut; after each cut, reopens and requires the state before it,
+ * or the state after it when the cut came past its commit point (the operation then
+ * reports DEVICE_IO, but its commit is durable: the sweep ends there). Returns the
+ * number of cuts. */
+static unsigned sweep(lunsnap_array *a, const sweep_case *c) {
     static const hostdev_cut modes[] = {HOSTDEV_CUT_DROP_ALL, HOSTDEV_CUT_TORN, HOSTDEV_CUT_KEEP_ALL};
-    unsigned cuts = 0;
+    unsigned cuts = 0, committed = 0;
     unsigned by_mode[3] = {0, 0, 0};
     for (uint64_t n = 1;; n++) {
         size_t m = (size_t)(n % 3);
         dev.cut_mode = modes[m];
         dev.cut_at_write = n;
-        lunsnap_result r = op(a);
+        commit_point = NO_SUPERBLOCK;
+        watching_commit = true;
+        lunsnap_result r = c->op(a);
+        watching_commit = false;
         if (dev.powered) {
             /* The operation issued fewer than n writes: it completed. */
-            ENSURE(r == LUNSNAP_RESULT_OK, "%s without a cut: %s", name, lunsnap_strerror(r));
+            ENSURE(r == LUNSNAP_RESULT_OK, "%s without a cut: %s", c->name, lunsnap_strerror(r));
+            ENSURE(commit_point == COMMITTED, "%s completed without a commit", c->name);
             dev.cut_at_write = 0;
+            c->apply();
             break;
         }
         EXPECT_CODE(r, LUNSNAP_RESULT_DEVICE_IO);
@@ -224,14 +260,26 @@ static unsigned sweep(lunsnap_array *a, operation op, const uint32_t *before, si
         by_mode[m]++;
         hostdev_power_on(&dev);
         TRY(lunsnap_reopen(a));
-        char when[96];
-        snprintf(when, sizeof when, "%s, power cut at write %" PRIu64 " (%s)", name, n, cut_name(modes[m]));
-        verify_state(a, before, nbefore, when);
+        char when[128];
+        bool durable = commit_point == COMMITTED;
+        snprintf(when, sizeof when, "%s, power cut at write %" PRIu64 " (%s, %s the commit point)", c->name, n,
+                 cut_name(modes[m]), durable ? "after" : "before");
+        if (durable) {
+            c->apply();
+            verify_state(a, c->after, c->nafter, when);
+            verify_clean(a, when);
+            committed++;
+            break;
+        }
+        verify_state(a, c->before, c->nbefore, when);
         verify_clean(a, when);
     }
     printf("    %s: power cut at each of its %u writes (%u with the cache dropped, %u torn, %u kept): "
-           "each time the array reopened at the state before, and check() was clean\n",
-           name, cuts, by_mode[0], by_mode[1], by_mode[2]);
+           "each time the array reopened at the state before, and check() was clean%s\n",
+           c->name, cuts, by_mode[0], by_mode[1], by_mode[2],
+           committed ? "; but at the last (its superblock's second copy, after the commit point) at the state "
+                       "after, the commit durable though the call failed"
+                     : "");
     return cuts;
 }
 
@@ -254,6 +302,22 @@ static lunsnap_result op_write_flush(lunsnap_array *a) {
         return r;
     }
     return lunsnap_flush(a);
+}
+
+/* What each operation does to the contents. */
+static void after_create_copy(void) {
+    memcpy(versions[3], versions[1], sizeof versions[1]); /* copy 3 := LUN 1's image */
+}
+
+static void after_restore(void) {
+    memcpy(versions[1], versions[3], sizeof versions[1]); /* LUN 1 := copy 3 */
+}
+
+static void after_delete(void) {
+}
+
+static void after_write_flush(void) {
+    note_version(2, 24, 64, 9);
 }
 
 int main(void) {
@@ -387,21 +451,24 @@ int main(void) {
 
     /* ---- 5. power cuts inside commits ------------------------------------------- */
     printf("5. power cuts at every write of an operation\n");
-    sweep(a, op_create_copy, two, 2, "create_copy(1, 3, attached)");
-    memcpy(versions[3], versions[1], sizeof versions[1]);
+    const sweep_case create_copy = {op_create_copy, "create_copy(1, 3, attached)", two, 2, three, 3,
+                                    after_create_copy};
+    sweep(a, &create_copy);
     verify_state(a, three, 3, "after create_copy");
     /* LUN 1 moves on; copy 3 keeps the old image. */
     TRY(write_version(a, 1, 0, 200, 30));
     note_version(1, 0, 200, 30);
     TRY(lunsnap_flush(a));
     verify_state(a, three, 3, "LUN 1 changed");
-    sweep(a, op_restore, three, 3, "restore(3) (LUN 1 := copy 3)");
-    memcpy(versions[1], versions[3], sizeof versions[1]);
+    const sweep_case restore = {op_restore, "restore(3) (LUN 1 := copy 3)", three, 3, three, 3, after_restore};
+    sweep(a, &restore);
     verify_state(a, three, 3, "after restore");
-    sweep(a, op_delete, three, 3, "delete(3)");
+    const sweep_case del = {op_delete, "delete(3)", three, 3, two, 2, after_delete};
+    sweep(a, &del);
     verify_state(a, two, 2, "after delete");
-    sweep(a, op_write_flush, two, 2, "write 32 KiB to LUN 2 + flush");
-    note_version(2, 24, 64, 9);
+    const sweep_case write_flush = {op_write_flush, "write 32 KiB to LUN 2 + flush", two, 2, two, 2,
+                                    after_write_flush};
+    sweep(a, &write_flush);
     verify_state(a, two, 2, "after the write sweep");
 
     /* ---- 6. discard after the commit ---------------------------------------------------- */
