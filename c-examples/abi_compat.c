@@ -3,18 +3,25 @@
  *
  * It does not include include/lunsnap.h. It declares, as an older header would, the
  * growable structs with fewer fields than the library has (lunsnap_lun_info without
- * its last three fields, lunsnap_pool_info without its last six, lunsnap_format_options
- * without cache_bytes and array_id, lunsnap_open_options with struct_size alone,
- * lunsnap_device_callbacks without discard), and only the functions it calls. Each
- * struct sits at the very end of a heap block of exactly its size followed by a
- * canary, so a library writing past the caller's struct_size is caught by the canary
- * in a plain run, by ASan (heap-buffer-overflow) and by valgrind (invalid write).
+ * its last three fields, lunsnap_pool_info without its last eleven, lunsnap_format_options
+ * without cache_bytes, array_id and metadata_copies, lunsnap_open_options with
+ * struct_size alone, lunsnap_device_callbacks without discard), and only the functions
+ * it calls. It also declares the three structs as 0.2.0 had them, the fields just
+ * before metadata_copies, allow_rollback and the pool's metadata_copies, healed_pages,
+ * pending_heals and rollback generations were appended (the pool's first new field
+ * lands in what was the old struct's tail padding). Each struct sits at the very end
+ * of a heap block of exactly its size followed by a canary, so a library writing past
+ * the caller's struct_size is caught by the canary in a plain run, by ASan
+ * (heap-buffer-overflow) and by valgrind (invalid write); a library reading past it
+ * reads the canary (0xc5 bytes: an invalid metadata_copies and allow_rollback).
  *
  * Checks: the library fills every field the old struct has, with the right values;
  * writes nothing past it; input structs shorter than the library's take the defaults
- * for the fields they lack (the cache budget, the array id, a NULL discard callback);
- * and a program that set struct_size to the old size gets the same results as one
- * built against the current header would (the LUN's size, reservation, the pool).
+ * for the fields they lack (the cache budget, the array id, two metadata copies, no
+ * rollback allowed: an image whose newest commit is damaged is refused with code 17,
+ * which this older header does not name, a NULL discard callback); and a program that
+ * set struct_size to the old size gets the same results as one built against the
+ * current header would (the LUN's size, reservation, the pool, the least device).
  * Exit status 1 on failure.
  */
 
@@ -41,8 +48,47 @@ typedef struct {
 
 typedef struct {
     size_t struct_size;
-    /* (newer: cache_bytes) */
+    /* (newer: cache_bytes, allow_rollback) */
 } lunsnap_open_options;
+
+/* The same three as 0.2.0 had them: everything before metadata_copies, allow_rollback
+ * and the pool's metadata_copies (which now sits in this struct's tail padding). */
+typedef struct {
+    size_t struct_size;
+    uint32_t extent_size;
+    uint32_t max_luns;
+    uint64_t cache_bytes;
+    uint8_t array_id[16];
+    /* (newer: metadata_copies) */
+} lunsnap_format_options_020;
+
+typedef struct {
+    size_t struct_size;
+    uint64_t cache_bytes;
+    /* (newer: allow_rollback) */
+} lunsnap_open_options_020;
+
+typedef struct {
+    size_t struct_size;
+    uint64_t capacity_bytes;
+    uint64_t allocated_bytes;
+    uint64_t reserved_bytes;
+    uint64_t unreserved_bytes;
+    uint64_t free_bytes;
+    uint64_t metadata_used_bytes;
+    uint64_t metadata_provisioned_bytes;
+    uint64_t generation;
+    uint32_t extent_size;
+    uint32_t luns;
+    uint32_t max_luns;
+    /* (4 bytes of padding; newer: metadata_copies, healed_pages, pending_heals,
+     * rollback_lost_generation, rollback_kept_generation) */
+} lunsnap_pool_info_020;
+
+/* A code this header does not name (newer: LUNSNAP_RESULT_COMMIT_LOST): an older
+ * program sees a failure, and lunsnap_strerror and lunsnap_last_error_message say
+ * what it is. */
+#define CODE_COMMIT_LOST 17u
 
 typedef struct {
     size_t struct_size;
@@ -85,6 +131,7 @@ lunsnap_result lunsnap_last_error_message(const lunsnap_array *array, char *buf,
                                           size_t *out_len);
 lunsnap_result lunsnap_format_options_init(lunsnap_format_options *opts, size_t struct_size);
 lunsnap_result lunsnap_open_options_init(lunsnap_open_options *opts, size_t struct_size);
+lunsnap_result lunsnap_min_device_bytes(const lunsnap_format_options *opts, uint64_t *out);
 lunsnap_result lunsnap_format_mem(uint32_t block_size, uint64_t block_count, const lunsnap_format_options *opts,
                                   lunsnap_array **out);
 lunsnap_result lunsnap_format_callbacks(const lunsnap_device_callbacks *dev, const lunsnap_format_options *opts,
@@ -201,6 +248,26 @@ int main(void) {
           "old format options: size %zu, extent %u, max_luns %u", fo->struct_size, fo->extent_size, fo->max_luns);
     lunsnap_format_options *fx = exact(sizeof *fx, 0x11);
     TRY(lunsnap_format_options_init(fx, sizeof *fx));
+    /* The fields the old options lack take their defaults: the least device they
+     * format on is the defaults' (two metadata copies; the canary read as
+     * metadata_copies would be refused, one copy would need less). */
+    uint64_t min_default = 0, min_old = 0, min_020 = 0;
+    TRY(lunsnap_min_device_bytes(NULL, &min_default));
+    TRY(lunsnap_min_device_bytes(fo, &min_old));
+    TRY(lunsnap_min_device_bytes(fx, &min_020));
+    CHECK(min_old == min_default && min_020 == min_default, "least device: %llu with the old options, %llu "
+          "(exact block), defaults %llu", (unsigned long long)min_old, (unsigned long long)min_020,
+          (unsigned long long)min_default);
+    lunsnap_format_options_020 *f2 = guarded(sizeof *f2, 0x11);
+    TRY(lunsnap_format_options_init((lunsnap_format_options *)f2, sizeof *f2));
+    CHECK(canary_intact(f2, sizeof *f2), "lunsnap_format_options_init wrote past 0.2.0's struct");
+    CHECK(f2->struct_size == sizeof *f2 && f2->extent_size == 16384 && f2->max_luns == 1024 &&
+              f2->cache_bytes == 4u << 20,
+          "0.2.0's format options: size %zu, extent %u, cache %llu", f2->struct_size, f2->extent_size,
+          (unsigned long long)f2->cache_bytes);
+    TRY(lunsnap_min_device_bytes((const lunsnap_format_options *)f2, &min_020));
+    CHECK(min_020 == min_default, "least device with 0.2.0's options: %llu, defaults %llu",
+          (unsigned long long)min_020, (unsigned long long)min_default);
     fo->extent_size = EXTENT;
     fo->max_luns = 16;
     lunsnap_array *a = NULL;
@@ -248,6 +315,18 @@ int main(void) {
     px->struct_size = sizeof *px;
     TRY(lunsnap_get_pool_info(a, px));
     CHECK(px->reserved_bytes == p->reserved_bytes, "exact-size pool_info differs");
+    /* 0.2.0's pool_info: its fields, and the new metadata_copies in its padding, but
+     * nothing past it. */
+    lunsnap_pool_info_020 *p2 = guarded(sizeof *p2, 0xee);
+    p2->struct_size = sizeof *p2;
+    TRY(lunsnap_get_pool_info(a, (lunsnap_pool_info *)p2));
+    CHECK(canary_intact(p2, sizeof *p2), "lunsnap_get_pool_info wrote past 0.2.0's struct");
+    CHECK(p2->struct_size == sizeof *p2 && p2->reserved_bytes == p->reserved_bytes && p2->generation > 0 &&
+              p2->extent_size == EXTENT && p2->luns == 3 && p2->max_luns == 16 && p2->metadata_used_bytes > 0 &&
+              p2->metadata_used_bytes < p2->metadata_provisioned_bytes,
+          "0.2.0's pool_info: generation %llu, extent %u, %u LUNs of %u, metadata %llu of %llu",
+          (unsigned long long)p2->generation, p2->extent_size, p2->luns, p2->max_luns,
+          (unsigned long long)p2->metadata_used_bytes, (unsigned long long)p2->metadata_provisioned_bytes);
 
     /* A struct_size the library refuses is still refused with the old layout. */
     li->struct_size = 0;
@@ -284,12 +363,49 @@ int main(void) {
           (unsigned long long)p->allocated_bytes);
     TRY(lunsnap_close(a));
 
+    /* An image whose newest commit's superblock is damaged in both copies: the old
+     * open options (no allow_rollback) refuse the rollback, as NULL does. The slot is
+     * found as any reader of docs/FORMAT.md would: superblock slots in pages 0 and 1
+     * (second copies in the device's last two), the generation at byte 24. */
+    uint64_t pages = d.block_count * d.block_size / 4096, gen[2] = {0, 0};
+    for (int slot = 0; slot < 2; slot++) {
+        for (int i = 7; i >= 0; i--) {
+            gen[slot] = gen[slot] << 8 | d.mem[slot * 4096 + 24 + i];
+        }
+    }
+    uint64_t newest = gen[1] > gen[0] ? 1 : 0;
+    d.mem[newest * 4096 + 100] ^= 0xff;
+    d.mem[(pages - 2 + newest) * 4096 + 100] ^= 0xff;
+    lunsnap_open_options_020 *o2 = guarded(sizeof *o2, 0x22);
+    TRY(lunsnap_open_options_init((lunsnap_open_options *)o2, sizeof *o2));
+    CHECK(canary_intact(o2, sizeof *o2) && o2->cache_bytes == 4u << 20, "0.2.0's open options");
+    const void *opens[3] = {NULL, oo, o2};
+    for (int i = 0; i < 3; i++) {
+        a = NULL;
+        lunsnap_result r = lunsnap_open_callbacks(cb, opens[i], &a);
+        char m[512];
+        size_t n = 0;
+        lunsnap_last_error_message(NULL, m, sizeof m, &n);
+        CHECK(r == CODE_COMMIT_LOST && a == NULL && strstr(m, "superblock of generation") != NULL,
+              "open of a lost commit with %s options: %u (%s): %s", i == 0 ? "NULL" : i == 1 ? "old" : "0.2.0's",
+              (unsigned)r, lunsnap_strerror(r), m);
+        if (i == 0) {
+            printf("abi_compat: a lost commit gives code %u (%s): %s\n", (unsigned)r, lunsnap_strerror(r), m);
+        }
+        if (r == LUNSNAP_RESULT_OK) {
+            lunsnap_close(a);
+        }
+    }
+
     free(fo);
     free(fx);
     free(li);
     free(lx);
     free(p);
     free(px);
+    free(f2);
+    free(p2);
+    free(o2);
     free(cb);
     free(oo);
     free(d.mem);
@@ -301,6 +417,9 @@ int main(void) {
            "callbacks %zu) were filled and read within their struct_size, nothing written past it\n",
            sizeof(lunsnap_lun_info), sizeof(lunsnap_pool_info), sizeof(lunsnap_format_options),
            sizeof(lunsnap_open_options), sizeof(lunsnap_device_callbacks));
+    printf("abi_compat: and 0.2.0's (pool_info %zu bytes, format options %zu, open options %zu): two metadata "
+           "copies and no rollback by default\n",
+           sizeof(lunsnap_pool_info_020), sizeof(lunsnap_format_options_020), sizeof(lunsnap_open_options_020));
     printf("abi_compat: all checks passed\n");
     return 0;
 }

@@ -18,7 +18,16 @@
  * sizes, a prefix written and nothing past it, a bigger struct's unknown tail zeroed,
  * shorter inputs taking defaults), lunsnap_grants, lunsnap_get_lun_info_as,
  * lunsnap_is_poisoned, lunsnap_min_device_bytes, and BLOCK_SIZE_MISMATCH from the
- * callback and file openers; create_copies' documented order of checks.
+ * callback and file openers; create_copies' documented order of checks. For the two
+ * copies of the metadata: metadata_copies 1 and 2 (pool_info, the space each costs,
+ * other values refused, the default for an older struct), on a host device whose
+ * pages the suite damages itself: the second copies byte for byte the first ones,
+ * reads right over damaged first copies (pending_heals, then healed_pages after the
+ * next commit), lunsnap_scrub rewriting damaged second copies (its report, progress,
+ * lunsnap_scrub_lost naming the pages a one-copy array lost), the newest superblock
+ * damaged in both copies (LUNSNAP_RESULT_COMMIT_LOST naming the generations, then
+ * allow_rollback, the rollback in pool_info and as a LUNSNAP_SEVERITY_NOTICE from
+ * lunsnap_check, kept across lunsnap_reopen and a commit), also on an image file.
  *
  * Prints one line per failed check, then, as its last line, "N passed, N failed";
  * the exit status is 1 if any check failed.
@@ -126,6 +135,7 @@ static const uint32_t CODES[] = {
     LUNSNAP_RESULT_UNSUPPORTED_BLOCK_SIZE,
     LUNSNAP_RESULT_DEVICE_TOO_SMALL,
     LUNSNAP_RESULT_BLOCK_SIZE_MISMATCH,
+    LUNSNAP_RESULT_COMMIT_LOST,
     LUNSNAP_RESULT_NOT_FORMATTED,
     LUNSNAP_RESULT_NOT_AN_ARRAY,
     LUNSNAP_RESULT_UNSUPPORTED_VERSION,
@@ -247,7 +257,7 @@ static void test_version_and_messages(void) {
         }
     }
     /* Codes the header does not define (between, after, and at the extremes). */
-    static const uint32_t odd[] = {6, 9, 17, 19, 29, 42, 49, 53, 59, 66, 98, 100, 1000, 0x7fffffffu, 0xffffffffu};
+    static const uint32_t odd[] = {6, 9, 18, 19, 29, 42, 49, 53, 59, 66, 98, 100, 1000, 0x7fffffffu, 0xffffffffu};
     for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
         bool known = false;
         for (size_t j = 0; j < NCODES; j++) {
@@ -269,6 +279,14 @@ static void test_version_and_messages(void) {
     lunsnap_open_options o = open_defaults();
     CHECK(o.cache_bytes == 4 * 1024 * 1024, "default open cache_bytes %llu, want 4 MiB",
           (unsigned long long)o.cache_bytes);
+    CHECK(f.metadata_copies == 2, "default metadata_copies %u, want 2", f.metadata_copies);
+    CHECK(o.allow_rollback == 0, "default allow_rollback %u, want 0", (unsigned)o.allow_rollback);
+    CHECK(LUNSNAP_RESULT_COMMIT_LOST == 17, "LUNSNAP_RESULT_COMMIT_LOST is %u, its stable number is 17",
+          (unsigned)LUNSNAP_RESULT_COMMIT_LOST);
+    CHECK(LUNSNAP_SEVERITY_NOTICE < LUNSNAP_SEVERITY_LEAK && LUNSNAP_SEVERITY_LEAK < LUNSNAP_SEVERITY_DAMAGE &&
+              LUNSNAP_SEVERITY_NOTICE != 0,
+          "severities %u, %u, %u do not grow from 1", (unsigned)LUNSNAP_SEVERITY_NOTICE,
+          (unsigned)LUNSNAP_SEVERITY_LEAK, (unsigned)LUNSNAP_SEVERITY_DAMAGE);
 
     section = "header";
     CHECK(HEADER_STD != 2,
@@ -751,10 +769,27 @@ static void test_failing_io(void) {
                 CHECK(buf[0] == 'x', "buf_len 0: the buffer was written");
                 free(m);
             }
+            /* Severities: unreadable metadata is damage (the worst); every value is one
+             * of the three; refused indexes and a NULL out write nothing. */
+            uint32_t worst = 0;
             for (size_t i = 0; i < nv; i++) {
                 size_t li = 0;
                 EXPECT_OK(lunsnap_check_message(a, i, NULL, 0, &li));
+                uint32_t sev = 0;
+                EXPECT_OK(lunsnap_check_severity(a, i, &sev));
+                CHECK(sev == LUNSNAP_SEVERITY_NOTICE || sev == LUNSNAP_SEVERITY_LEAK || sev == LUNSNAP_SEVERITY_DAMAGE,
+                      "violation %zu: severity %u", i, sev);
+                worst = sev > worst ? sev : worst;
             }
+            CHECK(worst == LUNSNAP_SEVERITY_DAMAGE, "unreadable metadata: the worst severity is %u, want DAMAGE (%u)",
+                  worst, (unsigned)LUNSNAP_SEVERITY_DAMAGE);
+            uint32_t sev = 77;
+            EXPECT_MSG(lunsnap_check_severity(a, nv, &sev), LUNSNAP_RESULT_INVALID_ARGUMENT,
+                       "the last lunsnap_check on this handle found");
+            EXPECT(lunsnap_check_severity(a, 0, NULL), LUNSNAP_RESULT_NULL_POINTER);
+            EXPECT(lunsnap_check_severity(NULL, 0, &sev), LUNSNAP_RESULT_NULL_POINTER);
+            EXPECT(lunsnap_check_severity(forged(), 0, &sev), LUNSNAP_RESULT_INVALID_HANDLE);
+            CHECK(sev == 77, "a refused lunsnap_check_severity wrote *out");
             len = 99;
             EXPECT(lunsnap_check_message(a, nv, buf, sizeof buf, &len), LUNSNAP_RESULT_INVALID_ARGUMENT);
             EXPECT(lunsnap_check_message(a, SIZE_MAX, buf, sizeof buf, &len), LUNSNAP_RESULT_INVALID_ARGUMENT);
@@ -769,6 +804,7 @@ static void test_failing_io(void) {
         EXPECT_OK(lunsnap_check(a, &nv));
         CHECK(nv == 0, "check with the device healed: %zu violations", nv);
         EXPECT(lunsnap_check_message(a, 0, buf, sizeof buf, &len), LUNSNAP_RESULT_INVALID_ARGUMENT);
+        EXPECT(lunsnap_check_severity(a, 0, &(uint32_t){0}), LUNSNAP_RESULT_INVALID_ARGUMENT);
     }
 
     /* A failed reopen: the handle refuses further use (until freed). */
@@ -3164,6 +3200,61 @@ static void test_files(void) {
     a = NULL;
     EXPECT_OK(lunsnap_open_file(path, 512, &oo, &a));
     lunsnap_free(a);
+    /* An image file whose newest superblock is damaged in both copies: COMMIT_LOST,
+     * then a rollback when allowed. (g1 only adds LUN 2, so that no extent g0 maps is
+     * freed, and discarded, by g1's commit.) */
+    a = NULL;
+    EXPECT_OK(lunsnap_format_file(path, BS, BLOCKS, &o, &a));
+    if (a) {
+        uint8_t w4[4096];
+        fill_bytes(w4, sizeof w4, 44);
+        EXPECT_OK(lunsnap_create_lun(a, 1, LUN_SIZE));
+        EXPECT_OK(lunsnap_write(a, 1, 0, w4, sizeof w4));
+        EXPECT_OK(lunsnap_flush(a));
+        EXPECT_OK(lunsnap_create_lun(a, 2, LUN_SIZE));
+        EXPECT_OK(lunsnap_flush(a));
+        lunsnap_pool_info p = {.struct_size = sizeof p};
+        EXPECT_OK(lunsnap_get_pool_info(a, &p));
+        uint64_t g1 = p.generation;
+        lunsnap_free(a);
+        FILE *img = fopen(path, "r+b");
+        CHECK(img != NULL, "cannot open %s", path);
+        if (img) {
+            uint64_t pages[2] = {g1 % 2, (uint64_t)BLOCKS * BS / 4096 - 2 + g1 % 2};
+            for (int i = 0; i < 2; i++) {
+                uint8_t byte = 0;
+                long at = (long)(pages[i] * 4096 + 100);
+                CHECK(fseek(img, at, SEEK_SET) == 0 && fread(&byte, 1, 1, img) == 1, "cannot read %s", path);
+                byte ^= 0xff;
+                CHECK(fseek(img, at, SEEK_SET) == 0 && fwrite(&byte, 1, 1, img) == 1, "cannot write %s", path);
+            }
+            CHECK(fclose(img) == 0, "cannot close %s", path);
+        }
+        char want[96];
+        snprintf(want, sizeof want, "both copies of the superblock of generation %llu are damaged",
+                 (unsigned long long)g1);
+        a = sentinel;
+        EXPECT_MSG(lunsnap_open_file(path, BS, &oo, &a), LUNSNAP_RESULT_COMMIT_LOST, want);
+        CHECK(a == sentinel, "a refused open_file wrote *out");
+        lunsnap_open_options ro = open_defaults();
+        ro.allow_rollback = 1;
+        a = NULL;
+        EXPECT_OK(lunsnap_open_file(path, BS, &ro, &a));
+        if (a) {
+            EXPECT_OK(lunsnap_get_pool_info(a, &p));
+            size_t n = 0;
+            EXPECT_OK(lunsnap_luns(a, NULL, 0, &n));
+            uint8_t r4[4096];
+            EXPECT_OK(lunsnap_read(a, 1, 0, r4, sizeof r4));
+            CHECK(p.generation == g1 - 1 && p.rollback_lost_generation == g1 && p.rollback_kept_generation == g1 - 1 &&
+                      n == 1 && memcmp(r4, w4, sizeof w4) == 0,
+                  "file rolled back: generation %llu, rollback %llu -> %llu, %zu LUNs, LUN 1 %s",
+                  (unsigned long long)p.generation, (unsigned long long)p.rollback_lost_generation,
+                  (unsigned long long)p.rollback_kept_generation, n,
+                  memcmp(r4, w4, sizeof w4) == 0 ? "intact" : "differs");
+            EXPECT_OK(lunsnap_close(a));
+        }
+    }
     /* No array, and a length that is no whole number of blocks: the file's fault. */
     CHECK(truncate(blank, 256 * 4096 + 512) == 0, "cannot resize %s", blank);
     EXPECT_MSG(lunsnap_open_file(blank, 4096, &oo, &a), LUNSNAP_RESULT_INVALID_PATH,
@@ -3654,6 +3745,582 @@ static void test_device_detail(void) {
     hostdev_destroy(&d);
 }
 
+/* ---- metadata copies, healing, scrub, lost commits ------------------------------------------- */
+
+/* Arrays on a host device of 4 KiB blocks: a block is a metadata page. */
+#define PAGE 4096u
+#define MD_BLOCKS 2048u
+#define MD_LUN_SIZE (256u * 1024u)
+
+static uint8_t md_want[MD_LUN_SIZE], md_got[MD_LUN_SIZE];
+
+/* Where an array keeps its metadata (docs/FORMAT.md): superblock slots 0 and 1 in
+ * pages 0 and 1, their second copies in the device's last two pages; the metadata
+ * area from page 2, `meta_pages` long; with two copies, page p's second copy at page
+ * p + mirror (the area again, just before the superblocks' second copies). */
+typedef struct {
+    uint64_t device_pages, meta_pages, mirror;
+    uint32_t copies;
+} md_layout;
+
+static lunsnap_pool_info pool_of(lunsnap_array *a) {
+    lunsnap_pool_info p;
+    memset(&p, 0, sizeof p);
+    p.struct_size = sizeof p;
+    EXPECT_OK(lunsnap_get_pool_info(a, &p));
+    return p;
+}
+
+/* The layout, from what lunsnap_pool_info says is provisioned: every copy of the
+ * metadata area and the four superblock pages. */
+static md_layout layout_of(lunsnap_array *a, const hostdev *d) {
+    lunsnap_pool_info p = pool_of(a);
+    md_layout l = {d->block_count * d->block_size / PAGE, 0, 0, p.metadata_copies};
+    if (p.metadata_copies == 1 || p.metadata_copies == 2) {
+        l.meta_pages = (p.metadata_provisioned_bytes / PAGE - 4) / p.metadata_copies;
+    }
+    l.mirror = p.metadata_copies == 2 ? l.device_pages - 4 - l.meta_pages : 0;
+    return l;
+}
+
+static uint8_t *page_at(hostdev *d, uint64_t page) {
+    return d->durable + page * PAGE;
+}
+
+static bool page_blank(hostdev *d, uint64_t page) {
+    return all_bytes(page_at(d, page), PAGE, 0);
+}
+
+/* Damages a page on the medium as a bad sector would: bytes flipped in its body (its
+ * header stays readable: a superblock still names its generation). */
+static void damage_page(hostdev *d, uint64_t page) {
+    uint8_t *p = page_at(d, page);
+    p[100] ^= 0xff;
+    p[2049] ^= 0x5a;
+}
+
+/* Damages every page in use (not all zeros) of pages [first, first + n): how many. */
+static uint64_t damage_range(hostdev *d, uint64_t first, uint64_t n) {
+    uint64_t k = 0;
+    for (uint64_t p = first; p < first + n; p++) {
+        if (!page_blank(d, p)) {
+            damage_page(d, p);
+            k++;
+        }
+    }
+    return k;
+}
+
+/* The generation in a metadata page's header (bytes 24..32, little-endian). */
+static uint64_t page_txid(hostdev *d, uint64_t page) {
+    const uint8_t *p = page_at(d, page);
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) {
+        v = v << 8 | p[24 + i];
+    }
+    return v;
+}
+
+/* LUN `lun` reads whole as fill_bytes(seed). */
+static bool lun_reads(lunsnap_array *a, uint32_t lun, uint8_t seed) {
+    fill_bytes(md_want, sizeof md_want, seed);
+    memset(md_got, 0xee, sizeof md_got);
+    lunsnap_result r = lunsnap_read(a, lun, 0, md_got, sizeof md_got);
+    return r == LUNSNAP_RESULT_OK && memcmp(md_want, md_got, sizeof md_got) == 0;
+}
+
+static void write_lun(lunsnap_array *a, uint32_t lun, uint8_t seed, size_t len) {
+    fill_bytes(md_want, sizeof md_want, seed);
+    EXPECT_OK(lunsnap_write(a, lun, 0, md_want, len));
+}
+
+static size_t violations(lunsnap_array *a) {
+    size_t nv = 999;
+    EXPECT_OK(lunsnap_check(a, &nv));
+    return nv;
+}
+
+/* What a scrub's progress callback saw. */
+typedef struct {
+    uint64_t calls, last_done, total;
+    bool in_order; /* done 1, 2, 3, ... with the same total, never above it */
+} scrub_progress;
+
+static void on_progress(void *ctx, uint64_t done, uint64_t total) {
+    scrub_progress *p = ctx;
+    if (done != p->last_done + 1 || (p->calls > 0 && total != p->total) || done > total) {
+        p->in_order = false;
+    }
+    p->calls++;
+    p->last_done = done;
+    p->total = total;
+}
+
+static void test_metadata_copies(void) {
+    section = "metadata copies";
+    lunsnap_array *const sentinel = forged();
+    lunsnap_pool_info p[3];
+    uint64_t min[3] = {0, 0, 0};
+    memset(p, 0, sizeof p);
+    for (uint32_t c = 1; c <= 2; c++) {
+        lunsnap_format_options o = small_opts();
+        o.metadata_copies = c;
+        EXPECT_OK(lunsnap_min_device_bytes(&o, &min[c]));
+        lunsnap_array *a = NULL;
+        EXPECT_OK(lunsnap_format_mem(BS, BLOCKS, &o, &a));
+        if (!a) {
+            return;
+        }
+        EXPECT_OK(lunsnap_create_lun(a, 1, LUN_SIZE));
+        EXPECT_OK(lunsnap_create_copy(a, 1, 2, true));
+        EXPECT_OK(lunsnap_flush(a));
+        p[c] = pool_of(a);
+        lunsnap_free(a);
+        CHECK(p[c].metadata_copies == c, "formatted with %u copies: pool_info says %u", c, p[c].metadata_copies);
+        CHECK(p[c].healed_pages == 0 && p[c].pending_heals == 0 && p[c].rollback_lost_generation == 0 &&
+                  p[c].rollback_kept_generation == 0,
+              "a new array (%u copies): healed %llu, pending %llu, rollback %llu/%llu", c,
+              (unsigned long long)p[c].healed_pages, (unsigned long long)p[c].pending_heals,
+              (unsigned long long)p[c].rollback_lost_generation, (unsigned long long)p[c].rollback_kept_generation);
+    }
+    /* The second copy costs the metadata area again, on the device and in use; the
+     * superblocks' four pages are there with either. */
+    CHECK(p[2].metadata_provisioned_bytes > p[1].metadata_provisioned_bytes,
+          "metadata provisioned: %llu bytes with 2 copies, %llu with 1",
+          (unsigned long long)p[2].metadata_provisioned_bytes, (unsigned long long)p[1].metadata_provisioned_bytes);
+    CHECK(p[1].metadata_used_bytes > 4 * PAGE &&
+              p[2].metadata_used_bytes - 4 * PAGE == 2 * (p[1].metadata_used_bytes - 4 * PAGE),
+          "metadata used: %llu bytes with 2 copies, %llu with 1 (each counts the 4 superblock pages)",
+          (unsigned long long)p[2].metadata_used_bytes, (unsigned long long)p[1].metadata_used_bytes);
+    CHECK(p[2].capacity_bytes <= p[1].capacity_bytes, "capacity %llu with 2 copies, %llu with 1",
+          (unsigned long long)p[2].capacity_bytes, (unsigned long long)p[1].capacity_bytes);
+    CHECK(min[2] > min[1], "least device: %llu bytes with 2 copies, %llu with 1", (unsigned long long)min[2],
+          (unsigned long long)min[1]);
+    /* A device with room for one copy only: two do not fit. */
+    if (min[2] > min[1]) {
+        uint64_t blocks = (min[1] + BS - 1) / BS;
+        if (blocks * BS < min[2]) {
+            lunsnap_format_options o = small_opts();
+            lunsnap_array *a = sentinel;
+            EXPECT_MSG(lunsnap_format_mem(BS, blocks, &o, &a), LUNSNAP_RESULT_DEVICE_TOO_SMALL, "needs");
+            CHECK(a == sentinel, "a refused format wrote *out");
+            o.metadata_copies = 1;
+            a = NULL;
+            EXPECT_OK(lunsnap_format_mem(BS, blocks, &o, &a));
+            lunsnap_free(a);
+        }
+    }
+    /* Any other number is refused before a device is made. */
+    static const uint32_t bad[] = {0, 3, 255, UINT32_MAX};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        lunsnap_format_options o = small_opts();
+        o.metadata_copies = bad[i];
+        lunsnap_array *a = sentinel;
+        EXPECT_MSG(lunsnap_format_mem(BS, BLOCKS, &o, &a), LUNSNAP_RESULT_INVALID_OPTIONS,
+                   "metadata_copies must be 1 or 2");
+        CHECK(a == sentinel, "metadata_copies %u: *out written", bad[i]);
+        uint64_t m = 77;
+        EXPECT(lunsnap_min_device_bytes(&o, &m), LUNSNAP_RESULT_INVALID_OPTIONS);
+        CHECK(m == 77, "metadata_copies %u: lunsnap_min_device_bytes wrote *out", bad[i]);
+    }
+    /* Options from an older header, without the field: two copies. */
+    {
+        lunsnap_format_options o = small_opts();
+        o.metadata_copies = 0; /* outside the struct_size below: not read */
+        o.struct_size = offsetof(lunsnap_format_options, metadata_copies);
+        uint64_t m = 0;
+        EXPECT_OK(lunsnap_min_device_bytes(&o, &m));
+        CHECK(m == min[2], "options without metadata_copies: least device %llu, want %llu (two copies)",
+              (unsigned long long)m, (unsigned long long)min[2]);
+        lunsnap_array *a = NULL;
+        EXPECT_OK(lunsnap_format_mem(BS, BLOCKS, &o, &a));
+        if (a) {
+            CHECK(pool_of(a).metadata_copies == 2, "options without metadata_copies: not two copies");
+            lunsnap_free(a);
+        }
+    }
+}
+
+static void test_heal_and_scrub(void) {
+    section = "healing";
+    hostdev d;
+    if (!hostdev_init(&d, PAGE, MD_BLOCKS)) {
+        CHECK(false, "out of memory");
+        return;
+    }
+    lunsnap_device_callbacks cb = hostdev_callbacks(&d);
+    lunsnap_format_options o = small_opts(); /* two copies: the default */
+    lunsnap_array *a = NULL;
+    EXPECT_OK(lunsnap_format_callbacks(&cb, &o, &a));
+    if (!a) {
+        hostdev_destroy(&d);
+        return;
+    }
+    EXPECT_OK(lunsnap_create_lun(a, 1, MD_LUN_SIZE));
+    EXPECT_OK(lunsnap_create_lun(a, 2, MD_LUN_SIZE));
+    write_lun(a, 1, 11, MD_LUN_SIZE);
+    write_lun(a, 2, 22, MD_LUN_SIZE);
+    EXPECT_OK(lunsnap_create_copy(a, 1, 3, true));
+    EXPECT_OK(lunsnap_add_host(a, 7, "backup"));
+    EXPECT_OK(lunsnap_grant(a, 3, 7, LUNSNAP_ACCESS_READ));
+    md_layout l = layout_of(a, &d);
+    EXPECT_OK(lunsnap_close(a));
+    CHECK(d.npending == 0, "after close: %llu blocks not flushed", (unsigned long long)d.npending);
+
+    /* On the medium: the second copies are byte for byte the first ones. */
+    CHECK(l.copies == 2 && l.meta_pages > 0 && l.mirror >= 2 + l.meta_pages,
+          "layout: %u copies, %llu metadata pages, second copies %llu pages on", l.copies,
+          (unsigned long long)l.meta_pages, (unsigned long long)l.mirror);
+    uint64_t used = 0, differ = 0;
+    for (uint64_t pg = 2; pg < 2 + l.meta_pages; pg++) {
+        if (!page_blank(&d, pg)) {
+            used++;
+            differ += memcmp(page_at(&d, pg), page_at(&d, pg + l.mirror), PAGE) != 0;
+        }
+    }
+    CHECK(used > 0 && differ == 0, "%llu metadata pages in use, %llu differ from their second copy",
+          (unsigned long long)used, (unsigned long long)differ);
+    for (uint64_t slot = 0; slot < 2; slot++) {
+        CHECK(!page_blank(&d, slot) && memcmp(page_at(&d, slot), page_at(&d, l.device_pages - 2 + slot), PAGE) == 0,
+              "superblock slot %llu: its copies differ", (unsigned long long)slot);
+    }
+
+    /* Every first copy in use damaged: the array opens, and reads right from the
+     * second copies; the bad copies wait for the next commit. */
+    uint64_t damaged = damage_range(&d, 2, l.meta_pages);
+    a = NULL;
+    EXPECT_OK(lunsnap_open_callbacks(&cb, NULL, &a));
+    if (!a) {
+        hostdev_destroy(&d);
+        return;
+    }
+    lunsnap_pool_info q = pool_of(a);
+    CHECK(q.pending_heals > 0 && q.healed_pages == 0 && q.metadata_copies == 2,
+          "opened over %llu damaged first copies: %llu pending heals, %llu healed", (unsigned long long)damaged,
+          (unsigned long long)q.pending_heals, (unsigned long long)q.healed_pages);
+    CHECK(lun_reads(a, 1, 11) && lun_reads(a, 2, 22) && lun_reads(a, 3, 11),
+          "a LUN reads wrong over damaged first copies");
+    CHECK(violations(a) == 0, "check over damaged first copies found violations");
+    lunsnap_pool_info r = pool_of(a);
+    CHECK(r.pending_heals >= q.pending_heals && r.pending_heals <= damaged && r.healed_pages == 0,
+          "after reading everything: %llu pending heals (at open %llu, %llu pages damaged)",
+          (unsigned long long)r.pending_heals, (unsigned long long)q.pending_heals, (unsigned long long)damaged);
+    EXPECT_OK(lunsnap_flush(a));
+    lunsnap_pool_info f = pool_of(a);
+    CHECK(f.pending_heals == 0 && f.healed_pages == r.pending_heals,
+          "after the commit: %llu pending, %llu healed (want 0 and %llu)", (unsigned long long)f.pending_heals,
+          (unsigned long long)f.healed_pages, (unsigned long long)r.pending_heals);
+    EXPECT_OK(lunsnap_close(a));
+    /* Durably: a fresh open reads everything from first copies, and keeps the count. */
+    a = NULL;
+    EXPECT_OK(lunsnap_open_callbacks(&cb, NULL, &a));
+    if (!a) {
+        hostdev_destroy(&d);
+        return;
+    }
+    CHECK(lun_reads(a, 1, 11) && lun_reads(a, 2, 22) && lun_reads(a, 3, 11), "a LUN reads wrong after the heal");
+    CHECK(violations(a) == 0, "check after the heal found violations");
+    r = pool_of(a);
+    CHECK(r.pending_heals == 0 && r.healed_pages == f.healed_pages,
+          "reopened after the heal: %llu pending heals (want 0), %llu healed (want %llu)",
+          (unsigned long long)r.pending_heals, (unsigned long long)r.healed_pages,
+          (unsigned long long)f.healed_pages);
+    EXPECT_OK(lunsnap_close(a));
+
+    /* Every second copy damaged, the superblocks' too: reads never see it (they use
+     * the first copies); a scrub finds and rewrites them. */
+    section = "scrub";
+    uint64_t damaged2 = damage_range(&d, 2 + l.mirror, l.meta_pages);
+    damage_page(&d, l.device_pages - 2);
+    damage_page(&d, l.device_pages - 1);
+    a = NULL;
+    EXPECT_OK(lunsnap_open_callbacks(&cb, NULL, &a));
+    if (!a) {
+        hostdev_destroy(&d);
+        return;
+    }
+    CHECK(lun_reads(a, 1, 11) && lun_reads(a, 2, 22), "a LUN reads wrong with damaged second copies");
+    lunsnap_pool_info before = pool_of(a);
+    CHECK(before.pending_heals == 2, "damaged second superblock copies: %llu pending heals, want 2 (found at open)",
+          (unsigned long long)before.pending_heals);
+
+    /* Refused calls: no scrub, nothing written, no progress. */
+    scrub_progress pr = {0, 0, 0, true};
+    lunsnap_scrub_report rep;
+    memset(&rep, 0x33, sizeof rep);
+    rep.struct_size = 0;
+    EXPECT_MSG(lunsnap_scrub(a, on_progress, &pr, &rep), LUNSNAP_RESULT_INVALID_ARGUMENT,
+               "lunsnap_scrub: `out->struct_size` is 0");
+    EXPECT(lunsnap_scrub(a, on_progress, &pr, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    rep.struct_size = sizeof rep;
+    EXPECT(lunsnap_scrub(NULL, on_progress, &pr, &rep), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_scrub(forged(), on_progress, &pr, &rep), LUNSNAP_RESULT_INVALID_HANDLE);
+    CHECK(pr.calls == 0 && all_bytes((const uint8_t *)&rep + sizeof(size_t), sizeof rep - sizeof(size_t), 0x33),
+          "a refused scrub called progress (%llu times) or wrote *out", (unsigned long long)pr.calls);
+    uint64_t addr = 77;
+    size_t len = 77;
+    char msg[512];
+    EXPECT_MSG(lunsnap_scrub_lost(a, 0, &addr, msg, sizeof msg, &len), LUNSNAP_RESULT_INVALID_ARGUMENT,
+               "the last lunsnap_scrub on this handle listed 0 lost pages");
+
+    EXPECT_OK(lunsnap_scrub(a, on_progress, &pr, &rep));
+    CHECK(rep.struct_size == sizeof rep, "lunsnap_scrub changed struct_size");
+    /* Every page in use had its second copy damaged: each metadata page the scrub
+     * read (all its pages but the 4 superblock copies) is healed, and so are the two
+     * superblock copies the open found bad. */
+    CHECK(rep.pages > 4 && rep.healed == rep.pages - 4 + 2 && rep.healed <= damaged2 + 2 && rep.lost_count == 0 &&
+              rep.lost_listed == 0,
+          "scrub: %llu pages (4 of them superblock copies), %llu healed (%llu second copies damaged, and 2 "
+          "superblocks), %llu lost",
+          (unsigned long long)rep.pages, (unsigned long long)rep.healed, (unsigned long long)damaged2,
+          (unsigned long long)rep.lost_count);
+    CHECK(pr.calls > 0 && pr.in_order && pr.last_done <= pr.total,
+          "progress: %llu calls, last %llu of %llu, %s", (unsigned long long)pr.calls,
+          (unsigned long long)pr.last_done, (unsigned long long)pr.total, pr.in_order ? "in order" : "out of order");
+    lunsnap_pool_info after = pool_of(a);
+    CHECK(after.healed_pages == before.healed_pages + rep.healed && after.pending_heals == 0,
+          "after the scrub: %llu healed (want %llu), %llu pending", (unsigned long long)after.healed_pages,
+          (unsigned long long)(before.healed_pages + rep.healed), (unsigned long long)after.pending_heals);
+    CHECK(after.generation > before.generation, "the scrub healed but did not commit: generation %llu",
+          (unsigned long long)after.generation);
+    EXPECT(lunsnap_scrub_lost(a, 0, &addr, msg, sizeof msg, &len), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    CHECK(addr == 77 && len == 77, "a refused lunsnap_scrub_lost wrote its out-parameters");
+    /* Again, without a progress callback: nothing left to heal, nothing committed. A
+     * shorter report gets the fields inside its struct_size only. */
+    lunsnap_scrub_report again;
+    memset(&again, 0x33, sizeof again);
+    again.struct_size = offsetof(lunsnap_scrub_report, lost_count);
+    EXPECT_OK(lunsnap_scrub(a, NULL, NULL, &again));
+    CHECK(again.pages == rep.pages && again.healed == 0, "a second scrub: %llu pages (want %llu), %llu healed",
+          (unsigned long long)again.pages, (unsigned long long)rep.pages, (unsigned long long)again.healed);
+    CHECK(pool_of(a).generation == after.generation, "a scrub of a clean array committed");
+    CHECK(all_bytes((const uint8_t *)&again.lost_count,
+                    sizeof again - offsetof(lunsnap_scrub_report, lost_count), 0x33),
+          "lunsnap_scrub wrote past struct_size");
+    CHECK(violations(a) == 0, "check after the scrub found violations");
+    EXPECT_OK(lunsnap_close(a));
+    /* The proof that the scrub rewrote the second copies: now every first copy is
+     * damaged (the superblocks' too), and everything still reads. */
+    damage_range(&d, 2, l.meta_pages);
+    damage_page(&d, 0);
+    damage_page(&d, 1);
+    a = NULL;
+    EXPECT_OK(lunsnap_open_callbacks(&cb, NULL, &a));
+    if (a) {
+        CHECK(lun_reads(a, 1, 11) && lun_reads(a, 2, 22) && lun_reads(a, 3, 11),
+              "a LUN reads wrong from the copies the scrub rewrote");
+        CHECK(violations(a) == 0, "check over the copies the scrub rewrote found violations");
+        CHECK(pool_of(a).pending_heals > 2, "damaged first copies: no pending heals");
+        EXPECT_OK(lunsnap_scrub(a, NULL, NULL, &rep));
+        CHECK(rep.lost_count == 0 && pool_of(a).pending_heals == 0, "the last scrub: %llu lost",
+              (unsigned long long)rep.lost_count);
+        EXPECT_OK(lunsnap_close(a));
+    }
+    hostdev_destroy(&d);
+
+    /* With one copy nothing can be healed: a scrub names the pages lost. */
+    section = "scrub, one copy";
+    if (!hostdev_init(&d, PAGE, MD_BLOCKS)) {
+        CHECK(false, "out of memory");
+        return;
+    }
+    cb = hostdev_callbacks(&d);
+    o.metadata_copies = 1;
+    a = NULL;
+    EXPECT_OK(lunsnap_format_callbacks(&cb, &o, &a));
+    if (!a) {
+        hostdev_destroy(&d);
+        return;
+    }
+    EXPECT_OK(lunsnap_create_lun(a, 1, MD_LUN_SIZE));
+    write_lun(a, 1, 11, MD_LUN_SIZE);
+    EXPECT_OK(lunsnap_flush(a));
+    l = layout_of(a, &d);
+    EXPECT_OK(lunsnap_scrub(a, NULL, NULL, &rep));
+    CHECK(rep.healed == 0 && rep.lost_count == 0 && rep.pages > 0, "a clean array of one copy: %llu healed, %llu lost",
+          (unsigned long long)rep.healed, (unsigned long long)rep.lost_count);
+    CHECK(l.copies == 1 && memcmp(page_at(&d, 0), page_at(&d, l.device_pages - 2), PAGE) == 0 &&
+              memcmp(page_at(&d, 1), page_at(&d, l.device_pages - 1), PAGE) == 0,
+          "one metadata copy: the superblocks still have two");
+    /* The metadata damaged under the open array: the scrub reads the device. */
+    uint64_t damaged1 = damage_range(&d, 2, l.meta_pages);
+    memset(&rep, 0, sizeof rep);
+    rep.struct_size = sizeof rep;
+    EXPECT_OK(lunsnap_scrub(a, NULL, NULL, &rep));
+    CHECK(rep.lost_count >= 1 && rep.lost_count <= damaged1 && rep.lost_listed == rep.lost_count && rep.healed == 0,
+          "one copy, %llu pages damaged: %llu lost, %llu listed, %llu healed", (unsigned long long)damaged1,
+          (unsigned long long)rep.lost_count, (unsigned long long)rep.lost_listed, (unsigned long long)rep.healed);
+    for (uint64_t i = 0; i < rep.lost_listed; i++) {
+        addr = 0;
+        len = 0;
+        EXPECT_OK(lunsnap_scrub_lost(a, (size_t)i, &addr, msg, sizeof msg, &len));
+        char want[64];
+        snprintf(want, sizeof want, "metadata page %llu: no good copy left: ", (unsigned long long)addr);
+        CHECK(addr >= 2 && addr < 2 + l.meta_pages && strncmp(msg, want, strlen(want)) == 0 && len == strlen(msg),
+              "lost page %llu: address %llu, message \"%s\" (%zu bytes)", (unsigned long long)i,
+              (unsigned long long)addr, msg, len);
+        if (i == 0) {
+            printf("  lost page, as lunsnap_scrub_lost gives it: %s\n", msg);
+        }
+    }
+    size_t full = 0;
+    EXPECT_OK(lunsnap_scrub_lost(a, 0, &addr, NULL, 0, &full));
+    CHECK(full > 0, "lost page 0: empty message");
+    EXPECT(lunsnap_scrub_lost(a, (size_t)rep.lost_listed, &addr, msg, sizeof msg, &len),
+           LUNSNAP_RESULT_INVALID_ARGUMENT);
+    EXPECT(lunsnap_scrub_lost(a, SIZE_MAX, &addr, msg, sizeof msg, &len), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    EXPECT_MSG(lunsnap_scrub_lost(a, 0, NULL, msg, sizeof msg, &len), LUNSNAP_RESULT_NULL_POINTER,
+               "`out_addr` is NULL");
+    EXPECT(lunsnap_scrub_lost(a, 0, &addr, msg, sizeof msg, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_scrub_lost(a, 0, &addr, NULL, 8, &len), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_scrub_lost(NULL, 0, &addr, msg, sizeof msg, &len), LUNSNAP_RESULT_NULL_POINTER);
+    lunsnap_free(a);
+    hostdev_destroy(&d);
+}
+
+/* The newest commit's superblock damaged in both copies. */
+static void test_commit_lost(void) {
+    section = "commit lost";
+    hostdev d;
+    if (!hostdev_init(&d, PAGE, MD_BLOCKS)) {
+        CHECK(false, "out of memory");
+        return;
+    }
+    lunsnap_device_callbacks cb = hostdev_callbacks(&d);
+    /* No discard: after g1's commit the library discards the extents g1 no longer
+     * maps, which g0 (what a rollback opens) still does, and this host zeroes what is
+     * discarded: the rolled-back LUN would read zeros there. */
+    cb.discard = NULL;
+    lunsnap_format_options o = small_opts();
+    lunsnap_array *a = NULL;
+    EXPECT_OK(lunsnap_format_callbacks(&cb, &o, &a));
+    if (!a) {
+        hostdev_destroy(&d);
+        return;
+    }
+    /* Generation g0: LUN 1 holds version 11; generation g1: version 22. */
+    EXPECT_OK(lunsnap_create_lun(a, 1, MD_LUN_SIZE));
+    write_lun(a, 1, 11, MD_LUN_SIZE);
+    EXPECT_OK(lunsnap_flush(a));
+    uint64_t g0 = pool_of(a).generation;
+    write_lun(a, 1, 22, MD_LUN_SIZE);
+    EXPECT_OK(lunsnap_flush(a));
+    uint64_t g1 = pool_of(a).generation;
+    md_layout l = layout_of(a, &d);
+    lunsnap_free(a); /* no further commit */
+    CHECK(g1 == g0 + 1 && d.npending == 0, "generations %llu then %llu, %llu blocks not flushed",
+          (unsigned long long)g0, (unsigned long long)g1, (unsigned long long)d.npending);
+    uint64_t first = g1 % 2, second = l.device_pages - 2 + g1 % 2;
+    CHECK(page_txid(&d, first) == g1 && page_txid(&d, second) == g1 && page_txid(&d, 1 - first) == g0,
+          "superblock pages %llu and %llu hold generations %llu and %llu, page %llu %llu (want %llu, %llu)",
+          (unsigned long long)first, (unsigned long long)second, (unsigned long long)page_txid(&d, first),
+          (unsigned long long)page_txid(&d, second), (unsigned long long)(1 - first),
+          (unsigned long long)page_txid(&d, 1 - first), (unsigned long long)g1, (unsigned long long)g0);
+
+    /* One copy damaged: nothing lost, the open heals it. */
+    damage_page(&d, first);
+    a = NULL;
+    EXPECT_OK(lunsnap_open_callbacks(&cb, NULL, &a));
+    if (a) {
+        lunsnap_pool_info p = pool_of(a);
+        CHECK(p.generation == g1 && p.pending_heals == 1 && p.rollback_lost_generation == 0,
+              "one superblock copy damaged: generation %llu (want %llu), %llu pending heals (want 1), rollback %llu",
+              (unsigned long long)p.generation, (unsigned long long)g1, (unsigned long long)p.pending_heals,
+              (unsigned long long)p.rollback_lost_generation);
+        CHECK(lun_reads(a, 1, 22), "one superblock copy damaged: LUN 1 is not generation %llu's",
+              (unsigned long long)g1);
+        lunsnap_free(a);
+    }
+
+    /* Both copies damaged (their headers still name generation g1): refused. */
+    damage_page(&d, second);
+    lunsnap_array *const sentinel = forged();
+    char want[200];
+    snprintf(want, sizeof want,
+             "lunsnap_open_callbacks: both copies of the superblock of generation %llu are damaged: that commit is "
+             "lost and opening would roll the array back to generation %llu",
+             (unsigned long long)g1, (unsigned long long)g0);
+    a = sentinel;
+    EXPECT_MSG(lunsnap_open_callbacks(&cb, NULL, &a), LUNSNAP_RESULT_COMMIT_LOST, want);
+    printf("  %s\n", last_message(NULL));
+    CHECK(last_message_has(NULL, "from C: open with lunsnap_open_options.allow_rollback set to 1"),
+          "the COMMIT_LOST message does not say how C allows the rollback: \"%s\"", last_message(NULL));
+    lunsnap_open_options oo = open_defaults();
+    EXPECT_MSG(lunsnap_open_callbacks(&cb, &oo, &a), LUNSNAP_RESULT_COMMIT_LOST, want);
+    /* Options from an older header (no allow_rollback field) take the default, 0. */
+    oo.allow_rollback = 1;
+    oo.struct_size = offsetof(lunsnap_open_options, allow_rollback);
+    EXPECT(lunsnap_open_callbacks(&cb, &oo, &a), LUNSNAP_RESULT_COMMIT_LOST);
+    oo = open_defaults();
+    oo.allow_rollback = 2;
+    EXPECT_MSG(lunsnap_open_callbacks(&cb, &oo, &a), LUNSNAP_RESULT_INVALID_OPTIONS,
+               "allow_rollback is 2: it must be 0 or 1");
+    CHECK(a == sentinel, "a refused open wrote *out");
+    const char *s = lunsnap_strerror(LUNSNAP_RESULT_COMMIT_LOST);
+    CHECK(strstr(s, "roll") != NULL, "lunsnap_strerror(COMMIT_LOST) = \"%s\"", s);
+
+    /* Allowed: the array opens at g0 and says so. */
+    oo = open_defaults();
+    oo.allow_rollback = 1;
+    a = NULL;
+    EXPECT_OK(lunsnap_open_callbacks(&cb, &oo, &a));
+    if (!a) {
+        hostdev_destroy(&d);
+        return;
+    }
+    lunsnap_pool_info p = pool_of(a);
+    CHECK(p.generation == g0 && p.rollback_lost_generation == g1 && p.rollback_kept_generation == g0,
+          "rolled back: generation %llu, rollback %llu -> %llu (want %llu, %llu -> %llu)",
+          (unsigned long long)p.generation, (unsigned long long)p.rollback_lost_generation,
+          (unsigned long long)p.rollback_kept_generation, (unsigned long long)g0, (unsigned long long)g1,
+          (unsigned long long)g0);
+    CHECK(lun_reads(a, 1, 11), "rolled back: LUN 1 is not generation %llu's", (unsigned long long)g0);
+    size_t nv = violations(a);
+    CHECK(nv == 1, "rolled back: check found %zu violations, want 1 (the notice)", nv);
+    if (nv >= 1) {
+        uint32_t sev = 0;
+        EXPECT_OK(lunsnap_check_severity(a, 0, &sev));
+        char m[512];
+        size_t len = 0;
+        EXPECT_OK(lunsnap_check_message(a, 0, m, sizeof m, &len));
+        CHECK(sev == LUNSNAP_SEVERITY_NOTICE && strstr(m, "rolled back") != NULL,
+              "the rollback's violation: severity %u, \"%s\"", sev, m);
+    }
+    /* The handle keeps allow_rollback: a reopen before any commit rolls back again. */
+    EXPECT_OK(lunsnap_reopen(a));
+    p = pool_of(a);
+    CHECK(p.generation == g0 && p.rollback_lost_generation == g1, "reopened: generation %llu, rollback %llu",
+          (unsigned long long)p.generation, (unsigned long long)p.rollback_lost_generation);
+    /* A commit writes over the damaged slot and records the rollback. */
+    write_lun(a, 1, 33, 4096);
+    EXPECT_OK(lunsnap_close(a));
+    a = NULL;
+    EXPECT_OK(lunsnap_open_callbacks(&cb, NULL, &a));
+    if (a) {
+        p = pool_of(a);
+        CHECK(p.generation > g0 && p.rollback_lost_generation == g1 && p.rollback_kept_generation == g0,
+              "after the commit: generation %llu, rollback %llu -> %llu", (unsigned long long)p.generation,
+              (unsigned long long)p.rollback_lost_generation, (unsigned long long)p.rollback_kept_generation);
+        nv = violations(a);
+        uint32_t sev = 0;
+        CHECK(nv == 1 && lunsnap_check_severity(a, 0, &sev) == LUNSNAP_RESULT_OK && sev == LUNSNAP_SEVERITY_NOTICE,
+              "the rollback is still reported: %zu violations, severity %u", nv, sev);
+        uint8_t w[4096];
+        fill_bytes(w, sizeof w, 33);
+        EXPECT_OK(lunsnap_read(a, 1, 0, md_got, sizeof w));
+        CHECK(memcmp(md_got, w, sizeof w) == 0, "the write after the rollback is lost");
+        uint64_t g = p.generation;
+        lunsnap_free(a);
+        /* Both copies zeroed: the generation they held is unknown, so it "may be" lost. */
+        memset(page_at(&d, g % 2), 0, PAGE);
+        memset(page_at(&d, l.device_pages - 2 + g % 2), 0, PAGE);
+        snprintf(want, sizeof want, "superblock of generation %llu are damaged: that commit may be lost",
+                 (unsigned long long)g);
+        EXPECT_MSG(lunsnap_open_callbacks(&cb, NULL, &a), LUNSNAP_RESULT_COMMIT_LOST, want);
+    }
+    hostdev_destroy(&d);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     test_version_and_messages();
@@ -3678,6 +4345,9 @@ int main(void) {
     test_struct_size();
     test_new_queries();
     test_device_detail();
+    test_metadata_copies();
+    test_heal_and_scrub();
+    test_commit_lost();
 #if defined(LUNSNAP_FEATURE_STD)
     test_files();
 #endif

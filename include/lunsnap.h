@@ -21,12 +21,13 @@
  * replaces it. In the no_std build the NULL form is one slot for the library.
  *
  * Structs that may grow (lunsnap_format_options, lunsnap_open_options,
- * lunsnap_device_callbacks, lunsnap_lun_info, lunsnap_pool_info) start with
- * size_t struct_size: set it to sizeof the struct (lunsnap_*_options_init do it
- * for options) before passing one, in or out. The library reads or writes only
- * the fields inside the caller's struct_size, never past it, so a program built
- * against an older header (shorter structs) keeps working when fields are
- * appended; fields an input lacks take their defaults. List items
+ * lunsnap_device_callbacks, lunsnap_lun_info, lunsnap_pool_info,
+ * lunsnap_scrub_report) start with size_t struct_size: set it to sizeof the
+ * struct (lunsnap_*_options_init do it for options) before passing one, in or
+ * out. The library reads or writes only the fields inside the caller's
+ * struct_size, never past it, so a program built against an older header
+ * (shorter structs) keeps working when fields are appended; fields an input
+ * lacks take their defaults. List items
  * (lunsnap_map_range, lunsnap_diff_range, lunsnap_host_grant) are frozen.
  *
  * ABI: 0.2.0 changed the ABI of 0.1 (struct_size first in those structs,
@@ -77,6 +78,10 @@
 // `LUNSNAP_RESULT_INVALID_ARGUMENT`: most likely the field was not set).
 #define LUNSNAP_STRUCT_SIZE_MAX 4096
 
+// The most lost pages a scrub describes one by one (`lunsnap_scrub_report`'s
+// `lost_listed`); more are only counted.
+#define LUNSNAP_SCRUB_LOST_MAX 1000
+
 // The result of every fallible function. `LUNSNAP_RESULT_OK` (0) is success; the
 // numbers of the others are stable and never reused.
 enum lunsnap_result
@@ -115,11 +120,18 @@ enum lunsnap_result
   // opened with (the message names both): open it with the block size it was
   // formatted with.
   LUNSNAP_RESULT_BLOCK_SIZE_MISMATCH = 16,
+  // Both copies of the superblock that may hold the newest commit are damaged:
+  // opening would roll the array back to the commit before it, so the open is
+  // refused (the message names both generations, and says whether the newer
+  // one certainly existed). Open with `lunsnap_open_options.allow_rollback` set
+  // to accept the rollback.
+  LUNSNAP_RESULT_COMMIT_LOST = 17,
   // The device holds no lunsnap array (never formatted).
   LUNSNAP_RESULT_NOT_FORMATTED = 20,
   // The device holds lunsnap metadata but no array.
   LUNSNAP_RESULT_NOT_AN_ARRAY = 21,
-  // The device was written by an unknown (newer) format version.
+  // The device was written by an on-disk format version this build does not
+  // read: a newer one (upgrade lunsnap), or an older one (the message says so).
   LUNSNAP_RESULT_UNSUPPORTED_VERSION = 22,
   // The device uses incompatible features this build does not know.
   LUNSNAP_RESULT_INCOMPATIBLE_FEATURES = 23,
@@ -226,6 +238,29 @@ typedef uint32_t lunsnap_access;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// How much a violation `lunsnap_check` found matters (`lunsnap_check_severity`
+// gives it as a `uint32_t`): the higher, the worse.
+enum lunsnap_severity
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Worth knowing, nothing to repair: the array was rolled back by an open that
+  // allowed it (`lunsnap_open_options.allow_rollback`).
+  LUNSNAP_SEVERITY_NOTICE = 1,
+  // Space counted as used that nothing references: wasted, never wrong data.
+  LUNSNAP_SEVERITY_LEAK = 2,
+  // Anything else: metadata that is unreadable or inconsistent.
+  LUNSNAP_SEVERITY_DAMAGE = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum lunsnap_severity lunsnap_severity;
+#else
+typedef uint32_t lunsnap_severity;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // Opaque array handle.
 typedef struct lunsnap_array lunsnap_array;
 
@@ -244,6 +279,12 @@ typedef struct {
   uint64_t cache_bytes;
   // An id stored in the superblock.
   uint8_t array_id[16];
+  // Copies of every metadata page: 1 or 2 (default 2). With two, a page whose
+  // copy is damaged is read from the other and rewritten (healed) by the next
+  // commit or by `lunsnap_scrub`; the second copies take the metadata area's
+  // size again at the device's end. The superblock always has two copies. Any
+  // other value is refused with `LUNSNAP_RESULT_INVALID_OPTIONS`.
+  uint32_t metadata_copies;
 } lunsnap_format_options;
 
 // Options for the `lunsnap_open_*` functions; start from
@@ -255,6 +296,16 @@ typedef struct {
   size_t struct_size;
   // Metadata cache budget in bytes (default 4 MiB).
   uint64_t cache_bytes;
+  // 0 (the default): when both copies of the superblock that may hold the
+  // newest commit are damaged, the open fails with
+  // `LUNSNAP_RESULT_COMMIT_LOST` rather than silently open an older commit.
+  // 1: open the newest commit that can be read instead (a rollback), recorded
+  // in the array and reported from then on (`lunsnap_pool_info`'s
+  // `rollback_lost_generation` and `rollback_kept_generation`, a
+  // `LUNSNAP_SEVERITY_NOTICE` from `lunsnap_check`). The handle keeps the
+  // setting for `lunsnap_reopen`. Any other value is refused with
+  // `LUNSNAP_RESULT_INVALID_OPTIONS`.
+  uint8_t allow_rollback;
 } lunsnap_open_options;
 
 // A host-supplied block device: callbacks over the host's own storage. Set
@@ -355,9 +406,11 @@ typedef struct {
   uint64_t unreserved_bytes;
   // Bytes of data extents not in use.
   uint64_t free_bytes;
-  // Bytes of metadata in use (the two superblock slots count: never 0).
+  // Bytes of metadata pages in use on the device, every copy and the four
+  // superblock pages (two slots, two copies each) included: never 0.
   uint64_t metadata_used_bytes;
-  // Bytes of metadata provisioned at format.
+  // Bytes of metadata provisioned at format (sized for the worst case), every
+  // copy and the four superblock pages included.
   uint64_t metadata_provisioned_bytes;
   // Generation of the newest commit.
   uint64_t generation;
@@ -367,7 +420,50 @@ typedef struct {
   uint32_t luns;
   // LUN numbers run from 0 to `max_luns - 1`.
   uint32_t max_luns;
+  // Copies of every metadata page: 1 or 2 (`lunsnap_format_options`).
+  uint32_t metadata_copies;
+  // Metadata page copies found bad and rewritten from their good copy, over the
+  // array's life (as of the last commit).
+  uint64_t healed_pages;
+  // Bad copies found since the last commit (a read fell back to the other
+  // copy), which the next commit (`lunsnap_flush`, any change) rewrites.
+  uint64_t pending_heals;
+  // The generation lost by the last rollback an open allowed
+  // (`lunsnap_open_options.allow_rollback`); 0 if the array never lost a commit.
+  uint64_t rollback_lost_generation;
+  // The generation that open used instead (the one before the lost one); 0 if
+  // the array never lost a commit.
+  uint64_t rollback_kept_generation;
 } lunsnap_pool_info;
+
+// A scrub's progress: called with `ctx` as given to `lunsnap_scrub`, the number
+// of metadata pages scrubbed so far (one more at each call) and the number of
+// metadata pages in use (`done` may stop short of `total`: pages below a lost one
+// are not read).
+typedef void (*lunsnap_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+// What `lunsnap_scrub` did. The caller sets `struct_size`; the library fills the
+// fields inside it.
+typedef struct {
+  // `sizeof(lunsnap_scrub_report)` as the caller's program knows it: set it
+  // before the call (the library never writes past it, and leaves it unchanged).
+  size_t struct_size;
+  // Metadata pages whose copies were read (the superblock copies included).
+  uint64_t pages;
+  // Copies that were bad and were rewritten from their good copy, durably: those
+  // the scrub found, and those reads had found before it (pending heals, which
+  // its first commit rewrites). `lunsnap_pool_info.healed_pages` grows by this
+  // much.
+  uint64_t healed;
+  // Pages with no good copy left (0: every page the array uses has a good copy
+  // now). With one metadata copy a damaged metadata page is lost (only the
+  // superblock, always in two copies, can still be healed).
+  uint64_t lost_count;
+  // How many of the lost pages `lunsnap_scrub_lost` describes: the first
+  // `lost_listed` of them, at most `LUNSNAP_SCRUB_LOST_MAX` (the rest are only
+  // counted).
+  uint64_t lost_listed;
+} lunsnap_scrub_report;
 
 // One range of a LUN, as `lunsnap_map` reports it. A list item: its layout is
 // frozen (24 bytes; richer ranges would come with a new type and new functions).
@@ -452,9 +548,10 @@ lunsnap_result lunsnap_last_error_message(const lunsnap_array *array,
                                           size_t *out_len);
 
 // Fills `*opts` with the default format options (16 KiB extents, 1024 LUNs, 4 MiB
-// cache, zero array id) and sets `opts->struct_size` to `struct_size`, which must
-// be `sizeof *opts` (the library writes the fields that fit in it, and zeros the
-// rest): `lunsnap_format_options o; lunsnap_format_options_init(&o, sizeof o);`.
+// cache, zero array id, two metadata copies) and sets `opts->struct_size` to
+// `struct_size`, which must be `sizeof *opts` (the library writes the fields that
+// fit in it, and zeros the rest):
+// `lunsnap_format_options o; lunsnap_format_options_init(&o, sizeof o);`.
 //
 // Errors: `LUNSNAP_RESULT_NULL_POINTER`; `LUNSNAP_RESULT_INVALID_ARGUMENT` for a
 // `struct_size` below `sizeof(size_t)` or above `LUNSNAP_STRUCT_SIZE_MAX`.
@@ -464,7 +561,7 @@ lunsnap_result lunsnap_last_error_message(const lunsnap_array *array,
 // `opts`, when not NULL, must be valid for writing `struct_size` bytes.
 lunsnap_result lunsnap_format_options_init(lunsnap_format_options *opts, size_t struct_size);
 
-// Fills `*opts` with the default open options (4 MiB cache) and sets
+// Fills `*opts` with the default open options (4 MiB cache, no rollback) and sets
 // `opts->struct_size` to `struct_size` (`sizeof *opts`), as
 // `lunsnap_format_options_init`.
 //
@@ -474,9 +571,10 @@ lunsnap_result lunsnap_format_options_init(lunsnap_format_options *opts, size_t 
 lunsnap_result lunsnap_open_options_init(lunsnap_open_options *opts, size_t struct_size);
 
 // `*out` receives the smallest device, in bytes, that `opts` (NULL: the defaults)
-// format on: the worst-case metadata for that device and two data extents. A
-// smaller device is refused by the `lunsnap_format_*` functions with
-// `LUNSNAP_RESULT_DEVICE_TOO_SMALL` (whose message names this figure).
+// format on: the worst-case metadata for that device (each of its
+// `metadata_copies`) and two data extents. A smaller device is refused by the
+// `lunsnap_format_*` functions with `LUNSNAP_RESULT_DEVICE_TOO_SMALL` (whose
+// message names this figure).
 //
 // Errors: `LUNSNAP_RESULT_INVALID_OPTIONS` (the message says which option),
 // `LUNSNAP_RESULT_NULL_POINTER` for a NULL `out`, the `struct_size` errors.
@@ -499,6 +597,14 @@ lunsnap_result lunsnap_format_callbacks(const lunsnap_device_callbacks *dev,
 // Opens the array on the host's device `dev` at its newest commit. A device
 // whose `block_size` is not the one the array was formatted with gives
 // `LUNSNAP_RESULT_BLOCK_SIZE_MISMATCH` (the message names both).
+//
+// A damaged copy of a metadata page is read from its other copy (and rewritten
+// by the next commit: `lunsnap_pool_info.pending_heals`). When both copies of the
+// superblock that may hold the newest commit are damaged, the open fails with
+// `LUNSNAP_RESULT_COMMIT_LOST`, whose message names the generation lost and the
+// one a rollback would open (e.g. "lunsnap_open_callbacks: both copies of the
+// superblock of generation 12 are damaged: that commit is lost and opening would
+// roll the array back to generation 11; ..."), unless `opts->allow_rollback` is 1.
 lunsnap_result lunsnap_open_callbacks(const lunsnap_device_callbacks *dev,
                                       const lunsnap_open_options *opts,
                                       lunsnap_array **out);
@@ -517,7 +623,8 @@ lunsnap_result lunsnap_format_file(const char *path,
 // Opens the array in the file at `path` (device blocks of `block_size` bytes).
 // Another block size than the array was formatted with gives
 // `LUNSNAP_RESULT_BLOCK_SIZE_MISMATCH` (the message names the right one), also
-// when the file's length is not a whole number of `block_size` blocks.
+// when the file's length is not a whole number of `block_size` blocks. Damaged
+// metadata and `LUNSNAP_RESULT_COMMIT_LOST`: as `lunsnap_open_callbacks`.
 lunsnap_result lunsnap_open_file(const char *path,
                                  uint32_t block_size,
                                  const lunsnap_open_options *opts,
@@ -526,9 +633,10 @@ lunsnap_result lunsnap_open_file(const char *path,
 
 // Closes the array *without* committing and opens it again on the same device, as
 // after a power cut: what was committed comes back, with the handle's settings (the
-// cache budget it was opened with, zero detection). The handle stays the same; if
-// the reopen fails, every later call on it returns `LUNSNAP_RESULT_UNUSABLE` (free
-// it and open the device again).
+// cache budget and `allow_rollback` it was opened with, zero detection; a handle
+// from a format reopens with the default `allow_rollback`, 0). The handle stays
+// the same; if the reopen fails, every later call on it returns
+// `LUNSNAP_RESULT_UNUSABLE` (free it and open the device again).
 lunsnap_result lunsnap_reopen(lunsnap_array *array);
 
 // Commits and frees the array. The handle is freed even when the commit fails
@@ -637,13 +745,25 @@ lunsnap_result lunsnap_luns(lunsnap_array *array,
                             size_t capacity,
                             size_t *out_count);
 
-// Verifies every invariant of the metadata. `*out_violations` receives the number
-// of violations found (0: consistent); `lunsnap_check_message` gives each one.
+// Verifies every invariant of the metadata (an fsck). `*out_violations` receives
+// the number of violations found (0: consistent); `lunsnap_check_message` gives
+// each one's message and `lunsnap_check_severity` how much it matters. An array
+// rolled back by an open that allowed it (`lunsnap_open_options.allow_rollback`)
+// reports that as one violation of severity `LUNSNAP_SEVERITY_NOTICE`, from then
+// on: an array whose violations are all notices is consistent.
+//
+// Errors: `LUNSNAP_RESULT_POISONED`, device errors; `LUNSNAP_RESULT_NULL_POINTER`
+// for a NULL `out_violations`. A failed check keeps the previous report.
 lunsnap_result lunsnap_check(lunsnap_array *array, size_t *out_violations);
 
 // Copies message `index` of the last `lunsnap_check` on this handle into `buf`
 // (NUL-terminated, truncated to `buf_len` bytes); `*out_len` receives the full
 // length without the NUL.
+//
+// Errors: `LUNSNAP_RESULT_INVALID_ARGUMENT` for an `index` not below the number of
+// violations the last check found (every `index` before the first check);
+// `LUNSNAP_RESULT_NULL_POINTER` for a NULL `out_len`, or a NULL `buf` with
+// `buf_len` > 0.
 //
 // # Safety
 //
@@ -654,6 +774,70 @@ lunsnap_result lunsnap_check_message(lunsnap_array *array,
                                      char *buf,
                                      size_t buf_len,
                                      size_t *out_len);
+
+// `*out` receives the severity of violation `index` of the last `lunsnap_check` on
+// this handle, a `lunsnap_severity` value: `LUNSNAP_SEVERITY_NOTICE` (nothing to
+// repair: a rollback an open allowed), `LUNSNAP_SEVERITY_LEAK` (space counted as
+// used that nothing references: wasted, never wrong data) or
+// `LUNSNAP_SEVERITY_DAMAGE` (metadata unreadable or inconsistent). The values
+// grow with the severity, so the worst of a report is the largest.
+//
+// Errors: `LUNSNAP_RESULT_INVALID_ARGUMENT` for an `index` not below the number of
+// violations the last check found (as `lunsnap_check_message`);
+// `LUNSNAP_RESULT_NULL_POINTER` for a NULL `out`.
+lunsnap_result lunsnap_check_severity(lunsnap_array *array, size_t index, uint32_t *out);
+
+// Scrubs the metadata: commits what is pending (changes, or bad copies reads
+// found), then reads both copies of every metadata page the array uses
+// (superblocks, space maps, the LUN table, every mapping, the hosts) and rewrites
+// each bad copy from its good one, durably, before it returns; `*out` says what
+// it did (set `out->struct_size` to `sizeof *out` first). Pages with no good copy
+// left are counted in `out->lost_count` and described by `lunsnap_scrub_lost`;
+// with one metadata copy (`lunsnap_format_options.metadata_copies`) only the
+// superblock can be healed, and a scrub tells which pages are damaged. Memory: a
+// bit per metadata page.
+//
+// `progress`, when not NULL, is called as pages are read, with `ctx`, on the
+// calling thread, while the array is locked: it must not call a `lunsnap_`
+// function on the same array (that would deadlock).
+//
+// Errors: `LUNSNAP_RESULT_POISONED`; device errors (which poison the handle, as a
+// failed commit does); `LUNSNAP_RESULT_NULL_POINTER` for a NULL `out`,
+// `LUNSNAP_RESULT_INVALID_ARGUMENT` for a bad `struct_size` (checked before any
+// work). A failed scrub keeps the previous scrub's list.
+//
+// # Safety
+//
+// `out`, when not NULL, must be valid for writing its `struct_size` bytes;
+// `progress`, when not NULL, must be safe to call with `ctx` for the duration of
+// the call.
+lunsnap_result lunsnap_scrub(lunsnap_array *array,
+                             lunsnap_progress_fn progress,
+                             void *ctx,
+                             lunsnap_scrub_report *out);
+
+// Lost page `index` of the last `lunsnap_scrub` on this handle (below its
+// report's `lost_listed`): `*out_addr` receives the page's address (in 4 KiB
+// pages from the device's start), and its message (which page, and why its
+// copies are bad, e.g. "metadata page 37: no good copy left: checksum mismatch in
+// metadata page 37: the metadata is corrupt") goes to `buf` with the text
+// convention of `lunsnap_check_message`.
+//
+// Errors: `LUNSNAP_RESULT_INVALID_ARGUMENT` for an `index` not below the number of
+// pages the last scrub listed (every `index` before the first scrub, or after a
+// scrub that lost nothing); `LUNSNAP_RESULT_NULL_POINTER` for a NULL `out_addr` or
+// `out_len`, or a NULL `buf` with `buf_len` > 0.
+//
+// # Safety
+//
+// Every non-NULL pointer must be valid for the access described (buffers for
+// their whole length) for the duration of the call.
+lunsnap_result lunsnap_scrub_lost(lunsnap_array *array,
+                                  size_t index,
+                                  uint64_t *out_addr,
+                                  char *buf,
+                                  size_t buf_len,
+                                  size_t *out_len);
 
 // Takes LUN `lun` offline (`online` false: I/O refused with
 // `LUNSNAP_RESULT_OFFLINE`, management operations allowed) or brings it back

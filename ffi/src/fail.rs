@@ -164,6 +164,25 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_commit_keeps_both_generations_in_its_message() {
+        let f = Fail::from(Error::CommitLost {
+            lost: 12,
+            kept: 11,
+            certain: true,
+        });
+        assert_eq!(f.code, lunsnap_result::CommitLost);
+        let m = message("lunsnap_open_callbacks", &f);
+        assert!(
+            m.starts_with(
+                "lunsnap_open_callbacks: both copies of the superblock of generation 12 are \
+                 damaged: that commit is lost and opening would roll the array back to \
+                 generation 11"
+            ),
+            "{m}"
+        );
+    }
+
+    #[test]
     fn codes_alone_get_their_static_message() {
         let f = Fail::from(lunsnap_result::InvalidHandle);
         assert_eq!(

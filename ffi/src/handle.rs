@@ -11,7 +11,7 @@ use alloc::format;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use lunsnap::Array;
+use lunsnap::{Array, OpenOptions, Severity};
 
 use crate::device::{self, AnyDevice, Detail};
 use crate::fail::{Fail, Message};
@@ -24,13 +24,18 @@ pub struct lunsnap_array {
     _private: [u8; 0],
 }
 
-/// An open array and what the C side may still ask about its last check.
+/// An open array and what the C side may still ask about its last check and scrub.
 pub(crate) struct Open {
     pub(crate) array: Array<AnyDevice>,
-    /// Messages of the last `lunsnap_check`, NUL-terminated.
-    pub(crate) report: Vec<Vec<u8>>,
-    /// The cache budget it was opened with (for `lunsnap_reopen`).
-    pub(crate) cache_bytes: usize,
+    /// The violations of the last `lunsnap_check`: message (NUL-terminated) and
+    /// severity.
+    pub(crate) report: Vec<(Vec<u8>, Severity)>,
+    /// The lost pages the last `lunsnap_scrub` listed: address and message
+    /// (NUL-terminated).
+    pub(crate) scrub_lost: Vec<(u64, Vec<u8>)>,
+    /// The options it was opened with (for `lunsnap_reopen`: the cache budget,
+    /// whether a rollback is allowed).
+    pub(crate) opts: OpenOptions,
 }
 
 pub(crate) enum State {
@@ -41,12 +46,13 @@ pub(crate) enum State {
 }
 
 impl State {
-    /// A freshly opened array, with no check report yet.
-    pub(crate) fn open(array: Array<AnyDevice>, cache_bytes: usize) -> State {
+    /// A freshly opened array, with no check or scrub report yet.
+    pub(crate) fn open(array: Array<AnyDevice>, opts: OpenOptions) -> State {
         State::Open(Box::new(Open {
             array,
             report: Vec::new(),
-            cache_bytes,
+            scrub_lost: Vec::new(),
+            opts,
         }))
     }
 }
@@ -74,13 +80,14 @@ static REGISTRY: Lock<Registry> = Lock::new(Registry {
 /// Keys advance by this much (never 0; they look like aligned pointers to a debugger).
 const KEY_STEP: usize = 16;
 
-/// Registers a new handle for `array` and returns its key. Keys are never reused
-/// (until the counter wraps, and then never one still live), so a freed handle stays
-/// invalid however many handles are made after it.
-pub(crate) fn register(array: Array<AnyDevice>, cache_bytes: usize) -> *mut lunsnap_array {
+/// Registers a new handle for `array`, opened with `opts` (kept for
+/// `lunsnap_reopen`), and returns its key. Keys are never reused (until the counter
+/// wraps, and then never one still live), so a freed handle stays invalid however
+/// many handles are made after it.
+pub(crate) fn register(array: Array<AnyDevice>, opts: OpenOptions) -> *mut lunsnap_array {
     let h = Arc::new(Handle {
         detail: array.device().detail(),
-        state: Lock::new(State::open(array, cache_bytes)),
+        state: Lock::new(State::open(array, opts)),
         last_error: Lock::new(None),
     });
     let mut reg = REGISTRY.lock();

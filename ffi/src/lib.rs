@@ -39,7 +39,7 @@ mod types;
 // the modules stay apart: rustfmt would otherwise sort them.
 mod lifecycle; // version, messages, options, format, open, reopen, close, free, flush
 
-mod luns; // LUNs and copies, consistency groups, LUN and pool information, check
+mod luns; // LUNs and copies, consistency groups, LUN and pool information, check, scrub
 
 mod io; // read, write, discard, zeroes, map, diff, as the array or for a host; zero detection
 
@@ -51,6 +51,7 @@ pub use result::lunsnap_result;
 pub use types::{
     lunsnap_access, lunsnap_diff_range, lunsnap_format_options, lunsnap_host_grant,
     lunsnap_lun_info, lunsnap_lun_kind, lunsnap_map_range, lunsnap_open_options, lunsnap_pool_info,
+    lunsnap_scrub_report, lunsnap_severity,
 };
 
 pub use hosts::*;

@@ -53,14 +53,17 @@ fn format_defaults() -> lunsnap_format_options {
         max_luns: d.max_luns,
         cache_bytes: d.cache_bytes as u64,
         array_id: d.array_id,
+        metadata_copies: d.metadata_copies,
     }
 }
 
 /// The default open options in their C form.
 fn open_defaults() -> lunsnap_open_options {
+    let d = OpenOptions::default();
     lunsnap_open_options {
         struct_size: size_of::<lunsnap_open_options>(),
-        cache_bytes: OpenOptions::default().cache_bytes as u64,
+        cache_bytes: d.cache_bytes as u64,
+        allow_rollback: u8::from(d.allow_rollback),
     }
 }
 
@@ -74,7 +77,8 @@ fn format_opts(opts: *const lunsnap_format_options) -> Result<FormatOptions, Fai
         max_luns: o.max_luns,
         cache_bytes: cache_bytes(o.cache_bytes)?,
         array_id: o.array_id,
-        ..FormatOptions::default()
+        // Checked with the others by `FormatOptions::validate` (1 or 2).
+        metadata_copies: o.metadata_copies,
     })
 }
 
@@ -83,9 +87,19 @@ fn open_opts(opts: *const lunsnap_open_options) -> Result<OpenOptions, Fail> {
     // SAFETY: the caller passes NULL or a valid `lunsnap_open_options` of its
     // `struct_size` bytes.
     let o = unsafe { read_in(opts, open_defaults(), "opts")? }.unwrap_or_else(open_defaults);
+    let allow_rollback = match o.allow_rollback {
+        0 => false,
+        1 => true,
+        v => {
+            return Err(Fail::new(
+                lunsnap_result::InvalidOptions,
+                format!("invalid options: allow_rollback is {v}: it must be 0 or 1"),
+            ))
+        }
+    };
     Ok(OpenOptions {
         cache_bytes: cache_bytes(o.cache_bytes)?,
-        ..OpenOptions::default()
+        allow_rollback,
     })
 }
 
@@ -123,7 +137,22 @@ fn format_on(
     let dev = make()?;
     let detail = dev.detail();
     let a = Array::format(dev, &opts).map_err(|e| device::explain(e.into(), &detail))?;
-    put(out, register(a, opts.cache_bytes), "out")
+    let reopen = OpenOptions {
+        cache_bytes: opts.cache_bytes,
+        ..OpenOptions::default()
+    };
+    put(out, register(a, reopen), "out")
+}
+
+/// An open's failure, with how a C program accepts a rollback when that is what
+/// was refused (the core's message names the command-line option).
+fn open_failed(e: Error, detail: &device::Detail) -> Fail {
+    let f = device::explain(e.into(), detail);
+    if f.code == lunsnap_result::CommitLost {
+        f.with_detail("from C: open with lunsnap_open_options.allow_rollback set to 1")
+    } else {
+        f
+    }
 }
 
 /// Opens the array on `dev`, registers it and stores its handle in `out`.
@@ -131,8 +160,8 @@ fn open_on(dev: AnyDevice, opts: *const lunsnap_open_options, out: *mut *mut lun
     out_arg(out, "out")?;
     let opts = open_opts(opts)?;
     let detail = dev.detail();
-    let a = Array::open(dev, &opts).map_err(|e| device::explain(e.into(), &detail))?;
-    put(out, register(a, opts.cache_bytes), "out")
+    let a = Array::open(dev, &opts).map_err(|e| open_failed(e, &detail))?;
+    put(out, register(a, opts), "out")
 }
 
 /// The library version, e.g. "0.2.0" (static, NUL-terminated).
@@ -204,9 +233,10 @@ pub unsafe extern "C" fn lunsnap_last_error_message(
 }
 
 /// Fills `*opts` with the default format options (16 KiB extents, 1024 LUNs, 4 MiB
-/// cache, zero array id) and sets `opts->struct_size` to `struct_size`, which must
-/// be `sizeof *opts` (the library writes the fields that fit in it, and zeros the
-/// rest): `lunsnap_format_options o; lunsnap_format_options_init(&o, sizeof o);`.
+/// cache, zero array id, two metadata copies) and sets `opts->struct_size` to
+/// `struct_size`, which must be `sizeof *opts` (the library writes the fields that
+/// fit in it, and zeros the rest):
+/// `lunsnap_format_options o; lunsnap_format_options_init(&o, sizeof o);`.
 ///
 /// Errors: `LUNSNAP_RESULT_NULL_POINTER`; `LUNSNAP_RESULT_INVALID_ARGUMENT` for a
 /// `struct_size` below `sizeof(size_t)` or above `LUNSNAP_STRUCT_SIZE_MAX`.
@@ -230,7 +260,7 @@ pub unsafe extern "C" fn lunsnap_format_options_init(
     }
 }
 
-/// Fills `*opts` with the default open options (4 MiB cache) and sets
+/// Fills `*opts` with the default open options (4 MiB cache, no rollback) and sets
 /// `opts->struct_size` to `struct_size` (`sizeof *opts`), as
 /// `lunsnap_format_options_init`.
 ///
@@ -278,9 +308,10 @@ unsafe fn init_sized<T: sized::Output>(
 }
 
 /// `*out` receives the smallest device, in bytes, that `opts` (NULL: the defaults)
-/// format on: the worst-case metadata for that device and two data extents. A
-/// smaller device is refused by the `lunsnap_format_*` functions with
-/// `LUNSNAP_RESULT_DEVICE_TOO_SMALL` (whose message names this figure).
+/// format on: the worst-case metadata for that device (each of its
+/// `metadata_copies`) and two data extents. A smaller device is refused by the
+/// `lunsnap_format_*` functions with `LUNSNAP_RESULT_DEVICE_TOO_SMALL` (whose
+/// message names this figure).
 ///
 /// Errors: `LUNSNAP_RESULT_INVALID_OPTIONS` (the message says which option),
 /// `LUNSNAP_RESULT_NULL_POINTER` for a NULL `out`, the `struct_size` errors.
@@ -341,6 +372,14 @@ pub extern "C" fn lunsnap_format_callbacks(
 /// Opens the array on the host's device `dev` at its newest commit. A device
 /// whose `block_size` is not the one the array was formatted with gives
 /// `LUNSNAP_RESULT_BLOCK_SIZE_MISMATCH` (the message names both).
+///
+/// A damaged copy of a metadata page is read from its other copy (and rewritten
+/// by the next commit: `lunsnap_pool_info.pending_heals`). When both copies of the
+/// superblock that may hold the newest commit are damaged, the open fails with
+/// `LUNSNAP_RESULT_COMMIT_LOST`, whose message names the generation lost and the
+/// one a rollback would open (e.g. "lunsnap_open_callbacks: both copies of the
+/// superblock of generation 12 are damaged: that commit is lost and opening would
+/// roll the array back to generation 11; ..."), unless `opts->allow_rollback` is 1.
 #[no_mangle]
 pub extern "C" fn lunsnap_open_callbacks(
     dev: *const lunsnap_device_callbacks,
@@ -389,13 +428,15 @@ fn file_device(path: *const c_char, block_size: u32) -> Result<AnyDevice, Fail> 
 
 /// The block size mismatch of the file at `path` opened with `block_size` blocks,
 /// if it holds an array (formatted on other blocks: its length is not a whole
-/// number of `block_size` blocks). Reads the superblocks only.
+/// number of `block_size` blocks). Reads the superblocks only, and writes nothing
+/// (so a lost newest commit does not hide the block size: every generation has
+/// the same one).
 #[cfg(feature = "std")]
 fn probe_block_size(path: &str, block_size: u32) -> Option<Fail> {
     let dev = lunsnap::FileDevice::open(path, 512).ok()?;
     let opts = lunsnap::engine::OpenOptions {
         cache_bytes: 0,
-        ..lunsnap::engine::OpenOptions::default()
+        allow_rollback: true,
     };
     let formatted = match lunsnap::engine::Engine::open(dev, &opts) {
         Ok(_) => 512,
@@ -436,7 +477,8 @@ pub extern "C" fn lunsnap_format_file(
 /// Opens the array in the file at `path` (device blocks of `block_size` bytes).
 /// Another block size than the array was formatted with gives
 /// `LUNSNAP_RESULT_BLOCK_SIZE_MISMATCH` (the message names the right one), also
-/// when the file's length is not a whole number of `block_size` blocks.
+/// when the file's length is not a whole number of `block_size` blocks. Damaged
+/// metadata and `LUNSNAP_RESULT_COMMIT_LOST`: as `lunsnap_open_callbacks`.
 #[cfg(feature = "std")]
 #[no_mangle]
 pub extern "C" fn lunsnap_open_file(
@@ -452,9 +494,10 @@ pub extern "C" fn lunsnap_open_file(
 
 /// Closes the array *without* committing and opens it again on the same device, as
 /// after a power cut: what was committed comes back, with the handle's settings (the
-/// cache budget it was opened with, zero detection). The handle stays the same; if
-/// the reopen fails, every later call on it returns `LUNSNAP_RESULT_UNUSABLE` (free
-/// it and open the device again).
+/// cache budget and `allow_rollback` it was opened with, zero detection; a handle
+/// from a format reopens with the default `allow_rollback`, 0). The handle stays
+/// the same; if the reopen fails, every later call on it returns
+/// `LUNSNAP_RESULT_UNUSABLE` (free it and open the device again).
 #[no_mangle]
 pub extern "C" fn lunsnap_reopen(array: *mut lunsnap_array) -> lunsnap_result {
     run_h(array, "lunsnap_reopen", || {
@@ -467,19 +510,13 @@ pub extern "C" fn lunsnap_reopen(array: *mut lunsnap_array) -> lunsnap_result {
                 return Err(why.into());
             }
         };
-        let cache_bytes = o.cache_bytes;
+        let opts = o.opts.clone();
         let detect_zeros = o.array.detect_zeros();
         device::clear(&h.detail);
-        let mut a = Array::open(
-            o.array.into_device(),
-            &OpenOptions {
-                cache_bytes,
-                ..OpenOptions::default()
-            },
-        )
-        .map_err(|e| device::explain(e.into(), &h.detail))?;
+        let mut a =
+            Array::open(o.array.into_device(), &opts).map_err(|e| open_failed(e, &h.detail))?;
         a.set_detect_zeros(detect_zeros);
-        *st = State::open(a, cache_bytes);
+        *st = State::open(a, opts);
         Ok(())
     })
 }
@@ -529,6 +566,59 @@ pub extern "C" fn lunsnap_flush(array: *mut lunsnap_array) -> lunsnap_result {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn option_defaults_are_the_cores() {
+        let f = format_opts(core::ptr::null()).unwrap();
+        assert_eq!(f.metadata_copies, FormatOptions::default().metadata_copies);
+        assert_eq!(f.metadata_copies, 2);
+        assert_eq!(format_defaults().metadata_copies, 2);
+        let o = open_opts(core::ptr::null()).unwrap();
+        assert_eq!(o, OpenOptions::default());
+        assert_eq!(open_defaults().allow_rollback, 0);
+    }
+
+    #[test]
+    fn allow_rollback_is_0_or_1() {
+        let mut c = open_defaults();
+        c.allow_rollback = 1;
+        assert!(open_opts(&c).unwrap().allow_rollback);
+        c.allow_rollback = 0;
+        assert!(!open_opts(&c).unwrap().allow_rollback);
+        for v in [2u8, 0x80, 0xff] {
+            c.allow_rollback = v;
+            let e = open_opts(&c).unwrap_err();
+            assert_eq!(e.code, lunsnap_result::InvalidOptions);
+            assert!(e.text.contains("allow_rollback is"), "{}", e.text);
+        }
+        // An older caller's struct without the field: the default.
+        c.allow_rollback = 1;
+        c.struct_size = core::mem::offset_of!(lunsnap_open_options, allow_rollback);
+        assert!(!open_opts(&c).unwrap().allow_rollback);
+    }
+
+    #[test]
+    fn metadata_copies_other_than_1_or_2_are_refused() {
+        let mut c = format_defaults();
+        for (v, ok) in [
+            (0, false),
+            (1, true),
+            (2, true),
+            (3, false),
+            (u32::MAX, false),
+        ] {
+            c.metadata_copies = v;
+            let r = format_opts(&c).unwrap().validate();
+            assert_eq!(r.is_ok(), ok, "metadata_copies {v}");
+            if let Err(e) = r {
+                assert_eq!(lunsnap_result::from(&e), lunsnap_result::InvalidOptions);
+            }
+        }
+        // An older caller's struct without the field: the default, 2.
+        c.metadata_copies = 0;
+        c.struct_size = core::mem::offset_of!(lunsnap_format_options, metadata_copies);
+        assert_eq!(format_opts(&c).unwrap().metadata_copies, 2);
+    }
 
     #[test]
     fn the_struct_size_limit_is_the_one_checked() {

@@ -1,16 +1,20 @@
 //! LUNs and business copies: creating, attaching, detaching, deleting, restoring
 //! and taking them offline, consistency groups, and what the array reports about
-//! them (LUN and pool information, the LUN list, the metadata check).
+//! them (LUN and pool information, the LUN list, the metadata check), and the
+//! scrub of the metadata's copies.
 
 use alloc::format;
 use alloc::vec::Vec;
-use core::ffi::c_char;
+use core::ffi::{c_char, c_void};
 
 use crate::args::{buffer_args, out_arg, put, put_list, put_text, run_h, run_on, slice_in, TEXT};
 use crate::fail::Fail;
-use crate::handle::{with_array, with_open};
+use crate::handle::{with_array, with_open, Open};
 use crate::sized::{caller_size, write_out};
-use crate::{lunsnap_array, lunsnap_lun_info, lunsnap_pool_info, lunsnap_result};
+use crate::types::lunsnap_severity;
+use crate::{
+    lunsnap_array, lunsnap_lun_info, lunsnap_pool_info, lunsnap_result, lunsnap_scrub_report,
+};
 
 /// Creates LUN `lun` of `size` bytes (reads as zeros). It reserves its size rounded
 /// up to whole extents: a LUN of 1 KiB on an array of 16 KiB extents reserves
@@ -207,8 +211,15 @@ pub unsafe extern "C" fn lunsnap_luns(
     })
 }
 
-/// Verifies every invariant of the metadata. `*out_violations` receives the number
-/// of violations found (0: consistent); `lunsnap_check_message` gives each one.
+/// Verifies every invariant of the metadata (an fsck). `*out_violations` receives
+/// the number of violations found (0: consistent); `lunsnap_check_message` gives
+/// each one's message and `lunsnap_check_severity` how much it matters. An array
+/// rolled back by an open that allowed it (`lunsnap_open_options.allow_rollback`)
+/// reports that as one violation of severity `LUNSNAP_SEVERITY_NOTICE`, from then
+/// on: an array whose violations are all notices is consistent.
+///
+/// Errors: `LUNSNAP_RESULT_POISONED`, device errors; `LUNSNAP_RESULT_NULL_POINTER`
+/// for a NULL `out_violations`. A failed check keeps the previous report.
 #[no_mangle]
 pub extern "C" fn lunsnap_check(
     array: *mut lunsnap_array,
@@ -218,7 +229,7 @@ pub extern "C" fn lunsnap_check(
         out_arg(out_violations, "out_violations")?;
         let n = with_open(array, |o| {
             let v = o.array.check()?;
-            o.report = v.iter().map(report_line).collect();
+            o.report = v.iter().map(|v| (report_line(v), v.severity())).collect();
             Ok(o.report.len())
         })?;
         put(out_violations, n, "out_violations")
@@ -237,6 +248,11 @@ fn report_line(v: &impl core::fmt::Display) -> Vec<u8> {
 /// (NUL-terminated, truncated to `buf_len` bytes); `*out_len` receives the full
 /// length without the NUL.
 ///
+/// Errors: `LUNSNAP_RESULT_INVALID_ARGUMENT` for an `index` not below the number of
+/// violations the last check found (every `index` before the first check);
+/// `LUNSNAP_RESULT_NULL_POINTER` for a NULL `out_len`, or a NULL `buf` with
+/// `buf_len` > 0.
+///
 /// # Safety
 ///
 /// Every non-NULL pointer must be valid for the access described (buffers for
@@ -251,16 +267,147 @@ pub unsafe extern "C" fn lunsnap_check_message(
 ) -> lunsnap_result {
     run_h(array, "lunsnap_check_message", || {
         buffer_args(buf, buf_len, out_len, TEXT)?;
-        let msg = with_open(array, |o| {
-            let n = o.report.len();
-            o.report.get(index).cloned().ok_or_else(|| {
+        let msg = with_open(array, |o| Ok(violation(o, index)?.0.clone()))?;
+        // SAFETY: the caller passes `buf_len` writable bytes at `buf`.
+        unsafe { put_text(&msg[..msg.len() - 1], buf, buf_len, out_len) }
+    })
+}
+
+/// Violation `index` of the last `lunsnap_check` on the handle.
+fn violation(o: &Open, index: usize) -> Result<&(Vec<u8>, lunsnap::Severity), Fail> {
+    let n = o.report.len();
+    o.report.get(index).ok_or_else(|| {
+        Fail::arg(format!(
+            "`index` is {index}: the last lunsnap_check on this handle found {n} violations"
+        ))
+    })
+}
+
+/// `*out` receives the severity of violation `index` of the last `lunsnap_check` on
+/// this handle, a `lunsnap_severity` value: `LUNSNAP_SEVERITY_NOTICE` (nothing to
+/// repair: a rollback an open allowed), `LUNSNAP_SEVERITY_LEAK` (space counted as
+/// used that nothing references: wasted, never wrong data) or
+/// `LUNSNAP_SEVERITY_DAMAGE` (metadata unreadable or inconsistent). The values
+/// grow with the severity, so the worst of a report is the largest.
+///
+/// Errors: `LUNSNAP_RESULT_INVALID_ARGUMENT` for an `index` not below the number of
+/// violations the last check found (as `lunsnap_check_message`);
+/// `LUNSNAP_RESULT_NULL_POINTER` for a NULL `out`.
+#[no_mangle]
+pub extern "C" fn lunsnap_check_severity(
+    array: *mut lunsnap_array,
+    index: usize,
+    out: *mut u32,
+) -> lunsnap_result {
+    run_h(array, "lunsnap_check_severity", || {
+        out_arg(out, "out")?;
+        let s = with_open(array, |o| Ok(violation(o, index)?.1))?;
+        put(out, lunsnap_severity::from(s) as u32, "out")
+    })
+}
+
+/// The most lost pages a scrub describes one by one (`lunsnap_scrub_report`'s
+/// `lost_listed`); more are only counted.
+pub const LUNSNAP_SCRUB_LOST_MAX: u64 = 1000;
+
+/// A scrub's progress: called with `ctx` as given to `lunsnap_scrub`, the number
+/// of metadata pages scrubbed so far (one more at each call) and the number of
+/// metadata pages in use (`done` may stop short of `total`: pages below a lost one
+/// are not read).
+#[allow(non_camel_case_types)]
+pub type lunsnap_progress_fn =
+    Option<unsafe extern "C" fn(ctx: *mut c_void, done: u64, total: u64)>;
+
+/// Scrubs the metadata: commits what is pending (changes, or bad copies reads
+/// found), then reads both copies of every metadata page the array uses
+/// (superblocks, space maps, the LUN table, every mapping, the hosts) and rewrites
+/// each bad copy from its good one, durably, before it returns; `*out` says what
+/// it did (set `out->struct_size` to `sizeof *out` first). Pages with no good copy
+/// left are counted in `out->lost_count` and described by `lunsnap_scrub_lost`;
+/// with one metadata copy (`lunsnap_format_options.metadata_copies`) only the
+/// superblock can be healed, and a scrub tells which pages are damaged. Memory: a
+/// bit per metadata page.
+///
+/// `progress`, when not NULL, is called as pages are read, with `ctx`, on the
+/// calling thread, while the array is locked: it must not call a `lunsnap_`
+/// function on the same array (that would deadlock).
+///
+/// Errors: `LUNSNAP_RESULT_POISONED`; device errors (which poison the handle, as a
+/// failed commit does); `LUNSNAP_RESULT_NULL_POINTER` for a NULL `out`,
+/// `LUNSNAP_RESULT_INVALID_ARGUMENT` for a bad `struct_size` (checked before any
+/// work). A failed scrub keeps the previous scrub's list.
+///
+/// # Safety
+///
+/// `out`, when not NULL, must be valid for writing its `struct_size` bytes;
+/// `progress`, when not NULL, must be safe to call with `ctx` for the duration of
+/// the call.
+#[no_mangle]
+pub unsafe extern "C" fn lunsnap_scrub(
+    array: *mut lunsnap_array,
+    progress: lunsnap_progress_fn,
+    ctx: *mut c_void,
+    out: *mut lunsnap_scrub_report,
+) -> lunsnap_result {
+    run_h(array, "lunsnap_scrub", || {
+        // SAFETY: the caller passes NULL or a struct that starts with its size.
+        let n = unsafe { caller_size(out, "out")? };
+        let report = with_open(array, |o| {
+            let r = o.array.scrub(|done, total| {
+                if let Some(f) = progress {
+                    // SAFETY: the caller passes a callback that may be called with
+                    // `ctx` during the call.
+                    unsafe { f(ctx, done, total) }
+                }
+            })?;
+            o.scrub_lost = r.lost.iter().map(|p| (p.addr, report_line(p))).collect();
+            Ok(lunsnap_scrub_report::from(&r))
+        })?;
+        // SAFETY: `n` checked, and the caller passes `n` writable bytes at `out`.
+        unsafe { write_out(out, n, &report) };
+        Ok(())
+    })
+}
+
+/// Lost page `index` of the last `lunsnap_scrub` on this handle (below its
+/// report's `lost_listed`): `*out_addr` receives the page's address (in 4 KiB
+/// pages from the device's start), and its message (which page, and why its
+/// copies are bad, e.g. "metadata page 37: no good copy left: checksum mismatch in
+/// metadata page 37: the metadata is corrupt") goes to `buf` with the text
+/// convention of `lunsnap_check_message`.
+///
+/// Errors: `LUNSNAP_RESULT_INVALID_ARGUMENT` for an `index` not below the number of
+/// pages the last scrub listed (every `index` before the first scrub, or after a
+/// scrub that lost nothing); `LUNSNAP_RESULT_NULL_POINTER` for a NULL `out_addr` or
+/// `out_len`, or a NULL `buf` with `buf_len` > 0.
+///
+/// # Safety
+///
+/// Every non-NULL pointer must be valid for the access described (buffers for
+/// their whole length) for the duration of the call.
+#[no_mangle]
+pub unsafe extern "C" fn lunsnap_scrub_lost(
+    array: *mut lunsnap_array,
+    index: usize,
+    out_addr: *mut u64,
+    buf: *mut c_char,
+    buf_len: usize,
+    out_len: *mut usize,
+) -> lunsnap_result {
+    run_h(array, "lunsnap_scrub_lost", || {
+        out_arg(out_addr, "out_addr")?;
+        buffer_args(buf, buf_len, out_len, TEXT)?;
+        let (addr, msg) = with_open(array, |o| {
+            let n = o.scrub_lost.len();
+            o.scrub_lost.get(index).cloned().ok_or_else(|| {
                 Fail::arg(format!(
-                    "`index` is {index}: the last lunsnap_check on this handle found {n} violations"
+                    "`index` is {index}: the last lunsnap_scrub on this handle listed {n} lost pages"
                 ))
             })
         })?;
         // SAFETY: the caller passes `buf_len` writable bytes at `buf`.
-        unsafe { put_text(&msg[..msg.len() - 1], buf, buf_len, out_len) }
+        unsafe { put_text(&msg[..msg.len() - 1], buf, buf_len, out_len)? };
+        put(out_addr, addr, "out_addr")
     })
 }
 
@@ -340,4 +487,15 @@ pub unsafe extern "C" fn lunsnap_attach_many(
         let cs = unsafe { slice_in(copies, count, ("copies", "count"))? };
         with_array(array, |a| Ok(a.attach_many(cs)?))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_lost_page_limit_is_the_cores() {
+        assert_eq!(
+            super::LUNSNAP_SCRUB_LOST_MAX,
+            lunsnap::engine::MAX_PROBLEMS as u64
+        );
+    }
 }

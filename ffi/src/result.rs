@@ -39,11 +39,18 @@ pub enum lunsnap_result {
     /// opened with (the message names both): open it with the block size it was
     /// formatted with.
     BlockSizeMismatch = 16,
+    /// Both copies of the superblock that may hold the newest commit are damaged:
+    /// opening would roll the array back to the commit before it, so the open is
+    /// refused (the message names both generations, and says whether the newer
+    /// one certainly existed). Open with `lunsnap_open_options.allow_rollback` set
+    /// to accept the rollback.
+    CommitLost = 17,
     /// The device holds no lunsnap array (never formatted).
     NotFormatted = 20,
     /// The device holds lunsnap metadata but no array.
     NotAnArray = 21,
-    /// The device was written by an unknown (newer) format version.
+    /// The device was written by an on-disk format version this build does not
+    /// read: a newer one (upgrade lunsnap), or an older one (the message says so).
     UnsupportedVersion = 22,
     /// The device uses incompatible features this build does not know.
     IncompatibleFeatures = 23,
@@ -116,6 +123,7 @@ impl From<&Error> for lunsnap_result {
             Error::UnsupportedBlockSize(_) => R::UnsupportedBlockSize,
             Error::DeviceTooSmall { .. } => R::DeviceTooSmall,
             Error::BlockSizeMismatch { .. } => R::BlockSizeMismatch,
+            Error::CommitLost { .. } => R::CommitLost,
             Error::InvalidOptions(_) => R::InvalidOptions,
             Error::InvalidArgument(_) => R::InvalidArgument,
             Error::NotFormatted => R::NotFormatted,
@@ -189,6 +197,10 @@ pub(crate) const MESSAGES: &[(lunsnap_result, &[u8])] = &[
         b"the array was formatted with another device block size: open it with that one\0",
     ),
     (
+        R::CommitLost,
+        b"the newest commit's superblock is damaged in both copies: opening would roll the array back (allow_rollback accepts that)\0",
+    ),
+    (
         R::NotFormatted,
         b"not a lunsnap device: no valid superblock found\0",
     ),
@@ -198,7 +210,7 @@ pub(crate) const MESSAGES: &[(lunsnap_result, &[u8])] = &[
     ),
     (
         R::UnsupportedVersion,
-        b"unsupported on-disk format version: upgrade lunsnap\0",
+        b"unsupported on-disk format version (newer or older than this build reads)\0",
     ),
     (
         R::IncompatibleFeatures,
@@ -307,6 +319,15 @@ mod tests {
                 },
                 lunsnap_result::BlockSizeMismatch,
                 16,
+            ),
+            (
+                Error::CommitLost {
+                    lost: 9,
+                    kept: 8,
+                    certain: true,
+                },
+                lunsnap_result::CommitLost,
+                17,
             ),
         ];
         for (e, want, code) in cases {

@@ -9,7 +9,7 @@
 
 use core::mem::size_of;
 
-use lunsnap::{Access, DiffRange, LunInfo, LunKind, MapRange, PoolInfo};
+use lunsnap::{Access, DiffRange, LunInfo, LunKind, MapRange, PoolInfo, ScrubReport, Severity};
 
 use crate::sized::sized_struct;
 
@@ -30,19 +30,27 @@ pub struct lunsnap_format_options {
     pub cache_bytes: u64,
     /// An id stored in the superblock.
     pub array_id: [u8; 16],
+    /// Copies of every metadata page: 1 or 2 (default 2). With two, a page whose
+    /// copy is damaged is read from the other and rewritten (healed) by the next
+    /// commit or by `lunsnap_scrub`; the second copies take the metadata area's
+    /// size again at the device's end. The superblock always has two copies. Any
+    /// other value is refused with `LUNSNAP_RESULT_INVALID_OPTIONS`.
+    pub metadata_copies: u32,
 }
 
 sized_struct!(input lunsnap_format_options {
     extent_size,
     max_luns,
     cache_bytes,
-    array_id
+    array_id,
+    metadata_copies
 });
 sized_struct!(output lunsnap_format_options {
     extent_size,
     max_luns,
     cache_bytes,
-    array_id
+    array_id,
+    metadata_copies
 });
 
 /// Options for the `lunsnap_open_*` functions; start from
@@ -56,10 +64,26 @@ pub struct lunsnap_open_options {
     pub struct_size: usize,
     /// Metadata cache budget in bytes (default 4 MiB).
     pub cache_bytes: u64,
+    /// 0 (the default): when both copies of the superblock that may hold the
+    /// newest commit are damaged, the open fails with
+    /// `LUNSNAP_RESULT_COMMIT_LOST` rather than silently open an older commit.
+    /// 1: open the newest commit that can be read instead (a rollback), recorded
+    /// in the array and reported from then on (`lunsnap_pool_info`'s
+    /// `rollback_lost_generation` and `rollback_kept_generation`, a
+    /// `LUNSNAP_SEVERITY_NOTICE` from `lunsnap_check`). The handle keeps the
+    /// setting for `lunsnap_reopen`. Any other value is refused with
+    /// `LUNSNAP_RESULT_INVALID_OPTIONS`.
+    pub allow_rollback: u8,
 }
 
-sized_struct!(input lunsnap_open_options { cache_bytes });
-sized_struct!(output lunsnap_open_options { cache_bytes });
+sized_struct!(input lunsnap_open_options {
+    cache_bytes,
+    allow_rollback
+});
+sized_struct!(output lunsnap_open_options {
+    cache_bytes,
+    allow_rollback
+});
 
 /// What a LUN is.
 #[repr(u32)]
@@ -184,9 +208,11 @@ pub struct lunsnap_pool_info {
     pub unreserved_bytes: u64,
     /// Bytes of data extents not in use.
     pub free_bytes: u64,
-    /// Bytes of metadata in use (the two superblock slots count: never 0).
+    /// Bytes of metadata pages in use on the device, every copy and the four
+    /// superblock pages (two slots, two copies each) included: never 0.
     pub metadata_used_bytes: u64,
-    /// Bytes of metadata provisioned at format.
+    /// Bytes of metadata provisioned at format (sized for the worst case), every
+    /// copy and the four superblock pages included.
     pub metadata_provisioned_bytes: u64,
     /// Generation of the newest commit.
     pub generation: u64,
@@ -196,6 +222,20 @@ pub struct lunsnap_pool_info {
     pub luns: u32,
     /// LUN numbers run from 0 to `max_luns - 1`.
     pub max_luns: u32,
+    /// Copies of every metadata page: 1 or 2 (`lunsnap_format_options`).
+    pub metadata_copies: u32,
+    /// Metadata page copies found bad and rewritten from their good copy, over the
+    /// array's life (as of the last commit).
+    pub healed_pages: u64,
+    /// Bad copies found since the last commit (a read fell back to the other
+    /// copy), which the next commit (`lunsnap_flush`, any change) rewrites.
+    pub pending_heals: u64,
+    /// The generation lost by the last rollback an open allowed
+    /// (`lunsnap_open_options.allow_rollback`); 0 if the array never lost a commit.
+    pub rollback_lost_generation: u64,
+    /// The generation that open used instead (the one before the lost one); 0 if
+    /// the array never lost a commit.
+    pub rollback_kept_generation: u64,
 }
 
 sized_struct!(output lunsnap_pool_info {
@@ -209,7 +249,12 @@ sized_struct!(output lunsnap_pool_info {
     generation,
     extent_size,
     luns,
-    max_luns
+    max_luns,
+    metadata_copies,
+    healed_pages,
+    pending_heals,
+    rollback_lost_generation,
+    rollback_kept_generation
 });
 
 impl From<PoolInfo> for lunsnap_pool_info {
@@ -227,6 +272,79 @@ impl From<PoolInfo> for lunsnap_pool_info {
             extent_size: p.extent_size,
             luns: p.luns,
             max_luns: p.max_luns,
+            metadata_copies: p.metadata_copies,
+            healed_pages: p.healed_pages,
+            pending_heals: p.pending_heals,
+            rollback_lost_generation: p.rollback.map_or(0, |(lost, _)| lost),
+            rollback_kept_generation: p.rollback.map_or(0, |(_, kept)| kept),
+        }
+    }
+}
+
+/// What `lunsnap_scrub` did. The caller sets `struct_size`; the library fills the
+/// fields inside it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct lunsnap_scrub_report {
+    /// `sizeof(lunsnap_scrub_report)` as the caller's program knows it: set it
+    /// before the call (the library never writes past it, and leaves it unchanged).
+    pub struct_size: usize,
+    /// Metadata pages whose copies were read (the superblock copies included).
+    pub pages: u64,
+    /// Copies that were bad and were rewritten from their good copy, durably: those
+    /// the scrub found, and those reads had found before it (pending heals, which
+    /// its first commit rewrites). `lunsnap_pool_info.healed_pages` grows by this
+    /// much.
+    pub healed: u64,
+    /// Pages with no good copy left (0: every page the array uses has a good copy
+    /// now). With one metadata copy a damaged metadata page is lost (only the
+    /// superblock, always in two copies, can still be healed).
+    pub lost_count: u64,
+    /// How many of the lost pages `lunsnap_scrub_lost` describes: the first
+    /// `lost_listed` of them, at most `LUNSNAP_SCRUB_LOST_MAX` (the rest are only
+    /// counted).
+    pub lost_listed: u64,
+}
+
+sized_struct!(output lunsnap_scrub_report {
+    pages,
+    healed,
+    lost_count,
+    lost_listed
+});
+
+impl From<&ScrubReport> for lunsnap_scrub_report {
+    fn from(r: &ScrubReport) -> Self {
+        lunsnap_scrub_report {
+            struct_size: size_of::<lunsnap_scrub_report>(),
+            pages: r.pages,
+            healed: r.healed,
+            lost_count: r.lost_count,
+            lost_listed: r.lost.len() as u64,
+        }
+    }
+}
+
+/// How much a violation `lunsnap_check` found matters (`lunsnap_check_severity`
+/// gives it as a `uint32_t`): the higher, the worse.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum lunsnap_severity {
+    /// Worth knowing, nothing to repair: the array was rolled back by an open that
+    /// allowed it (`lunsnap_open_options.allow_rollback`).
+    Notice = 1,
+    /// Space counted as used that nothing references: wasted, never wrong data.
+    Leak = 2,
+    /// Anything else: metadata that is unreadable or inconsistent.
+    Damage = 3,
+}
+
+impl From<Severity> for lunsnap_severity {
+    fn from(s: Severity) -> Self {
+        match s {
+            Severity::Notice => lunsnap_severity::Notice,
+            Severity::Leak => lunsnap_severity::Leak,
+            Severity::Damage => lunsnap_severity::Damage,
         }
     }
 }
@@ -339,6 +457,98 @@ mod tests {
         assert_eq!(size_of::<lunsnap_host_grant>(), 16);
     }
 
+    /// Fields are only ever appended: those of 0.2.0 keep their offsets, the new
+    /// ones start at 0.2.0's sizes (format options 40 bytes, open options 16, pool
+    /// information 88, whose last 4 bytes were padding and now hold
+    /// `metadata_copies`: inside an old caller's struct, so still written).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn appended_fields_follow_the_old_layout() {
+        use core::mem::{offset_of, size_of};
+        assert_eq!(offset_of!(lunsnap_format_options, array_id), 24);
+        assert_eq!(offset_of!(lunsnap_format_options, metadata_copies), 40);
+        assert_eq!(size_of::<lunsnap_format_options>(), 48);
+        assert_eq!(offset_of!(lunsnap_open_options, allow_rollback), 16);
+        assert_eq!(offset_of!(lunsnap_pool_info, max_luns), 80);
+        assert_eq!(offset_of!(lunsnap_pool_info, metadata_copies), 84);
+        assert_eq!(offset_of!(lunsnap_pool_info, healed_pages), 88);
+        assert_eq!(offset_of!(lunsnap_pool_info, pending_heals), 96);
+        assert_eq!(offset_of!(lunsnap_pool_info, rollback_lost_generation), 104);
+        assert_eq!(offset_of!(lunsnap_pool_info, rollback_kept_generation), 112);
+        assert_eq!(size_of::<lunsnap_pool_info>(), 120);
+        assert_eq!(size_of::<lunsnap_scrub_report>(), 40);
+    }
+
+    #[test]
+    fn pool_info_reports_a_rollback_as_two_generations() {
+        let mut p = PoolInfo {
+            capacity_bytes: 1,
+            allocated_bytes: 2,
+            reserved_bytes: 3,
+            unreserved_bytes: 4,
+            free_bytes: 5,
+            metadata_used_bytes: 6,
+            metadata_provisioned_bytes: 7,
+            metadata_copies: 2,
+            healed_pages: 8,
+            pending_heals: 9,
+            rollback: None,
+            extent_size: 4096,
+            luns: 10,
+            max_luns: 11,
+            generation: 12,
+        };
+        let c = lunsnap_pool_info::from(p);
+        assert_eq!(
+            (
+                c.metadata_copies,
+                c.healed_pages,
+                c.pending_heals,
+                c.rollback_lost_generation,
+                c.rollback_kept_generation
+            ),
+            (2, 8, 9, 0, 0)
+        );
+        p.rollback = Some((12, 11));
+        let c = lunsnap_pool_info::from(p);
+        assert_eq!(
+            (c.rollback_lost_generation, c.rollback_kept_generation),
+            (12, 11)
+        );
+    }
+
+    #[test]
+    fn severities_grow_with_the_core_ones() {
+        let all = [Severity::Notice, Severity::Leak, Severity::Damage];
+        for w in all.windows(2) {
+            assert!(w[0] < w[1]);
+            assert!(lunsnap_severity::from(w[0]) < lunsnap_severity::from(w[1]));
+        }
+        assert_eq!(lunsnap_severity::from(Severity::Notice) as u32, 1);
+        assert_eq!(lunsnap_severity::from(Severity::Damage) as u32, 3);
+    }
+
+    #[test]
+    fn scrub_reports_count_the_listed_pages() {
+        let mut r = ScrubReport {
+            pages: 40,
+            healed: 3,
+            ..ScrubReport::default()
+        };
+        let c = lunsnap_scrub_report::from(&r);
+        assert_eq!(
+            (c.pages, c.healed, c.lost_count, c.lost_listed),
+            (40, 3, 0, 0)
+        );
+        r.lost.push(lunsnap::ScrubProblem {
+            addr: 7,
+            error: lunsnap::Error::Checksum { addr: 7 },
+        });
+        r.lost_count = 1500;
+        let c = lunsnap_scrub_report::from(&r);
+        assert_eq!((c.lost_count, c.lost_listed), (1500, 1));
+    }
+
     #[test]
     fn growable_structs_start_with_their_size() {
         use core::mem::offset_of;
@@ -346,6 +556,7 @@ mod tests {
         assert_eq!(offset_of!(lunsnap_open_options, struct_size), 0);
         assert_eq!(offset_of!(lunsnap_lun_info, struct_size), 0);
         assert_eq!(offset_of!(lunsnap_pool_info, struct_size), 0);
+        assert_eq!(offset_of!(lunsnap_scrub_report, struct_size), 0);
         assert_eq!(offset_of!(crate::lunsnap_device_callbacks, struct_size), 0);
     }
 }
