@@ -159,6 +159,16 @@ pub enum Error {
     },
     /// The LUN is offline: I/O is refused until it is brought online.
     Offline(u32),
+    /// Part of the range read was lost to metadata damage: `repair` could not read
+    /// its mapping back. It reads as this error until written or discarded.
+    LostData {
+        /// The LUN.
+        lun: u32,
+        /// Byte offset of the first lost byte the read touches.
+        offset: u64,
+        /// Lost bytes from there that the read touches.
+        len: u64,
+    },
     /// An I/O offset or length is not a multiple of the 512-byte sector.
     Misaligned {
         /// Byte offset of the request.
@@ -296,6 +306,12 @@ impl fmt::Display for Error {
                 "host {host:016x} may only read LUN {lun}: writing needs a read-write grant"
             ),
             Error::Offline(l) => write!(f, "LUN {l} is offline: bring it online first"),
+            Error::LostData { lun, offset, len } => write!(
+                f,
+                "{len} bytes of LUN {lun} at offset {offset} were lost to metadata damage \
+                 (repair could not read their mapping back): write or discard them to use \
+                 them again"
+            ),
             Error::Misaligned { offset, len } if offset % 512 != 0 => write!(
                 f,
                 "the offset {offset} is not a multiple of 512: LUNs are read and written in \

@@ -97,8 +97,8 @@ pub mod testing;
 
 pub use array::{
     Access, Array, ArrayViolation, DiffRange, FormatOptions, HostInfo, HostView, LunInfo, LunKind,
-    LunStatus, MapRange, OpenOptions, PoolInfo, Severity, DEFAULT_EXTENT_SIZE, DEFAULT_MAX_LUNS,
-    MAX_HOSTS, MAX_HOST_NAME, MAX_LUNS_LIMIT, SECTOR,
+    LunStatus, MapRange, OpenOptions, PoolInfo, RepairOptions, RepairReport, Severity,
+    DEFAULT_EXTENT_SIZE, DEFAULT_MAX_LUNS, MAX_HOSTS, MAX_HOST_NAME, MAX_LUNS_LIMIT, SECTOR,
 };
 pub use device::{BlockDevice, DeviceError, DeviceErrorKind, MemDevice};
 #[cfg(feature = "std")]

@@ -432,6 +432,7 @@ fn create_lun_reads_zeros_and_reserves_its_size() {
             reserved_bytes: MIB,
             exclusive_bytes: 0,
             shared_bytes: 0,
+            lost_bytes: 0,
         }
     );
     assert_eq!(h.pool().generation, g0 + 1, "create_lun is one commit");
@@ -652,6 +653,7 @@ fn detached_copy_then_attach_takes_the_parent_image_at_attach_time() {
             reserved_bytes: 0,
             exclusive_bytes: 0,
             shared_bytes: 0,
+            lost_bytes: 0,
         }
     );
     assert_eq!(

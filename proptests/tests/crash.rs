@@ -183,7 +183,6 @@ fn tight() -> Workload {
             cache_bytes: 64 * 1024,
             array_id: [0; 16],
             metadata_copies: 1,
-            ..FormatOptions::default()
         },
     )
     .expect("format")
@@ -505,7 +504,6 @@ fn trace(w: &Workload) -> (Vec<Event>, usize, Vec<Record>) {
         cache_bytes: w.cache_bytes,
         metadata_copies: w.copies,
         array_id: *b"crash-test-array",
-        ..FormatOptions::default()
     };
     let mut h = Harness::format(dev, &opts);
     let base = h.array().device_mut().events.len();

@@ -38,7 +38,6 @@ fn base(block_size: u32, cache_bytes: usize) -> (PowerCutDevice<MemDevice>, Mode
         // the second copy (the damage tests cover that), so the Nth read failing
         // would not always reach the caller.
         metadata_copies: 1,
-        ..FormatOptions::default()
     };
     let mut h = Harness::format(dev, &opts);
     for op in [

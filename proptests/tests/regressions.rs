@@ -21,7 +21,6 @@ fn a_discard_never_becomes_durable_half_done() {
         array_id: [0; 16],
         // The 1 MiB pool of the state machine's tight geometry, one metadata copy.
         metadata_copies: 1,
-        ..FormatOptions::default()
     };
     let dev = PowerCutDevice::new(MemDevice::new(512, 2048).expect("device"));
     let mut a = Array::format(dev, &opts).expect("format");

@@ -79,7 +79,6 @@ impl Geometry {
             cache_bytes: self.cache_bytes,
             array_id: *b"lunsnap-proptest",
             metadata_copies: self.copies,
-            ..FormatOptions::default()
         }
     }
 

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use super::Array;
 
 pub(crate) const HOSTS_SLOT: usize = 1;
-const HOST_RECORD: usize = 64;
+pub(crate) const HOST_RECORD: usize = 64;
 /// Longest host name, in bytes of UTF-8.
 pub const MAX_HOST_NAME: usize = 56;
 /// Most hosts an array registers: a LUN record holds its grants as 64-bit bitmaps

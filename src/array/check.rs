@@ -83,6 +83,20 @@ pub enum ArrayViolation {
         /// Why.
         error: Error,
     },
+    /// A LUN has lost ranges (from `repair`) that it cannot have: it does not exist,
+    /// is detached, or a range lies beyond its size.
+    BadLostRange {
+        /// The LUN the ranges name.
+        lun: u32,
+    },
+    /// A notice, not damage: ranges of a LUN that `repair` could not recover read
+    /// as errors until written or discarded.
+    LostData {
+        /// The LUN.
+        lun: u32,
+        /// Bytes lost.
+        bytes: u64,
+    },
     /// A notice, not damage: an open that allowed it rolled the array back
     /// because the newest commit could not be read ([`crate::OpenOptions::allow_rollback`]).
     RolledBack {
@@ -108,7 +122,7 @@ impl ArrayViolation {
     /// How much this violation matters.
     pub fn severity(&self) -> Severity {
         match self {
-            ArrayViolation::RolledBack { .. } => Severity::Notice,
+            ArrayViolation::RolledBack { .. } | ArrayViolation::LostData { .. } => Severity::Notice,
             ArrayViolation::Engine(
                 Violation::MetaRefcount { stored, found, .. }
                 | Violation::DataRefcount { stored, found, .. },
@@ -169,6 +183,14 @@ impl fmt::Display for ArrayViolation {
             ArrayViolation::UnreadableMapping { lun, error } => {
                 write!(f, "LUN {lun}: mapping unreadable: {error}")
             }
+            ArrayViolation::BadLostRange { lun } => {
+                write!(f, "LUN {lun} has lost ranges it cannot have")
+            }
+            ArrayViolation::LostData { lun, bytes } => write!(
+                f,
+                "note: {bytes} bytes of LUN {lun} were lost to metadata damage and read \
+                 as errors until written or discarded"
+            ),
             ArrayViolation::RolledBack { lost, kept } => write!(
                 f,
                 "note: generation {lost} was lost to damage and the array was rolled back \
@@ -298,6 +320,20 @@ impl<D: BlockDevice> Array<D> {
                     lun: *n,
                     host_index,
                 });
+            }
+        }
+        let lost_luns: Vec<u32> = self.lost.luns().collect();
+        for n in lost_luns {
+            let fits = self.luns.get(&n).is_some_and(|l| {
+                l.attached && self.lost.of(n).iter().all(|&(s, e)| s < e && e <= l.size)
+            });
+            if fits {
+                out.push(ArrayViolation::LostData {
+                    lun: n,
+                    bytes: self.lost.bytes(n),
+                });
+            } else {
+                out.push(ArrayViolation::BadLostRange { lun: n });
             }
         }
         if let Some((lost, kept)) = self.eng.rollback() {

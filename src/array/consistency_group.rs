@@ -88,6 +88,11 @@ impl<D: BlockDevice> Array<D> {
             ));
         }
         self.luns.extend(made);
+        if attached {
+            for &(p, c) in pairs {
+                self.lost.copy(p, c);
+            }
+        }
         self.dirty = true;
         self.commit()
     }
@@ -104,12 +109,14 @@ impl<D: BlockDevice> Array<D> {
         distinct(copies)?;
         let mut need = 0u64;
         let mut images = Vec::with_capacity(copies.len());
+        let mut parents = Vec::with_capacity(copies.len());
         for &c in copies {
-            let (cl, _, pl) = self.image_parent(c)?;
+            let (cl, pn, pl) = self.image_parent(c)?;
             if !cl.attached {
                 need += self.extents_for(cl.size);
             }
             images.push(pl.mapping);
+            parents.push(pn);
         }
         self.reserve(need)?;
         // Clone every image first: one point in time even if a copy in the group is
@@ -117,6 +124,12 @@ impl<D: BlockDevice> Array<D> {
         let mut fresh = Vec::with_capacity(copies.len());
         for m in &images {
             fresh.push(self.eng.clone_tree(m)?);
+        }
+        // Lost ranges as of the same point in time.
+        let lost: Vec<Vec<(u64, u64)>> =
+            parents.iter().map(|&p| self.lost.of(p).to_vec()).collect();
+        for (&c, l) in copies.iter().zip(lost) {
+            self.lost.set(c, l);
         }
         let g = self.next_gen();
         for (&c, f) in copies.iter().zip(fresh) {

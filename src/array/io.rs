@@ -152,6 +152,7 @@ impl<D: BlockDevice> Array<D> {
         online: bool,
     ) -> Result<()> {
         self.io_check_online(n, offset, buf.len() as u64, online)?;
+        self.lost.check_read(n, offset, buf.len() as u64)?;
         let es = self.extent_size;
         let mut done = 0usize;
         while done < buf.len() {
@@ -178,7 +179,9 @@ impl<D: BlockDevice> Array<D> {
     pub fn write(&mut self, n: u32, offset: u64, buf: &[u8]) -> Result<()> {
         self.live_io()?;
         self.io_check(n, offset, buf.len() as u64)?;
-        self.write_detecting(n, offset, buf, self.detect_zeros)
+        self.write_detecting(n, offset, buf, self.detect_zeros)?;
+        self.lost.clear(n, offset, buf.len() as u64);
+        Ok(())
     }
 
     /// [`Array::write`], unmapping whole extents of zeros if `detect`.
@@ -229,6 +232,7 @@ impl<D: BlockDevice> Array<D> {
             self.write_detecting(n, pos, &zeros[..k as usize], false)?;
             pos += k;
         }
+        self.lost.clear(n, offset, len);
         Ok(())
     }
 
@@ -411,6 +415,7 @@ impl<D: BlockDevice> Array<D> {
             }
             pos += chunk;
         }
+        self.lost.clear(n, offset, len);
         Ok(())
     }
 }

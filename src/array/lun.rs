@@ -193,6 +193,9 @@ pub struct LunInfo {
     pub exclusive_bytes: u64,
     /// Bytes of extents this LUN maps that another LUN maps too.
     pub shared_bytes: u64,
+    /// Bytes that [`Array::repair`](super::Array::repair) could not recover: they
+    /// read as [`Error::LostData`] until written or discarded (0 unless repaired).
+    pub lost_bytes: u64,
 }
 
 /// What [`Array::lun_status`](super::Array::lun_status) reports about one LUN: its

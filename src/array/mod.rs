@@ -15,9 +15,11 @@ mod check;
 mod consistency_group;
 mod header;
 mod io;
+mod lost;
 pub(crate) mod lun;
 mod map;
 mod ops;
+mod repair;
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -36,6 +38,7 @@ pub use check::{ArrayViolation, Severity};
 use lun::{Lun, ENTRY_BYTES, EXTENTS_PER_ENTRY, RECORD_SIZE};
 pub use lun::{LunInfo, LunKind, LunStatus, PoolInfo};
 pub use map::{DiffRange, MapRange};
+pub use repair::{RepairOptions, RepairReport};
 
 /// The I/O unit: offsets and lengths of reads, writes and discards are multiples
 /// of it, and LUN sizes too.
@@ -281,6 +284,8 @@ pub struct Array<D: BlockDevice> {
     detect_zeros: bool,
     /// Hosts, grants and the security switch.
     pub(crate) access: access::AccessTable,
+    /// Ranges `repair` could not recover, which read as errors.
+    pub(crate) lost: lost::LostRanges,
 }
 
 impl<D: BlockDevice> Array<D> {
@@ -338,6 +343,7 @@ impl<D: BlockDevice> Array<D> {
             scratch: Vec::new(),
             detect_zeros: true,
             access: access::AccessTable::new()?,
+            lost: lost::LostRanges::default(),
         })
     }
 
@@ -408,6 +414,7 @@ impl<D: BlockDevice> Array<D> {
         }
         let extent_size = u64::from(eng.geometry().extent_size);
         let access = access::AccessTable::load(&mut eng, header.security)?;
+        let lost = lost::LostRanges::load(&mut eng)?;
         Ok(Array {
             eng,
             table,
@@ -418,6 +425,7 @@ impl<D: BlockDevice> Array<D> {
             scratch: Vec::new(),
             detect_zeros: true,
             access,
+            lost,
         })
     }
 
@@ -509,6 +517,7 @@ impl<D: BlockDevice> Array<D> {
         }
         self.eng.set_root(TABLE_SLOT, Some(self.table))?;
         self.access.write_back(&mut self.eng)?;
+        self.lost.write_back(&mut self.eng)?;
         let c = ArrayHeader {
             max_luns: self.max_luns,
             security: self.access.security,
@@ -612,7 +621,18 @@ impl<D: BlockDevice> Array<D> {
             },
             exclusive_bytes: exclusive * self.extent_size,
             shared_bytes: shared * self.extent_size,
+            lost_bytes: self.lost.bytes(n),
         })
+    }
+
+    /// The ranges of LUN `n` that [`Array::repair`] could not recover, as (offset,
+    /// length) in bytes, in order: they read as [`Error::LostData`] until written or
+    /// discarded. Empty unless the array was repaired.
+    ///
+    /// Errors: [`Error::LunOutOfRange`], [`Error::NoSuchLun`].
+    pub fn lost_ranges(&self, n: u32) -> Result<Vec<(u64, u64)>> {
+        self.get(n)?;
+        Ok(self.lost.of(n).iter().map(|&(s, e)| (s, e - s)).collect())
     }
 
     /// LUN `n`'s size, kind, parent and state, in O(1) (no space accounting: see

@@ -113,6 +113,9 @@ impl<D: BlockDevice> Array<D> {
                 dirty: true,
             },
         );
+        if attached {
+            self.lost.copy(parent, n);
+        }
         self.dirty = true;
         self.commit()
     }
@@ -139,10 +142,11 @@ impl<D: BlockDevice> Array<D> {
     /// [`Error::ParentDetached`], [`Error::NoSpace`].
     pub fn attach(&mut self, n: u32) -> Result<()> {
         self.live()?;
-        let (c, _, p) = self.image_parent(n)?;
+        let (c, pn, p) = self.image_parent(n)?;
         if !c.attached {
             self.reserve(self.extents_for(c.size))?;
         }
+        self.lost.copy(pn, n);
         let fresh = self.eng.clone_tree(&p.mapping)?;
         let g = self.next_gen();
         let old = {
@@ -178,6 +182,7 @@ impl<D: BlockDevice> Array<D> {
             l.dirty = true;
             core::mem::replace(&mut l.mapping, Self::empty_mapping()?)
         };
+        self.lost.remove(n);
         self.eng.drop_tree(old)?;
         self.dirty = true;
         self.commit()
@@ -204,6 +209,7 @@ impl<D: BlockDevice> Array<D> {
             l.dirty = true;
         }
         let l = self.luns.get(&n).ok_or(Error::NoSuchLun(n))?.clone();
+        self.lost.remove(n);
         self.forget_record(n)?;
         self.eng.drop_tree(l.mapping)?;
         self.dirty = true;
@@ -224,6 +230,7 @@ impl<D: BlockDevice> Array<D> {
         }
         let (c, pn, _) = self.image_parent(n)?;
         let fresh = self.eng.clone_tree(&c.mapping)?;
+        self.lost.copy(n, pn);
         let old = {
             let p = self.luns.get_mut(&pn).ok_or(Error::ParentGone(n))?;
             p.dirty = true;

@@ -8,6 +8,7 @@
 //! recovers the previous commit; after it, the new one.
 
 mod audit;
+pub(crate) mod salvage;
 mod scrub;
 mod slots;
 pub(crate) mod superblock;

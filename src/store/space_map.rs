@@ -106,6 +106,8 @@ enum Op {
     Alloc,
     Inc,
     Dec,
+    /// Sets the count outright (repair rebuilding a map from the references found).
+    Set(u32),
 }
 
 /// Both space maps and the queue that serialises their updates.
@@ -121,6 +123,9 @@ pub struct SpaceMaps {
     /// Data extents freed in this transaction that the last commit still counts:
     /// the device may discard them once this transaction's commit is durable.
     pub freed: FreedRuns,
+    /// Metadata entries never to hand out (a bit each), while repair builds new
+    /// maps beside pages the old state still uses.
+    pub avoid: Option<Vec<u64>>,
 }
 
 /// Runs of data extents (start, length) freed in the current transaction, kept to
@@ -221,6 +226,7 @@ impl SpaceMaps {
             reserved: Vec::new(),
             draining: false,
             freed: FreedRuns::default(),
+            avoid: None,
         }
     }
 
@@ -234,6 +240,7 @@ impl SpaceMaps {
             reserved: Vec::new(),
             draining: false,
             freed: FreedRuns::default(),
+            avoid: None,
         }
     }
 
@@ -310,6 +317,28 @@ impl SpaceMaps {
     pub fn inc_meta<D: BlockDevice>(&mut self, store: &mut PageStore<D>, addr: u64) -> Result<()> {
         let e = self.meta_entry(addr)?;
         self.push(store, e, Op::Inc)
+    }
+
+    /// Sets the count of metadata page `addr` to `n` (repair).
+    pub fn set_meta_count<D: BlockDevice>(
+        &mut self,
+        store: &mut PageStore<D>,
+        addr: u64,
+        n: u32,
+    ) -> Result<()> {
+        let e = self.meta_entry(addr)?;
+        self.push(store, e, Op::Set(n))
+    }
+
+    /// Sets the count of data extent `e` to `n` (repair).
+    pub fn set_data_count<D: BlockDevice>(
+        &mut self,
+        store: &mut PageStore<D>,
+        e: u64,
+        n: u32,
+    ) -> Result<()> {
+        self.check_data(e)?;
+        self.apply_data(store, e, Op::Set(n))
     }
 
     /// Drops a reference to metadata page `addr`.
@@ -456,9 +485,18 @@ impl SpaceMaps {
             Op::Dec => old
                 .checked_sub(1)
                 .ok_or(Error::corrupt(e, "reference count underflow"))?,
+            Op::Set(n) => n,
         };
         put_u32(b, off, new);
-        if matches!(op, Op::Alloc) {
+        if matches!(op, Op::Set(_)) {
+            // Only repair sets counts, on maps it builds from nothing: no pins.
+            let a = self.arr_mut(m);
+            match (old, new) {
+                (0, 1..) => a.allocated += 1,
+                (1.., 0) => a.allocated = a.allocated.saturating_sub(1),
+                _ => {}
+            }
+        } else if matches!(op, Op::Alloc) {
             self.arr_mut(m).allocated += 1;
             if m == MapId::Meta {
                 self.reserved.retain(|&r| r != e);
@@ -605,7 +643,12 @@ impl SpaceMaps {
                 let busy_now = cur_buf.is_some_and(|b| get_u32(b, cnt_off(i)) != 0);
                 let busy_then = have_com && get_u32(&committed, cnt_off(i)) != 0;
                 let cand = leaf_no * COUNTS_PER_LEAF + i as u64;
-                let reserved = m == MapId::Meta && self.reserved.contains(&cand);
+                let reserved = m == MapId::Meta
+                    && (self.reserved.contains(&cand)
+                        || self.avoid.as_ref().is_some_and(|a| {
+                            a.get((cand / 64) as usize)
+                                .is_some_and(|w| w & (1 << (cand % 64)) != 0)
+                        }));
                 if !(busy_now || busy_then || reserved) {
                     return Ok(cand);
                 }

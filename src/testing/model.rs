@@ -282,6 +282,7 @@ impl Model {
             online: l.online,
             created_generation: l.created_gen,
             attached_generation: l.attached_gen,
+            lost_bytes: 0,
         })
     }
 
