@@ -265,12 +265,15 @@ impl<D: BlockDevice> PageStore<D> {
         }
     }
 
-    /// Seals slot `i` and writes copy `copy` of it.
+    /// Writes copy `copy` of slot `i`, sealing it first when it is the first copy
+    /// (both copies are the same bytes: one checksum).
     fn write_copy(&mut self, i: u32, copy: u8) -> Result<()> {
         let addr = self.slots[i as usize].addr;
         let lba = self.copy_lba(addr, copy)?;
         let s = &mut self.slots[i as usize];
-        page::seal(&mut s.buf);
+        if copy == 0 {
+            page::seal(&mut s.buf);
+        }
         self.dev.write(lba, &s.buf).map_err(dev_err)?;
         self.stats.writes += 1;
         Ok(())
