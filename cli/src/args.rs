@@ -25,7 +25,8 @@ Exit status: 0 success (also when a reader of stdout goes away), 1 the operation
 (the image is unchanged), 2 usage error. `check` (as qemu-img check): 0 clean (notes
 only), 1 could not check, 2 damage found, 3 only leaked space found. `scrub`: 0 every
 metadata page has a good copy (bad copies were healed), 1 could not scrub, 2 some page
-has no good copy left.")]
+has no good copy left. `repair`: 0 the repair ran (also when data was lost: it says
+so), 1 it could not run (2 or 3 if the check after it found damage or leaks).")]
 pub struct Cli {
     /// The control socket of `lunsnap serve IMAGE`, through which commands run on a
     /// served image [default: $LUNSNAP_CONTROL, else IMAGE.ctl]
@@ -174,6 +175,21 @@ pub enum Cmd {
         /// The image file (or block device) holding the array
         image: PathBuf,
         /// Print what was done as a JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild what damaged metadata allows (where both copies of some pages are bad),
+    /// offline, in one new commit; say what was kept and what was lost (ranges that
+    /// then read as errors until written or discarded), then check the result: exit
+    /// 0 when the repair ran (even if data was lost), 1 when it could not
+    Repair {
+        /// The image file (or block device) holding the array (not served: stop its
+        /// `lunsnap serve` first)
+        image: PathBuf,
+        /// Only say what a repair would keep and lose; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Print what was found and done as a JSON object
         #[arg(long)]
         json: bool,
     },
@@ -720,6 +736,7 @@ impl Cmd {
             | Cmd::Revoke { image, .. }
             | Cmd::Check { image, .. }
             | Cmd::Scrub { image, .. }
+            | Cmd::Repair { image, .. }
             | Cmd::Serve { image, .. } => Some(image),
             Cmd::Write(w) => Some(&w.image),
             Cmd::Read(r) => Some(&r.image),

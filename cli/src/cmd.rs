@@ -84,11 +84,19 @@ pub fn format(
 /// `info IMAGE [--json]`
 pub fn info(place: &Place, path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
     let mut t = place.open(path, Access::Read)?;
-    let (p, secure, hosts, len) = t.with(|va| {
+    let (p, secure, hosts, len, lost) = t.with(|va| {
         let dev = va.device();
         let len = dev.block_count() * u64::from(dev.block_size());
-        Ok((va.pool_info(), va.security_enabled(), va.hosts().len(), len))
+        let lost = lost_bytes(va)?;
+        Ok((
+            va.pool_info(),
+            va.security_enabled(),
+            va.hosts().len(),
+            len,
+            lost,
+        ))
     })?;
+    let lost_total: u64 = lost.iter().map(|&(_, b)| b).sum();
     let security = if secure {
         "enabled: hosts see only the LUNs they are granted"
     } else {
@@ -98,7 +106,7 @@ pub fn info(place: &Place, path: &Path, as_json: bool, out: &mut String) -> Resu
     if as_json {
         let shown = path.to_string_lossy().into_owned();
         out.push_str(&json::render(&json::Info::new(
-            shown, len, disk, &p, secure, hosts,
+            shown, len, disk, &p, secure, hosts, lost_total,
         )));
         return Ok(0);
     }
@@ -150,15 +158,45 @@ pub fn info(place: &Place, path: &Path, as_json: bool, out: &mut String) -> Resu
             ),
         )
     });
+    let lost_row = (lost_total > 0).then(|| {
+        let luns: Vec<u32> = lost.iter().map(|&(n, _)| n).collect();
+        (
+            "lost",
+            format!(
+                "{} of {} {} lost to metadata damage: {} as errors until written or \
+                 discarded (`lun list` shows each LUN's)",
+                both(lost_total),
+                if luns.len() == 1 { "LUN" } else { "LUNs" },
+                listed(&luns),
+                if lost_total == 1 {
+                    "it reads"
+                } else {
+                    "they read"
+                },
+            ),
+        )
+    });
     let rest = [
         ("generation", p.generation.to_string()),
         ("hosts", hosts.to_string()),
         ("security", String::from(security)),
     ];
-    for (k, v) in rows.into_iter().chain(rollback).chain(rest) {
+    for (k, v) in rows.into_iter().chain(rollback).chain(lost_row).chain(rest) {
         let _ = writeln!(out, "{:<16} {v}", format!("{k}:"));
     }
     Ok(0)
+}
+
+/// The LUNs with bytes lost to metadata damage (`repair`), with how many, in order.
+fn lost_bytes(va: &Va) -> Result<Vec<(u32, u64)>> {
+    let mut lost = Vec::new();
+    for n in va.lun_numbers() {
+        let b: u64 = va.lost_ranges(n)?.iter().map(|&(_, l)| l).sum();
+        if b > 0 {
+            lost.push((n, b));
+        }
+    }
+    Ok(lost)
 }
 
 /// `2 copies of every page`, as `format` and `info` say it.

@@ -53,6 +53,13 @@ pub struct Opening {
 /// With [`Access::Read`] nothing is written to the image: bad metadata copies found
 /// on the way are read from their good copy, and left for the next change to rewrite.
 pub fn open(path: &Path, access: Access, wait: &Opening) -> Result<Va> {
+    let file = locked(path, access, wait)?;
+    reopen(file, path, wait.allow_rollback)
+}
+
+/// The image file at `path`, opened and locked for `access` (waiting as `wait` says):
+/// what [`open`] opens the array in, and what `repair` repairs.
+pub fn locked(path: &Path, access: Access, wait: &Opening) -> Result<File> {
     let file = OpenOptions::new()
         .read(true)
         .write(access == Access::Write)
@@ -66,26 +73,35 @@ pub fn open(path: &Path, access: Access, wait: &Opening) -> Result<Va> {
         )));
     }
     lock(&file, path, access, wait)?;
-    reopen(file, path, wait.allow_rollback)
+    Ok(file)
 }
 
 /// Opens the array in an already open and locked image file; `allow_rollback`: see
 /// [`Opening::allow_rollback`].
 pub fn reopen(file: File, path: &Path, allow_rollback: bool) -> Result<Va> {
     let dev = device(file, path)?;
-    let opts = lunsnap::OpenOptions {
+    Array::open(dev, &open_options(allow_rollback)).map_err(|e| refused("open", path, e))
+}
+
+/// The open options of `--allow-rollback`.
+pub fn open_options(allow_rollback: bool) -> lunsnap::OpenOptions {
+    lunsnap::OpenOptions {
         allow_rollback,
         ..lunsnap::OpenOptions::default()
-    };
-    Array::open(dev, &opts).map_err(|e| match e {
+    }
+}
+
+/// Why the array in the image at `path` could not be opened (or repaired: `verb`).
+pub fn refused(verb: &str, path: &Path, e: Error) -> Fail {
+    match e {
         Error::BlockSizeMismatch { formatted, device } => Fail::new(format!(
-            "cannot open {}: its array was formatted on {formatted}-byte blocks, but lunsnap \
-             opens images of {device}-byte blocks (as it formats them); use the library \
-             with a FileDevice of {formatted}-byte blocks to open it",
+            "cannot {verb} {}: its array was formatted on {formatted}-byte blocks, but \
+             lunsnap opens images of {device}-byte blocks (as it formats them); use the \
+             library with a FileDevice of {formatted}-byte blocks to {verb} it",
             path.display()
         )),
-        e => Fail::new(format!("cannot open {}: {}", path.display(), explain(&e))),
-    })
+        e => Fail::new(format!("cannot {verb} {}: {}", path.display(), explain(&e))),
+    }
 }
 
 /// Takes the lock `access` needs on `file`: at once, or retrying for as long as `wait`
@@ -136,7 +152,7 @@ fn served(path: &Path, wait: &Opening) -> bool {
 }
 
 /// A block device over the whole of `file` (a regular file or a host block device).
-fn device(mut file: File, path: &Path) -> Result<FileDevice> {
+pub fn device(mut file: File, path: &Path) -> Result<FileDevice> {
     let len = file
         .seek(SeekFrom::End(0))
         .map_err(|e| Fail::io("measure", path, &e))?;

@@ -40,104 +40,139 @@ pub fn severity(s: Severity) -> &'static str {
 }
 
 /// `n thing`, or `n things`.
-fn count(n: usize, one: &str, many: &str) -> String {
+pub fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// `check IMAGE [--json]`
-pub fn check(place: &Place, path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
-    let mut t = place.open(path, Access::Read)?;
-    let (all, p) = t.with(|va: &mut Va| {
-        let found: Vec<(Severity, String)> = va
-            .check()?
-            .iter()
-            .map(|v| {
-                let s = v.severity();
-                let text = v.to_string();
-                // A notice may name itself already ("note: ..."): it is labelled below.
-                let text = match text.strip_prefix(&format!("{}: ", severity(s))) {
-                    Some(rest) => rest.to_string(),
-                    None => text,
-                };
-                (s, text)
-            })
-            .collect();
-        Ok((found, va.pool_info()))
-    })?;
-    // Each finding once, in the order found.
-    let mut found: Vec<(Severity, String)> = Vec::with_capacity(all.len());
-    for f in all {
-        if !found.contains(&f) {
-            found.push(f);
+/// What `check` found: each finding once, in the order found, and the figures its
+/// summary line gives.
+pub struct Checked {
+    /// (severity, message without its severity's label), each once.
+    pub found: Vec<(Severity, String)>,
+    /// LUNs in the array.
+    pub luns: u32,
+    /// The generation checked.
+    pub generation: u64,
+}
+
+impl Checked {
+    /// How many findings of severity `s`.
+    fn of(&self, s: Severity) -> usize {
+        self.found.iter().filter(|(x, _)| *x == s).count()
+    }
+
+    /// The exit status `check` gives for these findings, and its `status` word.
+    pub fn status(&self) -> (u8, &'static str) {
+        match (self.of(Severity::Damage), self.of(Severity::Leak)) {
+            (0, 0) => (0, "clean"),
+            (0, _) => (LEAKS, "leaks"),
+            _ => (DAMAGE, "damage"),
         }
     }
-    let of = |s: Severity| found.iter().filter(|(x, _)| *x == s).count();
-    let (notes, leaks, damage) = (
-        of(Severity::Notice),
-        of(Severity::Leak),
-        of(Severity::Damage),
-    );
-    let (code, status) = match (damage, leaks) {
-        (0, 0) => (0, "clean"),
-        (0, _) => (LEAKS, "leaks"),
-        _ => (DAMAGE, "damage"),
-    };
-    if as_json {
-        let findings: Vec<json::Violation> = found
+
+    /// `check --json`'s object.
+    pub fn json(&self) -> json::Check {
+        let (code, status) = self.status();
+        let findings: Vec<json::Violation> = self
+            .found
             .iter()
             .map(|(s, m)| json::Violation {
                 severity: severity(*s),
                 message: m.clone(),
             })
             .collect();
-        out.push_str(&json::render(&json::Check {
+        json::Check {
             clean: code == 0,
             status,
-            violations: found.iter().map(|(_, m)| m.clone()).collect(),
+            violations: self.found.iter().map(|(_, m)| m.clone()).collect(),
             findings,
             summary: json::CheckSummary {
-                notes,
-                leaks,
-                damage,
+                notes: self.of(Severity::Notice),
+                leaks: self.of(Severity::Leak),
+                damage: self.of(Severity::Damage),
             },
-        }));
-        return Ok(code);
+        }
     }
-    for (s, m) in &found {
-        let _ = writeln!(out, "{}: {m}", severity(*s));
+
+    /// `check`'s lines: each finding with its label, then the summary of `path`.
+    pub fn text(&self, path: &Path, out: &mut String) {
+        for (s, m) in &self.found {
+            let _ = writeln!(out, "{}: {m}", severity(*s));
+        }
+        let luns = count(self.luns as usize, "LUN", "LUNs");
+        let generation = self.generation;
+        let (damage, leaks) = (self.of(Severity::Damage), self.of(Severity::Leak));
+        let _ = match (damage, leaks) {
+            (0, 0) => writeln!(
+                out,
+                "{}: clean ({luns}, generation {generation})",
+                path.display()
+            ),
+            (0, _) => writeln!(
+                out,
+                "{}: {} found: space counted as in use by references that do not exist (it \
+                 is wasted; no data is wrong) ({luns}, generation {generation})",
+                path.display(),
+                count(leaks, "leak", "leaks"),
+            ),
+            (_, 0) => writeln!(
+                out,
+                "{}: damaged: {} found ({luns}, generation {generation})",
+                path.display(),
+                count(damage, "problem", "problems"),
+            ),
+            (_, _) => writeln!(
+                out,
+                "{}: damaged: {} and {} found ({luns}, generation {generation})",
+                path.display(),
+                count(damage, "problem", "problems"),
+                count(leaks, "leak", "leaks"),
+            ),
+        };
     }
-    let luns = count(p.luns as usize, "LUN", "LUNs");
-    let _ = match (damage, leaks) {
-        (0, 0) => writeln!(
-            out,
-            "{}: clean ({luns}, generation {})",
-            path.display(),
-            p.generation
-        ),
-        (0, _) => writeln!(
-            out,
-            "{}: {} found: space counted as in use by references that do not exist (it \
-             is wasted; no data is wrong) ({luns}, generation {})",
-            path.display(),
-            count(leaks, "leak", "leaks"),
-            p.generation
-        ),
-        (_, 0) => writeln!(
-            out,
-            "{}: damaged: {} found ({luns}, generation {})",
-            path.display(),
-            count(damage, "problem", "problems"),
-            p.generation
-        ),
-        (_, _) => writeln!(
-            out,
-            "{}: damaged: {} and {} found ({luns}, generation {})",
-            path.display(),
-            count(damage, "problem", "problems"),
-            count(leaks, "leak", "leaks"),
-            p.generation
-        ),
-    };
+}
+
+/// Checks the open array `va`: each finding once, in the order found.
+pub fn checked(va: &mut Va) -> Result<Checked> {
+    let all: Vec<(Severity, String)> = va
+        .check()?
+        .iter()
+        .map(|v| {
+            let s = v.severity();
+            let text = v.to_string();
+            // A notice may name itself already ("note: ..."): it is labelled when
+            // printed.
+            let text = match text.strip_prefix(&format!("{}: ", severity(s))) {
+                Some(rest) => rest.to_string(),
+                None => text,
+            };
+            (s, text)
+        })
+        .collect();
+    let mut found: Vec<(Severity, String)> = Vec::with_capacity(all.len());
+    for f in all {
+        if !found.contains(&f) {
+            found.push(f);
+        }
+    }
+    let p = va.pool_info();
+    Ok(Checked {
+        found,
+        luns: p.luns,
+        generation: p.generation,
+    })
+}
+
+/// `check IMAGE [--json]`
+pub fn check(place: &Place, path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
+    let mut t = place.open(path, Access::Read)?;
+    let c = t.with(checked)?;
+    let (code, _) = c.status();
+    if as_json {
+        out.push_str(&json::render(&c.json()));
+    } else {
+        c.text(path, out);
+    }
     Ok(code)
 }
 

@@ -20,6 +20,9 @@ pub struct Lun {
     pub attached_generation: u64,
     /// False while the LUN is offline (I/O refused).
     pub online: bool,
+    /// Bytes lost to metadata damage (`repair` could not read their mapping back):
+    /// they read as errors until written or discarded. 0 unless repaired.
+    pub lost_bytes: u64,
     /// The hosts granted access to the LUN, by host id.
     pub grants: Vec<Grant>,
 }
@@ -39,6 +42,7 @@ impl Lun {
             created_generation: l.created_generation,
             attached_generation: l.attached_generation,
             online: l.online,
+            lost_bytes: l.lost_bytes,
             grants: grants
                 .iter()
                 .map(|&(h, a)| Grant {
@@ -130,6 +134,10 @@ pub struct Info {
     pub security: bool,
     /// Number of registered hosts.
     pub hosts: usize,
+    /// Bytes of all LUNs lost to metadata damage (`repair` could not read their
+    /// mapping back): they read as errors until written or discarded. 0 unless
+    /// repaired.
+    pub lost_bytes: u64,
 }
 
 impl Info {
@@ -142,6 +150,7 @@ impl Info {
         p: &PoolInfo,
         security: bool,
         hosts: usize,
+        lost_bytes: u64,
     ) -> Self {
         Info {
             image,
@@ -167,6 +176,7 @@ impl Info {
             generation: p.generation,
             security,
             hosts,
+            lost_bytes,
         }
     }
 }

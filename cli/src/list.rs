@@ -1,4 +1,5 @@
-//! `lun list`: every LUN and copy with its figures, state and grants; only those a host
+//! `lun list`: every LUN and copy with its figures, state and grants (and, after a
+//! `repair` that lost data, the bytes each LUN lost); only those a host
 //! may discover (`--as`), only the copies of one LUN (`--copies-of`), and the lineage
 //! (`--tree`: each LUN with its copies indented below it, copies of copies deeper).
 
@@ -157,9 +158,16 @@ fn table(rows: &[Row], order: &[(usize, usize)], tree: bool, out: &mut String) {
     } else {
         format!("{:>width$}", "LUN")
     };
+    // The LOST column only when a LUN listed has bytes lost to metadata damage.
+    let lost = order.iter().any(|&(_, i)| rows[i].0.lost_bytes > 0);
+    let lost_head = if lost {
+        format!("{:>10}  ", "LOST")
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "{lun_head}  {:<4}  {:>10}  {:>6}  {:<8}  {:>10}  {:>10}  {:>10}  {:<6}  GRANTS",
+        "{lun_head}  {:<4}  {:>10}  {:>6}  {:<8}  {:>10}  {:>10}  {:>10}  {:<6}  {lost_head}GRANTS",
         "KIND", "SIZE", "PARENT", "STATE", "RESERVED", "EXCLUSIVE", "SHARED", "ONLINE"
     );
     for &(depth, i) in order {
@@ -169,9 +177,16 @@ fn table(rows: &[Row], order: &[(usize, usize)], tree: bool, out: &mut String) {
         } else {
             format!("{:>width$}", l.lun)
         };
+        let lost_cell = if !lost {
+            String::new()
+        } else if l.lost_bytes > 0 {
+            format!("{:>10}  ", human(l.lost_bytes))
+        } else {
+            format!("{:>10}  ", "-")
+        };
         let _ = writeln!(
             out,
-            "{lun}  {:<4}  {:>10}  {:>6}  {:<8}  {:>10}  {:>10}  {:>10}  {:<6}  {}",
+            "{lun}  {:<4}  {:>10}  {:>6}  {:<8}  {:>10}  {:>10}  {:>10}  {:<6}  {lost_cell}{}",
             json::kind(l.kind),
             human(l.size),
             l.parent

@@ -4,11 +4,11 @@
 //! A command line is parsed with the same [`Cli`] as in the shell and run by the same
 //! [`run`](crate::run), on the served array ([`Place::Live`]), with the socket as its
 //! standard streams; its output, its `lunsnap: ...` error line and its exit status
-//! are the ones the command gives on a cold image. Refused here: `format`, `serve` and
-//! `demo` (they need the image to themselves, or no image), an IMAGE that is not the
-//! served image, and a FILE other than `-` for `read` and `write`, or a ranges file
-//! for `write --ranges` (the `lunsnap` client opens its files itself, where it runs
-//! and as whom it runs, and streams them).
+//! are the ones the command gives on a cold image. Refused here: `format`, `repair`,
+//! `serve` and `demo` (they need the image to themselves, or no image), an IMAGE that
+//! is not the served image, and a FILE other than `-` for `read` and `write`, or a
+//! ranges file for `write --ranges` (the `lunsnap` client opens its files itself,
+//! where it runs and as whom it runs, and streams them).
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -237,6 +237,11 @@ mod tests {
             "format cannot run on a served image",
         );
         refused(&["demo"], "demo cannot run over the control socket");
+        refused(&["repair", &img], "repair cannot run on a served image");
+        refused(
+            &["repair", &img, "--dry-run", "--json"],
+            "stop its `lunsnap serve` first",
+        );
         refused(&["serve", &img], "is already served");
         let other = d.join("other.img");
         std::fs::write(&other, b"").expect("other");

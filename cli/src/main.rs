@@ -3,7 +3,8 @@
 //! Exit status: 0 success (also when the reader of stdout goes away: `| head`), 1 the
 //! operation failed (one line on stderr says why; the image is unchanged), 2 usage
 //! error; `check` exits 2 on damage and 3 on leaks only, `scrub` 2 when a metadata
-//! page has no good copy left. README.md documents every command.
+//! page has no good copy left, `repair` as `check` when the check after it finds
+//! damage or leaks. README.md documents every command.
 //!
 //! Every command runs the same code on a cold image and on the array `lunsnap serve`
 //! holds open ([`target`]): a command that finds its image locked by a server sends
@@ -24,6 +25,7 @@ mod live;
 mod progress;
 mod ranges;
 mod readout;
+mod repair;
 mod serve;
 mod signature;
 mod sink;
@@ -101,6 +103,11 @@ pub fn run(
         }
         Cmd::Check { image, json } => integrity::check(place, image, *json, out),
         Cmd::Scrub { image, json } => integrity::scrub(place, io, image, *json, out),
+        Cmd::Repair {
+            image,
+            dry_run,
+            json,
+        } => repair::repair(place, image, *dry_run, *json, out),
         Cmd::Demo { dir } => {
             place.cold_only(
                 "demo cannot run over the control socket: it makes an image of its own; run \

@@ -6,12 +6,13 @@
 //! read), so holes and unchanged ranges cost no device reads: they are left as holes
 //! in a file (a never-written LUN of any size reads in milliseconds) and written as
 //! zeros to a stream. Data is read in 1 MiB chunks, each one array operation (one lock
-//! of a served array).
+//! of a served array). A range lost to metadata damage (`repair` lists them) is
+//! never read as a hole: the read fails with the array's error, naming it.
 
 use std::io::BufWriter;
 use std::path::Path;
 
-use lunsnap::{DiffRange, MapRange};
+use lunsnap::{DiffRange, Error, MapRange};
 
 use crate::args::ReadArgs;
 use crate::fail::{Fail, Result};
@@ -22,7 +23,7 @@ use crate::sink::{Encoder, Local, Out, Sink};
 use crate::size::human;
 use crate::target::{Place, Streams, Target};
 use crate::transfer::{
-    check_range, chunk_at, is_std, read_at, same_file, same_file_refusal, CHUNK,
+    check_range, chunk_at, is_std, probe_at, read_at, same_file, same_file_refusal, CHUNK,
 };
 
 /// The span of one `map` or `diff` call: one array operation (one lock of a served
@@ -55,6 +56,30 @@ pub fn diff_at(
         Some(h) => va.as_host(h).diff(a, b, offset, len)?,
         None => va.diff(a, b, offset, len)?,
     })
+}
+
+/// Refuses a read of `len` bytes at `offset` of LUN `lun` that touches a range lost
+/// to metadata damage (`repair` could not read its mapping back), with the array's
+/// own error. The array refuses such a read itself, but `read` skips holes, and a
+/// lost range maps nothing: it would be read as zeros.
+pub fn not_lost(va: &Va, lun: u32, offset: u64, len: u64) -> Result<()> {
+    let end = offset.saturating_add(len);
+    let touched = va
+        .lost_ranges(lun)?
+        .into_iter()
+        .find(|&(s, l)| s < end && offset < s.saturating_add(l));
+    match touched {
+        Some((s, l)) => {
+            let from = s.max(offset);
+            Err(Error::LostData {
+                lun,
+                offset: from,
+                len: s.saturating_add(l).min(end) - from,
+            }
+            .into())
+        }
+        None => Ok(()),
+    }
 }
 
 /// The size of LUN `lun` as `host` sees it.
@@ -126,13 +151,14 @@ pub fn create(file: &Path, sidecar: Option<std::path::PathBuf>) -> Result<(Local
 /// Checks the read `spec` asks for; returns its length.
 fn checked_length(va: &mut Va, spec: &ReadArgs) -> Result<u64> {
     let (lun, offset, host) = (spec.lun, spec.offset, spec.as_host);
-    read_at(va, host, lun, offset, &mut [])?;
+    probe_at(va, host, lun, offset, &mut [])?;
     let len = match spec.length {
         Some(l) => l,
         // Whole LUN from the offset (checked above to be within it).
         None => lun_size(va, host, lun)?.saturating_sub(offset),
     };
     check_range(va, host, lun, offset, len)?;
+    not_lost(va, lun, offset, len)?;
     if let Some(base) = spec.changed_since {
         let size = lun_size(va, host, base)?;
         // Attached, and the offset within it.
@@ -167,6 +193,7 @@ fn produce(
         let at = offset + pos;
         let (listed, data) = t.with(|va| {
             let mapped = map_at(va, host, lun, at, n)?;
+            not_lost(va, lun, at, n)?;
             let data = mapped
                 .iter()
                 .filter(|r| r.data)

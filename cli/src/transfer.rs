@@ -84,10 +84,32 @@ pub fn chunk_at(pos: u64, left: u64) -> usize {
     to_boundary.min(left) as usize
 }
 
+/// A read of `buf.len()` bytes at `offset` of LUN `lun` (through `host`'s access) as a
+/// probe of the LUN, the access and the range: one that touches a range lost to
+/// metadata damage (`repair`) passes, for the array refuses it only once everything
+/// else is checked (a write clears such a range; `read` refuses it with its own
+/// check, which names all of the lost range it touches).
+pub fn probe_at(
+    va: &mut Va,
+    host: Option<u64>,
+    lun: u32,
+    offset: u64,
+    buf: &mut [u8],
+) -> lunsnap::Result<()> {
+    let r = match host {
+        Some(h) => va.as_host(h).read(lun, offset, buf),
+        None => va.read(lun, offset, buf),
+    };
+    match r {
+        Err(Error::LostData { .. }) => Ok(()),
+        r => r,
+    }
+}
+
 /// Checks that `len` bytes at `offset` are whole sectors inside attached LUN `lun`,
 /// cheaply (a read of one sector, whatever the LUN's size).
 pub fn check_range(va: &mut Va, host: Option<u64>, lun: u32, offset: u64, len: u64) -> Result<()> {
-    read_at(va, host, lun, offset, &mut [])?;
+    probe_at(va, host, lun, offset, &mut [])?;
     if !len.is_multiple_of(SECTOR) {
         return Err(Error::Misaligned { offset, len }.into());
     }
@@ -97,11 +119,7 @@ pub fn check_range(va: &mut Va, host: Option<u64>, lun: u32, offset: u64, len: u
     let beyond = |size| Error::OutOfRange { offset, len, size };
     let last = offset.checked_add(len - SECTOR).ok_or(beyond(u64::MAX))?;
     let mut probe = [0u8; SECTOR as usize];
-    let r = match host {
-        Some(h) => va.as_host(h).read(lun, last, &mut probe),
-        None => va.read(lun, last, &mut probe),
-    };
-    r.map_err(|e| match e {
+    probe_at(va, host, lun, last, &mut probe).map_err(|e| match e {
         Error::OutOfRange { size, .. } => beyond(size),
         e => e,
     })?;
@@ -148,7 +166,7 @@ pub fn write(
         match how.host {
             // An empty write: may the host write the LUN at all?
             Some(h) => va.as_host(h).write(lun, offset, &[])?,
-            None => va.read(lun, offset, &mut [])?,
+            None => probe_at(va, None, lun, offset, &mut [])?,
         }
         Ok(())
     })?;
