@@ -240,16 +240,15 @@ fn serve(mut sock: UnixStream, shared: &Arc<Shared>, handler: &dyn ControlHandle
             .write_all(b"lunsnap: internal error (the command panicked)\n");
         1
     });
+    // Logged before the client learns the exit status, so that whoever waits for
+    // the command finds its line in the log.
+    log::line(&format!("control: lunsnap {shown}: exit {code}"));
     let mut reply = reply;
-    let sent = write_frame(&mut reply, frame::EXIT, &[code]);
-    log::line(&format!(
-        "control: lunsnap {shown}: exit {code}{}",
-        if sent.is_err() {
-            " (the client left)"
-        } else {
-            ""
-        }
-    ));
+    if write_frame(&mut reply, frame::EXIT, &[code]).is_err() {
+        log::line(&format!(
+            "control: lunsnap {shown}: the client left before its exit status"
+        ));
+    }
 }
 
 #[cfg(test)]

@@ -14,9 +14,9 @@ use lunsnap::{Array, FileDevice, FormatOptions};
 use crate::proto::{self, cmd, opt, rep, reply};
 use crate::{Addr, Config, ListenSpec, Server};
 
-/// The tests of this module run one at a time: the memory test measures the whole
-/// process.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// The tests of this module (and those of others that start servers) run one at a
+/// time: the memory test measures the whole process.
+pub(crate) static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 struct Env {
     _serial: std::sync::MutexGuard<'static, ()>,
@@ -113,7 +113,7 @@ fn go_payload(name: &str) -> Vec<u8> {
 }
 
 /// A well-behaved client: handshake with structured replies and GO on LUN 1.
-fn client(p: &Path) -> UnixStream {
+pub(crate) fn client(p: &Path) -> UnixStream {
     let mut s = connect(p);
     greet(&mut s);
     send_option(&mut s, opt::STRUCTURED_REPLY, &[]);
@@ -128,7 +128,14 @@ fn client(p: &Path) -> UnixStream {
     }
 }
 
-fn request(s: &mut UnixStream, kind: u16, flags: u16, offset: u64, len: u32, handle: u64) {
+pub(crate) fn request(
+    s: &mut UnixStream,
+    kind: u16,
+    flags: u16,
+    offset: u64,
+    len: u32,
+    handle: u64,
+) {
     let mut r = proto::REQUEST_MAGIC.to_be_bytes().to_vec();
     r.extend_from_slice(&flags.to_be_bytes());
     r.extend_from_slice(&kind.to_be_bytes());
@@ -139,7 +146,7 @@ fn request(s: &mut UnixStream, kind: u16, flags: u16, offset: u64, len: u32, han
 }
 
 /// Reads structured chunks until DONE; returns (error or 0, data bytes seen).
-fn reply_of(s: &mut UnixStream, handle: u64) -> (u32, Vec<u8>) {
+pub(crate) fn reply_of(s: &mut UnixStream, handle: u64) -> (u32, Vec<u8>) {
     let mut data = Vec::new();
     loop {
         let h = read_n(s, 20);

@@ -26,6 +26,8 @@ pub mod handshake;
 mod hostile_tests;
 pub mod listen;
 pub mod log;
+#[cfg(test)]
+mod lost_tests;
 pub mod ops;
 pub mod proto;
 pub mod shared;

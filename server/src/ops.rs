@@ -47,6 +47,9 @@ pub fn errno_of(e: &Error) -> u32 {
         Error::ReadOnlyAccess { .. } => errno::EPERM,
         Error::NoSpace { .. } => errno::ENOSPC,
         Error::OutOfRange { .. } | Error::Misaligned { .. } => errno::EINVAL,
+        // Data lost to metadata damage (`repair` could not read its mapping back):
+        // an I/O error, as a bad sector's, until it is written or trimmed.
+        Error::LostData { .. } => errno::EIO,
         _ => errno::EIO,
     }
 }
@@ -92,11 +95,72 @@ fn write_at(a: &mut ServedArray, s: &Session, offset: u64, buf: &[u8]) -> Result
     Ok(())
 }
 
-fn map(a: &mut ServedArray, s: &Session, offset: u64, len: u64) -> Result<Vec<MapRange>> {
-    Ok(match s.who {
+/// A range of the LUN as the server reports it: data, or a hole (reads as zeros).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span {
+    offset: u64,
+    length: u64,
+    data: bool,
+}
+
+/// The LUN's ranges in `[offset, offset + len)`, with the ranges lost to metadata
+/// damage (`repair` could not read their mapping back) as data: the array maps
+/// nothing there, but they are not holes (a read of them fails with EIO until they
+/// are written), so a structured read must read them, and a client's block status
+/// must not skip them as zeros.
+fn map(a: &mut ServedArray, s: &Session, offset: u64, len: u64) -> Result<Vec<Span>> {
+    let ranges: Vec<MapRange> = match s.who {
         Identity::Admin => a.map(s.lun, offset, len)?,
         Identity::Host(h) => a.as_host(h).map(s.lun, offset, len)?,
-    })
+    };
+    let spans = ranges.iter().map(|r| Span {
+        offset: r.offset,
+        length: r.length,
+        data: r.data,
+    });
+    let lost = a.lost_ranges(s.lun)?;
+    if lost.is_empty() {
+        return Ok(spans.collect());
+    }
+    Ok(with_lost(spans, &lost))
+}
+
+/// `spans` (in order, apart) with the parts of holes that `lost` (offset, length
+/// pairs, in order) covers turned into data, adjacent spans of one kind merged.
+fn with_lost(spans: impl Iterator<Item = Span>, lost: &[(u64, u64)]) -> Vec<Span> {
+    let mut out: Vec<Span> = Vec::new();
+    let mut push = |offset: u64, end: u64, data: bool| {
+        if offset >= end {
+            return;
+        }
+        match out.last_mut() {
+            Some(l) if l.data == data && l.offset + l.length == offset => l.length += end - offset,
+            _ => out.push(Span {
+                offset,
+                length: end - offset,
+                data,
+            }),
+        }
+    };
+    for sp in spans {
+        let end = sp.offset + sp.length;
+        if sp.data {
+            push(sp.offset, end, true);
+            continue;
+        }
+        let mut at = sp.offset;
+        for &(lo, len) in lost {
+            let hi = lo.saturating_add(len);
+            if hi <= at || lo >= end {
+                continue;
+            }
+            push(at, lo.max(at), false);
+            push(lo.max(at), hi.min(end), true);
+            at = hi.min(end);
+        }
+        push(at, end, false);
+    }
+    out
 }
 
 /// Reads `buf.len()` bytes at any byte `offset` (whole sectors are read around it).
@@ -230,7 +294,8 @@ pub fn failure(s: &Session, handle: u64, f: &Failure, out: &mut Vec<u8>) {
 
 /// Appends the reply to a read: simple, or structured chunks that report holes
 /// (never-written extents) without their zeros unless the client said "don't
-/// fragment".
+/// fragment". A range lost to metadata damage is no hole ([`map`]): a read that
+/// touches one gets EIO.
 fn read(a: &mut ServedArray, s: &Session, req: &Request, out: &mut Vec<u8>) {
     let len = req.length as usize;
     let at = out.len();
@@ -400,4 +465,54 @@ fn block_status(a: &mut ServedArray, s: &Session, req: &Request, out: &mut Vec<u
         out.extend_from_slice(&f.to_be_bytes());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(offset: u64, length: u64, data: bool) -> Span {
+        Span {
+            offset,
+            length,
+            data,
+        }
+    }
+
+    #[test]
+    fn lost_parts_of_holes_become_data() {
+        let map = [
+            span(0, 100, true),
+            span(100, 300, false),
+            span(400, 100, true),
+        ];
+        // Inside a hole, touching data, spanning everything, outside.
+        type Case<'a> = (&'a [(u64, u64)], Vec<Span>);
+        let cases: [Case; 5] = [
+            (
+                &[(150, 50)],
+                vec![
+                    span(0, 100, true),
+                    span(100, 50, false),
+                    span(150, 50, true),
+                    span(200, 200, false),
+                    span(400, 100, true),
+                ],
+            ),
+            (
+                &[(100, 50), (350, 50)],
+                vec![
+                    span(0, 150, true),
+                    span(150, 200, false),
+                    span(350, 150, true),
+                ],
+            ),
+            (&[(0, 1000)], vec![span(0, 500, true)]),
+            (&[(600, 10)], map.to_vec()),
+            (&[], map.to_vec()),
+        ];
+        for (lost, want) in cases {
+            assert_eq!(with_lost(map.iter().copied(), lost), want, "{lost:?}");
+        }
+    }
 }
