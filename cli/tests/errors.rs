@@ -368,10 +368,57 @@ fn flip(path: &str, offset: u64) {
     f.write_all_at(&[b[0] ^ 0x5a], offset).unwrap();
 }
 
-#[test]
-fn corrupt_images_are_reported_never_a_panic() {
-    let d = Dir::new("corrupt");
-    let img = small_image(&d);
+/// Where an image keeps the copies of its pages, read from the first copy of its
+/// newest superblock slot (the superblock's fields: docs/FORMAT.md).
+struct Layout {
+    device_pages: u64,
+    meta_start: u64,
+    meta_pages: u64,
+    copies: u32,
+}
+
+impl Layout {
+    fn of(img: &str) -> Layout {
+        let b = read(img);
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+        let slot = (0..2).max_by_key(|&s| u64_at(s * 4096 + 24)).unwrap() * 4096;
+        Layout {
+            device_pages: u64_at(slot + 72),
+            meta_start: u64_at(slot + 80),
+            meta_pages: u64_at(slot + 88),
+            copies: u32::from_le_bytes(b[slot + 368..slot + 372].try_into().unwrap()),
+        }
+    }
+
+    /// The copies of page `page`: itself, and its second copy if it has one (a
+    /// superblock slot's at the device's end; with two metadata copies, a metadata
+    /// page's in the mirror area before it).
+    fn copies(&self, page: u64) -> Vec<u64> {
+        let mut v = vec![page];
+        if page < 2 {
+            v.push(self.device_pages - 2 + page);
+        } else if self.copies == 2 && page < self.meta_start + self.meta_pages {
+            v.push(page + self.device_pages - 2 - self.meta_pages - self.meta_start);
+        }
+        v
+    }
+}
+
+/// An image of 16 MiB with `copies` metadata copies, LUN 1 written in two places,
+/// its attached copy 2; and what LUN 1 reads.
+fn written_image(d: &Dir, copies: &str) -> (String, Vec<u8>) {
+    let img = d.file(&format!("copies-{copies}.img"));
+    ok(&[
+        "format",
+        &img,
+        "--size",
+        "16M",
+        "--max-luns",
+        "16",
+        "--metadata-copies",
+        copies,
+    ]);
+    ok(&["lun", "create", &img, "1", "--size", "4M"]);
     let data = d.file("data.bin");
     std::fs::write(&data, pattern(4, 256 << 10)).unwrap();
     ok(&["write", &img, "1", &data]);
@@ -386,50 +433,111 @@ fn corrupt_images_are_reported_never_a_panic() {
         "--attached",
     ]);
     ok(&["write", &img, "1", &data, "--offset", "1M"]);
+    let out = d.file("lun1.bin");
+    ok(&["read", &img, "1", &out]);
+    (img, read(&out))
+}
 
-    // Damage all the metadata in use (the pages after the two superblocks): open or
-    // check must say so.
-    let bad = d.file("bad.img");
-    std::fs::copy(&img, &bad).unwrap();
-    for page in 2..24u64 {
-        flip(&bad, page * 4096 + 100);
-    }
-    let r = run(&["check", &bad]);
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(
-        r.stderr.contains("corrupt") || r.out().contains("corrupt"),
-        "check did not report the corruption: {r:?}"
-    );
-    fails(&["lun", "list", &bad], "corrupt");
-
-    // One damaged page at a time, under every command: exit 0 or 1, never a crash.
+/// Damage reaching every copy of a metadata page is reported (exit 1, or `check`'s 2
+/// for damage found), never a crash; damage to one copy of a page whose other copy
+/// is intact is read around: every command succeeds and reads what was written.
+#[test]
+fn corrupt_images_are_reported_never_a_panic() {
+    let d = Dir::new("corrupt");
+    let data = d.file("data.bin");
     let out = d.file("out.bin");
-    let mut reported = 0;
-    for page in 0..12u64 {
+    let bad = d.file("bad.img");
+    for copies in ["2", "1"] {
+        let (img, lun1) = written_image(&d, copies);
+        let layout = Layout::of(&img);
+        assert_eq!(layout.copies.to_string(), copies);
+
+        // Damage the first copy of all the metadata in use (the pages after the two
+        // superblocks). With two copies the second copies serve.
         std::fs::copy(&img, &bad).unwrap();
-        flip(&bad, page * 4096 + 64);
-        for args in [
-            &["check", &bad][..],
-            &["info", &bad, "--json"],
-            &["lun", "list", &bad, "--json"],
-            &["read", &bad, "1", &out],
-            &["write", &bad, "1", &data],
-            &["copy", "attach", &bad, "2"],
-            &["copy", "restore", &bad, "2"],
-            &["lun", "delete", &bad, "1", "--orphan-copies"],
-        ] {
-            let r = run(args);
-            assert!(r.code == 0 || r.code == 1, "lunsnap {args:?}: {r:?}");
-            if r.code == 1 {
-                assert!(
-                    !r.stderr.is_empty() || !r.stdout.is_empty(),
-                    "{args:?}: silent"
-                );
-                reported += 1;
+        for page in 2..24u64 {
+            flip(&bad, page * 4096 + 100);
+        }
+        if copies == "2" {
+            assert!(ok(&["check", &bad]).contains("clean"));
+            ok(&["read", &bad, "1", &out]);
+            assert!(
+                read(&out) == lun1,
+                "LUN 1 reads wrong from the second copies"
+            );
+            ok(&["lun", "list", &bad]);
+            // Both copies damaged: nothing left to read.
+            for page in 2..24u64 {
+                flip(&bad, layout.copies(page)[1] * 4096 + 100);
             }
         }
+        let r = run(&["check", &bad]);
+        assert!(r.code == 1 || r.code == 2, "{r:?}");
+        assert!(
+            r.stderr.contains("corrupt") || r.out().contains("corrupt"),
+            "check did not report the corruption: {r:?}"
+        );
+        fails(&["lun", "list", &bad], "corrupt");
+
+        // One damaged page at a time (the superblocks, the start of the metadata
+        // area), in each copy alone and in all its copies, under every command.
+        let mut reported = 0;
+        for page in 0..12u64 {
+            let all = layout.copies(page);
+            let mut damages: Vec<Vec<u64>> = Vec::new();
+            if all.len() == 2 {
+                damages.extend(all.iter().map(|&c| vec![c]));
+            }
+            damages.push(all.clone());
+            for damaged in damages {
+                // A copy alone, with an intact twin, must not show.
+                let healed = damaged.len() < all.len();
+                std::fs::copy(&img, &bad).unwrap();
+                for &c in &damaged {
+                    flip(&bad, c * 4096 + 64);
+                }
+                let what = format!("{copies} copies, page {page} damaged at {damaged:?}");
+                if healed {
+                    ok(&["read", &bad, "1", &out]);
+                    assert!(read(&out) == lun1, "{what}: LUN 1 reads wrong");
+                }
+                for args in [
+                    &["check", &bad][..],
+                    &["info", &bad, "--json"],
+                    &["lun", "list", &bad, "--json"],
+                    &["read", &bad, "1", &out],
+                    &["write", &bad, "1", &data],
+                    &["copy", "attach", &bad, "2"],
+                    &["copy", "restore", &bad, "2"],
+                    &["lun", "delete", &bad, "1", "--orphan-copies"],
+                ] {
+                    let r = run(args);
+                    if healed {
+                        assert_eq!(r.code, 0, "{what}: lunsnap {args:?}: {r:?}");
+                        continue;
+                    }
+                    // `check` exits 2 when it finds damage.
+                    let ok_codes: &[i32] = if args[0] == "check" {
+                        &[0, 1, 2]
+                    } else {
+                        &[0, 1]
+                    };
+                    assert!(
+                        ok_codes.contains(&r.code),
+                        "{what}: lunsnap {args:?}: {r:?}"
+                    );
+                    if r.code != 0 {
+                        assert!(
+                            !r.stderr.is_empty() || !r.stdout.is_empty(),
+                            "{what}: {args:?}: silent"
+                        );
+                        reported += 1;
+                    }
+                }
+            }
+        }
+        assert!(reported > 0, "{copies} copies: no damaged page was noticed");
     }
-    assert!(reported > 0, "no damaged page was noticed");
 }
 
 #[test]

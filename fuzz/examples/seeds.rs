@@ -15,23 +15,29 @@ fn save(target: &str, name: &str, data: &[u8]) {
     std::fs::write(dir.join(format!("seed-{name}")), data).unwrap();
 }
 
-/// The first pages of a small array (up to its last metadata block), as a raw image.
-fn raw_image(bs: u32, bytes: u64) -> Vec<u8> {
+/// The first pages of a small array (up to its last metadata block), and its last
+/// two pages (the second copies of the superblock slots), as a raw image. `full`:
+/// detached copies, hosts and grants too (else fewer commits, so that the first
+/// pages and the last two fit in 64 KiB).
+fn raw_image(bs: u32, bytes: u64, metadata_copies: u32, full: bool) -> (Vec<u8>, Vec<u8>) {
     let dev = MemDevice::new(bs, bytes / u64::from(bs)).unwrap();
     let opts = FormatOptions {
         extent_size: 4096,
         max_luns: 8,
         cache_bytes: 1 << 20,
         array_id: [1; 16],
+        metadata_copies,
     };
     let mut a = Array::format(dev, &opts).unwrap();
     a.create_lun(1, 64 << 10).unwrap();
     a.write(1, 0, &[7u8; 4096]).unwrap();
     a.create_copy(1, 2, true).unwrap();
     a.write(1, 8192, &[9u8; 4096]).unwrap();
-    a.create_copy(1, 3, false).unwrap();
-    a.add_host(5, "h").unwrap();
-    a.grant(2, 5, lunsnap::Access::Read).unwrap();
+    if full {
+        a.create_copy(1, 3, false).unwrap();
+        a.add_host(5, "h").unwrap();
+        a.grant(2, 5, lunsnap::Access::Read).unwrap();
+    }
     let mut dev = a.close().unwrap();
     let per = (PAGE_SIZE / bs as usize) as u64;
     let mut out = Vec::new();
@@ -45,7 +51,10 @@ fn raw_image(bs: u32, bytes: u64) -> Vec<u8> {
         out.extend_from_slice(&page);
     }
     out.truncate(last);
-    out
+    let pages = bytes / PAGE_SIZE as u64;
+    let mut tail = vec![0u8; 2 * PAGE_SIZE];
+    dev.read((pages - 2) * per, &mut tail).unwrap();
+    (out, tail)
 }
 
 fn op(code: u8, l: [u8; 4], x: u8, s: u16, n: u8) -> [u8; 9] {
@@ -54,21 +63,44 @@ fn op(code: u8, l: [u8; 4], x: u8, s: u16, n: u8) -> [u8; 9] {
 }
 
 fn main() {
-    // open_check: both unchanged bases, with either cache size.
-    for mode in [1u8, 3, 5, 7] {
+    // open_check: the four unchanged bases (two metadata copies, or one: mode bit
+    // 3), with either cache size.
+    for mode in [1u8, 3, 5, 7, 9, 11, 13, 15] {
         save("open_check", &format!("base-{mode}"), &[mode]);
     }
-    // A one-byte patch in each of the first metadata pages, resealed.
+    // A one-byte patch in each of the first metadata pages, in the first copy (mode
+    // bits 4-5 = 0), the second (1) or both (2), or in the base with one copy (mode
+    // bit 3); resealed, or not (sel bit 7): a bad copy, which the other copy must
+    // stand in for, or, in every copy, damage that must be reported.
     for sel in 0..16u8 {
-        save(
-            "open_check",
-            &format!("patch-{sel}"),
-            &[1 | (sel & 1) << 1, sel, 40, 0, 1, 0xff],
-        );
+        for (copies, target) in [(0u8, 0u8), (0, 16), (0, 32), (8, 0)] {
+            let mode = 1 | (sel & 1) << 1 | copies | target;
+            save(
+                "open_check",
+                &format!("patch-{mode}-{sel}"),
+                &[mode, sel, 40, 0, 1, 0xff],
+            );
+            save(
+                "open_check",
+                &format!("patch-{mode}-{}", sel | 0x80),
+                &[mode, sel | 0x80, 40, 0, 1, 0xff],
+            );
+        }
+    }
+    // The superblock slots' pages (raw pages 0 and 1) damaged in both copies: the
+    // newest commit lost (open refuses; a rollback is allowed) or an older one.
+    for mode in [1u8, 3, 9, 11] {
+        for sel in [0x40u8, 0x41] {
+            save(
+                "open_check",
+                &format!("superblocks-{mode}-{sel}"),
+                &[mode | 32, sel | 0x80, 100, 0, 1, 0x5a],
+            );
+        }
     }
     // A field of every B-tree entry kind set to a boundary value: key or word w of
     // the value of entry w, in each of the first live metadata pages.
-    for mode in [1u8, 3] {
+    for mode in [1u8, 3, 9, 11] {
         for sel in 0..12u8 {
             for (i, at) in [0x8000u16, 0xc000, 0xc100, 0xc200, 0xc300, 0xc400, 0xc500]
                 .into_iter()
@@ -84,14 +116,22 @@ fn main() {
             }
         }
     }
-    // Raw images: 512-byte blocks on 1 MiB (mode 0), 4 KiB blocks on 4 MiB (mode 24),
-    // as is and with every metadata page resealed.
-    for (mode, bs, bytes) in [(0u8, 512u32, 1u64 << 20), (24, 4096, 4 << 20)] {
-        let img = raw_image(bs, bytes);
-        for reseal in [0u8, 2] {
-            let mut v = vec![mode | reseal];
-            v.extend_from_slice(&img);
-            save("open_check", &format!("raw-{}", mode | reseal), &v);
+    // Raw images: 512-byte blocks on 1 MiB (mode 0; one metadata copy, as two do
+    // not fit), 4 KiB blocks on 4 MiB (mode 24; two copies), as is and with every
+    // metadata page resealed; the first pages only (the second copies read as
+    // zeros), or with the device's last two pages too (mode bit 5).
+    for (mode, bs, bytes, copies) in [(0u8, 512u32, 1u64 << 20, 1), (24, 4096, 4 << 20, 2)] {
+        for with_tail in [0u8, 32] {
+            let (head, tail) = raw_image(bs, bytes, copies, with_tail == 0);
+            for reseal in [0u8, 2] {
+                let mode = mode | reseal | with_tail;
+                let mut v = vec![mode];
+                v.extend_from_slice(&head);
+                if with_tail != 0 {
+                    v.extend_from_slice(&tail);
+                }
+                save("open_check", &format!("raw-{mode}"), &v);
+            }
         }
     }
 
@@ -113,16 +153,28 @@ fn main() {
         op(15, [1, 0, 0, 0], 0, 4, 20), // discard LUN 1
         op(10, [4, 0, 0, 0], 0, 0, 0),  // LUN 4 offline
         op(18, [0; 4], 0, 0, 0),        // flush
-        op(14, [6, 0, 0, 0], 0, 0, 3),  // write 6
+        op(13, [6, 0, 0, 0], 0, 0, 3),  // write 6
         op(20, [0; 4], 0, 0, 0),        // reopen without flush
         op(8, [1, 0, 0, 0], 1, 0, 0),   // delete 1, orphaning its copies
         op(11, [3, 0, 0, 0], 0, 2, 2),  // write 3
         op(19, [0; 4], 0, 0, 0),        // reopen
         op(10, [4, 0, 0, 0], 1, 0, 0),  // LUN 4 online
         op(21, [0; 4], 0, 0, 0),        // check
-        op(17, [4, 0, 0, 0], 0, 0, 19), // read 4
+        op(16, [4, 0, 0, 0], 0, 0, 19), // read 4
+        op(14, [0; 4], 3, 2, 0x40),     // damage a page
+        op(17, [0; 4], 0, 0, 0),        // scrub
+        op(14, [0; 4], 200, 1, 7),      // damage a page
+        op(14, [0; 4], 9, 5, 1),        // damage a page
+        op(12, [3, 0, 0, 0], 0, 9, 9),  // write 3
+        op(20, [0; 4], 0, 0, 0),        // reopen without flush
+        op(16, [3, 0, 0, 0], 0, 0, 30), // read 3
+        op(14, [0; 4], 0, 0, 0x10),     // damage superblock slot 0
+        op(18, [0; 4], 0, 0, 0),        // flush
+        op(17, [0; 4], 0, 0, 0),        // scrub
     ];
     let body: Vec<u8> = ops.iter().flatten().copied().collect();
+    // Geometry bit 3: two metadata copies (2 MiB); bit 4: damage hits their
+    // second copies.
     for (geo, countdown, outcome) in [
         (0u8, 0x8000u16, 2u8),
         (1, 0x8000, 0),
@@ -134,6 +186,18 @@ fn main() {
         (3, 75, 1),
         (4, 120, 2),
         (0, 200, 2),
+        (8, 0x8000, 2),
+        (9, 0x8000, 0),
+        (26, 0x8000, 1),
+        (28, 0x8000, 2),
+        (8, 3, 2),
+        (25, 17, 0),
+        (10, 40, 2),
+        (27, 75, 1),
+        (12, 120, 2),
+        (24, 200, 2),
+        (9, 400, 2),
+        (26, 700, 0),
     ] {
         let c = countdown.to_le_bytes();
         let mut v = vec![geo, c[0], c[1], outcome];

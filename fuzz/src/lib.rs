@@ -8,17 +8,20 @@
 //!   changes. Never a panic, a hang or unbounded allocation (docs/DESIGN.md §2, "Bad
 //!   input"); and when `check()` finds nothing wrong, the array must behave.
 //! * [`ops_powercut`]: an operation sequence on a `PowerCutDevice<MemDevice>` with a
-//!   power-cut countdown and outcome, checked against a model: after the cut the
-//!   array opens, `check()` is empty and the state obeys docs/DESIGN.md §2 Durability.
+//!   power-cut countdown and outcome, and damage to one copy of pages, checked
+//!   against a model: after the cut the array opens, `check()` is empty and the
+//!   state obeys docs/DESIGN.md §2 Durability.
 //!
 //! The input encodings are described at each function.
 
 use std::sync::OnceLock;
 
+use lunsnap::engine::{Geometry, ScrubReport, SUPERBLOCK_PAGES};
 use lunsnap::testing::layout::{self, PAGE_SIZE};
 use lunsnap::testing::{mix, CutOutcome, Model, PowerCutDevice};
 use lunsnap::{
-    Access, Array, BlockDevice, Error, FormatOptions, LunKind, MemDevice, OpenOptions, SECTOR,
+    Access, Array, ArrayViolation, BlockDevice, Error, FormatOptions, LunKind, MemDevice,
+    OpenOptions, SECTOR,
 };
 
 /// Reads the input from the front; past its end every read gives zeros.
@@ -106,25 +109,46 @@ fn has_magic(b: &[u8]) -> bool {
     b.len() >= 4 && b[..4] == layout::PAGE_MAGIC.to_le_bytes()
 }
 
-/// A populated array image to patch, and its pages that hold a live metadata page.
+/// A populated array image to patch: its device, its layout, and the superblock
+/// slots and metadata pages in use (their first copies; not those of older commits).
 struct Base {
     dev: MemDevice,
+    geo: Geometry,
     meta_pages: Vec<u64>,
 }
 
-/// Base 0: 2 MiB of 512-byte blocks, 16 KiB extents, 16 LUNs at most. Base 1:
-/// 16 MiB of 4 KiB blocks, 4 KiB extents, 64 LUNs at most, with mapping trees and
-/// space maps of more than one level.
-fn bases() -> &'static [Base; 2] {
-    static BASES: OnceLock<[Base; 2]> = OnceLock::new();
-    BASES.get_or_init(|| [build_base(0), build_base(1)])
+impl Base {
+    /// The copies of page `page`: itself, and where its second copy lives, if it has
+    /// one (superblock slots always; metadata pages with two metadata copies).
+    fn copies(&self, page: u64) -> (u64, Option<u64>) {
+        let geo = &self.geo;
+        let meta = geo.meta_start..geo.meta_start + geo.meta_pages;
+        let second = if page < SUPERBLOCK_PAGES {
+            Some(geo.superblock_copy(page))
+        } else if meta.contains(&page) {
+            geo.mirror_offset().map(|off| page + off)
+        } else {
+            None
+        };
+        (page, second)
+    }
 }
 
-fn build_base(kind: u8) -> Base {
-    let (bs, bytes, extent_size, max_luns) = if kind == 0 {
-        (512u32, 2u64 << 20, 16 << 10, 16)
-    } else {
-        (4096, 16 << 20, 4096, 64)
+/// Base 0: 512-byte blocks, 16 KiB extents, 16 LUNs at most, on 2 MiB (one metadata
+/// copy) or 3 MiB (two). Base 1: 16 MiB of 4 KiB blocks, 4 KiB extents, 64 LUNs at
+/// most, with mapping trees and space maps of more than one level. Each with one or
+/// two metadata copies; built on first use.
+fn base(kind: u8, copies: u32) -> &'static Base {
+    static BASES: [OnceLock<Base>; 4] = [const { OnceLock::new() }; 4];
+    let i = usize::from(kind & 1) * 2 + usize::from(copies == 2);
+    BASES[i].get_or_init(|| build_base(kind & 1, copies))
+}
+
+fn build_base(kind: u8, copies: u32) -> Base {
+    let (bs, bytes, extent_size, max_luns) = match (kind, copies) {
+        (0, 1) => (512u32, 2u64 << 20, 16 << 10, 16),
+        (0, _) => (512, 3 << 20, 16 << 10, 16),
+        _ => (4096, 16 << 20, 4096, 64),
     };
     let dev = MemDevice::new(bs, bytes / u64::from(bs)).expect("base device");
     let opts = FormatOptions {
@@ -132,6 +156,7 @@ fn build_base(kind: u8) -> Base {
         max_luns,
         cache_bytes: 1 << 20,
         array_id: *b"lunsnap-fuzzbase",
+        metadata_copies: copies,
     };
     let mut a = Array::format(dev, &opts).expect("format the base image");
     populate(&mut a).expect("populate the base image");
@@ -139,11 +164,16 @@ fn build_base(kind: u8) -> Base {
     let dev = a.close().expect("close the base image");
     // The superblocks and the metadata pages in use (not those of older commits).
     let mut a = Array::open(dev.clone(), &OpenOptions::default()).expect("open the base image");
-    let pages = bytes / PAGE as u64;
-    let meta_pages = (0..pages)
-        .filter(|&p| p < 2 || a.engine().meta_refcount(p).is_ok_and(|c| c > 0))
+    let geo = a.engine().geometry();
+    assert_eq!(geo.metadata_copies, copies);
+    let meta_pages = (0..geo.meta_start + geo.meta_pages)
+        .filter(|&p| p < SUPERBLOCK_PAGES || a.engine().meta_refcount(p).is_ok_and(|c| c > 0))
         .collect();
-    Base { dev, meta_pages }
+    Base {
+        dev,
+        geo,
+        meta_pages,
+    }
 }
 
 /// Every kind of LUN record, shared and diverged mappings, hosts and grants.
@@ -200,19 +230,29 @@ fn sectors(id: u32, first: u32, n: usize) -> Vec<u8> {
 
 /// Fuzz target `open_check`: an arbitrary image through `Array::open` and, if it
 /// opens, `check()`, the info calls, reads, writes and management operations, a
-/// close and a reopen. Nothing may panic, hang or allocate without bound. When
-/// `check()` reports nothing, the array must also behave: reads and writes of
-/// accessible LUNs succeed, a write reads back and changes no other LUN, no
-/// operation reports corruption, `check()` stays empty and the array reopens.
+/// scrub, a close and a reopen. Nothing may panic, hang or allocate without bound.
+/// When `check()` reports nothing (or only the notice of a past rollback), the array
+/// must also behave: reads and writes of accessible LUNs succeed, a write reads back
+/// and changes no other LUN, no operation reports corruption, the scrub finds a good
+/// copy of every page, `check()` stays clean and the array reopens. When open
+/// refuses with `CommitLost`, it is retried with `allow_rollback`, which must then
+/// report that rollback. Damage confined to one copy of each page (see
+/// [`patched_image`]) must not show at all: the image opens and checks clean.
 ///
 /// Input: a mode byte, then
 /// * mode bit 0 clear — a raw image: the bytes are the start of the device (the
 ///   rest reads as zeros). Bit 1: reseal (recompute the checksum of) every 4 KiB
 ///   page that starts with the metadata magic, so that the fuzzer can reach beyond
 ///   the checksums; bit 2: small cache; bit 3: 4 KiB device blocks (else 512 B);
-///   bit 4: a 4 MiB device (else 1 MiB).
+///   bit 4: a 4 MiB device (else 1 MiB); bit 5: the last 8 KiB of the bytes (all of
+///   them if fewer) are the device's last two pages instead, where the second
+///   copies of the superblock slots live.
 /// * mode bit 0 set — patches to a populated base image (bit 1 picks one of two,
-///   see [`bases`]; bit 2: small cache), each `[sel][at: u16][len][len bytes]`:
+///   see [`base`]; bit 3: the base with one metadata copy, else two; bit 2: small
+///   cache; bits 4-5: which copy of the named page each patch goes to: 0 the
+///   first, 1 the second, 2 both (the same patch to each), 3 the first for even
+///   patches and the second for odd ones; a page without a second copy takes the
+///   patch itself), each `[sel][at: u16][len][len bytes]`:
 ///   the bytes are written at `at` (see [`patch_offset`]: a byte offset, or a
 ///   field of a B-tree node) of a page, clipped to the page (a `len` from 0xE0
 ///   takes no bytes and writes value `len & 15` of [`INTERESTING`]: 8 bytes, or
@@ -221,31 +261,43 @@ fn sectors(id: u32, first: u32, n: usize) -> Vec<u8> {
 ///   the superblocks and the metadata pages in use (modulo their number). Unless
 ///   `sel & 0x80`, a
 ///   page that starts with the magic is resealed afterwards. At most 64 patches;
-///   no patch at all must give a clean array.
+///   no patch at all must give a clean array, and so must patches that leave every
+///   page with an intact copy (see [`patched_image`]).
 pub fn open_check(data: &[u8]) {
     let mut b = Bytes(data);
     let mode = b.u8();
     let cache_bytes = if mode & 4 != 0 { 16 * PAGE } else { 256 * PAGE };
-    let (dev, pristine) = if mode & 1 == 0 {
-        (raw_image(mode, b.0), false)
+    let input = b.0;
+    if mode & 1 == 0 {
+        let remake = || raw_image(mode, input);
+        exercise(remake(), remake, cache_bytes, false);
     } else {
-        patched_image(mode, &mut b)
-    };
-    exercise(dev, cache_bytes, pristine);
+        let (dev, sound) = patched_image(mode, &mut Bytes(input));
+        let remake = || patched_image(mode, &mut Bytes(input)).0;
+        exercise(dev, remake, cache_bytes, sound);
+    }
 }
 
 fn raw_image(mode: u8, image: &[u8]) -> MemDevice {
     let bs: u32 = if mode & 8 != 0 { 4096 } else { 512 };
     let bytes: u64 = if mode & 16 != 0 { 4 << 20 } else { 1 << 20 };
+    let pages = bytes / PAGE as u64;
     let mut dev = MemDevice::new(bs, bytes / u64::from(bs)).expect("device");
-    let image = &image[..image.len().min(bytes as usize)];
-    for (i, chunk) in image.chunks(PAGE).enumerate() {
-        let mut page = vec![0u8; PAGE];
-        page[..chunk.len()].copy_from_slice(chunk);
-        if mode & 2 != 0 && has_magic(&page) {
-            layout::seal(&mut page);
+    let (head, tail) = if mode & 32 != 0 {
+        image.split_at(image.len().saturating_sub(2 * PAGE))
+    } else {
+        (image, &[][..])
+    };
+    let head = &head[..head.len().min(bytes as usize)];
+    for (first, bytes) in [(0, head), (pages - 2, tail)] {
+        for (page, chunk) in (first..).zip(bytes.chunks(PAGE)) {
+            let mut buf = vec![0u8; PAGE];
+            buf[..chunk.len()].copy_from_slice(chunk);
+            if mode & 2 != 0 && has_magic(&buf) {
+                layout::seal(&mut buf);
+            }
+            write_page(&mut dev, page, &buf);
         }
-        write_page(&mut dev, i as u64, &page);
     }
     dev
 }
@@ -297,12 +349,21 @@ fn patch_offset(page: &[u8], at: u16) -> usize {
     o.min(PAGE - 1)
 }
 
+/// The patched base image, and whether it is *sound*: no patch at all, or every
+/// page a patch changed still has an intact twin — the page has a second copy
+/// (every superblock slot; every metadata page of a base with two copies), the
+/// patches changed only one of the two, and left that one with a wrong checksum,
+/// so that it is certainly detected. A sound image must open and check clean: the
+/// damage must be read around and healed, never seen.
 fn patched_image(mode: u8, b: &mut Bytes<'_>) -> (MemDevice, bool) {
-    let base = &bases()[usize::from(mode >> 1 & 1)];
+    let base = base(mode >> 1 & 1, if mode & 8 != 0 { 1 } else { 2 });
+    let target = mode >> 4 & 3;
     let mut dev = base.dev.clone();
+    // The pages the patches name, and the first content of every copy they wrote.
+    let mut named: Vec<u64> = Vec::new();
+    let mut before: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut patches = 0;
     while !b.is_empty() && patches < 64 {
-        patches += 1;
         let sel = b.u8();
         let at = b.u16();
         let len = b.u8();
@@ -319,18 +380,57 @@ fn patched_image(mode: u8, b: &mut Bytes<'_>) -> (MemDevice, bool) {
         } else {
             base.meta_pages[usize::from(sel & 0x3f) % base.meta_pages.len()]
         };
-        let Some(mut buf) = read_page(&mut dev, page) else {
-            continue;
+        let (first, second) = base.copies(page);
+        let second = second.unwrap_or(first);
+        let mut to = match target {
+            0 => vec![first],
+            1 => vec![second],
+            2 => vec![first, second],
+            _ if patches % 2 == 0 => vec![first],
+            _ => vec![second],
         };
-        let offset = patch_offset(&buf, at);
-        let n = bytes.len().min(PAGE - offset);
-        buf[offset..offset + n].copy_from_slice(&bytes[..n]);
-        if sel & 0x80 == 0 && has_magic(&buf) {
-            layout::seal(&mut buf);
+        to.dedup();
+        patches += 1;
+        named.push(page);
+        for p in to {
+            let Some(mut buf) = read_page(&mut dev, p) else {
+                continue;
+            };
+            if !before.iter().any(|(q, _)| *q == p) {
+                before.push((p, buf.clone()));
+            }
+            let offset = patch_offset(&buf, at);
+            let n = bytes.len().min(PAGE - offset);
+            buf[offset..offset + n].copy_from_slice(&bytes[..n]);
+            if sel & 0x80 == 0 && has_magic(&buf) {
+                layout::seal(&mut buf);
+            }
+            write_page(&mut dev, p, &buf);
         }
-        write_page(&mut dev, page, &buf);
     }
-    (dev, patches == 0)
+    let sound = named.iter().all(|&page| {
+        let (first, second) = base.copies(page);
+        let mut bad = [Some(first), second]
+            .into_iter()
+            .flatten()
+            .filter_map(|p| changed(&mut dev, &before, p));
+        match (bad.next(), bad.next()) {
+            (None, _) => true,
+            (Some(one), None) if second.is_some() => {
+                let mut resealed = one.clone();
+                layout::seal(&mut resealed);
+                resealed != one
+            }
+            _ => false,
+        }
+    });
+    (dev, sound)
+}
+
+/// Page `p` of `dev` if it differs from what it held before the patches.
+fn changed(dev: &mut MemDevice, before: &[(u64, Vec<u8>)], p: u64) -> Option<Vec<u8>> {
+    let was = &before.iter().find(|(q, _)| *q == p)?.1;
+    read_page(dev, p).filter(|now| now != was)
 }
 
 /// Collects the results of the operations run on an image: on a clean one, only
@@ -356,18 +456,63 @@ impl Outcomes {
     }
 }
 
-fn exercise(dev: MemDevice, cache_bytes: usize, pristine: bool) {
-    let opts = OpenOptions { cache_bytes };
+/// What `check()` found is no damage: nothing, or the notice of a past rollback (an
+/// array rolled back is whole; other notices may come with reads that fail).
+fn rolled_back_only(found: &[ArrayViolation]) -> bool {
+    found
+        .iter()
+        .all(|v| matches!(v, ArrayViolation::RolledBack { .. }))
+}
+
+/// Opens `dev` and runs the operations; `remake` builds the same image again, for a
+/// second open that allows the rollback `CommitLost` refused. `sound`: the image
+/// must open and check clean.
+fn exercise(dev: MemDevice, remake: impl Fn() -> MemDevice, cache_bytes: usize, sound: bool) {
+    let mut opts = OpenOptions {
+        cache_bytes,
+        ..OpenOptions::default()
+    };
+    let mut rollback = None;
     let mut a = match Array::open(dev, &opts) {
         Ok(a) => a,
+        Err(Error::CommitLost { lost, kept, .. }) => {
+            assert!(!sound, "a sound image loses commit {lost} (keeps {kept})");
+            opts.allow_rollback = true;
+            match Array::open(remake(), &opts) {
+                Ok(a) => {
+                    rollback = Some((lost, kept));
+                    a
+                }
+                Err(e) => {
+                    assert!(
+                        !matches!(e, Error::CommitLost { .. }),
+                        "open allowing the rollback still refuses: {e:?}"
+                    );
+                    return;
+                }
+            }
+        }
         Err(e) => {
-            assert!(!pristine, "the unchanged base image does not open: {e:?}");
+            assert!(!sound, "a sound image does not open: {e:?}");
             return;
         }
     };
+    if let Some(r) = rollback {
+        let got = a.pool_info().rollback;
+        assert_eq!(got, Some(r), "pool_info() after an allowed rollback");
+    }
     let first = a.check();
-    let clean = matches!(&first, Ok(v) if v.is_empty());
-    assert!(clean || !pristine, "the base image is not clean: {first:?}");
+    assert!(
+        matches!(&first, Ok(v) if v.is_empty()) || !sound,
+        "a sound image is not clean: {first:?}"
+    );
+    if let (Some((lost, kept)), Ok(v)) = (rollback, &first) {
+        assert!(
+            v.contains(&ArrayViolation::RolledBack { lost, kept }),
+            "check() does not report the rollback: {v:?}"
+        );
+    }
+    let clean = matches!(&first, Ok(v) if rolled_back_only(v));
     let mut o = Outcomes {
         clean,
         log: Vec::new(),
@@ -486,9 +631,18 @@ fn exercise(dev: MemDevice, cache_bytes: usize, pristine: bool) {
         assert!(!clean, "a clean array was poisoned: {:?}", o.log);
         return;
     }
+    // Every page the array uses has a good copy on a clean image (bad copies are
+    // rewritten); a scrub stops at damage and may be poisoned by it otherwise.
+    if let Some(r) = o.note("scrub", a.scrub(|_, _| {})) {
+        assert!(!clean || r.is_healthy(), "scrub of a clean array: {r:?}");
+    }
+    if a.is_poisoned() {
+        assert!(!clean, "a clean array was poisoned by a scrub: {:?}", o.log);
+        return;
+    }
     let after = a.check();
     assert!(
-        !clean || matches!(&after, Ok(v) if v.is_empty()),
+        !clean || matches!(&after, Ok(v) if rolled_back_only(v)),
         "a clean array has violations after operations: {after:?} ({:?})",
         o.log
     );
@@ -499,9 +653,13 @@ fn exercise(dev: MemDevice, cache_bytes: usize, pristine: bool) {
         Ok(mut a) => {
             let again = a.check();
             assert!(
-                !clean || matches!(&again, Ok(v) if v.is_empty()),
+                !clean || matches!(&again, Ok(v) if rolled_back_only(v)),
                 "a clean array has violations after a reopen: {again:?}"
             );
+            if clean && rollback.is_some() {
+                let got = a.pool_info().rollback;
+                assert_eq!(got, rollback, "the rollback is not kept across a reopen");
+            }
             let _ = a.luns();
         }
         Err(e) => assert!(!clean, "a clean array does not reopen: {e:?}"),
@@ -515,7 +673,6 @@ fn exercise(dev: MemDevice, cache_bytes: usize, pristine: bool) {
 /// LUN numbers the sequences use: 0..8 exist, 8 and 9 are out of range.
 const MAX_LUNS: u32 = 8;
 const MAX_OPS: usize = 64;
-const DEVICE_BYTES: u64 = 1 << 20;
 
 /// Fills a sector with the pattern of write `id` at LUN sector `sector`: every
 /// byte depends on both, so a read tells which write (if any) it comes from.
@@ -583,6 +740,15 @@ pub enum Op {
     ReopenDirty,
     /// `check()` must be empty.
     Check,
+    /// `scrub`: every page has a good copy; what was written is committed.
+    Scrub,
+    /// Damage on the medium, under the array: a byte of one copy of a page flipped
+    /// (`xor`, made odd, at byte `16 * at`). The page is the `page`-th (modulo their
+    /// number) of the superblock slots' first copies and, with two metadata copies,
+    /// the metadata pages that hold metadata on the medium, in the copy
+    /// [`Setup::damage_second`] names. Every page thus keeps one intact copy:
+    /// nothing may show, and reads heal the damaged copy.
+    Damage { page: u64, at: u8, xor: u8 },
 }
 
 impl Op {
@@ -619,7 +785,7 @@ impl Op {
                 lun: l0,
                 online: x & 1 == 1,
             },
-            11..=14 => Op::Write {
+            11..=13 => Op::Write {
                 lun: l0,
                 sector: s,
                 sectors: n,
@@ -629,11 +795,17 @@ impl Op {
                 sector: s,
                 sectors: n,
             },
-            16 | 17 => Op::Read {
+            14 => Op::Damage {
+                page: s,
+                at: x,
+                xor: n as u8,
+            },
+            16 => Op::Read {
                 lun: l0,
                 sector: s,
                 sectors: n,
             },
+            17 => Op::Scrub,
             18 => Op::Flush,
             19 => Op::Reopen,
             20 => Op::ReopenDirty,
@@ -721,7 +893,15 @@ impl Op {
                 sectors,
             } => m.discard_with_commits(lun, sector * SECTOR, sectors * SECTOR, commits),
             Op::Flush => m.flush(),
-            Op::Read { .. } | Op::Reopen | Op::ReopenDirty | Op::Check => Ok(()),
+            Op::Scrub => {
+                for _ in 0..commits {
+                    m.commit();
+                }
+                Ok(())
+            }
+            Op::Read { .. } | Op::Reopen | Op::ReopenDirty | Op::Check | Op::Damage { .. } => {
+                Ok(())
+            }
         }
     }
 }
@@ -742,12 +922,25 @@ type Dev = PowerCutDevice<MemDevice>;
 struct Setup {
     block_size: u32,
     extent_size: u32,
+    /// Copies of every metadata page: 1 (on 1 MiB, where the pool soon fills up)
+    /// or 2 (on 2 MiB).
+    metadata_copies: u32,
+    /// [`Op::Damage`] hits the second copies of metadata pages (else the first).
+    /// Superblock slots are damaged in their first copies only: a commit writes
+    /// the first copy of a slot before its second, so a power cut tearing that
+    /// write after damage to the second would leave no intact copy (two faults).
+    damage_second: bool,
     /// Device writes after format before every write and flush fails.
     countdown: Option<u64>,
     outcome: CutOutcome,
 }
 
 impl Setup {
+    /// `[geometry][countdown: u16][outcome]`. Geometry bit 0: 4 KiB blocks (else
+    /// 512 B); bits 1-2: extent of 4, 8, 16 or 4 KiB; bit 3: two metadata copies on
+    /// 2 MiB (else one on 1 MiB); bit 4: [`Setup::damage_second`]. Countdown: none
+    /// if bit 15, else its low 10 bits. Outcome modulo 3: drop all, keep all,
+    /// random (seeded by a `u32` that follows).
     fn decode(b: &mut Bytes<'_>) -> Setup {
         let g = b.u8();
         let c = b.u16();
@@ -755,6 +948,8 @@ impl Setup {
         Setup {
             block_size: if g & 1 != 0 { 4096 } else { 512 },
             extent_size: [4096, 8192, 16384, 4096][usize::from(g >> 1 & 3)],
+            metadata_copies: if g & 8 != 0 { 2 } else { 1 },
+            damage_second: g & 16 != 0,
             countdown: (c & 0x8000 == 0).then_some(u64::from(c & 0x03ff)),
             outcome: match o % 3 {
                 0 => CutOutcome::DropAll,
@@ -764,6 +959,10 @@ impl Setup {
                 },
             },
         }
+    }
+
+    fn device_bytes(&self) -> u64 {
+        u64::from(self.metadata_copies) << 20
     }
 }
 
@@ -784,6 +983,8 @@ struct Run {
     candidates: Vec<Model>,
     /// The operations run so far, for messages.
     trail: Vec<Op>,
+    /// What the last scrub reported.
+    scrubbed: Option<ScrubReport>,
 }
 
 fn open(dev: Dev) -> Result<Array<Dev>, Error> {
@@ -791,6 +992,7 @@ fn open(dev: Dev) -> Result<Array<Dev>, Error> {
         dev,
         &OpenOptions {
             cache_bytes: 32 * PAGE,
+            ..OpenOptions::default()
         },
     )
 }
@@ -806,7 +1008,15 @@ fn open(dev: Dev) -> Result<Array<Dev>, Error> {
 /// of the last commit, every sector its committed content or, after commits the array
 /// made on its own during a write, one of the values written since, an empty
 /// `check()`) — or, when the failed operation was cut short, the state of one of its
-/// commits. Then it must still take a write and a flush.
+/// commits. Then it must still take a write and a flush, and a scrub must find a good
+/// copy of every page in use.
+///
+/// The array has one metadata copy (on 1 MiB) or two (on 2 MiB). [`Op::Damage`]
+/// flips a byte of one copy of a page on the medium: of the first copy of a
+/// superblock slot or, with two copies, of a metadata page (always the same copy in
+/// a sequence), so that every page keeps an intact copy and nothing may show: the
+/// model knows nothing of it, except that a flush commits to heal a bad copy reads
+/// found even with nothing written.
 ///
 /// Input: `[geometry][countdown: u16][outcome]` (+ a `u32` seed for a random
 /// outcome; see [`Setup::decode`]), then up to 64 operations of 9 bytes each
@@ -827,13 +1037,14 @@ pub fn ops_powercut(data: &[u8]) {
 
 impl Run {
     fn new(setup: Setup) -> Run {
-        let mem = MemDevice::new(setup.block_size, DEVICE_BYTES / u64::from(setup.block_size))
-            .expect("device");
+        let bs = setup.block_size;
+        let mem = MemDevice::new(bs, setup.device_bytes() / u64::from(bs)).expect("device");
         let opts = FormatOptions {
             extent_size: setup.extent_size,
             max_luns: MAX_LUNS,
             cache_bytes: 32 * PAGE,
             array_id: *b"lunsnap-fuzz-ops",
+            metadata_copies: setup.metadata_copies,
         };
         let mut a = Array::format(PowerCutDevice::new(mem), &opts).expect("format");
         let m = Model::new(&a.pool_info());
@@ -848,6 +1059,7 @@ impl Run {
             failed: None,
             candidates: Vec::new(),
             trail: Vec::new(),
+            scrubbed: None,
         }
     }
 
@@ -857,6 +1069,12 @@ impl Run {
 
     fn generation(&mut self) -> u64 {
         self.a().pool_info().generation
+    }
+
+    /// Reads found bad copies (after [`Op::Damage`]) that the next commit rewrites:
+    /// a flush then commits even with nothing written.
+    fn heals_pending(&mut self) -> bool {
+        self.a().pool_info().pending_heals > 0
     }
 
     /// The device has reached the countdown: writes and flushes fail.
@@ -897,22 +1115,45 @@ impl Run {
             Op::Reopen => return self.reopen(true),
             Op::ReopenDirty => return self.reopen(false),
             Op::Check => return self.check(),
+            Op::Damage { page, at, xor } => return self.damage(page, at, xor),
             Op::Write { .. } => self.next_id += 1,
             _ => {}
         }
         let pre = self.m.clone();
         let g = self.generation();
+        let heals = op == Op::Flush && self.heals_pending();
         let r = self.run(op, id);
         let commits = self.generation() - g;
         let want = op.model(&mut self.m, id, commits);
+        // A flush with nothing written commits all the same to heal.
+        if heals && !pre.is_dirty() {
+            self.m.commit();
+        }
         match (&r, &want) {
             (Ok(()), Ok(())) => {
                 let (g, w) = (self.generation(), self.m.generation());
                 assert_eq!(g, w, "generation after {op:?}; {}", self.context());
+                // A scrub commits what was written (and again if it healed), and
+                // finds a good copy of every page in use.
+                if op == Op::Scrub {
+                    let r = self.scrubbed.take();
+                    assert!(
+                        r.as_ref().is_some_and(|r| r.is_healthy())
+                            && commits <= 3
+                            && (commits > 0 || !pre.is_dirty()),
+                        "scrub: {r:?} in {commits} commits; {}",
+                        self.context()
+                    );
+                }
             }
             (Err(a), Err(b)) if a == b => {}
             (Err(e), _) if !benign(e) && self.failing() => {
-                let candidates = cut_short(&pre, op, id, commits, want.is_ok());
+                let mut candidates = cut_short(&pre, op, id, commits, want.is_ok());
+                if heals {
+                    let mut m = pre.clone();
+                    flush_model(&mut m, true);
+                    candidates.push(m);
+                }
                 self.fail(candidates);
             }
             _ => panic!(
@@ -950,8 +1191,40 @@ impl Run {
                 sectors,
             } => a.discard(lun, sector * SECTOR, sectors * SECTOR),
             Op::Flush => a.flush(),
-            Op::Read { .. } | Op::Reopen | Op::ReopenDirty | Op::Check => Ok(()),
+            Op::Scrub => {
+                let r = a.scrub(|_, _| {});
+                self.scrubbed = r.as_ref().ok().cloned();
+                r.map(drop)
+            }
+            Op::Read { .. } | Op::Reopen | Op::ReopenDirty | Op::Check | Op::Damage { .. } => {
+                Ok(())
+            }
         }
+    }
+
+    /// Runs [`Op::Damage`]: flips a byte of one copy of a page on the medium, under
+    /// the array and past the device's volatile cache (an unflushed write to that
+    /// page, if any, still lands over it, or is lost at the cut).
+    fn damage(&mut self, page: u64, at: u8, xor: u8) {
+        let second = self.setup.damage_second;
+        let a = self.a();
+        let geo = a.engine().geometry();
+        let mem = a.device_mut().inner_mut();
+        let per = PAGE as u64 / u64::from(mem.block_size());
+        let mut head = vec![0u8; mem.block_size() as usize];
+        let mut pages: Vec<u64> = (0..SUPERBLOCK_PAGES).collect();
+        if let Some(off) = geo.mirror_offset() {
+            for p in geo.meta_start..geo.meta_start + geo.meta_pages {
+                if mem.read(p * per, &mut head).is_ok() && has_magic(&head) {
+                    pages.push(if second { p + off } else { p });
+                }
+            }
+        }
+        let p = pages[(page % pages.len() as u64) as usize];
+        let mut buf = vec![0u8; PAGE];
+        mem.read(p * per, &mut buf).expect("read the medium");
+        buf[usize::from(at) * 16] ^= xor | 1;
+        mem.write(p * per, &buf).expect("write the medium");
     }
 
     fn read(&mut self, lun: u32, sector: u64, sectors: u64) {
@@ -1001,6 +1274,7 @@ impl Run {
     /// commit, with what was written since); the model becomes what survived.
     fn reopen(&mut self, flush: bool) {
         if flush {
+            let heals = self.heals_pending();
             if let Err(e) = self.a().flush() {
                 assert!(
                     self.failing(),
@@ -1008,12 +1282,12 @@ impl Run {
                     self.context()
                 );
                 let mut after = self.m.clone();
-                let _ = after.flush();
+                flush_model(&mut after, heals);
                 self.fail(vec![self.m.clone(), after]);
                 self.blind_reopen();
                 return;
             }
-            let _ = self.m.flush();
+            flush_model(&mut self.m, heals);
         }
         let dev = self.array.take().expect("an open array").into_device();
         let mut a = open(dev).unwrap_or_else(|e| panic!("reopen: {e:?}; {}", self.context()));
@@ -1050,6 +1324,7 @@ impl Run {
             Op::Check => {
                 let _ = self.a().check();
             }
+            Op::Damage { page, at, xor } => self.damage(page, at, xor),
             op => {
                 let _ = self.run(op, 0);
             }
@@ -1102,6 +1377,22 @@ impl Run {
             "check() after writes after the cut: {v:?}; {}",
             self.context()
         );
+        // Every page in use has a good copy: a cut tears only pages no commit uses
+        // yet, and damage hits one copy.
+        let r = a.scrub(|_, _| {});
+        assert!(
+            matches!(&r, Ok(r) if r.is_healthy()),
+            "scrub after the cut: {r:?}; {}",
+            self.context()
+        );
+    }
+}
+
+/// `Array::flush` on the model: it commits when anything was written, or when bad
+/// copies are to be rewritten (`heals`).
+fn flush_model(m: &mut Model, heals: bool) {
+    if m.is_dirty() || heals {
+        m.commit();
     }
 }
 
@@ -1125,6 +1416,15 @@ fn cut_short(pre: &Model, op: Op, id: u32, commits: u64, done: bool) -> Vec<Mode
             let _ = m.write(lun, sector * SECTOR, &write_data(id, sector, sectors));
             m.note_early_commits(commits + 1);
             v.push(m);
+        }
+        // Each of its commits may have reached the medium (one for what was written,
+        // one to record what it healed; up to three are allowed).
+        Op::Scrub => {
+            let mut m = pre.clone();
+            for _ in 0..3 {
+                m.commit();
+                v.push(m.clone());
+            }
         }
         // Its commit may have reached the medium; a discard may first commit the
         // writes before it.

@@ -36,6 +36,7 @@ fn shared() -> &'static Arc<Shared> {
             max_luns: 16,
             cache_bytes: 1 << 20,
             array_id: [3; 16],
+            ..FormatOptions::default()
         };
         let mut a = Array::format(dev, &opts).expect("format");
         a.create_lun(1, 1 << 20).expect("LUN 1");
