@@ -433,7 +433,13 @@ impl<D: BlockDevice> Array<D> {
     /// with the error ([`CloseError`]), so that the caller can still reopen it (the
     /// array on it is then at its last commit) or release it as it sees fit.
     pub fn close(mut self) -> core::result::Result<D, CloseError<D>> {
-        let r = if self.dirty { self.commit() } else { Ok(()) };
+        // As flush: bad copies found by reads, and an allowed rollback, are
+        // written down before the device goes.
+        let r = if self.dirty || self.eng.pending_heals() > 0 {
+            self.commit()
+        } else {
+            Ok(())
+        };
         let device = self.eng.into_device();
         match r {
             Ok(()) => Ok(device),
