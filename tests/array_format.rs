@@ -474,3 +474,54 @@ fn opening_with_another_block_size_says_so() {
         other => panic!("{:?}", other.map(|_| ())),
     }
 }
+
+/// The README's table of metadata overhead by device size (printed with
+/// `--nocapture`): two copies provision twice the metadata pages of one, plus the
+/// same four superblock pages, and leave less capacity.
+#[test]
+fn metadata_overhead_table() {
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    for (bytes, luns) in [
+        (16u64 << 20, 1024u32),
+        (64 << 20, 1024),
+        (256 << 20, 1024),
+        (1 << 30, 1024),
+        (16 << 30, 1024),
+        (16 << 20, 64),
+        (64 << 20, 64),
+        (1 << 30, 64),
+    ] {
+        let mut row = Vec::new();
+        for copies in [2u32, 1] {
+            let opts = FormatOptions {
+                max_luns: luns,
+                metadata_copies: copies,
+                ..Default::default()
+            };
+            let dev = lunsnap::MemDevice::new(4096, bytes / 4096).expect("device");
+            let a = Array::format(dev, &opts).expect("format");
+            let p = a.pool_info();
+            println!(
+                "| {} MiB | {luns} | {copies} | {:.1} MiB | {:.1} MiB | {:.1} % |",
+                bytes >> 20,
+                mib(p.capacity_bytes),
+                mib(p.metadata_provisioned_bytes),
+                100.0 * (bytes - p.capacity_bytes) as f64 / bytes as f64
+            );
+            row.push(p);
+        }
+        assert!(row[0].capacity_bytes < row[1].capacity_bytes);
+        assert!(row[0].metadata_provisioned_bytes > row[1].metadata_provisioned_bytes);
+    }
+    for (luns, copies) in [(1024u32, 2u32), (1024, 1), (64, 2), (64, 1)] {
+        let opts = FormatOptions {
+            max_luns: luns,
+            metadata_copies: copies,
+            ..Default::default()
+        };
+        println!(
+            "least device, {luns} LUN numbers, {copies} copies: {} bytes",
+            opts.min_device_bytes().expect("valid")
+        );
+    }
+}
