@@ -27,7 +27,11 @@
  * lunsnap_scrub_lost naming the pages a one-copy array lost), the newest superblock
  * damaged in both copies (LUNSNAP_RESULT_COMMIT_LOST naming the generations, then
  * allow_rollback, the rollback in pool_info and as a LUNSNAP_SEVERITY_NOTICE from
- * lunsnap_check, kept across lunsnap_reopen and a commit), also on an image file.
+ * lunsnap_check, kept across lunsnap_reopen and a commit), also on an image file. For
+ * repair: both copies of a mapping page damaged on a host device, lunsnap_repair_callbacks
+ * (a dry run that writes nothing, then the repair: its report, lunsnap_repair_lost), the
+ * lost range read as LUNSNAP_RESULT_LOST_DATA with the core's message (lunsnap_lost_ranges,
+ * lun_info's lost_bytes, check's notices) until written; lunsnap_repair_file.
  *
  * Prints one line per failed check, then, as its last line, "N passed, N failed";
  * the exit status is 1 if any check failed.
@@ -60,6 +64,8 @@ lunsnap_result lunsnap_format_file(const char *path, uint32_t block_size, uint64
                                    const lunsnap_format_options *opts, lunsnap_array **out);
 lunsnap_result lunsnap_open_file(const char *path, uint32_t block_size,
                                  const lunsnap_open_options *opts, lunsnap_array **out);
+lunsnap_result lunsnap_repair_file(const char *path, uint32_t block_size, const lunsnap_open_options *opts,
+                                   uint8_t dry_run, lunsnap_repair_report *out);
 #endif
 
 #include "hostdev.h"
@@ -136,6 +142,7 @@ static const uint32_t CODES[] = {
     LUNSNAP_RESULT_DEVICE_TOO_SMALL,
     LUNSNAP_RESULT_BLOCK_SIZE_MISMATCH,
     LUNSNAP_RESULT_COMMIT_LOST,
+    LUNSNAP_RESULT_LOST_DATA,
     LUNSNAP_RESULT_NOT_FORMATTED,
     LUNSNAP_RESULT_NOT_AN_ARRAY,
     LUNSNAP_RESULT_UNSUPPORTED_VERSION,
@@ -257,7 +264,7 @@ static void test_version_and_messages(void) {
         }
     }
     /* Codes the header does not define (between, after, and at the extremes). */
-    static const uint32_t odd[] = {6, 9, 18, 19, 29, 42, 49, 53, 59, 66, 98, 100, 1000, 0x7fffffffu, 0xffffffffu};
+    static const uint32_t odd[] = {6, 9, 19, 29, 42, 49, 53, 59, 66, 98, 100, 1000, 0x7fffffffu, 0xffffffffu};
     for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
         bool known = false;
         for (size_t j = 0; j < NCODES; j++) {
@@ -4321,6 +4328,306 @@ static void test_commit_lost(void) {
     hostdev_destroy(&d);
 }
 
+/* ---- repair, lost ranges --------------------------------------------------------------------- */
+
+/* A repair's report, its struct_size set and every other byte 0x33. */
+static lunsnap_repair_report blank_report(void) {
+    lunsnap_repair_report r;
+    memset(&r, 0x33, sizeof r);
+    r.struct_size = sizeof r;
+    return r;
+}
+
+/* The first page of [2, 2 + meta_pages) that is a mapping leaf (a B-tree node of level 0
+ * holding extent slots, docs/FORMAT.md §4.4) whose first key is above `after`; 0 if none. */
+static uint64_t next_mapping_leaf(hostdev *d, const md_layout *l, uint64_t after_page) {
+    for (uint64_t pg = after_page + 1; pg < 2 + l->meta_pages; pg++) {
+        const uint8_t *p = page_at(d, pg);
+        uint64_t first_key = 0;
+        for (int i = 7; i >= 0; i--) {
+            first_key = first_key << 8 | p[40 + i];
+        }
+        if (memcmp(p, "LSNP", 4) == 0 && p[4] == 4 && p[36] == 0 && p[37] == 4 && first_key > 0) {
+            return pg;
+        }
+    }
+    return 0;
+}
+
+#define RP_BLOCKS 8192u                /* 32 MiB */
+#define RP_LUN_SIZE (8u * 1024 * 1024) /* 2048 extents: three mapping leaves or more */
+
+static void test_repair(void) {
+    section = "repair";
+    hostdev d;
+    uint8_t *want = malloc(RP_LUN_SIZE), *got = malloc(RP_LUN_SIZE), *saved = NULL;
+    if (!want || !got || !hostdev_init(&d, PAGE, RP_BLOCKS)) {
+        CHECK(false, "out of memory");
+        free(want);
+        free(got);
+        return;
+    }
+    lunsnap_device_callbacks cb = hostdev_callbacks(&d);
+    lunsnap_format_options o = small_opts();
+    lunsnap_array *a = NULL;
+    EXPECT_OK(lunsnap_format_callbacks(&cb, &o, &a));
+    if (!a) {
+        goto out;
+    }
+    fill_bytes(want, RP_LUN_SIZE, 44);
+    EXPECT_OK(lunsnap_create_lun(a, 1, RP_LUN_SIZE));
+    EXPECT_OK(lunsnap_write(a, 1, 0, want, RP_LUN_SIZE));
+    EXPECT_OK(lunsnap_create_copy(a, 1, 2, true));
+    EXPECT_OK(lunsnap_create_lun(a, 3, MD_LUN_SIZE));
+    write_lun(a, 3, 33, MD_LUN_SIZE);
+    md_layout l = layout_of(a, &d);
+    EXPECT_OK(lunsnap_close(a));
+    a = NULL;
+    EXPECT_OK(lunsnap_open_callbacks(&cb, NULL, &a));
+    if (!a) {
+        goto out;
+    }
+    uint64_t g0 = pool_of(a).generation;
+    lunsnap_free(a);
+
+    /* A healthy array: a repair loses nothing. */
+    lunsnap_repair_report rep = blank_report();
+    EXPECT_OK(lunsnap_repair_callbacks(&cb, NULL, 1, &rep));
+    CHECK(rep.struct_size == sizeof rep && rep.dry_run == 1 && rep.complete == 1 && rep.lost_ranges == 0 &&
+              rep.lost_bytes == 0 && rep.unreadable_count == 0 && rep.luns_kept == 3 && rep.rebuilt == 0 &&
+              rep.generation == g0,
+          "a dry run on a healthy array: dry_run %u complete %u, %llu lost ranges, %llu LUNs kept, generation %llu",
+          rep.dry_run, rep.complete, (unsigned long long)rep.lost_ranges, (unsigned long long)rep.luns_kept,
+          (unsigned long long)rep.generation);
+    uint32_t lun = 77;
+    uint64_t off = 77, len = 77;
+    EXPECT_MSG(lunsnap_repair_lost(0, &lun, &off, &len), LUNSNAP_RESULT_INVALID_ARGUMENT,
+               "the calling thread's last repair lost 0 ranges");
+
+    /* Both copies of a leaf of LUN 1's mapping (not its first) damaged: find one a repair
+     * would lose (a leaf left from an earlier commit loses nothing). */
+    size_t bytes = (size_t)RP_BLOCKS * PAGE;
+    saved = malloc(bytes);
+    if (!saved) {
+        CHECK(false, "out of memory");
+        goto out;
+    }
+    memcpy(saved, d.durable, bytes);
+    uint64_t leaf = 0;
+    for (uint64_t pg = next_mapping_leaf(&d, &l, 1); pg != 0; pg = next_mapping_leaf(&d, &l, pg)) {
+        damage_page(&d, pg);
+        damage_page(&d, pg + l.mirror);
+        rep = blank_report();
+        EXPECT_OK(lunsnap_repair_callbacks(&cb, NULL, 1, &rep));
+        if (rep.lost_ranges > 0) {
+            leaf = pg;
+            break;
+        }
+        memcpy(d.durable, saved, bytes);
+    }
+    CHECK(leaf != 0, "no leaf of LUN 1's mapping could be lost");
+    if (leaf == 0) {
+        goto out;
+    }
+    memcpy(saved, d.durable, bytes);
+
+    /* The dry run: a report, the lost ranges, and not a byte written. */
+    uint64_t writes = d.writes, flushes = d.flushes;
+    rep = blank_report();
+    EXPECT_OK(lunsnap_repair_callbacks(&cb, NULL, 1, &rep));
+    CHECK(rep.dry_run == 1 && rep.complete == 0 && rep.unreadable_count == 1 && rep.luns_kept == 3 &&
+              rep.rebuilt == 2 && rep.lost_ranges == 2 && rep.lost_record_ranges == 0 && rep.bad_records == 0 &&
+              rep.orphaned == 0 && rep.hosts == 0 && rep.hosts_lost == 0 && rep.generation == g0,
+          "dry run: complete %u, %llu unreadable, %llu kept, %llu rebuilt, %llu lost ranges, generation %llu",
+          rep.complete, (unsigned long long)rep.unreadable_count, (unsigned long long)rep.luns_kept,
+          (unsigned long long)rep.rebuilt, (unsigned long long)rep.lost_ranges, (unsigned long long)rep.generation);
+    CHECK(d.writes == writes && d.flushes == flushes && memcmp(saved, d.durable, bytes) == 0,
+          "a dry run wrote to the device (%llu writes, %llu flushes)", (unsigned long long)(d.writes - writes),
+          (unsigned long long)(d.flushes - flushes));
+    uint32_t lun2 = 0;
+    uint64_t off2 = 0, len2 = 0;
+    EXPECT_OK(lunsnap_repair_lost(0, &lun, &off, &len));
+    EXPECT_OK(lunsnap_repair_lost(1, &lun2, &off2, &len2));
+    CHECK(lun == 1 && lun2 == 2 && off > 0 && off == off2 && len == len2 && len > 0 && off + len < RP_LUN_SIZE &&
+              rep.lost_bytes == 2 * len,
+          "lost: LUN %u at %llu (%llu bytes), LUN %u at %llu (%llu bytes); %llu bytes in all", lun,
+          (unsigned long long)off, (unsigned long long)len, lun2, (unsigned long long)off2,
+          (unsigned long long)len2, (unsigned long long)rep.lost_bytes);
+    printf("  repair --dry-run: LUNs 1 and 2 lose %llu bytes at offset %llu\n", (unsigned long long)len,
+           (unsigned long long)off);
+    EXPECT(lunsnap_repair_lost(2, &lun, &off2, &len2), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    EXPECT(lunsnap_repair_lost(SIZE_MAX, &lun, &off2, &len2), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    EXPECT_MSG(lunsnap_repair_lost(0, NULL, &off2, &len2), LUNSNAP_RESULT_NULL_POINTER, "`out_lun` is NULL");
+    EXPECT(lunsnap_repair_lost(0, &lun, NULL, &len2), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_repair_lost(0, &lun, &off2, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    CHECK(lun == 1, "a refused lunsnap_repair_lost wrote *out_lun");
+    /* Refused calls: nothing written, not even to the report. */
+    rep = blank_report();
+    EXPECT_MSG(lunsnap_repair_callbacks(&cb, NULL, 2, &rep), LUNSNAP_RESULT_INVALID_ARGUMENT,
+               "`dry_run` is 2: it must be 0 (repair) or 1 (only report)");
+    EXPECT(lunsnap_repair_callbacks(NULL, NULL, 1, &rep), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_repair_callbacks(&cb, NULL, 1, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    lunsnap_open_options oo = open_defaults();
+    oo.allow_rollback = 3;
+    EXPECT(lunsnap_repair_callbacks(&cb, &oo, 1, &rep), LUNSNAP_RESULT_INVALID_OPTIONS);
+    CHECK(all_bytes((const uint8_t *)&rep + sizeof(size_t), sizeof rep - sizeof(size_t), 0x33),
+          "a refused repair wrote *out");
+    rep.struct_size = 0;
+    EXPECT_MSG(lunsnap_repair_callbacks(&cb, NULL, 1, &rep), LUNSNAP_RESULT_INVALID_ARGUMENT,
+               "`out->struct_size` is 0");
+    CHECK(d.writes == writes && memcmp(saved, d.durable, bytes) == 0, "a refused repair wrote to the device");
+    EXPECT_OK(lunsnap_repair_lost(1, &lun2, &off2, &len2));
+    CHECK(lun2 == 2, "a refused repair replaced the last repair's lost ranges");
+    /* A shorter report (an older header) gets the fields inside its struct_size only. */
+    rep = blank_report();
+    rep.struct_size = offsetof(lunsnap_repair_report, hosts);
+    EXPECT_OK(lunsnap_repair_callbacks(&cb, NULL, 1, &rep));
+    CHECK(rep.rebuilt == 2 && all_bytes((const uint8_t *)&rep.hosts, sizeof rep - offsetof(lunsnap_repair_report, hosts),
+                                        0x33),
+          "a short report: rebuilt %llu, or written past struct_size", (unsigned long long)rep.rebuilt);
+
+    /* The repair: one commit, then the array opens. */
+    rep = blank_report();
+    EXPECT_OK(lunsnap_repair_callbacks(&cb, NULL, 0, &rep));
+    CHECK(rep.dry_run == 0 && rep.lost_ranges == 2 && rep.generation == g0 + 1 && d.npending == 0,
+          "repair: dry_run %u, %llu lost ranges, generation %llu (want %llu), %llu blocks not flushed", rep.dry_run,
+          (unsigned long long)rep.lost_ranges, (unsigned long long)rep.generation, (unsigned long long)(g0 + 1),
+          (unsigned long long)d.npending);
+    a = NULL;
+    EXPECT_OK(lunsnap_open_callbacks(&cb, NULL, &a));
+    if (!a) {
+        goto out;
+    }
+    CHECK(pool_of(a).generation == g0 + 1, "the repaired array opens at generation %llu",
+          (unsigned long long)pool_of(a).generation);
+    /* A read that touches the lost range: LOST_DATA, with the core's message. */
+    char msg[256];
+    snprintf(msg, sizeof msg, "lunsnap_read: %llu bytes of LUN 1 at offset %llu were lost to metadata damage",
+             (unsigned long long)len, (unsigned long long)off);
+    EXPECT_MSG(lunsnap_read(a, 1, 0, got, RP_LUN_SIZE), LUNSNAP_RESULT_LOST_DATA, msg);
+    CHECK(last_message_has(a, "write or discard them") && last_message_has(a, msg),
+          "the handle's message: \"%s\"", last_message(a));
+    printf("  %s\n", last_message(a));
+    snprintf(msg, sizeof msg, "4096 bytes of LUN 2 at offset %llu", (unsigned long long)(off + len - 4096));
+    EXPECT_MSG(lunsnap_read(a, 2, off + len - 4096, got, 8192), LUNSNAP_RESULT_LOST_DATA, msg);
+    snprintf(msg, sizeof msg, "512 bytes of LUN 2 at offset %llu", (unsigned long long)off);
+    EXPECT_MSG(lunsnap_read(a, 2, off - 512, got, 1024), LUNSNAP_RESULT_LOST_DATA, msg);
+    CHECK(strstr(lunsnap_strerror(LUNSNAP_RESULT_LOST_DATA), "lost to metadata damage") != NULL,
+          "lunsnap_strerror(LOST_DATA) = \"%s\"", lunsnap_strerror(LUNSNAP_RESULT_LOST_DATA));
+    /* What was not lost reads right, in the LUN, its copy and the other LUN. */
+    for (uint32_t n = 1; n <= 2; n++) {
+        memset(got, 0xee, RP_LUN_SIZE);
+        EXPECT_OK(lunsnap_read(a, n, 0, got, off));
+        EXPECT_OK(lunsnap_read(a, n, off + len, got + off + len, RP_LUN_SIZE - off - len));
+        CHECK(memcmp(got, want, off) == 0 && memcmp(got + off + len, want + off + len, RP_LUN_SIZE - off - len) == 0,
+              "LUN %u reads wrong around its lost range", n);
+    }
+    CHECK(lun_reads(a, 3, 33), "LUN 3 reads wrong after the repair");
+    /* lun_info, lunsnap_lost_ranges and check say what was lost. */
+    lunsnap_lun_info li;
+    memset(&li, 0, sizeof li);
+    li.struct_size = sizeof li;
+    EXPECT_OK(lunsnap_get_lun_info(a, 1, &li));
+    CHECK(li.lost_bytes == len, "lun_info(1).lost_bytes %llu, want %llu", (unsigned long long)li.lost_bytes,
+          (unsigned long long)len);
+    EXPECT_OK(lunsnap_get_lun_info(a, 3, &li));
+    CHECK(li.lost_bytes == 0, "lun_info(3).lost_bytes %llu", (unsigned long long)li.lost_bytes);
+    lunsnap_lost_range ranges[4];
+    memset(ranges, 0, sizeof ranges);
+    size_t count = 99;
+    EXPECT_OK(lunsnap_lost_ranges(a, 1, ranges, 4, &count));
+    CHECK(count == 1 && ranges[0].offset == off && ranges[0].length == len,
+          "lunsnap_lost_ranges(1): %zu ranges, the first %llu+%llu", count, (unsigned long long)ranges[0].offset,
+          (unsigned long long)ranges[0].length);
+    count = 99;
+    EXPECT_OK(lunsnap_lost_ranges(a, 2, NULL, 0, &count));
+    CHECK(count == 1, "lunsnap_lost_ranges(2) counts %zu", count);
+    EXPECT_OK(lunsnap_lost_ranges(a, 3, ranges, 4, &count));
+    CHECK(count == 0, "lunsnap_lost_ranges(3): %zu", count);
+    EXPECT(lunsnap_lost_ranges(a, 9, ranges, 4, &count), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_lost_ranges(a, MAX_LUNS, ranges, 4, &count), LUNSNAP_RESULT_LUN_OUT_OF_RANGE);
+    EXPECT(lunsnap_lost_ranges(a, 1, NULL, 4, &count), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_lost_ranges(a, 1, ranges, 4, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_lost_ranges(NULL, 1, ranges, 4, &count), LUNSNAP_RESULT_NULL_POINTER);
+    size_t nv = violations(a);
+    CHECK(nv == 2, "check after the repair: %zu violations, want 2 notices", nv);
+    for (size_t i = 0; i < nv; i++) {
+        uint32_t sev = 0;
+        size_t mlen = 0;
+        char m[512];
+        EXPECT_OK(lunsnap_check_severity(a, i, &sev));
+        EXPECT_OK(lunsnap_check_message(a, i, m, sizeof m, &mlen));
+        CHECK(sev == LUNSNAP_SEVERITY_NOTICE && strstr(m, "lost to metadata damage") != NULL,
+              "violation %zu: severity %u, \"%s\"", i, sev, m);
+    }
+    /* Written, the range reads what was written, and is no longer lost. */
+    fill_bytes(want + off, len, 55);
+    EXPECT_OK(lunsnap_write(a, 1, off, want + off, len));
+    memset(got, 0xee, RP_LUN_SIZE);
+    EXPECT_OK(lunsnap_read(a, 1, 0, got, RP_LUN_SIZE));
+    CHECK(memcmp(got, want, RP_LUN_SIZE) == 0, "LUN 1 does not read what was written over its lost range");
+    EXPECT_OK(lunsnap_lost_ranges(a, 1, ranges, 4, &count));
+    EXPECT_OK(lunsnap_get_lun_info(a, 1, &li));
+    CHECK(count == 0 && li.lost_bytes == 0, "after the write: %zu lost ranges, %llu lost bytes", count,
+          (unsigned long long)li.lost_bytes);
+    /* Discarded, the copy's range reads as zeros. */
+    EXPECT_OK(lunsnap_discard(a, 2, off, len));
+    EXPECT_OK(lunsnap_read(a, 2, off, got, len));
+    CHECK(all_bytes(got, len, 0), "copy 2's discarded range does not read as zeros");
+    CHECK(violations(a) == 0, "check after the lost ranges were written and discarded");
+    EXPECT_OK(lunsnap_close(a));
+    /* Durably. */
+    a = NULL;
+    EXPECT_OK(lunsnap_open_callbacks(&cb, NULL, &a));
+    if (a) {
+        EXPECT_OK(lunsnap_read(a, 1, 0, got, RP_LUN_SIZE));
+        CHECK(memcmp(got, want, RP_LUN_SIZE) == 0, "LUN 1 after a reopen");
+        EXPECT_OK(lunsnap_lost_ranges(a, 2, ranges, 4, &count));
+        CHECK(count == 0, "copy 2 after a reopen: %zu lost ranges", count);
+        lunsnap_free(a);
+    }
+
+#if defined(LUNSNAP_FEATURE_STD)
+    /* An image file: the same, through lunsnap_repair_file. */
+    {
+        char dir[] = "/tmp/lunsnap-test-repair-XXXXXX";
+        if (mkdtemp(dir) == NULL) {
+            CHECK(false, "mkdtemp failed");
+            goto out;
+        }
+        char path[sizeof dir + 32];
+        snprintf(path, sizeof path, "%s/array.img", dir);
+        a = NULL;
+        EXPECT_OK(lunsnap_format_file(path, BS, BLOCKS, &o, &a));
+        if (a) {
+            EXPECT_OK(lunsnap_create_lun(a, 1, LUN_SIZE));
+            EXPECT_OK(lunsnap_close(a));
+        }
+        rep = blank_report();
+        EXPECT_OK(lunsnap_repair_file(path, BS, NULL, 0, &rep));
+        CHECK(rep.complete == 1 && rep.dry_run == 0 && rep.luns_kept == 1 && rep.lost_ranges == 0,
+              "repair of a healthy file: complete %u, %llu LUNs kept", rep.complete,
+              (unsigned long long)rep.luns_kept);
+        EXPECT_OK(lunsnap_open_file(path, BS, NULL, &a));
+        lunsnap_free(a);
+        EXPECT(lunsnap_repair_file(NULL, BS, NULL, 1, &rep), LUNSNAP_RESULT_NULL_POINTER);
+        snprintf(path, sizeof path, "%s/missing.img", dir);
+        EXPECT_MSG(lunsnap_repair_file(path, BS, NULL, 1, &rep), LUNSNAP_RESULT_INVALID_PATH, "cannot open");
+        snprintf(path, sizeof path, "%s/array.img", dir);
+        EXPECT_MSG(lunsnap_repair_file(path, 512, NULL, 1, &rep), LUNSNAP_RESULT_BLOCK_SIZE_MISMATCH,
+                   "lunsnap_repair_file: ");
+        unlink(path);
+        rmdir(dir);
+    }
+#endif
+
+out:
+    free(saved);
+    free(want);
+    free(got);
+    hostdev_destroy(&d);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     test_version_and_messages();
@@ -4348,6 +4655,7 @@ int main(void) {
     test_metadata_copies();
     test_heal_and_scrub();
     test_commit_lost();
+    test_repair();
 #if defined(LUNSNAP_FEATURE_STD)
     test_files();
 #endif

@@ -22,13 +22,13 @@
  *
  * Structs that may grow (lunsnap_format_options, lunsnap_open_options,
  * lunsnap_device_callbacks, lunsnap_lun_info, lunsnap_pool_info,
- * lunsnap_scrub_report) start with size_t struct_size: set it to sizeof the
- * struct (lunsnap_*_options_init do it for options) before passing one, in or
- * out. The library reads or writes only the fields inside the caller's
- * struct_size, never past it, so a program built against an older header
- * (shorter structs) keeps working when fields are appended; fields an input
- * lacks take their defaults. List items
- * (lunsnap_map_range, lunsnap_diff_range, lunsnap_host_grant) are frozen.
+ * lunsnap_scrub_report, lunsnap_repair_report) start with size_t struct_size:
+ * set it to sizeof the struct (lunsnap_*_options_init do it for options) before
+ * passing one, in or out. The library reads or writes only the fields inside
+ * the caller's struct_size, never past it, so a program built against an older
+ * header (shorter structs) keeps working when fields are appended; fields an
+ * input lacks take their defaults. List items (lunsnap_map_range,
+ * lunsnap_diff_range, lunsnap_lost_range, lunsnap_host_grant) are frozen.
  *
  * ABI: 0.2.0 changed the ABI of 0.1 (struct_size first in those structs,
  * lunsnap_*_options_init(&o, sizeof o) instead of lunsnap_*_options_default(),
@@ -126,6 +126,12 @@ enum lunsnap_result
   // one certainly existed). Open with `lunsnap_open_options.allow_rollback` set
   // to accept the rollback.
   LUNSNAP_RESULT_COMMIT_LOST = 17,
+  // Part of the range read was lost to metadata damage: a repair
+  // (`lunsnap_repair_file`, `lunsnap_repair_callbacks`) could not read its mapping
+  // back. It reads as this error, never as zeros or stale data, until it is
+  // written or discarded (the message names the LUN, the offset and the length;
+  // `lunsnap_lost_ranges` lists a LUN's lost ranges).
+  LUNSNAP_RESULT_LOST_DATA = 18,
   // The device holds no lunsnap array (never formatted).
   LUNSNAP_RESULT_NOT_FORMATTED = 20,
   // The device holds lunsnap metadata but no array.
@@ -388,6 +394,10 @@ typedef struct {
   // 1 if the LUN is online, 0 if it is offline (I/O refused with
   // `LUNSNAP_RESULT_OFFLINE`).
   uint8_t online;
+  // Bytes of the LUN lost to metadata damage (a repair could not read their
+  // mapping back): they read as `LUNSNAP_RESULT_LOST_DATA` until written or
+  // discarded (`lunsnap_lost_ranges` lists them). 0 unless the array was repaired.
+  uint64_t lost_bytes;
 } lunsnap_lun_info;
 
 // Pool accounting (`lunsnap_get_pool_info`). The caller sets `struct_size`; the
@@ -435,6 +445,15 @@ typedef struct {
   // the array never lost a commit.
   uint64_t rollback_kept_generation;
 } lunsnap_pool_info;
+
+// A range of a LUN lost to metadata damage, as `lunsnap_lost_ranges` reports it.
+// A list item: its layout is frozen (16 bytes).
+typedef struct {
+  // Byte offset in the LUN (a multiple of 512).
+  uint64_t offset;
+  // Length in bytes (a multiple of 512, never 0).
+  uint64_t length;
+} lunsnap_lost_range;
 
 // A scrub's progress: called with `ctx` as given to `lunsnap_scrub`, the number
 // of metadata pages scrubbed so far (one more at each call) and the number of
@@ -500,6 +519,47 @@ typedef struct {
   // Always 0 (the layout's padding, made explicit).
   uint32_t reserved;
 } lunsnap_host_grant;
+
+// What a repair (`lunsnap_repair_file`, `lunsnap_repair_callbacks`) found and did.
+// The caller sets `struct_size`; the library fills the fields inside it. The
+// ranges it lost are described one by one by `lunsnap_repair_lost`.
+typedef struct {
+  // `sizeof(lunsnap_repair_report)` as the caller's program knows it: set it
+  // before the call (the library never writes past it, and leaves it unchanged).
+  size_t struct_size;
+  // The generation examined (a dry run), or the one the repair committed.
+  uint64_t generation;
+  // Metadata pages with no good copy that the array's trees reach.
+  uint64_t unreadable_count;
+  // LUNs whose records were kept.
+  uint64_t luns_kept;
+  // Ranges of LUN numbers whose records could not be read: those LUNs, if any,
+  // are gone.
+  uint64_t lost_record_ranges;
+  // LUN records read but invalid: dropped.
+  uint64_t bad_records;
+  // Copies whose parent is gone: they stand alone now (attached ones as plain
+  // LUNs).
+  uint64_t orphaned;
+  // LUNs whose mapping was rebuilt from its readable entries.
+  uint64_t rebuilt;
+  // Hosts kept.
+  uint32_t hosts;
+  // 1 when some host records could not be read or were invalid (those hosts and
+  // their grants are gone), else 0.
+  uint8_t hosts_lost;
+  // 1 for a dry run (nothing was written), else 0.
+  uint8_t dry_run;
+  // 1 when nothing was lost (every record, host and mapping read whole: only the
+  // reference counts were rebuilt), else 0.
+  uint8_t complete;
+  // Ranges of LUNs whose mapping could not be read (`lunsnap_repair_lost`
+  // describes each): they read as `LUNSNAP_RESULT_LOST_DATA` until written or
+  // discarded.
+  uint64_t lost_ranges;
+  // Bytes in those ranges, all LUNs together.
+  uint64_t lost_bytes;
+} lunsnap_repair_report;
 
 #ifdef __cplusplus
 extern "C" {
@@ -744,6 +804,32 @@ lunsnap_result lunsnap_luns(lunsnap_array *array,
                             uint32_t *numbers,
                             size_t capacity,
                             size_t *out_count);
+
+// The ranges of LUN `lun` lost to metadata damage (a repair, `lunsnap_repair_file`
+// or `lunsnap_repair_callbacks`, could not read their mapping back), in order:
+// they read as `LUNSNAP_RESULT_LOST_DATA`, never as zeros or stale data, until
+// written or discarded (`lunsnap_write`, `lunsnap_write_zeroes` and
+// `lunsnap_discard` remove what they cover; a copy made or attached from the LUN
+// gets its ranges, a restore gives them to the parent). None unless the array was
+// repaired; `lunsnap_lun_info.lost_bytes` is their total.
+//
+// `*out_count` receives how many there are, and the first `min(capacity, count)`
+// go to `items` (which may be NULL when `capacity` is 0, to ask for the count).
+//
+// Errors: `LUNSNAP_RESULT_LUN_OUT_OF_RANGE`, `LUNSNAP_RESULT_NO_SUCH_LUN`;
+// `LUNSNAP_RESULT_NULL_POINTER` for a NULL `out_count`, or a NULL `items` with
+// `capacity` > 0; `LUNSNAP_RESULT_INVALID_ARGUMENT` for a `capacity` no buffer
+// can have. Nothing is written on error.
+//
+// # Safety
+//
+// Every non-NULL pointer must be valid for the access described (`items` for
+// `capacity` items) for the duration of the call.
+lunsnap_result lunsnap_lost_ranges(lunsnap_array *array,
+                                   uint32_t lun,
+                                   lunsnap_lost_range *items,
+                                   size_t capacity,
+                                   size_t *out_count);
 
 // Verifies every invariant of the metadata (an fsck). `*out_violations` receives
 // the number of violations found (0: consistent); `lunsnap_check_message` gives
@@ -1212,6 +1298,59 @@ lunsnap_result lunsnap_grants(lunsnap_array *array,
                               lunsnap_host_grant *items,
                               size_t capacity,
                               size_t *out_count);
+
+// Repairs the array on the host's device `dev` where both copies of some of its
+// metadata are bad, offline (no handle may hold the device: open it afterwards with
+// `lunsnap_open_callbacks`). It keeps every LUN record, host and mapping entry that
+// still reads, rebuilds the reference counts and each damaged mapping from its
+// readable entries, and writes all of it in one new commit (a crash during the
+// repair leaves the array as it was). The ranges of LUNs whose mapping could not be
+// read are lost: from then on they read as `LUNSNAP_RESULT_LOST_DATA` (never as
+// zeros or stale data) until written or discarded. With `dry_run` 1 it only
+// reports, and writes nothing.
+//
+// `*out` says what it found and did (set `out->struct_size` to `sizeof *out`
+// first); `lunsnap_repair_lost` describes each lost range. A repair of an
+// undamaged array loses nothing (`out->complete` is 1) and commits once.
+//
+// Errors: what an open gives before the LUN table is read
+// (`LUNSNAP_RESULT_COMMIT_LOST` unless `opts->allow_rollback` is 1, then the
+// rollback is recorded by the repair's commit; `LUNSNAP_RESULT_NOT_FORMATTED`,
+// `LUNSNAP_RESULT_NOT_AN_ARRAY`, `LUNSNAP_RESULT_BLOCK_SIZE_MISMATCH`, ...); device
+// errors; `LUNSNAP_RESULT_NULL_POINTER` for a NULL `dev` or `out`, or a missing
+// required callback; `LUNSNAP_RESULT_INVALID_ARGUMENT` for a bad `struct_size` or a
+// `dry_run` other than 0 or 1; `LUNSNAP_RESULT_INVALID_OPTIONS`. Nothing is
+// written to `out`, and the last repair's lost ranges are kept, on error.
+lunsnap_result lunsnap_repair_callbacks(const lunsnap_device_callbacks *dev,
+                                        const lunsnap_open_options *opts,
+                                        uint8_t dry_run,
+                                        lunsnap_repair_report *out);
+
+#if defined(LUNSNAP_FEATURE_STD)
+// `lunsnap_repair_callbacks` on the array in the file at `path` (device blocks of
+// `block_size` bytes, as `lunsnap_open_file`). No handle may have the file open.
+lunsnap_result lunsnap_repair_file(const char *path,
+                                   uint32_t block_size,
+                                   const lunsnap_open_options *opts,
+                                   uint8_t dry_run,
+                                   lunsnap_repair_report *out);
+#endif
+
+// Lost range `index` (below its report's `lost_ranges`) of the calling thread's
+// last successful `lunsnap_repair_file` or `lunsnap_repair_callbacks` (in the
+// no_std build: the library's last, from any thread): `*out_lun` receives the LUN,
+// `*out_offset` and `*out_length` the range in bytes. In LUN order, then offset
+// order. After a real repair (not a dry run) the opened array lists the same
+// ranges with `lunsnap_lost_ranges`.
+//
+// Errors: `LUNSNAP_RESULT_INVALID_ARGUMENT` for an `index` not below the number of
+// ranges the last repair lost (every `index` before the first repair);
+// `LUNSNAP_RESULT_NULL_POINTER` for a NULL out-parameter. Nothing is written on
+// error.
+lunsnap_result lunsnap_repair_lost(size_t index,
+                                   uint32_t *out_lun,
+                                   uint64_t *out_offset,
+                                   uint64_t *out_length);
 
 #ifdef __cplusplus
 }  // extern "C"

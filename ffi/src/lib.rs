@@ -45,16 +45,20 @@ mod io; // read, write, discard, zeroes, map, diff, as the array or for a host; 
 
 mod hosts; // hosts, grants, security, the LUNs a host may discover
 
+mod repair; // offline repair of damaged metadata, and the ranges it lost
+
 pub use device::lunsnap_device_callbacks;
 pub use handle::lunsnap_array;
 pub use result::lunsnap_result;
 pub use types::{
     lunsnap_access, lunsnap_diff_range, lunsnap_format_options, lunsnap_host_grant,
-    lunsnap_lun_info, lunsnap_lun_kind, lunsnap_map_range, lunsnap_open_options, lunsnap_pool_info,
-    lunsnap_scrub_report, lunsnap_severity,
+    lunsnap_lost_range, lunsnap_lun_info, lunsnap_lun_kind, lunsnap_map_range,
+    lunsnap_open_options, lunsnap_pool_info, lunsnap_repair_report, lunsnap_scrub_report,
+    lunsnap_severity,
 };
 
 pub use hosts::*;
 pub use io::*;
 pub use lifecycle::*;
 pub use luns::*;
+pub use repair::*;

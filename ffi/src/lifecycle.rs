@@ -83,7 +83,7 @@ fn format_opts(opts: *const lunsnap_format_options) -> Result<FormatOptions, Fai
 }
 
 /// The core's open options from the C ones (`opts` NULL: the defaults).
-fn open_opts(opts: *const lunsnap_open_options) -> Result<OpenOptions, Fail> {
+pub(crate) fn open_opts(opts: *const lunsnap_open_options) -> Result<OpenOptions, Fail> {
     // SAFETY: the caller passes NULL or a valid `lunsnap_open_options` of its
     // `struct_size` bytes.
     let o = unsafe { read_in(opts, open_defaults(), "opts")? }.unwrap_or_else(open_defaults);
@@ -105,7 +105,7 @@ fn open_opts(opts: *const lunsnap_open_options) -> Result<OpenOptions, Fail> {
 
 /// The host's callback device (`LUNSNAP_RESULT_NULL_POINTER` for NULL or a missing
 /// required callback).
-fn callbacks(dev: *const lunsnap_device_callbacks) -> Result<AnyDevice, Fail> {
+pub(crate) fn callbacks(dev: *const lunsnap_device_callbacks) -> Result<AnyDevice, Fail> {
     // SAFETY: the caller passes NULL or a valid `lunsnap_device_callbacks` of its
     // `struct_size` bytes.
     let cb = unsafe { read_in(dev, lunsnap_device_callbacks::empty(), "dev")? }
@@ -146,7 +146,7 @@ fn format_on(
 
 /// An open's failure, with how a C program accepts a rollback when that is what
 /// was refused (the core's message names the command-line option).
-fn open_failed(e: Error, detail: &device::Detail) -> Fail {
+pub(crate) fn open_failed(e: Error, detail: &device::Detail) -> Fail {
     let f = device::explain(e.into(), detail);
     if f.code == lunsnap_result::CommitLost {
         f.with_detail("from C: open with lunsnap_open_options.allow_rollback set to 1")
@@ -414,7 +414,7 @@ fn bad_path(what: &str, path: &str, e: &std::io::Error) -> Fail {
 /// an array formatted with another block size, that is
 /// `LUNSNAP_RESULT_BLOCK_SIZE_MISMATCH`, as for a file of the right length.
 #[cfg(feature = "std")]
-fn file_device(path: *const c_char, block_size: u32) -> Result<AnyDevice, Fail> {
+pub(crate) fn file_device(path: *const c_char, block_size: u32) -> Result<AnyDevice, Fail> {
     let p = path_arg(path)?;
     check_block_size(block_size)?;
     match lunsnap::FileDevice::open(p, block_size) {

@@ -1,17 +1,19 @@
 //! LUNs and business copies: creating, attaching, detaching, deleting, restoring
 //! and taking them offline, consistency groups, and what the array reports about
-//! them (LUN and pool information, the LUN list, the metadata check), and the
-//! scrub of the metadata's copies.
+//! them (LUN and pool information, the LUN list, the ranges lost to metadata
+//! damage, the metadata check), and the scrub of the metadata's copies.
 
 use alloc::format;
 use alloc::vec::Vec;
 use core::ffi::{c_char, c_void};
 
-use crate::args::{buffer_args, out_arg, put, put_list, put_text, run_h, run_on, slice_in, TEXT};
+use crate::args::{
+    buffer_args, out_arg, put, put_list, put_text, run_h, run_on, slice_in, LIST, TEXT,
+};
 use crate::fail::Fail;
 use crate::handle::{with_array, with_open, Open};
 use crate::sized::{caller_size, write_out};
-use crate::types::lunsnap_severity;
+use crate::types::{lunsnap_lost_range, lunsnap_severity};
 use crate::{
     lunsnap_array, lunsnap_lun_info, lunsnap_pool_info, lunsnap_result, lunsnap_scrub_report,
 };
@@ -208,6 +210,42 @@ pub unsafe extern "C" fn lunsnap_luns(
         let ns = with_array(array, |a| Ok(a.lun_numbers()))?;
         // SAFETY: the caller passes room for `capacity` numbers at `numbers`.
         unsafe { put_list(&ns, numbers, capacity, out_count, NAMES) }
+    })
+}
+
+/// The ranges of LUN `lun` lost to metadata damage (a repair, `lunsnap_repair_file`
+/// or `lunsnap_repair_callbacks`, could not read their mapping back), in order:
+/// they read as `LUNSNAP_RESULT_LOST_DATA`, never as zeros or stale data, until
+/// written or discarded (`lunsnap_write`, `lunsnap_write_zeroes` and
+/// `lunsnap_discard` remove what they cover; a copy made or attached from the LUN
+/// gets its ranges, a restore gives them to the parent). None unless the array was
+/// repaired; `lunsnap_lun_info.lost_bytes` is their total.
+///
+/// `*out_count` receives how many there are, and the first `min(capacity, count)`
+/// go to `items` (which may be NULL when `capacity` is 0, to ask for the count).
+///
+/// Errors: `LUNSNAP_RESULT_LUN_OUT_OF_RANGE`, `LUNSNAP_RESULT_NO_SUCH_LUN`;
+/// `LUNSNAP_RESULT_NULL_POINTER` for a NULL `out_count`, or a NULL `items` with
+/// `capacity` > 0; `LUNSNAP_RESULT_INVALID_ARGUMENT` for a `capacity` no buffer
+/// can have. Nothing is written on error.
+///
+/// # Safety
+///
+/// Every non-NULL pointer must be valid for the access described (`items` for
+/// `capacity` items) for the duration of the call.
+#[no_mangle]
+pub unsafe extern "C" fn lunsnap_lost_ranges(
+    array: *mut lunsnap_array,
+    lun: u32,
+    items: *mut lunsnap_lost_range,
+    capacity: usize,
+    out_count: *mut usize,
+) -> lunsnap_result {
+    run_h(array, "lunsnap_lost_ranges", || {
+        buffer_args(items, capacity, out_count, LIST)?;
+        let ranges = with_array(array, |a| Ok(a.lost_ranges(lun)?))?;
+        // SAFETY: the caller passes room for `capacity` items at `items`.
+        unsafe { put_list(&ranges, items, capacity, out_count, LIST) }
     })
 }
 

@@ -45,6 +45,12 @@ pub enum lunsnap_result {
     /// one certainly existed). Open with `lunsnap_open_options.allow_rollback` set
     /// to accept the rollback.
     CommitLost = 17,
+    /// Part of the range read was lost to metadata damage: a repair
+    /// (`lunsnap_repair_file`, `lunsnap_repair_callbacks`) could not read its mapping
+    /// back. It reads as this error, never as zeros or stale data, until it is
+    /// written or discarded (the message names the LUN, the offset and the length;
+    /// `lunsnap_lost_ranges` lists a LUN's lost ranges).
+    LostData = 18,
     /// The device holds no lunsnap array (never formatted).
     NotFormatted = 20,
     /// The device holds lunsnap metadata but no array.
@@ -124,6 +130,7 @@ impl From<&Error> for lunsnap_result {
             Error::DeviceTooSmall { .. } => R::DeviceTooSmall,
             Error::BlockSizeMismatch { .. } => R::BlockSizeMismatch,
             Error::CommitLost { .. } => R::CommitLost,
+            Error::LostData { .. } => R::LostData,
             Error::InvalidOptions(_) => R::InvalidOptions,
             Error::InvalidArgument(_) => R::InvalidArgument,
             Error::NotFormatted => R::NotFormatted,
@@ -199,6 +206,10 @@ pub(crate) const MESSAGES: &[(lunsnap_result, &[u8])] = &[
     (
         R::CommitLost,
         b"the newest commit's superblock is damaged in both copies: opening would roll the array back (allow_rollback accepts that)\0",
+    ),
+    (
+        R::LostData,
+        b"part of the range read was lost to metadata damage (a repair could not read its mapping back): write or discard it to use it again\0",
     ),
     (
         R::NotFormatted,
@@ -328,6 +339,15 @@ mod tests {
                 },
                 lunsnap_result::CommitLost,
                 17,
+            ),
+            (
+                Error::LostData {
+                    lun: 3,
+                    offset: 8192,
+                    len: 4096,
+                },
+                lunsnap_result::LostData,
+                18,
             ),
         ];
         for (e, want, code) in cases {

@@ -1,15 +1,18 @@
 //! Plain C structs: options in, information out.
 //!
-//! The structs that may grow (options, device callbacks, LUN and pool information)
-//! start with `size_t struct_size` (see [`crate::sized`]); the list items (map and
-//! diff ranges, grants) are frozen: arrays of them cannot grow without breaking
-//! their stride, so richer items would come with new types and functions.
+//! The structs that may grow (options, device callbacks, LUN and pool information,
+//! scrub and repair reports) start with `size_t struct_size` (see
+//! [`crate::sized`]); the list items (map, diff and lost ranges, grants) are
+//! frozen: arrays of them cannot grow without breaking their stride, so richer
+//! items would come with new types and functions.
 
 #![allow(non_camel_case_types)]
 
 use core::mem::size_of;
 
-use lunsnap::{Access, DiffRange, LunInfo, LunKind, MapRange, PoolInfo, ScrubReport, Severity};
+use lunsnap::{
+    Access, DiffRange, LunInfo, LunKind, MapRange, PoolInfo, RepairReport, ScrubReport, Severity,
+};
 
 use crate::sized::sized_struct;
 
@@ -150,6 +153,10 @@ pub struct lunsnap_lun_info {
     /// 1 if the LUN is online, 0 if it is offline (I/O refused with
     /// `LUNSNAP_RESULT_OFFLINE`).
     pub online: u8,
+    /// Bytes of the LUN lost to metadata damage (a repair could not read their
+    /// mapping back): they read as `LUNSNAP_RESULT_LOST_DATA` until written or
+    /// discarded (`lunsnap_lost_ranges` lists them). 0 unless the array was repaired.
+    pub lost_bytes: u64,
 }
 
 sized_struct!(output lunsnap_lun_info {
@@ -164,7 +171,8 @@ sized_struct!(output lunsnap_lun_info {
     reserved_bytes,
     exclusive_bytes,
     shared_bytes,
-    online
+    online,
+    lost_bytes
 });
 
 impl From<LunInfo> for lunsnap_lun_info {
@@ -186,6 +194,7 @@ impl From<LunInfo> for lunsnap_lun_info {
             exclusive_bytes: i.exclusive_bytes,
             shared_bytes: i.shared_bytes,
             online: u8::from(i.online),
+            lost_bytes: i.lost_bytes,
         }
     }
 }
@@ -325,6 +334,103 @@ impl From<&ScrubReport> for lunsnap_scrub_report {
     }
 }
 
+/// What a repair (`lunsnap_repair_file`, `lunsnap_repair_callbacks`) found and did.
+/// The caller sets `struct_size`; the library fills the fields inside it. The
+/// ranges it lost are described one by one by `lunsnap_repair_lost`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct lunsnap_repair_report {
+    /// `sizeof(lunsnap_repair_report)` as the caller's program knows it: set it
+    /// before the call (the library never writes past it, and leaves it unchanged).
+    pub struct_size: usize,
+    /// The generation examined (a dry run), or the one the repair committed.
+    pub generation: u64,
+    /// Metadata pages with no good copy that the array's trees reach.
+    pub unreadable_count: u64,
+    /// LUNs whose records were kept.
+    pub luns_kept: u64,
+    /// Ranges of LUN numbers whose records could not be read: those LUNs, if any,
+    /// are gone.
+    pub lost_record_ranges: u64,
+    /// LUN records read but invalid: dropped.
+    pub bad_records: u64,
+    /// Copies whose parent is gone: they stand alone now (attached ones as plain
+    /// LUNs).
+    pub orphaned: u64,
+    /// LUNs whose mapping was rebuilt from its readable entries.
+    pub rebuilt: u64,
+    /// Hosts kept.
+    pub hosts: u32,
+    /// 1 when some host records could not be read or were invalid (those hosts and
+    /// their grants are gone), else 0.
+    pub hosts_lost: u8,
+    /// 1 for a dry run (nothing was written), else 0.
+    pub dry_run: u8,
+    /// 1 when nothing was lost (every record, host and mapping read whole: only the
+    /// reference counts were rebuilt), else 0.
+    pub complete: u8,
+    /// Ranges of LUNs whose mapping could not be read (`lunsnap_repair_lost`
+    /// describes each): they read as `LUNSNAP_RESULT_LOST_DATA` until written or
+    /// discarded.
+    pub lost_ranges: u64,
+    /// Bytes in those ranges, all LUNs together.
+    pub lost_bytes: u64,
+}
+
+sized_struct!(output lunsnap_repair_report {
+    generation,
+    unreadable_count,
+    luns_kept,
+    lost_record_ranges,
+    bad_records,
+    orphaned,
+    rebuilt,
+    hosts,
+    hosts_lost,
+    dry_run,
+    complete,
+    lost_ranges,
+    lost_bytes
+});
+
+impl From<&RepairReport> for lunsnap_repair_report {
+    fn from(r: &RepairReport) -> Self {
+        lunsnap_repair_report {
+            struct_size: size_of::<lunsnap_repair_report>(),
+            generation: r.generation,
+            unreadable_count: r.unreadable_count,
+            luns_kept: r.luns.len() as u64,
+            lost_record_ranges: r.lost_records.len() as u64,
+            bad_records: r.bad_records.len() as u64,
+            orphaned: r.orphaned.len() as u64,
+            rebuilt: r.rebuilt.len() as u64,
+            hosts: r.hosts,
+            hosts_lost: u8::from(r.hosts_lost),
+            dry_run: u8::from(r.dry_run),
+            complete: u8::from(r.is_complete()),
+            lost_ranges: r.lost.len() as u64,
+            lost_bytes: r.lost.iter().map(|&(_, _, len)| len).sum(),
+        }
+    }
+}
+
+/// A range of a LUN lost to metadata damage, as `lunsnap_lost_ranges` reports it.
+/// A list item: its layout is frozen (16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct lunsnap_lost_range {
+    /// Byte offset in the LUN (a multiple of 512).
+    pub offset: u64,
+    /// Length in bytes (a multiple of 512, never 0).
+    pub length: u64,
+}
+
+impl From<(u64, u64)> for lunsnap_lost_range {
+    fn from((offset, length): (u64, u64)) -> Self {
+        lunsnap_lost_range { offset, length }
+    }
+}
+
 /// How much a violation `lunsnap_check` found matters (`lunsnap_check_severity`
 /// gives it as a `uint32_t`): the higher, the worse.
 #[repr(u32)]
@@ -455,6 +561,8 @@ mod tests {
         assert_eq!(size_of::<lunsnap_diff_range>(), 16);
         assert_eq!(offset_of!(lunsnap_host_grant, access), 8);
         assert_eq!(size_of::<lunsnap_host_grant>(), 16);
+        assert_eq!(offset_of!(lunsnap_lost_range, length), 8);
+        assert_eq!(size_of::<lunsnap_lost_range>(), 16);
     }
 
     /// Fields are only ever appended: those of 0.2.0 keep their offsets, the new
@@ -477,6 +585,13 @@ mod tests {
         assert_eq!(offset_of!(lunsnap_pool_info, rollback_kept_generation), 112);
         assert_eq!(size_of::<lunsnap_pool_info>(), 120);
         assert_eq!(size_of::<lunsnap_scrub_report>(), 40);
+        // 0.2.0's lun_info was 80 bytes (its last 7 padding, after `online`).
+        assert_eq!(offset_of!(lunsnap_lun_info, online), 72);
+        assert_eq!(offset_of!(lunsnap_lun_info, lost_bytes), 80);
+        assert_eq!(size_of::<lunsnap_lun_info>(), 88);
+        assert_eq!(offset_of!(lunsnap_repair_report, hosts), 64);
+        assert_eq!(offset_of!(lunsnap_repair_report, lost_ranges), 72);
+        assert_eq!(size_of::<lunsnap_repair_report>(), 88);
     }
 
     #[test]
@@ -557,6 +672,7 @@ mod tests {
         assert_eq!(offset_of!(lunsnap_lun_info, struct_size), 0);
         assert_eq!(offset_of!(lunsnap_pool_info, struct_size), 0);
         assert_eq!(offset_of!(lunsnap_scrub_report, struct_size), 0);
+        assert_eq!(offset_of!(lunsnap_repair_report, struct_size), 0);
         assert_eq!(offset_of!(crate::lunsnap_device_callbacks, struct_size), 0);
     }
 }
