@@ -21,7 +21,7 @@ use lunsnap::testing::layout::{self, PAGE_SIZE};
 use lunsnap::testing::{mix, CutOutcome, Model, PowerCutDevice};
 use lunsnap::{
     Access, Array, ArrayViolation, BlockDevice, Error, FormatOptions, LunKind, MemDevice,
-    OpenOptions, SECTOR,
+    OpenOptions, RepairOptions, SECTOR,
 };
 
 /// Reads the input from the front; past its end every read gives zeros.
@@ -271,11 +271,69 @@ pub fn open_check(data: &[u8]) {
     if mode & 1 == 0 {
         let remake = || raw_image(mode, input);
         exercise(remake(), remake, cache_bytes, false);
+        repaired(remake(), cache_bytes);
     } else {
         let (dev, sound) = patched_image(mode, &mut Bytes(input));
         let remake = || patched_image(mode, &mut Bytes(input)).0;
         exercise(dev, remake, cache_bytes, sound);
+        repaired(remake(), cache_bytes);
     }
+}
+
+/// `Array::repair` of the image as it came (a rollback allowed): it may refuse (an
+/// image with no array header, say), never panic; when it completes, the repaired
+/// image opens; every LUN reads its first and last sector unless they are lost;
+/// `check()` finds no damage but what repair leaves to the administrator (LUNs that
+/// together reserve more than the pool); and a second repair finds nothing more to
+/// lose and keeps the first one's lost ranges lost.
+fn repaired(dev: MemDevice, cache_bytes: usize) {
+    let opts = RepairOptions {
+        open: OpenOptions {
+            cache_bytes,
+            allow_rollback: true,
+        },
+        dry_run: false,
+    };
+    let Ok((dev, first)) = Array::repair(dev, &opts) else {
+        return;
+    };
+    let mut a = Array::open(dev, &opts.open)
+        .unwrap_or_else(|e| panic!("a repaired image does not open: {e:?} after {first:?}"));
+    for n in a.lun_numbers() {
+        let Ok(l) = a.lun_status(n) else { continue };
+        if !l.attached {
+            continue;
+        }
+        let lost = a.lost_ranges(n).expect("a LUN listed");
+        let mut buf = [0u8; 512];
+        for off in [0, l.size - 512] {
+            let is_lost = lost.iter().any(|&(o, len)| o <= off && off < o + len);
+            match a.read(n, off, &mut buf) {
+                Ok(()) => assert!(!is_lost, "LUN {n} at {off}: a lost sector read"),
+                Err(Error::LostData { .. }) => assert!(is_lost, "LUN {n} at {off}"),
+                Err(Error::Offline(_)) => {}
+                Err(e) => panic!("LUN {n} at {off} after repair: {e:?} ({first:?})"),
+            }
+        }
+    }
+    let found = a.check().expect("check after repair");
+    for v in &found {
+        assert!(
+            v.severity() != lunsnap::Severity::Damage
+                || matches!(v, ArrayViolation::OverReserved { .. }),
+            "damage after repair: {v} ({first:?})"
+        );
+    }
+    let dev = a.close().expect("close");
+    let (_, second) = Array::repair(dev, &opts).expect("repair of a repaired image");
+    assert!(
+        second.unreadable_count == 0
+            && second.lost_records.is_empty()
+            && second.bad_records.is_empty()
+            && !second.hosts_lost
+            && second.lost == first.lost,
+        "a second repair: {second:?} after {first:?}"
+    );
 }
 
 fn raw_image(mode: u8, image: &[u8]) -> MemDevice {

@@ -22,7 +22,7 @@ use super::SECTOR;
 /// The engine root slot of the lost-range tree.
 pub(crate) const LOST_SLOT: usize = 2;
 /// Bits of a key that hold the first sector (2^44 sectors is 8 PiB, beyond any pool).
-const SECTOR_BITS: u32 = 44;
+pub(crate) const SECTOR_BITS: u32 = 44;
 
 /// Every LUN's lost ranges; see the module docs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -122,6 +122,9 @@ impl LostRanges {
 
     /// Refuses a read of `len` bytes at `offset` of LUN `n` that touches a lost range.
     pub fn check_read(&self, n: u32, offset: u64, len: u64) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
         let end = offset.saturating_add(len);
         match self.of(n).iter().find(|&&(s, e)| s < end && offset < e) {
             Some(&(s, e)) => {

@@ -30,8 +30,9 @@ use crate::store::space_map::{MapId, SpaceMaps};
 
 use super::access::{HOSTS_SLOT, HOST_RECORD, MAX_HOSTS, MAX_HOST_NAME};
 use super::header::ArrayHeader;
-use super::lost::LostRanges;
+use super::lost::{LostRanges, LOST_SLOT, SECTOR_BITS};
 use super::lun::{pack, unpack, Lun, LunKind, ENTRY_BYTES, EXTENTS_PER_ENTRY, RECORD_SIZE};
+use super::SECTOR;
 use super::{Array, OpenOptions, TABLE_SLOT};
 
 /// Data extents counted per pass over the mappings.
@@ -180,6 +181,7 @@ fn salvage<D: BlockDevice>(
 ) -> Result<Salvage> {
     let es = u64::from(eng.geometry().extent_size);
     let data_extents = eng.geometry().data_extents;
+    let capacity = data_extents.saturating_sub(super::spare_extents(data_extents));
     let mut old = Seen::new(eng);
     let mut bad_pages = BTreeSet::new();
     let mut records = BTreeMap::new();
@@ -192,9 +194,11 @@ fn salvage<D: BlockDevice>(
             &mut |f| {
                 match f {
                     Salvaged::Entry { key, value } => {
+                        // As open: a record must decode and fit the pool.
                         let rec = u32::try_from(key)
                             .ok()
-                            .and_then(|n| Lun::decode(n, value, max_luns).ok().map(|l| (n, l)));
+                            .and_then(|n| Lun::decode(n, value, max_luns).ok().map(|l| (n, l)))
+                            .filter(|(_, l)| l.size.div_ceil(es) <= capacity);
                         match rec {
                             Some((n, l)) => {
                                 records.insert(
@@ -214,7 +218,7 @@ fn salvage<D: BlockDevice>(
                             rep.lost_records.push((lo, hi.min(u64::from(max_luns) - 1)));
                         }
                     }
-                    Salvaged::Node { .. } => {}
+                    Salvaged::Node { .. } | Salvaged::Empty { .. } => {}
                 }
                 true
             },
@@ -251,7 +255,7 @@ fn salvage<D: BlockDevice>(
                         rep.unreadable(addr, &mut bad_pages);
                         hosts_lost = true;
                     }
-                    Salvaged::Node { .. } => {}
+                    Salvaged::Node { .. } | Salvaged::Empty { .. } => {}
                 }
                 true
             },
@@ -262,10 +266,12 @@ fn salvage<D: BlockDevice>(
     let host_mask = hosts.values().fold(0u64, |m, v| {
         m | 1u64 << u32::from_le_bytes([v[0], v[1], v[2], v[3]])
     });
-    let numbers: BTreeSet<u32> = records.keys().copied().collect();
+    let sizes: BTreeMap<u32, u64> = records.iter().map(|(&n, k)| (n, k.lun.size)).collect();
     for (&n, k) in records.iter_mut() {
         let l = &mut k.lun;
-        if l.parent.is_some_and(|p| !numbers.contains(&p)) {
+        // A copy is its parent's size: one whose parent is gone, or of another
+        // size (a damaged record), stands alone.
+        if l.parent.is_some_and(|p| sizes.get(&p) != Some(&l.size)) {
             l.parent = None;
             if l.attached {
                 l.kind = LunKind::Lun;
@@ -276,15 +282,68 @@ fn salvage<D: BlockDevice>(
         l.grants_write &= l.grants_read;
         l.dirty = true;
     }
+    // Ranges an earlier repair lost stay lost (a rebuilt mapping has holes there);
+    // where the lost-range tree itself cannot be read, every range it may have
+    // named is lost.
+    let mut before: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
+    if let Some(t) = eng.root(LOST_SLOT)? {
+        let sector_mask = (1u64 << SECTOR_BITS) - 1;
+        let mut add = |n: u64, a: u64, b: u64| {
+            if let Ok(n) = u32::try_from(n) {
+                if n < max_luns && a < b {
+                    before.entry(n).or_default().push((a, b));
+                }
+            }
+        };
+        eng.salvage(t.root(), (8, ValueKind::Opaque), 0, &mut old, &mut |f| {
+            match f {
+                Salvaged::Entry { key, value } => {
+                    let mut v = [0u8; 8];
+                    v.copy_from_slice(value);
+                    let end = u64::from_le_bytes(v).min(sector_mask + 1);
+                    add(
+                        key >> SECTOR_BITS,
+                        (key & sector_mask).saturating_mul(SECTOR),
+                        end.saturating_mul(SECTOR),
+                    );
+                }
+                Salvaged::Lost { addr, lo, hi } => {
+                    rep.unreadable(addr, &mut bad_pages);
+                    let (first, last) = (lo >> SECTOR_BITS, hi >> SECTOR_BITS);
+                    let last = last.min(u64::from(max_luns));
+                    for n in first..=last {
+                        let a = if n == first { lo & sector_mask } else { 0 };
+                        let b = if n == hi >> SECTOR_BITS {
+                            (hi & sector_mask) + 1
+                        } else {
+                            sector_mask + 1
+                        };
+                        add(n, a.saturating_mul(SECTOR), b.saturating_mul(SECTOR));
+                    }
+                }
+                Salvaged::Node { .. } | Salvaged::Empty { .. } => {}
+            }
+            true
+        });
+    }
     // Each mapping: whole, or its lost ranges.
     let mut lost = LostRanges::default();
     for (&n, k) in records.iter_mut() {
         let l = &k.lun;
+        let mut ranges: Vec<(u64, u64)> = before
+            .remove(&n)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|_| l.attached)
+            .map(|(a, b)| (a, b.min(l.size)))
+            .filter(|(a, b)| a < b)
+            .collect();
         if l.mapping.root() == 0 {
+            ranges.sort_unstable();
+            lost.set(n, merge(ranges));
             continue;
         }
         let extents = l.size.div_ceil(es);
-        let mut ranges: Vec<(u64, u64)> = Vec::new();
         let mut whole = true;
         let mut lose = |first: u64, end: u64| {
             let (a, b) = (first.saturating_mul(es), end.saturating_mul(es).min(l.size));
@@ -305,7 +364,9 @@ fn salvage<D: BlockDevice>(
                             whole = false;
                         }
                         for (i, &x) in slots.iter().enumerate() {
-                            let le = key.saturating_mul(EXTENTS_PER_ENTRY) + i as u64;
+                            let le = key
+                                .saturating_mul(EXTENTS_PER_ENTRY)
+                                .saturating_add(i as u64);
                             if x == 0 {
                                 continue;
                             }
@@ -327,20 +388,17 @@ fn salvage<D: BlockDevice>(
                     Salvaged::Node { addr, .. } => {
                         old.mark(addr);
                     }
+                    Salvaged::Empty { addr } => {
+                        old.mark(addr);
+                        whole = false;
+                    }
                 }
                 true
             },
         );
         k.whole = whole;
         ranges.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::new();
-        for (a, b) in ranges {
-            match merged.last_mut() {
-                Some(m) if a <= m.1 => m.1 = m.1.max(b),
-                _ => merged.push((a, b)),
-            }
-        }
-        lost.set(n, merged);
+        lost.set(n, merge(ranges));
     }
     for &p in &bad_pages {
         old.mark(p);
@@ -540,12 +598,26 @@ fn rebuild<D: BlockDevice>(eng: &mut Engine<D>, s: &mut Salvage) -> Result<()> {
     Ok(())
 }
 
+/// Sorted ranges, overlapping or touching ones merged.
+fn merge(ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (a, b) in ranges {
+        match merged.last_mut() {
+            Some(m) if a <= m.1 => m.1 = m.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    merged
+}
+
 /// The slots of a readable mapping entry that the rebuilt mapping keeps: inside the
 /// LUN's `extents` and pointing into the pool.
 fn kept_slots(key: u64, value: &[u8], extents: u64, data_extents: u64) -> [u32; 16] {
     let mut slots = unpack(value);
     for (i, x) in slots.iter_mut().enumerate() {
-        let le = key.saturating_mul(EXTENTS_PER_ENTRY) + i as u64;
+        let le = key
+            .saturating_mul(EXTENTS_PER_ENTRY)
+            .saturating_add(i as u64);
         if *x != 0 && (le >= extents || u64::from(*x) > data_extents) {
             *x = 0;
         }

@@ -18,6 +18,12 @@ use crate::store::page::PageKind;
 
 /// What a salvage walk finds.
 pub(crate) enum Salvaged<'a> {
+    /// A readable node that holds no entry: nothing is lost, but a tree may not
+    /// hold one (the walk goes on beside it).
+    Empty {
+        /// Its address.
+        addr: u64,
+    },
     /// A readable node, and the children of an interior one.
     Node {
         /// Its address.
@@ -152,6 +158,12 @@ impl<D: BlockDevice> Engine<D> {
                     continue;
                 }
             };
+            if h.nr == 0 {
+                if !f(Salvaged::Empty { addr }) {
+                    return;
+                }
+                continue;
+            }
             kids.clear();
             lows.clear();
             if h.is_leaf() {

@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::array::{
-    Access, HostInfo, LunInfo, LunKind, PoolInfo, MAX_HOSTS, MAX_HOST_NAME, SECTOR,
+    Access, ArrayViolation, HostInfo, LunInfo, LunKind, PoolInfo, MAX_HOSTS, MAX_HOST_NAME, SECTOR,
 };
 use crate::error::{Error, Result};
 
@@ -22,8 +22,8 @@ pub(crate) fn sector_of(bytes: &[u8]) -> Sector {
     s
 }
 
-/// A LUN's sectors and its lineage map.
-type Image = (BTreeMap<u64, Sector>, BTreeMap<u64, u64>);
+/// A LUN's sectors, its lineage map and its lost ranges: what a copy of it takes.
+type Image = (BTreeMap<u64, Sector>, BTreeMap<u64, u64>, Vec<(u64, u64)>);
 
 /// One LUN of the model.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +42,11 @@ pub(crate) struct MLun {
     /// Mapped logical extents → lineage token. Two LUNs share an extent exactly when
     /// they map the same token.
     pub map: BTreeMap<u64, u64>,
+    /// Lost ranges, `[start, end)` in bytes, sorted and apart: what a repair could not
+    /// recover ([`Model::repaired`]). They read as [`Error::LostData`] until written or
+    /// discarded; their sectors hold nothing in `data` and their extents nothing in
+    /// `map` (the rebuilt mapping has no entries there), except what was written since.
+    pub lost: Vec<(u64, u64)>,
 }
 
 /// A reference model of an [`Array`](crate::Array): the state docs/DESIGN.md §2 promises
@@ -73,6 +78,23 @@ pub(crate) struct MLun {
 /// For crash tests the model also keeps the state of the last commit and every value
 /// written to each sector since: [`recover`](Self::recover) checks an array reopened
 /// after a power cut against them.
+///
+/// # Lost ranges, after a repair
+/// [`repaired`](Self::repaired) takes the model to the state of an array that
+/// [`Array::repair`](crate::Array::repair) rebuilt: LUNs whose records were lost are
+/// gone, copies left without a parent stand alone, hosts not kept are gone with their
+/// grants, and each LUN has the *lost ranges* the report lists. As in the array, a
+/// read ([`read`](Self::read), [`read_as`](Self::read_as)) that touches a lost range
+/// fails with [`Error::LostData`] naming the first lost piece it touches, clipped to
+/// the read; a write, `write_zeroes` or discard clears what it covers (a change that
+/// the next flush commits); a copy made or attached takes its parent's lost ranges
+/// with its image, a restore gives the parent the copy's, and detach and delete drop
+/// them. They are committed with the LUN table, so after a power cut they are the last
+/// commit's. A lost range holds no mapping (it is a hole to [`map`](Self::map) and
+/// [`diff`](Self::diff), as in the array) and its content is unknown until written.
+/// [`lost_ranges`](Self::lost_ranges), [`lun_info`](Self::lun_info)`.lost_bytes` and
+/// [`check_findings`](Self::check_findings) (a notice per LUN with lost ranges) say
+/// what the array must report.
 ///
 /// # Commits the array makes on its own
 /// When nearly every extent of the pool is in use, [`Array::write`](crate::Array::write)
@@ -282,8 +304,31 @@ impl Model {
             online: l.online,
             created_generation: l.created_gen,
             attached_generation: l.attached_gen,
-            lost_bytes: 0,
+            lost_bytes: l.lost.iter().map(|(s, e)| e - s).sum(),
         })
+    }
+
+    /// What [`Array::lost_ranges`](crate::Array::lost_ranges) must return: LUN `n`'s
+    /// lost ranges as (offset, length) in bytes, in order. Empty unless the model was
+    /// [`repaired`](Self::repaired); they follow the LUN's image (copies made or
+    /// attached take their parent's, a restore gives the parent the copy's) and
+    /// shrink as they are written or discarded.
+    pub fn lost_ranges(&self, n: u32) -> Result<Vec<(u64, u64)>> {
+        Ok(self.get(n)?.lost.iter().map(|&(s, e)| (s, e - s)).collect())
+    }
+
+    /// What [`Array::check`](crate::Array::check) must find: nothing but a
+    /// [`LostData`](ArrayViolation::LostData) notice for each LUN with lost ranges, in
+    /// number order.
+    pub fn check_findings(&self) -> Vec<ArrayViolation> {
+        self.luns
+            .iter()
+            .filter(|(_, l)| !l.lost.is_empty())
+            .map(|(&lun, l)| ArrayViolation::LostData {
+                lun,
+                bytes: l.lost.iter().map(|(s, e)| e - s).sum(),
+            })
+            .collect()
     }
 
     /// What [`Array::luns`](crate::Array::luns) must return.
@@ -323,10 +368,13 @@ impl Model {
         }
     }
 
-    /// Reads like [`Array::read`](crate::Array::read).
+    /// Reads like [`Array::read`](crate::Array::read): a read that touches a lost
+    /// range fails with [`Error::LostData`] naming the first lost piece it touches,
+    /// clipped to the read.
     pub fn read(&self, n: u32, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.io_check(n, offset, buf.len() as u64)?;
         let l = self.get(n)?;
+        lost_check(&l.lost, n, offset, buf.len() as u64)?;
         buf.fill(0);
         let first = offset / SECTOR;
         let end = first + (buf.len() / SECTOR_BYTES) as u64;
@@ -371,6 +419,7 @@ impl Model {
                 attached_gen: g,
                 data: BTreeMap::new(),
                 map: BTreeMap::new(),
+                lost: Vec::new(),
             },
         );
         self.commit();
@@ -411,6 +460,7 @@ impl Model {
             Some(c) => {
                 c.attached = false;
                 c.data.clear();
+                c.lost.clear();
                 core::mem::take(&mut c.map)
             }
             None => return Err(Error::NoSuchLun(n)),
@@ -456,11 +506,12 @@ impl Model {
             return Err(Error::Detached(n));
         }
         let pn = self.image_parent(n, c)?;
-        let (data, map) = (c.data.clone(), c.map.clone());
+        let (data, map, lost) = (c.data.clone(), c.map.clone(), c.lost.clone());
         self.count_map(&map, true);
         let old = match self.luns.get_mut(&pn) {
             Some(p) => {
                 p.data = data;
+                p.lost = lost;
                 core::mem::replace(&mut p.map, map)
             }
             None => return Err(Error::ParentGone(n)),
@@ -757,7 +808,17 @@ impl Model {
                 self.dirty = true;
             }
         }
+        // Written bytes are no longer lost: a change to commit like any other.
+        self.dirty |= self.clear_lost(n, offset, data.len() as u64);
         Ok(())
+    }
+
+    /// Bytes `offset .. offset + len` of LUN `n` were written or discarded: no longer
+    /// lost. True if some were.
+    fn clear_lost(&mut self, n: u32, offset: u64, len: u64) -> bool {
+        self.luns
+            .get_mut(&n)
+            .is_some_and(|l| lost_clear(&mut l.lost, offset, len))
     }
 
     /// Logical extent `le` of LUN `n` becomes a hole; true if it was mapped.
@@ -819,7 +880,8 @@ impl Model {
                 pos += chunk;
             }
         }
-        let changed = !unmapped.is_empty() || !touched.is_empty();
+        let cleared = self.clear_lost(n, offset, len);
+        let changed = !unmapped.is_empty() || !touched.is_empty() || cleared;
         for t in unmapped {
             self.uncount(t);
         }
@@ -1084,9 +1146,11 @@ impl Model {
         }
     }
 
-    /// LUN `n`'s sectors and lineage map: what a copy of it takes.
+    /// LUN `n`'s sectors, lineage map and lost ranges: what a copy of it takes.
     fn image_of(&self, n: u32) -> Option<Image> {
-        self.luns.get(&n).map(|l| (l.data.clone(), l.map.clone()))
+        self.luns
+            .get(&n)
+            .map(|l| (l.data.clone(), l.map.clone(), l.lost.clone()))
     }
 
     /// Adds copy `c` of LUN `p`, created at generation `g` (holding `p`'s image if
@@ -1096,9 +1160,9 @@ impl Model {
             return;
         };
         let size = pl.size;
-        let (data, map) = match attached {
-            true => (pl.data.clone(), pl.map.clone()),
-            false => (BTreeMap::new(), BTreeMap::new()),
+        let (data, map, lost) = match attached {
+            true => (pl.data.clone(), pl.map.clone(), Vec::new()),
+            false => (BTreeMap::new(), BTreeMap::new(), Vec::new()),
         };
         self.count_map(&map, true);
         self.luns.insert(
@@ -1114,16 +1178,18 @@ impl Model {
                 attached_gen: if attached { g } else { 0 },
                 data,
                 map,
+                lost,
             },
         );
     }
 
     /// Copy `c` takes `image` at generation `g` (attach, refresh).
-    fn take_image(&mut self, c: u32, (data, map): Image, g: u64) {
+    fn take_image(&mut self, c: u32, (data, map, lost): Image, g: u64) {
         self.count_map(&map, true);
         let old = match self.luns.get_mut(&c) {
             Some(l) => {
                 l.data = data;
+                l.lost = lost;
                 l.attached = true;
                 l.attached_gen = g;
                 core::mem::replace(&mut l.map, map)
@@ -1172,4 +1238,68 @@ pub(crate) fn set_sector(data: &mut BTreeMap<u64, Sector>, s: u64, c: &[u8]) {
     } else {
         data.insert(s, sector_of(c));
     }
+}
+
+/// The refusal of a read of `len` bytes at `offset` of LUN `n` whose lost ranges are
+/// `lost`, as the array gives it: the first lost range the read touches, clipped to
+/// the read. (A read of 0 bytes strictly inside a lost range is refused too, with a
+/// length of 0: the array's rule, followed as it is.)
+pub(crate) fn lost_check(lost: &[(u64, u64)], n: u32, offset: u64, len: u64) -> Result<()> {
+    let end = offset.saturating_add(len);
+    match lost.iter().find(|&&(s, e)| s < end && offset < e) {
+        Some(&(s, e)) => {
+            let from = s.max(offset);
+            Err(Error::LostData {
+                lun: n,
+                offset: from,
+                len: e.min(end) - from,
+            })
+        }
+        None => Ok(()),
+    }
+}
+
+/// Removes `[offset, offset + len)` from the sorted, apart ranges `lost`; true if it
+/// covered any of them.
+pub(crate) fn lost_clear(lost: &mut Vec<(u64, u64)>, offset: u64, len: u64) -> bool {
+    let end = offset.saturating_add(len);
+    if !lost.iter().any(|&(s, e)| s < end && offset < e) {
+        return false;
+    }
+    let mut out = Vec::with_capacity(lost.len() + 1);
+    for &(s, e) in lost.iter() {
+        if e <= offset || end <= s {
+            out.push((s, e));
+            continue;
+        }
+        if s < offset {
+            out.push((s, offset));
+        }
+        if end < e {
+            out.push((end, e));
+        }
+    }
+    *lost = out;
+    true
+}
+
+/// Adds `[from, to)` to the sorted, apart ranges `lost`, merging what overlaps or
+/// touches it.
+pub(crate) fn lost_add(lost: &mut Vec<(u64, u64)>, from: u64, to: u64) {
+    if from >= to {
+        return;
+    }
+    let (mut a, mut b) = (from, to);
+    let mut out = Vec::with_capacity(lost.len() + 1);
+    for &(s, e) in lost.iter() {
+        if e < a || b < s {
+            out.push((s, e));
+        } else {
+            a = a.min(s);
+            b = b.max(e);
+        }
+    }
+    let at = out.partition_point(|&(s, _)| s < a);
+    out.insert(at, (a, b));
+    *lost = out;
 }

@@ -7,8 +7,8 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
-use super::model::{set_sector, MLun, Model, Sector};
-use crate::array::{Array, LunInfo, SECTOR};
+use super::model::{lost_add, set_sector, MLun, Model, Sector};
+use crate::array::{Array, HostInfo, LunInfo, LunKind, RepairReport, SECTOR};
 use crate::device::BlockDevice;
 use crate::error::Error;
 
@@ -42,19 +42,36 @@ impl Model {
     /// Checks `array` against the model: [`verify_records`](Self::verify_records),
     /// the content of every LUN ([`verify_lun`](Self::verify_lun)), every LUN's
     /// [`Array::map`] and pairs' [`Array::diff`]
-    /// ([`verify_mappings`](Self::verify_mappings)) and an empty [`Array::check`].
-    /// Reads every LUN whole: its cost grows with the LUN sizes.
+    /// ([`verify_mappings`](Self::verify_mappings)) and [`Array::check`]
+    /// ([`verify_check`](Self::verify_check): empty, but for the notices of lost
+    /// ranges). Reads every LUN whole: its cost grows with the LUN sizes.
     pub fn verify<D: BlockDevice>(&self, array: &mut Array<D>) -> Result<(), Mismatch> {
         self.verify_records(array)?;
         for &n in self.luns.keys() {
             self.verify_lun(array, n)?;
         }
         self.verify_mappings(array)?;
-        check_clean(array)
+        self.verify_check(array)
+    }
+
+    /// Checks that [`Array::check`] finds exactly what
+    /// [`check_findings`](Self::check_findings) says: nothing, but a
+    /// [`LostData`](crate::ArrayViolation::LostData) notice for each LUN with lost
+    /// ranges.
+    pub fn verify_check<D: BlockDevice>(&self, array: &mut Array<D>) -> Result<(), Mismatch> {
+        let want = self.check_findings();
+        match array.check() {
+            Ok(v) if v == want => Ok(()),
+            Ok(v) => err(format!(
+                "check() reported {v:?}, the model expects {want:?}"
+            )),
+            Err(e) => err(format!("check() failed: {e}")),
+        }
     }
 
     /// Checks the LUN numbers, every [`LunInfo`] (exclusive and shared bytes included
-    /// while [`lineage_known`](Self::lineage_known)) and every figure of
+    /// while [`lineage_known`](Self::lineage_known)), every LUN's
+    /// [`lost_ranges`](Array::lost_ranges) and every figure of
     /// [`PoolInfo`](crate::PoolInfo) but the metadata ones.
     pub fn verify_records<D: BlockDevice>(&self, array: &mut Array<D>) -> Result<(), Mismatch> {
         let numbers = array.lun_numbers();
@@ -82,6 +99,11 @@ impl Model {
                     "lun_info({}) is {g:?}, the model says {w:?}",
                     w.lun
                 ));
+            }
+            let n = w.lun;
+            let (g, w) = (array.lost_ranges(n).map(merged), self.lost_ranges(n));
+            if g != w {
+                return err(format!("lost_ranges({n}) is {g:?}, the model says {w:?}"));
             }
         }
         let mut p = array.pool_info();
@@ -163,7 +185,7 @@ impl Model {
             }
         }
         let mut want = Vec::new();
-        for_each_chunk(array, n, l.size, |first, got| {
+        for_each_chunk(array, n, l.size, &l.lost, |first, got| {
             want.clear();
             want.resize(got.len(), 0);
             let end = first + (got.len() as u64) / SECTOR;
@@ -233,6 +255,29 @@ impl Model {
                 m.lun_numbers()
             ));
         }
+        // Lost ranges: the last commit's; after noted early commits, anything from
+        // those down to the current ones (the writes since clear them).
+        if !self.exact {
+            for (&n, l) in m.luns.iter_mut() {
+                let now = self.luns.get(&n).map_or(&[][..], |c| &c.lost[..]);
+                let got = array
+                    .lost_ranges(n)
+                    .map(|r| r.iter().map(|&(o, len)| (o, o + len)).collect::<Vec<_>>())
+                    .map_err(|e| Mismatch::new(format!("lost_ranges({n}) failed: {e}")))?;
+                let mut got_merged = Vec::new();
+                for &(a, b) in &got {
+                    lost_add(&mut got_merged, a, b);
+                }
+                if !covers(&l.lost, &got_merged) || !covers(&got_merged, now) {
+                    return err(format!(
+                        "after the crash, LUN {n} has lost ranges {got:?}: the last commit \
+                         had {:?}, the current state {now:?}",
+                        l.lost
+                    ));
+                }
+                l.lost = got_merged;
+            }
+        }
         let luns: Vec<(u32, MLun)> = m.luns.iter().map(|(&n, l)| (n, l.clone())).collect();
         for (n, l) in luns {
             if !l.attached {
@@ -253,7 +298,7 @@ impl Model {
         }
         m.verify_mappings(array)
             .map_err(|e| Mismatch::new(format!("after the crash: {e}")))?;
-        check_clean(array)?;
+        m.verify_check(array)?;
         Ok(m)
     }
 
@@ -285,6 +330,161 @@ impl Model {
         err(why.join("; or "))
     }
 
+    /// After [`Array::repair`] and an [`Array::open`]: makes the model the repaired
+    /// array's, from its last commit (the one the repair read) and the `report`, and
+    /// checks that the report is one this model allows. `hosts` are the hosts the
+    /// repair kept ([`Array::hosts`] of the reopened array: the report only counts
+    /// them); each must be one of the model's, with its name.
+    ///
+    /// What the repair does, as the model follows it:
+    /// * LUNs not in `report.luns` are gone; each must lie in a range of
+    ///   `report.lost_records` (or be one of `report.bad_records`).
+    /// * A kept copy whose parent is gone stands alone: no parent, and an attached one
+    ///   becomes a plain LUN (a detached one stays a detached copy); they must be
+    ///   exactly `report.orphaned`.
+    /// * Each `(lun, offset, len)` of `report.lost` is lost (added to what was lost
+    ///   before): it reads as [`Error::LostData`] until written or discarded. Its
+    ///   content is unknown and its extents are holes (the rebuilt mapping has no
+    ///   entries there), so the model forgets both. Each must lie in a kept, attached
+    ///   LUN listed in `report.rebuilt`.
+    /// * Hosts not kept are gone, with their grants. The security switch stays.
+    /// * One commit: the generation is `report.generation`.
+    ///
+    /// Then [`verify`](Self::verify) must pass on the repaired array. Err: the report
+    /// disagrees with the model (a dry run, a LUN or host the model never had, a
+    /// vanished LUN not reported, orphans or lost ranges that cannot be), or the last
+    /// commit is not known exactly (early commits noted since).
+    pub fn repaired(&mut self, report: &RepairReport, hosts: &[HostInfo]) -> Result<(), Mismatch> {
+        if report.dry_run {
+            return err("a dry run repairs nothing".into());
+        }
+        if !self.exact {
+            return err("the last commit before the repair is not known exactly".into());
+        }
+        let mut luns = self.committed.clone();
+        // Records: kept, or reported lost.
+        for n in &report.luns {
+            if !luns.contains_key(n) {
+                return err(format!(
+                    "the repair kept LUN {n}, which the model does not have"
+                ));
+            }
+        }
+        let gone: Vec<u32> = luns
+            .keys()
+            .copied()
+            .filter(|n| !report.luns.contains(n))
+            .collect();
+        for &n in &gone {
+            let reported = report
+                .lost_records
+                .iter()
+                .any(|&(lo, hi)| (lo..=hi).contains(&u64::from(n)))
+                || report.bad_records.contains(&u64::from(n));
+            if !reported {
+                return err(format!(
+                    "LUN {n} is gone but the report does not say its record was lost: {report:?}"
+                ));
+            }
+            luns.remove(&n);
+        }
+        // Orphans.
+        let mut orphaned = Vec::new();
+        let kept: Vec<u32> = luns.keys().copied().collect();
+        for (&n, l) in luns.iter_mut() {
+            if l.parent.is_some_and(|p| !kept.contains(&p)) {
+                l.parent = None;
+                if l.attached {
+                    l.kind = LunKind::Lun;
+                }
+                orphaned.push(n);
+            }
+        }
+        let mut reported = report.orphaned.clone();
+        reported.sort_unstable();
+        if reported != orphaned {
+            return err(format!(
+                "the repair orphaned {:?}, the model expects {orphaned:?}",
+                report.orphaned
+            ));
+        }
+        // Hosts.
+        let mut kept_hosts = BTreeMap::new();
+        for h in hosts {
+            match self.committed_hosts.get(&h.id) {
+                Some(name) if *name == h.name => {
+                    kept_hosts.insert(h.id, name.clone());
+                }
+                _ => {
+                    return err(format!(
+                        "the repair kept host {h:?}, which the model does not have"
+                    ))
+                }
+            }
+        }
+        if report.hosts as usize != kept_hosts.len()
+            || (!report.hosts_lost && kept_hosts.len() != self.committed_hosts.len())
+        {
+            return err(format!(
+                "the repair kept {} hosts (hosts lost: {}), the array has {hosts:?}, the model had {:?}",
+                report.hosts, report.hosts_lost, self.committed_hosts
+            ));
+        }
+        for l in luns.values_mut() {
+            l.grants.retain(|h, _| kept_hosts.contains_key(h));
+        }
+        // Lost ranges.
+        for &(n, offset, len) in &report.lost {
+            let fits = luns.get(&n).is_some_and(|l| {
+                l.attached && len > 0 && offset.checked_add(len).is_some_and(|e| e <= l.size)
+            });
+            if !fits || !report.rebuilt.contains(&n) {
+                return err(format!(
+                    "the repair lost ({n}, {offset}, {len}), which LUN {n} cannot have \
+                     (rebuilt: {:?})",
+                    report.rebuilt
+                ));
+            }
+            let es = self.es;
+            if let Some(l) = luns.get_mut(&n) {
+                lost_add(&mut l.lost, offset, offset + len);
+                let sectors: Vec<u64> = l
+                    .data
+                    .range(offset / SECTOR..(offset + len).div_ceil(SECTOR))
+                    .map(|(&s, _)| s)
+                    .collect();
+                for s in sectors {
+                    l.data.remove(&s);
+                }
+                let extents: Vec<u64> = l
+                    .map
+                    .range(offset / es..(offset + len).div_ceil(es))
+                    .map(|(&le, _)| le)
+                    .collect();
+                for le in extents {
+                    l.map.remove(&le);
+                }
+            }
+        }
+        for n in &report.rebuilt {
+            if !luns.contains_key(n) {
+                return err(format!("the repair rebuilt LUN {n}, which it did not keep"));
+            }
+        }
+        self.luns = luns;
+        self.hosts = kept_hosts;
+        self.security = self.committed_security;
+        self.gen = report.generation;
+        self.dirty = false;
+        self.detect_zeros = true;
+        self.recount();
+        self.committed = self.luns.clone();
+        self.committed_hosts = self.hosts.clone();
+        self.committed_gen = self.gen;
+        self.since.clear();
+        Ok(())
+    }
+
     /// Whether a power cut may leave generation `g`: the last commit, or after commits
     /// at unknown points (noted early commits) any up to the newest.
     fn admits(&self, g: u64) -> bool {
@@ -306,7 +506,7 @@ impl Model {
     ) -> Result<BTreeMap<u64, Sector>, Mismatch> {
         let mut out = BTreeMap::new();
         let zero = [0u8; SECTOR as usize];
-        for_each_chunk(array, n, l.size, |first, got| {
+        for_each_chunk(array, n, l.size, &l.lost, |first, got| {
             for (s, c) in (first..).zip(got.chunks_exact(SECTOR as usize)) {
                 let committed = l.data.get(&s).map_or(&zero[..], |v| &v[..]);
                 if c != committed {
@@ -334,33 +534,66 @@ impl Model {
     }
 }
 
-/// Reads LUN `n` (`size` bytes, attached) in chunks, online or not, and hands each
-/// (first sector, bytes) to `f`.
+/// Reads LUN `n` (`size` bytes, attached) in chunks, online or not: a chunk inside
+/// one of the `lost` ranges (`[start, end)`, sorted) must be refused with the
+/// [`Error::LostData`] that names it whole, and each other chunk, which touches none,
+/// is handed to `f` as (first sector, bytes). Every byte is read.
 fn for_each_chunk<D: BlockDevice>(
     array: &mut Array<D>,
     n: u32,
     size: u64,
+    lost: &[(u64, u64)],
     mut f: impl FnMut(u64, &[u8]) -> Result<(), Mismatch>,
 ) -> Result<(), Mismatch> {
     let mut buf = vec![0u8; CHUNK.min(size) as usize];
     let mut pos = 0;
     while pos < size {
-        let len = CHUNK.min(size - pos) as usize;
-        let b = &mut buf[..len];
-        array
-            .read_online(n, pos, b, false)
-            .map_err(|e| Mismatch::new(format!("read of LUN {n} at {pos} failed: {e}")))?;
-        f(pos / SECTOR, b)?;
-        pos += len as u64;
+        let inside = lost.iter().find(|&&(s, e)| s <= pos && pos < e).copied();
+        let stop = match inside {
+            Some((_, e)) => e,
+            None => lost
+                .iter()
+                .map(|&(s, _)| s)
+                .find(|&s| s > pos)
+                .unwrap_or(size),
+        };
+        let len = (stop.min(size) - pos).min(CHUNK);
+        let b = &mut buf[..len as usize];
+        let r = array.read_online(n, pos, b, false);
+        if inside.is_some() {
+            let want = Err(Error::LostData {
+                lun: n,
+                offset: pos,
+                len,
+            });
+            if r != want {
+                return err(format!(
+                    "read of LUN {n} at {pos} ({len} bytes, lost) returned {r:?}, the model \
+                     says {want:?}"
+                ));
+            }
+        } else {
+            r.map_err(|e| Mismatch::new(format!("read of LUN {n} at {pos} failed: {e}")))?;
+            f(pos / SECTOR, b)?;
+        }
+        pos += len;
     }
     Ok(())
 }
 
-/// `check()` finds nothing.
-fn check_clean<D: BlockDevice>(array: &mut Array<D>) -> Result<(), Mismatch> {
-    match array.check() {
-        Ok(v) if v.is_empty() => Ok(()),
-        Ok(v) => err(format!("check() reported {v:?}")),
-        Err(e) => err(format!("check() failed: {e}")),
+/// Lost ranges given as (offset, length), as `[start, end)` with touching ones merged:
+/// the model's form.
+fn merged(ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for (o, len) in ranges {
+        lost_add(&mut out, o, o + len);
     }
+    out.into_iter().map(|(s, e)| (s, e - s)).collect()
+}
+
+/// Every byte of `small` lies in `big` (both `[start, end)`, sorted, merged).
+fn covers(big: &[(u64, u64)], small: &[(u64, u64)]) -> bool {
+    small
+        .iter()
+        .all(|&(s, e)| big.iter().any(|&(bs, be)| bs <= s && e <= be))
 }
