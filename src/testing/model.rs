@@ -1161,7 +1161,7 @@ impl Model {
         };
         let size = pl.size;
         let (data, map, lost) = match attached {
-            true => (pl.data.clone(), pl.map.clone(), Vec::new()),
+            true => (pl.data.clone(), pl.map.clone(), pl.lost.clone()),
             false => (BTreeMap::new(), BTreeMap::new(), Vec::new()),
         };
         self.count_map(&map, true);
@@ -1242,9 +1242,11 @@ pub(crate) fn set_sector(data: &mut BTreeMap<u64, Sector>, s: u64, c: &[u8]) {
 
 /// The refusal of a read of `len` bytes at `offset` of LUN `n` whose lost ranges are
 /// `lost`, as the array gives it: the first lost range the read touches, clipped to
-/// the read. (A read of 0 bytes strictly inside a lost range is refused too, with a
-/// length of 0: the array's rule, followed as it is.)
+/// the read. A read of 0 bytes touches nothing.
 pub(crate) fn lost_check(lost: &[(u64, u64)], n: u32, offset: u64, len: u64) -> Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
     let end = offset.saturating_add(len);
     match lost.iter().find(|&&(s, e)| s < end && offset < e) {
         Some(&(s, e)) => {

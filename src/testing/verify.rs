@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use super::model::{lost_add, set_sector, MLun, Model, Sector};
-use crate::array::{Array, HostInfo, LunInfo, LunKind, RepairReport, SECTOR};
+use crate::array::{Array, LunInfo, LunKind, RepairReport, SECTOR};
 use crate::device::BlockDevice;
 use crate::error::Error;
 
@@ -330,11 +330,9 @@ impl Model {
         err(why.join("; or "))
     }
 
-    /// After [`Array::repair`] and an [`Array::open`]: makes the model the repaired
-    /// array's, from its last commit (the one the repair read) and the `report`, and
-    /// checks that the report is one this model allows. `hosts` are the hosts the
-    /// repair kept ([`Array::hosts`] of the reopened array: the report only counts
-    /// them); each must be one of the model's, with its name.
+    /// After [`Array::repair`] and an [`Array::open`] of its device (`array`): makes
+    /// the model the repaired array's, from its last commit (the one the repair read)
+    /// and the `report`, and checks that the report is one this model allows.
     ///
     /// What the repair does, as the model follows it:
     /// * LUNs not in `report.luns` are gone; each must lie in a range of
@@ -342,19 +340,34 @@ impl Model {
     /// * A kept copy whose parent is gone stands alone: no parent, and an attached one
     ///   becomes a plain LUN (a detached one stays a detached copy); they must be
     ///   exactly `report.orphaned`.
-    /// * Each `(lun, offset, len)` of `report.lost` is lost (added to what was lost
+    /// * Each `(lun, offset, len)` of `report.lost` is lost (with what was lost
     ///   before): it reads as [`Error::LostData`] until written or discarded. Its
-    ///   content is unknown and its extents are holes (the rebuilt mapping has no
-    ///   entries there), so the model forgets both. Each must lie in a kept, attached
-    ///   LUN listed in `report.rebuilt`.
-    /// * Hosts not kept are gone, with their grants. The security switch stays.
+    ///   content is unknown, so the model forgets it. Each must lie in a kept,
+    ///   attached LUN.
+    /// * Hosts not kept are gone, with their grants. The report only counts the hosts
+    ///   kept: the model reads which from [`Array::hosts`]; each must be one of the
+    ///   model's, with its name, and all of them unless `report.hosts_lost`.
+    /// * The security switch stays.
     /// * One commit: the generation is `report.generation`.
     ///
-    /// Then [`verify`](Self::verify) must pass on the repaired array. Err: the report
-    /// disagrees with the model (a dry run, a LUN or host the model never had, a
-    /// vanished LUN not reported, orphans or lost ranges that cannot be), or the last
-    /// commit is not known exactly (early commits noted since).
-    pub fn repaired(&mut self, report: &RepairReport, hosts: &[HostInfo]) -> Result<(), Mismatch> {
+    /// The one thing the model takes from the array's mapping: which extents inside
+    /// lost ranges are still mapped ([`Array::map`]). A range lost because its
+    /// mapping could not be read is a hole in the rebuilt mapping; a range lost
+    /// because the record of an earlier repair's ranges could not be read still has
+    /// its mapping; the report does not tell them apart. Checked: the array maps no
+    /// extent the model does not, and a mapping the repair kept whole (a LUN not in
+    /// `report.rebuilt`) lost no extent. Everything else comes from the model and the
+    /// report, and [`verify`](Self::verify) must then pass on the repaired array.
+    ///
+    /// Err: the report disagrees with the model (a dry run, a LUN or host the model
+    /// never had, a vanished LUN not reported, orphans, lost ranges or mappings that
+    /// cannot be), or the last commit is not known exactly (early commits noted since).
+    pub fn repaired<D: BlockDevice>(
+        &mut self,
+        report: &RepairReport,
+        array: &mut Array<D>,
+    ) -> Result<(), Mismatch> {
+        let hosts = array.hosts();
         if report.dry_run {
             return err("a dry run repairs nothing".into());
         }
@@ -410,7 +423,7 @@ impl Model {
         }
         // Hosts.
         let mut kept_hosts = BTreeMap::new();
-        for h in hosts {
+        for h in &hosts {
             match self.committed_hosts.get(&h.id) {
                 Some(name) if *name == h.name => {
                     kept_hosts.insert(h.id, name.clone());
@@ -433,36 +446,80 @@ impl Model {
         for l in luns.values_mut() {
             l.grants.retain(|h, _| kept_hosts.contains_key(h));
         }
-        // Lost ranges.
+        // Lost ranges: the report's (all of them, those of an earlier repair too)
+        // added to the model's.
         for &(n, offset, len) in &report.lost {
             let fits = luns.get(&n).is_some_and(|l| {
                 l.attached && len > 0 && offset.checked_add(len).is_some_and(|e| e <= l.size)
             });
-            if !fits || !report.rebuilt.contains(&n) {
+            if !fits {
                 return err(format!(
-                    "the repair lost ({n}, {offset}, {len}), which LUN {n} cannot have \
-                     (rebuilt: {:?})",
-                    report.rebuilt
+                    "the repair lost ({n}, {offset}, {len}), which LUN {n} cannot have"
                 ));
             }
-            let es = self.es;
             if let Some(l) = luns.get_mut(&n) {
                 lost_add(&mut l.lost, offset, offset + len);
+            }
+        }
+        // Their content is unknown (never read until written), so the model forgets
+        // it. Their mapping: where the repair could not read a LUN's mapping, its
+        // rebuilt mapping has no entries; where it lost the record of an earlier
+        // repair's ranges, the mapping is intact. The report does not say which
+        // extents are which, so inside lost ranges (and only there) the model takes
+        // the array's word, checked: an extent the array maps must be one the model
+        // maps (it keeps its lineage token), and a mapping kept whole (not in
+        // `report.rebuilt`) drops nothing.
+        let es = self.es;
+        for (&n, l) in luns.iter_mut() {
+            if l.lost.is_empty() {
+                continue;
+            }
+            for &(a, b) in &l.lost {
                 let sectors: Vec<u64> = l
                     .data
-                    .range(offset / SECTOR..(offset + len).div_ceil(SECTOR))
+                    .range(a / SECTOR..b.div_ceil(SECTOR))
                     .map(|(&s, _)| s)
                     .collect();
                 for s in sectors {
                     l.data.remove(&s);
                 }
-                let extents: Vec<u64> = l
-                    .map
-                    .range(offset / es..(offset + len).div_ceil(es))
-                    .map(|(&le, _)| le)
-                    .collect();
-                for le in extents {
-                    l.map.remove(&le);
+            }
+            let mut extents: Vec<u64> = Vec::new();
+            for &(a, b) in &l.lost {
+                for le in a / es..b.div_ceil(es) {
+                    if extents.last() != Some(&le) {
+                        extents.push(le);
+                    }
+                }
+            }
+            let mut mapped = alloc::collections::BTreeSet::new();
+            for &(a, b) in &l.lost {
+                let (from, to) = (a / es * es, (b.div_ceil(es) * es).min(l.size));
+                let ranges = array.map(n, from, to - from).map_err(|e| {
+                    Mismatch::new(format!("map({n}, {from}, {}) failed: {e}", to - from))
+                })?;
+                for r in ranges.iter().filter(|r| r.data) {
+                    mapped.extend(r.offset / es..(r.offset + r.length).div_ceil(es));
+                }
+            }
+            for le in extents {
+                match (mapped.contains(&le), l.map.contains_key(&le)) {
+                    (true, false) => {
+                        return err(format!(
+                            "after the repair LUN {n} maps extent {le}, in a lost range, \
+                             which the model never mapped"
+                        ))
+                    }
+                    (false, true) if !report.rebuilt.contains(&n) => {
+                        return err(format!(
+                            "LUN {n}'s mapping was kept whole, but extent {le} (in a lost \
+                             range) is a hole after the repair"
+                        ))
+                    }
+                    (false, true) => {
+                        l.map.remove(&le);
+                    }
+                    _ => {}
                 }
             }
         }
