@@ -1078,8 +1078,8 @@ proptest! {
 // ---------------------------------------------------------------------------------
 
 /// An array whose LUN 0 (12 MiB, written whole) lost part of its mapping to a
-/// repair, and the report.
-fn repaired_with_lost_range() -> (MemDevice, RepairReport) {
+/// repair, the report, and the model of the array before the damage.
+fn repaired_with_model() -> (MemDevice, RepairReport, Model) {
     let opts = FormatOptions {
         extent_size: 4096,
         max_luns: 16,
@@ -1087,9 +1087,14 @@ fn repaired_with_lost_range() -> (MemDevice, RepairReport) {
         ..FormatOptions::default()
     };
     let mut a = Array::format(MemDevice::new(4096, 8192).expect("device"), &opts).expect("format");
+    let mut m = Model::new(&a.pool_info());
+    let data = pattern::data(5, 0, 0, 12 << 20);
     a.create_lun(0, 12 << 20).expect("create");
-    a.write(0, 0, &vec![7u8; 12 << 20]).expect("write");
+    m.create_lun(0, 12 << 20).expect("model");
+    a.write(0, 0, &data).expect("write");
+    m.write(0, 0, &data).expect("model");
     a.flush().expect("flush");
+    m.flush().expect("model");
     let geo = a.engine().geometry();
     let live: Vec<u64> = (geo.meta_start..geo.meta_start + geo.meta_pages)
         .filter(|&p| a.engine().meta_refcount(p).expect("count") > 0)
@@ -1102,10 +1107,64 @@ fn repaired_with_lost_range() -> (MemDevice, RepairReport) {
         }
         let (d, r) = Array::repair(d, &RepairOptions::default()).expect("repair");
         if r.lost.iter().any(|l| l.2 < 12 << 20) {
-            return (d, r);
+            return (d, r, m);
         }
     }
     panic!("no page's loss lost part of LUN 0");
+}
+
+fn repaired_with_lost_range() -> (MemDevice, RepairReport) {
+    let (d, r, _) = repaired_with_model();
+    (d, r)
+}
+
+/// After a power cut the lost ranges are the last commit's; after noted early commits
+/// (commits at unknown points of a write), anything from those down to the current
+/// ones, each sector its committed content or a value written since.
+#[test]
+fn a_power_cut_leaves_the_committed_lost_ranges() {
+    let (dev, r, m0) = repaired_with_model();
+    let (n, off, len) = r.lost[0];
+    let part = pattern::data(9, n, off + 4096, 8192);
+    // flush: whether the write was committed; early: whether the model is told of an
+    // early commit at an unknown point instead of the flush.
+    for (flush, early) in [(false, false), (true, false), (false, true), (true, true)] {
+        let what = format!("flush {flush}, early commit noted {early}");
+        let mut a =
+            Array::open(PowerCutDevice::new(dev.clone()), &OpenOptions::default()).expect("open");
+        let mut m = m0.clone();
+        m.repaired(&r, &mut a).expect("repaired");
+        m.verify(&mut a).expect("verify after the repair");
+        a.write(n, off + 4096, &part).expect("write");
+        m.write(n, off + 4096, &part).expect("model write");
+        assert_eq!(
+            m.lost_ranges(n).expect("model"),
+            a.lost_ranges(n).expect("array"),
+            "{what}"
+        );
+        if flush {
+            a.flush().expect("flush");
+        }
+        match (flush, early) {
+            (true, false) => m.flush().expect("model flush"),
+            (_, true) => m.note_early_commits(1),
+            (false, false) => {}
+        }
+        let mut d = a.into_device();
+        d.power_cut(CutOutcome::DropAll).expect("cut");
+        let mut b = Array::open(d, &OpenOptions::default()).expect("reopen");
+        let m = m
+            .recover(&mut b, false)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let want = if flush {
+            vec![(off, 4096), (off + 4096 + 8192, len - 4096 - 8192)]
+        } else {
+            vec![(off, len)]
+        };
+        assert_eq!(b.lost_ranges(n).expect("ranges"), want, "{what}");
+        assert_eq!(m.lost_ranges(n).expect("model"), want, "{what}");
+        m.verify(&mut b).unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
 }
 
 /// Bug 1: a write of zeros (zero detection on) over a lost range clears the range and
