@@ -20,10 +20,10 @@
 //! state-machine test; then all of it once more (a second repair meets the lost
 //! ranges of the first, and may destroy their record), and a final verify and reopen.
 //!
-//! `PROPTEST_CASES` sets the number of cases (default 192). Two core bugs this test
-//! found are still steered around (see `avoid_known_bugs`): the ignored tests at the
-//! end state them, and `repair_matches_the_model_strict` (ignored) runs without the
-//! detours. A third (a second repair forgot the first one's lost ranges) is fixed.
+//! `PROPTEST_CASES` sets the number of cases (default 192). The three core bugs this
+//! test found are fixed, and stated as regression tests at the end: zeros written
+//! over a lost range were not committed, an empty write split a lost range, and a
+//! second repair forgot the first one's lost ranges.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -512,123 +512,6 @@ impl Gen<'_> {
     }
 }
 
-/// Core bug 1 (see `known_bug_zeros_over_a_lost_range_are_not_committed`): a write
-/// of zeros with zero detection on, or a `write_zeroes` that punches holes, over a
-/// lost range that is a hole (every lost range is, until written) clears the range
-/// but changes no mapping, so the array is not marked dirty: flush and close commit
-/// nothing, the generation does not move, and after a reopen or a power cut the range
-/// is lost again. The model commits the clearing at the next flush, as the design
-/// says. Unless strict, such an operation over a lost range writes a pattern instead
-/// (or zeros without punching holes, which allocates), and this returns it.
-///
-/// Core bug 3 (see `known_bug_an_empty_write_splits_a_lost_range`): a write or
-/// `write_zeroes` of 0 bytes strictly inside a lost range splits it in two touching
-/// ranges, so that a read over both is refused naming only the first. Unless strict,
-/// such a write becomes a read of 0 bytes there.
-fn avoid_known_bugs(m: &Model, op: Op) -> (Op, bool) {
-    let inside = |lun: u32, offset: u64| {
-        m.lost_ranges(lun)
-            .unwrap_or_default()
-            .iter()
-            .any(|&(s, l)| s < offset && offset < s + l)
-    };
-    match op {
-        Op::Write {
-            lun,
-            offset,
-            len: 0,
-            ..
-        }
-        | Op::WriteAs {
-            lun,
-            offset,
-            len: 0,
-            ..
-        }
-        | Op::WriteZeroes {
-            lun,
-            offset,
-            len: 0,
-            ..
-        } if inside(lun, offset) => {
-            return (
-                Op::Read {
-                    lun,
-                    offset,
-                    len: 0,
-                },
-                true,
-            )
-        }
-        _ => {}
-    }
-    let overlaps = |lun: u32, offset: u64, len: u64| {
-        let end = offset.saturating_add(len);
-        m.lost_ranges(lun)
-            .unwrap_or_default()
-            .iter()
-            .any(|&(s, l)| s < end && offset < s + l)
-    };
-    let zeros =
-        |lun, offset, len, tag| pattern::data(tag, lun, offset, len).iter().all(|&b| b == 0);
-    match op {
-        Op::Write {
-            lun,
-            offset,
-            len,
-            tag,
-        } if len <= 1 << 24 && overlaps(lun, offset, len) && zeros(lun, offset, len, tag) => {
-            (pattern_write(None, lun, offset, len, tag), true)
-        }
-        Op::WriteAs {
-            host,
-            lun,
-            offset,
-            len,
-            tag,
-        } if len <= 1 << 24 && overlaps(lun, offset, len) && zeros(lun, offset, len, tag) => {
-            (pattern_write(Some(host), lun, offset, len, tag), true)
-        }
-        Op::WriteZeroes {
-            host,
-            lun,
-            offset,
-            len,
-            punch: true,
-        } if overlaps(lun, offset, len) => (
-            Op::WriteZeroes {
-                host,
-                lun,
-                offset,
-                len,
-                punch: false,
-            },
-            true,
-        ),
-        op => (op, false),
-    }
-}
-
-/// A write of a pattern without zero blocks, derived from `tag`.
-fn pattern_write(host: Option<u64>, lun: u32, offset: u64, len: u64, tag: u64) -> Op {
-    let tag = (tag & !ZERO_BLOCKS) % (ZERO_BLOCKS - 1) + 1;
-    match host {
-        Some(host) => Op::WriteAs {
-            host,
-            lun,
-            offset,
-            len,
-            tag,
-        },
-        None => Op::Write {
-            lun,
-            offset,
-            len,
-            tag,
-        },
-    }
-}
-
 // ---------------------------------------------------------------------------------
 // Steps, damage and repair
 // ---------------------------------------------------------------------------------
@@ -976,13 +859,7 @@ fn crowd(h: &mut Harness<Dev>, r: &mut Rng, g: Geometry) -> Result<(), String> {
 /// One case, twice: `before` random operations, damage and repair, `after` more (the
 /// second repair meets the first one's lost ranges, and may damage their record).
 /// Strict: no detours around the known core bugs.
-fn run(
-    geometry: usize,
-    seed: u64,
-    before: usize,
-    after: usize,
-    strict: bool,
-) -> Result<(), String> {
+fn run(geometry: usize, seed: u64, before: usize, after: usize) -> Result<(), String> {
     let g = GEOMETRIES[geometry];
     let mut h = Harness::format(g.device(), &g.format_options());
     let cap = h.array().pool_info().capacity_bytes;
@@ -1004,13 +881,6 @@ fn run(
                 r: &mut r,
             }
             .op(round == 0 && i < before);
-            let (op, avoided) = match strict {
-                true => (op, false),
-                false => avoid_known_bugs(&h.m, op),
-            };
-            if avoided {
-                count("operations steered around bugs 1 and 3", 1);
-            }
             step(&mut h, &op, &format!("step {n}"))?;
         }
         if after == 0 {
@@ -1049,32 +919,14 @@ proptest! {
         before in 0..60usize,
         after in 0..60usize,
     ) {
-        if let Err(e) = run(geometry, seed, before, after, false) {
-            return Err(TestCaseError::fail(format!("geometry {geometry}, seed {seed:#x}: {e}")));
-        }
-    }
-}
-
-proptest! {
-    #![proptest_config(config(64, "proptest-regressions/repair_strict.txt"))]
-
-    /// Without the detours around the known core bugs: fails until they are fixed.
-    #[test]
-    #[ignore = "core bugs: zeros over a lost range are not committed; an empty write splits a lost range"]
-    fn repair_matches_the_model_strict(
-        geometry in 0..GEOMETRIES.len(),
-        seed in any::<u64>(),
-        before in 0..60usize,
-        after in 0..60usize,
-    ) {
-        if let Err(e) = run(geometry, seed, before, after, true) {
+        if let Err(e) = run(geometry, seed, before, after) {
             return Err(TestCaseError::fail(format!("geometry {geometry}, seed {seed:#x}: {e}")));
         }
     }
 }
 
 // ---------------------------------------------------------------------------------
-// The core bugs this test found, stated directly (ignored until fixed)
+// The core bugs this test found, stated directly (fixed; kept as regressions)
 // ---------------------------------------------------------------------------------
 
 /// An array whose LUN 0 (12 MiB, written whole) lost part of its mapping to a
@@ -1167,12 +1019,12 @@ fn a_power_cut_leaves_the_committed_lost_ranges() {
     }
 }
 
-/// Bug 1: a write of zeros (zero detection on) over a lost range clears the range and
-/// reads back zeros, but marks nothing dirty: the flush commits nothing, and after a
-/// reopen the range is lost again. `write_zeroes` with `punch` does the same.
+/// Bug 1, fixed: a write of zeros (zero detection on) over a lost range cleared the
+/// range and read back zeros, but marked nothing dirty: the flush committed nothing,
+/// and after a reopen the range was lost again. `write_zeroes` with `punch` did the
+/// same.
 #[test]
-#[ignore = "core bug: clearing a lost range does not mark the array dirty"]
-fn known_bug_zeros_over_a_lost_range_are_not_committed() {
+fn zeros_over_a_lost_range_are_committed() {
     let (dev, r) = repaired_with_lost_range();
     let (n, off, _) = r.lost[0];
     for punch in [None, Some(true)] {
@@ -1200,12 +1052,11 @@ fn known_bug_zeros_over_a_lost_range_are_not_committed() {
     }
 }
 
-/// Bug 3: a write of 0 bytes strictly inside a lost range splits it (`LostRanges::clear`
-/// finds an overlap for an empty range): the LUN then has two touching lost ranges, and
-/// a read over both is refused naming only the first.
+/// Bug 3, fixed: a write of 0 bytes strictly inside a lost range split it (`LostRanges::clear`
+/// found an overlap for an empty range): the LUN then had two touching lost ranges, and
+/// a read over both was refused naming only the first.
 #[test]
-#[ignore = "core bug: an empty write splits a lost range"]
-fn known_bug_an_empty_write_splits_a_lost_range() {
+fn an_empty_write_leaves_a_lost_range_whole() {
     let (dev, r) = repaired_with_lost_range();
     let (n, off, len) = r.lost[0];
     let mut a = Array::open(dev, &OpenOptions::default()).expect("open");

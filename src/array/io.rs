@@ -180,7 +180,7 @@ impl<D: BlockDevice> Array<D> {
         self.live_io()?;
         self.io_check(n, offset, buf.len() as u64)?;
         self.write_detecting(n, offset, buf, self.detect_zeros)?;
-        self.lost.clear(n, offset, buf.len() as u64);
+        self.dirty |= self.lost.clear(n, offset, buf.len() as u64);
         Ok(())
     }
 
@@ -232,7 +232,7 @@ impl<D: BlockDevice> Array<D> {
             self.write_detecting(n, pos, &zeros[..k as usize], false)?;
             pos += k;
         }
-        self.lost.clear(n, offset, len);
+        self.dirty |= self.lost.clear(n, offset, len);
         Ok(())
     }
 
@@ -415,7 +415,7 @@ impl<D: BlockDevice> Array<D> {
             }
             pos += chunk;
         }
-        self.lost.clear(n, offset, len);
+        self.dirty |= self.lost.clear(n, offset, len);
         Ok(())
     }
 }

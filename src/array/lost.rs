@@ -140,14 +140,14 @@ impl LostRanges {
     }
 
     /// Bytes `offset .. offset + len` of LUN `n` were written or discarded: no
-    /// longer lost.
-    pub fn clear(&mut self, n: u32, offset: u64, len: u64) {
+    /// longer lost. True when that changed anything (the change must be committed).
+    pub fn clear(&mut self, n: u32, offset: u64, len: u64) -> bool {
         let end = offset.saturating_add(len);
         let Some(v) = self.luns.get_mut(&n) else {
-            return;
+            return false;
         };
-        if !v.iter().any(|&(s, e)| s < end && offset < e) {
-            return;
+        if len == 0 || !v.iter().any(|&(s, e)| s < end && offset < e) {
+            return false;
         }
         let mut out = Vec::with_capacity(v.len() + 1);
         for &(s, e) in v.iter() {
@@ -168,6 +168,7 @@ impl LostRanges {
             *v = out;
         }
         self.dirty = true;
+        true
     }
 
     /// LUN `to` now holds LUN `from`'s image: it has `from`'s lost ranges.
@@ -215,7 +216,8 @@ mod tests {
             })
         );
         assert_eq!(l.check_read(4, 4096, 512), Ok(()));
-        l.clear(3, 8192, 512);
+        assert!(!l.clear(3, 8192, 0), "an empty write changes nothing");
+        assert!(l.clear(3, 8192, 512));
         assert_eq!(l.of(3), &[(4096, 8192), (8704, 65536)]);
         assert_eq!(l.check_read(3, 8192, 512), Ok(()));
         assert_eq!(l.bytes(3), 4096 + 65536 - 8704);
