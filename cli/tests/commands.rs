@@ -25,7 +25,10 @@ fn format_info_and_the_lun_and_copy_lifecycle() {
         assert!(out.contains(k), "info lacks {k}: {out}");
     }
     // Nothing pending, no rollback: no such lines.
-    assert!(!out.contains("rollback") && !out.contains("next commit"), "{out}");
+    assert!(
+        !out.contains("rollback") && !out.contains("next commit"),
+        "{out}"
+    );
 
     ok(&["lun", "create", &img, "1", "--size", "8M"]);
     ok(&["lun", "create", &img, "2", "--size", "1048576"]);

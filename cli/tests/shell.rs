@@ -239,7 +239,14 @@ fn format_too_small_names_the_least_size_and_max_luns() {
     ]);
     // Two copies need more than 1 MiB, whatever the LUN numbers: only the size is named.
     let r = usage_says(
-        &["format", &d.file("e.img"), "--size", "1M", "--max-luns", "1"],
+        &[
+            "format",
+            &d.file("e.img"),
+            "--size",
+            "1M",
+            "--max-luns",
+            "1",
+        ],
         "give --size 2M or more",
     );
     assert!(!r.stderr.contains("fewer LUNs"), "{r:?}");
