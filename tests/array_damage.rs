@@ -361,3 +361,43 @@ fn one_copy_reports_damage_instead_of_healing_it() {
     }
     assert_eq!(detected, pages.len() - 2);
 }
+
+#[test]
+fn scrub_commits_what_is_uncommitted_first_and_nothing_on_a_clean_array() {
+    let (base, mut m) = build(2);
+    let mut a = Array::open(base, &OpenOptions::default()).expect("open");
+    // Clean: a scrub writes no commit.
+    let gen = a.pool_info().generation;
+    let r = a.scrub(|_, _| {}).expect("scrub");
+    assert_eq!((r.healed, r.lost_count), (0, 0), "{r:?}");
+    assert_eq!(a.pool_info().generation, gen, "a clean scrub committed");
+    // Uncommitted writes (new mapping pages only in the cache): scrubbed after
+    // being committed, so none of them is taken for a page with no good copy.
+    let data = pattern(77, 96 * KIB);
+    m.write(3, 0, &data).expect("model");
+    a.write(3, 0, &data).expect("write");
+    let r = a.scrub(|_, _| {}).expect("scrub");
+    assert!(r.is_healthy(), "{r:?}");
+    assert_eq!(
+        a.pool_info().generation,
+        gen + 1,
+        "one commit, of the writes"
+    );
+    m.commit();
+    m.verify(&mut a).expect("after scrub");
+    let a = Array::open(a.close().expect("close"), &OpenOptions::default()).expect("reopen");
+    assert_eq!(a.pool_info().generation, gen + 1);
+}
+
+#[test]
+fn a_page_with_no_good_copy_is_named_in_words() {
+    let p = lunsnap::ScrubProblem {
+        addr: 42,
+        error: Error::Checksum { addr: 42 },
+    };
+    let s = p.to_string();
+    assert!(
+        s.starts_with("metadata page 42: no good copy left: checksum mismatch"),
+        "{s}"
+    );
+}
