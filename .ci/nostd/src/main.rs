@@ -274,7 +274,13 @@ fn array_round_trip() -> Result<(), lunsnap::Error> {
     a.create_copy(0, 1, true)?;
     a.write(0, 0, &[9u8; 4096])?;
     a.flush()?;
-    let mut a = Array::open(a.into_device(), &ArrayOpen { cache_bytes: 0 })?;
+    let mut a = Array::open(
+        a.into_device(),
+        &ArrayOpen {
+            cache_bytes: 0,
+            ..ArrayOpen::default()
+        },
+    )?;
     let mut b = [0u8; 4096];
     a.read(1, 0, &mut b)?;
     if b != [7u8; 4096] {
