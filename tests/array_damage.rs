@@ -438,3 +438,40 @@ fn scrub_reads_every_page_once_and_heals_a_superblock_damaged_while_open() {
         );
     }
 }
+
+#[test]
+fn scrub_rewrites_a_stale_superblock_copy_from_its_newer_twin() {
+    for stale_copy in [0u8, 1] {
+        let (base, _) = build(2);
+        let (_, g) = live_pages(&base);
+        let mut a = Array::open(base, &OpenOptions::default()).expect("open");
+        let gen = a.pool_info().generation;
+        let slot = gen % 2;
+        let old = read_page(a.device_mut(), slot);
+        // Two more commits: the slot holds generation gen + 2 in both copies.
+        a.create_lun(10, 512).expect("a commit");
+        a.create_lun(11, 512).expect("another");
+        assert_eq!(a.pool_info().generation, gen + 2);
+        // One copy goes back to generation gen, as a lost write would leave it:
+        // valid, but older than its twin.
+        let at = if stale_copy == 0 {
+            slot
+        } else {
+            g.superblock_copy(slot)
+        };
+        write_page(a.device_mut(), at, &old);
+        let other = copy_page(&g, slot, 1 - stale_copy);
+        let newer = read_page(a.device_mut(), other);
+        let r = a.scrub(|_, _| {}).expect("scrub");
+        assert_eq!((r.healed, r.lost_count), (1, 0), "copy {stale_copy}: {r:?}");
+        let mut dev = a.close().expect("close");
+        for p in [at, other] {
+            assert!(
+                read_page(&mut dev, p) == newer,
+                "copy {stale_copy}: page {p} does not hold the newer generation"
+            );
+        }
+        let a = Array::open(dev, &OpenOptions::default()).expect("reopen");
+        assert!(a.pool_info().generation > gen + 2);
+    }
+}
