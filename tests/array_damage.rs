@@ -475,3 +475,24 @@ fn scrub_rewrites_a_stale_superblock_copy_from_its_newer_twin() {
         assert!(a.pool_info().generation > gen + 2);
     }
 }
+
+#[test]
+fn a_superblock_copy_naming_a_generation_of_the_other_slot_is_refused() {
+    let (base, _) = build(2);
+    let gen = newest(&base);
+    let slot = gen % 2;
+    let mut dev = base.clone();
+    // The newest slot's first copy, resealed to claim generation gen + 1, which
+    // belongs in the other slot: a misdirected write, not a newer commit.
+    let mut b = read_page(&mut dev, slot);
+    b[24..32].copy_from_slice(&(gen + 1).to_le_bytes());
+    lunsnap::testing::layout::seal(&mut b);
+    write_page(&mut dev, slot, &b);
+    let a = Array::open(dev, &OpenOptions::default()).expect("open");
+    assert_eq!(a.pool_info().generation, gen);
+    assert_eq!(
+        a.pool_info().pending_heals,
+        1,
+        "the forged copy is rewritten"
+    );
+}
