@@ -407,6 +407,9 @@ fn scrub_reads_every_page_once_and_heals_a_superblock_damaged_while_open() {
     let (base, _) = build(2);
     let (_, g) = live_pages(&base);
     let mut a = Array::open(base, &OpenOptions::default()).expect("open");
+    // A copy made now shares its parent's whole mapping, root and all: the walk
+    // meets those nodes twice and must read them once.
+    a.create_copy(0, 6, true).expect("copy");
     let live = a.engine().space().meta_allocated;
     let mut seen = Vec::new();
     let r = a
@@ -495,4 +498,30 @@ fn a_superblock_copy_naming_a_generation_of_the_other_slot_is_refused() {
         1,
         "the forged copy is rewritten"
     );
+}
+
+#[test]
+fn a_device_error_during_scrub_is_an_error_not_a_lost_page() {
+    use lunsnap::testing::{ErrorDevice, Fault, FaultOp};
+    let (base, _) = build(2);
+    let (pages, g) = live_pages(&base);
+    let mut a = Array::open(ErrorDevice::new(base), &OpenOptions::default()).expect("open");
+    // A second copy damaged under the open array (no read notices it), then every
+    // write fails: the scrub's rewrite of that copy fails, and scrub must say the
+    // device failed rather than list the page as lost.
+    let p = pages[pages.len() / 2];
+    {
+        use lunsnap::BlockDevice;
+        let zeros = vec![0u8; PAGE];
+        a.device_mut()
+            .write(copy_page(&g, p, 1), &zeros)
+            .expect("damage");
+    }
+    a.device_mut()
+        .set_fault(Some(Fault::sticky(FaultOp::Write, 0)));
+    match a.scrub(|_, _| {}) {
+        Err(Error::Device(_)) => {}
+        r => panic!("scrub whose rewrite fails: {r:?}"),
+    }
+    assert!(a.is_poisoned());
 }
