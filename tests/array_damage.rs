@@ -128,7 +128,7 @@ fn one_bad_copy_of_any_metadata_page_loses_nothing() {
     let mut healed = 0u64;
     for case in 0..cases {
         // Every page, both copies and every kind of damage come round in turn;
-        // the seed of the garbage and the flipped bit are random.
+        // the garbage and the flipped bit are drawn at random.
         let p = pages[(case % pages.len() as u64) as usize];
         let copy = (case / pages.len() as u64 % 2) as u8;
         let how = match case / pages.len() as u64 / 2 % 3 {

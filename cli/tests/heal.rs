@@ -10,78 +10,8 @@
 mod common;
 
 use std::os::unix::fs::FileExt;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
-
-const PAGE: u64 = 4096;
-
-fn u64_at(b: &[u8], off: usize) -> u64 {
-    u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
-}
-
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
-}
-
-/// The layout of an image, from its newest superblock (docs/FORMAT.md §4.1).
-#[derive(Debug, Clone, Copy)]
-struct Geo {
-    generation: u64,
-    device_pages: u64,
-    meta_start: u64,
-    meta_pages: u64,
-    copies: u32,
-}
-
-impl Geo {
-    /// Read from the first copies of the two slots (the newest wins; both are whole
-    /// when this is called).
-    fn of(img: &str) -> Geo {
-        let b = read(img);
-        let slot = (0..2usize)
-            .max_by_key(|&s| u64_at(&b[s * 4096..], 24))
-            .unwrap();
-        let sb = &b[slot * 4096..(slot + 1) * 4096];
-        assert_eq!(&sb[..4], b"LSNP", "not a superblock");
-        Geo {
-            generation: u64_at(sb, 24),
-            device_pages: u64_at(sb, 72),
-            meta_start: u64_at(sb, 80),
-            meta_pages: u64_at(sb, 88),
-            copies: u32_at(sb, 368),
-        }
-    }
-
-    /// Where the second copy of metadata page `page` is (two copies only).
-    fn mirror(&self, page: u64) -> u64 {
-        assert_eq!(self.copies, 2);
-        page + self.device_pages - 2 - self.meta_pages - self.meta_start
-    }
-
-    /// The pages of the metadata area's first copies that hold a metadata page (in
-    /// use, or left from an earlier commit).
-    fn written(&self, img: &str) -> Vec<u64> {
-        let b = read(img);
-        (self.meta_start..self.meta_start + self.meta_pages)
-            .filter(|&p| &b[(p * PAGE) as usize..][..4] == b"LSNP")
-            .collect()
-    }
-
-    /// The two pages of the newest commit's superblock.
-    fn newest_superblock(&self) -> [u64; 2] {
-        let slot = self.generation % 2;
-        [slot, self.device_pages - 2 + slot]
-    }
-}
-
-/// Damages page `page` of `img` as a bad sector would: its checksum no longer holds.
-fn damage(img: &str, page: u64) {
-    let f = std::fs::OpenOptions::new().write(true).open(img).unwrap();
-    f.write_all_at(&[0xa5; 16], page * PAGE + 100).unwrap();
-}
 
 /// CRC32C (Castagnoli), as the page headers use (docs/FORMAT.md §3).
 fn crc32c(data: &[u8]) -> u32 {
@@ -586,71 +516,6 @@ fn check_exits_3_when_it_finds_only_leaks() {
         // A leak wastes space; everything still reads and scrubs.
         ok(&["lun", "list", &img]);
         assert_eq!(run(&["scrub", &img]).code, 0);
-    }
-}
-
-/// A `lunsnap serve` child, in `dir`.
-struct Server {
-    child: Option<Child>,
-    log: std::path::PathBuf,
-}
-
-impl Server {
-    /// Serves `image` (in `dir`) with `extra` options; returns once its control socket
-    /// answers.
-    fn start(dir: &Path, image: &str, extra: &[&str]) -> Server {
-        let log = dir.join(format!("{image}.serve.log"));
-        let child = Command::new(bin())
-            .current_dir(dir)
-            .args(["serve", image])
-            .args(extra)
-            .env_remove("LUNSNAP_CONTROL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let s = Server {
-            child: Some(child),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let ctl = dir.join(format!("{image}.ctl"));
-        while !(ctl.exists() && dir.join(format!("{image}.nbd")).exists()) {
-            assert!(Instant::now() < deadline, "no server: {}", s.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        s
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM: the server commits and must exit 0.
-    fn stop(mut self) {
-        let mut child = self.child.take().unwrap();
-        let pid = child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let status = child.wait().unwrap();
-        assert!(
-            status.success(),
-            "serve exited with {status}: {}",
-            self.log()
-        );
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 

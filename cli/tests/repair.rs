@@ -8,80 +8,11 @@
 
 mod common;
 
-use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
 
-const PAGE: u64 = 4096;
 const MIB: usize = 1 << 20;
-
-fn u64_at(b: &[u8], off: usize) -> u64 {
-    u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
-}
-
-fn u16_at(b: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes(b[off..off + 2].try_into().unwrap())
-}
-
-/// The layout of an image, from its newest superblock (docs/FORMAT.md §4.1).
-#[derive(Debug, Clone, Copy)]
-struct Geo {
-    generation: u64,
-    device_pages: u64,
-    meta_start: u64,
-    meta_pages: u64,
-}
-
-impl Geo {
-    fn of(img: &str) -> Geo {
-        let b = read(img);
-        let slot = (0..2usize)
-            .max_by_key(|&s| u64_at(&b[s * 4096..], 24))
-            .unwrap();
-        let sb = &b[slot * 4096..(slot + 1) * 4096];
-        assert_eq!(&sb[..4], b"LSNP", "not a superblock");
-        Geo {
-            generation: u64_at(sb, 24),
-            device_pages: u64_at(sb, 72),
-            meta_start: u64_at(sb, 80),
-            meta_pages: u64_at(sb, 88),
-        }
-    }
-
-    /// Where the second copy of metadata page `page` is (two copies).
-    fn mirror(&self, page: u64) -> u64 {
-        page + self.device_pages - 2 - self.meta_pages - self.meta_start
-    }
-
-    /// The leaves of LUN mappings in the metadata area (B-tree nodes of level 0
-    /// holding extent slots, §4.4), with their first key, in use or left from an
-    /// earlier commit.
-    fn mapping_leaves(&self, img: &str) -> Vec<(u64, u64)> {
-        let b = read(img);
-        (self.meta_start..self.meta_start + self.meta_pages)
-            .filter_map(|p| {
-                let pg = &b[(p * PAGE) as usize..][..PAGE as usize];
-                let leaf = &pg[..4] == b"LSNP" && pg[4] == 4 && pg[36] == 0 && pg[37] == 4;
-                (leaf && u16_at(pg, 32) > 0).then(|| (p, u64_at(pg, 40)))
-            })
-            .collect()
-    }
-
-    /// The two pages of the newest commit's superblock.
-    fn newest_superblock(&self) -> [u64; 2] {
-        let slot = self.generation % 2;
-        [slot, self.device_pages - 2 + slot]
-    }
-}
-
-/// Damages page `page` of `img` as a bad sector would: its checksum no longer holds.
-fn damage(img: &str, page: u64) {
-    let f = std::fs::OpenOptions::new().write(true).open(img).unwrap();
-    f.write_all_at(&[0xa5; 16], page * PAGE + 100).unwrap();
-}
 
 /// An image of 4 KiB extents (so that an 8 MiB LUN's mapping has several leaves):
 /// LUN 1 written whole, its attached copy 2, LUN 3 half written, a host with a grant.
@@ -441,67 +372,6 @@ fn repair_needs_an_image_and_allow_rollback_for_a_lost_commit() {
     assert!(r.code == 0 && r.stdout == data, "{}", r.stderr);
 }
 
-/// A `lunsnap serve` child, in `dir`.
-struct Server {
-    child: Option<Child>,
-    log: std::path::PathBuf,
-}
-
-impl Server {
-    fn start(dir: &Path, image: &str) -> Server {
-        let log = dir.join(format!("{image}.serve.log"));
-        let child = Command::new(bin())
-            .current_dir(dir)
-            .args(["serve", image])
-            .env_remove("LUNSNAP_CONTROL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let s = Server {
-            child: Some(child),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let ctl = dir.join(format!("{image}.ctl"));
-        while !(ctl.exists() && dir.join(format!("{image}.nbd")).exists()) {
-            assert!(Instant::now() < deadline, "no server: {}", s.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        s
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn stop(mut self) {
-        let mut child = self.child.take().unwrap();
-        let pid = child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let status = child.wait().unwrap();
-        assert!(
-            status.success(),
-            "serve exited with {status}: {}",
-            self.log()
-        );
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 #[test]
 fn a_served_image_is_refused_and_its_lost_ranges_are_errors_there_too() {
     let d = Dir::new("repair-served");
@@ -509,7 +379,7 @@ fn a_served_image_is_refused_and_its_lost_ranges_are_errors_there_too() {
     let bad = d.file("bad.img");
     let (offset, _) = lose_a_leaf(&img, &bad);
     ok(&["repair", &bad]);
-    let server = Server::start(&d.0, "bad.img");
+    let server = Server::start(&d.0, "bad.img", &[]);
     for args in [
         &["repair", "bad.img"][..],
         &["repair", "bad.img", "--dry-run"],

@@ -1,6 +1,14 @@
 //! Helpers for the integration tests: run the built `lunsnap` binary, temp dirs.
 #![allow(dead_code)]
 
+mod image;
+mod served;
+
+#[allow(unused_imports)]
+pub use image::*;
+#[allow(unused_imports)]
+pub use served::Server;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
