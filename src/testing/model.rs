@@ -1262,10 +1262,10 @@ pub(crate) fn lost_check(lost: &[(u64, u64)], n: u32, offset: u64, len: u64) -> 
 }
 
 /// Removes `[offset, offset + len)` from the sorted, apart ranges `lost`; true if it
-/// covered any of them.
+/// covered any of them. Clearing 0 bytes changes nothing (it does not split a range).
 pub(crate) fn lost_clear(lost: &mut Vec<(u64, u64)>, offset: u64, len: u64) -> bool {
     let end = offset.saturating_add(len);
-    if !lost.iter().any(|&(s, e)| s < end && offset < e) {
+    if len == 0 || !lost.iter().any(|&(s, e)| s < end && offset < e) {
         return false;
     }
     let mut out = Vec::with_capacity(lost.len() + 1);
