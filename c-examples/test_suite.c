@@ -2205,7 +2205,8 @@ static void test_map_and_diff(void) {
     section = "map";
     CHECK(sizeof(lunsnap_map_range) == 24 && offsetof(lunsnap_map_range, offset) == 0 &&
               offsetof(lunsnap_map_range, length) == 8 && offsetof(lunsnap_map_range, data) == 16 &&
-              offsetof(lunsnap_map_range, shared) == 17 && sizeof(lunsnap_diff_range) == 16 &&
+              offsetof(lunsnap_map_range, shared) == 17 && offsetof(lunsnap_map_range, lost) == 18 &&
+              sizeof(lunsnap_diff_range) == 16 &&
               offsetof(lunsnap_diff_range, length) == 8,
           "range struct layouts: map %zu bytes (data at %zu), diff %zu bytes", sizeof(lunsnap_map_range),
           offsetof(lunsnap_map_range, data), sizeof(lunsnap_diff_range));
@@ -4549,6 +4550,23 @@ static void test_repair(void) {
     EXPECT(lunsnap_lost_ranges(a, 1, NULL, 4, &count), LUNSNAP_RESULT_NULL_POINTER);
     EXPECT(lunsnap_lost_ranges(a, 1, ranges, 4, NULL), LUNSNAP_RESULT_NULL_POINTER);
     EXPECT(lunsnap_lost_ranges(NULL, 1, ranges, 4, &count), LUNSNAP_RESULT_NULL_POINTER);
+    /* lunsnap_map marks the lost range (a hole in the mapping, but lost); lunsnap_diff
+     * reports it even between LUN 1 and its copy, which lost it alike. */
+    lunsnap_map_range mr[8];
+    memset(mr, 0, sizeof mr);
+    EXPECT_OK(lunsnap_map(a, 1, 0, RP_LUN_SIZE, mr, 8, &count));
+    CHECK(count == 3 && mr[0].offset == 0 && mr[0].length == off && mr[0].data && !mr[0].lost &&
+              mr[1].offset == off && mr[1].length == len && !mr[1].data && mr[1].lost &&
+              mr[2].offset == off + len && mr[2].data && !mr[2].lost,
+          "lunsnap_map(1) after the repair: %zu ranges, the second %llu+%llu data %d lost %d", count,
+          (unsigned long long)mr[1].offset, (unsigned long long)mr[1].length, mr[1].data, mr[1].lost);
+    EXPECT_OK(lunsnap_map(a, 3, 0, 4096, mr, 8, &count));
+    CHECK(count >= 1 && !mr[0].lost, "lunsnap_map(3) marks a lost range");
+    lunsnap_diff_range dr[4];
+    EXPECT_OK(lunsnap_diff(a, 1, 2, 0, RP_LUN_SIZE, dr, 4, &count));
+    CHECK(count == 1 && dr[0].offset == off && dr[0].length == len,
+          "lunsnap_diff(1, 2) after the repair: %zu ranges, the first %llu+%llu", count,
+          (unsigned long long)dr[0].offset, (unsigned long long)dr[0].length);
     size_t nv = violations(a);
     CHECK(nv == 2, "check after the repair: %zu violations, want 2 notices", nv);
     for (size_t i = 0; i < nv; i++) {

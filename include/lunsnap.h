@@ -486,6 +486,8 @@ typedef struct {
 
 // One range of a LUN, as `lunsnap_map` reports it. A list item: its layout is
 // frozen (24 bytes; richer ranges would come with a new type and new functions).
+// `lost` took a byte of the padding after `shared` in 0.2: a program built
+// against an older header never reads it and sees the same layout.
 typedef struct {
   // Byte offset in the LUN (a multiple of 512).
   uint64_t offset;
@@ -498,6 +500,12 @@ typedef struct {
   // either wrote there): a write here copies the extent first. Always false for
   // a hole.
   bool shared;
+  // True when the range's contents were lost to metadata damage (see
+  // `lunsnap_repair_file` and `lunsnap_lost_ranges`): reads of it fail with
+  // `LUNSNAP_ERR_LOST_DATA` until it is written or discarded, whatever `data`
+  // says (`data` and `shared` describe the mapping, usually a hole there).
+  // Boundaries of lost ranges fall on sectors, not extents.
+  bool lost;
 } lunsnap_map_range;
 
 // A range where two LUNs may differ, as `lunsnap_diff` reports it. A list item:
@@ -1082,9 +1090,10 @@ lunsnap_result lunsnap_write_zeroes_as(lunsnap_array *array,
 // What LUN `lun` maps from byte `offset` for `len` bytes (multiples of 512): its
 // ranges in order, covering the request exactly, each data (`data` true; `shared`
 // true when another LUN maps the same extents) or a hole (reads as zeros, occupies
-// no space), adjacent ranges of the same kind merged. Mapping is per extent: a
-// boundary inside the request falls on an extent boundary. `len` 0 gives no
-// ranges.
+// no space), and `lost` where the contents were lost to metadata damage
+// (`lunsnap_lost_ranges`), adjacent ranges of the same kind merged. Mapping is per
+// extent: a boundary inside the request falls on an extent boundary or on the edge
+// of a lost range (a sector boundary). `len` 0 gives no ranges.
 //
 // `*out_count` receives how many ranges there are, and the first
 // `min(capacity, count)` go to `items` (which may be NULL when `capacity` is 0, to
@@ -1138,7 +1147,9 @@ lunsnap_result lunsnap_map_as(lunsnap_array *array,
 // (multiples of 512, inside both LUNs): the ranges in order, adjacent ones merged.
 // Exact at extent granularity: every extent one of them maps and the other maps to
 // a different extent or not at all is reported (even if the bytes happen to be
-// equal), and a range not reported is equal in both. Same list convention as
+// equal), and a range not reported is equal in both; ranges lost to metadata
+// damage in either LUN (`lunsnap_lost_ranges`) are reported too, to the sector,
+// never claimed equal. Same list convention as
 // `lunsnap_map`: `*out_count` receives how many ranges there are, the first
 // `min(capacity, count)` go to `items` (NULL allowed when `capacity` is 0).
 //

@@ -242,11 +242,14 @@ pub struct Extent {
     pub length: u64,
     /// True where the LUN maps data; false for a hole.
     pub data: bool,
-    /// True for a hole: it reads as zeros (`!data`).
+    /// True for a hole that reads as zeros (neither data nor lost).
     pub zero: bool,
     /// True where another LUN maps the same data (a copy and its parent before either
     /// wrote there); false for holes.
     pub shared: bool,
+    /// True where the contents were lost to metadata damage (`repair` could not read
+    /// their mapping back): reads fail until the range is written or discarded.
+    pub lost: bool,
 }
 
 /// One range of `diff --json` and of the FILE.ranges of `read --changed-since`.

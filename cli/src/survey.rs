@@ -34,14 +34,15 @@ pub fn map(place: &Place, spec: &MapArgs, out: &mut String) -> Result<u8> {
                 start: r.offset,
                 length: r.length,
                 data: r.data,
-                zero: !r.data,
+                zero: !r.data && !r.lost,
                 shared: r.shared,
+                lost: r.lost,
             };
             // Windows split ranges that one call would give whole: join them.
             match all.last_mut() {
                 Some(l)
                     if l.start + l.length == e.start
-                        && (l.data, l.shared) == (e.data, e.shared) =>
+                        && (l.data, l.shared, l.lost) == (e.data, e.shared, e.lost) =>
                 {
                     l.length += e.length
                 }
@@ -60,10 +61,13 @@ pub fn map(place: &Place, spec: &MapArgs, out: &mut String) -> Result<u8> {
         "START", "LENGTH", "KIND"
     );
     for e in &all {
-        let (kind, shared) = match (e.data, e.shared) {
-            (false, _) => ("hole", "-"),
-            (true, true) => ("data", "yes"),
-            (true, false) => ("data", "no"),
+        let (kind, shared) = match (e.lost, e.data, e.shared) {
+            (true, false, _) => ("lost", "-"),
+            (true, true, true) => ("lost", "yes"),
+            (true, true, false) => ("lost", "no"),
+            (false, false, _) => ("hole", "-"),
+            (false, true, true) => ("data", "yes"),
+            (false, true, false) => ("data", "no"),
         };
         let _ = writeln!(
             out,
@@ -81,6 +85,14 @@ pub fn map(place: &Place, spec: &MapArgs, out: &mut String) -> Result<u8> {
         human(len),
         human(shared)
     );
+    let lost: u64 = all.iter().filter(|e| e.lost).map(|e| e.length).sum();
+    if lost > 0 {
+        let _ = writeln!(
+            out,
+            "{} ({lost} bytes) lost to metadata damage (kind lost): reads of it fail until              it is written or discarded",
+            human(lost)
+        );
+    }
     Ok(0)
 }
 

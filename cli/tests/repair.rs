@@ -207,6 +207,32 @@ fn a_lost_mapping_page_is_repaired_and_its_range_reads_as_an_error() {
         "LUN 3 lost: {r:?}"
     );
 
+    // map marks the lost range (its mapping is gone: not data, not zeros either),
+    // and diff reports it even between two LUNs that lost it alike.
+    let v = json(&ok(&["map", &bad, "1", "--json"]));
+    let extent = |start: u64, length: u64, data: bool, lost: bool| {
+        serde_json::json!({"start": start, "length": length, "data": data,
+            "zero": !data && !lost, "shared": data, "lost": lost})
+    };
+    let (o64, l64) = (o as u64, l as u64);
+    assert_eq!(
+        v,
+        serde_json::json!([
+            extent(0, o64, true, false),
+            extent(o64, l64, false, true),
+            extent(o64 + l64, (8 << 20) - o64 - l64, true, false),
+        ])
+    );
+    let out = ok(&["map", &bad, "2"]);
+    assert!(out.contains(&format!("{l:>15}  lost  -")), "{out}");
+    assert!(out.contains("lost to metadata damage (kind lost)"), "{out}");
+    let v = json(&ok(&["diff", &bad, "1", "2", "--json"]));
+    assert_eq!(
+        v["ranges"],
+        serde_json::json!([{"start": o64, "length": l64}]),
+        "{v}"
+    );
+
     // lun list, info and check say what is lost.
     let list = ok(&["lun", "list", &bad]);
     let head = list.lines().next().unwrap();

@@ -61,7 +61,7 @@ fn copies(d: &Dir) -> String {
 }
 
 fn extent(start: u64, length: u64, data: bool, shared: bool) -> serde_json::Value {
-    json!({"start": start, "length": length, "data": data, "zero": !data, "shared": shared})
+    json!({"start": start, "length": length, "data": data, "zero": !data, "shared": shared, "lost": false})
 }
 
 #[test]

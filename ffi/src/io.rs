@@ -344,9 +344,10 @@ pub extern "C" fn lunsnap_write_zeroes_as(
 /// What LUN `lun` maps from byte `offset` for `len` bytes (multiples of 512): its
 /// ranges in order, covering the request exactly, each data (`data` true; `shared`
 /// true when another LUN maps the same extents) or a hole (reads as zeros, occupies
-/// no space), adjacent ranges of the same kind merged. Mapping is per extent: a
-/// boundary inside the request falls on an extent boundary. `len` 0 gives no
-/// ranges.
+/// no space), and `lost` where the contents were lost to metadata damage
+/// (`lunsnap_lost_ranges`), adjacent ranges of the same kind merged. Mapping is per
+/// extent: a boundary inside the request falls on an extent boundary or on the edge
+/// of a lost range (a sector boundary). `len` 0 gives no ranges.
 ///
 /// `*out_count` receives how many ranges there are, and the first
 /// `min(capacity, count)` go to `items` (which may be NULL when `capacity` is 0, to
@@ -423,7 +424,9 @@ pub unsafe extern "C" fn lunsnap_map_as(
 /// (multiples of 512, inside both LUNs): the ranges in order, adjacent ones merged.
 /// Exact at extent granularity: every extent one of them maps and the other maps to
 /// a different extent or not at all is reported (even if the bytes happen to be
-/// equal), and a range not reported is equal in both. Same list convention as
+/// equal), and a range not reported is equal in both; ranges lost to metadata
+/// damage in either LUN (`lunsnap_lost_ranges`) are reported too, to the sector,
+/// never claimed equal. Same list convention as
 /// `lunsnap_map`: `*out_count` receives how many ranges there are, the first
 /// `min(capacity, count)` go to `items` (NULL allowed when `capacity` is 0).
 ///

@@ -457,6 +457,8 @@ impl From<Severity> for lunsnap_severity {
 
 /// One range of a LUN, as `lunsnap_map` reports it. A list item: its layout is
 /// frozen (24 bytes; richer ranges would come with a new type and new functions).
+/// `lost` took a byte of the padding after `shared` in 0.2: a program built
+/// against an older header never reads it and sees the same layout.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct lunsnap_map_range {
@@ -471,6 +473,12 @@ pub struct lunsnap_map_range {
     /// either wrote there): a write here copies the extent first. Always false for
     /// a hole.
     pub shared: bool,
+    /// True when the range's contents were lost to metadata damage (see
+    /// `lunsnap_repair_file` and `lunsnap_lost_ranges`): reads of it fail with
+    /// `LUNSNAP_ERR_LOST_DATA` until it is written or discarded, whatever `data`
+    /// says (`data` and `shared` describe the mapping, usually a hole there).
+    /// Boundaries of lost ranges fall on sectors, not extents.
+    pub lost: bool,
 }
 
 impl From<MapRange> for lunsnap_map_range {
@@ -480,6 +488,7 @@ impl From<MapRange> for lunsnap_map_range {
             length: r.length,
             data: r.data,
             shared: r.shared,
+            lost: r.lost,
         }
     }
 }

@@ -104,61 +104,35 @@ struct Span {
 }
 
 /// The LUN's ranges in `[offset, offset + len)`, with the ranges lost to metadata
-/// damage (`repair` could not read their mapping back) as data: the array maps
-/// nothing there, but they are not holes (a read of them fails with EIO until they
-/// are written), so a structured read must read them, and a client's block status
-/// must not skip them as zeros.
+/// damage (`repair` could not read their mapping back) as data: the array usually
+/// maps nothing there, but they are not holes (a read of them fails with EIO until
+/// they are written), so a structured read must read them, and a client's block
+/// status must not skip them as zeros.
 fn map(a: &mut ServedArray, s: &Session, offset: u64, len: u64) -> Result<Vec<Span>> {
     let ranges: Vec<MapRange> = match s.who {
         Identity::Admin => a.map(s.lun, offset, len)?,
         Identity::Host(h) => a.as_host(h).map(s.lun, offset, len)?,
     };
-    let spans = ranges.iter().map(|r| Span {
-        offset: r.offset,
-        length: r.length,
-        data: r.data,
-    });
-    let lost = a.lost_ranges(s.lun)?;
-    if lost.is_empty() {
-        return Ok(spans.collect());
-    }
-    Ok(with_lost(spans, &lost))
+    Ok(spans(
+        ranges
+            .iter()
+            .map(|r| (r.offset, r.length, r.data || r.lost)),
+    ))
 }
 
-/// `spans` (in order, apart) with the parts of holes that `lost` (offset, length
-/// pairs, in order) covers turned into data, adjacent spans of one kind merged.
-fn with_lost(spans: impl Iterator<Item = Span>, lost: &[(u64, u64)]) -> Vec<Span> {
+/// `(offset, length, data)` ranges, in order, as spans, adjacent spans of one kind
+/// merged.
+fn spans(ranges: impl Iterator<Item = (u64, u64, bool)>) -> Vec<Span> {
     let mut out: Vec<Span> = Vec::new();
-    let mut push = |offset: u64, end: u64, data: bool| {
-        if offset >= end {
-            return;
-        }
+    for (offset, length, data) in ranges {
         match out.last_mut() {
-            Some(l) if l.data == data && l.offset + l.length == offset => l.length += end - offset,
+            Some(l) if l.data == data && l.offset + l.length == offset => l.length += length,
             _ => out.push(Span {
                 offset,
-                length: end - offset,
+                length,
                 data,
             }),
         }
-    };
-    for sp in spans {
-        let end = sp.offset + sp.length;
-        if sp.data {
-            push(sp.offset, end, true);
-            continue;
-        }
-        let mut at = sp.offset;
-        for &(lo, len) in lost {
-            let hi = lo.saturating_add(len);
-            if hi <= at || lo >= end {
-                continue;
-            }
-            push(at, lo.max(at), false);
-            push(lo.max(at), hi.min(end), true);
-            at = hi.min(end);
-        }
-        push(at, end, false);
     }
     out
 }
@@ -480,39 +454,28 @@ mod tests {
     }
 
     #[test]
-    fn lost_parts_of_holes_become_data() {
-        let map = [
-            span(0, 100, true),
-            span(100, 300, false),
-            span(400, 100, true),
-        ];
-        // Inside a hole, touching data, spanning everything, outside.
-        type Case<'a> = (&'a [(u64, u64)], Vec<Span>);
-        let cases: [Case; 5] = [
-            (
-                &[(150, 50)],
-                vec![
-                    span(0, 100, true),
-                    span(100, 50, false),
-                    span(150, 50, true),
-                    span(200, 200, false),
-                    span(400, 100, true),
-                ],
-            ),
-            (
-                &[(100, 50), (350, 50)],
-                vec![
-                    span(0, 150, true),
-                    span(150, 200, false),
-                    span(350, 150, true),
-                ],
-            ),
-            (&[(0, 1000)], vec![span(0, 500, true)]),
-            (&[(600, 10)], map.to_vec()),
-            (&[], map.to_vec()),
-        ];
-        for (lost, want) in cases {
-            assert_eq!(with_lost(map.iter().copied(), lost), want, "{lost:?}");
-        }
+    fn alike_spans_merge() {
+        // As map gives them with lost ranges marked: a hole, a lost part of it (data
+        // to a client), data, the rest of the hole.
+        let got = spans(
+            [
+                (0, 100, false),
+                (100, 50, true),
+                (150, 50, true),
+                (200, 100, false),
+                (300, 100, false),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(
+            got,
+            vec![
+                span(0, 100, false),
+                span(100, 100, true),
+                span(200, 200, false)
+            ]
+        );
+        assert_eq!(spans([(8, 8, true)].into_iter()), vec![span(8, 8, true)]);
+        assert!(spans(core::iter::empty()).is_empty());
     }
 }

@@ -26,6 +26,14 @@ pub struct MapRange {
     /// either wrote there): writing here copies the extent first. Always false for
     /// holes.
     pub shared: bool,
+    /// True when the range's contents were lost to metadata damage (see
+    /// [`Array::repair`](super::Array::repair) and
+    /// [`Array::lost_ranges`](super::Array::lost_ranges)): reads of it fail with
+    /// [`Error::LostData`](crate::Error::LostData) until it is written or discarded,
+    /// whatever `data` says (`data` and `shared` still describe the mapping, which is
+    /// usually a hole there). A lost range is neither zeros nor data a reader may
+    /// skip.
+    pub lost: bool,
 }
 
 /// A range where two LUNs may differ, as [`Array::diff`] reports it.
@@ -40,12 +48,15 @@ pub struct DiffRange {
 
 /// Appends `[from, to)` (if not empty) to a map, extending the last range instead
 /// when it ends at `from` and is of the same kind.
-fn add_map(out: &mut Vec<MapRange>, from: u64, to: u64, data: bool, shared: bool) {
+fn add_map(out: &mut Vec<MapRange>, from: u64, to: u64, data: bool, shared: bool, lost: bool) {
     if to <= from {
         return;
     }
     match out.last_mut() {
-        Some(r) if r.data == data && r.shared == shared && r.offset + r.length == from => {
+        Some(r)
+            if (r.data, r.shared, r.lost) == (data, shared, lost)
+                && r.offset + r.length == from =>
+        {
             r.length += to - from;
         }
         _ => out.push(MapRange {
@@ -53,14 +64,44 @@ fn add_map(out: &mut Vec<MapRange>, from: u64, to: u64, data: bool, shared: bool
             length: to - from,
             data,
             shared,
+            lost,
         }),
     }
 }
 
-/// Appends `[from, to)` to a diff, extending the last range when it ends at `from`.
+/// `map` (in order, tiling its request) with the parts that the lost byte ranges
+/// `lost` (`[start, end)`, in order, apart) cover marked lost, alike neighbours
+/// merged. Boundaries appear at the lost ranges' edges, which are sector aligned.
+fn overlay_lost(map: Vec<MapRange>, lost: &[(u64, u64)]) -> Vec<MapRange> {
+    if lost.is_empty() {
+        return map;
+    }
+    let mut out = Vec::with_capacity(map.len() + 2 * lost.len());
+    for r in map {
+        let end = r.offset + r.length;
+        let mut at = r.offset;
+        let first = lost.partition_point(|&(_, e)| e <= at);
+        for &(s, e) in lost[first..].iter().take_while(|&&(s, _)| s < end) {
+            add_map(&mut out, at, s.max(at), r.data, r.shared, false);
+            let to = e.min(end);
+            add_map(&mut out, s.max(at), to, r.data, r.shared, true);
+            at = to;
+        }
+        add_map(&mut out, at, end, r.data, r.shared, false);
+    }
+    out
+}
+
+/// Appends `[from, to)` to a diff of ranges sorted by start, extending the last
+/// range when it reaches `from` (touching or overlapping).
 fn add_diff(out: &mut Vec<DiffRange>, from: u64, to: u64) {
+    if to <= from {
+        return;
+    }
     match out.last_mut() {
-        Some(r) if r.offset + r.length == from => r.length += to - from,
+        Some(r) if r.offset + r.length >= from => {
+            r.length = r.length.max(to - r.offset);
+        }
         _ => out.push(DiffRange {
             offset: from,
             length: to - from,
@@ -70,9 +111,11 @@ fn add_diff(out: &mut Vec<DiffRange>, from: u64, to: u64) {
 
 impl<D: BlockDevice> Array<D> {
     /// The ranges of LUN `n` from `offset` for `len` bytes, in order, each mapped to
-    /// data (shared with another LUN or not) or a hole, adjacent ranges of the same
-    /// kind merged. Mapping is per extent: a range boundary inside the request falls
-    /// on an extent boundary. The cost is that of the mapping entries inside the range
+    /// data (shared with another LUN or not) or a hole, and marked
+    /// [`lost`](MapRange::lost) where [`Array::lost_ranges`] says so; adjacent ranges
+    /// of the same kind merged. Mapping is per extent: a range boundary inside the
+    /// request falls on an extent boundary or on the edge of a lost range (a sector
+    /// boundary). The cost is that of the mapping entries inside the range
     /// plus the tree's depth, whatever the LUN's size.
     ///
     /// Errors: as [`Array::read`], but an offline LUN may be mapped (only its metadata
@@ -103,19 +146,21 @@ impl<D: BlockDevice> Array<D> {
             let shared = path_shared || self.eng.data_refcount(extent)? > 1;
             let start = (le * es).max(offset);
             let stop = ((le + 1) * es).min(end);
-            add_map(&mut out, pos, start, false, false);
-            add_map(&mut out, start, stop, true, shared);
+            add_map(&mut out, pos, start, false, false, false);
+            add_map(&mut out, start, stop, true, shared, false);
             pos = stop;
         }
-        add_map(&mut out, pos, end, false, false);
-        Ok(out)
+        add_map(&mut out, pos, end, false, false, false);
+        Ok(overlay_lost(out, self.lost.of(n)))
     }
 
     /// The ranges of LUNs `a` and `b` from `offset` for `len` bytes where their
     /// contents may differ, in order, adjacent ranges merged: every extent one of them
     /// maps and the other maps to a different extent or not at all. Exact at extent
     /// granularity: an extent both wrote since they diverged is reported even if the
-    /// bytes happen to be equal, and a range not reported is equal. The two mappings
+    /// bytes happen to be equal, and a range not reported is equal. Ranges lost in
+    /// either LUN ([`Array::lost_ranges`]) are reported too, to the sector: their
+    /// contents are unknown, so they are never claimed equal. The two mappings
     /// are walked together and every subtree they share is skipped, so for LUNs of one
     /// lineage (a copy and its parent, two copies of one parent, copies taken at
     /// different times) the cost grows with what changed, not with the LUNs' size;
@@ -146,8 +191,22 @@ impl<D: BlockDevice> Array<D> {
                 }
             }
         })?;
-        for le in changed {
-            add_diff(&mut out, (le * es).max(offset), ((le + 1) * es).min(end));
+        // Changed extents and both LUNs' lost ranges, clipped, by start: a lost range
+        // reads as an error, never as contents equal to the other LUN's.
+        let mut spans: Vec<(u64, u64)> = changed
+            .into_iter()
+            .map(|le| ((le * es).max(offset), ((le + 1) * es).min(end)))
+            .collect();
+        for n in [a, b] {
+            let lost = self.lost.of(n);
+            let first = lost.partition_point(|&(_, e)| e <= offset);
+            for &(s, e) in lost[first..].iter().take_while(|&&(s, _)| s < end) {
+                spans.push((s.max(offset), e.min(end)));
+            }
+        }
+        spans.sort_unstable();
+        for (from, to) in spans {
+            add_diff(&mut out, from, to);
         }
         Ok(out)
     }
@@ -230,5 +289,51 @@ mod tests {
         let d = a.diff(0, 1, 30 * 4096, 20 * 4096).unwrap();
         assert_eq!((d.len(), d[0].offset, d[0].length), (1, 40 * 4096, 4096));
         assert!(a.diff(0, 3, 0, 512).is_err());
+    }
+
+    #[test]
+    fn lost_ranges_are_marked_in_maps_and_reported_by_diffs() {
+        let mut a = array();
+        a.write(0, 0, &[1; 2 * 4096]).unwrap();
+        a.create_copy(0, 1, true).unwrap();
+        // As a repair leaves them: LUN 0 lost a sector range inside extent 1 and
+        // one from inside extent 3 to inside extent 5.
+        a.lost.set(
+            0,
+            alloc::vec![(4096 + 512, 4096 + 1024), (3 * 4096 + 512, 5 * 4096 + 512)],
+        );
+        let got: alloc::vec::Vec<(u64, u64, bool, bool, bool)> = a
+            .map(0, 0, 8 * 4096)
+            .unwrap()
+            .iter()
+            .map(|r| (r.offset, r.length, r.data, r.shared, r.lost))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, 4096 + 512, true, true, false),
+                (4096 + 512, 512, true, true, true),
+                (4096 + 1024, 4096 - 1024, true, true, false),
+                (2 * 4096, 4096 + 512, false, false, false),
+                (3 * 4096 + 512, 2 * 4096, false, false, true),
+                (5 * 4096 + 512, 3 * 4096 - 512, false, false, false),
+            ]
+        );
+        // Clipped to a request that starts inside a lost range.
+        let r = a.map(0, 4 * 4096, 4096).unwrap();
+        assert_eq!((r.len(), r[0].length, r[0].lost), (1, 4096, true));
+        // The copy lost nothing: its map has no lost range, but the diff reports
+        // LUN 0's, to the sector, merged with the extent LUN 0 wrote since.
+        assert!(a.map(1, 0, 8 * 4096).unwrap().iter().all(|r| !r.lost));
+        a.write(0, 5 * 4096 + 1024, &[2; 512]).unwrap();
+        let got: alloc::vec::Vec<(u64, u64)> = a
+            .diff(1, 0, 0, 8 * 4096)
+            .unwrap()
+            .iter()
+            .map(|d| (d.offset, d.length))
+            .collect();
+        assert_eq!(got, [(4096 + 512, 512), (3 * 4096 + 512, 3 * 4096 - 512)]);
+        let d = a.diff(0, 1, 4 * 4096, 1024).unwrap();
+        assert_eq!((d.len(), d[0].offset, d[0].length), (1, 4 * 4096, 1024));
     }
 }

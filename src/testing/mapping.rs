@@ -30,6 +30,35 @@ fn pieces(es: u64, offset: u64, len: u64) -> impl Iterator<Item = (u64, u64, u64
     extents.map(move |le| (le, (le * es).max(offset), ((le + 1) * es).min(end)))
 }
 
+/// [`pieces`] cut further at the edges of the byte ranges `lost` (`[start, end)`),
+/// each part saying whether it lies in one of them: (extent, first byte, end byte,
+/// lost).
+fn lost_pieces(
+    es: u64,
+    offset: u64,
+    len: u64,
+    lost: &[&[(u64, u64)]],
+) -> Vec<(u64, u64, u64, bool)> {
+    let inside = |b: u64| lost.iter().any(|l| l.iter().any(|&(s, e)| s <= b && b < e));
+    let mut out = Vec::new();
+    for (le, from, to) in pieces(es, offset, len) {
+        let mut cuts: Vec<u64> = lost
+            .iter()
+            .flat_map(|l| l.iter().flat_map(|&(s, e)| [s, e]))
+            .filter(|&c| from < c && c < to)
+            .collect();
+        cuts.push(to);
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut at = from;
+        for c in cuts {
+            out.push((le, at, c, inside(at)));
+            at = c;
+        }
+    }
+    out
+}
+
 /// Joins touching parts that carry equal labels: (first byte, end byte, label).
 fn runs<L: PartialEq>(parts: impl Iterator<Item = (u64, u64, L)>) -> Vec<(u64, u64, L)> {
     let mut out: Vec<(u64, u64, L)> = Vec::new();
@@ -71,15 +100,20 @@ fn judge<T: PartialEq + fmt::Debug>(
 
 /// What is wrong with the shape of an answer covering `[offset, end)` as `ranges`
 /// (first byte, end byte): each range non-empty and inside the request, in order
-/// without overlap, every boundary inside the request on an extent boundary, and
-/// (`tiles`) no gap between them.
+/// without overlap, every boundary inside the request on an extent boundary or an
+/// edge of one of the `lost` ranges, and (`tiles`) no gap between them.
 fn shape_fault(
     es: u64,
     offset: u64,
     end: u64,
     ranges: &[(u64, u64)],
+    lost: &[&[(u64, u64)]],
     tiles: bool,
 ) -> Option<String> {
+    let edge = |b: u64| {
+        lost.iter()
+            .any(|l| l.iter().any(|&(s, e)| b == s || b == e))
+    };
     let mut at = offset;
     for &(from, to) in ranges {
         let fault = if from >= to {
@@ -90,9 +124,9 @@ fn shape_fault(
             Some("a gap between ranges")
         } else if [from, to]
             .iter()
-            .any(|&b| b != offset && b != end && b % es != 0)
+            .any(|&b| b != offset && b != end && b % es != 0 && !edge(b))
         {
-            Some("a boundary inside an extent")
+            Some("a boundary inside an extent, not at a lost range's edge")
         } else {
             None
         };
@@ -107,8 +141,9 @@ fn shape_fault(
 impl Model {
     /// What [`Array::map`](crate::Array::map) must return: each extent of the range is
     /// a hole, data of this LUN alone, or data shared with another LUN (its lineage
-    /// token is mapped by more than one LUN); runs of one kind are merged and the
-    /// first and last clipped to the request. Refusals as [`io_check`](Self::io_check),
+    /// token is mapped by more than one LUN), and the parts inside the LUN's lost
+    /// ranges are marked lost (cut at their edges); runs of one kind are merged and
+    /// the first and last clipped to the request. Refusals as [`io_check`](Self::io_check),
     /// except that an offline LUN may be mapped. Exact while
     /// [`lineage_known`](Self::lineage_known). Its cost grows with the extents in the
     /// range.
@@ -120,29 +155,37 @@ impl Model {
             let t = tokens.get(&le)?;
             Some(self.counts.get(t).is_some_and(|&c| c > 1))
         };
-        let parts = pieces(self.es, offset, len).map(|(le, from, to)| (from, to, kind(le)));
+        let lost = &self.get(n)?.lost;
+        let parts = lost_pieces(self.es, offset, len, &[lost])
+            .into_iter()
+            .map(|(le, from, to, lost)| (from, to, (kind(le), lost)));
         Ok(runs(parts)
             .into_iter()
-            .map(|(from, to, kind)| MapRange {
+            .map(|(from, to, (kind, lost))| MapRange {
                 offset: from,
                 length: to - from,
                 data: kind.is_some(),
                 shared: kind == Some(true),
+                lost,
             })
             .collect())
     }
 
     /// What [`Array::diff`](crate::Array::diff) must return: the extents of the range
     /// where LUNs `a` and `b` hold different lineage tokens (data on one side and a
-    /// hole on the other included), runs merged and clipped to the request. Refusals
+    /// hole on the other included) and the parts lost in either, runs merged and
+    /// clipped to the request. Refusals
     /// as [`io_check`](Self::io_check) for `a`, then for `b`, except that offline
     /// LUNs may be compared. Exact while [`lineage_known`](Self::lineage_known).
     pub fn diff(&self, a: u32, b: u32, offset: u64, len: u64) -> Result<Vec<DiffRange>> {
         self.range_check(a, offset, len, false)?;
         self.range_check(b, offset, len, false)?;
-        let (ta, tb) = (&self.get(a)?.map, &self.get(b)?.map);
-        let parts = pieces(self.es, offset, len)
-            .map(|(le, from, to)| (from, to, ta.get(&le) != tb.get(&le)));
+        let (la, lb) = (self.get(a)?, self.get(b)?);
+        let (ta, tb) = (&la.map, &lb.map);
+        // A range lost in either LUN may differ: its contents are unknown.
+        let parts = lost_pieces(self.es, offset, len, &[&la.lost, &lb.lost])
+            .into_iter()
+            .map(|(le, from, to, lost)| (from, to, lost || ta.get(&le) != tb.get(&le)));
         Ok(runs(parts)
             .into_iter()
             .filter(|&(_, _, differs)| differs)
@@ -209,9 +252,11 @@ impl Model {
             .iter()
             .map(|r| (r.offset, r.offset + r.length))
             .collect();
-        let kinds: Vec<(bool, bool)> = got.iter().map(|r| (r.data, r.shared)).collect();
-        let data = &self.luns.get(&n)?.data;
-        shape_fault(self.es, offset, offset + len, &spans, true)
+        let kinds: Vec<(bool, bool, bool)> =
+            got.iter().map(|r| (r.data, r.shared, r.lost)).collect();
+        let l = self.luns.get(&n)?;
+        let data = &l.data;
+        shape_fault(self.es, offset, offset + len, &spans, &[&l.lost], true)
             .or_else(|| {
                 let i = kinds.windows(2).position(|k| k[0] == k[1])?;
                 Some(format!("two alike ranges not merged at {}", spans[i + 1].0))
@@ -225,6 +270,19 @@ impl Model {
                 let mut inside = holes.map(|r| r.offset / SECTOR..(r.offset + r.length) / SECTOR);
                 let s = inside.find_map(|sectors| data.range(sectors).next())?.0;
                 Some(format!("a hole over data at byte {}", s * SECTOR))
+            })
+            .or_else(|| {
+                let wrong = got.iter().find(|r| {
+                    let end = r.offset + r.length;
+                    let within = l.lost.iter().any(|&(s, e)| s <= r.offset && end <= e);
+                    let touches = l.lost.iter().any(|&(s, e)| s < end && r.offset < e);
+                    if r.lost {
+                        !within
+                    } else {
+                        touches
+                    }
+                })?;
+                Some(format!("lost marked wrongly at {}", wrong.offset))
             })
     }
 
@@ -268,21 +326,38 @@ impl Model {
             let i = spans.partition_point(|&(_, to)| to <= byte);
             spans.get(i).is_some_and(|&(from, _)| from <= byte)
         };
-        shape_fault(self.es, offset, offset + len, &spans, false)
-            .or_else(|| {
-                let w = spans.windows(2).find(|w| w[0].1 == w[1].0)?;
-                Some(format!("two touching ranges not merged at {}", w[1].0))
-            })
-            .or_else(|| {
-                let differing = self.differing_sectors(a, b, offset, len);
-                let byte = differing
-                    .into_iter()
-                    .map(|s| s * SECTOR)
-                    .find(|&b| !covered(b))?;
-                Some(format!(
-                    "the contents differ at byte {byte}, outside every range"
-                ))
-            })
+        let lost = |n| self.luns.get(&n).map_or(&[][..], |l| l.lost.as_slice());
+        shape_fault(
+            self.es,
+            offset,
+            offset + len,
+            &spans,
+            &[lost(a), lost(b)],
+            false,
+        )
+        .or_else(|| {
+            let w = spans.windows(2).find(|w| w[0].1 == w[1].0)?;
+            Some(format!("two touching ranges not merged at {}", w[1].0))
+        })
+        .or_else(|| {
+            let differing = self.differing_sectors(a, b, offset, len);
+            let byte = differing
+                .into_iter()
+                .map(|s| s * SECTOR)
+                .find(|&b| !covered(b))?;
+            Some(format!(
+                "the contents differ at byte {byte}, outside every range"
+            ))
+        })
+        .or_else(|| {
+            let (s, _) = [lost(a), lost(b)]
+                .into_iter()
+                .flatten()
+                .map(|&(s, e)| (s.max(offset), e.min(offset + len)))
+                .filter(|&(s, e)| s < e)
+                .find(|&(s, e)| !spans.iter().any(|&(from, to)| from <= s && e <= to))?;
+            Some(format!("a lost range at byte {s} is not reported"))
+        })
     }
 
     /// The sectors of `[offset, offset + len)` whose content differs between LUNs `a`
