@@ -101,3 +101,76 @@ fn data_reference_counts_now_and_as_committed() {
     assert!(!e.is_poisoned());
     assert_eq!(e.audit(), vec![]);
 }
+
+#[test]
+fn value_sizes_follow_the_value_kind() {
+    // (kind, sizes accepted, sizes refused)
+    let cases: [(ValueKind, &[usize], &[usize]); 5] = [
+        (ValueKind::Opaque, &[1, 7, 256], &[0, 257]),
+        (ValueKind::Data, &[4, 5, 256], &[0, 3, 257]),
+        (ValueKind::Tree, &[8, 9, 256], &[0, 7, 257]),
+        (ValueKind::Extents, &[4, 8, 256], &[0, 2, 6, 10, 257, 260]),
+        (ValueKind::Child, &[], &[8, 16]),
+    ];
+    for (kind, good, bad) in cases {
+        for &vs in good {
+            let t = Tree::empty(vs, kind).unwrap_or_else(|e| panic!("{kind:?} of {vs}: {e}"));
+            assert_eq!((t.root(), t.value_size()), (0, vs));
+        }
+        for &vs in bad {
+            assert!(
+                matches!(Tree::empty(vs, kind), Err(Error::InvalidArgument(_))),
+                "{kind:?} values of {vs} bytes accepted"
+            );
+        }
+    }
+}
+
+/// Node splits leave room where later keys will go: appends at the end of the tree
+/// keep the left node full, a split anywhere else halves the node, so keys added
+/// below it afterwards fit without another split.
+#[test]
+fn a_split_inside_the_tree_halves_the_node() {
+    let mut e = engine();
+    let mut t = e.create_tree(8, ValueKind::Opaque).expect("tree");
+    let nodes = |e: &Engine<MemDevice>| e.space().meta_allocated;
+    // Ascending appends until the first split (a new leaf and a new root): the leaf
+    // held `cap` keys, of which the left keeps all but the last.
+    let mut k = 1000u64;
+    e.insert(&mut t, k, &k.to_le_bytes()).expect("first");
+    let cap = loop {
+        let before = nodes(&e);
+        k += 1000;
+        e.insert(&mut t, k, &k.to_le_bytes()).expect("insert");
+        if nodes(&e) == before + 2 {
+            break k / 1000 - 1;
+        }
+        assert!(k < 10_000_000, "no split");
+    };
+    assert!(cap >= 8, "leaves of {cap} keys");
+    // The left leaf has one slot free: fill it with a key past its last one, then
+    // add another there. The leaf is not the tree's last, so it splits in half.
+    let last_left = (cap - 1) * 1000;
+    e.insert(&mut t, last_left + 1, &[1; 8]).expect("fill");
+    let before = nodes(&e);
+    e.insert(&mut t, last_left + 2, &[2; 8]).expect("split");
+    assert_eq!(
+        nodes(&e),
+        before + 1,
+        "inserting into a full leaf splits it"
+    );
+    // Half a leaf's worth of keys below it fits in the left half.
+    let before = nodes(&e);
+    for key in 0..cap / 2 - 2 {
+        e.insert(&mut t, key, &key.to_le_bytes()).expect("below");
+    }
+    assert_eq!(
+        nodes(&e),
+        before,
+        "the split kept the left leaf full: keys below it split it again"
+    );
+    for key in (0..cap / 2 - 2).chain([last_left + 1, last_left + 2]) {
+        let mut v = [0u8; 8];
+        assert!(e.lookup(&t, key, &mut v).expect("lookup"), "key {key}");
+    }
+}

@@ -298,16 +298,11 @@ impl<D: BlockDevice> Ctx<'_, D> {
             let (b, h) = self.node(addr, level, t)?;
             let (i, found) = node::search(b, h.nr, key);
             if h.is_leaf() {
+                // The lookup above missed the key: finding it now means the path
+                // read differently the second time (replace_existing handles keys
+                // that exist).
                 if found {
-                    let mut old = [0u8; MAX_VALUE_SIZE];
-                    old[..vs].copy_from_slice(node::value(b, &h, i));
-                    let b = self.modify(addr)?;
-                    let o = node::value_off(&h, i);
-                    b[o..o + vs].copy_from_slice(value);
-                    if !release_old {
-                        return Ok(());
-                    }
-                    return self.release_value(h.kind, &old[..vs]);
+                    return Err(Error::corrupt(addr, "key appeared during insert"));
                 }
                 if h.nr >= h.max() {
                     return Err(Error::corrupt(addr, "full leaf reached during insert"));
