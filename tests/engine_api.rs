@@ -174,3 +174,127 @@ fn a_split_inside_the_tree_halves_the_node() {
         assert!(e.lookup(&t, key, &mut v).expect("lookup"), "key {key}");
     }
 }
+
+/// A tree of `leaves` leaves of 8-byte values filled by ascending appends (keys
+/// 0, 10, 20, ...), committed; returns it and the number of keys.
+fn ascending_tree(e: &mut Engine<MemDevice>, leaves: u64) -> (Tree, u64) {
+    let mut t = e.create_tree(8, ValueKind::Opaque).expect("tree");
+    e.insert(&mut t, 0, &[0; 8]).expect("first");
+    let (mut n, mut splits) = (1u64, 0);
+    while splits < leaves - 1 || n % 16 != 0 {
+        let before = e.space().meta_allocated;
+        e.insert(&mut t, n * 10, &n.to_le_bytes()).expect("insert");
+        splits += (e.space().meta_allocated > before) as u64;
+        n += 1;
+    }
+    e.set_root(0, Some(t)).expect("root");
+    e.commit().expect("commit");
+    (t, n)
+}
+
+/// Removals leave leaves at least about a third full: thin ones are merged.
+#[test]
+fn removals_merge_thin_leaves() {
+    let mut e = engine();
+    let (mut t, n) = ascending_tree(&mut e, 6);
+    let before = e.space().meta_allocated;
+    for k in (0..n).filter(|k| k % 10 != 0) {
+        assert!(e.remove(&mut t, k * 10).expect("remove"), "key {}", k * 10);
+    }
+    e.set_root(0, Some(t)).expect("root");
+    e.commit().expect("commit");
+    let after = e.space().meta_allocated;
+    // Six leaves (and a root) of which a tenth of the keys are left: two leaves'
+    // worth at most, and the root.
+    assert!(
+        after + 3 <= before,
+        "{before} metadata pages before, {after} after"
+    );
+    for k in 0..n {
+        let mut v = [0u8; 8];
+        assert_eq!(e.lookup(&t, k * 10, &mut v).expect("lookup"), k % 10 == 0);
+    }
+}
+
+/// A removal from a leaf well above a third full touches its own path only, not
+/// its siblings.
+#[test]
+fn a_removal_from_a_healthy_leaf_touches_only_its_path() {
+    let mut e = engine();
+    let (mut t, n) = ascending_tree(&mut e, 6);
+    // The first removal after the commit shadows the root, a leaf and the space
+    // maps; a second one in another leaf shadows that leaf alone.
+    // (Each page shadowed releases its old copy until the commit: pinned.)
+    assert!(e.remove(&mut t, 10).expect("remove"));
+    let before = e.space().meta_pinned;
+    let mid = n / 2 * 10;
+    assert!(e.remove(&mut t, mid).expect("remove"));
+    assert_eq!(
+        e.space().meta_pinned,
+        before + 1,
+        "a sibling was rewritten too"
+    );
+}
+
+/// A tree of two leaves made by ascending appends of 8-byte values (keys 0, 10,
+/// 20, ...): the left holds `cap - 1` keys (`cap` is a leaf's capacity), the right
+/// two. Returns the tree, uncommitted, and `cap`.
+fn two_leaves(e: &mut Engine<MemDevice>) -> (Tree, u64) {
+    let mut t = e.create_tree(8, ValueKind::Opaque).expect("tree");
+    e.insert(&mut t, 0, &[0; 8]).expect("first");
+    let mut n = 1u64;
+    loop {
+        let before = e.space().meta_allocated;
+        e.insert(&mut t, n * 10, &n.to_le_bytes()).expect("insert");
+        n += 1;
+        if e.space().meta_allocated > before {
+            return (t, n - 1);
+        }
+    }
+}
+
+/// The rebalancing threshold is "below a third of a leaf": a removal from a leaf
+/// below it evens the leaf out with its sibling, one from a leaf at it does not.
+#[test]
+fn leaves_below_a_third_full_are_rebalanced() {
+    let mut e = engine();
+    let (mut warm, _) = two_leaves(&mut e);
+    let (mut t, cap) = two_leaves(&mut e);
+    let (mut u, _) = two_leaves(&mut e);
+    e.set_root(0, Some(warm)).expect("root");
+    e.set_root(1, Some(t)).expect("root");
+    e.set_root(2, Some(u)).expect("root");
+    e.commit().expect("commit");
+    // Shadow the space maps once, so that what follows counts tree nodes only.
+    assert!(e.remove(&mut warm, 0).expect("remove"));
+    // The right leaf of `t` has 2 keys: removing one rewrites the root, the leaf
+    // and its sibling (evened out).
+    let before = e.space().meta_pinned;
+    assert!(e.remove(&mut t, cap * 10).expect("remove"));
+    assert_eq!(
+        e.space().meta_pinned,
+        before + 3,
+        "the thin leaf was not rebalanced"
+    );
+    // The left leaf of `u`, brought down to a third: no rebalancing on the way, nor
+    // at a third exactly.
+    let third = cap / 3;
+    let before = e.space().meta_pinned;
+    for k in third..cap - 1 {
+        assert!(e.remove(&mut u, k * 10).expect("remove"));
+    }
+    assert_eq!(e.space().meta_pinned, before + 2, "root and left leaf only");
+    assert!(e.remove(&mut u, 0).expect("remove"));
+    assert_eq!(
+        e.space().meta_pinned,
+        before + 2,
+        "a leaf a third full was rebalanced"
+    );
+    for (tree, gone) in [(&t, vec![cap]), (&u, (third..cap - 1).chain([0]).collect())] {
+        for k in 0..=cap {
+            let mut v = [0u8; 8];
+            let there = e.lookup(tree, k * 10, &mut v).expect("lookup");
+            assert_eq!(there, !gone.contains(&k), "key {}", k * 10);
+        }
+    }
+}
