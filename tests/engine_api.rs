@@ -298,3 +298,34 @@ fn leaves_below_a_third_full_are_rebalanced() {
         }
     }
 }
+
+/// Two neighbours that fit in one leaf are merged into it (the tree shrinks to one
+/// leaf), not evened out.
+#[test]
+fn neighbours_that_fit_in_one_leaf_merge() {
+    let mut e = engine();
+    let (mut t, cap) = two_leaves(&mut e);
+    let third = cap / 3;
+    // The right leaf grows to a third and one; the left shrinks to a third less one.
+    for k in cap + 1..cap + third {
+        e.insert(&mut t, k * 10, &k.to_le_bytes()).expect("append");
+    }
+    for k in third - 1..cap - 1 {
+        assert!(e.remove(&mut t, k * 10).expect("remove"));
+    }
+    let before = e.space().meta_allocated;
+    assert!(e.remove(&mut t, 0).expect("remove"));
+    // The merged leaf replaces both, and the root with one child collapses.
+    assert_eq!(
+        e.space().meta_allocated,
+        before - 2,
+        "the leaves were not merged"
+    );
+    let mut n = 0;
+    e.range(&t, 0, u64::MAX, |_, _| {
+        n += 1;
+        true
+    })
+    .expect("range");
+    assert_eq!(n, (third - 2) + (third + 1), "keys left");
+}
