@@ -2053,11 +2053,12 @@ fn allocated_counter_too_low_does_not_panic() {
     }
 }
 
-/// A hostile tree in which every child pointer of a node leads to the same node:
-/// each level multiplies the leaves `range` visits (253^levels). `range` must stop
-/// with an error (or at least finish) in bounded time; `audit` already reports it.
-#[test]
-fn range_over_a_dag_of_shared_nodes_terminates() {
+/// An image whose root slot 0 holds a hostile tree in which every child pointer of
+/// a node leads to the same node, over `levels` forged levels of `fanout` children
+/// each: each level multiplies the leaves a walk visits (fanout^levels). Its one
+/// leaf is real (one key) unless `empty_leaf`, when it is forged with no entries
+/// (so that no key order can give the repetition away).
+fn dag_image(levels: u8, fanout: usize, empty_leaf: bool) -> MemDevice {
     let mut dev = MemDevice::new(4096, 256).unwrap();
     let mut e = Engine::format(
         &mut dev,
@@ -2078,21 +2079,26 @@ fn range_over_a_dag_of_shared_nodes_terminates() {
     let mirror = e.geometry().mirror_offset().expect("two copies");
     drop(e);
     let leaf = t.root();
-    // Forge levels 1..=2 in free blocks, each with 253 children all pointing to the
-    // level below, and separators 0..253 (ascending, so each node looks well formed).
+    if empty_leaf {
+        for a in [leaf, leaf + mirror] {
+            edit(&mut dev, a, |b| put16(b, N_NR, 0));
+        }
+    }
+    // Forge levels 1..=levels in free blocks, each with `fanout` children all
+    // pointing to the level below, and separators 0..fanout (ascending, so each node
+    // looks well formed).
     let mut below = leaf;
-    for (addr, level) in (40u64..).zip(1..=2u8) {
+    for (addr, level) in (40u64..).zip(1..=levels) {
         let mut b = vec![0u8; PAGE];
         b[..4].copy_from_slice(b"LSNP");
         b[OFF_KIND] = K_NODE;
         put64(&mut b, OFF_ADDR, addr);
         put64(&mut b, OFF_TXID, gen);
-        let max = node_max(8);
-        put16(&mut b, N_NR, max as u16);
+        put16(&mut b, N_NR, fanout as u16);
         put16(&mut b, N_VS, 8);
         b[N_LEVEL] = level;
         b[N_VKIND] = 3;
-        for j in 0..max {
+        for j in 0..fanout {
             put64(&mut b, N_KEYS + 8 * j, j as u64);
             put64(&mut b, value_off(8, j), below);
         }
@@ -2104,16 +2110,12 @@ fn range_over_a_dag_of_shared_nodes_terminates() {
     let top = below;
     let (slot, _) = Info::newest_superblock(&mut dev);
     edit_sb(&mut dev, slot, |b| put64(b, SB_ROOTS, top));
-    let dev2 = dev.clone();
-    // audit: bounded (it visits each node once) and reports the forgery.
-    let v = guarded("audit of the DAG", 20, move || {
-        let mut e = Engine::open(dev2, &OpenOptions::default()).unwrap();
-        e.audit()
-    });
-    assert!(!v.is_empty());
-    // range: 253^2 leaf visits for 2 forged levels (253^L for L levels: with 4 it
-    // never ends) unless it notices; the tree has 1 key and 4 blocks.
-    let (r, n, loads) = guarded("range over the DAG", 20, move || {
+    dev
+}
+
+/// `range` over [`dag_image`]: (its result, entries yielded, blocks loaded).
+fn range_over(dev: MemDevice) -> (Result<(), Error>, u64, u64) {
+    guarded("range over the DAG", 20, move || {
         let mut e = Engine::open(dev, &OpenOptions::default()).unwrap();
         let t = e.root(0).unwrap().unwrap();
         let mut n = 0u64;
@@ -2123,11 +2125,56 @@ fn range_over_a_dag_of_shared_nodes_terminates() {
         });
         let s = e.cache_stats();
         (r, n, s.hits + s.misses)
+    })
+}
+
+/// Walks over a tree whose nodes are shared within it (253^levels visits) stop in
+/// bounded time: `audit` visits each node once and reports the forgery, `range`
+/// notices keys repeating or, over empty leaves, that it entered more nodes than
+/// the metadata area holds; so does `data_sharing`.
+#[test]
+fn range_over_a_dag_of_shared_nodes_terminates() {
+    let dev = dag_image(2, node_max(8), false);
+    let dev2 = dev.clone();
+    let v = guarded("audit of the DAG", 20, move || {
+        let mut e = Engine::open(dev2, &OpenOptions::default()).unwrap();
+        e.audit()
     });
+    assert!(!v.is_empty());
+    // 253^2 leaf visits for 2 forged levels (253^L for L levels: with 4 it never
+    // ends) unless it notices; the tree has 1 key and 4 blocks.
+    let (r, n, loads) = range_over(dev);
     assert!(
         n <= 1 && loads < 1000,
         "range over a 1-key tree yielded {n} entries after {loads} block loads ({r:?})"
     );
+    // Empty leaves: nothing repeats but the nodes entered.
+    let (r, n, loads) = range_over(dag_image(3, node_max(8), true));
+    assert!(
+        matches!(r, Err(Error::Corrupt { .. })) && n == 0 && loads < 1000,
+        "range over empty shared leaves: {r:?} after {loads} block loads"
+    );
+    // A chain as deep as the format allows (15 interior levels of one child each)
+    // is walked whole.
+    let (r, n, _) = range_over(dag_image(15, 1, false));
+    assert!(
+        r.is_ok() && n == 1,
+        "range over 16 levels: {r:?}, {n} entries"
+    );
+    for empty in [false, true] {
+        let dev = dag_image(3, node_max(8), empty);
+        let (r, loads) = guarded("data_sharing over the DAG", 20, move || {
+            let mut e = Engine::open(dev, &OpenOptions::default()).unwrap();
+            let t = e.root(0).unwrap().unwrap();
+            let r = e.data_sharing(&t);
+            let s = e.cache_stats();
+            (r, s.hits + s.misses)
+        });
+        assert!(
+            matches!(r, Err(Error::Corrupt { .. })) && loads < 1000,
+            "data_sharing over the DAG (empty leaf: {empty}): {r:?} after {loads} block loads"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------
