@@ -298,3 +298,49 @@ impl Iterator for Refs<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node page with these header fields (nothing else filled in).
+    fn page(nr: usize, vs: usize, level: u8, kind: u8) -> alloc::vec::Vec<u8> {
+        let mut b = alloc::vec![0u8; PAGE_SIZE];
+        put_u16(&mut b, OFF_NR, nr as u16);
+        put_u16(&mut b, OFF_VS, vs as u16);
+        b[OFF_LEVEL] = level;
+        b[OFF_KIND] = kind;
+        b
+    }
+
+    fn ok(nr: usize, vs: usize, level: u8, kind: ValueKind) -> bool {
+        header(&page(nr, vs, level, kind as u8), 7).is_ok()
+    }
+
+    #[test]
+    fn headers_are_checked_field_by_field() {
+        use ValueKind::*;
+        // Value sizes: 1 to 256 bytes.
+        assert!(ok(0, 1, 0, Opaque) && ok(0, MAX_VALUE_SIZE, 0, Opaque));
+        assert!(!ok(0, 0, 0, Opaque) && !ok(0, MAX_VALUE_SIZE + 1, 0, Opaque));
+        // Levels: up to MAX_LEVEL, interior nodes only with 8-byte child values.
+        assert!(ok(1, 8, MAX_LEVEL, Child) && ok(1, 8, 1, Child));
+        assert!(!ok(1, 8, MAX_LEVEL + 1, Child));
+        assert!(!ok(1, 8, 0, Child), "a leaf of child pointers");
+        assert!(!ok(1, 8, 1, Opaque), "an interior node of opaque values");
+        assert!(!ok(1, 16, 1, Child), "interior values of 16 bytes");
+        assert!(!ok(1, 4, 2, Child), "interior values of 4 bytes");
+        // The smallest value each kind allows.
+        assert!(ok(1, 4, 0, Data) && !ok(1, 3, 0, Data));
+        assert!(ok(1, 8, 0, Tree) && !ok(1, 7, 0, Tree));
+        assert!(ok(1, 4, 0, Extents) && ok(1, 64, 0, Extents));
+        assert!(!ok(1, 6, 0, Extents) && !ok(1, 2, 0, Extents));
+        assert!(ok(1, 3, 0, Opaque) && ok(1, 6, 0, Opaque));
+        // Entries: as many as fit.
+        assert!(ok(max_entries(8), 8, 0, Opaque) && !ok(max_entries(8) + 1, 8, 0, Opaque));
+        // Unknown kinds.
+        assert!(header(&page(0, 8, 0, 5), 7).is_err());
+        let h = header(&page(3, 64, 0, Extents as u8), 7).expect("valid");
+        assert_eq!((h.nr, h.vs, h.level, h.kind), (3, 64, 0, Extents));
+    }
+}
