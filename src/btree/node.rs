@@ -343,4 +343,28 @@ mod tests {
         let h = header(&page(3, 64, 0, Extents as u8), 7).expect("valid");
         assert_eq!((h.nr, h.vs, h.level, h.kind), (3, 64, 0, Extents));
     }
+
+    #[test]
+    fn values_name_their_references() {
+        use alloc::vec::Vec;
+        let refs = |kind, v: &[u8]| value_refs(kind, v).collect::<Vec<Ref>>();
+        let mut v = [0u8; 12];
+        v[..8].copy_from_slice(&0x1_0000_0005u64.to_le_bytes());
+        v[8..].copy_from_slice(&[9; 4]);
+        // Data values of 8 bytes or more hold a 64-bit extent number, shorter ones 32.
+        assert_eq!(refs(ValueKind::Data, &v), [Ref::Data(0x1_0000_0005)]);
+        assert_eq!(refs(ValueKind::Data, &v[..8]), [Ref::Data(0x1_0000_0005)]);
+        assert_eq!(refs(ValueKind::Data, &v[..4]), [Ref::Data(5)]);
+        assert_eq!(refs(ValueKind::Data, &v[..6]), [Ref::Data(5)]);
+        // A tree root of 0 is an empty tree: no reference.
+        assert_eq!(refs(ValueKind::Tree, &v), [Ref::Tree(0x1_0000_0005)]);
+        assert_eq!(refs(ValueKind::Tree, &[0; 8]), []);
+        assert_eq!(refs(ValueKind::Opaque, &v), []);
+        assert_eq!(refs(ValueKind::Child, &v[..8]), []);
+        // Extents: one reference per non-zero slot, the extent being the slot less 1.
+        let mut x = [0u8; 16];
+        x[4..8].copy_from_slice(&8u32.to_le_bytes());
+        x[12..16].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(refs(ValueKind::Extents, &x), [Ref::Data(7), Ref::Data(0)]);
+    }
 }
