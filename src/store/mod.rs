@@ -5,8 +5,10 @@
 //! - [`page_store`]: [`PageStore`](page_store::PageStore), the metadata page cache over
 //!   the device, bounded by a byte budget;
 //! - [`space_map`]: persistent reference counts of metadata pages and data extents,
-//!   and the data-log allocation cursor;
-//! - [`superblock`]: the two superblock slots and the geometry they record.
+//!   and the data-log allocation cursor.
+//!
+//! The superblock slots and the geometry they record are the engine's
+//! (`engine/superblock.rs`, `engine/slots.rs`).
 //!
 //! In this crate "page" always means a 4 KiB metadata page and "block" the device's
 //! own block (of [`BlockDevice::block_size`](crate::BlockDevice::block_size) bytes).
