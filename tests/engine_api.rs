@@ -329,3 +329,30 @@ fn neighbours_that_fit_in_one_leaf_merge() {
     .expect("range");
     assert_eq!(n, (third - 2) + (third + 1), "keys left");
 }
+
+/// A diff compares two trees of one value shape: another size or another kind is
+/// refused.
+#[test]
+fn diff_needs_trees_of_one_value_shape() {
+    let mut e = engine();
+    let mut a = e.create_tree(8, ValueKind::Opaque).expect("tree");
+    e.insert(&mut a, 1, &[1; 8]).expect("insert");
+    let shapes = [
+        (8, ValueKind::Tree),
+        (16, ValueKind::Opaque),
+        (4, ValueKind::Opaque),
+    ];
+    for (vs, kind) in shapes {
+        let b = e.create_tree(vs, kind).expect("tree");
+        let r = e.diff(&a, &b, 0, u64::MAX, |_, _, _| panic!("compared"));
+        assert!(
+            matches!(r, Err(Error::InvalidArgument(_))),
+            "{vs}-byte {kind:?} values: {r:?}"
+        );
+    }
+    let b = e.create_tree(8, ValueKind::Opaque).expect("tree");
+    let mut n = 0;
+    e.diff(&a, &b, 0, u64::MAX, |_, _, _| n += 1)
+        .expect("same shape");
+    assert_eq!(n, 1);
+}
