@@ -356,3 +356,35 @@ fn diff_needs_trees_of_one_value_shape() {
         .expect("same shape");
     assert_eq!(n, 1);
 }
+
+/// `range_shared` of one key reads that key's path and nothing else, whichever
+/// leaf it is in and wherever in the leaf (first, last, between).
+#[test]
+fn range_shared_of_one_key_reads_its_path_only() {
+    let mut e = engine();
+    let mut t = e.create_tree(8, ValueKind::Opaque).expect("tree");
+    for k in 0..2000u64 {
+        e.insert(&mut t, k, &k.to_le_bytes()).expect("insert");
+    }
+    let reads = |e: &Engine<MemDevice>| {
+        let s = e.cache_stats();
+        s.hits + s.misses
+    };
+    for k in 0..2000u64 {
+        let before = reads(&e);
+        let mut got = Vec::new();
+        e.range_shared(&t, k, k, |key, v, _| got.push((key, v.to_vec())))
+            .expect("range_shared");
+        assert_eq!(
+            got,
+            [(k, k.to_le_bytes().to_vec())],
+            "range_shared({k}, {k})"
+        );
+        // Each node on the path, and the space-map page that counts its references.
+        let n = reads(&e) - before;
+        assert!(
+            n <= 4,
+            "range_shared({k}, {k}) read {n} pages of a two-level tree"
+        );
+    }
+}
