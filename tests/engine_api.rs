@@ -388,3 +388,83 @@ fn range_shared_of_one_key_reads_its_path_only() {
         );
     }
 }
+
+/// `diff` of one key of two trees that share nothing reads the key's path in each
+/// and nothing else.
+#[test]
+fn diff_of_one_key_reads_its_paths_only() {
+    let mut e = engine();
+    let mut a = e.create_tree(8, ValueKind::Opaque).expect("tree");
+    let mut b = e.create_tree(8, ValueKind::Opaque).expect("tree");
+    for k in 0..2000u64 {
+        e.insert(&mut a, k, &k.to_le_bytes()).expect("insert");
+        e.insert(&mut b, k, &(k + 1).to_le_bytes()).expect("insert");
+    }
+    let reads = |e: &Engine<MemDevice>| {
+        let s = e.cache_stats();
+        s.hits + s.misses
+    };
+    for k in 0..2000u64 {
+        let before = reads(&e);
+        let mut got = Vec::new();
+        e.diff(&a, &b, k, k, |key, _, _| got.push(key))
+            .expect("diff");
+        assert_eq!(got, [k], "diff({k}, {k})");
+        let n = reads(&e) - before;
+        assert!(
+            n <= 4,
+            "diff({k}, {k}) read {n} nodes of two two-level trees"
+        );
+    }
+}
+
+/// `diff` of a tree and its clone after the clone grew a level (its root split)
+/// pairs the nodes they still share and skips them: it reads a few nodes, not the
+/// hundreds of leaves they share.
+#[test]
+fn diff_across_a_grown_level_skips_what_is_shared() {
+    let opts = FormatOptions {
+        extent_size: 4096,
+        metadata_pages: Some(1024),
+        ..Default::default()
+    };
+    let dev = MemDevice::new(4096, 4096).expect("device");
+    let mut e = Engine::format(dev, &opts).expect("format");
+    let value = [1u8; 256];
+    // How many ascending appends of 256-byte values a two-level tree takes before
+    // its root splits (one insert then allocates an interior node and a new root
+    // at once; the first leaf split, a leaf and a root, comes at 16 keys).
+    let mut scratch = e.create_tree(256, ValueKind::Opaque).expect("tree");
+    let mut keys = 0u64;
+    loop {
+        let before = e.space().meta_allocated;
+        e.insert(&mut scratch, keys, &value).expect("insert");
+        if e.space().meta_allocated >= before + 2 && keys > 16 {
+            break;
+        }
+        keys += 1;
+    }
+    e.drop_tree(scratch).expect("drop");
+    assert!(keys > 1000, "the root split after {keys} keys");
+    // The tree just before that split, committed, and a clone that splits it.
+    let mut a = e.create_tree(256, ValueKind::Opaque).expect("tree");
+    for k in 0..keys {
+        e.insert(&mut a, k, &value).expect("insert");
+    }
+    e.set_root(0, Some(a)).expect("root");
+    e.commit().expect("commit");
+    let mut b = e.clone_tree(&a).expect("clone");
+    e.insert(&mut b, keys, &[2; 256]).expect("the split");
+    assert_ne!(a.root(), b.root());
+    let s = e.cache_stats();
+    let mut got = Vec::new();
+    e.diff(&a, &b, 0, u64::MAX, |k, _, _| got.push(k))
+        .expect("diff");
+    assert_eq!(got, [keys]);
+    let t = e.cache_stats();
+    let reads = (t.hits + t.misses) - (s.hits + s.misses);
+    assert!(
+        reads <= 16,
+        "diff read {reads} nodes of trees sharing all leaves but one"
+    );
+}
