@@ -357,21 +357,34 @@ fn diff_needs_trees_of_one_value_shape() {
     assert_eq!(n, 1);
 }
 
+/// Metadata pages the engine has read so far (from its cache or the device).
+fn page_reads(e: &Engine<MemDevice>) -> u64 {
+    let s = e.cache_stats();
+    s.hits + s.misses
+}
+
+/// Keys in a [`dense_tree`].
+const DENSE: u64 = 2000;
+
+/// A tree of keys `0..DENSE` (two levels of 8-byte values), key `k` holding `k +
+/// add`.
+fn dense_tree(e: &mut Engine<MemDevice>, add: u64) -> Tree {
+    let mut t = e.create_tree(8, ValueKind::Opaque).expect("tree");
+    for k in 0..DENSE {
+        e.insert(&mut t, k, &(k + add).to_le_bytes())
+            .expect("insert");
+    }
+    t
+}
+
 /// `range_shared` of one key reads that key's path and nothing else, whichever
 /// leaf it is in and wherever in the leaf (first, last, between).
 #[test]
 fn range_shared_of_one_key_reads_its_path_only() {
     let mut e = engine();
-    let mut t = e.create_tree(8, ValueKind::Opaque).expect("tree");
-    for k in 0..2000u64 {
-        e.insert(&mut t, k, &k.to_le_bytes()).expect("insert");
-    }
-    let reads = |e: &Engine<MemDevice>| {
-        let s = e.cache_stats();
-        s.hits + s.misses
-    };
-    for k in 0..2000u64 {
-        let before = reads(&e);
+    let t = dense_tree(&mut e, 0);
+    for k in 0..DENSE {
+        let before = page_reads(&e);
         let mut got = Vec::new();
         e.range_shared(&t, k, k, |key, v, _| got.push((key, v.to_vec())))
             .expect("range_shared");
@@ -381,7 +394,7 @@ fn range_shared_of_one_key_reads_its_path_only() {
             "range_shared({k}, {k})"
         );
         // Each node on the path, and the space-map page that counts its references.
-        let n = reads(&e) - before;
+        let n = page_reads(&e) - before;
         assert!(
             n <= 4,
             "range_shared({k}, {k}) read {n} pages of a two-level tree"
@@ -394,23 +407,14 @@ fn range_shared_of_one_key_reads_its_path_only() {
 #[test]
 fn diff_of_one_key_reads_its_paths_only() {
     let mut e = engine();
-    let mut a = e.create_tree(8, ValueKind::Opaque).expect("tree");
-    let mut b = e.create_tree(8, ValueKind::Opaque).expect("tree");
-    for k in 0..2000u64 {
-        e.insert(&mut a, k, &k.to_le_bytes()).expect("insert");
-        e.insert(&mut b, k, &(k + 1).to_le_bytes()).expect("insert");
-    }
-    let reads = |e: &Engine<MemDevice>| {
-        let s = e.cache_stats();
-        s.hits + s.misses
-    };
-    for k in 0..2000u64 {
-        let before = reads(&e);
+    let (a, b) = (dense_tree(&mut e, 0), dense_tree(&mut e, 1));
+    for k in 0..DENSE {
+        let before = page_reads(&e);
         let mut got = Vec::new();
         e.diff(&a, &b, k, k, |key, _, _| got.push(key))
             .expect("diff");
         assert_eq!(got, [k], "diff({k}, {k})");
-        let n = reads(&e) - before;
+        let n = page_reads(&e) - before;
         assert!(
             n <= 4,
             "diff({k}, {k}) read {n} nodes of two two-level trees"
@@ -456,13 +460,12 @@ fn diff_across_a_grown_level_skips_what_is_shared() {
     let mut b = e.clone_tree(&a).expect("clone");
     e.insert(&mut b, keys, &[2; 256]).expect("the split");
     assert_ne!(a.root(), b.root());
-    let s = e.cache_stats();
+    let before = page_reads(&e);
     let mut got = Vec::new();
     e.diff(&a, &b, 0, u64::MAX, |k, _, _| got.push(k))
         .expect("diff");
     assert_eq!(got, [keys]);
-    let t = e.cache_stats();
-    let reads = (t.hits + t.misses) - (s.hits + s.misses);
+    let reads = page_reads(&e) - before;
     assert!(
         reads <= 16,
         "diff read {reads} nodes of trees sharing all leaves but one"
