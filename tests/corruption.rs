@@ -2192,6 +2192,59 @@ fn range_over_a_dag_of_shared_nodes_terminates() {
     }
 }
 
+/// A child pointer outside the metadata area (past its end, or past the device's) is
+/// corruption, said as such: never a read of a data extent or a device error.
+#[test]
+fn child_pointers_outside_the_metadata_area_are_corruption() {
+    let mut dev = MemDevice::new(4096, 256).unwrap();
+    let mut e = Engine::format(
+        &mut dev,
+        &FormatOptions {
+            extent_size: 4096,
+            metadata_pages: Some(64),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // Two leaves under a root.
+    let mut t = e.create_tree(8, ValueKind::Opaque).unwrap();
+    for k in 0..400u64 {
+        e.insert(&mut t, k, &k.to_le_bytes()).unwrap();
+    }
+    e.set_root(0, Some(t)).unwrap();
+    e.commit().unwrap();
+    let g = e.geometry();
+    let mirror = g.mirror_offset().expect("two copies");
+    drop(e);
+    let root = t.root();
+    assert_eq!(read_page(&mut dev, root)[N_LEVEL], 1, "a two-level tree");
+    let pages = dev_pages(&dev);
+    for to in [
+        g.meta_start + g.meta_pages,
+        g.data_start + 1,
+        pages + 7,
+        u64::MAX / 2,
+    ] {
+        let mut d = dev.clone();
+        for a in [root, root + mirror] {
+            edit(&mut d, a, |b| put64(b, value_off(8, 0), to));
+        }
+        let mut e = Engine::open(d, &OpenOptions::default()).unwrap();
+        let t = e.root(0).unwrap().unwrap();
+        let r = e.range(&t, 0, u64::MAX, |_, _| true);
+        match r {
+            Err(Error::Corrupt { addr, .. }) if addr == to => {
+                let m = format!("{}", r.unwrap_err());
+                assert!(
+                    m.contains("outside the metadata area"),
+                    "child at {to}: {m}"
+                );
+            }
+            other => panic!("child at {to}: {other:?}"),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Fuzzing: random damage, re-sealed or not
 // ---------------------------------------------------------------------------------

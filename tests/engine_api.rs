@@ -471,3 +471,51 @@ fn diff_across_a_grown_level_skips_what_is_shared() {
         "diff read {reads} nodes of trees sharing all leaves but one"
     );
 }
+
+/// The cache's counters: pages written by a commit (both copies of each, and of
+/// the superblock), pages held, never more than it may hold.
+#[test]
+fn cache_counters_follow_commits_and_reads() {
+    let mut e = engine();
+    let t = dense_tree(&mut e, 0);
+    e.set_root(0, Some(t)).expect("root");
+    let before = e.cache_stats();
+    e.commit().expect("commit");
+    let after = e.cache_stats();
+    // Nine nodes at least (a root and eight leaves), each in two copies, and the
+    // superblock's two.
+    assert!(
+        after.writes >= before.writes + 2 * 9 + 2,
+        "a commit wrote {} pages",
+        after.writes - before.writes
+    );
+    // A commit that changes the superblock alone writes its two copies.
+    let w = e.cache_stats().writes;
+    e.set_client_bytes(&[7; lunsnap::engine::CLIENT_BYTES])
+        .expect("client bytes");
+    e.commit().expect("commit");
+    assert_eq!(e.cache_stats().writes - w, 2, "pages written");
+    let dev = e.into_device();
+    let opts = OpenOptions {
+        cache_bytes: 16 * 4096,
+        ..Default::default()
+    };
+    let mut e = Engine::open(dev, &opts).expect("open");
+    let t = e.root(0).expect("slot").expect("tree");
+    let s = e.cache_stats();
+    assert_eq!(s.capacity, 16);
+    let mut n = 0;
+    e.range(&t, 0, u64::MAX, |_, _| {
+        n += 1;
+        true
+    })
+    .expect("range");
+    assert_eq!(n, DENSE);
+    let s = e.cache_stats();
+    assert!(
+        s.resident >= 2 && s.resident <= s.capacity,
+        "{} pages resident of {}",
+        s.resident,
+        s.capacity
+    );
+}
