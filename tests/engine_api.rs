@@ -502,20 +502,35 @@ fn cache_counters_follow_commits_and_reads() {
     };
     let mut e = Engine::open(dev, &opts).expect("open");
     let t = e.root(0).expect("slot").expect("tree");
-    let s = e.cache_stats();
-    assert_eq!(s.capacity, 16);
-    let mut n = 0;
-    e.range(&t, 0, u64::MAX, |_, _| {
-        n += 1;
-        true
-    })
-    .expect("range");
-    assert_eq!(n, DENSE);
-    let s = e.cache_stats();
-    assert!(
-        s.resident >= 2 && s.resident <= s.capacity,
-        "{} pages resident of {}",
-        s.resident,
-        s.capacity
+    assert_eq!(e.cache_stats().capacity, 16);
+    let mut walk = |e: &mut Engine<MemDevice>| {
+        let mut n = 0;
+        e.range(&t, 0, u64::MAX, |_, _| {
+            n += 1;
+            true
+        })
+        .expect("range");
+        assert_eq!(n, DENSE);
+    };
+    // The tree's nine nodes fit: a second walk reads them all from the cache.
+    let s0 = e.cache_stats();
+    walk(&mut e);
+    let s1 = e.cache_stats();
+    assert!(s1.resident >= 9, "{} pages resident", s1.resident);
+    assert!(s1.misses - s0.misses >= 9, "the first walk read the device");
+    walk(&mut e);
+    let s2 = e.cache_stats();
+    let first = (s1.hits + s1.misses) - (s0.hits + s0.misses);
+    assert_eq!(
+        (s2.hits - s1.hits, s2.misses),
+        (first, s1.misses),
+        "the second walk"
     );
+    // A tree of 30 nodes: the cache holds 16 pages at the most.
+    let mut big = e.create_tree(8, ValueKind::Opaque).expect("tree");
+    for k in 0..7000u64 {
+        e.insert(&mut big, k, &k.to_le_bytes()).expect("insert");
+    }
+    let s = e.cache_stats();
+    assert_eq!(s.resident, s.capacity, "pages resident");
 }
