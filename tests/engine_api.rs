@@ -503,7 +503,7 @@ fn cache_counters_follow_commits_and_reads() {
     let mut e = Engine::open(dev, &opts).expect("open");
     let t = e.root(0).expect("slot").expect("tree");
     assert_eq!(e.cache_stats().capacity, 16);
-    let mut walk = |e: &mut Engine<MemDevice>| {
+    let walk = |e: &mut Engine<MemDevice>| {
         let mut n = 0;
         e.range(&t, 0, u64::MAX, |_, _| {
             n += 1;
