@@ -2286,6 +2286,61 @@ fn a_page_that_failed_to_load_fails_every_time() {
     }
 }
 
+/// A page whose first copy is bad is read from its second each time it is loaded,
+/// noted for healing once however often it is read, and healed by the next commit
+/// with one write.
+#[test]
+fn a_bad_first_copy_is_noted_once_and_healed_with_one_write() {
+    let mut dev = MemDevice::new(4096, 256).unwrap();
+    let mut e = Engine::format(
+        &mut dev,
+        &FormatOptions {
+            extent_size: 4096,
+            metadata_pages: Some(96),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut t = e.create_tree(8, ValueKind::Opaque).unwrap();
+    for k in 0..400u64 {
+        e.insert(&mut t, k, &k.to_le_bytes()).unwrap();
+    }
+    // A tree of some 30 nodes, to push the damaged page out of a 16-page cache.
+    let mut big = e.create_tree(8, ValueKind::Opaque).unwrap();
+    for k in 0..7000u64 {
+        e.insert(&mut big, k, &k.to_le_bytes()).unwrap();
+    }
+    e.set_root(0, Some(t)).unwrap();
+    e.set_root(1, Some(big)).unwrap();
+    e.commit().unwrap();
+    drop(e);
+    let root = read_page(&mut dev, t.root());
+    let leaf = le64(&root, value_off(8, 1));
+    let first = le64(&root, N_KEYS + 8);
+    flip(&mut dev, leaf, 8 * value_off(8, 0));
+    let opts = OpenOptions {
+        cache_bytes: 16 * PAGE,
+        ..Default::default()
+    };
+    let mut e = Engine::open(dev, &opts).unwrap();
+    let (t, big) = (e.root(0).unwrap().unwrap(), e.root(1).unwrap().unwrap());
+    let mut v = [0u8; 8];
+    for read in 1..=2u64 {
+        assert!(e.lookup(&t, first, &mut v).unwrap(), "read {read}");
+        assert_eq!(u64::from_le_bytes(v), first, "read {read}");
+        assert_eq!(e.cache_stats().second_copy_reads, read);
+        assert_eq!(e.pending_heals(), 1, "read {read}: pages to heal");
+        // Evict it.
+        e.range(&big, 0, u64::MAX, |_, _| true).unwrap();
+    }
+    let (writes, healed) = (e.cache_stats().writes, e.healed());
+    e.commit().unwrap();
+    // The superblock's two copies and the healed page.
+    assert_eq!(e.cache_stats().writes - writes, 3, "pages written");
+    assert_eq!((e.healed() - healed, e.pending_heals()), (1, 0));
+    assert!(e.audit().is_empty());
+}
+
 // ---------------------------------------------------------------------------------
 // Fuzzing: random damage, re-sealed or not
 // ---------------------------------------------------------------------------------
