@@ -80,16 +80,24 @@ fn overlay_lost(map: Vec<MapRange>, lost: &[(u64, u64)]) -> Vec<MapRange> {
     for r in map {
         let end = r.offset + r.length;
         let mut at = r.offset;
-        let first = lost.partition_point(|&(_, e)| e <= at);
-        for &(s, e) in lost[first..].iter().take_while(|&&(s, _)| s < end) {
-            add_map(&mut out, at, s.max(at), r.data, r.shared, false);
-            let to = e.min(end);
-            add_map(&mut out, s.max(at), to, r.data, r.shared, true);
-            at = to;
+        for (s, e) in clipped(lost, r.offset, end) {
+            add_map(&mut out, at, s, r.data, r.shared, false);
+            add_map(&mut out, s, e, r.data, r.shared, true);
+            at = e;
         }
         add_map(&mut out, at, end, r.data, r.shared, false);
     }
     out
+}
+
+/// The parts of the byte ranges `lost` (`[start, end)`, in order, apart) inside
+/// `[from, to)`, in order; found by binary search, so the cost is that of the parts.
+fn clipped(lost: &[(u64, u64)], from: u64, to: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+    let first = lost.partition_point(|&(_, e)| e <= from);
+    lost[first..]
+        .iter()
+        .take_while(move |&&(s, _)| s < to)
+        .map(move |&(s, e)| (s.max(from), e.min(to)))
 }
 
 /// Appends `[from, to)` to a diff of ranges sorted by start, extending the last
@@ -198,11 +206,7 @@ impl<D: BlockDevice> Array<D> {
             .map(|le| ((le * es).max(offset), ((le + 1) * es).min(end)))
             .collect();
         for n in [a, b] {
-            let lost = self.lost.of(n);
-            let first = lost.partition_point(|&(_, e)| e <= offset);
-            for &(s, e) in lost[first..].iter().take_while(|&&(s, _)| s < end) {
-                spans.push((s.max(offset), e.min(end)));
-            }
+            spans.extend(clipped(self.lost.of(n), offset, end));
         }
         spans.sort_unstable();
         for (from, to) in spans {
