@@ -2053,6 +2053,34 @@ fn allocated_counter_too_low_does_not_panic() {
     }
 }
 
+/// An engine on `dev` (4 KiB extents) with `metadata_pages` metadata pages in
+/// `copies` copies.
+fn small_engine(dev: &mut MemDevice, metadata_pages: u64, copies: u32) -> Engine<&mut MemDevice> {
+    let opts = FormatOptions {
+        extent_size: 4096,
+        metadata_pages: Some(metadata_pages),
+        metadata_copies: copies,
+        ..Default::default()
+    };
+    Engine::format(dev, &opts).unwrap()
+}
+
+/// A tree of 8-byte values, keys `0..n` each holding its own number.
+fn counted_tree<D: BlockDevice>(e: &mut Engine<D>, n: u64) -> Tree {
+    let mut t = e.create_tree(8, ValueKind::Opaque).unwrap();
+    for k in 0..n {
+        e.insert(&mut t, k, &k.to_le_bytes()).unwrap();
+    }
+    t
+}
+
+/// The second child of the interior node at page `root` (of 8-byte values): its
+/// address and its first key.
+fn second_leaf(dev: &mut MemDevice, root: u64) -> (u64, u64) {
+    let b = read_page(dev, root);
+    (le64(&b, value_off(8, 1)), le64(&b, N_KEYS + 8))
+}
+
 /// An image whose root slot 0 holds a hostile tree in which every child pointer of
 /// a node leads to the same node, over `levels` forged levels of `fanout` children
 /// each: each level multiplies the leaves a walk visits (fanout^levels). Its one
@@ -2060,15 +2088,7 @@ fn allocated_counter_too_low_does_not_panic() {
 /// (so that no key order can give the repetition away).
 fn dag_image(levels: u8, fanout: usize, empty_leaf: bool) -> MemDevice {
     let mut dev = MemDevice::new(4096, 256).unwrap();
-    let mut e = Engine::format(
-        &mut dev,
-        &FormatOptions {
-            extent_size: 4096,
-            metadata_pages: Some(64),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut e = small_engine(&mut dev, 64, 2);
     // A small real tree gives a leaf and a root; the rest is forged.
     let mut t = e.create_tree(8, ValueKind::Opaque).unwrap();
     e.insert(&mut t, 1, &[1; 8]).unwrap();
@@ -2197,20 +2217,9 @@ fn range_over_a_dag_of_shared_nodes_terminates() {
 #[test]
 fn child_pointers_outside_the_metadata_area_are_corruption() {
     let mut dev = MemDevice::new(4096, 256).unwrap();
-    let mut e = Engine::format(
-        &mut dev,
-        &FormatOptions {
-            extent_size: 4096,
-            metadata_pages: Some(64),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut e = small_engine(&mut dev, 64, 2);
     // Two leaves under a root.
-    let mut t = e.create_tree(8, ValueKind::Opaque).unwrap();
-    for k in 0..400u64 {
-        e.insert(&mut t, k, &k.to_le_bytes()).unwrap();
-    }
+    let t = counted_tree(&mut e, 400);
     e.set_root(0, Some(t)).unwrap();
     e.commit().unwrap();
     let g = e.geometry();
@@ -2251,27 +2260,13 @@ fn child_pointers_outside_the_metadata_area_are_corruption() {
 #[test]
 fn a_page_that_failed_to_load_fails_every_time() {
     let mut dev = MemDevice::new(4096, 256).unwrap();
-    let mut e = Engine::format(
-        &mut dev,
-        &FormatOptions {
-            extent_size: 4096,
-            metadata_pages: Some(64),
-            metadata_copies: 1,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let mut t = e.create_tree(8, ValueKind::Opaque).unwrap();
-    for k in 0..400u64 {
-        e.insert(&mut t, k, &k.to_le_bytes()).unwrap();
-    }
+    let mut e = small_engine(&mut dev, 64, 1);
+    let t = counted_tree(&mut e, 400);
     e.set_root(0, Some(t)).unwrap();
     e.commit().unwrap();
     drop(e);
     // The second leaf (keys from 254 or so) loses a bit of its first value.
-    let root = read_page(&mut dev, t.root());
-    let leaf = le64(&root, value_off(8, 1));
-    let first = le64(&root, N_KEYS + 8);
+    let (leaf, first) = second_leaf(&mut dev, t.root());
     flip(&mut dev, leaf, 8 * value_off(8, 0));
     let mut e = Engine::open(dev, &OpenOptions::default()).unwrap();
     let t = e.root(0).unwrap().unwrap();
@@ -2292,31 +2287,15 @@ fn a_page_that_failed_to_load_fails_every_time() {
 #[test]
 fn a_bad_first_copy_is_noted_once_and_healed_with_one_write() {
     let mut dev = MemDevice::new(4096, 256).unwrap();
-    let mut e = Engine::format(
-        &mut dev,
-        &FormatOptions {
-            extent_size: 4096,
-            metadata_pages: Some(96),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let mut t = e.create_tree(8, ValueKind::Opaque).unwrap();
-    for k in 0..400u64 {
-        e.insert(&mut t, k, &k.to_le_bytes()).unwrap();
-    }
+    let mut e = small_engine(&mut dev, 96, 2);
+    let t = counted_tree(&mut e, 400);
     // A tree of some 30 nodes, to push the damaged page out of a 16-page cache.
-    let mut big = e.create_tree(8, ValueKind::Opaque).unwrap();
-    for k in 0..7000u64 {
-        e.insert(&mut big, k, &k.to_le_bytes()).unwrap();
-    }
+    let big = counted_tree(&mut e, 7000);
     e.set_root(0, Some(t)).unwrap();
     e.set_root(1, Some(big)).unwrap();
     e.commit().unwrap();
     drop(e);
-    let root = read_page(&mut dev, t.root());
-    let leaf = le64(&root, value_off(8, 1));
-    let first = le64(&root, N_KEYS + 8);
+    let (leaf, first) = second_leaf(&mut dev, t.root());
     flip(&mut dev, leaf, 8 * value_off(8, 0));
     let opts = OpenOptions {
         cache_bytes: 16 * PAGE,

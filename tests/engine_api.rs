@@ -369,8 +369,13 @@ const DENSE: u64 = 2000;
 /// A tree of keys `0..DENSE` (two levels of 8-byte values), key `k` holding `k +
 /// add`.
 fn dense_tree(e: &mut Engine<MemDevice>, add: u64) -> Tree {
+    keyed_tree(e, DENSE, add)
+}
+
+/// A tree of 8-byte values, keys `0..n`, key `k` holding `k + add`.
+fn keyed_tree(e: &mut Engine<MemDevice>, n: u64, add: u64) -> Tree {
     let mut t = e.create_tree(8, ValueKind::Opaque).expect("tree");
-    for k in 0..DENSE {
+    for k in 0..n {
         e.insert(&mut t, k, &(k + add).to_le_bytes())
             .expect("insert");
     }
@@ -527,10 +532,7 @@ fn cache_counters_follow_commits_and_reads() {
         "the second walk"
     );
     // A tree of 30 nodes: the cache holds 16 pages at the most.
-    let mut big = e.create_tree(8, ValueKind::Opaque).expect("tree");
-    for k in 0..7000u64 {
-        e.insert(&mut big, k, &k.to_le_bytes()).expect("insert");
-    }
+    keyed_tree(&mut e, 7000, 0);
     let s = e.cache_stats();
     assert_eq!(s.resident, s.capacity, "pages resident");
 }
