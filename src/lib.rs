@@ -98,11 +98,13 @@ pub mod testing;
 pub use array::{
     Access, Array, ArrayViolation, DiffRange, FormatOptions, HostInfo, HostView, LunInfo, LunKind,
     LunStatus, MapRange, OpenOptions, PoolInfo, RepairOptions, RepairReport, Severity,
-    DEFAULT_EXTENT_SIZE, DEFAULT_MAX_LUNS, MAX_HOSTS, MAX_HOST_NAME, MAX_LUNS_LIMIT, SECTOR,
+    DEFAULT_EXTENT_SIZE, DEFAULT_MAX_LUNS, MAX_HOSTS, MAX_HOST_NAME, MAX_LUNS_LIMIT,
+    RECLAIM_PER_FLUSH, SECTOR,
 };
 pub use device::{BlockDevice, DeviceError, DeviceErrorKind, MemDevice};
 #[cfg(feature = "std")]
 pub use device::{FileDevice, FileDeviceError};
+pub use engine::ReclaimStats;
 pub use engine::{is_valid_extent_size, MAX_EXTENT_SIZE, MIN_EXTENT_SIZE};
 pub use engine::{ScrubProblem, ScrubReport};
 pub use error::{CloseError, Error, Result};

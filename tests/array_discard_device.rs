@@ -63,6 +63,8 @@ fn deleting_a_lun_drops_the_mem_device_s_resident_blocks() {
     let blocks = |a: &mut Array<MemDevice>| a.device_mut().resident_blocks() as u64 * 512;
     let before = blocks(&mut a);
     a.delete(0, true).unwrap();
+    // Freed (and discarded) by reclamation, after the delete's commit.
+    a.reclaim(u64::MAX).unwrap();
     let after = blocks(&mut a);
     println!(
         "MemDevice: delete of LUN 0 ({} exclusive bytes): {before} -> {after} resident bytes",
@@ -79,6 +81,7 @@ fn deleting_a_lun_drops_the_mem_device_s_resident_blocks() {
     // Now the rest: the last LUN's 16 MiB.
     let before = blocks(&mut a);
     a.delete(1, false).unwrap();
+    a.reclaim(u64::MAX).unwrap();
     let dropped = before.saturating_sub(blocks(&mut a));
     assert!(
         dropped <= 16 * MIB && dropped + 256 * 1024 >= 16 * MIB,
@@ -172,6 +175,7 @@ mod file {
         // The delete commits, then LUN 0's own 4 MiB are discarded; the 12 MiB the
         // copy shares stay.
         a.delete(0, true).unwrap();
+        a.reclaim(u64::MAX).unwrap();
         let after = usage(&t.0);
         println!(
             "FileDevice: delete of LUN 0 ({} exclusive bytes): {before} -> {after} bytes on disk",
@@ -202,6 +206,7 @@ mod file {
         let info = a.lun_info(1).unwrap();
         assert_eq!(info.exclusive_bytes, 13 * MIB);
         a.delete(1, false).unwrap();
+        a.reclaim(u64::MAX).unwrap();
         about(
             before as i64 - usage(&t.0) as i64,
             13 * MIB,

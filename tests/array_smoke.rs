@@ -58,8 +58,16 @@ fn lun_copy_write_restore_reopen() {
     assert_eq!(a.attach(1), Err(lunsnap::Error::ParentGone(1)));
     a.delete(1, false).unwrap();
     assert_clean(&mut a, "");
+    // What the deletes dropped waits to be freed, then is.
     let p = a.pool_info();
-    assert_eq!(p.allocated_bytes, 0, "{p:?}");
+    assert_eq!(a.pending_bytes().unwrap(), p.allocated_bytes, "{p:?}");
+    assert!(p.reclaim_queue > 0, "{p:?}");
+    let r = a.reclaim(u64::MAX).unwrap();
+    assert_eq!(r.remaining, 0);
+    assert_clean(&mut a, "after reclaim");
+    let p = a.pool_info();
+    assert_eq!((p.allocated_bytes, p.reclaim_queue), (0, 0), "{p:?}");
+    assert_eq!(a.pending_bytes().unwrap(), 0);
 }
 
 /// A LUN record forged with a size larger than the pool (found by fuzzing: the

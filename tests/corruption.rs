@@ -1385,7 +1385,24 @@ fn unknown_versions_and_features_are_refused() {
         open_err(dev, "old slot version"),
         Error::UnsupportedVersion(3)
     );
+    // Bit 0 is known (a non-empty free queue): set over an empty queue, it is a
+    // contradiction, not a feature.
+    let dev = patched_superblock(img, |b| put64(b, SB_INCOMPAT, 1));
+    assert_eq!(
+        open_err(dev, "queue flag without a queue"),
+        Error::Corrupt {
+            addr: 0,
+            what: "superblock's free queue flag does not match its queue"
+        }
+    );
     for bit in [0u32, 1, 17, 63] {
+        let dev = patched_superblock(img, |b| put64(b, SB_ROCOMPAT, 1 << bit));
+        assert_eq!(
+            open_err(dev, "ro-compat"),
+            Error::IncompatibleFeatures(1 << bit)
+        );
+    }
+    for bit in [1u32, 17, 63] {
         let dev = patched_superblock(img, |b| put64(b, SB_INCOMPAT, 1 << bit));
         assert_eq!(
             open_err(dev, "incompat"),

@@ -621,6 +621,7 @@ mod tests {
             luns: 10,
             max_luns: 11,
             generation: 12,
+            reclaim_queue: 13,
         };
         let c = lunsnap_pool_info::from(p);
         assert_eq!(

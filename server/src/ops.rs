@@ -110,8 +110,8 @@ struct Span {
 /// status must not skip them as zeros.
 fn map(a: &mut ServedArray, s: &Session, offset: u64, len: u64) -> Result<Vec<Span>> {
     let ranges: Vec<MapRange> = match s.who {
-        Identity::Admin => a.map(s.lun, offset, len)?,
-        Identity::Host(h) => a.as_host(h).map(s.lun, offset, len)?,
+        Identity::Admin => a.map_allocation(s.lun, offset, len)?,
+        Identity::Host(h) => a.as_host(h).map_allocation(s.lun, offset, len)?,
     };
     Ok(spans(
         ranges

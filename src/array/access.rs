@@ -149,6 +149,7 @@ impl<D: BlockDevice> Array<D> {
     /// [`Error::TooManyHosts`].
     pub fn add_host(&mut self, id: u64, name: &str) -> Result<()> {
         self.live()?;
+        self.make_room(0)?;
         if self.access.hosts.contains_key(&id) {
             return Err(Error::HostExists(id));
         }
@@ -184,6 +185,7 @@ impl<D: BlockDevice> Array<D> {
     /// Errors: [`Error::NoSuchHost`].
     pub fn remove_host(&mut self, id: u64) -> Result<()> {
         self.live()?;
+        self.make_room(0)?;
         let index = self.access.index_of(id).ok_or(Error::NoSuchHost(id))?;
         let bit = 1u64 << index;
         for l in self.luns.values_mut() {
@@ -216,6 +218,7 @@ impl<D: BlockDevice> Array<D> {
     /// Errors: [`Error::LunOutOfRange`], [`Error::NoSuchLun`], [`Error::NoSuchHost`].
     pub fn grant(&mut self, lun: u32, host: u64, access: Access) -> Result<()> {
         self.live()?;
+        self.make_room(0)?;
         self.get(lun)?;
         let bit = 1u64 << self.access.index_of(host).ok_or(Error::NoSuchHost(host))?;
         let l = self.luns.get_mut(&lun).ok_or(Error::NoSuchLun(lun))?;
@@ -235,6 +238,7 @@ impl<D: BlockDevice> Array<D> {
     /// [`Error::NotGranted`].
     pub fn revoke(&mut self, lun: u32, host: u64) -> Result<()> {
         self.live()?;
+        self.make_room(0)?;
         self.get(lun)?;
         let bit = 1u64 << self.access.index_of(host).ok_or(Error::NoSuchHost(host))?;
         let l = self.luns.get_mut(&lun).ok_or(Error::NoSuchLun(lun))?;
@@ -262,6 +266,7 @@ impl<D: BlockDevice> Array<D> {
     /// Turns host access control on or off (committed).
     pub fn set_security(&mut self, enabled: bool) -> Result<()> {
         self.live()?;
+        self.make_room(0)?;
         self.access.security = enabled;
         self.dirty = true;
         self.commit()
@@ -367,6 +372,17 @@ impl<D: BlockDevice> HostView<'_, D> {
     pub fn map(&mut self, lun: u32, offset: u64, len: u64) -> Result<Vec<super::MapRange>> {
         self.authorize(lun, false)?;
         self.array.map(lun, offset, len)
+    }
+
+    /// [`Array::map_allocation`] on behalf of the host (it needs a read grant).
+    pub fn map_allocation(
+        &mut self,
+        lun: u32,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<super::MapRange>> {
+        self.authorize(lun, false)?;
+        self.array.map_allocation(lun, offset, len)
     }
 
     /// [`Array::lun_info`] as the host sees it: a LUN it may not discover is missing.

@@ -35,6 +35,7 @@ impl<D: BlockDevice> Array<D> {
     /// reservation of the whole group ([`Error::NoSpace`]).
     pub fn create_copies(&mut self, pairs: &[(u32, u32)], attached: bool) -> Result<()> {
         self.live()?;
+        self.make_room(0)?;
         if pairs.is_empty() {
             return Err(Error::InvalidArgument("an empty consistency group"));
         }
@@ -103,6 +104,7 @@ impl<D: BlockDevice> Array<D> {
     /// twice changes nothing.
     pub fn attach_many(&mut self, copies: &[u32]) -> Result<()> {
         self.live()?;
+        self.make_room(0)?;
         if copies.is_empty() {
             return Err(Error::InvalidArgument("an empty consistency group"));
         }
@@ -140,7 +142,7 @@ impl<D: BlockDevice> Array<D> {
                 l.dirty = true;
                 core::mem::replace(&mut l.mapping, f)
             };
-            self.eng.drop_tree(old)?;
+            self.eng.drop_tree_later(old)?;
         }
         self.dirty = true;
         self.commit()

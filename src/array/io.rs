@@ -196,6 +196,7 @@ impl<D: BlockDevice> Array<D> {
             let chunk = &buf[done..done + len];
             if detect && is_zero(chunk) {
                 if len as u64 == es {
+                    self.make_room(0)?;
                     self.unmap(n, le)?;
                 } else if self.mapped(n, le)?.0.is_some() {
                     self.write_in_extent(n, le, within, chunk)?;
@@ -264,11 +265,13 @@ impl<D: BlockDevice> Array<D> {
                 return self.write_extent(e, within, data);
             }
         }
-        if self.eng.data_free() == 0 {
-            // Extents released in this transaction become free at commit. The
-            // reservation (plus the spare extent) guarantees one is free then.
+        // Extents released in this transaction become free at commit. The
+        // reservation (plus the spare extent) guarantees one is free then, once
+        // the trees waiting in the free queue are freed: one commit either way.
+        if !self.make_room(1)? && self.eng.data_free() == 0 {
             self.commit()?;
         }
+
         let new = self.eng.alloc_data()?;
         let es = self.extent_size as usize;
         let r = if data.len() == es {
@@ -364,6 +367,7 @@ impl<D: BlockDevice> Array<D> {
     /// would make part of the discard durable on its own. Committing here only makes
     /// the writes before the discard durable, as a flush would; afterwards the spare
     /// extents (at least two) guarantee enough are free.
+    /// When trees wait in the free queue, that commit frees what is short first.
     fn discard_prepare(&mut self, n: u32, offset: u64, len: u64) -> Result<()> {
         let size = self.get(n)?.size;
         let es = self.extent_size;
@@ -389,7 +393,7 @@ impl<D: BlockDevice> Array<D> {
                 }
             }
         }
-        if self.eng.data_free() < needed {
+        if !self.make_room(needed)? && self.eng.data_free() < needed {
             self.commit()?;
         }
         Ok(())

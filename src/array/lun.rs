@@ -225,7 +225,9 @@ pub struct PoolInfo {
     /// in a pool of two — are kept spare so that copy-on-write rarely has to commit
     /// early).
     pub capacity_bytes: u64,
-    /// Bytes of data extents in use.
+    /// Bytes of data extents in use, including those that only dropped mappings
+    /// still hold while they wait to be freed ([`Array::pending_bytes`](super::Array::pending_bytes) says how
+    /// many: they are not free yet, but a write that needs them frees them first).
     pub allocated_bytes: u64,
     /// Bytes reserved by the LUNs that are not detached.
     pub reserved_bytes: u64,
@@ -257,4 +259,7 @@ pub struct PoolInfo {
     pub max_luns: u32,
     /// Generation of the newest commit.
     pub generation: u64,
+    /// Entries in the free queue: dropped mappings, and parts of them, waiting to
+    /// be freed ([`Array::reclaim`](super::Array::reclaim)); 0 when nothing waits.
+    pub reclaim_queue: u64,
 }

@@ -3,6 +3,7 @@
 //! the mapping entries inside the range, and for a diff only the parts of the two
 //! mappings that are not shared.
 
+use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::device::BlockDevice;
@@ -10,6 +11,7 @@ use crate::error::Result;
 
 use super::lun::{unpack, EXTENTS_PER_ENTRY};
 use super::Array;
+use crate::engine::LIVE_CHUNK;
 
 /// One range of a LUN's address space, as [`Array::map`] reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -129,11 +131,26 @@ impl<D: BlockDevice> Array<D> {
     /// Errors: as [`Array::read`], but an offline LUN may be mapped (only its metadata
     /// is read).
     pub fn map(&mut self, n: u32, offset: u64, len: u64) -> Result<Vec<MapRange>> {
+        self.map_inner(n, offset, len, true)
+    }
+
+    /// [`Array::map`] without the sharing: every range's `shared` is false. Cheaper
+    /// (no reference count is read), and it never waits for dropped mappings to be
+    /// freed, which `map` does to make `shared` exact: for hosts that only ask
+    /// where data is (NBD block status).
+    ///
+    /// Errors: as [`Array::map`].
+    pub fn map_allocation(&mut self, n: u32, offset: u64, len: u64) -> Result<Vec<MapRange>> {
+        self.map_inner(n, offset, len, false)
+    }
+
+    fn map_inner(&mut self, n: u32, offset: u64, len: u64, sharing: bool) -> Result<Vec<MapRange>> {
         self.io_check_online(n, offset, len, false)?;
         let mut out: Vec<MapRange> = Vec::new();
         if len == 0 {
             return Ok(out);
         }
+
         let es = self.extent_size;
         let end = offset + len;
         let (first, last) = (offset / es, (end - 1) / es);
@@ -141,17 +158,51 @@ impl<D: BlockDevice> Array<D> {
         // (logical extent, data extent, path shared), in order, inside the request.
         let mut mapped: Vec<(u64, u64, bool)> = Vec::new();
         let (lo, hi) = (first / EXTENTS_PER_ENTRY, last / EXTENTS_PER_ENTRY);
-        self.eng.range_shared(&mapping, lo, hi, |key, v, shared| {
+        let collect = |key: u64, v: &[u8], shared: bool| {
             for (i, &s) in unpack(v).iter().enumerate() {
                 let le = key * EXTENTS_PER_ENTRY + i as u64;
                 if s != 0 && (first..=last).contains(&le) {
                     mapped.push((le, u64::from(s) - 1, shared));
                 }
             }
-        })?;
+        };
+        // Whether each mapped extent is shared, when the stored counts cannot say:
+        // dropped mappings that wait to be freed still count.
+        let mut live_shared: Option<Vec<bool>> = None;
+        if sharing && self.reclaim_pending() {
+            let live = self.live_mappings();
+            let counts = self.eng.live_counts(&live, 0)?;
+            self.eng
+                .range_shared_live(&mapping, lo, hi, &counts, collect)?;
+            let mut flags = vec![false; mapped.len()];
+            let mut chunks: Vec<u64> = mapped.iter().map(|m| m.1 / LIVE_CHUNK).collect();
+            chunks.dedup();
+            chunks.sort_unstable();
+            chunks.dedup();
+            let mut counts = Some(counts);
+            for c in chunks {
+                let counts = match counts.take() {
+                    Some(k) if c == 0 => k,
+                    _ => self.eng.live_counts(&live, c * LIVE_CHUNK)?,
+                };
+                for (m, f) in mapped.iter().zip(flags.iter_mut()) {
+                    if let Some(n) = counts.extent(m.1) {
+                        *f = n > 1;
+                    }
+                }
+            }
+            live_shared = Some(flags);
+        } else {
+            self.eng.range_shared(&mapping, lo, hi, collect)?;
+        }
         let mut pos = offset;
-        for (le, extent, path_shared) in mapped {
-            let shared = path_shared || self.eng.data_refcount(extent)? > 1;
+        for (i, (le, extent, path_shared)) in mapped.into_iter().enumerate() {
+            let shared = sharing
+                && (path_shared
+                    || match &live_shared {
+                        Some(f) => f.get(i).copied().unwrap_or(false),
+                        None => self.eng.data_refcount(extent)? > 1,
+                    });
             let start = (le * es).max(offset);
             let stop = ((le + 1) * es).min(end);
             add_map(&mut out, pos, start, false, false, false);

@@ -19,6 +19,7 @@ mod lost;
 pub(crate) mod lun;
 mod map;
 mod ops;
+mod reclaim;
 mod repair;
 
 use alloc::collections::BTreeMap;
@@ -38,6 +39,7 @@ pub use check::{ArrayViolation, Severity};
 use lun::{Lun, ENTRY_BYTES, EXTENTS_PER_ENTRY, RECORD_SIZE};
 pub use lun::{LunInfo, LunKind, LunStatus, PoolInfo};
 pub use map::{DiffRange, MapRange};
+pub use reclaim::RECLAIM_PER_FLUSH;
 pub use repair::{RepairOptions, RepairReport};
 
 /// The I/O unit: offsets and lengths of reads, writes and discards are multiples
@@ -472,6 +474,7 @@ impl<D: BlockDevice> Array<D> {
             return Err(Error::Poisoned);
         }
         if self.dirty || self.eng.pending_heals() > 0 {
+            self.reclaim_some()?;
             self.commit()
         } else {
             Ok(())
@@ -610,8 +613,14 @@ impl<D: BlockDevice> Array<D> {
     /// (computed by walking its mapping: time grows with the data it maps).
     pub fn lun_info(&mut self, n: u32) -> Result<LunInfo> {
         let l = self.get(n)?.clone();
-        let (exclusive, shared) = self.sharing(&l.mapping)?;
-        Ok(LunInfo {
+        let sharing = self.sharing_of(&[l.mapping])?;
+        let (exclusive, shared) = sharing.first().copied().unwrap_or_default();
+        Ok(self.info_of(n, &l, exclusive, shared))
+    }
+
+    /// A LUN's info, given its (exclusive, shared) extents.
+    fn info_of(&self, n: u32, l: &Lun, exclusive: u64, shared: u64) -> LunInfo {
+        LunInfo {
             lun: n,
             size: l.size,
             kind: l.kind,
@@ -628,7 +637,7 @@ impl<D: BlockDevice> Array<D> {
             exclusive_bytes: exclusive * self.extent_size,
             shared_bytes: shared * self.extent_size,
             lost_bytes: self.lost.bytes(n),
-        })
+        }
     }
 
     /// The ranges of LUN `n` that [`Array::repair`] could not recover, as (offset,
@@ -659,8 +668,14 @@ impl<D: BlockDevice> Array<D> {
 
     /// Every LUN, in number order.
     pub fn luns(&mut self) -> Result<Vec<LunInfo>> {
-        let ns: Vec<u32> = self.luns.keys().copied().collect();
-        ns.into_iter().map(|n| self.lun_info(n)).collect()
+        let trees: Vec<Tree> = self.luns.values().map(|l| l.mapping).collect();
+        let sharing = self.sharing_of(&trees)?;
+        Ok(self
+            .luns
+            .iter()
+            .zip(sharing)
+            .map(|((&n, l), (e, s))| self.info_of(n, l, e, s))
+            .collect())
     }
 
     /// The LUN numbers in use, in order (cheap: no accounting).
@@ -695,11 +710,7 @@ impl<D: BlockDevice> Array<D> {
             luns: self.luns.len() as u32,
             max_luns: self.max_luns,
             generation: self.eng.generation(),
+            reclaim_queue: self.eng.reclaim_queue_len(),
         }
-    }
-
-    /// (exclusive, shared) extents mapped by `mapping`.
-    fn sharing(&mut self, mapping: &Tree) -> Result<(u64, u64)> {
-        self.eng.data_sharing(mapping)
     }
 }

@@ -37,6 +37,7 @@ impl<D: BlockDevice> Array<D> {
     /// (0, not a multiple of 512, larger than the pool), [`Error::NoSpace`].
     pub fn create_lun(&mut self, n: u32, size: u64) -> Result<()> {
         self.live()?;
+        self.make_room(0)?;
         self.check_free_number(n)?;
         let why = if size == 0 {
             Some("a LUN must not be empty")
@@ -82,6 +83,7 @@ impl<D: BlockDevice> Array<D> {
     /// copy), [`Error::NoSpace`] (attached).
     pub fn create_copy(&mut self, parent: u32, n: u32, attached: bool) -> Result<()> {
         self.live()?;
+        self.make_room(0)?;
         self.check_number(n)?;
         let p = self.get(parent)?.clone();
         self.check_free_number(n)?;
@@ -142,6 +144,7 @@ impl<D: BlockDevice> Array<D> {
     /// [`Error::ParentDetached`], [`Error::NoSpace`].
     pub fn attach(&mut self, n: u32) -> Result<()> {
         self.live()?;
+        self.make_room(0)?;
         let (c, pn, p) = self.image_parent(n)?;
         if !c.attached {
             self.reserve(self.extents_for(c.size))?;
@@ -157,7 +160,7 @@ impl<D: BlockDevice> Array<D> {
             l.dirty = true;
             old
         };
-        self.eng.drop_tree(old)?;
+        self.eng.drop_tree_later(old)?;
         self.dirty = true;
         self.commit()
     }
@@ -169,6 +172,7 @@ impl<D: BlockDevice> Array<D> {
     /// Errors: [`Error::NoSuchLun`], [`Error::NotACopy`].
     pub fn detach(&mut self, n: u32) -> Result<()> {
         self.live()?;
+        self.make_room(0)?;
         let c = self.get(n)?;
         if c.kind != LunKind::Copy {
             return Err(Error::NotACopy(n));
@@ -183,7 +187,7 @@ impl<D: BlockDevice> Array<D> {
             core::mem::replace(&mut l.mapping, Self::empty_mapping()?)
         };
         self.lost.remove(n);
-        self.eng.drop_tree(old)?;
+        self.eng.drop_tree_later(old)?;
         self.dirty = true;
         self.commit()
     }
@@ -196,6 +200,7 @@ impl<D: BlockDevice> Array<D> {
     /// Errors: [`Error::LunOutOfRange`], [`Error::NoSuchLun`], [`Error::HasCopies`].
     pub fn delete(&mut self, n: u32, orphan_copies: bool) -> Result<()> {
         self.live()?;
+        self.make_room(0)?;
         self.get(n)?;
         let copies = self.luns.values().filter(|l| l.parent == Some(n)).count() as u32;
         if copies > 0 && !orphan_copies {
@@ -211,7 +216,7 @@ impl<D: BlockDevice> Array<D> {
         let l = self.luns.get(&n).ok_or(Error::NoSuchLun(n))?.clone();
         self.lost.remove(n);
         self.forget_record(n)?;
-        self.eng.drop_tree(l.mapping)?;
+        self.eng.drop_tree_later(l.mapping)?;
         self.dirty = true;
         self.commit()
     }
@@ -224,6 +229,7 @@ impl<D: BlockDevice> Array<D> {
     /// [`Error::ParentGone`], [`Error::ParentDetached`].
     pub fn restore(&mut self, n: u32) -> Result<()> {
         self.live()?;
+        self.make_room(0)?;
         let c = self.get(n)?;
         if c.kind == LunKind::Copy && !c.attached {
             return Err(Error::Detached(n));
@@ -236,7 +242,7 @@ impl<D: BlockDevice> Array<D> {
             p.dirty = true;
             core::mem::replace(&mut p.mapping, fresh)
         };
-        self.eng.drop_tree(old)?;
+        self.eng.drop_tree_later(old)?;
         self.dirty = true;
         self.commit()
     }
@@ -247,6 +253,7 @@ impl<D: BlockDevice> Array<D> {
     /// Errors: [`Error::LunOutOfRange`], [`Error::NoSuchLun`].
     pub fn set_online(&mut self, n: u32, online: bool) -> Result<()> {
         self.live()?;
+        self.make_room(0)?;
         self.get(n)?;
         let l = self.luns.get_mut(&n).ok_or(Error::NoSuchLun(n))?;
         l.online = online;

@@ -411,6 +411,10 @@ fn salvage<D: BlockDevice>(
             old.mark(a);
         }
     }
+    // Trees waiting in the free queue are dropped by the rebuild, but their pages
+    // belong to the old commit until the new one is durable. Marked last: a walk
+    // skips what is marked, and queued trees share nodes with live ones.
+    eng.mark_queued(&mut old);
     Ok(Salvage {
         records,
         hosts,
@@ -591,6 +595,9 @@ fn rebuild<D: BlockDevice>(eng: &mut Engine<D>, s: &mut Salvage) -> Result<()> {
     for slot in 0..engine::ROOT_SLOTS {
         eng.set_root(slot, None)?;
     }
+    // The counts were rebuilt from the kept trees alone: what the queue held is
+    // free now.
+    eng.forget_free_queue();
     eng.set_root(TABLE_SLOT, Some(table))?;
     eng.set_root(HOSTS_SLOT, hosts)?;
     s.lost.write_back(eng)?;

@@ -15,8 +15,11 @@
 //! rebalance thin nodes on the way down, so every node but the root stays at least a
 //! third full.
 
+mod live;
 pub mod node;
 mod walk;
+
+pub use live::{LiveCounts, CHUNK as LIVE_CHUNK};
 
 use alloc::vec::Vec;
 
@@ -584,7 +587,10 @@ impl<D: BlockDevice> Ctx<'_, D> {
     /// split into (exclusive, shared): a reference is exclusive when no other tree
     /// reaches its leaf (every node on the path has one reference) and the extent
     /// has a single reference. Visits every node of `t` once; RAM stays constant.
-    pub fn data_sharing(&mut self, t: &Tree) -> Result<(u64, u64)> {
+    ///
+    /// With `live`, the counts are those of the live trees ([`Ctx::live_counts`])
+    /// rather than the stored ones, and only the extents of its chunk are counted.
+    pub fn data_sharing(&mut self, t: &Tree, live: Option<&LiveCounts>) -> Result<(u64, u64)> {
         let (mut exclusive, mut shared) = (0u64, 0u64);
         if t.root == 0 {
             return Ok((0, 0));
@@ -601,7 +607,11 @@ impl<D: BlockDevice> Ctx<'_, D> {
                     "B-tree walk revisits nodes: forged cycle",
                 ));
             }
-            let path_shared = above || self.sm.meta_count(self.st, addr)? > 1;
+            let count = match live {
+                Some(l) => l.node(addr),
+                None => self.sm.meta_count(self.st, addr)?,
+            };
+            let path_shared = above || count > 1;
             let (b, h) = self.node(addr, level, t)?;
             if h.is_leaf() {
                 vals.clear();
@@ -611,7 +621,14 @@ impl<D: BlockDevice> Ctx<'_, D> {
                 for v in vals.chunks(h.vs) {
                     for r in node::value_refs(h.kind, v) {
                         if let Ref::Data(e) = r {
-                            if path_shared || self.sm.data_count(self.st, e)? > 1 {
+                            let count = match live {
+                                Some(l) => match l.extent(e) {
+                                    Some(c) => c,
+                                    None => continue,
+                                },
+                                None => self.sm.data_count(self.st, e)?,
+                            };
+                            if path_shared || count > 1 {
                                 shared += 1;
                             } else {
                                 exclusive += 1;

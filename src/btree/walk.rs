@@ -15,7 +15,7 @@ use crate::device::BlockDevice;
 use crate::error::{Error, Result};
 
 use super::node::{self, Header};
-use super::{Ctx, Tree};
+use super::{Ctx, LiveCounts, Tree};
 
 /// What [`Ctx::diff`] calls for each key where the trees may differ.
 pub type DiffFn<'f> = dyn FnMut(u64, Option<&[u8]>, Option<&[u8]>) + 'f;
@@ -117,13 +117,14 @@ impl<D: BlockDevice> Ctx<'_, D> {
         t: &Tree,
         lo: u64,
         hi: u64,
+        live: Option<&LiveCounts>,
         f: &mut dyn FnMut(u64, &[u8], bool),
     ) -> Result<()> {
         if t.root == 0 || lo > hi {
             return Ok(());
         }
         let mut budget = Budget(self.sm.meta.entries);
-        self.shared_walk(t, t.root, None, false, lo, hi, &mut budget, f)
+        self.shared_walk(t, t.root, None, false, (lo, hi), &mut budget, live, f)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -133,13 +134,17 @@ impl<D: BlockDevice> Ctx<'_, D> {
         addr: u64,
         level: Option<u8>,
         above: bool,
-        lo: u64,
-        hi: u64,
+        (lo, hi): (u64, u64),
         budget: &mut Budget,
+        live: Option<&LiveCounts>,
         f: &mut dyn FnMut(u64, &[u8], bool),
     ) -> Result<()> {
         budget.take(addr)?;
-        let shared = above || self.sm.meta_count(self.st, addr)? > 1;
+        let count = match live {
+            Some(l) => l.node(addr),
+            None => self.sm.meta_count(self.st, addr)?,
+        };
+        let shared = above || count > 1;
         let (b, h) = self.copy_node(addr, level, t)?;
         if h.is_leaf() {
             let start = node::search(&b, h.nr, lo).0;
@@ -157,7 +162,16 @@ impl<D: BlockDevice> Ctx<'_, D> {
                 continue;
             }
             let (l, r) = (s.lo.max(lo), s.hi.min(hi));
-            self.shared_walk(t, s.addr, Some(h.level - 1), shared, l, r, budget, f)?;
+            self.shared_walk(
+                t,
+                s.addr,
+                Some(h.level - 1),
+                shared,
+                (l, r),
+                budget,
+                live,
+                f,
+            )?;
         }
         Ok(())
     }

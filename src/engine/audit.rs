@@ -223,8 +223,7 @@ impl<D: BlockDevice> Engine<D> {
             w.data_found = Vec::new();
             w.data_found = vec![0; n as usize];
             w.visited.iter_mut().for_each(|x| *x = 0);
-            let roots = self.roots;
-            for t in roots.iter().flatten() {
+            for t in self.trees() {
                 if t.root() != 0 {
                     self.walk_tree(&mut w, t.root(), Some((t.value_size(), t.kind())));
                 }

@@ -8,6 +8,7 @@
 //! recovers the previous commit; after it, the new one.
 
 mod audit;
+mod reclaim;
 pub(crate) mod salvage;
 mod scrub;
 mod slots;
@@ -23,6 +24,7 @@ use superblock::{MapRoot, Superblock};
 
 pub use crate::btree::node::ValueKind;
 pub use crate::btree::Tree;
+pub use crate::btree::{LiveCounts, LIVE_CHUNK};
 pub use crate::store::page_store::CacheStats;
 pub use scrub::{ScrubProblem, ScrubReport, MAX_PROBLEMS};
 pub use superblock::{is_valid_extent_size, Geometry, CLIENT_BYTES, ROOT_SLOTS};
@@ -31,6 +33,7 @@ pub use superblock::{MAX_DATA_EXTENTS, MAX_EXTENT_SIZE, MIN_EXTENT_SIZE, SUPERBL
 /// What [`is_valid_extent_size`] requires, as an error message.
 pub(crate) const EXTENT_SIZE_RULE: &str = "extent size must be a power of two from 4 KiB to 1 MiB";
 pub use audit::Violation;
+pub use reclaim::ReclaimStats;
 
 /// Default data extent size: 64 KiB.
 pub const DEFAULT_EXTENT_SIZE: u32 = 64 * 1024;
@@ -174,6 +177,8 @@ pub struct Engine<D: BlockDevice> {
     rollback_unrecorded: bool,
     /// Changes since the last commit (trees, roots, client bytes).
     changed: bool,
+    /// Trees waiting to be freed ([`Engine::drop_tree_later`]).
+    queue: reclaim::FreeQueue,
 }
 
 impl<D: BlockDevice> Engine<D> {
@@ -264,6 +269,7 @@ impl<D: BlockDevice> Engine<D> {
             superblock_heals: alloc::vec::Vec::new(),
             rollback_unrecorded: false,
             changed: true,
+            queue: reclaim::FreeQueue::empty(),
         };
         e.commit()?;
         Ok(e)
@@ -302,7 +308,7 @@ impl<D: BlockDevice> Engine<D> {
         };
         let meta = map(&sb.meta_map, geo.meta_pages)?;
         let data = map(&sb.data_map, geo.data_extents)?;
-        for t in sb.roots.iter().flatten() {
+        for t in sb.roots.iter().flatten().chain([&sb.queue.tree]) {
             if t.root() != 0 && !(geo.meta_start..meta_end).contains(&t.root()) {
                 return Err(Error::corrupt(
                     t.root(),
@@ -327,6 +333,7 @@ impl<D: BlockDevice> Engine<D> {
             superblock_heals: chosen.heal,
             rollback_unrecorded: chosen.rollback.is_some(),
             changed: false,
+            queue: sb.queue,
         })
     }
 
@@ -377,6 +384,7 @@ impl<D: BlockDevice> Engine<D> {
             client: self.client,
             healed: self.healed + healed,
             rollback: self.rollback,
+            queue: self.queue,
         };
         let mut buf = [0u8; PAGE_SIZE];
         let slot = gen % 2;
@@ -438,6 +446,12 @@ impl<D: BlockDevice> Engine<D> {
             }
         }
         r
+    }
+
+    /// Every tree the superblock holds: the root slots', then the free queue.
+    fn trees(&self) -> impl Iterator<Item = Tree> {
+        let queue = (!self.queue.is_empty()).then_some(self.queue.tree);
+        self.roots.into_iter().flatten().chain(queue)
     }
 
     fn read_ctx(&mut self) -> Ctx<'_, D> {
@@ -618,12 +632,46 @@ impl<D: BlockDevice> Engine<D> {
     /// reached by no other tree and their extent has no other reference, so dropping
     /// the tree would free them. Time grows with the tree's size; RAM does not.
     pub fn data_sharing(&mut self, tree: &Tree) -> Result<(u64, u64)> {
-        self.read_ctx().data_sharing(tree)
+        self.read_ctx().data_sharing(tree, None)
+    }
+
+    /// The references `trees` hold (each handle one, and their nodes theirs), to
+    /// every metadata page and to the data extents from `lo` (a chunk of up to
+    /// [`LIVE_CHUNK`]): the counts the stored ones become once the free queue is
+    /// worked off, when `trees` are all the live trees that share nodes or extents.
+    /// Values that refer to trees are not followed. Reads every node of `trees`
+    /// once.
+    pub fn live_counts(&mut self, trees: &[Tree], lo: u64) -> Result<LiveCounts> {
+        let extents = self.geo.data_extents;
+        self.read_ctx().live_counts(trees, lo, extents)
+    }
+
+    /// [`Engine::data_sharing`] by the counts of `live`, for the extents of its chunk.
+    pub fn data_sharing_live(&mut self, tree: &Tree, live: &LiveCounts) -> Result<(u64, u64)> {
+        self.read_ctx().data_sharing(tree, Some(live))
+    }
+
+    /// [`Engine::range_shared`] by the node counts of `live`.
+    pub fn range_shared_live(
+        &mut self,
+        tree: &Tree,
+        lo: u64,
+        hi: u64,
+        live: &LiveCounts,
+        mut f: impl FnMut(u64, &[u8], bool),
+    ) -> Result<()> {
+        self.read_ctx()
+            .range_shared(tree, lo, hi, Some(live), &mut f)
     }
 
     /// Data extents that can be allocated now, without a commit.
     pub fn data_free(&self) -> u64 {
         self.sm.data.free()
+    }
+
+    /// Metadata pages that can be allocated now, without a commit.
+    pub fn meta_free(&self) -> u64 {
+        self.sm.meta.free()
     }
 
     /// Reference counts of data extent `extent`: now, and in the last commit.
@@ -662,7 +710,7 @@ impl<D: BlockDevice> Engine<D> {
         hi: u64,
         mut f: impl FnMut(u64, &[u8], bool),
     ) -> Result<()> {
-        self.read_ctx().range_shared(tree, lo, hi, &mut f)
+        self.read_ctx().range_shared(tree, lo, hi, None, &mut f)
     }
 
     /// Calls `f(key, a_value, b_value)` for each key in `[lo, hi]` where trees `a` and

@@ -119,7 +119,7 @@ impl<D: BlockDevice> Engine<D> {
         }
         let meta = self.geo.meta_start..self.geo.meta_start + self.geo.meta_pages;
         let mut seen = vec![0u64; (self.geo.meta_pages as usize).div_ceil(64)];
-        let mut stack: Vec<u64> = self.roots.iter().flatten().map(|t| t.root()).collect();
+        let mut stack: Vec<u64> = self.trees().map(|t| t.root()).collect();
         while let Some(addr) = stack.pop() {
             if addr == 0 {
                 continue;

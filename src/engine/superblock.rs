@@ -33,7 +33,15 @@
 //! | 376 | 8 | metadata page copies healed so far (a running count) |
 //! | 384 | 8 | generation lost by an open that allowed a rollback (0: never) |
 //! | 392 | 8 | generation that open rolled back to |
-//! | 400 | .. | zero |
+//! | 400 | 8 | free queue root (0: empty) |
+//! | 408 | 8 | free queue front key counter |
+//! | 416 | 8 | free queue back key counter |
+//! | 424 | 8 | free queue entries |
+//! | 432 | .. | zero |
+//!
+//! A superblock whose free queue is not empty sets the incompatible feature
+//! [`IncompatFeatures::FREE_QUEUE`]: a build that does not know the queue would
+//! leak what it holds, so it refuses the image instead.
 
 use bitflags::bitflags;
 
@@ -42,6 +50,8 @@ use crate::btree::Tree;
 use crate::error::{Error, Result};
 use crate::store::page::{self, get_u16, get_u32, get_u64, put_u16, put_u32, put_u64};
 use crate::store::page::{PageKind, PAGE_SIZE};
+
+use super::reclaim::FreeQueue;
 
 /// The on-disk format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 2;
@@ -69,7 +79,10 @@ pub const fn is_valid_extent_size(bytes: u32) -> bool {
 bitflags! {
     /// Features a reader must understand to open the device at all.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub struct IncompatFeatures: u64 {}
+    pub struct IncompatFeatures: u64 {
+        /// Trees wait in the free queue (bytes 400..432) to be freed.
+        const FREE_QUEUE = 1;
+    }
 }
 
 /// Where everything is on the device.
@@ -201,6 +214,8 @@ pub struct Superblock {
     pub healed: u64,
     /// The last rollback an open allowed: (generation lost, generation kept).
     pub rollback: Option<(u64, u64)>,
+    /// Trees waiting to be freed.
+    pub queue: FreeQueue,
 }
 
 /// Byte offsets of the superblock's fields (the table in the module docs), used by
@@ -235,6 +250,10 @@ mod off {
     pub const HEALED: usize = 376;
     pub const ROLLBACK_LOST: usize = 384;
     pub const ROLLBACK_TO: usize = 392;
+    pub const QUEUE_ROOT: usize = 400;
+    pub const QUEUE_FRONT: usize = 408;
+    pub const QUEUE_BACK: usize = 416;
+    pub const QUEUE_ENTRIES: usize = 424;
 }
 
 impl Superblock {
@@ -244,7 +263,12 @@ impl Superblock {
         put_u32(b, off::VERSION, FORMAT_VERSION);
         put_u32(b, off::PAGE_SIZE, PAGE_SIZE as u32);
         put_u64(b, off::COMPAT, 0);
-        put_u64(b, off::INCOMPAT, IncompatFeatures::empty().bits());
+        let features = if self.queue.is_empty() {
+            IncompatFeatures::empty()
+        } else {
+            IncompatFeatures::FREE_QUEUE
+        };
+        put_u64(b, off::INCOMPAT, features.bits());
         put_u64(b, off::RO_COMPAT, 0);
         let g = &self.geo;
         put_u32(b, off::DEVICE_BLOCK_SIZE, g.device_block_size);
@@ -278,6 +302,10 @@ impl Superblock {
         let (lost, to) = self.rollback.unwrap_or((0, 0));
         put_u64(b, off::ROLLBACK_LOST, lost);
         put_u64(b, off::ROLLBACK_TO, to);
+        put_u64(b, off::QUEUE_ROOT, self.queue.tree.root());
+        put_u64(b, off::QUEUE_FRONT, self.queue.front);
+        put_u64(b, off::QUEUE_BACK, self.queue.back);
+        put_u64(b, off::QUEUE_ENTRIES, self.queue.entries);
         page::seal(b);
     }
 
@@ -293,10 +321,27 @@ impl Superblock {
                 "superblock records another metadata page size",
             ));
         }
-        let incompat = get_u64(b, off::INCOMPAT) | get_u64(b, off::RO_COMPAT);
-        let unknown = incompat & !IncompatFeatures::all().bits();
+        let incompat = get_u64(b, off::INCOMPAT);
+        // No read-only-compatible feature exists yet: every one is unknown.
+        let unknown = (incompat & !IncompatFeatures::all().bits()) | get_u64(b, off::RO_COMPAT);
         if unknown != 0 {
             return Err(Error::IncompatibleFeatures(unknown));
+        }
+        let queue = match get_u64(b, off::QUEUE_ROOT) {
+            // Images written before the queue existed hold zeros here.
+            0 if get_u64(b, off::QUEUE_FRONT) == 0 => FreeQueue::empty(),
+            root => FreeQueue::from_parts(
+                root,
+                get_u64(b, off::QUEUE_FRONT),
+                get_u64(b, off::QUEUE_BACK),
+                get_u64(b, off::QUEUE_ENTRIES),
+            )?,
+        };
+        if queue.is_empty() == (incompat & IncompatFeatures::FREE_QUEUE.bits() != 0) {
+            return Err(Error::corrupt(
+                0,
+                "superblock's free queue flag does not match its queue",
+            ));
         }
         let geo = Geometry {
             device_block_size: get_u32(b, off::DEVICE_BLOCK_SIZE),
@@ -334,6 +379,7 @@ impl Superblock {
                 0 => None,
                 lost => Some((lost, get_u64(b, off::ROLLBACK_TO))),
             },
+            queue,
         })
     }
 }
@@ -416,6 +462,7 @@ mod tests {
             client: [1; CLIENT_BYTES],
             healed: 3,
             rollback: Some((9, 8)),
+            queue: FreeQueue::from_parts(40, 1 << 62, (1 << 63) + 5, 3).unwrap(),
         };
         let mut b = alloc::vec![0u8; PAGE_SIZE];
         sb.encode(&mut b, 1);

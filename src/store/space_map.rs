@@ -257,6 +257,11 @@ impl SpaceMaps {
         }
     }
 
+    /// The first metadata page (entry 0 of the metadata map).
+    pub fn meta_start(&self) -> u64 {
+        self.meta_start
+    }
+
     fn meta_entry(&self, addr: u64) -> Result<u64> {
         match addr.checked_sub(self.meta_start) {
             Some(e) if e < self.meta.entries => Ok(e),

@@ -365,6 +365,7 @@ impl Model {
             luns: self.luns.len() as u32,
             max_luns: self.max_luns,
             generation: self.gen,
+            reclaim_queue: 0,
         }
     }
 

@@ -115,12 +115,29 @@ impl Model {
         w.metadata_copies = p.metadata_copies;
         w.healed_pages = p.healed_pages;
         w.pending_heals = p.pending_heals;
+        // How far reclamation has got depends on budgets the model does not
+        // follow; what waits is allocated until freed, and must be exactly the
+        // extents no live LUN maps.
+        w.reclaim_queue = p.reclaim_queue;
+        let pending = array
+            .pending_bytes()
+            .map_err(|e| Mismatch::new(format!("pending_bytes() failed: {e}")))?;
+        // What waits may fill the spare extents too (free_bytes saturates at 0).
+        if pending > p.allocated_bytes {
+            return err(format!(
+                "{pending} bytes pending, more than allocated: {p:?}"
+            ));
+        }
+        p.allocated_bytes -= pending;
+        p.free_bytes = p.capacity_bytes.saturating_sub(p.allocated_bytes);
         if !self.lineage_known {
             p.allocated_bytes = 0;
             p.free_bytes = w.free_bytes;
         }
         if p != w {
-            return err(format!("pool_info() is {p:?}, the model says {w:?}"));
+            return err(format!(
+                "pool_info() is {p:?} ({pending} bytes pending), the model says {w:?}"
+            ));
         }
         if p.metadata_used_bytes > p.metadata_provisioned_bytes {
             return err(format!("metadata used beyond what was provisioned: {p:?}"));
