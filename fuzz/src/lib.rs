@@ -798,6 +798,8 @@ pub enum Op {
     ReopenDirty,
     /// `check()` must be empty.
     Check,
+    /// `reclaim(budget)`: frees dropped mappings (commits when anything waited).
+    Reclaim(u64),
     /// `scrub`: every page has a good copy; what was written is committed.
     Scrub,
     /// Damage on the medium, under the array: a byte of one copy of a page flipped
@@ -817,7 +819,7 @@ impl Op {
         let (l2, l3) = (lun(), lun());
         let x = b.u8();
         let (s, n) = (u64::from(b.u16()), u64::from(b.u8()));
-        match code % 22 {
+        match code % 23 {
             0 | 1 => Op::CreateLun {
                 lun: l0,
                 sectors: if x == 255 { 1 << 31 } else { 1 + u64::from(x) },
@@ -867,6 +869,7 @@ impl Op {
             18 => Op::Flush,
             19 => Op::Reopen,
             20 => Op::ReopenDirty,
+            22 => Op::Reclaim([1, 4, 64, u64::MAX][usize::from(x % 4)]),
             _ => Op::Check,
         }
     }
@@ -951,7 +954,7 @@ impl Op {
                 sectors,
             } => m.discard_with_commits(lun, sector * SECTOR, sectors * SECTOR, commits),
             Op::Flush => m.flush(),
-            Op::Scrub => {
+            Op::Scrub | Op::Reclaim(_) => {
                 for _ in 0..commits {
                     m.commit();
                 }
@@ -1249,6 +1252,7 @@ impl Run {
                 sectors,
             } => a.discard(lun, sector * SECTOR, sectors * SECTOR),
             Op::Flush => a.flush(),
+            Op::Reclaim(budget) => a.reclaim(budget).map(drop),
             Op::Scrub => {
                 let r = a.scrub(|_, _| {});
                 self.scrubbed = r.as_ref().ok().cloned();
@@ -1477,6 +1481,12 @@ fn cut_short(pre: &Model, op: Op, id: u32, commits: u64, done: bool) -> Vec<Mode
         }
         // Each of its commits may have reached the medium (one for what was written,
         // one to record what it healed; up to three are allowed).
+        // Its one commit may have reached the medium.
+        Op::Reclaim(_) => {
+            let mut m = pre.clone();
+            m.commit();
+            v.push(m);
+        }
         Op::Scrub => {
             let mut m = pre.clone();
             for _ in 0..3 {

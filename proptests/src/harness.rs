@@ -104,6 +104,9 @@ pub enum Op {
     },
     /// `flush()`.
     Flush,
+    /// `reclaim(budget)`: frees dropped mappings from the free queue (commits when
+    /// anything waited and the budget is not 0).
+    Reclaim(u64),
     /// `close()` (or `flush()` and `into_device()` under faults) and `open()`.
     Reopen,
     /// A power cut with this outcome, then `open()` (state-machine test only).
@@ -152,7 +155,7 @@ impl Op {
             | Op::SetDetectZeros(_)
             | Op::Map { .. }
             | Op::Diff { .. } => Vec::new(),
-            Op::Flush | Op::Reopen | Op::PowerCut(_) => m.lun_numbers(),
+            Op::Flush | Op::Reclaim(_) | Op::Reopen | Op::PowerCut(_) => m.lun_numbers(),
         }
     }
 
@@ -377,6 +380,39 @@ impl<D: BlockDevice + Clone> Harness<D> {
                 r
             }
             Op::PowerCut(_) => return Err("the harness does not cut power".into()),
+            Op::Reclaim(budget) => {
+                let pending = self.array().reclaim_pending();
+                // Reclamation changes no content: it commits what was written
+                // before it, as a flush would, when anything waited.
+                let commits = pending && budget > 0;
+                let mut committed = self.m.clone();
+                committed.commit();
+                match self.array().reclaim(budget) {
+                    Ok(stats) => {
+                        if !commits && stats.work > 0 {
+                            return Err(format!("{op:?}: worked with nothing waiting"));
+                        }
+                        if budget == u64::MAX && stats.remaining != 0 {
+                            return Err(format!("{op:?}: {stats:?} left work"));
+                        }
+                        if stats.remaining != self.array().pool_info().reclaim_queue {
+                            return Err(format!("{op:?}: {stats:?} disagrees with pool_info"));
+                        }
+                        if commits {
+                            self.m = committed;
+                            candidates.push(self.m.clone());
+                        }
+                        Ok(())
+                    }
+                    Err(e) if faults && device_or_poisoned(&e) => {
+                        if commits {
+                            candidates.push(committed);
+                        }
+                        Err(e)
+                    }
+                    Err(e) => return Err(format!("{op:?}: failed with {e:?}")),
+                }
+            }
             _ => {
                 let want = model_op(&mut self.m, op);
                 let got = array_op(self.array(), op);
@@ -684,6 +720,7 @@ pub fn model_op(m: &mut Model, op: &Op) -> Result<(), Error> {
         | Op::ReadAs { .. }
         | Op::Map { .. }
         | Op::Diff { .. }
+        | Op::Reclaim(_)
         | Op::Reopen
         | Op::PowerCut(_) => {
             unreachable!("not a management operation: {op:?}")
@@ -731,6 +768,7 @@ pub fn array_op<D: BlockDevice>(a: &mut Array<D>, op: &Op) -> Result<(), Error> 
         | Op::ReadAs { .. }
         | Op::Map { .. }
         | Op::Diff { .. }
+        | Op::Reclaim(_)
         | Op::Reopen
         | Op::PowerCut(_) => {
             unreachable!("not a management operation: {op:?}")

@@ -345,6 +345,12 @@ impl ReferenceStateMachine for Reference {
                     .boxed(),
             ),
             (3, Just(Op::Flush).boxed()),
+            (
+                2,
+                prop_oneof![Just(1u64), Just(7), Just(100), Just(u64::MAX)]
+                    .prop_map(Op::Reclaim)
+                    .boxed(),
+            ),
             (2, Just(Op::Reopen).boxed()),
             (
                 3,
@@ -513,6 +519,7 @@ impl ReferenceStateMachine for Reference {
             | Op::Map { .. }
             | Op::Diff { .. }
             | Op::Reopen
+            | Op::Reclaim(_)
             | Op::PowerCut(_) => {}
             op => {
                 let _ = lunsnap_proptests::harness::model_op(&mut s.m, op);
