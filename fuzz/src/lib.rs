@@ -161,6 +161,7 @@ fn build_base(kind: u8, copies: u32) -> Base {
     let mut a = Array::format(dev, &opts).expect("format the base image");
     populate(&mut a).expect("populate the base image");
     assert!(a.check().expect("check the base image").is_empty());
+    assert!(a.reclaim_pending(), "the base image has a free queue");
     let dev = a.close().expect("close the base image");
     // The superblocks and the metadata pages in use (not those of older commits).
     let mut a = Array::open(dev.clone(), &OpenOptions::default()).expect("open the base image");
@@ -216,7 +217,21 @@ fn populate(a: &mut Array<MemDevice>) -> Result<(), Error> {
     a.set_online(9, false)?;
     a.set_security(true)?;
     a.write(4, 0, &sectors(4, 9, 1))?;
-    a.flush()
+    a.flush()?;
+    // A LUN with a copy, diverged in a few places and deleted after the last flush
+    // (the copy orphaned): its mapping waits in the free queue (its root and the
+    // diverged nodes its own, the rest shared with the copy), for patches to damage
+    // and the operations to reclaim.
+    let half = a.pool_info().unreserved_bytes / 2 / es * es;
+    a.create_lun(11, half)?;
+    for e in 0..half / es {
+        a.write(11, e * es, &sectors(11, e as u32, 1))?;
+    }
+    a.create_copy(11, 12, true)?;
+    for e in (0..half / es).step_by(3) {
+        a.write(11, e * es + SECTOR, &sectors(12, e as u32, 1))?;
+    }
+    a.delete(11, true)
 }
 
 /// `n` sectors of the recognisable pattern of write `id`, from sector `first`.
@@ -684,6 +699,12 @@ fn exercise(dev: MemDevice, remake: impl Fn() -> MemDevice, cache_bytes: usize, 
     if let Some(&last) = nums.last() {
         let _ = a.delete(last, true);
     }
+    // What those dropped waits in the free queue (with whatever a forged queue
+    // held): the figures while it waits, one small step, then all of it.
+    o.note("pending", a.pending_bytes());
+    o.note("reclaim step", a.reclaim(3));
+    o.note("luns while reclaiming", a.luns());
+    o.note("reclaim", a.reclaim(u64::MAX));
     o.note("flush", a.flush());
     if a.is_poisoned() {
         assert!(!clean, "a clean array was poisoned: {:?}", o.log);
