@@ -3,13 +3,14 @@
  *
  * It does not include include/lunsnap.h. It declares, as an older header would, the
  * growable structs with fewer fields than the library has (lunsnap_lun_info without
- * its last three fields, lunsnap_pool_info without its last eleven, lunsnap_format_options
+ * its last three fields, lunsnap_pool_info without its last twelve, lunsnap_format_options
  * without cache_bytes, array_id and metadata_copies, lunsnap_open_options with
  * struct_size alone, lunsnap_device_callbacks without discard), and only the functions
  * it calls. It also declares the three structs as 0.2.0 had them, the fields just
  * before metadata_copies, allow_rollback and the pool's metadata_copies, healed_pages,
  * pending_heals and rollback generations were appended (the pool's first new field
- * lands in what was the old struct's tail padding). Each struct sits at the very end
+ * lands in what was the old struct's tail padding), and lunsnap_pool_info as it was just
+ * before reclaim_queue (background freeing) was appended. Each struct sits at the very end
  * of a heap block of exactly its size followed by a canary, so a library writing past
  * the caller's struct_size is caught by the canary in a plain run, by ASan
  * (heap-buffer-overflow) and by valgrind (invalid write); a library reading past it
@@ -22,7 +23,9 @@
  * which this older header does not name, a NULL discard callback); and a program that
  * set struct_size to the old size gets the same results as one built against the
  * current header would (the LUN's size, reservation, the pool, the least device).
- * Exit status 1 on failure.
+ * Background freeing needs nothing from an older program: a deleted LUN's space waits
+ * in the free queue (still counted as allocated) until a committing lunsnap_flush,
+ * which it already calls, frees it. Exit status 1 on failure.
  */
 
 #include <stdbool.h>
@@ -85,6 +88,28 @@ typedef struct {
      * rollback_lost_generation, rollback_kept_generation) */
 } lunsnap_pool_info_020;
 
+/* lunsnap_pool_info just before reclaim_queue was appended. */
+typedef struct {
+    size_t struct_size;
+    uint64_t capacity_bytes;
+    uint64_t allocated_bytes;
+    uint64_t reserved_bytes;
+    uint64_t unreserved_bytes;
+    uint64_t free_bytes;
+    uint64_t metadata_used_bytes;
+    uint64_t metadata_provisioned_bytes;
+    uint64_t generation;
+    uint32_t extent_size;
+    uint32_t luns;
+    uint32_t max_luns;
+    uint32_t metadata_copies;
+    uint64_t healed_pages;
+    uint64_t pending_heals;
+    uint64_t rollback_lost_generation;
+    uint64_t rollback_kept_generation;
+    /* (newer: reclaim_queue) */
+} lunsnap_pool_info_pre_reclaim;
+
 /* A code this header does not name (newer: LUNSNAP_RESULT_COMMIT_LOST): an older
  * program sees a failure, and lunsnap_strerror and lunsnap_last_error_message say
  * what it is. */
@@ -142,6 +167,7 @@ lunsnap_result lunsnap_create_lun(lunsnap_array *array, uint32_t lun, uint64_t s
 lunsnap_result lunsnap_create_copy(lunsnap_array *array, uint32_t parent, uint32_t lun, bool attached);
 lunsnap_result lunsnap_write(lunsnap_array *array, uint32_t lun, uint64_t offset, const uint8_t *buf, size_t len);
 lunsnap_result lunsnap_delete(lunsnap_array *array, uint32_t lun, bool orphan_copies);
+lunsnap_result lunsnap_flush(lunsnap_array *array);
 lunsnap_result lunsnap_get_lun_info(lunsnap_array *array, uint32_t lun, lunsnap_lun_info *out);
 lunsnap_result lunsnap_get_pool_info(lunsnap_array *array, lunsnap_pool_info *out);
 lunsnap_result lunsnap_close(lunsnap_array *array);
@@ -328,6 +354,24 @@ int main(void) {
           (unsigned long long)p2->generation, p2->extent_size, p2->luns, p2->max_luns,
           (unsigned long long)p2->metadata_used_bytes, (unsigned long long)p2->metadata_provisioned_bytes);
 
+    /* The pool information as it was just before reclaim_queue: all of it, nothing
+     * past it (the library's struct is 8 bytes longer). */
+    lunsnap_pool_info_pre_reclaim *pr = guarded(sizeof *pr, 0xee);
+    pr->struct_size = sizeof *pr;
+    TRY(lunsnap_get_pool_info(a, (lunsnap_pool_info *)pr));
+    CHECK(canary_intact(pr, sizeof *pr), "lunsnap_get_pool_info wrote past the struct without reclaim_queue");
+    CHECK(pr->struct_size == sizeof *pr && pr->reserved_bytes == p->reserved_bytes &&
+              pr->allocated_bytes == p->allocated_bytes && pr->luns == 3 && pr->metadata_copies == 2 &&
+              pr->healed_pages == 0 && pr->pending_heals == 0 && pr->rollback_lost_generation == 0 &&
+              pr->rollback_kept_generation == 0 && pr->generation == p2->generation,
+          "pool_info without reclaim_queue: %u LUNs, %u metadata copies, generation %llu",
+          pr->luns, pr->metadata_copies, (unsigned long long)pr->generation);
+    lunsnap_pool_info_pre_reclaim *prx = exact(sizeof *prx, 0xee);
+    prx->struct_size = sizeof *prx;
+    TRY(lunsnap_get_pool_info(a, (lunsnap_pool_info *)prx));
+    CHECK(prx->rollback_kept_generation == 0 && prx->generation == pr->generation,
+          "exact-size pool_info without reclaim_queue differs");
+
     /* A struct_size the library refuses is still refused with the old layout. */
     li->struct_size = 0;
     CHECK(lunsnap_get_lun_info(a, 1, li) == LUNSNAP_RESULT_INVALID_ARGUMENT, "struct_size 0 accepted");
@@ -348,7 +392,7 @@ int main(void) {
     TRY(lunsnap_format_callbacks(cb, fo, &a));
     TRY(lunsnap_create_lun(a, 1, 128 * 1024));
     TRY(lunsnap_write(a, 1, 0, data, sizeof data));
-    TRY(lunsnap_delete(a, 1, false)); /* frees extents: no discard callback to call */
+    TRY(lunsnap_delete(a, 1, false)); /* its extents wait in the free queue */
     TRY(lunsnap_close(a));
     lunsnap_open_options *oo = guarded(sizeof *oo, 0x22);
     TRY(lunsnap_open_options_init(oo, sizeof *oo));
@@ -358,9 +402,17 @@ int main(void) {
     TRY(lunsnap_open_callbacks(cb, oo, &a));
     p->struct_size = sizeof *p;
     TRY(lunsnap_get_pool_info(a, p));
-    CHECK(p->reserved_bytes == 0 && p->allocated_bytes == 0 && canary_intact(p, sizeof *p),
-          "reopened: reserved %llu, allocated %llu", (unsigned long long)p->reserved_bytes,
-          (unsigned long long)p->allocated_bytes);
+    CHECK(p->reserved_bytes == 0 && p->allocated_bytes == sizeof data && canary_intact(p, sizeof *p),
+          "reopened: reserved %llu, allocated %llu (the deleted LUN's data waiting in the free queue)",
+          (unsigned long long)p->reserved_bytes, (unsigned long long)p->allocated_bytes);
+    /* The program's next committing flush frees it (no discard callback to call). */
+    TRY(lunsnap_create_lun(a, 2, 128 * 1024));
+    TRY(lunsnap_write(a, 2, 0, data, EXTENT));
+    TRY(lunsnap_flush(a));
+    TRY(lunsnap_get_pool_info(a, p));
+    CHECK(p->reserved_bytes == 128 * 1024 && p->allocated_bytes == EXTENT && canary_intact(p, sizeof *p),
+          "after a write and a flush: reserved %llu, allocated %llu (want one extent)",
+          (unsigned long long)p->reserved_bytes, (unsigned long long)p->allocated_bytes);
     TRY(lunsnap_close(a));
 
     /* An image whose newest commit's superblock is damaged in both copies: the old
@@ -405,6 +457,8 @@ int main(void) {
     free(px);
     free(f2);
     free(p2);
+    free(pr);
+    free(prx);
     free(o2);
     free(cb);
     free(oo);
@@ -420,6 +474,9 @@ int main(void) {
     printf("abi_compat: and 0.2.0's (pool_info %zu bytes, format options %zu, open options %zu): two metadata "
            "copies and no rollback by default\n",
            sizeof(lunsnap_pool_info_020), sizeof(lunsnap_format_options_020), sizeof(lunsnap_open_options_020));
+    printf("abi_compat: and pool_info without reclaim_queue (%zu bytes); a deleted LUN's space came back with the "
+           "program's next flush\n",
+           sizeof(lunsnap_pool_info_pre_reclaim));
     printf("abi_compat: all checks passed\n");
     return 0;
 }

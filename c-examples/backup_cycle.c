@@ -15,7 +15,10 @@
  *   - the restore brings that content back to the damaged parents;
  *   - a power cut loses nothing committed and keeps nothing uncommitted;
  *   - the maintenance options (attach/attach, attach/detach, create/delete) release
- *     what they should; a close and reopen keeps everything; lunsnap_check is clean.
+ *     what they should; a close and reopen keeps everything; lunsnap_check is clean;
+ *   - what attach, detach and delete drop is freed in the background: it waits in the
+ *     free queue (lunsnap_pending_bytes says how much) until the host, idle, calls
+ *     lunsnap_reclaim, and the allocated space then drops by exactly that much.
  * The copies of vg_db are made as one consistency group (lunsnap_create_copies,
  * lunsnap_attach_many: one point in time for the three LUNs); the database host
  * writes, and the backup host reads, through lunsnap_write_as and lunsnap_read_as
@@ -111,6 +114,36 @@ static void pool(const char *note) {
            " KiB, generation %" PRIu64 "%s%s\n",
            p.capacity_bytes / KIB, p.reserved_bytes / KIB, p.allocated_bytes / KIB, p.generation, *note ? ": " : "",
            note);
+}
+
+/* The host is idle: it works the free queue off with lunsnap_reclaim, a budget at a
+ * time, and checks that allocated space dropped by exactly what waited. Returns the
+ * bytes freed; prints what it did after `what`. */
+static uint64_t idle_reclaim(const char *what) {
+    uint64_t waiting = 0;
+    lunsnap_pool_info p0 = {.struct_size = sizeof p0}, p1 = {.struct_size = sizeof p1};
+    TRY(lunsnap_pending_bytes(va, &waiting));
+    TRY(lunsnap_get_pool_info(va, &p0));
+    ENSURE(p0.reclaim_queue > 0, "%s: nothing waits in the free queue", what);
+    lunsnap_reclaim_stats st = {.struct_size = sizeof st};
+    unsigned calls = 0;
+    uint64_t work = 0;
+    do {
+        TRY(lunsnap_reclaim(va, 64, &st));
+        calls++;
+        work += st.work;
+    } while (st.remaining > 0);
+    TRY(lunsnap_get_pool_info(va, &p1));
+    bool pending = true;
+    TRY(lunsnap_reclaim_pending(va, &pending));
+    ENSURE(!pending && p1.reclaim_queue == 0 && p1.allocated_bytes + waiting == p0.allocated_bytes,
+           "%s: reclaim left %" PRIu64 " queue entries, allocated %" PRIu64 " -> %" PRIu64 " KiB (%" PRIu64
+           " KiB were pending)",
+           what, p1.reclaim_queue, p0.allocated_bytes / KIB, p1.allocated_bytes / KIB, waiting / KIB);
+    printf("        background freeing: %s queued %" PRIu64 " KiB; the idle host's lunsnap_reclaim(budget 64) x %u "
+           "(%" PRIu64 " units of work) freed it: allocated %" PRIu64 " -> %" PRIu64 " KiB\n",
+           what, waiting / KIB, calls, work, p0.allocated_bytes / KIB, p1.allocated_bytes / KIB);
+    return waiting;
 }
 
 static lunsnap_lun_info info(uint32_t lun) {
@@ -380,9 +413,11 @@ int main(void) {
     TRY(lunsnap_get_pool_info(va, &after));
     ENSURE(fresh.exclusive_bytes == 0 && fresh.attached_generation > old.attached_generation,
            "the refreshed copy still holds space of its own");
-    ENSURE(after.allocated_bytes < before.allocated_bytes, "refreshing the copies freed nothing");
-    printf("        pool: allocated %" PRIu64 " -> %" PRIu64 " KiB: the old copies' own extents were freed\n",
-           before.allocated_bytes / KIB, after.allocated_bytes / KIB);
+    ENSURE(after.allocated_bytes == before.allocated_bytes && after.reclaim_queue > 0,
+           "lunsnap_attach_many freed the old images at once, or queued nothing");
+    uint64_t freed = idle_reclaim("lunsnap_attach_many (the old copies' own extents)");
+    TRY(lunsnap_get_pool_info(va, &after));
+    ENSURE(freed > 0 && after.allocated_bytes + freed == before.allocated_bytes, "refreshing the copies freed nothing");
     n = transactions(150);
     TRY(lunsnap_flush(va));
     printf("  %-5s release the parents: the database resumes -> 150 transactions, "
@@ -508,6 +543,8 @@ int main(void) {
     step("10c.", "option 2, attach/attach: discard copy 12 by making it again -> lunsnap_attach(12)");
     printf("        LUN 12: exclusive %" PRIu64 " -> %" PRIu64 " KiB: the consumption cycle starts over\n",
            aged.exclusive_bytes / KIB, now.exclusive_bytes / KIB);
+    ENSURE(idle_reclaim("lunsnap_attach(12)") == aged.exclusive_bytes, "the refresh of copy 12 did not free its "
+           "own %" PRIu64 " KiB", aged.exclusive_bytes / KIB);
     TRY(lunsnap_get_pool_info(va, &before));
     uint64_t own = info(11).exclusive_bytes;
     ENSURE(own > 0, "copy 11 had not aged");
@@ -515,8 +552,11 @@ int main(void) {
     TRY(lunsnap_get_pool_info(va, &after));
     step("10c.", "option 3, attach/detach: discard copy 11, keep its number -> lunsnap_detach(11)");
     ENSURE(after.reserved_bytes + VG[0].size == before.reserved_bytes &&
-               after.allocated_bytes + own == before.allocated_bytes,
-           "detach did not release the copy's reservation and space");
+               after.allocated_bytes == before.allocated_bytes,
+           "detach did not release the copy's reservation at once, or freed its space before a reclaim");
+    ENSURE(idle_reclaim("lunsnap_detach(11)") == own, "detach did not free the copy's own space");
+    TRY(lunsnap_get_pool_info(va, &after));
+    ENSURE(after.allocated_bytes + own == before.allocated_bytes, "detach did not release the copy's space");
     printf("        pool: reserved %" PRIu64 " -> %" PRIu64 " KiB, allocated %" PRIu64 " -> %" PRIu64
            " KiB (the copy's own %" PRIu64 " KiB freed)\n",
            before.reserved_bytes / KIB, after.reserved_bytes / KIB, before.allocated_bytes / KIB,
@@ -574,6 +614,7 @@ int main(void) {
     ENSURE(secure && nseen == 2 && nums[0] == 11 && nums[1] == 12,
            "after reopen: security %d, the backup server discovers %zu LUNs (want 11 and 12)", (int)secure, nseen);
     detail("security is still on; the backup server discovers copies 11 and 12 (the grant on 13 went with it)");
+    idle_reclaim("lunsnap_delete(13), still in the free queue after the reopen,");
     uint32_t stale = diff(12, 2, at_refresh.v[1], VG[1].size);
     ENSURE(stale == 0, "copy 12: %u blocks differ from its refresh", stale);
     violations = 1;

@@ -23,10 +23,12 @@
  *      copy of the new superblock written and flushed: only its second copy was
  *      left to write), at exactly the state after it, and lunsnap_check finds
  *      nothing wrong;
- *   6. discard: the device calls of a LUN's delete are traced in order; the discard
- *      callback comes only after the commit's last flush, in whole extents, once for
- *      each extent the LUN held (each block still holding the LUN's data when it is
- *      released), and a power cut right after it loses nothing committed.
+ *   6. discard: the device calls of a LUN's delete, then of the lunsnap_reclaim that
+ *      frees its mapping (a delete only queues it), are traced in order: the delete
+ *      discards nothing; in the reclaim the discard callback comes only after the
+ *      commit's last flush, in whole extents, once for each extent the LUN held (each
+ *      block still holding the LUN's data when it is released), and a power cut right
+ *      after it loses nothing committed.
  *
  * Every step verifies the LUNs' contents sector by sector. Exit status 1 on any
  * mismatch.
@@ -472,7 +474,7 @@ int main(void) {
     verify_state(a, two, 2, "after the write sweep");
 
     /* ---- 6. discard after the commit ---------------------------------------------------- */
-    printf("6. discard: the extents a delete frees are released after its commit is durable\n");
+    printf("6. discard: the extents a delete frees are released after the commit that frees them is durable\n");
     TRY(lunsnap_create_lun(a, 4, LUN_SIZE));
     TRY(write_version(a, 4, 0, LUN_SIZE / SECTOR, 1));
     TRY(lunsnap_flush(a));
@@ -482,6 +484,24 @@ int main(void) {
     tracing = true;
     TRY(lunsnap_delete(a, 4, false));
     tracing = false;
+    char calls[256];
+    describe_trace(calls, sizeof calls);
+    for (size_t i = 0; i < ntrace; i++) {
+        ENSURE(trace[i].kind != 'd', "delete(4) called discard before its mapping was reclaimed: %s", calls);
+    }
+    uint64_t waiting = 0;
+    TRY(lunsnap_pending_bytes(a, &waiting));
+    ENSURE(waiting == LUN_SIZE, "after delete(4): %" PRIu64 " bytes wait to be freed, LUN 4 held %" PRIu64, waiting,
+           (uint64_t)LUN_SIZE);
+    printf("    delete(4): %s, no discard: LUN 4's %" PRIu64 " KiB wait in the free queue\n", calls, waiting / KIB);
+    lunsnap_reclaim_stats rs = {.struct_size = sizeof rs};
+    ntrace = 0;
+    tracing = true;
+    TRY(lunsnap_reclaim(a, LUNSNAP_RECLAIM_PER_FLUSH, &rs));
+    tracing = false;
+    ENSURE(rs.remaining == 0 && rs.extent_refs == LUN_SIZE / fo.extent_size,
+           "reclaim: %" PRIu64 " extent references released, %" PRIu64 " queue entries left", rs.extent_refs,
+           rs.remaining);
     size_t first_discard = ntrace, last_write = ntrace, last_flush = ntrace;
     uint64_t discarded = 0;
     for (size_t i = 0; i < ntrace; i++) {
@@ -500,18 +520,18 @@ int main(void) {
             }
         }
     }
-    char calls[256];
     describe_trace(calls, sizeof calls);
-    ENSURE(first_discard < ntrace, "delete(4) never called discard: %s", calls);
+    ENSURE(first_discard < ntrace, "the reclaim of delete(4) never called discard: %s", calls);
     ENSURE(last_write < ntrace && last_flush < ntrace && last_write < last_flush && last_flush + 1 == first_discard,
-           "delete(4): a discard before the commit's final flush: %s", calls);
+           "the reclaim of delete(4): a discard before the commit's final flush: %s", calls);
     ENSURE(discarded == LUN_SIZE / DEV_BLOCK && trace_bad_blocks == 0,
-           "delete(4) discarded %" PRIu64 " blocks (LUN 4 held %" PRIu64 "), %" PRIu64 " of them not LUN 4's data",
+           "the reclaim of delete(4) discarded %" PRIu64 " blocks (LUN 4 held %" PRIu64 "), %" PRIu64
+           " of them not LUN 4's data",
            discarded, LUN_SIZE / DEV_BLOCK, trace_bad_blocks);
     for (size_t x = 0; x < sizeof released / sizeof released[0]; x++) {
         ENSURE(released[x] == 1, "LUN 4's extent %zu was discarded %u times", x, released[x]);
     }
-    printf("    delete(4): %s; the discards came after the final flush with nothing pending, in whole "
+    printf("    lunsnap_reclaim: %s; the discards came after the final flush with nothing pending, in whole "
            "extents of %" PRIu64 " blocks, each of LUN 4's %zu extents once\n",
            calls, trace_bpe, sizeof released / sizeof released[0]);
     verify_state(a, two, 2, "after the discards");

@@ -31,7 +31,14 @@
  * repair: both copies of a mapping page damaged on a host device, lunsnap_repair_callbacks
  * (a dry run that writes nothing, then the repair: its report, lunsnap_repair_lost), the
  * lost range read as LUNSNAP_RESULT_LOST_DATA with the core's message (lunsnap_lost_ranges,
- * lun_info's lost_bytes, check's notices) until written; lunsnap_repair_file.
+ * lun_info's lost_bytes, check's notices) until written; lunsnap_repair_file. For background
+ * freeing: delete, detach, attach and restore queue what they drop (pool_info's
+ * reclaim_queue, lunsnap_pending_bytes exact, sharing exact meanwhile), lunsnap_reclaim
+ * (budget 0, budget 1 a node at a time, its stats, remaining, a short struct_size, bad
+ * arguments, a failed commit poisoning the handle), the queue surviving a power cut and
+ * a reopen, a committing flush working it off, a write that needs its space reclaiming
+ * it synchronously, the discard callback called by the reclaim's commit; and
+ * lunsnap_map_allocation (_as): the map without sharing.
  *
  * Prints one line per failed check, then, as its last line, "N passed, N failed";
  * the exit status is 1 if any check failed.
@@ -227,6 +234,50 @@ static bool all_bytes(const uint8_t *p, size_t n, uint8_t v) {
     }
     return true;
 }
+
+/* Works off the free queue with lunsnap_reclaim calls of `budget` until nothing waits
+ * (each call must make progress, and say what remains as lunsnap_pool_info does);
+ * returns the bytes of data that waited (lunsnap_pending_bytes before), which
+ * allocated_bytes must have lost. */
+static uint64_t reclaim_all_at(lunsnap_array *a, uint64_t budget, int line) {
+    uint64_t pending = 0;
+    lunsnap_pool_info before = {.struct_size = sizeof before}, after = {.struct_size = sizeof after};
+    lunsnap_result r = lunsnap_pending_bytes(a, &pending);
+    check_at(r == LUNSNAP_RESULT_OK, line, "lunsnap_pending_bytes: %s", lunsnap_strerror(r));
+    r = lunsnap_get_pool_info(a, &before);
+    check_at(r == LUNSNAP_RESULT_OK, line, "lunsnap_get_pool_info: %s", lunsnap_strerror(r));
+    lunsnap_reclaim_stats st = {.struct_size = sizeof st};
+    unsigned calls = 0;
+    const char *bad = NULL;
+    do {
+        r = lunsnap_reclaim(a, budget, &st);
+        calls++;
+        if (r != LUNSNAP_RESULT_OK) {
+            bad = lunsnap_strerror(r);
+        } else if (lunsnap_get_pool_info(a, &after) != LUNSNAP_RESULT_OK || after.reclaim_queue != st.remaining) {
+            bad = "remaining is not the pool's reclaim_queue";
+        } else if (st.remaining > 0 && (st.work == 0 || (budget > 0 && st.work < budget))) {
+            bad = "a call stopped short of its budget with work remaining";
+        } else if (calls > 100000) {
+            bad = "no end";
+        }
+    } while (bad == NULL && st.remaining > 0);
+    uint64_t left = 99;
+    bool waiting = true;
+    if (bad == NULL && (lunsnap_pending_bytes(a, &left) != LUNSNAP_RESULT_OK || left != 0 ||
+                        lunsnap_reclaim_pending(a, &waiting) != LUNSNAP_RESULT_OK || waiting)) {
+        bad = "pending bytes or reclaim_pending after the queue was worked off";
+    }
+    if (bad == NULL && after.allocated_bytes + pending != before.allocated_bytes) {
+        bad = "allocated bytes did not drop by the pending bytes";
+    }
+    check_at(bad == NULL, line, "reclaim with budget %llu (%u calls; %llu bytes pending, allocated %llu -> %llu): %s",
+             (unsigned long long)budget, calls, (unsigned long long)pending,
+             (unsigned long long)before.allocated_bytes, (unsigned long long)after.allocated_bytes, bad ? bad : "");
+    return pending;
+}
+
+#define RECLAIM_ALL(a) reclaim_all_at((a), LUNSNAP_RECLAIM_PER_FLUSH, __LINE__)
 
 /* A pointer that is not a handle: the registry must reject it without touching it. */
 static lunsnap_array *forged(void) {
@@ -889,8 +940,13 @@ static void all_calls_give(lunsnap_array *h, lunsnap_result want, const char *wh
     memset(dr, 0x5a, sizeof dr);
     memcpy(&mr0, &mr[0], sizeof mr0);
     memcpy(&dr0, &dr[0], sizeof dr0);
-    size_t nmap = 99, nmap_as = 99, ndiff = 99, ndiff_as = 99;
-    bool dz = true;
+    size_t nmap = 99, nmap_as = 99, ndiff = 99, ndiff_as = 99, nalloc = 99, nalloc_as = 99;
+    bool dz = true, waiting = true;
+    uint64_t pending = 99;
+    lunsnap_reclaim_stats rs, rs0;
+    memset(&rs, 0x5a, sizeof rs);
+    rs.struct_size = sizeof rs;
+    rs0 = rs;
     struct {
         const char *name;
         lunsnap_result r;
@@ -936,6 +992,12 @@ static void all_calls_give(lunsnap_array *h, lunsnap_result want, const char *wh
         {"get_lun_info_as", lunsnap_get_lun_info_as(h, 0x10, 1, &li)},
         {"grants", lunsnap_grants(h, 1, hg, 2, &ngrants)},
         {"is_poisoned", lunsnap_is_poisoned(h, &poisoned)},
+        {"map_allocation", lunsnap_map_allocation(h, 1, 0, 512, mr, 2, &nalloc)},
+        {"map_allocation_as", lunsnap_map_allocation_as(h, 0x10, 1, 0, 512, mr, 2, &nalloc_as)},
+        {"reclaim", lunsnap_reclaim(h, 100, &rs)},
+        {"reclaim (no out)", lunsnap_reclaim(h, 100, NULL)},
+        {"reclaim_pending", lunsnap_reclaim_pending(h, &waiting)},
+        {"pending_bytes", lunsnap_pending_bytes(h, &pending)},
         {"reopen", lunsnap_reopen(h)},
     };
     for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
@@ -954,6 +1016,9 @@ static void all_calls_give(lunsnap_array *h, lunsnap_result want, const char *wh
           "%s handle: map/diff/detect_zeros out-params written", what);
     CHECK(memcmp(&hg[0], &hg0, sizeof hg0) == 0 && ngrants == 99 && poisoned,
           "%s handle: grants/is_poisoned out-params written", what);
+    CHECK(memcmp(&mr[0], &mr0, sizeof mr0) == 0 && nalloc == 99 && nalloc_as == 99 &&
+              memcmp(&rs, &rs0, sizeof rs) == 0 && waiting && pending == 99,
+          "%s handle: map_allocation/reclaim out-params written", what);
     /* The message of the last call (reopen) names it and the handle's trouble; it is
      * the calling thread's, and the handle's when the handle is live. */
     char m[512];
@@ -1243,10 +1308,20 @@ static void test_luns_and_copies(void) {
     EXPECT_OK(lunsnap_delete(a, 2, false));
     EXPECT_OK(lunsnap_delete(a, 7, false));
     EXPECT_OK(lunsnap_delete(a, MAX_LUNS - 1, false));
+    /* The deletes released the reservations at once; the data waits in the free queue
+     * (background freeing) until lunsnap_reclaim frees it. */
+    uint64_t pending = 0;
     EXPECT_OK(lunsnap_get_pool_info(a, &p));
-    CHECK(p.luns == 0 && p.reserved_bytes == 0 && p.allocated_bytes == 0, "after deleting everything: %u LUNs, "
-          "%llu reserved, %llu allocated", p.luns, (unsigned long long)p.reserved_bytes,
-          (unsigned long long)p.allocated_bytes);
+    EXPECT_OK(lunsnap_pending_bytes(a, &pending));
+    CHECK(p.luns == 0 && p.reserved_bytes == 0 && p.allocated_bytes > 0 && pending == p.allocated_bytes &&
+              p.reclaim_queue > 0,
+          "after deleting everything: %u LUNs, %llu reserved, %llu allocated, %llu pending, %llu queued", p.luns,
+          (unsigned long long)p.reserved_bytes, (unsigned long long)p.allocated_bytes,
+          (unsigned long long)pending, (unsigned long long)p.reclaim_queue);
+    RECLAIM_ALL(a);
+    EXPECT_OK(lunsnap_get_pool_info(a, &p));
+    CHECK(p.allocated_bytes == 0 && p.reclaim_queue == 0, "after deleting everything and reclaiming: %llu "
+          "allocated, %llu queued", (unsigned long long)p.allocated_bytes, (unsigned long long)p.reclaim_queue);
     size_t nv = 99;
     EXPECT_OK(lunsnap_check(a, &nv));
     CHECK(nv == 0, "check after the LUN tests: %zu violations", nv);
@@ -2093,16 +2168,20 @@ static void test_failing_access_commits(void) {
 
 #define MAX_RANGES 64
 
-/* Compares what lunsnap_map (or lunsnap_map_as when `host` is not NULL) gives for `len`
- * bytes of `lun` from `off` with `want`: the ranges in sectors, "OFF+LEN:K ..." with K
- * h (hole), d (data) or s (shared data). Also checks that they cover the request
- * exactly, in order, merged, and (plain map) that every hole reads as zeros. */
-static void map_is_at(lunsnap_array *a, const uint64_t *host, uint32_t lun, uint64_t off, uint64_t len,
+/* Compares what lunsnap_map (or lunsnap_map_as when `host` is not NULL; with `alloc`,
+ * lunsnap_map_allocation or lunsnap_map_allocation_as) gives for `len` bytes of `lun`
+ * from `off` with `want`: the ranges in sectors, "OFF+LEN:K ..." with K h (hole), d
+ * (data) or s (shared data: never from the allocation map). Also checks that they
+ * cover the request exactly, in order, merged, and (plain map) that every hole reads
+ * as zeros. */
+static void map_is_at(lunsnap_array *a, const uint64_t *host, bool alloc, uint32_t lun, uint64_t off, uint64_t len,
                       const char *want, int line) {
     lunsnap_map_range r[MAX_RANGES];
     size_t n = SIZE_MAX;
-    lunsnap_result rc = host ? lunsnap_map_as(a, *host, lun, off, len, r, MAX_RANGES, &n)
-                             : lunsnap_map(a, lun, off, len, r, MAX_RANGES, &n);
+    lunsnap_result rc = alloc ? (host ? lunsnap_map_allocation_as(a, *host, lun, off, len, r, MAX_RANGES, &n)
+                                      : lunsnap_map_allocation(a, lun, off, len, r, MAX_RANGES, &n))
+                        : host ? lunsnap_map_as(a, *host, lun, off, len, r, MAX_RANGES, &n)
+                               : lunsnap_map(a, lun, off, len, r, MAX_RANGES, &n);
     char got[1024] = "";
     const char *bad = NULL;
     if (rc != LUNSNAP_RESULT_OK) {
@@ -2125,6 +2204,8 @@ static void map_is_at(lunsnap_array *a, const uint64_t *host, uint32_t lun, uint
                 bad = "a range is empty or not whole sectors";
             } else if (!r[i].data && r[i].shared) {
                 bad = "a hole is marked shared";
+            } else if (alloc && r[i].shared) {
+                bad = "the allocation map marks a range shared";
             } else if (i > 0 && r[i].data == r[i - 1].data && r[i].shared == r[i - 1].shared) {
                 bad = "adjacent ranges of the same kind not merged";
             }
@@ -2142,16 +2223,23 @@ static void map_is_at(lunsnap_array *a, const uint64_t *host, uint32_t lun, uint
             bad = "the ranges do not end where the request does";
         }
     }
-    check_at(bad == NULL && strcmp(got, want) == 0, line, "map%s(lun %u, sectors %llu+%llu): got \"%s\"%s%s, want \"%s\"",
+    check_at(bad == NULL && strcmp(got, want) == 0, line,
+             "map%s%s(lun %u, sectors %llu+%llu): got \"%s\"%s%s, want \"%s\"", alloc ? "_allocation" : "",
              host ? "_as" : "", lun, (unsigned long long)(off / 512), (unsigned long long)(len / 512), got,
              bad ? ": " : "", bad ? bad : "", want);
 }
 
-#define MAP_IS(a, lun, off, len, want) map_is_at((a), NULL, (lun), (off), (len), (want), __LINE__)
+#define MAP_IS(a, lun, off, len, want) map_is_at((a), NULL, false, (lun), (off), (len), (want), __LINE__)
 #define MAP_AS_IS(a, host, lun, off, len, want)                                                                \
     do {                                                                                                       \
         uint64_t map_host_ = (host);                                                                           \
-        map_is_at((a), &map_host_, (lun), (off), (len), (want), __LINE__);                                     \
+        map_is_at((a), &map_host_, false, (lun), (off), (len), (want), __LINE__);                              \
+    } while (0)
+#define MAP_ALLOC_IS(a, lun, off, len, want) map_is_at((a), NULL, true, (lun), (off), (len), (want), __LINE__)
+#define MAP_ALLOC_AS_IS(a, host, lun, off, len, want)                                                          \
+    do {                                                                                                       \
+        uint64_t map_host_ = (host);                                                                           \
+        map_is_at((a), &map_host_, true, (lun), (off), (len), (want), __LINE__);                               \
     } while (0)
 
 /* The same for lunsnap_diff (_as): "OFF+LEN ..." in sectors; the ranges must lie in the
@@ -2306,6 +2394,37 @@ static void test_map_and_diff(void) {
     EXPECT_OK(lunsnap_write(a, 1, 2 * EXTENT, x, sizeof x)); /* the parent writes extent 2 */
     MAP_IS(a, 1, 0, LUN_SIZE, "0+8:h 8+8:s 16+8:d 24+136:h 160+8:s 168+344:h");
     MAP_IS(a, 2, 0, 4 * EXTENT, "0+8:h 8+8:s 16+8:d 24+8:h");
+    /* The allocation map: the same data and holes without the sharing, so the shared
+     * and unshared data of LUN 1's extents 1 and 2 come as one range. */
+    section = "map allocation";
+    MAP_ALLOC_IS(a, 1, 0, LUN_SIZE, "0+8:h 8+16:d 24+136:h 160+8:d 168+344:h");
+    MAP_ALLOC_IS(a, 2, 0, 4 * EXTENT, "0+8:h 8+16:d 24+8:h");
+    MAP_ALLOC_IS(a, 1, EXTENT + 512, 1024, "9+2:d");
+    MAP_ALLOC_IS(a, 1, 0, 0, "");
+    MAP_ALLOC_IS(a, 1, 1, 512, "error 41");
+    MAP_ALLOC_IS(a, 1, LUN_SIZE, 512, "error 40");
+    MAP_ALLOC_IS(a, 9, 0, 512, "error 31");
+    MAP_ALLOC_IS(a, MAX_LUNS, 0, 512, "error 30");
+    {
+        lunsnap_map_range ar[2];
+        memset(ar, 0x5a, sizeof ar);
+        size_t an = 99;
+        EXPECT_OK(lunsnap_map_allocation(a, 1, 0, LUN_SIZE, NULL, 0, &an));
+        CHECK(an == 5, "map_allocation count query: %zu, want 5", an);
+        an = 99;
+        EXPECT(lunsnap_map_allocation(a, 1, 0, 512, NULL, 2, &an), LUNSNAP_RESULT_NULL_POINTER);
+        EXPECT(lunsnap_map_allocation(a, 1, 0, 512, ar, 2, NULL), LUNSNAP_RESULT_NULL_POINTER);
+        EXPECT(lunsnap_map_allocation(a, 1, 0, 512, ar, SIZE_MAX, &an), LUNSNAP_RESULT_INVALID_ARGUMENT);
+        EXPECT_MSG(lunsnap_map_allocation(a, 1, 0, 512, ar, 2, NULL), LUNSNAP_RESULT_NULL_POINTER,
+                   "lunsnap_map_allocation: `out_count` is NULL");
+        CHECK(an == 99 && all_bytes((const uint8_t *)ar, sizeof ar, 0x5a),
+              "a refused map_allocation wrote its out-parameters");
+        EXPECT_OK(lunsnap_map_allocation(a, 1, 0, LUN_SIZE, ar, 1, &an));
+        CHECK(an == 5 && map_range_eq(ar[0], 0, EXTENT, false, false) &&
+                  all_bytes((const uint8_t *)&ar[1], sizeof ar[1], 0x5a),
+              "map_allocation(capacity 1): count %zu", an);
+    }
+    section = "map shared";
 
     section = "diff";
     DIFF_IS(a, 1, 2, 0, LUN_SIZE, "16+8");
@@ -2611,6 +2730,13 @@ static void test_ranges_as_hosts(void) {
     MAP_AS_IS(a, HOST_A, MAX_LUNS, 0, 512, "error 30");
     MAP_AS_IS(a, HOST_A, 1, 1, 512, "error 41");
     MAP_AS_IS(a, HOST_A, 1, LUN_SIZE, 512, "error 40");
+    /* The allocation map as a host: the same grants, no sharing. */
+    MAP_ALLOC_AS_IS(a, HOST_A, 1, 0, LUN_SIZE, "0+32:d 32+480:h");
+    MAP_ALLOC_AS_IS(a, HOST_B, 3, 0, LUN_SIZE, "0+32:d 32+480:h");
+    MAP_ALLOC_AS_IS(a, HOST_C, 1, 0, LUN_SIZE, "error 31");
+    MAP_ALLOC_AS_IS(a, HOST_B, 2, 0, LUN_SIZE, "error 31");
+    MAP_ALLOC_AS_IS(a, HOST_A, MAX_LUNS, 0, 512, "error 30");
+    MAP_ALLOC_AS_IS(a, HOST_A, 1, 1, 512, "error 41");
     lunsnap_map_range mr[2];
     lunsnap_diff_range dr[2];
     memset(mr, 0x5a, sizeof mr);
@@ -2620,6 +2746,9 @@ static void test_ranges_as_hosts(void) {
     EXPECT(lunsnap_map_as(a, HOST_A, 1, 0, 512, mr, 2, NULL), LUNSNAP_RESULT_NULL_POINTER);
     EXPECT(lunsnap_map_as(a, HOST_A, 1, 0, 512, mr, SIZE_MAX, &n), LUNSNAP_RESULT_INVALID_ARGUMENT);
     EXPECT(lunsnap_map_as(a, HOST_C, 1, 0, 512, mr, 2, &n), LUNSNAP_RESULT_NO_SUCH_LUN);
+    EXPECT(lunsnap_map_allocation_as(a, HOST_A, 1, 0, 512, NULL, 2, &n), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_map_allocation_as(a, HOST_A, 1, 0, 512, mr, 2, NULL), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_map_allocation_as(a, HOST_C, 1, 0, 512, mr, 2, &n), LUNSNAP_RESULT_NO_SUCH_LUN);
     EXPECT(lunsnap_diff_as(a, HOST_A, 1, 2, 0, 512, NULL, 2, &n), LUNSNAP_RESULT_NULL_POINTER);
     EXPECT(lunsnap_diff_as(a, HOST_A, 1, 2, 0, 512, dr, 2, NULL), LUNSNAP_RESULT_NULL_POINTER);
     EXPECT(lunsnap_diff_as(a, HOST_A, 1, 2, 0, 512, dr, SIZE_MAX, &n), LUNSNAP_RESULT_INVALID_ARGUMENT);
@@ -2916,10 +3045,21 @@ static void test_discard_callback(void) {
     EXPECT_OK(lunsnap_flush(a));
     uint32_t v2[] = {1, 1, 1, 1, 0, 0};
 
-    /* A deleted LUN: each of its extents, once, after the delete's commit is durable. */
+    /* A deleted LUN: its mapping goes to the free queue, nothing is discarded yet (a
+     * power cut then keeps the queue: it was committed with the delete); the reclaim
+     * that frees it discards each of its extents, once, after its commit is durable. */
     rec_start(&rec, 1, 1);
     EXPECT_OK(lunsnap_delete(a, 1, false));
-    DISCARDS_ARE("delete LUN 1", 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    NO_DISCARDS("delete LUN 1 (its mapping queued)");
+    hostdev_power_cut(&d, HOSTDEV_CUT_DROP_ALL);
+    hostdev_power_on(&d);
+    EXPECT_OK(lunsnap_reopen(a));
+    bool waiting = false;
+    EXPECT_OK(lunsnap_reclaim_pending(a, &waiting));
+    CHECK(waiting, "after LUN 1's delete, a power cut and a reopen: nothing waits in the free queue");
+    rec_start(&rec, 1, 1);
+    RECLAIM_ALL(a);
+    DISCARDS_ARE("reclaim of LUN 1's mapping", 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     LUN_HOLDS(a, 2, v2, "after LUN 1's delete");
     /* The discards came after the commit: a power cut now loses nothing committed. */
     hostdev_power_cut(&d, HOSTDEV_CUT_DROP_ALL);
@@ -2928,14 +3068,18 @@ static void test_discard_callback(void) {
     size_t n = 99;
     EXPECT_OK(lunsnap_luns(a, NULL, 0, &n));
     CHECK(n == 1, "after the delete, a cut and a reopen: %zu LUNs", n);
+    EXPECT_OK(lunsnap_reclaim_pending(a, &waiting));
+    CHECK(!waiting, "after the reclaim, a cut and a reopen: the free queue is back");
     LUN_HOLDS(a, 2, v2, "after LUN 1's delete, a power cut and a reopen");
 
-    /* A copy shares its parent's extents: deleting it frees (and discards) none. */
+    /* A copy shares its parent's extents: deleting it, and reclaiming its mapping,
+     * frees (and discards) none. */
     EXPECT_OK(lunsnap_create_copy(a, 2, 3, true));
     rec_start(&rec, 2, 1);
     EXPECT_OK(lunsnap_delete(a, 3, false));
-    NO_DISCARDS("delete of a copy sharing everything");
     CHECK(rec_count(&rec, 'f') > 0, "the delete of a copy did not commit");
+    RECLAIM_ALL(a);
+    NO_DISCARDS("delete of a copy sharing everything, and the reclaim");
 
     /* Copy-on-write: the parent writes extent 0 (the copy keeps the old one): nothing is
      * freed until the copy goes, then exactly that old extent. */
@@ -2947,7 +3091,8 @@ static void test_discard_callback(void) {
     v2[0] = 2;
     rec_start(&rec, 2, 1);
     EXPECT_OK(lunsnap_delete(a, 3, false));
-    DISCARDS_ARE("delete of the copy holding the parent's old extent 0", 0);
+    RECLAIM_ALL(a);
+    DISCARDS_ARE("delete of the copy holding the parent's old extent 0, and the reclaim", 0);
     LUN_HOLDS(a, 2, v2, "after the copy's delete");
 
     /* Overwriting a committed extent writes a new one: the old one is discarded after
@@ -2987,8 +3132,9 @@ static void test_discard_callback(void) {
     uint64_t before = d.discards;
     d.fail_discards = true;
     EXPECT_OK(lunsnap_delete(a, 2, false));
+    RECLAIM_ALL(a);
     d.fail_discards = false;
-    CHECK(d.discards > before, "the discard callback was not called for LUN 2's delete");
+    CHECK(d.discards > before, "the discard callback was not called for LUN 2's delete and reclaim");
     EXPECT_OK(lunsnap_create_lun(a, 4, DLUN));
     EXPECT_OK(tag_write(a, 4, 1, DEXTENT, 0, 3));
     EXPECT_OK(lunsnap_flush(a));
@@ -3008,6 +3154,7 @@ static void test_discard_callback(void) {
     if (a) {
         rec_start(&rec, 4, 1);
         EXPECT_OK(lunsnap_delete(a, 4, false));
+        RECLAIM_ALL(a);
         CHECK(rec_count(&rec, 'd') == 0 && rec_count(&rec, 'f') > 0, "without a discard callback: %zu discards",
               rec_count(&rec, 'd'));
         nv = 99;
@@ -4646,6 +4793,326 @@ out:
     hostdev_destroy(&d);
 }
 
+/* ---- background freeing: lunsnap_reclaim, lunsnap_pending_bytes, lunsnap_reclaim_pending ---- */
+
+#define RC_BLOCKS 4096u            /* 16 MiB of 4 KiB blocks */
+#define RC_LUN (6u * 1024u * 1024u) /* 1536 extents: a mapping of an interior node and several leaves */
+#define RC_CHUNK (1024u * 1024u)
+
+static lunsnap_reclaim_stats reclaim_sentinel(void) {
+    lunsnap_reclaim_stats st;
+    memset(&st, 0x5a, sizeof st);
+    st.struct_size = sizeof st;
+    return st;
+}
+
+static uint64_t pending_of(lunsnap_array *a) {
+    uint64_t n = UINT64_MAX;
+    EXPECT_OK(lunsnap_pending_bytes(a, &n));
+    return n;
+}
+
+static bool reclaim_waits(lunsnap_array *a) {
+    bool w = false;
+    EXPECT_OK(lunsnap_reclaim_pending(a, &w));
+    return w;
+}
+
+/* Writes `size` bytes of LUN `lun` from 0 (version `seed`, never zeros), or checks
+ * that it reads them back (`check`). */
+static bool whole_lun(lunsnap_array *a, uint32_t lun, uint64_t size, uint8_t seed, bool check) {
+    static uint8_t buf[RC_CHUNK], got[RC_CHUNK];
+    bool ok = true;
+    for (uint64_t off = 0; off < size; off += RC_CHUNK) {
+        size_t len = (size_t)(size - off < RC_CHUNK ? size - off : RC_CHUNK);
+        fill_bytes(buf, len, (uint8_t)(seed + off / RC_CHUNK));
+        if (check) {
+            ok = ok && lunsnap_read(a, lun, off, got, len) == LUNSNAP_RESULT_OK && memcmp(buf, got, len) == 0;
+        } else {
+            ok = ok && lunsnap_write(a, lun, off, buf, len) == LUNSNAP_RESULT_OK;
+        }
+    }
+    return ok;
+}
+
+static void test_reclaim(void) {
+    section = "reclaim";
+    CHECK(LUNSNAP_RECLAIM_PER_FLUSH == 4096 && sizeof(lunsnap_reclaim_stats) == sizeof(size_t) + 4 * 8 &&
+              offsetof(lunsnap_reclaim_stats, work) == sizeof(size_t) &&
+              offsetof(lunsnap_reclaim_stats, remaining) == sizeof(size_t) + 3 * 8 &&
+              offsetof(lunsnap_pool_info, reclaim_queue) + 8 == sizeof(lunsnap_pool_info),
+          "lunsnap_reclaim_stats is %zu bytes; reclaim_queue at %zu of pool_info's %zu", sizeof(lunsnap_reclaim_stats),
+          offsetof(lunsnap_pool_info, reclaim_queue), sizeof(lunsnap_pool_info));
+    hostdev d;
+    if (!hostdev_init(&d, BS, RC_BLOCKS)) {
+        CHECK(false, "out of memory");
+        return;
+    }
+    lunsnap_device_callbacks cb = hostdev_callbacks(&d);
+    lunsnap_format_options o = small_opts();
+    lunsnap_array *a = NULL;
+    EXPECT_OK(lunsnap_format_callbacks(&cb, &o, &a));
+    if (!a) {
+        hostdev_destroy(&d);
+        return;
+    }
+
+    /* Nothing waits on a fresh array: no work, no commit. */
+    lunsnap_pool_info p0 = pool_of(a);
+    CHECK(!reclaim_waits(a) && pending_of(a) == 0 && p0.reclaim_queue == 0, "a fresh array has something to reclaim");
+    lunsnap_reclaim_stats st = reclaim_sentinel();
+    EXPECT_OK(lunsnap_reclaim(a, 1000, &st));
+    CHECK(st.struct_size == sizeof st && st.work == 0 && st.nodes_freed == 0 && st.extent_refs == 0 &&
+              st.remaining == 0,
+          "reclaim with nothing waiting: work %llu, remaining %llu", (unsigned long long)st.work,
+          (unsigned long long)st.remaining);
+    EXPECT_OK(lunsnap_reclaim(a, 1000, NULL)); /* out is optional */
+    CHECK(pool_of(a).generation == p0.generation, "a reclaim with nothing to do committed");
+
+    /* LUN 1 written whole (its mapping: a root over several leaves), LUN 2's first 64
+     * KiB, copy 3 of LUN 2 sharing them. */
+    EXPECT_OK(lunsnap_create_lun(a, 1, RC_LUN));
+    CHECK(whole_lun(a, 1, RC_LUN, 1, false), "writing LUN 1 failed: %s", last_message(a));
+    EXPECT_OK(lunsnap_create_lun(a, 2, LUN_SIZE));
+    CHECK(whole_lun(a, 2, 16 * EXTENT, 2, false), "writing LUN 2 failed: %s", last_message(a));
+    EXPECT_OK(lunsnap_create_copy(a, 2, 3, true));
+    EXPECT_OK(lunsnap_flush(a));
+    lunsnap_pool_info pb = pool_of(a);
+    CHECK(pb.allocated_bytes == RC_LUN + 16 * EXTENT, "allocated %llu before the delete",
+          (unsigned long long)pb.allocated_bytes);
+
+    /* delete returns at once: the reservation goes, the data waits in the free queue. */
+    EXPECT_OK(lunsnap_delete(a, 1, false));
+    lunsnap_pool_info pd = pool_of(a);
+    uint64_t pend = pending_of(a);
+    CHECK(pd.reserved_bytes + RC_LUN == pb.reserved_bytes && pd.allocated_bytes == pb.allocated_bytes &&
+              pd.luns + 1 == pb.luns && pd.reclaim_queue == 1 && pd.generation > pb.generation && reclaim_waits(a),
+          "after the delete: reserved %llu -> %llu, allocated %llu -> %llu, %llu queued",
+          (unsigned long long)pb.reserved_bytes, (unsigned long long)pd.reserved_bytes,
+          (unsigned long long)pb.allocated_bytes, (unsigned long long)pd.allocated_bytes,
+          (unsigned long long)pd.reclaim_queue);
+    CHECK(pend == RC_LUN, "pending after LUN 1's delete: %llu bytes, want %u", (unsigned long long)pend, RC_LUN);
+    /* Sharing stays exact while the queue waits. */
+    lunsnap_lun_info li = {.struct_size = sizeof li};
+    EXPECT_OK(lunsnap_get_lun_info(a, 2, &li));
+    CHECK(li.exclusive_bytes == 0 && li.shared_bytes == 16 * EXTENT, "LUN 2 while the queue waits: exclusive %llu, "
+          "shared %llu", (unsigned long long)li.exclusive_bytes, (unsigned long long)li.shared_bytes);
+    MAP_IS(a, 2, 0, LUN_SIZE, "0+128:s 128+384:h");
+    MAP_ALLOC_IS(a, 2, 0, LUN_SIZE, "0+128:d 128+384:h");
+
+    /* Bad arguments: refused before any work (nothing freed, nothing written). */
+    st = reclaim_sentinel();
+    st.struct_size = 0;
+    lunsnap_reclaim_stats st0 = st;
+    EXPECT_MSG(lunsnap_reclaim(a, 1000, &st), LUNSNAP_RESULT_INVALID_ARGUMENT,
+               "lunsnap_reclaim: `out->struct_size` is 0: set it to sizeof the struct");
+    st.struct_size = LUNSNAP_STRUCT_SIZE_MAX + 1;
+    EXPECT(lunsnap_reclaim(a, 1000, &st), LUNSNAP_RESULT_INVALID_ARGUMENT);
+    st.struct_size = 0;
+    lunsnap_pool_info pr = pool_of(a);
+    CHECK(memcmp(&st, &st0, sizeof st) == 0 && pr.reclaim_queue == pd.reclaim_queue &&
+              pr.generation == pd.generation && pending_of(a) == RC_LUN,
+          "a refused reclaim wrote *out or did some work");
+    uint64_t u = 99;
+    bool w = true;
+    EXPECT_MSG(lunsnap_pending_bytes(a, NULL), LUNSNAP_RESULT_NULL_POINTER, "lunsnap_pending_bytes: `out` is NULL");
+    EXPECT_MSG(lunsnap_reclaim_pending(a, NULL), LUNSNAP_RESULT_NULL_POINTER,
+               "lunsnap_reclaim_pending: `out` is NULL");
+    lunsnap_reclaim_stats sv = reclaim_sentinel(), sv0 = sv;
+    EXPECT_MSG(lunsnap_reclaim(NULL, 1000, &sv), LUNSNAP_RESULT_NULL_POINTER, "lunsnap_reclaim: `array` is NULL");
+    EXPECT(lunsnap_reclaim(forged(), 1000, &sv), LUNSNAP_RESULT_INVALID_HANDLE);
+    EXPECT(lunsnap_pending_bytes(NULL, &u), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_reclaim_pending(NULL, &w), LUNSNAP_RESULT_NULL_POINTER);
+    EXPECT(lunsnap_reclaim(forged(), 1000, NULL), LUNSNAP_RESULT_INVALID_HANDLE);
+    EXPECT(lunsnap_pending_bytes(forged(), &u), LUNSNAP_RESULT_INVALID_HANDLE);
+    CHECK(u == 99 && w && memcmp(&st, &st0, sizeof st) == 0 && memcmp(&sv, &sv0, sizeof sv) == 0,
+          "a refused call wrote its out-parameter");
+    CHECK(strstr(last_message(a), "lunsnap_reclaim_pending: `out` is NULL") != NULL,
+          "the handle's last message: \"%s\"", last_message(a));
+
+    /* A budget of 0 does nothing: no work, no commit; remaining says what waits. */
+    st = reclaim_sentinel();
+    EXPECT_OK(lunsnap_reclaim(a, 0, &st));
+    lunsnap_pool_info pz = pool_of(a);
+    CHECK(st.work == 0 && st.nodes_freed == 0 && st.extent_refs == 0 && st.remaining == pd.reclaim_queue &&
+              pz.generation == pd.generation && pz.allocated_bytes == pd.allocated_bytes &&
+              pz.reclaim_queue == pd.reclaim_queue && pending_of(a) == RC_LUN,
+          "reclaim with budget 0: work %llu, remaining %llu, generation %llu -> %llu", (unsigned long long)st.work,
+          (unsigned long long)st.remaining, (unsigned long long)pd.generation, (unsigned long long)pz.generation);
+
+    /* Budget 1: the root first (an interior node: freed, its children queued in its
+     * place), committed; then one leaf a call, each with all its extent references
+     * (a leaf is handled whole). Every call says what remains, as pool_info does, and
+     * allocated and pending bytes drop by the extents released. */
+    st = reclaim_sentinel();
+    EXPECT_OK(lunsnap_reclaim(a, 1, &st));
+    lunsnap_pool_info p1 = pool_of(a);
+    CHECK(st.work == 1 && st.nodes_freed == 1 && st.extent_refs == 0 && st.remaining >= 2 &&
+              st.remaining == p1.reclaim_queue && p1.generation > pd.generation &&
+              p1.allocated_bytes == pd.allocated_bytes && pending_of(a) == RC_LUN && reclaim_waits(a),
+          "the first reclaim of budget 1: work %llu, nodes %llu, refs %llu, remaining %llu (pool %llu)",
+          (unsigned long long)st.work, (unsigned long long)st.nodes_freed, (unsigned long long)st.extent_refs,
+          (unsigned long long)st.remaining, (unsigned long long)p1.reclaim_queue);
+    CHECK(violations(a) == 0, "check with the free queue half worked off");
+    /* The queue is durable: a power cut keeps what the reclaim committed. */
+    hostdev_power_cut(&d, HOSTDEV_CUT_DROP_ALL);
+    hostdev_power_on(&d);
+    EXPECT_OK(lunsnap_reopen(a));
+    lunsnap_pool_info pc = pool_of(a);
+    CHECK(pc.reclaim_queue == st.remaining && pc.generation == p1.generation && pending_of(a) == RC_LUN,
+          "after a power cut: %llu queued (want %llu), generation %llu (want %llu)",
+          (unsigned long long)pc.reclaim_queue, (unsigned long long)st.remaining, (unsigned long long)pc.generation,
+          (unsigned long long)p1.generation);
+    unsigned calls = 1, leaves = 0;
+    uint64_t refs = 0, prev = RC_LUN;
+    const char *bad = NULL;
+    while (st.remaining > 0 && bad == NULL) {
+        st = reclaim_sentinel();
+        lunsnap_result r = lunsnap_reclaim(a, 1, &st);
+        calls++;
+        uint64_t now = pending_of(a);
+        lunsnap_pool_info p = pool_of(a);
+        if (r != LUNSNAP_RESULT_OK) {
+            bad = lunsnap_strerror(r);
+        } else if (st.nodes_freed != 1 || st.extent_refs == 0 || st.work != 1 + st.extent_refs) {
+            bad = "a call of budget 1 did not free exactly one leaf with its references";
+        } else if (p.reclaim_queue != st.remaining) {
+            bad = "remaining is not the pool's reclaim_queue";
+        } else if (prev - now != st.extent_refs * EXTENT || p.allocated_bytes + (RC_LUN - now) != pd.allocated_bytes) {
+            bad = "pending or allocated bytes did not drop by the extents released";
+        } else if (calls > 1000) {
+            bad = "no end";
+        }
+        refs += st.extent_refs;
+        leaves++;
+        prev = now;
+    }
+    CHECK(bad == NULL && leaves >= 2 && refs == RC_LUN / EXTENT,
+          "budget 1 freed LUN 1's mapping in %u calls (%u leaves, %llu extent references): %s", calls, leaves,
+          (unsigned long long)refs, bad ? bad : "ok");
+    printf("  lunsnap_reclaim, budget 1: a deleted LUN's %u KiB freed in %u calls (its root, then %u leaves with "
+           "%llu extent references), each committed\n",
+           RC_LUN / 1024, calls, leaves, (unsigned long long)refs);
+    lunsnap_pool_info pe = pool_of(a);
+    CHECK(!reclaim_waits(a) && pending_of(a) == 0 && pe.reclaim_queue == 0 &&
+              pe.allocated_bytes + RC_LUN == pb.allocated_bytes &&
+              pe.free_bytes == pe.capacity_bytes - pe.allocated_bytes,
+          "after the queue was worked off: %llu queued, allocated %llu (want %llu)",
+          (unsigned long long)pe.reclaim_queue, (unsigned long long)pe.allocated_bytes,
+          (unsigned long long)(pb.allocated_bytes - RC_LUN));
+    CHECK(violations(a) == 0, "check after the reclaim");
+
+    /* A deleted copy shares its whole mapping with LUN 2: nothing waits to be freed;
+     * the reclaim only drops the root's reference (one unit of work, no node freed).
+     * A struct_size ending before extent_refs: only work and nodes_freed are written. */
+    EXPECT_OK(lunsnap_delete(a, 3, false));
+    CHECK(reclaim_waits(a) && pending_of(a) == 0, "a deleted copy sharing everything: %llu bytes pending",
+          (unsigned long long)pending_of(a));
+    st = reclaim_sentinel();
+    st.struct_size = offsetof(lunsnap_reclaim_stats, extent_refs);
+    EXPECT_OK(lunsnap_reclaim(a, 100, &st));
+    CHECK(st.struct_size == offsetof(lunsnap_reclaim_stats, extent_refs) && st.work == 1 && st.nodes_freed == 0 &&
+              all_bytes((const uint8_t *)&st + offsetof(lunsnap_reclaim_stats, extent_refs),
+                        sizeof st - offsetof(lunsnap_reclaim_stats, extent_refs), 0x5a),
+          "reclaim of a shared mapping into a short struct: work %llu, nodes %llu, or written past struct_size",
+          (unsigned long long)st.work, (unsigned long long)st.nodes_freed);
+    CHECK(!reclaim_waits(a) && pool_of(a).allocated_bytes == pe.allocated_bytes,
+          "the shared mapping's reclaim freed data");
+
+    /* attach queues the image it replaces. A flush with nothing to commit leaves the
+     * queue; one that commits works it off first (LUNSNAP_RECLAIM_PER_FLUSH units: more
+     * than this small mapping needs). */
+    EXPECT_OK(lunsnap_create_copy(a, 2, 3, true));
+    CHECK(whole_lun(a, 3, 16 * EXTENT, 3, false), "writing copy 3 failed: %s", last_message(a));
+    EXPECT_OK(lunsnap_flush(a));
+    EXPECT_OK(lunsnap_attach(a, 3));
+    lunsnap_pool_info pa = pool_of(a);
+    CHECK(pending_of(a) == 16 * EXTENT && pa.reclaim_queue > 0, "after refreshing copy 3: %llu bytes pending",
+          (unsigned long long)pending_of(a));
+    EXPECT_OK(lunsnap_flush(a));
+    lunsnap_pool_info pn = pool_of(a);
+    CHECK(pn.generation == pa.generation && pn.reclaim_queue == pa.reclaim_queue,
+          "a flush with nothing to commit reclaimed (generation %llu -> %llu)", (unsigned long long)pa.generation,
+          (unsigned long long)pn.generation);
+    static uint8_t blk[EXTENT];
+    fill_bytes(blk, sizeof blk, 9);
+    EXPECT_OK(lunsnap_write(a, 2, 32 * EXTENT, blk, sizeof blk)); /* a hole of both: one new extent */
+    EXPECT_OK(lunsnap_flush(a));
+    lunsnap_pool_info pf = pool_of(a);
+    CHECK(pf.reclaim_queue == 0 && !reclaim_waits(a) && pending_of(a) == 0 &&
+              pf.allocated_bytes + 16 * EXTENT == pa.allocated_bytes + EXTENT,
+          "a committing flush: %llu queued, allocated %llu -> %llu", (unsigned long long)pf.reclaim_queue,
+          (unsigned long long)pa.allocated_bytes, (unsigned long long)pf.allocated_bytes);
+
+    /* restore and detach queue what they drop: copy 3 rewrites two extents, LUN 2 is
+     * restored from it (LUN 2's old extents 0 and 1, and its extent 32, wait: the rest
+     * is copy 3's too), then copy 3 is detached (its mapping is now LUN 2's: nothing
+     * more waits). */
+    CHECK(whole_lun(a, 3, 2 * EXTENT, 4, false), "writing copy 3 failed: %s", last_message(a));
+    EXPECT_OK(lunsnap_restore(a, 3));
+    CHECK(pending_of(a) == 3 * EXTENT, "after the restore: %llu bytes pending, want %u",
+          (unsigned long long)pending_of(a), 3 * EXTENT);
+    EXPECT_OK(lunsnap_detach(a, 3));
+    lunsnap_pool_info pt = pool_of(a);
+    CHECK(pending_of(a) == 3 * EXTENT && pt.reclaim_queue == 2, "after the detach: %llu bytes pending, %llu queued",
+          (unsigned long long)pending_of(a), (unsigned long long)pt.reclaim_queue);
+    CHECK(RECLAIM_ALL(a) == 3 * EXTENT, "restore and detach: not 3 extents freed");
+    CHECK(whole_lun(a, 2, 2 * EXTENT, 4, true), "LUN 2 does not read copy 3's data after the restore");
+
+    /* LUN 2 now holds copy 3's 16 extents (its extent 32 went with the restore). */
+    /* A write that needs space only the queue holds frees it synchronously: LUN 5 as big
+     * as the unreserved space, written whole and deleted; LUN 6 of the same size,
+     * written whole, fits only if the writes take LUN 5's extents back. */
+    lunsnap_pool_info ps = pool_of(a);
+    uint64_t big = ps.unreserved_bytes / RC_CHUNK * RC_CHUNK;
+    EXPECT_OK(lunsnap_create_lun(a, 5, big));
+    CHECK(whole_lun(a, 5, big, 5, false), "writing LUN 5 failed: %s", last_message(a));
+    EXPECT_OK(lunsnap_delete(a, 5, false));
+    EXPECT_OK(lunsnap_create_lun(a, 6, big));
+    lunsnap_pool_info pw = pool_of(a);
+    CHECK(pending_of(a) == big && pw.free_bytes < big, "before LUN 6's writes: %llu pending, %llu free, want %llu "
+          "pending and less free", (unsigned long long)pending_of(a), (unsigned long long)pw.free_bytes,
+          (unsigned long long)big);
+    CHECK(whole_lun(a, 6, big, 6, false), "writing LUN 6 (%llu bytes; %llu free, the rest in the free queue) "
+          "failed: %s", (unsigned long long)big, (unsigned long long)pw.free_bytes, last_message(a));
+    CHECK(whole_lun(a, 6, big, 6, true), "LUN 6 does not read what was written");
+    lunsnap_pool_info pq = pool_of(a);
+    CHECK(pq.reclaim_queue < pw.reclaim_queue || pq.reclaim_queue == 0, "the writes reclaimed nothing");
+    RECLAIM_ALL(a);
+    EXPECT_OK(lunsnap_flush(a));
+    pq = pool_of(a);
+    CHECK(pq.allocated_bytes == big + 16 * EXTENT && pq.reclaim_queue == 0,
+          "after LUN 6's writes and the reclaim: allocated %llu, want %llu", (unsigned long long)pq.allocated_bytes,
+          (unsigned long long)(big + 16 * EXTENT));
+    CHECK(violations(a) == 0, "check after the synchronous reclaim");
+
+    /* A failing write in a reclaim's commit: DEVICE_IO, the handle poisoned (reclaim
+     * then refuses, even with budget 0); a reopen resumes from the committed queue. */
+    EXPECT_OK(lunsnap_delete(a, 6, false));
+    lunsnap_pool_info pg = pool_of(a);
+    d.fail_write_at = 1;
+    st = reclaim_sentinel();
+    st0 = st;
+    EXPECT(lunsnap_reclaim(a, LUNSNAP_RECLAIM_PER_FLUSH, &st), LUNSNAP_RESULT_DEVICE_IO);
+    hostdev_heal(&d);
+    CHECK(memcmp(&st, &st0, sizeof st) == 0, "a failed reclaim wrote *out");
+    EXPECT(lunsnap_reclaim(a, 1, &st), LUNSNAP_RESULT_POISONED);
+    EXPECT(lunsnap_reclaim(a, 0, NULL), LUNSNAP_RESULT_POISONED);
+    bool poisoned = false;
+    EXPECT_OK(lunsnap_is_poisoned(a, &poisoned));
+    CHECK(poisoned, "a failed reclaim did not poison the handle");
+    EXPECT_OK(lunsnap_reopen(a));
+    lunsnap_pool_info po = pool_of(a);
+    CHECK(po.reclaim_queue == pg.reclaim_queue && po.generation == pg.generation && pending_of(a) == big,
+          "after a failed reclaim and a reopen: %llu queued (want %llu), %llu pending (want %llu)",
+          (unsigned long long)po.reclaim_queue, (unsigned long long)pg.reclaim_queue,
+          (unsigned long long)pending_of(a), (unsigned long long)big);
+    CHECK(RECLAIM_ALL(a) == big, "LUN 6's space");
+    CHECK(violations(a) == 0, "check at the end");
+    EXPECT_OK(lunsnap_close(a));
+    hostdev_destroy(&d);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     test_version_and_messages();
@@ -4674,6 +5141,7 @@ int main(void) {
     test_heal_and_scrub();
     test_commit_lost();
     test_repair();
+    test_reclaim();
 #if defined(LUNSNAP_FEATURE_STD)
     test_files();
 #endif

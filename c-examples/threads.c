@@ -10,7 +10,10 @@
  *     sector it is); each reads back what it wrote, and flushes after each round;
  *   - a copier thread meanwhile makes and refreshes business copies of those LUNs
  *     (lunsnap_create_copy the first time, then lunsnap_attach, sometimes after a
- *     lunsnap_detach), and short-lived extra copies it deletes again.
+ *     lunsnap_detach), and short-lived extra copies it deletes again;
+ *   - a reclaimer thread, as an idle host would, works off the free queue those
+ *     operations fill (lunsnap_reclaim with a small budget, lunsnap_pending_bytes)
+ *     while the others run.
  *
  * Each copy is verified as soon as it is made, while the writers go on:
  *   - every sector of the copy is exactly some version its parent had at that offset;
@@ -20,7 +23,8 @@
  *   - a later copy of the same LUN is never older than an earlier one;
  *   - the copy stays frozen: read again after the writers moved on, it is unchanged.
  * At the end every LUN must hold its last round exactly, refreshed copies must equal
- * their parents, and lunsnap_check must find nothing wrong.
+ * their parents, lunsnap_check must find nothing wrong, and once the free queue is
+ * worked off the pool must hold exactly the LUNs' data (the copies share all of it).
  *
  * Then contention: one thread holds a handle through a slow device flush (the
  * callback sleeps), and WAITERS threads call it meanwhile. Each must wait for the
@@ -59,6 +63,7 @@
 static lunsnap_array *array;
 static atomic_int failures;
 static atomic_uint writers_done;
+static atomic_bool copier_done;
 static atomic_uint progress[WRITERS]; /* chunks written so far, per writer */
 
 static void fail(const char *fmt, ...) {
@@ -227,6 +232,51 @@ static void *copier(void *arg) {
     }
     free(img);
     free(again);
+    atomic_store(&copier_done, true);
+    return NULL;
+}
+
+/* ---- the reclaimer ------------------------------------------------------------------------ */
+
+typedef struct {
+    unsigned calls, busy, pending_checks;
+    uint64_t work, extent_refs;
+} reclaimer_stats;
+
+/* Frees what the copier's attach, detach and delete queue, a small budget at a time,
+ * until the copier is done. */
+static void *reclaimer(void *arg) {
+    reclaimer_stats *st = arg;
+    while (!atomic_load(&copier_done) && atomic_load(&failures) == 0) {
+        lunsnap_reclaim_stats r = {.struct_size = sizeof r};
+        if (!ok(lunsnap_reclaim(array, 32, &r), "reclaim", 0)) {
+            break;
+        }
+        st->calls++;
+        st->work += r.work;
+        st->extent_refs += r.extent_refs;
+        if (r.work > 32 + (uint64_t)(LUN_SIZE / 4096)) {
+            fail("reclaim with budget 32 did %" PRIu64 " units of work", r.work);
+            break;
+        }
+        if (r.work > 0) {
+            st->busy++;
+        }
+        if (st->calls % 16 == 0) {
+            uint64_t pending = 0;
+            if (!ok(lunsnap_pending_bytes(array, &pending), "pending_bytes", 0)) {
+                break;
+            }
+            if (pending > 2 * (WRITERS + 1) * LUN_SIZE) {
+                fail("%" PRIu64 " bytes pending: more than the LUNs and copies ever held", pending);
+                break;
+            }
+            st->pending_checks++;
+        }
+        if (r.remaining == 0) {
+            pause_briefly();
+        }
+    }
     return NULL;
 }
 
@@ -359,10 +409,12 @@ int main(void) {
            " KiB, reading each back, flushing after each round\n",
            WRITERS - 1, LUN_SIZE / KIB, ROUNDS, LUN_SIZE / CHUNK, CHUNK / KIB);
 
-    pthread_t w[WRITERS], c;
+    pthread_t w[WRITERS], c, rc;
     copier_stats st;
     memset(&st, 0, sizeof st);
-    if (pthread_create(&c, NULL, copier, &st) != 0) {
+    reclaimer_stats rst;
+    memset(&rst, 0, sizeof rst);
+    if (pthread_create(&c, NULL, copier, &st) != 0 || pthread_create(&rc, NULL, reclaimer, &rst) != 0) {
         fprintf(stderr, "pthread_create failed\n");
         return 1;
     }
@@ -376,6 +428,7 @@ int main(void) {
         pthread_join(w[i], NULL);
     }
     pthread_join(c, NULL);
+    pthread_join(rc, NULL);
     if (atomic_load(&failures) != 0) {
         lunsnap_free(array);
         return 1;
@@ -386,6 +439,9 @@ int main(void) {
     printf("        %u of them made while the writers were running; every copy was one point in time of its "
            "parent; %u caught a writer mid-round; %u re-read unchanged after their parent had moved on\n",
            st.while_writing, st.mid_round, st.frozen_checks);
+    printf("reclaimer: %u lunsnap_reclaim calls of budget 32 meanwhile, %u of them with work to do (%" PRIu64
+           " units, %" PRIu64 " extent references released); %u lunsnap_pending_bytes checks\n",
+           rst.calls, rst.busy, rst.work, rst.extent_refs, rst.pending_checks);
 
     /* Final contents: every LUN holds its last round; refreshed copies equal it. */
     uint8_t *buf = malloc(LUN_SIZE), *cp = malloc(LUN_SIZE);
@@ -414,11 +470,24 @@ int main(void) {
     size_t violations = 1;
     TRY(lunsnap_check(array, &violations));
     ENSURE(violations == 0, "lunsnap_check: %zu violations", violations);
+    /* The free queue worked off, the pool holds the LUNs' data and nothing else: the
+     * copies, just refreshed, share all of it. */
+    lunsnap_reclaim_stats rs = {.struct_size = sizeof rs};
+    do {
+        TRY(lunsnap_reclaim(array, LUNSNAP_RECLAIM_PER_FLUSH, &rs));
+    } while (rs.remaining > 0);
+    uint64_t pending = 1;
+    TRY(lunsnap_pending_bytes(array, &pending));
     lunsnap_pool_info p = {.struct_size = sizeof p};
     TRY(lunsnap_get_pool_info(array, &p));
-    printf("final: every LUN holds round %u exactly, refreshed copies equal their parents, check clean "
-           "(%u LUNs, generation %" PRIu64 ")\n",
-           ROUNDS, p.luns, p.generation);
+    ENSURE(pending == 0 && p.reclaim_queue == 0 && p.allocated_bytes == WRITERS * LUN_SIZE,
+           "after the reclaim: %" PRIu64 " bytes pending, %" PRIu64 " queued, %" PRIu64 " allocated (want %" PRIu64 ")",
+           pending, p.reclaim_queue, p.allocated_bytes, (uint64_t)(WRITERS * LUN_SIZE));
+    TRY(lunsnap_check(array, &violations));
+    ENSURE(violations == 0, "lunsnap_check after the reclaim: %zu violations", violations);
+    printf("final: every LUN holds round %u exactly, refreshed copies equal their parents, check clean; the free "
+           "queue worked off, %" PRIu64 " KiB allocated: the LUNs' data alone (%u LUNs, generation %" PRIu64 ")\n",
+           ROUNDS, p.allocated_bytes / KIB, p.luns, p.generation);
     TRY(lunsnap_close(array));
     contention();
     printf("threads: all checks passed\n");

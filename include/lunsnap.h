@@ -22,13 +22,14 @@
  *
  * Structs that may grow (lunsnap_format_options, lunsnap_open_options,
  * lunsnap_device_callbacks, lunsnap_lun_info, lunsnap_pool_info,
- * lunsnap_scrub_report, lunsnap_repair_report) start with size_t struct_size:
- * set it to sizeof the struct (lunsnap_*_options_init do it for options) before
- * passing one, in or out. The library reads or writes only the fields inside
- * the caller's struct_size, never past it, so a program built against an older
- * header (shorter structs) keeps working when fields are appended; fields an
- * input lacks take their defaults. List items (lunsnap_map_range,
- * lunsnap_diff_range, lunsnap_lost_range, lunsnap_host_grant) are frozen.
+ * lunsnap_reclaim_stats, lunsnap_scrub_report, lunsnap_repair_report) start
+ * with size_t struct_size: set it to sizeof the struct (lunsnap_*_options_init
+ * do it for options) before passing one, in or out. The library reads or
+ * writes only the fields inside the caller's struct_size, never past it, so a
+ * program built against an older header (shorter structs) keeps working when
+ * fields are appended; fields an input lacks take their defaults. List items
+ * (lunsnap_map_range, lunsnap_diff_range, lunsnap_lost_range,
+ * lunsnap_host_grant) are frozen.
  *
  * ABI: 0.2.0 changed the ABI of 0.1 (struct_size first in those structs,
  * lunsnap_*_options_init(&o, sizeof o) instead of lunsnap_*_options_default(),
@@ -36,6 +37,13 @@
  * minor version may change the ABI, so the shared library's SONAME carries it:
  * liblunsnap.so.0.2 (the file liblunsnap.so.0.2.0; `make install PREFIX=...`
  * installs it, liblunsnap.a, this header and lunsnap.pc for pkg-config).
+ *
+ * Background freeing: lunsnap_delete, lunsnap_detach, lunsnap_attach,
+ * lunsnap_attach_many and lunsnap_restore return without freeing the mapping
+ * they drop, whatever its size: it waits in a durable free queue (its data
+ * still counted in allocated_bytes) until lunsnap_reclaim, which hosts call
+ * when idle, a committing lunsnap_flush, or a write that needs the space frees
+ * it. See lunsnap_reclaim.
  *
  * Threads: one lunsnap_array may be used from several threads at once; calls on
  * it are serialised inside by a lock, so they never run concurrently on the
@@ -81,6 +89,10 @@
 // The most lost pages a scrub describes one by one (`lunsnap_scrub_report`'s
 // `lost_listed`); more are only counted.
 #define LUNSNAP_SCRUB_LOST_MAX 1000
+
+// The units of work a `lunsnap_flush` that commits does on the free queue before
+// its commit (see `lunsnap_reclaim`).
+#define LUNSNAP_RECLAIM_PER_FLUSH 4096
 
 // The result of every fallible function. `LUNSNAP_RESULT_OK` (0) is success; the
 // numbers of the others are stable and never reused.
@@ -336,13 +348,15 @@ typedef struct {
 // `discard` tells the host that blocks hold nothing useful any more (TRIM, a hole
 // in an image file), so that it may forget them. It is called only right after a
 // commit is durable (after that commit's last successful `flush`, before any later
-// write), for the data extents the commit freed (a deleted LUN's, a detached
-// copy's, those unmapped by `lunsnap_discard`, `lunsnap_write_zeroes` or zero
-// detection, those replaced by copy-on-write), in runs of whole extents: `lba` is
-// the first block of an extent and `count` a multiple of the blocks per extent
-// (extent size / block size). No extent that a durable commit maps is ever
-// discarded, so the host may zero the blocks, or leave them unchanged. Its failure
-// is ignored (the commit has already succeeded).
+// write), for the data extents the commit freed (those of deleted LUNs, detached
+// copies and the images that attach and restore replace, by the commit that
+// takes them off the free queue: see `lunsnap_reclaim`; those unmapped by
+// `lunsnap_discard`, `lunsnap_write_zeroes` or zero detection, those replaced by
+// copy-on-write), in runs of whole extents: `lba` is the first block of an extent
+// and `count` a multiple of the blocks per extent (extent size / block size). No
+// extent that a durable commit maps is ever discarded, so the host may zero the
+// blocks, or leave them unchanged. Its failure is ignored (the commit has already
+// succeeded).
 typedef struct {
   // `sizeof(lunsnap_device_callbacks)` as the caller's program knows it.
   size_t struct_size;
@@ -444,6 +458,12 @@ typedef struct {
   // The generation that open used instead (the one before the lost one); 0 if
   // the array never lost a commit.
   uint64_t rollback_kept_generation;
+  // Entries in the free queue: mappings dropped by `lunsnap_delete`,
+  // `lunsnap_detach`, `lunsnap_attach`, `lunsnap_attach_many` and
+  // `lunsnap_restore`, and parts of them, that wait to be freed
+  // (`lunsnap_reclaim`); 0 when nothing waits. The data they alone hold still
+  // counts in `allocated_bytes` (`lunsnap_pending_bytes` says how much).
+  uint64_t reclaim_queue;
 } lunsnap_pool_info;
 
 // A range of a LUN lost to metadata damage, as `lunsnap_lost_ranges` reports it.
@@ -483,6 +503,26 @@ typedef struct {
   // counted).
   uint64_t lost_listed;
 } lunsnap_scrub_report;
+
+// What `lunsnap_reclaim` did. The caller sets `struct_size`; the library fills the
+// fields inside it.
+typedef struct {
+  // `sizeof(lunsnap_reclaim_stats)` as the caller's program knows it: set it
+  // before the call (the library never writes past it, and leaves it unchanged).
+  size_t struct_size;
+  // Units of work done: mapping nodes visited plus data extent references
+  // released (`nodes_freed` is at most the nodes visited: a node another
+  // mapping still shares only loses a reference). At most the budget, plus the
+  // extent references of the last leaf freed: a leaf is handled whole.
+  uint64_t work;
+  // Metadata pages (mapping nodes) freed.
+  uint64_t nodes_freed;
+  // Data extent references released (an extent is freed when its last one goes).
+  uint64_t extent_refs;
+  // Entries left in the free queue afterwards (`lunsnap_pool_info.reclaim_queue`):
+  // 0 once nothing waits.
+  uint64_t remaining;
+} lunsnap_reclaim_stats;
 
 // One range of a LUN, as `lunsnap_map` reports it. A list item: its layout is
 // frozen (24 bytes; richer ranges would come with a new type and new functions).
@@ -718,7 +758,11 @@ lunsnap_result lunsnap_close(lunsnap_array *array);
 // cut). NULL, and a handle already freed, are ignored.
 void lunsnap_free(lunsnap_array *array);
 
-// Makes every write so far durable.
+// Makes every write so far durable. A flush that commits (there are writes or
+// changes to make durable, or metadata copies to heal) first frees up to
+// `LUNSNAP_RECLAIM_PER_FLUSH` units of work of the mappings that wait in the free
+// queue (see `lunsnap_reclaim`), in the same commit; a flush with nothing to
+// commit does nothing.
 lunsnap_result lunsnap_flush(lunsnap_array *array);
 
 // Creates LUN `lun` of `size` bytes (reads as zeros). It reserves its size rounded
@@ -739,25 +783,38 @@ lunsnap_result lunsnap_create_copy(lunsnap_array *array,
                                    uint32_t lun,
                                    bool attached);
 
-// Makes (or refreshes) copy `lun` as its parent's image now.
+// Makes (or refreshes) copy `lun` as its parent's image now. The image it had
+// before, if any, goes to the free queue: its space is freed in the background
+// (`lunsnap_reclaim`).
 lunsnap_result lunsnap_attach(lunsnap_array *array, uint32_t lun);
 
 // Discards copy `lun`'s data and reservation; the number stays a detached copy.
+// The reservation is released at once; the data's mapping goes to the free queue
+// and its space is freed in the background (`lunsnap_reclaim`).
 lunsnap_result lunsnap_detach(lunsnap_array *array, uint32_t lun);
 
 // Deletes LUN `lun`. A LUN with copies is refused (`LUNSNAP_RESULT_HAS_COPIES`)
 // unless `orphan_copies`: its attached copies then become plain LUNs
 // (`LUNSNAP_LUN_KIND_LUN`, no parent) that keep their data, and its detached copies
 // stay detached copies without a parent (they can only be deleted).
+//
+// Returns after the same small amount of work whatever the LUN's size: its
+// reservation is released at once, and its mapping goes to the free queue, whose
+// space is freed in the background (`lunsnap_reclaim`; until then it counts in
+// `lunsnap_pool_info.allocated_bytes`, and `lunsnap_pending_bytes` says how
+// much).
 lunsnap_result lunsnap_delete(lunsnap_array *array, uint32_t lun, bool orphan_copies);
 
-// Makes the parent of copy `lun` read the copy's current contents.
+// Makes the parent of copy `lun` read the copy's current contents. The parent's
+// previous mapping goes to the free queue: its space is freed in the background
+// (`lunsnap_reclaim`).
 lunsnap_result lunsnap_restore(lunsnap_array *array, uint32_t lun);
 
 // Information about LUN `lun` (exclusive and shared bytes are computed by walking
-// its mapping), as the array sees it (host security does not apply). Set
-// `out->struct_size` to `sizeof *out` first: the library fills the fields inside
-// it and never writes past it.
+// its mapping; while dropped mappings wait to be freed, `lunsnap_reclaim_pending`,
+// every live mapping is walked, so that they stay exact), as the array sees it
+// (host security does not apply). Set `out->struct_size` to `sizeof *out` first:
+// the library fills the fields inside it and never writes past it.
 //
 // Errors: `LUNSNAP_RESULT_LUN_OUT_OF_RANGE`, `LUNSNAP_RESULT_NO_SUCH_LUN`, device
 // errors; `LUNSNAP_RESULT_NULL_POINTER` for a NULL `out`,
@@ -970,13 +1027,81 @@ lunsnap_result lunsnap_create_copies(lunsnap_array *array,
 // one point in time, each its parent's image as it was before any of them changed.
 // All or nothing: any error `lunsnap_attach` gives, `count` 0 or a copy given twice
 // (`LUNSNAP_RESULT_INVALID_ARGUMENT`) changes nothing. `copies` may be NULL only
-// when `count` is 0.
+// when `count` is 0. The images the copies had go to the free queue, as with
+// `lunsnap_attach`.
 //
 // # Safety
 //
 // Every non-NULL pointer must be valid for the access described (an array of
 // `count` numbers) for the duration of the call.
 lunsnap_result lunsnap_attach_many(lunsnap_array *array, const uint32_t *copies, size_t count);
+
+// Frees dropped mappings until `budget` units of work are done or nothing waits,
+// and commits what it freed (no commit when there was nothing to do). `*out`,
+// when `out` is not NULL, says what it did: set `out->struct_size` to `sizeof
+// *out` first (the library fills the fields inside it and never writes past it).
+//
+// Background freeing: `lunsnap_delete`, `lunsnap_detach`, `lunsnap_attach`,
+// `lunsnap_attach_many` and `lunsnap_restore` return after the same small amount
+// of work whatever the size of the mapping they drop: they put it on a durable
+// free queue (`lunsnap_pool_info.reclaim_queue` counts its entries) and its space
+// is freed later. Until then the data only queued mappings hold still counts in
+// `lunsnap_pool_info.allocated_bytes` (`lunsnap_pending_bytes` says how much) and
+// is not yet passed to the device's `discard` callback (that happens after the
+// commit that frees it); it is promised to no LUN, so reservations stay exact and
+// no write fails for lack of it. The queue is worked off:
+// - by this function: hosts should call it when idle, until `remaining` is 0 (or
+//   `lunsnap_reclaim_pending` says false), with any budget: a call that does work
+//   commits once, so bigger budgets mean fewer commits and smaller ones shorter
+//   calls (`LUNSNAP_RECLAIM_PER_FLUSH` units take well under a millisecond of
+//   CPU, plus the commit's I/O);
+// - by every `lunsnap_flush` that commits (see `lunsnap_flush`), which first
+//   does `LUNSNAP_RECLAIM_PER_FLUSH` units of work; a flush with nothing to
+//   commit does none;
+// - synchronously, by a write that needs a data extent when none is free (or an
+//   operation that finds metadata space short): it frees queued mappings until
+//   enough is free and commits before it goes on, so that one call takes longer.
+//
+// The queue is committed with the array: after a power cut or a close, the next
+// open resumes from what was committed.
+//
+// A unit of work is one node of a dropped mapping visited (a metadata page: freed
+// when no other mapping shares it, else it only loses a reference) or one data
+// extent reference released. A leaf is handled whole, so the work done may pass
+// `budget` by the extent references of the last leaf. A `budget` of 0 does
+// nothing (no commit) and reports the entries waiting in `remaining`.
+//
+// Errors: `LUNSNAP_RESULT_POISONED`; device errors (which poison the handle, as a
+// failed commit does); `LUNSNAP_RESULT_INVALID_ARGUMENT` for a bad
+// `out->struct_size` (as `lunsnap_get_lun_info`; checked before any work).
+// Nothing is written to `out` on error.
+//
+// # Safety
+//
+// `out`, when not NULL, must be valid for writing its `struct_size` bytes.
+lunsnap_result lunsnap_reclaim(lunsnap_array *array, uint64_t budget, lunsnap_reclaim_stats *out);
+
+// `*out` receives whether dropped mappings wait in the free queue
+// (`lunsnap_pool_info.reclaim_queue` > 0; see `lunsnap_reclaim`). Cheap: no
+// device access.
+//
+// Errors: `LUNSNAP_RESULT_NULL_POINTER` for a NULL `out`.
+lunsnap_result lunsnap_reclaim_pending(lunsnap_array *array, bool *out);
+
+// `*out` receives the bytes of data that wait to be freed: the data extents that
+// only mappings in the free queue hold (see `lunsnap_reclaim`). They count in
+// `lunsnap_pool_info.allocated_bytes` until reclaimed, so `allocated_bytes`
+// drops by this much once the queue is worked off (unless writes allocate
+// meanwhile). Exact.
+//
+// Cost: 0 at once when nothing waits; otherwise every live mapping is walked (as
+// `lunsnap_get_lun_info` walks one: time grows with the data the LUNs map), with
+// a byte of memory per metadata page and per data extent (extents counted in
+// chunks of at most 4 Mi). Nothing is written.
+//
+// Errors: device errors and metadata damage met on the walk;
+// `LUNSNAP_RESULT_NULL_POINTER` for a NULL `out`.
+lunsnap_result lunsnap_pending_bytes(lunsnap_array *array, uint64_t *out);
 
 // Reads `len` bytes of LUN `lun` at byte `offset` into `buf` (offset and length
 // multiples of 512). `buf` may be NULL only when `len` is 0. As the array itself:
@@ -1101,9 +1226,12 @@ lunsnap_result lunsnap_write_zeroes_as(lunsnap_array *array,
 // ask for the rest of the LUN from the end of the last range received).
 //
 // Cost: reads the mapping entries inside the range plus the mapping tree's depth,
-// and one reference count per mapped extent, whatever the LUN's size; the whole
-// list is built (memory in proportion to the number of ranges) even when
-// `capacity` is smaller.
+// and one reference count per mapped extent, whatever the LUN's size; but while
+// dropped mappings wait to be freed (`lunsnap_reclaim_pending`), whose references
+// still count, every live mapping is walked instead to keep `shared` exact
+// (`lunsnap_map_allocation` does without `shared`). The whole list is built
+// (memory in proportion to the number of ranges) even when `capacity` is
+// smaller.
 //
 // Errors: as `lunsnap_read` (`LUNSNAP_RESULT_MISALIGNED`,
 // `LUNSNAP_RESULT_OUT_OF_RANGE`, `LUNSNAP_RESULT_NO_SUCH_LUN`,
@@ -1142,6 +1270,44 @@ lunsnap_result lunsnap_map_as(lunsnap_array *array,
                               lunsnap_map_range *items,
                               size_t capacity,
                               size_t *out_count);
+
+// `lunsnap_map` without the sharing: the same ranges of data, holes and lost
+// contents, but `shared` is always false (adjacent data ranges that `lunsnap_map`
+// tells apart only by their sharing come merged). For hosts that only ask where
+// the data is (NBD's block status): no reference count is read, and while dropped
+// mappings wait to be freed (`lunsnap_reclaim_pending`) the other LUNs' mappings
+// are not walked, as `lunsnap_map` then walks them to keep `shared` exact, so the
+// cost is the mapping entries inside the range plus the tree's depth. Same
+// arguments, list convention and errors as `lunsnap_map`.
+//
+// # Safety
+//
+// Every non-NULL pointer must be valid for the access described (`items` for
+// `capacity` items) for the duration of the call.
+lunsnap_result lunsnap_map_allocation(lunsnap_array *array,
+                                      uint32_t lun,
+                                      uint64_t offset,
+                                      uint64_t len,
+                                      lunsnap_map_range *items,
+                                      size_t capacity,
+                                      size_t *out_count);
+
+// `lunsnap_map_allocation` on behalf of host `host` (as `lunsnap_map_as`: with
+// security enabled, a LUN the host has no grant on gives
+// `LUNSNAP_RESULT_NO_SUCH_LUN`; a read grant is enough).
+//
+// # Safety
+//
+// Every non-NULL pointer must be valid for the access described (`items` for
+// `capacity` items) for the duration of the call.
+lunsnap_result lunsnap_map_allocation_as(lunsnap_array *array,
+                                         uint64_t host,
+                                         uint32_t lun,
+                                         uint64_t offset,
+                                         uint64_t len,
+                                         lunsnap_map_range *items,
+                                         size_t capacity,
+                                         size_t *out_count);
 
 // Where LUNs `lun_a` and `lun_b` may differ, from byte `offset` for `len` bytes
 // (multiples of 512, inside both LUNs): the ranges in order, adjacent ones merged.

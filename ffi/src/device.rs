@@ -37,13 +37,15 @@ use crate::sized::sized_struct;
 /// `discard` tells the host that blocks hold nothing useful any more (TRIM, a hole
 /// in an image file), so that it may forget them. It is called only right after a
 /// commit is durable (after that commit's last successful `flush`, before any later
-/// write), for the data extents the commit freed (a deleted LUN's, a detached
-/// copy's, those unmapped by `lunsnap_discard`, `lunsnap_write_zeroes` or zero
-/// detection, those replaced by copy-on-write), in runs of whole extents: `lba` is
-/// the first block of an extent and `count` a multiple of the blocks per extent
-/// (extent size / block size). No extent that a durable commit maps is ever
-/// discarded, so the host may zero the blocks, or leave them unchanged. Its failure
-/// is ignored (the commit has already succeeded).
+/// write), for the data extents the commit freed (those of deleted LUNs, detached
+/// copies and the images that attach and restore replace, by the commit that
+/// takes them off the free queue: see `lunsnap_reclaim`; those unmapped by
+/// `lunsnap_discard`, `lunsnap_write_zeroes` or zero detection, those replaced by
+/// copy-on-write), in runs of whole extents: `lba` is the first block of an extent
+/// and `count` a multiple of the blocks per extent (extent size / block size). No
+/// extent that a durable commit maps is ever discarded, so the host may zero the
+/// blocks, or leave them unchanged. Its failure is ignored (the commit has already
+/// succeeded).
 #[allow(non_camel_case_types)]
 #[repr(C)]
 #[derive(Clone, Copy)]

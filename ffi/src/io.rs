@@ -112,7 +112,8 @@ fn write_zeroes(
 }
 
 /// The ranges of LUN `lun` from `offset` for `len` bytes, as the array itself
-/// (`host` None) or as `host`, into `items` (see `lunsnap_map`).
+/// (`host` None) or as `host`, with their sharing (`sharing`: see `lunsnap_map`)
+/// or without (see `lunsnap_map_allocation`), into `items`.
 ///
 /// # Safety
 ///
@@ -122,6 +123,7 @@ fn write_zeroes(
 unsafe fn map(
     array: *mut lunsnap_array,
     host: Option<u64>,
+    sharing: bool,
     lun: u32,
     offset: u64,
     len: u64,
@@ -129,17 +131,20 @@ unsafe fn map(
     capacity: usize,
     out_count: *mut usize,
 ) -> lunsnap_result {
-    let func = if host.is_some() {
-        "lunsnap_map_as"
-    } else {
-        "lunsnap_map"
+    let func = match (host.is_some(), sharing) {
+        (false, true) => "lunsnap_map",
+        (true, true) => "lunsnap_map_as",
+        (false, false) => "lunsnap_map_allocation",
+        (true, false) => "lunsnap_map_allocation_as",
     };
     run_h(array, func, || {
         buffer_args(items, capacity, out_count, LIST)?;
         let ranges = with_array(array, |a| {
-            Ok(match host {
-                None => a.map(lun, offset, len)?,
-                Some(h) => a.as_host(h).map(lun, offset, len)?,
+            Ok(match (host, sharing) {
+                (None, true) => a.map(lun, offset, len)?,
+                (Some(h), true) => a.as_host(h).map(lun, offset, len)?,
+                (None, false) => a.map_allocation(lun, offset, len)?,
+                (Some(h), false) => a.as_host(h).map_allocation(lun, offset, len)?,
             })
         })?;
         // SAFETY: the caller passes room for `capacity` items at `items`.
@@ -355,9 +360,12 @@ pub extern "C" fn lunsnap_write_zeroes_as(
 /// ask for the rest of the LUN from the end of the last range received).
 ///
 /// Cost: reads the mapping entries inside the range plus the mapping tree's depth,
-/// and one reference count per mapped extent, whatever the LUN's size; the whole
-/// list is built (memory in proportion to the number of ranges) even when
-/// `capacity` is smaller.
+/// and one reference count per mapped extent, whatever the LUN's size; but while
+/// dropped mappings wait to be freed (`lunsnap_reclaim_pending`), whose references
+/// still count, every live mapping is walked instead to keep `shared` exact
+/// (`lunsnap_map_allocation` does without `shared`). The whole list is built
+/// (memory in proportion to the number of ranges) even when `capacity` is
+/// smaller.
 ///
 /// Errors: as `lunsnap_read` (`LUNSNAP_RESULT_MISALIGNED`,
 /// `LUNSNAP_RESULT_OUT_OF_RANGE`, `LUNSNAP_RESULT_NO_SUCH_LUN`,
@@ -383,7 +391,11 @@ pub unsafe extern "C" fn lunsnap_map(
     out_count: *mut usize,
 ) -> lunsnap_result {
     // SAFETY: the caller's contract is `map`'s.
-    unsafe { map(array, None, lun, offset, len, items, capacity, out_count) }
+    unsafe {
+        map(
+            array, None, true, lun, offset, len, items, capacity, out_count,
+        )
+    }
 }
 
 /// `lunsnap_map` on behalf of host `host`. With security enabled, a LUN the host
@@ -410,6 +422,73 @@ pub unsafe extern "C" fn lunsnap_map_as(
         map(
             array,
             Some(host),
+            true,
+            lun,
+            offset,
+            len,
+            items,
+            capacity,
+            out_count,
+        )
+    }
+}
+
+/// `lunsnap_map` without the sharing: the same ranges of data, holes and lost
+/// contents, but `shared` is always false (adjacent data ranges that `lunsnap_map`
+/// tells apart only by their sharing come merged). For hosts that only ask where
+/// the data is (NBD's block status): no reference count is read, and while dropped
+/// mappings wait to be freed (`lunsnap_reclaim_pending`) the other LUNs' mappings
+/// are not walked, as `lunsnap_map` then walks them to keep `shared` exact, so the
+/// cost is the mapping entries inside the range plus the tree's depth. Same
+/// arguments, list convention and errors as `lunsnap_map`.
+///
+/// # Safety
+///
+/// Every non-NULL pointer must be valid for the access described (`items` for
+/// `capacity` items) for the duration of the call.
+#[no_mangle]
+pub unsafe extern "C" fn lunsnap_map_allocation(
+    array: *mut lunsnap_array,
+    lun: u32,
+    offset: u64,
+    len: u64,
+    items: *mut lunsnap_map_range,
+    capacity: usize,
+    out_count: *mut usize,
+) -> lunsnap_result {
+    // SAFETY: the caller's contract is `map`'s.
+    unsafe {
+        map(
+            array, None, false, lun, offset, len, items, capacity, out_count,
+        )
+    }
+}
+
+/// `lunsnap_map_allocation` on behalf of host `host` (as `lunsnap_map_as`: with
+/// security enabled, a LUN the host has no grant on gives
+/// `LUNSNAP_RESULT_NO_SUCH_LUN`; a read grant is enough).
+///
+/// # Safety
+///
+/// Every non-NULL pointer must be valid for the access described (`items` for
+/// `capacity` items) for the duration of the call.
+#[no_mangle]
+pub unsafe extern "C" fn lunsnap_map_allocation_as(
+    array: *mut lunsnap_array,
+    host: u64,
+    lun: u32,
+    offset: u64,
+    len: u64,
+    items: *mut lunsnap_map_range,
+    capacity: usize,
+    out_count: *mut usize,
+) -> lunsnap_result {
+    // SAFETY: the caller's contract is `map`'s.
+    unsafe {
+        map(
+            array,
+            Some(host),
+            false,
             lun,
             offset,
             len,

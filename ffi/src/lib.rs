@@ -41,6 +41,8 @@ mod lifecycle; // version, messages, options, format, open, reopen, close, free,
 
 mod luns; // LUNs and copies, consistency groups, LUN and pool information, check, scrub
 
+mod reclaim; // background freeing: the free queue worked off, what waits in it
+
 mod io; // read, write, discard, zeroes, map, diff, as the array or for a host; zero detection
 
 mod hosts; // hosts, grants, security, the LUNs a host may discover
@@ -53,12 +55,13 @@ pub use result::lunsnap_result;
 pub use types::{
     lunsnap_access, lunsnap_diff_range, lunsnap_format_options, lunsnap_host_grant,
     lunsnap_lost_range, lunsnap_lun_info, lunsnap_lun_kind, lunsnap_map_range,
-    lunsnap_open_options, lunsnap_pool_info, lunsnap_repair_report, lunsnap_scrub_report,
-    lunsnap_severity,
+    lunsnap_open_options, lunsnap_pool_info, lunsnap_reclaim_stats, lunsnap_repair_report,
+    lunsnap_scrub_report, lunsnap_severity,
 };
 
 pub use hosts::*;
 pub use io::*;
 pub use lifecycle::*;
 pub use luns::*;
+pub use reclaim::*;
 pub use repair::*;

@@ -557,7 +557,11 @@ pub extern "C" fn lunsnap_free(array: *mut lunsnap_array) {
     let _ = guard::catch(|| drop(unregister(array)));
 }
 
-/// Makes every write so far durable.
+/// Makes every write so far durable. A flush that commits (there are writes or
+/// changes to make durable, or metadata copies to heal) first frees up to
+/// `LUNSNAP_RECLAIM_PER_FLUSH` units of work of the mappings that wait in the free
+/// queue (see `lunsnap_reclaim`), in the same commit; a flush with nothing to
+/// commit does nothing.
 #[no_mangle]
 pub extern "C" fn lunsnap_flush(array: *mut lunsnap_array) -> lunsnap_result {
     run_on(array, "lunsnap_flush", |a| a.flush())

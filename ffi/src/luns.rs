@@ -50,13 +50,17 @@ pub extern "C" fn lunsnap_create_copy(
     })
 }
 
-/// Makes (or refreshes) copy `lun` as its parent's image now.
+/// Makes (or refreshes) copy `lun` as its parent's image now. The image it had
+/// before, if any, goes to the free queue: its space is freed in the background
+/// (`lunsnap_reclaim`).
 #[no_mangle]
 pub extern "C" fn lunsnap_attach(array: *mut lunsnap_array, lun: u32) -> lunsnap_result {
     run_on(array, "lunsnap_attach", |a| a.attach(lun))
 }
 
 /// Discards copy `lun`'s data and reservation; the number stays a detached copy.
+/// The reservation is released at once; the data's mapping goes to the free queue
+/// and its space is freed in the background (`lunsnap_reclaim`).
 #[no_mangle]
 pub extern "C" fn lunsnap_detach(array: *mut lunsnap_array, lun: u32) -> lunsnap_result {
     run_on(array, "lunsnap_detach", |a| a.detach(lun))
@@ -66,6 +70,12 @@ pub extern "C" fn lunsnap_detach(array: *mut lunsnap_array, lun: u32) -> lunsnap
 /// unless `orphan_copies`: its attached copies then become plain LUNs
 /// (`LUNSNAP_LUN_KIND_LUN`, no parent) that keep their data, and its detached copies
 /// stay detached copies without a parent (they can only be deleted).
+///
+/// Returns after the same small amount of work whatever the LUN's size: its
+/// reservation is released at once, and its mapping goes to the free queue, whose
+/// space is freed in the background (`lunsnap_reclaim`; until then it counts in
+/// `lunsnap_pool_info.allocated_bytes`, and `lunsnap_pending_bytes` says how
+/// much).
 #[no_mangle]
 pub extern "C" fn lunsnap_delete(
     array: *mut lunsnap_array,
@@ -75,16 +85,19 @@ pub extern "C" fn lunsnap_delete(
     run_on(array, "lunsnap_delete", |a| a.delete(lun, orphan_copies))
 }
 
-/// Makes the parent of copy `lun` read the copy's current contents.
+/// Makes the parent of copy `lun` read the copy's current contents. The parent's
+/// previous mapping goes to the free queue: its space is freed in the background
+/// (`lunsnap_reclaim`).
 #[no_mangle]
 pub extern "C" fn lunsnap_restore(array: *mut lunsnap_array, lun: u32) -> lunsnap_result {
     run_on(array, "lunsnap_restore", |a| a.restore(lun))
 }
 
 /// Information about LUN `lun` (exclusive and shared bytes are computed by walking
-/// its mapping), as the array sees it (host security does not apply). Set
-/// `out->struct_size` to `sizeof *out` first: the library fills the fields inside
-/// it and never writes past it.
+/// its mapping; while dropped mappings wait to be freed, `lunsnap_reclaim_pending`,
+/// every live mapping is walked, so that they stay exact), as the array sees it
+/// (host security does not apply). Set `out->struct_size` to `sizeof *out` first:
+/// the library fills the fields inside it and never writes past it.
 ///
 /// Errors: `LUNSNAP_RESULT_LUN_OUT_OF_RANGE`, `LUNSNAP_RESULT_NO_SUCH_LUN`, device
 /// errors; `LUNSNAP_RESULT_NULL_POINTER` for a NULL `out`,
@@ -508,7 +521,8 @@ pub unsafe extern "C" fn lunsnap_create_copies(
 /// one point in time, each its parent's image as it was before any of them changed.
 /// All or nothing: any error `lunsnap_attach` gives, `count` 0 or a copy given twice
 /// (`LUNSNAP_RESULT_INVALID_ARGUMENT`) changes nothing. `copies` may be NULL only
-/// when `count` is 0.
+/// when `count` is 0. The images the copies had go to the free queue, as with
+/// `lunsnap_attach`.
 ///
 /// # Safety
 ///

@@ -1,7 +1,7 @@
 //! Plain C structs: options in, information out.
 //!
 //! The structs that may grow (options, device callbacks, LUN and pool information,
-//! scrub and repair reports) start with `size_t struct_size` (see
+//! reclaim statistics, scrub and repair reports) start with `size_t struct_size` (see
 //! [`crate::sized`]); the list items (map, diff and lost ranges, grants) are
 //! frozen: arrays of them cannot grow without breaking their stride, so richer
 //! items would come with new types and functions.
@@ -11,7 +11,8 @@
 use core::mem::size_of;
 
 use lunsnap::{
-    Access, DiffRange, LunInfo, LunKind, MapRange, PoolInfo, RepairReport, ScrubReport, Severity,
+    Access, DiffRange, LunInfo, LunKind, MapRange, PoolInfo, ReclaimStats, RepairReport,
+    ScrubReport, Severity,
 };
 
 use crate::sized::sized_struct;
@@ -245,6 +246,12 @@ pub struct lunsnap_pool_info {
     /// The generation that open used instead (the one before the lost one); 0 if
     /// the array never lost a commit.
     pub rollback_kept_generation: u64,
+    /// Entries in the free queue: mappings dropped by `lunsnap_delete`,
+    /// `lunsnap_detach`, `lunsnap_attach`, `lunsnap_attach_many` and
+    /// `lunsnap_restore`, and parts of them, that wait to be freed
+    /// (`lunsnap_reclaim`); 0 when nothing waits. The data they alone hold still
+    /// counts in `allocated_bytes` (`lunsnap_pending_bytes` says how much).
+    pub reclaim_queue: u64,
 }
 
 sized_struct!(output lunsnap_pool_info {
@@ -263,7 +270,8 @@ sized_struct!(output lunsnap_pool_info {
     healed_pages,
     pending_heals,
     rollback_lost_generation,
-    rollback_kept_generation
+    rollback_kept_generation,
+    reclaim_queue
 });
 
 impl From<PoolInfo> for lunsnap_pool_info {
@@ -286,6 +294,48 @@ impl From<PoolInfo> for lunsnap_pool_info {
             pending_heals: p.pending_heals,
             rollback_lost_generation: p.rollback.map_or(0, |(lost, _)| lost),
             rollback_kept_generation: p.rollback.map_or(0, |(_, kept)| kept),
+            reclaim_queue: p.reclaim_queue,
+        }
+    }
+}
+
+/// What `lunsnap_reclaim` did. The caller sets `struct_size`; the library fills the
+/// fields inside it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct lunsnap_reclaim_stats {
+    /// `sizeof(lunsnap_reclaim_stats)` as the caller's program knows it: set it
+    /// before the call (the library never writes past it, and leaves it unchanged).
+    pub struct_size: usize,
+    /// Units of work done: mapping nodes visited plus data extent references
+    /// released (`nodes_freed` is at most the nodes visited: a node another
+    /// mapping still shares only loses a reference). At most the budget, plus the
+    /// extent references of the last leaf freed: a leaf is handled whole.
+    pub work: u64,
+    /// Metadata pages (mapping nodes) freed.
+    pub nodes_freed: u64,
+    /// Data extent references released (an extent is freed when its last one goes).
+    pub extent_refs: u64,
+    /// Entries left in the free queue afterwards (`lunsnap_pool_info.reclaim_queue`):
+    /// 0 once nothing waits.
+    pub remaining: u64,
+}
+
+sized_struct!(output lunsnap_reclaim_stats {
+    work,
+    nodes_freed,
+    extent_refs,
+    remaining
+});
+
+impl From<ReclaimStats> for lunsnap_reclaim_stats {
+    fn from(r: ReclaimStats) -> Self {
+        lunsnap_reclaim_stats {
+            struct_size: size_of::<lunsnap_reclaim_stats>(),
+            work: r.work,
+            nodes_freed: r.nodes_freed,
+            extent_refs: r.extent_refs,
+            remaining: r.remaining,
         }
     }
 }
@@ -577,7 +627,8 @@ mod tests {
     /// Fields are only ever appended: those of 0.2.0 keep their offsets, the new
     /// ones start at 0.2.0's sizes (format options 40 bytes, open options 16, pool
     /// information 88, whose last 4 bytes were padding and now hold
-    /// `metadata_copies`: inside an old caller's struct, so still written).
+    /// `metadata_copies`: inside an old caller's struct, so still written), and
+    /// `reclaim_queue` after the pool information's 120 bytes that came next.
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn appended_fields_follow_the_old_layout() {
@@ -592,7 +643,12 @@ mod tests {
         assert_eq!(offset_of!(lunsnap_pool_info, pending_heals), 96);
         assert_eq!(offset_of!(lunsnap_pool_info, rollback_lost_generation), 104);
         assert_eq!(offset_of!(lunsnap_pool_info, rollback_kept_generation), 112);
-        assert_eq!(size_of::<lunsnap_pool_info>(), 120);
+        // Background freeing: appended after the 120 bytes the struct had before.
+        assert_eq!(offset_of!(lunsnap_pool_info, reclaim_queue), 120);
+        assert_eq!(size_of::<lunsnap_pool_info>(), 128);
+        assert_eq!(offset_of!(lunsnap_reclaim_stats, work), 8);
+        assert_eq!(offset_of!(lunsnap_reclaim_stats, remaining), 32);
+        assert_eq!(size_of::<lunsnap_reclaim_stats>(), 40);
         assert_eq!(size_of::<lunsnap_scrub_report>(), 40);
         // 0.2.0's lun_info was 80 bytes (its last 7 padding, after `online`).
         assert_eq!(offset_of!(lunsnap_lun_info, online), 72);
@@ -634,12 +690,43 @@ mod tests {
             ),
             (2, 8, 9, 0, 0)
         );
+        assert_eq!(c.reclaim_queue, 13);
         p.rollback = Some((12, 11));
         let c = lunsnap_pool_info::from(p);
         assert_eq!(
             (c.rollback_lost_generation, c.rollback_kept_generation),
             (12, 11)
         );
+    }
+
+    #[test]
+    fn reclaim_stats_are_the_cores_and_written_within_the_callers_size() {
+        let r = ReclaimStats {
+            work: 1,
+            nodes_freed: 2,
+            extent_refs: 3,
+            remaining: 4,
+        };
+        let c = lunsnap_reclaim_stats::from(r);
+        assert_eq!(
+            (
+                c.struct_size,
+                c.work,
+                c.nodes_freed,
+                c.extent_refs,
+                c.remaining
+            ),
+            (size_of::<lunsnap_reclaim_stats>(), 1, 2, 3, 4)
+        );
+        // A caller that knows only `work` and `nodes_freed`: nothing past them.
+        let mut buf = [0xAAu8; 48];
+        let n = core::mem::offset_of!(lunsnap_reclaim_stats, extent_refs);
+        buf[..size_of::<usize>()].copy_from_slice(&n.to_ne_bytes());
+        // SAFETY: `buf` has 48 bytes; its struct_size says `n`.
+        unsafe { crate::sized::put_sized(buf.as_mut_ptr().cast(), &c, "out") }.unwrap();
+        let at = |o: usize| u64::from_ne_bytes(buf[o..o + 8].try_into().unwrap());
+        assert_eq!((at(8), at(16)), (1, 2));
+        assert!(buf[n..].iter().all(|&b| b == 0xAA));
     }
 
     #[test]
@@ -681,6 +768,7 @@ mod tests {
         assert_eq!(offset_of!(lunsnap_open_options, struct_size), 0);
         assert_eq!(offset_of!(lunsnap_lun_info, struct_size), 0);
         assert_eq!(offset_of!(lunsnap_pool_info, struct_size), 0);
+        assert_eq!(offset_of!(lunsnap_reclaim_stats, struct_size), 0);
         assert_eq!(offset_of!(lunsnap_scrub_report, struct_size), 0);
         assert_eq!(offset_of!(lunsnap_repair_report, struct_size), 0);
         assert_eq!(offset_of!(crate::lunsnap_device_callbacks, struct_size), 0);
