@@ -97,7 +97,8 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Show the pool's figures: capacity, reserved, allocated, free, metadata
+    /// Show the pool's figures: capacity, reserved, allocated, free (and what waits to
+    /// be freed), metadata
     Info {
         /// The image file (or block device) holding the array
         image: PathBuf,
@@ -123,6 +124,22 @@ pub enum Cmd {
     Diff(DiffArgs),
     /// Unmap a range of a LUN: it reads as zeros and its space is freed (committed)
     Discard(DiscardArgs),
+    /// Free the space of dropped mappings (deleted LUNs, detached or refreshed copies,
+    /// restored parents) that still waits to be freed, and say what was freed (changes
+    /// free it all before they exit, `serve` in the background)
+    Reclaim {
+        /// The image file (or block device) holding the array
+        image: PathBuf,
+        /// Stop after about UNITS units of work (tree nodes visited plus extent
+        /// references released; the last leaf is finished whole) [default: free
+        /// everything]
+        #[arg(long, value_name = "UNITS",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        budget: Option<u64>,
+        /// Print what was done as a JSON object
+        #[arg(long)]
+        json: bool,
+    },
     /// Register, unregister and list the hosts that access control knows
     #[command(subcommand)]
     Host(HostCmd),
@@ -737,6 +754,7 @@ impl Cmd {
             | Cmd::Check { image, .. }
             | Cmd::Scrub { image, .. }
             | Cmd::Repair { image, .. }
+            | Cmd::Reclaim { image, .. }
             | Cmd::Serve { image, .. } => Some(image),
             Cmd::Write(w) => Some(&w.image),
             Cmd::Read(r) => Some(&r.image),

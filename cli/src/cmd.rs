@@ -84,16 +84,19 @@ pub fn format(
 /// `info IMAGE [--json]`
 pub fn info(place: &Place, path: &Path, as_json: bool, out: &mut String) -> Result<u8> {
     let mut t = place.open(path, Access::Read)?;
-    let (p, secure, hosts, len, lost) = t.with(|va| {
+    let served = t.is_served();
+    let (p, secure, hosts, len, lost, pending) = t.with(|va| {
         let dev = va.device();
         let len = dev.block_count() * u64::from(dev.block_size());
         let lost = lost_bytes(va)?;
+        let pending = va.pending_bytes()?;
         Ok((
             va.pool_info(),
             va.security_enabled(),
             va.hosts().len(),
             len,
             lost,
+            pending,
         ))
     })?;
     let lost_total: u64 = lost.iter().map(|&(_, b)| b).sum();
@@ -105,9 +108,9 @@ pub fn info(place: &Place, path: &Path, as_json: bool, out: &mut String) -> Resu
     let disk = image::disk_usage(t.file());
     if as_json {
         let shown = path.to_string_lossy().into_owned();
-        out.push_str(&json::render(&json::Info::new(
-            shown, len, disk, &p, secure, hosts, lost_total,
-        )));
+        let mut info = json::Info::new(shown, len, disk, &p, secure, hosts, lost_total);
+        info.pending_bytes = pending;
+        out.push_str(&json::render(&info));
         return Ok(0);
     }
     let on_disk = disk.map_or_else(String::new, |d| format!(", {} on disk", human(d)));
@@ -126,6 +129,20 @@ pub fn info(place: &Place, path: &Path, as_json: bool, out: &mut String) -> Resu
         ("unreserved", human(p.unreserved_bytes)),
         ("allocated", human(p.allocated_bytes)),
         ("free", human(p.free_bytes)),
+    ];
+    // Space of dropped mappings not freed yet: counted in `allocated` until it is.
+    let pending_row = (pending > 0 || p.reclaim_queue > 0).then(|| {
+        (
+            "pending free",
+            format!(
+                "{} ({}) of dropped mappings, counted as allocated until {}",
+                human(pending),
+                crate::integrity::count(p.reclaim_queue as usize, "queue entry", "queue entries"),
+                crate::reclaim::later(served, "it"),
+            ),
+        )
+    });
+    let metadata = [
         (
             "metadata",
             format!(
@@ -181,7 +198,14 @@ pub fn info(place: &Place, path: &Path, as_json: bool, out: &mut String) -> Resu
         ("hosts", hosts.to_string()),
         ("security", String::from(security)),
     ];
-    for (k, v) in rows.into_iter().chain(rollback).chain(lost_row).chain(rest) {
+    let all = rows
+        .into_iter()
+        .chain(pending_row)
+        .chain(metadata)
+        .chain(rollback)
+        .chain(lost_row)
+        .chain(rest);
+    for (k, v) in all {
         let _ = writeln!(out, "{:<16} {v}", format!("{k}:"));
     }
     Ok(0)

@@ -138,6 +138,14 @@ pub struct Info {
     /// mapping back): they read as errors until written or discarded. 0 unless
     /// repaired.
     pub lost_bytes: u64,
+    /// Bytes of data that dropped mappings (deleted LUNs, detached or refreshed
+    /// copies, restored parents) still hold in the free queue: counted in
+    /// `allocated_bytes` until freed (`lunsnap reclaim`, any change, or `serve` in the
+    /// background). 0 when nothing waits.
+    pub pending_bytes: u64,
+    /// Entries in the free queue (dropped mappings, and parts of them); 0 when
+    /// nothing waits.
+    pub reclaim_queue: u64,
 }
 
 impl Info {
@@ -177,6 +185,9 @@ impl Info {
             security,
             hosts,
             lost_bytes,
+            // Not in PoolInfo (it takes a walk of the mappings): the caller sets it.
+            pending_bytes: 0,
+            reclaim_queue: p.reclaim_queue,
         }
     }
 }

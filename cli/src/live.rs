@@ -219,6 +219,59 @@ mod tests {
     }
 
     #[test]
+    fn reclaim_and_info_run_on_the_served_array() {
+        let d = temp("reclaim");
+        let img = d.join("live.img");
+        let opts = FormatOptions {
+            extent_size: 4096,
+            max_luns: 16,
+            ..FormatOptions::default()
+        };
+        let va = crate::image::create_new(&img, &img, 32 << 20, &opts).expect("format");
+        let h = Handler::new(std::fs::canonicalize(&img).expect("canonical"));
+        let shared = Shared::new(va);
+        let img = h.image.to_str().expect("utf-8").to_string();
+        {
+            // A deleted LUN waits in the free queue (nothing flushed after it).
+            let mut a = shared.lock();
+            // 2,048 extents: more than one leaf of its mapping.
+            a.create_lun(5, 8 << 20).expect("create");
+            a.write(5, 0, &vec![5u8; 8 << 20]).expect("write");
+            a.flush().expect("flush");
+            a.delete(5, false).expect("delete");
+        }
+        let (code, out, err) = call(&h, &shared, &["info", &img]);
+        assert_eq!((code, err.as_str()), (0, ""));
+        assert!(
+            out.contains(
+                "pending free:    8 MiB (1 queue entry) of dropped mappings, counted as \
+                 allocated until the server frees it in the background\n"
+            ),
+            "{out}"
+        );
+        let (code, out, _) = call(&h, &shared, &["reclaim", &img, "--budget", "1"]);
+        assert_eq!(code, 0);
+        assert!(
+            out.contains(" and 1 metadata page, in 1 unit of work; ")
+                && out.ends_with("(8 MiB): the server frees it in the background\n"),
+            "{out}"
+        );
+        let (code, out, _) = call(&h, &shared, &["reclaim", &img, "--json"]);
+        assert_eq!(code, 0);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        assert_eq!(v["reclaimed"]["bytes_freed"], 8 << 20);
+        assert_eq!(v["reclaimed"]["remaining"], 0);
+        let (_, out, _) = call(&h, &shared, &["info", &img, "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        assert_eq!(
+            (v["pending_bytes"].as_u64(), v["reclaim_queue"].as_u64()),
+            (Some(0), Some(0))
+        );
+        assert!(!shared.lock().reclaim_pending());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
     fn format_demo_serve_and_foreign_images_are_refused() {
         let d = temp("refuse");
         let (shared, h) = setup(&d);

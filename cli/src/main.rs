@@ -25,6 +25,7 @@ mod live;
 mod progress;
 mod ranges;
 mod readout;
+mod reclaim;
 mod repair;
 mod serve;
 mod signature;
@@ -81,6 +82,11 @@ pub fn run(
         Cmd::Map(m) => survey::map(place, m, out),
         Cmd::Diff(d) => survey::diff(place, d, out),
         Cmd::Discard(d) => survey::discard(place, d, out),
+        Cmd::Reclaim {
+            image,
+            budget,
+            json,
+        } => reclaim::reclaim(place, image, *budget, *json, out),
         Cmd::Host(c) => run_host(c, place, out),
         Cmd::Grant {
             image,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use lunsnap::LunKind;
+use lunsnap::{LunKind, ReclaimStats};
 use lunsnap_server::{ControlIo, Shared};
 
 use crate::fail::{Fail, Result};
@@ -91,6 +91,11 @@ impl Target {
         }
     }
 
+    /// True for the array `lunsnap serve` holds.
+    pub fn is_served(&self) -> bool {
+        matches!(self, Target::Live { .. })
+    }
+
     /// Runs one operation on the array; a live array is locked for its duration only.
     pub fn with<R>(&mut self, op: impl FnOnce(&mut Va) -> Result<R>) -> Result<R> {
         match self {
@@ -137,18 +142,66 @@ impl Target {
         Ok((r, ended))
     }
 
-    /// Makes what the command changed durable: a cold image is committed and closed
-    /// (its lock released); a live array is flushed (a commit, as an NBD flush). Either
-    /// way, bad metadata copies that reads found are rewritten from their good copy.
+    /// Makes what the command changed durable: a cold image is committed, the space of
+    /// every mapping waiting in its free queue is freed ([`drain`]: a deleted LUN's, a
+    /// refreshed or detached copy's, a restored parent's; there is no server to do it
+    /// later), and it is closed (its lock released); a live array is flushed (a
+    /// commit, as an NBD flush), and the server's reclaimer frees what waits in the
+    /// background. Either way, bad metadata copies that reads found are rewritten from
+    /// their good copy.
     pub fn commit(self) -> Result<()> {
         match self {
             Target::Cold { mut va, .. } => {
                 va.flush()?;
+                drain(&mut va).map_err(|e| {
+                    Fail::new(format!(
+                        "the command's change is committed, but freeing the space it \
+                         released failed: {} (`lunsnap reclaim` frees it later)",
+                        e.msg
+                    ))
+                })?;
                 va.close().map(drop).map_err(Fail::from)
             }
             Target::Live { shared, .. } => shared.lock().flush().map_err(Fail::from),
         }
     }
+
+    /// As [`Target::commit`], but what waits in the free queue stays there: for
+    /// `reclaim --budget`, which frees only as much as it was given.
+    pub fn commit_leaving_queue(self) -> Result<()> {
+        match self {
+            // Every reclaim step committed; close commits what else changed (a
+            // rewritten bad copy) without a flush's share of reclamation.
+            Target::Cold { va, .. } => va.close().map(drop).map_err(Fail::from),
+            Target::Live { shared, .. } => shared.lock().flush().map_err(Fail::from),
+        }
+    }
+}
+
+/// Work (tree nodes visited plus extent references released) that freeing does in
+/// each of its commits: 64 K units, tens of milliseconds at most.
+pub const DRAIN_STEP: u64 = 16 * lunsnap::RECLAIM_PER_FLUSH;
+
+/// Frees everything that waits in `va`'s free queue, [`DRAIN_STEP`] units of work
+/// per commit, and says what was done (`remaining` is 0).
+pub fn drain(va: &mut Va) -> Result<ReclaimStats> {
+    let mut total = ReclaimStats::default();
+    while va.reclaim_pending() {
+        let s = va.reclaim(DRAIN_STEP)?;
+        add(&mut total, &s);
+        if s.work == 0 {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// Adds the work of `s` to `total`; `total.remaining` becomes `s`'s.
+pub fn add(total: &mut ReclaimStats, s: &ReclaimStats) {
+    total.work += s.work;
+    total.nodes_freed += s.nodes_freed;
+    total.extent_refs += s.extent_refs;
+    total.remaining = s.remaining;
 }
 
 /// The refusal of a change under connected clients.

@@ -240,6 +240,9 @@ fn serve(mut sock: UnixStream, shared: &Arc<Shared>, handler: &dyn ControlHandle
             .write_all(b"lunsnap: internal error (the command panicked)\n");
         1
     });
+    // A command may have dropped mappings (delete, detach, attach, restore): the
+    // background reclaimer frees their space now rather than at its next poll.
+    shared.wake_reclaimer();
     // Logged before the client learns the exit status, so that whoever waits for
     // the command finds its line in the log.
     log::line(&format!("control: lunsnap {shown}: exit {code}"));

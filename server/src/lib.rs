@@ -7,7 +7,9 @@
 //!   is an export named by its number, and the array's host security decides what a
 //!   client may list, open and write;
 //! - the control socket, over which `lunsnap` commands run on the live array (the
-//!   command-line tool supplies the [`ControlHandler`]).
+//!   command-line tool supplies the [`ControlHandler`]);
+//! - the background reclaimer ([`reclaim`]), which frees the space of the mappings
+//!   those commands drop a step at a time, between requests.
 //!
 //! The protocol (NetworkBlockDevice/nbd, doc/proto.md): fixed-newstyle handshake with
 //! `NBD_OPT_GO`, `INFO`, `LIST`, `EXPORT_NAME`, `STRUCTURED_REPLY`,
@@ -30,6 +32,9 @@ pub mod log;
 mod lost_tests;
 pub mod ops;
 pub mod proto;
+pub mod reclaim;
+#[cfg(test)]
+mod reclaim_tests;
 pub mod shared;
 pub mod sock;
 pub mod tls;
@@ -65,6 +70,8 @@ pub struct Server {
     shared: Arc<Shared>,
     bound: Vec<Arc<listen::Bound>>,
     threads: Vec<JoinHandle<()>>,
+    /// The background reclaimer ([`reclaim`]).
+    reclaimer: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -149,10 +156,12 @@ impl Server {
             }));
             all.push(c);
         }
+        let reclaimer = reclaim::spawn(shared.clone());
         Server {
             shared,
             bound: all,
             threads,
+            reclaimer,
         }
     }
 
@@ -162,7 +171,9 @@ impl Server {
     }
 
     /// Stops: no new clients; every connection ends (acknowledged writes stay); waits
-    /// up to 10 s for their threads; then commits and closes the array.
+    /// up to 10 s for their threads; the background reclaimer stops after the step it
+    /// is in (what still waits stays queued in the image, for the next server or
+    /// command); then commits and closes the array.
     pub fn shutdown(self) -> Result<(), String> {
         self.shared.shut_down();
         for b in &self.bound {
@@ -189,6 +200,11 @@ impl Server {
         while self.shared.clients() > 0 && Instant::now() < deadline {
             self.shared.shut_down();
             std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Some(r) = self.reclaimer {
+            // Woken by shut_down, it ends after the step it is in (it holds the array
+            // lock for no longer than that).
+            let _ = r.join();
         }
         let mut a = self.shared.lock();
         a.flush()

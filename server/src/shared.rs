@@ -8,7 +8,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use lunsnap::{Array, FileDevice};
 
@@ -39,6 +40,10 @@ pub struct Shared {
     admitted: AtomicUsize,
     /// Control-socket commands running.
     control_admitted: AtomicUsize,
+    /// Wakes the background reclaimer ([`crate::reclaim`]): a count of the wakes so
+    /// far, and the condition it waits on.
+    reclaim_wakes: Mutex<u64>,
+    reclaim_cv: Condvar,
 }
 
 /// A client counted against a limit until dropped.
@@ -99,6 +104,8 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             admitted: AtomicUsize::new(0),
             control_admitted: AtomicUsize::new(0),
+            reclaim_wakes: Mutex::new(0),
+            reclaim_cv: Condvar::new(),
         })
     }
 
@@ -201,12 +208,59 @@ impl Shared {
         self.admitted.load(Ordering::Acquire)
     }
 
-    /// Starts the shutdown: ends every connection.
+    /// Control-socket commands running.
+    pub fn commands(&self) -> usize {
+        self.control_admitted.load(Ordering::Acquire)
+    }
+
+    /// Starts the shutdown: ends every connection, and stops the background
+    /// reclaimer.
     pub fn shut_down(&self) {
         self.shutting_down.store(true, Ordering::Release);
         for e in self.registry().values() {
             e.kicked.store(true, Ordering::Release);
             (e.close)();
+        }
+        self.wake_reclaimer();
+    }
+
+    /// Tells the background reclaimer that mappings may have been dropped (a
+    /// management command ran): it looks at once instead of at its next poll.
+    pub fn wake_reclaimer(&self) {
+        let mut n = self.reclaim_wakes.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.wrapping_add(1);
+        self.reclaim_cv.notify_all();
+    }
+
+    /// The wakes of the reclaimer so far (what [`Shared::wait_for_wake`] compares).
+    pub fn reclaim_wakes(&self) -> u64 {
+        *self.reclaim_wakes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until [`Shared::wake_reclaimer`] was called since the reclaimer saw
+    /// `seen` wakes, or the shutdown began, or `timeout` (if any) passed. Returns the
+    /// wakes so far.
+    pub fn wait_for_wake(&self, seen: u64, timeout: Option<Duration>) -> u64 {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut n = self.reclaim_wakes.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if *n != seen || self.is_shutting_down() {
+                return *n;
+            }
+            // Without a timeout it waits for a wake or the shutdown, looking at the
+            // shutdown flag again every second all the same.
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(l) if !l.is_zero() => l,
+                    _ => return *n,
+                },
+                None => Duration::from_secs(1),
+            };
+            n = self
+                .reclaim_cv
+                .wait_timeout(n, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 

@@ -134,10 +134,10 @@ impl<D: BlockDevice> Array<D> {
         self.map_inner(n, offset, len, true)
     }
 
-    /// [`Array::map`] without the sharing: every range's `shared` is false. Cheaper
-    /// (no reference count is read), and it never waits for dropped mappings to be
-    /// freed, which `map` does to make `shared` exact: for hosts that only ask
-    /// where data is (NBD block status).
+    /// [`Array::map`] without the sharing: every range's `shared` is false. Cheaper:
+    /// no reference count is read, and while dropped mappings wait to be freed it
+    /// does not walk the live mappings as `map` then does to keep `shared` exact.
+    /// For hosts that only ask where data is (NBD block status).
     ///
     /// Errors: as [`Array::map`].
     pub fn map_allocation(&mut self, n: u32, offset: u64, len: u64) -> Result<Vec<MapRange>> {
