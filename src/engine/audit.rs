@@ -97,6 +97,15 @@ pub enum Violation {
         /// References found.
         found: u32,
     },
+    /// An entry of the free queue (trees waiting to be freed) is malformed: a key
+    /// outside the queue's counters, a level that is not one, or a node at another
+    /// level than the entry says; or the queue's entry count is wrong (`key` 0).
+    FreeQueue {
+        /// The entry's key.
+        key: u64,
+        /// What is wrong.
+        what: &'static str,
+    },
     /// A space map's "allocated" counter differs from its number of non-zero entries.
     AllocatedCounter {
         /// Which map.
@@ -148,6 +157,7 @@ impl fmt::Display for Violation {
                 f,
                 "data extent {extent}: reference count {stored} but {found} references"
             ),
+            Violation::FreeQueue { key, what } => write!(f, "free queue entry {key}: {what}"),
             Violation::AllocatedCounter { map, stored, found } => write!(
                 f,
                 "{map:?} space map: allocated counter {stored} but {found} entries in use"
@@ -237,6 +247,7 @@ impl<D: BlockDevice> Engine<D> {
         }
         w.report = true;
         self.compare_meta(&mut w);
+        w.out.extend(self.audit_queue());
         // A block that cannot be read is found by every walk that reaches it
         // (the space map listing, the counts, the trees): report it once.
         let mut seen = alloc::collections::BTreeSet::new();

@@ -271,6 +271,50 @@ impl<D: BlockDevice> Engine<D> {
 }
 
 impl<D: BlockDevice> Engine<D> {
+    /// The free queue's own invariants, beyond the counts the audit compares: every
+    /// key between the counters, every level byte a level and the level of the node
+    /// it names, the entry count right. Unreadable pages are the audit's to report.
+    pub(super) fn audit_queue(&mut self) -> Vec<super::Violation> {
+        let mut out = Vec::new();
+        let q = self.queue;
+        if q.is_empty() {
+            return out;
+        }
+        let mut entries: Vec<(u64, u64, u8)> = Vec::new();
+        let r = self.read_ctx().range(&q.tree, 0, u64::MAX, |k, v| {
+            entries.push((k, get_u64(v, 0), v[LEVEL_OFF]));
+            true
+        });
+        if r.is_err() {
+            return out;
+        }
+        let bad = |key, what| super::Violation::FreeQueue { key, what };
+        if entries.len() as u64 != q.entries {
+            out.push(bad(0, "the queue's entry count differs from its entries"));
+        }
+        for (key, addr, level) in entries {
+            if key < q.front || key >= q.back {
+                out.push(bad(key, "key outside the queue's counters"));
+            }
+            match level {
+                0 => {}
+                l if l - 1 > MAX_LEVEL => out.push(bad(key, "invalid level")),
+                l => {
+                    let at = self
+                        .st
+                        .read(addr, PageKind::BtreeNode)
+                        .ok()
+                        .and_then(|b| node::header(b, addr).ok())
+                        .map(|h| h.level);
+                    if at.is_some_and(|at| at != l - 1) {
+                        out.push(bad(key, "the node is at another level than the entry says"));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Marks in `seen` every page the free queue holds: its own nodes and those of
     /// the trees it queues, as far as they can be read. Repair calls it so that the
     /// new commit it builds never overwrites a page of the old one.
