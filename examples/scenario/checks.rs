@@ -21,6 +21,15 @@ pub(super) fn ensure(ok: bool, what: &str) -> Result<()> {
     }
 }
 
+/// Frees what the operation just before dropped (a deleted LUN's mapping, a refreshed
+/// or detached copy's, a restored parent's), as the `lunsnap` command that does the
+/// operation does before it exits: the library queues a dropped mapping and returns,
+/// and its space stays allocated until [`Va::reclaim`] frees it.
+pub(super) fn reclaim(va: &mut Va) -> Result<()> {
+    while va.reclaim(u64::MAX)?.remaining > 0 {}
+    Ok(())
+}
+
 /// Fails unless `r` is an error that `expected` accepts; returns that error. `what`
 /// names the operation in the failure.
 pub(super) fn refused<T: Debug>(

@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use lunsnap::{Access, Error, FormatOptions};
 
-use super::checks::{detached_read, ensure, export_vg, import_vg, refused, verify, Exported};
+use super::checks::{
+    detached_read, ensure, export_vg, import_vg, reclaim, refused, verify, Exported,
+};
 use super::db::{Image, Volume, BLOCK, MIB, VG};
 use super::tell::{array_id, detail, guide, host, lun, ms, pool, section, size, step};
 use super::{
@@ -121,12 +123,17 @@ pub(super) fn configuration(c: &mut Cycle, va: &mut Va) -> Result<Vec<Exported>>
 pub(super) fn attach_group(c: &mut Cycle, va: &mut Va, what: &str) -> Result<()> {
     let t = Instant::now();
     va.attach_many(&VG.map(|v| v.copy))?;
-    step("4c.", &format!("{what} in {}", ms(t.elapsed())));
+    let took = t.elapsed();
+    reclaim(va)?;
+    step("4c.", &format!("{what} in {}", ms(took)));
     guide(&format!(
         "armcopy -s 11 -a true {}   (and 12, 13)",
         array_id()
     ));
-    c.how("copy attach $IMG 11 12 13", "attach_many(&[11, 12, 13])");
+    c.how(
+        "copy attach $IMG 11 12 13",
+        "attach_many(&[11, 12, 13]), reclaim(u64::MAX)",
+    );
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use lunsnap::{Access, DiffRange};
 
-use super::checks::ensure;
+use super::checks::{ensure, reclaim};
 use super::db::{expected, Image, VG};
 use super::tell::{detail, host, size, step};
 use super::{Cycle, Result, Va, BACKUP_HOST};
@@ -79,7 +79,8 @@ pub(super) fn incremental(c: &mut Cycle, va: &mut Va, at_1c: &[Image; 3]) -> Res
         size(v.size)
     ));
     va.delete(TODAY, false)?;
-    c.how("lun delete $IMG 23", "delete(23, false)");
+    reclaim(va)?;
+    c.how("lun delete $IMG 23", "delete(23, false), reclaim(u64::MAX)");
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use lunsnap::{Error, LunKind, PoolInfo};
 
-use super::checks::{clean, detached_read, diff, ensure, refused, verify};
+use super::checks::{clean, detached_read, diff, ensure, reclaim, refused, verify};
 use super::db::{Image, VG};
 use super::tell::{array_id, detail, disk_usage, guide, lun_row, ms, pool, section, size, step};
 use super::{Cycle, Result, Va};
@@ -37,9 +37,10 @@ pub(super) fn maintenance(c: &mut Cycle, va: &mut Va) -> Result<Image> {
     detach(c, va)?;
     let before = va.pool_info();
     va.delete(13, false)?;
+    reclaim(va)?;
     step("10c.", "option 1, create/delete: discard copy 13 for good");
     guide(&format!("armcfg -L 13 -d {}", array_id()));
-    c.how("lun delete $IMG 13", "delete(13, false)");
+    c.how("lun delete $IMG 13", "delete(13, false), reclaim(u64::MAX)");
     let e = refused(va.lun_info(13), "LUN 13 after its delete", |e| {
         matches!(e, Error::NoSuchLun(13))
     })?;
@@ -61,12 +62,13 @@ pub(super) fn maintenance(c: &mut Cycle, va: &mut Va) -> Result<Image> {
 fn reattach(c: &mut Cycle, va: &mut Va) -> Result<Image> {
     let aged = va.lun_info(12)?;
     va.attach(12)?;
+    reclaim(va)?;
     step(
         "10c.",
         "option 2, attach/attach: discard copy 12 by making it again",
     );
     guide(&format!("armcopy -s 12 -a true {}", array_id()));
-    c.how("copy attach $IMG 12", "attach(12)");
+    c.how("copy attach $IMG 12", "attach(12), reclaim(u64::MAX)");
     let now = va.lun_info(12)?;
     ensure(
         aged.exclusive_bytes > 0 && now.exclusive_bytes == 0,
@@ -86,12 +88,13 @@ fn detach(c: &mut Cycle, va: &mut Va) -> Result<()> {
     let own = va.lun_info(11)?.exclusive_bytes;
     ensure(own > 0, "copy 11 had not aged")?;
     va.detach(11)?;
+    reclaim(va)?;
     step(
         "10c.",
         "option 3, attach/detach: discard copy 11, keeping its number",
     );
     guide(&format!("armcopy -s 11 -a false {}", array_id()));
-    c.how("copy detach $IMG 11", "detach(11)");
+    c.how("copy detach $IMG 11", "detach(11), reclaim(u64::MAX)");
     let after = va.pool_info();
     ensure(
         after.reserved_bytes + VG[0].size == before.reserved_bytes

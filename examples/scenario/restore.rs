@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::backup::Backup;
-use super::checks::{checksum, clean, diff, ensure, read_header, verify};
+use super::checks::{checksum, clean, diff, ensure, read_header, reclaim, verify};
 use super::db::{BLOCK, MIB, VG};
 use super::tell::{array_id, detail, guide, lun, ms, section, step};
 use super::{Cycle, Result, Va};
@@ -35,14 +35,16 @@ pub(super) fn restore(c: &mut Cycle, va: &mut Va, b: &Backup) -> Result<()> {
     for v in &VG {
         va.restore(v.copy)?;
     }
+    let took = t.elapsed();
+    reclaim(va)?;
     step(
         "3r.",
-        &format!("copy to parent: 3 restores in {}", ms(t.elapsed())),
+        &format!("copy to parent: 3 restores in {}", ms(took)),
     );
     guide(&format!("armcopy -r 1 {}", array_id()));
     c.how(
         "copy restore $IMG 11   (and 12, 13: lunsnap names the copy)",
-        "restore(11), restore(12), restore(13)",
+        "restore(11), restore(12), restore(13), reclaim(u64::MAX)",
     );
     restarted(c, va, b)
 }
