@@ -89,6 +89,39 @@ impl Seen {
 type Pending = (u64, Option<u8>, u64, u64);
 
 impl<D: BlockDevice> Engine<D> {
+    /// Whether node `addr`, walked already (so its own keys ascend and its subtree
+    /// was found sound under the range of its first parent), also fits at `level`
+    /// in `[lo, hi]`: its first key and, down its rightmost path, its last key lie
+    /// in the range. The path is as deep as the tree, at most `MAX_LEVEL` nodes.
+    fn fits_again(&mut self, mut addr: u64, level: Option<u8>, lo: u64, hi: u64) -> bool {
+        let mut want = level;
+        let mut first = true;
+        for _ in 0..=node::MAX_LEVEL {
+            let Ok(b) = self.st.read(addr, PageKind::BtreeNode) else {
+                return false;
+            };
+            let Ok(h) = node::header(b, addr) else {
+                return false;
+            };
+            if want.is_some_and(|l| l != h.level) || h.nr == 0 {
+                return false;
+            }
+            if first && node::key(b, 0) < lo {
+                return false;
+            }
+            first = false;
+            if node::key(b, h.nr - 1) > hi {
+                return false;
+            }
+            if h.is_leaf() {
+                return true;
+            }
+            addr = node::child(b, &h, h.nr - 1);
+            want = Some(h.level - 1);
+        }
+        false
+    }
+
     /// Walks the tree rooted at `root`, whose leaves hold values of `shape`, from key
     /// `from` on, and tells `f` what it finds (see [`Salvaged`]) until `f` returns
     /// false; nodes already in `seen` are skipped. Entries come in key order.
@@ -119,6 +152,13 @@ impl<D: BlockDevice> Engine<D> {
                 continue;
             }
             if !seen.mark(addr) {
+                // Walked already, here or in another tree that shares it. Sharing
+                // reaches a node where its keys belong; a forged pointer to a node
+                // walked elsewhere (even in this tree) does not, and what it
+                // should have covered is lost.
+                if !self.fits_again(addr, level, lo, hi) && !f(Salvaged::Lost { addr, lo, hi }) {
+                    return;
+                }
                 continue;
             }
             match self.st.read(addr, PageKind::BtreeNode) {
