@@ -209,14 +209,14 @@ fn pending_bytes_count_what_only_dropped_mappings_hold() {
     let mut last = L / 2;
     let mut steps = 0;
     while a.reclaim_pending() {
-        let s = a.reclaim(16).expect("reclaim");
+        let s = a.reclaim(1).expect("reclaim");
         let now = a.pending_bytes().expect("pending");
         assert!(now <= last, "{now} after {last}");
         assert_eq!(a.pool_info().allocated_bytes, L + now, "{s:?}");
         last = now;
         steps += 1;
     }
-    assert!(steps > 3, "{steps} steps");
+    assert!(steps >= 3, "{steps} steps");
     assert_eq!(a.pool_info().reclaim_queue, 0);
     assert_clean(&mut a, "reclaimed");
 }

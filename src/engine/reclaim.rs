@@ -13,8 +13,9 @@
 //! takes the front entry and:
 //! - if the node has other references, removes the entry and gives back its one;
 //! - otherwise the node dies: a leaf's extents are released (and any tree its
-//!   values hold is queued); an interior node's children are queued *in place of*
-//!   it, each entry taking over the reference the node held, and the node is freed.
+//!   values hold is queued); an interior node's children that other trees share
+//!   lose its reference at once, and the others are queued *in place of* it, each
+//!   entry taking over the reference the node held; then the node is freed.
 //!
 //! So every count is exact at every commit, a power cut anywhere resumes from the
 //! committed queue, and nothing is freed twice or while referenced. Children are
@@ -196,6 +197,21 @@ impl<D: BlockDevice> Ctx<'_, D> {
                 return Err(Error::corrupt(addr, "empty interior B-tree node"));
             }
             queued.extend((0..h.nr).map(|i| (node::child(b, &h, i), Some(h.level - 1))));
+        }
+        if !h.is_leaf() {
+            // A child another tree shares only loses this node's reference: give it
+            // back now rather than queue it (what its step would do). Only the
+            // children that die with this node are queued.
+            let mut dying = Vec::with_capacity(queued.len());
+            for &(child, level) in &queued {
+                if self.sm.meta_count(self.st, child)? > 1 {
+                    self.sm.dec_meta(self.st, child)?;
+                    stats.work += 1;
+                } else {
+                    dying.push((child, level));
+                }
+            }
+            queued = dying;
         }
         self.sm.dec_meta(self.st, addr)?;
         stats.nodes_freed += 1;
