@@ -208,3 +208,67 @@ fn a_queue_entry_that_names_a_free_node_is_damage_not_a_panic() {
     // The engine refuses changes until reopened.
     assert_eq!(e.reclaim(1), Err(Error::Poisoned));
 }
+
+/// Counts per space-map leaf and child pointers per index block (docs/FORMAT.md
+/// §4.2–4.3): a map of more than their product has three levels.
+const COUNTS_PER_LEAF: u64 = (4096 - 32) / 4;
+const PTRS_PER_INDEX: u64 = (4096 - 32) / 8;
+
+#[test]
+fn a_three_level_data_space_map_counts_every_extent() {
+    // 4 KiB extents on a sparse device just large enough for a third level: the
+    // extents past COUNTS_PER_LEAF * PTRS_PER_INDEX sit under a second index block.
+    let level2 = COUNTS_PER_LEAF * PTRS_PER_INDEX;
+    let extents = level2 + COUNTS_PER_LEAF + 7;
+    let opts = FormatOptions {
+        extent_size: 4096,
+        metadata_copies: 1,
+        ..Default::default()
+    };
+    let pages = extents + 16 * 1024;
+    let dev = MemDevice::new(4096, pages).expect("device");
+    let mut e = Engine::format(dev, &opts).expect("format");
+    let have = e.geometry().data_extents;
+    assert!(have > level2 + COUNTS_PER_LEAF, "{have} extents");
+    let mut t = e.create_tree(8, ValueKind::Data).expect("tree");
+    // Allocate up to just past the second index block's first leaf; keep a few.
+    let last = level2 + COUNTS_PER_LEAF + 2;
+    let keep = [0, COUNTS_PER_LEAF, level2 - 1, level2, level2 + 1, last];
+    for x in 0..=last {
+        let got = e.alloc_data().expect("extent");
+        assert_eq!(got, x, "extents are handed out in order");
+        if keep.contains(&x) {
+            e.insert(&mut t, x, &x.to_le_bytes()).expect("insert");
+        } else {
+            e.dec_data(x).expect("free");
+        }
+    }
+    e.set_root(0, Some(t)).expect("slot");
+    e.commit().expect("commit");
+    let mut e = Engine::open(e.into_device(), &OpenOptions::default()).expect("open");
+    for x in [
+        0,
+        1,
+        COUNTS_PER_LEAF - 1,
+        COUNTS_PER_LEAF,
+        level2 - 1,
+        level2,
+        level2 + 1,
+    ] {
+        let want = u32::from(keep.contains(&x));
+        assert_eq!(e.data_refcount(x).expect("count"), want, "extent {x}");
+    }
+    assert_eq!(e.data_refcount(last).expect("count"), 1);
+    assert_eq!(e.space().data_allocated, keep.len() as u64);
+    assert_audit_clean(&mut e, "three levels");
+    // Dropped later, a step at a time: the counts under the second index go too.
+    let t = e.set_root(0, None).expect("slot").expect("tree");
+    e.drop_tree_later(t).expect("queue");
+    while e.reclaim_pending() {
+        e.reclaim(2).expect("reclaim");
+    }
+    e.commit().expect("commit");
+    assert_eq!(e.data_refcount(level2 + 1).expect("count"), 0);
+    assert_eq!(e.space().data_allocated, 0);
+    assert_audit_clean(&mut e, "freed");
+}

@@ -17,7 +17,7 @@ use alloc::vec::Vec;
 use super::node::{self, Ref};
 use super::{Ctx, Tree};
 use crate::device::BlockDevice;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Data extents counted per walk.
 pub const CHUNK: u64 = 4 << 20;
@@ -25,6 +25,7 @@ pub const CHUNK: u64 = 4 << 20;
 /// References from a set of live trees: to every metadata page, and to the data
 /// extents of one chunk.
 pub struct LiveCounts {
+    /// The first metadata page: the metadata map's entry 0.
     meta_start: u64,
     meta: Vec<u8>,
     lo: u64,
@@ -58,10 +59,17 @@ impl<D: BlockDevice> Ctx<'_, D> {
     /// [`CHUNK`] of them, and no further than `extents`). Values that refer to
     /// trees are not followed: `trees` must list every tree that counts. Each
     /// node is expanded once, so the work is bounded by the metadata size.
-    pub fn live_counts(&mut self, trees: &[Tree], lo: u64, extents: u64) -> Result<LiveCounts> {
+    ///
+    /// `meta_start` is the first metadata page (the metadata map's entry 0).
+    pub fn live_counts(
+        &mut self,
+        trees: &[Tree],
+        meta_start: u64,
+        (lo, extents): (u64, u64),
+    ) -> Result<LiveCounts> {
         let n = extents.saturating_sub(lo).min(CHUNK);
         let mut c = LiveCounts {
-            meta_start: self.sm.meta_start(),
+            meta_start,
             meta: vec![0; self.sm.meta.entries as usize],
             lo,
             data: vec![0; n as usize],
@@ -71,11 +79,7 @@ impl<D: BlockDevice> Ctx<'_, D> {
         for t in trees.iter().filter(|t| t.root != 0) {
             stack.push((t.root, None));
             while let Some((addr, level)) = stack.pop() {
-                let i = addr
-                    .checked_sub(c.meta_start)
-                    .filter(|&i| i < c.meta.len() as u64)
-                    .ok_or(Error::corrupt(addr, "pointer outside the metadata area"))?
-                    as usize;
+                let i = self.sm.meta_entry(addr)? as usize;
                 c.meta[i] = c.meta[i].saturating_add(1);
                 if c.meta[i] > 1 {
                     // Expanded already: its references are counted once, as stored.

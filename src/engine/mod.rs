@@ -642,8 +642,8 @@ impl<D: BlockDevice> Engine<D> {
     /// Values that refer to trees are not followed. Reads every node of `trees`
     /// once.
     pub fn live_counts(&mut self, trees: &[Tree], lo: u64) -> Result<LiveCounts> {
-        let extents = self.geo.data_extents;
-        self.read_ctx().live_counts(trees, lo, extents)
+        let (start, extents) = (self.geo.meta_start, self.geo.data_extents);
+        self.read_ctx().live_counts(trees, start, (lo, extents))
     }
 
     /// [`Engine::data_sharing`] by the counts of `live`, for the extents of its chunk.

@@ -257,12 +257,8 @@ impl SpaceMaps {
         }
     }
 
-    /// The first metadata page (entry 0 of the metadata map).
-    pub fn meta_start(&self) -> u64 {
-        self.meta_start
-    }
-
-    fn meta_entry(&self, addr: u64) -> Result<u64> {
+    /// The metadata map's entry for page `addr`.
+    pub(crate) fn meta_entry(&self, addr: u64) -> Result<u64> {
         match addr.checked_sub(self.meta_start) {
             Some(e) if e < self.meta.entries => Ok(e),
             _ => Err(Error::corrupt(addr, "pointer outside the metadata area")),
