@@ -272,3 +272,34 @@ fn a_three_level_data_space_map_counts_every_extent() {
     assert_eq!(e.space().data_allocated, 0);
     assert_audit_clean(&mut e, "freed");
 }
+
+#[test]
+fn references_outside_the_areas_are_named_as_such_when_freed() {
+    // A forged root just past the metadata area, dropped now or later.
+    let mut e = engine();
+    let g = e.geometry();
+    let end = g.meta_start + g.meta_pages;
+    let forged = Tree::from_parts(end, 8, ValueKind::Opaque).expect("tree");
+    let outside = Error::Corrupt {
+        addr: end,
+        what: "pointer outside the metadata area",
+    };
+    assert_eq!(e.drop_tree(forged), Err(outside.clone()));
+    let mut e = engine();
+    e.drop_tree_later(forged)
+        .expect("queued: nothing is read yet");
+    assert_eq!(e.reclaim(1), Err(outside));
+    // A Data value naming an extent past the pool, in a leaf that dies.
+    let mut e = engine();
+    let past = e.geometry().data_extents + 5;
+    let mut t = e.create_tree(8, ValueKind::Data).expect("tree");
+    e.insert(&mut t, 1, &past.to_le_bytes()).expect("insert");
+    e.drop_tree_later(t).expect("queue");
+    assert_eq!(
+        e.reclaim(u64::MAX),
+        Err(Error::Corrupt {
+            addr: past,
+            what: "data extent number outside the data area",
+        })
+    );
+}
