@@ -303,3 +303,21 @@ fn references_outside_the_areas_are_named_as_such_when_freed() {
         })
     );
 }
+
+#[test]
+fn a_reference_to_a_free_page_is_damage_not_a_count() {
+    // A handle forged on a page no tree uses: cloning it would count a reference
+    // to a free page, which the next allocation would hand out again.
+    let mut e = engine();
+    let g = e.geometry();
+    let free = g.meta_start + g.meta_pages - 1;
+    assert_eq!(e.meta_refcount(free).expect("count"), 0);
+    let forged = Tree::from_parts(free, 8, ValueKind::Opaque).expect("tree");
+    assert_eq!(
+        e.clone_tree(&forged),
+        Err(Error::Corrupt {
+            addr: free,
+            what: "reference to a free block",
+        })
+    );
+}

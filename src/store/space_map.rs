@@ -476,16 +476,21 @@ impl SpaceMaps {
         let off = cnt_off((e % COUNTS_PER_LEAF) as usize);
         let b = store.modify(leaf, PageKind::RcLeaf)?;
         let old = get_u32(b, off);
+        // Errors name the block: a metadata page by its address, an extent by its number.
+        let at = match m {
+            MapId::Meta => self.meta_start + e,
+            MapId::Data => e,
+        };
         let new = match op {
             Op::Alloc if old == 0 => 1,
-            Op::Alloc => return Err(Error::corrupt(e, "allocated an entry that is in use")),
-            Op::Inc if old == 0 => return Err(Error::corrupt(e, "reference to a free block")),
+            Op::Alloc => return Err(Error::corrupt(at, "allocated an entry that is in use")),
+            Op::Inc if old == 0 => return Err(Error::corrupt(at, "reference to a free block")),
             Op::Inc => old
                 .checked_add(1)
-                .ok_or(Error::RefcountOverflow { addr: e })?,
+                .ok_or(Error::RefcountOverflow { addr: at })?,
             Op::Dec => old
                 .checked_sub(1)
-                .ok_or(Error::corrupt(e, "reference count underflow"))?,
+                .ok_or(Error::corrupt(at, "reference count underflow"))?,
             Op::Set(n) => n,
         };
         put_u32(b, off, new);
