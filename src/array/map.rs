@@ -176,7 +176,6 @@ impl<D: BlockDevice> Array<D> {
                 .range_shared_live(&mapping, lo, hi, &counts, collect)?;
             let mut flags = vec![false; mapped.len()];
             let mut chunks: Vec<u64> = mapped.iter().map(|m| m.1 / LIVE_CHUNK).collect();
-            chunks.dedup();
             chunks.sort_unstable();
             chunks.dedup();
             let mut counts = Some(counts);

@@ -196,22 +196,18 @@ impl<D: BlockDevice> Ctx<'_, D> {
             if h.nr == 0 {
                 return Err(Error::corrupt(addr, "empty interior B-tree node"));
             }
-            queued.extend((0..h.nr).map(|i| (node::child(b, &h, i), Some(h.level - 1))));
-        }
-        if !h.is_leaf() {
+            let children: Vec<u64> = (0..h.nr).map(|i| node::child(b, &h, i)).collect();
             // A child another tree shares only loses this node's reference: give it
             // back now rather than queue it (what its step would do). Only the
             // children that die with this node are queued.
-            let mut dying = Vec::with_capacity(queued.len());
-            for &(child, level) in &queued {
+            for child in children {
                 if self.sm.meta_count(self.st, child)? > 1 {
                     self.sm.dec_meta(self.st, child)?;
                     stats.work += 1;
                 } else {
-                    dying.push((child, level));
+                    queued.push((child, Some(h.level - 1)));
                 }
             }
-            queued = dying;
         }
         self.sm.dec_meta(self.st, addr)?;
         stats.nodes_freed += 1;
